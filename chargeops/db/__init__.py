@@ -1,0 +1,1 @@
+"""Database schema and engine; migrations live in `chargeops/migrations`."""

@@ -1,0 +1,38 @@
+"""Applies the Alembic migrations shipped inside the package (no alembic.ini needed)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from alembic import command
+from alembic.config import Config
+from sqlalchemy import inspect
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+MIGRATIONS = Path(__file__).resolve().parent.parent / "migrations"
+
+
+def alembic_config(url: str) -> Config:
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS))
+    cfg.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
+    return cfg
+
+
+async def upgrade(engine: AsyncEngine) -> None:
+    """Bring the database at `engine` to the newest revision."""
+    cfg = alembic_config(engine.url.render_as_string(hide_password=False))
+    async with engine.begin() as conn:
+
+        def _upgrade(sync_conn: object) -> None:
+            cfg.attributes["connection"] = sync_conn
+            command.upgrade(cfg, "head")
+
+        await conn.run_sync(_upgrade)
+
+
+async def is_empty(engine: AsyncEngine) -> bool:
+    """True when no chargeops table exists yet (a fresh embedded database)."""
+    async with engine.connect() as conn:
+        names = await conn.run_sync(lambda c: inspect(c).get_table_names())
+    return "alembic_version" not in names

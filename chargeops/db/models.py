@@ -1,0 +1,154 @@
+"""The one normalised storage model: OCPP versions are mapped onto it by the gateway, never stored raw-shaped.
+
+Times are stored timezone-aware (UTC). Every table that receives charger reports has a natural or
+event-derived unique key so that re-delivery never makes a second row.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import JSON, BigInteger, DateTime, Float, Index, Integer, String, UniqueConstraint
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+from chargeops.events import utcnow
+
+TZ = DateTime(timezone=True)
+BigId = BigInteger().with_variant(Integer(), "sqlite")
+
+
+class Base(DeclarativeBase):
+    type_annotation_map = {datetime: TZ, dict[str, Any]: JSON}
+
+
+class Charger(Base):
+    __tablename__ = "chargers"
+
+    id: Mapped[str] = mapped_column(String(48), primary_key=True)
+    password_hash: Mapped[str | None] = mapped_column(String(200))
+    security_profile: Mapped[int] = mapped_column(Integer, default=1)
+    site: Mapped[str | None] = mapped_column(String(64), index=True)
+    kind: Mapped[str] = mapped_column(String(20), default="charger")
+    vendor: Mapped[str | None] = mapped_column(String(50))
+    model: Mapped[str | None] = mapped_column(String(50))
+    serial_number: Mapped[str | None] = mapped_column(String(50))
+    firmware_version: Mapped[str | None] = mapped_column(String(50))
+    # The operator's decision (accepted / pending / rejected) and what the last BootNotification was told.
+    admission: Mapped[str] = mapped_column(String(16), default="accepted")
+    registration_status: Mapped[str | None] = mapped_column(String(16))
+    protocol: Mapped[str | None] = mapped_column(String(16))
+    connected: Mapped[bool] = mapped_column(default=False)
+    gateway_id: Mapped[str | None] = mapped_column(String(64))
+    session_id: Mapped[str | None] = mapped_column(String(36))
+    last_boot_at: Mapped[datetime | None]
+    last_seen: Mapped[datetime | None]
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+class Connector(Base):
+    """Latest status of one connector (evse_id 0 / connector_id 0 is the charger as a whole)."""
+
+    __tablename__ = "connectors"
+
+    charger_id: Mapped[str] = mapped_column(String(48), primary_key=True)
+    evse_id: Mapped[int] = mapped_column(primary_key=True)
+    connector_id: Mapped[int] = mapped_column(primary_key=True)
+    status: Mapped[str] = mapped_column(String(32))
+    error_code: Mapped[str | None] = mapped_column(String(64))
+    vendor_error_code: Mapped[str | None] = mapped_column(String(64))
+    reported_at: Mapped[datetime | None]
+
+
+class IdToken(Base):
+    __tablename__ = "id_tokens"
+
+    id_token: Mapped[str] = mapped_column(String(64), primary_key=True)
+    type: Mapped[str] = mapped_column(String(20), default="ISO14443")
+    status: Mapped[str] = mapped_column(String(16))
+    expiry: Mapped[datetime | None]
+    group_id: Mapped[str | None] = mapped_column(String(64))
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+class Transaction(Base):
+    __tablename__ = "transactions"
+    __table_args__ = (
+        UniqueConstraint("charger_id", "transaction_id", name="uq_transactions_charger_tx"),
+        Index("ix_transactions_active", "charger_id", "active"),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    charger_id: Mapped[str] = mapped_column(String(48), index=True)
+    transaction_id: Mapped[str] = mapped_column(String(64))
+    evse_id: Mapped[int | None]
+    connector_id: Mapped[int | None]
+    id_token: Mapped[str | None] = mapped_column(String(64))
+    started_at: Mapped[datetime | None]
+    stopped_at: Mapped[datetime | None]
+    meter_start_wh: Mapped[float | None] = mapped_column(Float)
+    meter_last_wh: Mapped[float | None] = mapped_column(Float)
+    meter_stop_wh: Mapped[float | None] = mapped_column(Float)
+    stop_reason: Mapped[str | None] = mapped_column(String(32))
+    active: Mapped[bool] = mapped_column(default=True)
+    last_seq_no: Mapped[int | None]
+    start_key: Mapped[str | None] = mapped_column(String(64), unique=True)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+    @property
+    def energy_wh(self) -> float | None:
+        """Session energy: stop (or latest) register minus start register."""
+        end = self.meter_stop_wh if self.meter_stop_wh is not None else self.meter_last_wh
+        if end is None or self.meter_start_wh is None:
+            return None
+        return max(0.0, end - self.meter_start_wh)
+
+
+class StoredEvent(Base):
+    """Every version-neutral event, once (primary key = the event's deterministic id)."""
+
+    __tablename__ = "events"
+    __table_args__ = (Index("ix_events_charger_time", "charger_id", "received_at"),)
+
+    event_id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    charger_id: Mapped[str] = mapped_column(String(48))
+    kind: Mapped[str] = mapped_column(String(32), index=True)
+    reported_at: Mapped[datetime | None]
+    received_at: Mapped[datetime]
+    data: Mapped[dict[str, Any]]
+
+
+class MeterSample(Base):
+    """One sampled value; (event_id, idx) makes re-delivery idempotent."""
+
+    __tablename__ = "meter_samples"
+    __table_args__ = (Index("ix_meter_samples_charger_time", "charger_id", "sampled_at"),)
+
+    event_id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    idx: Mapped[int] = mapped_column(primary_key=True)
+    charger_id: Mapped[str] = mapped_column(String(48))
+    evse_id: Mapped[int]
+    connector_id: Mapped[int]
+    transaction_id: Mapped[str | None] = mapped_column(String(64))
+    sampled_at: Mapped[datetime]
+    measurand: Mapped[str] = mapped_column(String(64))
+    phase: Mapped[str | None] = mapped_column(String(8))
+    location: Mapped[str | None] = mapped_column(String(16))
+    context: Mapped[str | None] = mapped_column(String(32))
+    unit: Mapped[str | None] = mapped_column(String(16))
+    value: Mapped[float] = mapped_column(Float)
+
+
+class ApiToken(Base):
+    """Operator-API bearer token: only its SHA-256 is stored (tokens are random, high-entropy secrets)."""
+
+    __tablename__ = "api_tokens"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    name: Mapped[str] = mapped_column(String(100))
+    role: Mapped[str] = mapped_column(String(16))
+    token_sha256: Mapped[str] = mapped_column(String(64), unique=True)
+    region: Mapped[str | None] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    revoked_at: Mapped[datetime | None]

@@ -1,0 +1,282 @@
+"""The version-neutral events every part of chargeops consumes.
+
+The OCPP gateway turns each charger message, whatever its protocol version, into these; the bus carries
+them; ingest stores them; ops reacts to them. Nothing outside `ocpp_gateway` sees an OCPP payload shape.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import asdict, dataclass, field, fields
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any, ClassVar
+
+import orjson
+
+SCHEMA_VERSION = 1
+_EVENT_NS = uuid.UUID("5d3c6a1e-8a43-4b8e-9a0e-0c6b0c2f6e11")
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class EventKind(StrEnum):
+    CONNECTED = "connected"
+    DISCONNECTED = "disconnected"
+    BOOTED = "booted"
+    HEARTBEAT = "heartbeat"
+    STATUS_CHANGED = "status_changed"
+    METER_VALUES = "meter_values"
+    TRANSACTION_STARTED = "transaction_started"
+    TRANSACTION_UPDATED = "transaction_updated"
+    TRANSACTION_ENDED = "transaction_ended"
+    AUTHORIZATION = "authorization"
+    FAULT_REPORTED = "fault_reported"
+    FIRMWARE_STATUS = "firmware_status"
+    LOG_STATUS = "log_status"
+    SECURITY_EVENT = "security_event"
+    REPORTED = "reported"
+
+
+@dataclass(slots=True)
+class Body:
+    """Base of the kind-specific part of an event."""
+
+    kind: ClassVar[EventKind]
+
+
+@dataclass(slots=True)
+class Connected(Body):
+    kind = EventKind.CONNECTED
+    protocol: str
+    gateway_id: str
+    session_id: str
+
+
+@dataclass(slots=True)
+class Disconnected(Body):
+    kind = EventKind.DISCONNECTED
+    gateway_id: str
+    session_id: str
+    reason: str = ""
+
+
+@dataclass(slots=True)
+class Booted(Body):
+    kind = EventKind.BOOTED
+    vendor: str
+    model: str
+    serial_number: str | None = None
+    firmware_version: str | None = None
+    reason: str | None = None
+    registration: str = "Accepted"
+
+
+@dataclass(slots=True)
+class Heartbeat(Body):
+    kind = EventKind.HEARTBEAT
+
+
+@dataclass(slots=True)
+class StatusChanged(Body):
+    """A connector's (or with connector_id 0 / evse_id 0, the whole charger's) availability status."""
+
+    kind = EventKind.STATUS_CHANGED
+    evse_id: int
+    connector_id: int
+    status: str
+    error_code: str | None = None
+    vendor_error_code: str | None = None
+    info: str | None = None
+
+
+@dataclass(slots=True)
+class Sample:
+    """One sampled value: every measurand, phase, location and context is kept."""
+
+    measurand: str
+    value: float
+    unit: str | None = None
+    phase: str | None = None
+    location: str | None = None
+    context: str | None = None
+    sampled_at: datetime | None = None
+
+
+@dataclass(slots=True)
+class MeterValues(Body):
+    kind = EventKind.METER_VALUES
+    evse_id: int
+    connector_id: int
+    transaction_id: str | None
+    samples: list[Sample] = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class TransactionStarted(Body):
+    kind = EventKind.TRANSACTION_STARTED
+    transaction_id: str
+    evse_id: int
+    connector_id: int
+    id_token: str | None
+    started_at: datetime
+    meter_start_wh: float | None = None
+
+
+@dataclass(slots=True)
+class TransactionUpdated(Body):
+    kind = EventKind.TRANSACTION_UPDATED
+    transaction_id: str
+    seq_no: int | None = None
+    trigger: str | None = None
+    charging_state: str | None = None
+    offline: bool = False
+
+
+@dataclass(slots=True)
+class TransactionEnded(Body):
+    kind = EventKind.TRANSACTION_ENDED
+    transaction_id: str
+    stopped_at: datetime
+    meter_stop_wh: float | None = None
+    reason: str | None = None
+
+
+@dataclass(slots=True)
+class Authorization(Body):
+    kind = EventKind.AUTHORIZATION
+    id_token: str
+    status: str
+
+
+@dataclass(slots=True)
+class FaultReported(Body):
+    """A problem the charger reported: an error code on a connector or a component/variable event."""
+
+    kind = EventKind.FAULT_REPORTED
+    evse_id: int
+    connector_id: int
+    component: str
+    code: str
+    description: str | None = None
+    vendor_code: str | None = None
+    cleared: bool = False
+
+
+@dataclass(slots=True)
+class FirmwareStatus(Body):
+    kind = EventKind.FIRMWARE_STATUS
+    status: str
+    request_id: int | None = None
+    signed: bool = False
+
+
+@dataclass(slots=True)
+class LogStatus(Body):
+    kind = EventKind.LOG_STATUS
+    status: str
+    request_id: int | None = None
+
+
+@dataclass(slots=True)
+class SecurityEvent(Body):
+    kind = EventKind.SECURITY_EVENT
+    type: str
+    tech_info: str | None = None
+
+
+@dataclass(slots=True)
+class Reported(Body):
+    """A charger message with no dedicated feature yet, stored as sent (OCPP field names)."""
+
+    kind = EventKind.REPORTED
+    action: str
+    payload: dict[str, Any] = field(default_factory=dict)
+
+
+BODY_TYPES: dict[EventKind, type[Body]] = {
+    cls.kind: cls
+    for cls in (
+        Connected, Disconnected, Booted, Heartbeat, StatusChanged, MeterValues, TransactionStarted,
+        TransactionUpdated, TransactionEnded, Authorization, FaultReported, FirmwareStatus, LogStatus,
+        SecurityEvent, Reported,
+    )
+}
+
+
+@dataclass(slots=True)
+class Event:
+    """Envelope: who, when (as reported and as received), and a deterministic id for idempotent storage."""
+
+    charger_id: str
+    body: Body
+    reported_at: datetime | None = None
+    received_at: datetime = field(default_factory=utcnow)
+    event_id: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.event_id:
+            self.event_id = self.derive_id()
+
+    @property
+    def kind(self) -> EventKind:
+        return self.body.kind
+
+    def derive_id(self) -> str:
+        """Same charger, kind, report time and content → same id, so a replayed message is stored once.
+
+        Connection events are not replays of anything: they get their receive time in the key.
+        """
+        content = asdict(self.body)
+        stamp = self.reported_at if self.reported_at else None
+        if self.body.kind in (EventKind.CONNECTED, EventKind.DISCONNECTED, EventKind.HEARTBEAT) or (
+            stamp is None
+        ):
+            stamp = self.received_at
+        key = orjson.dumps([self.charger_id, self.body.kind, stamp, content], default=str)
+        return str(uuid.uuid5(_EVENT_NS, key.decode()))
+
+    def to_json(self) -> bytes:
+        return orjson.dumps(
+            {
+                "v": SCHEMA_VERSION,
+                "event_id": self.event_id,
+                "kind": self.body.kind.value,
+                "charger_id": self.charger_id,
+                "reported_at": self.reported_at,
+                "received_at": self.received_at,
+                "data": asdict(self.body),
+            }
+        )
+
+    @classmethod
+    def from_json(cls, raw: bytes | str) -> Event:
+        doc = orjson.loads(raw)
+        body_cls = BODY_TYPES[EventKind(doc["kind"])]
+        data = doc["data"]
+        if body_cls is MeterValues:
+            data = {**data, "samples": [Sample(**_parse_times(s, ("sampled_at",))) for s in data["samples"]]}
+        data = _parse_times(data, _TIME_FIELDS.get(body_cls, ()))
+        return cls(
+            charger_id=doc["charger_id"],
+            body=body_cls(**data),
+            reported_at=_parse_dt(doc.get("reported_at")),
+            received_at=_parse_dt(doc["received_at"]) or utcnow(),
+            event_id=doc["event_id"],
+        )
+
+
+_TIME_FIELDS: dict[type[Body], tuple[str, ...]] = {
+    cls: tuple(f.name for f in fields(cls) if "datetime" in str(f.type))
+    for cls in BODY_TYPES.values()
+}
+
+
+def _parse_dt(value: str | None) -> datetime | None:
+    return datetime.fromisoformat(value) if value else None
+
+
+def _parse_times(data: dict[str, Any], names: tuple[str, ...]) -> dict[str, Any]:
+    return {k: (_parse_dt(v) if k in names else v) for k, v in data.items()}

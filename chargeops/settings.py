@@ -1,0 +1,59 @@
+"""Process settings: every command-line flag has a `CHARGEOPS_*` environment twin (SPEC §3)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+ROLES = ("gateway", "ingest", "ops", "api")
+
+
+class Settings(BaseSettings):
+    """Everything a chargeops process can be told; defaults are the embedded, no-services setup."""
+
+    model_config = SettingsConfigDict(env_prefix="CHARGEOPS_", extra="ignore")
+
+    database_url: str = Field(
+        default=f"sqlite+aiosqlite:///{Path.cwd() / 'chargeops.db'}",
+        description="SQLAlchemy async URL; SQLite in the working directory by default",
+    )
+    mqtt_url: str | None = Field(default=None, description="mqtt://host:port; unset = in-process bus")
+    admin_token: SecretStr | None = Field(default=None, description="bearer token with the admin role")
+    roles: str = Field(default=",".join(ROLES), description="comma-separated roles this process runs")
+
+    ocpp_host: str = "127.0.0.1"
+    ocpp_port: int = 9000
+    http_host: str = "127.0.0.1"
+    http_port: int = 8000
+
+    accept_unknown: bool = Field(default=False, description="accept chargers that are not registered")
+    registration_policy: str = Field(
+        default="reject", description="what BootNotification of an unknown charger gets: reject | pending"
+    )
+    heartbeat_interval: int = Field(default=300, description="seconds, sent in BootNotification")
+    boot_retry_interval: int = Field(default=60, description="seconds a Pending/Rejected charger waits")
+    call_timeout: float = Field(default=30.0, description="seconds to wait for a charger's answer")
+    max_frame_bytes: int = Field(default=1 << 20, description="larger frames close with 1009")
+    login_failures_allowed: int = Field(default=10, description="failed logins per id / address per minute")
+    login_backoff_seconds: float = Field(default=60.0, description="refusal period after too many failures")
+
+    tls_cert: Path | None = Field(default=None, description="server certificate (PEM) for wss://")
+    tls_key: Path | None = Field(default=None, description="server private key (PEM)")
+    tls_client_ca: Path | None = Field(
+        default=None, description="CA bundle for client certificates (security profile 3)"
+    )
+    allow_private_urls: bool = Field(
+        default=False, description="allow loopback/private firmware and diagnostics URLs"
+    )
+    gateway_id: str = Field(default="gw-1", description="name of this gateway process on the bus")
+    log_level: str = "INFO"
+
+    def role_set(self) -> set[str]:
+        """The roles named in `roles`, checked against the known ones."""
+        roles = {r.strip() for r in self.roles.split(",") if r.strip()}
+        unknown = roles - set(ROLES)
+        if unknown:
+            raise ValueError(f"unknown role(s): {', '.join(sorted(unknown))}; known: {', '.join(ROLES)}")
+        return roles

@@ -1,0 +1,17 @@
+"""What every charger session shares: settings, the store, the bus and this gateway's name."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from chargeops.settings import Settings
+from ocpp_gateway.store import GatewayStore
+from telemetry.bus import Bus
+
+
+@dataclass(slots=True)
+class GatewayContext:
+    settings: Settings
+    store: GatewayStore
+    bus: Bus
+    gateway_id: str

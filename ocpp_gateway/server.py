@@ -1,0 +1,217 @@
+"""The WebSocket side of the gateway: handshake (path, subprotocol, authentication, rate limits),
+the registry of live sessions with takeover, and command routing from the bus to the right session."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import ssl
+from collections.abc import Sequence
+from http import HTTPStatus
+from typing import Any
+from urllib.parse import unquote
+
+from sqlalchemy.exc import SQLAlchemyError
+from websockets.asyncio.server import Server, ServerConnection, serve
+from websockets.datastructures import Headers
+from websockets.http11 import Request, Response
+
+from chargeops.events import Connected, Disconnected, Event
+from ocpp_gateway.auth import FailureLimiter, Verifier, parse_basic
+from ocpp_gateway.context import GatewayContext
+from ocpp_gateway.logs import for_charger
+from ocpp_gateway.rpc import warm_up
+from ocpp_gateway.session import ChargerSession
+from ocpp_gateway.store import ChargerAuth
+from ocpp_gateway.v16 import Session16
+from ocpp_gateway.v201 import Session21, Session201
+from ocpp_gateway.versions import BY_SUBPROTOCOL
+from telemetry.metrics import CHARGERS_CONNECTED, CONNECTION_TAKEOVERS, HANDSHAKES_REFUSED
+
+log = logging.getLogger("chargeops.gateway")
+
+SESSION_CLASSES: dict[str, type[ChargerSession]] = {
+    cls.version.subprotocol: cls for cls in (Session16, Session201, Session21)
+}
+SUBPROTOCOLS = tuple(SESSION_CLASSES)
+_ID_RE = re.compile(r"^[A-Za-z0-9._:*+\-|@=]{1,48}$")
+PATH_PREFIX = "/ocpp/"
+
+
+def offered_subprotocols(headers: Headers) -> list[str]:
+    return [p.strip() for value in headers.get_all("Sec-WebSocket-Protocol") for p in value.split(",") if p.strip()]
+
+
+class GatewayServer:
+    """Holds charger connections for one gateway process."""
+
+    def __init__(self, ctx: GatewayContext) -> None:
+        self.ctx = ctx
+        s = ctx.settings
+        self.sessions: dict[str, ChargerSession] = {}
+        self._verifier = Verifier()
+        self._by_id = FailureLimiter(s.login_failures_allowed, backoff=s.login_backoff_seconds)
+        self._by_addr = FailureLimiter(s.login_failures_allowed, backoff=s.login_backoff_seconds)
+        self._server: Server | None = None
+        self._auth: dict[int, ChargerAuth] = {}
+
+    # -- lifecycle ------------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        s = self.ctx.settings
+        await asyncio.to_thread(lambda: [warm_up(cls.version) for cls in SESSION_CLASSES.values()])
+        self._server = await serve(
+            self._handle,
+            s.ocpp_host,
+            s.ocpp_port,
+            subprotocols=list(SUBPROTOCOLS),  # type: ignore[arg-type]
+            select_subprotocol=self._select_subprotocol,
+            process_request=self._process_request,
+            compression=None,  # permessage-deflate costs ~40 KiB per idle connection
+            max_size=s.max_frame_bytes,
+            max_queue=4,
+            ping_interval=60,
+            ping_timeout=60,
+            ssl=self._ssl_context(),
+            server_header="chargeops",
+        )
+        log.info("OCPP gateway listening on %s://%s:%s%s{chargePointId}",
+                 "wss" if s.tls_cert else "ws", s.ocpp_host, self.port, PATH_PREFIX)
+
+    @property
+    def port(self) -> int:
+        assert self._server is not None
+        return int(self._server.sockets[0].getsockname()[1])
+
+    async def stop(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()
+
+    def _ssl_context(self) -> ssl.SSLContext | None:
+        s = self.ctx.settings
+        if not s.tls_cert:
+            return None
+        ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+        ctx.load_cert_chain(s.tls_cert, s.tls_key)
+        if s.tls_client_ca:
+            ctx.load_verify_locations(s.tls_client_ca)
+            ctx.verify_mode = ssl.CERT_OPTIONAL  # profile 2 chargers send none; profile 3 must
+        return ctx
+
+    # -- handshake ------------------------------------------------------------------------------------
+
+    @staticmethod
+    def _select_subprotocol(connection: ServerConnection, offered: Sequence[str]) -> str | None:
+        """The charger's first choice that we speak (its list is in order of preference)."""
+        return next((p for p in offered if p in SESSION_CLASSES), None)
+
+    def _refuse(self, connection: ServerConnection, status: HTTPStatus, reason: str, text: str) -> Response:
+        HANDSHAKES_REFUSED.labels(reason).inc()
+        response = connection.respond(status, text + "\n")
+        if status == HTTPStatus.UNAUTHORIZED:
+            response.headers["WWW-Authenticate"] = 'Basic realm="chargeops", charset="UTF-8"'
+        return response
+
+    async def _process_request(self, connection: ServerConnection, request: Request) -> Response | None:
+        path = request.path.split("?", 1)[0]
+        charger_id = unquote(path[len(PATH_PREFIX):]) if path.startswith(PATH_PREFIX) else ""
+        if not _ID_RE.match(charger_id):
+            return self._refuse(connection, HTTPStatus.NOT_FOUND, "bad_path", f"use {PATH_PREFIX}{{chargePointId}}")
+        if not any(p in SESSION_CLASSES for p in offered_subprotocols(request.headers)):
+            return self._refuse(
+                connection, HTTPStatus.BAD_REQUEST, "subprotocol", f"offer one of {', '.join(SUBPROTOCOLS)}"
+            )
+        clog = for_charger(log, charger_id)
+        address = str((connection.remote_address or ("?",))[0])
+        if self._by_id.blocked(charger_id) or self._by_addr.blocked(address):
+            return self._refuse(connection, HTTPStatus.TOO_MANY_REQUESTS, "rate_limited", "too many failed logins")
+        try:
+            auth = await self.ctx.store.charger(charger_id)
+            if auth is None:
+                auth = await self._admit_unknown(charger_id)
+        except (SQLAlchemyError, OSError) as exc:
+            clog.error("handshake refused, storage unavailable: %s", exc)
+            return self._refuse(connection, HTTPStatus.SERVICE_UNAVAILABLE, "unavailable", "try again later")
+        if auth is None:
+            self._failed(charger_id, address)
+            clog.warning("unknown charger refused from %s", address)
+            return self._refuse(connection, HTTPStatus.NOT_FOUND, "unknown_charger", "unknown charge point")
+        refusal = await self._authenticate(connection, request, auth)
+        if refusal is not None:
+            self._failed(charger_id, address)
+            clog.warning("login refused from %s: %s", address, refusal)
+            return self._refuse(connection, HTTPStatus.UNAUTHORIZED, refusal, "authentication failed")
+        self._by_id.succeed(charger_id)
+        self._auth[id(connection)] = auth
+        return None
+
+    async def _admit_unknown(self, charger_id: str) -> ChargerAuth | None:
+        s = self.ctx.settings
+        if s.accept_unknown:
+            return await self.ctx.store.admit_unknown(charger_id, "accepted")
+        if s.registration_policy == "pending":
+            return await self.ctx.store.admit_unknown(charger_id, "pending")
+        return None
+
+    def _failed(self, charger_id: str, address: str) -> None:
+        self._by_id.fail(charger_id)
+        self._by_addr.fail(address)
+
+    async def _authenticate(self, connection: ServerConnection, request: Request, auth: ChargerAuth) -> str | None:
+        """None if the charger proved who it is for its security profile, else the refusal reason."""
+        tls = connection.transport.get_extra_info("ssl_object") is not None
+        if auth.security_profile >= 2 and not tls:
+            return "tls_required"
+        if auth.security_profile >= 3:
+            cert = connection.transport.get_extra_info("peercert") or {}
+            names = [v for rdn in cert.get("subject", ()) for k, v in rdn if k == "commonName"]
+            return None if auth.id in names else "client_certificate"
+        if auth.password_hash is None:
+            return None
+        creds = parse_basic(request.headers.get("Authorization"))
+        if creds is None:
+            return "no_credentials"
+        user, password = creds
+        if user != auth.id:
+            return "user_mismatch"
+        if self._verifier.cached(auth.id, auth.password_hash, password):
+            return None
+        ok = await asyncio.to_thread(self._verifier.verify, auth.id, auth.password_hash, password)
+        return None if ok else "bad_credentials"
+
+    # -- sessions -------------------------------------------------------------------------------------
+
+    async def _handle(self, connection: ServerConnection) -> None:
+        auth = self._auth.pop(id(connection))
+        protocol = connection.subprotocol or ""
+        session = SESSION_CLASSES[protocol](auth.id, connection, self.ctx, auth)
+        old = self.sessions.get(auth.id)
+        self.sessions[auth.id] = session
+        self.ctx.bus.hold(auth.id, session.execute)
+        if old is not None:
+            CONNECTION_TAKEOVERS.inc()
+            session.log.warning("new authenticated connection replaces the live one")
+            await old.close(1000, "replaced by a new connection")
+        CHARGERS_CONNECTED.labels(protocol).inc()
+        session.log.info("connected (%s) from %s", protocol, (connection.remote_address or ("?",))[0])
+        gw = self.ctx.gateway_id
+        await self._presence(session, Connected(protocol, gw, session.session_id))
+        try:
+            await session.start()
+        finally:
+            CHARGERS_CONNECTED.labels(protocol).dec()
+            if self.sessions.get(auth.id) is session:
+                del self.sessions[auth.id]
+                self.ctx.bus.release(auth.id, session.execute)
+            session.log.info("disconnected (code %s)", connection.close_code)
+            await self._presence(session, Disconnected(gw, session.session_id, str(connection.close_code)))
+
+    async def _presence(self, session: ChargerSession, body: Any) -> None:
+        """Presence is best effort: a database hiccup must not cost the charger its connection."""
+        try:
+            await self.ctx.bus.publish([Event(session.id, body)])
+        except Exception as exc:
+            session.log.warning("could not record %s: %s", body.kind.value, exc)

@@ -1,0 +1,261 @@
+"""The version-neutral charger session over the `ocpp` library's ChargePoint.
+
+One subclass per OCPP version supplies thin handlers that map payloads to events and answers; everything
+else — framing, central schema validation both ways, the registration gate, CALLERROR spelling, one
+outstanding outgoing call, metrics and logs — happens here, once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from datetime import datetime
+from typing import Any, ClassVar
+
+from ocpp.charge_point import ChargePoint
+from ocpp.routing import create_route_map
+from sqlalchemy.exc import SQLAlchemyError
+from websockets.asyncio.server import ServerConnection
+from websockets.exceptions import ConnectionClosed
+
+from chargeops.events import (
+    Authorization,
+    Body,
+    Booted,
+    Event,
+    MeterValues,
+    Reported,
+    utcnow,
+)
+from ocpp_gateway.context import GatewayContext
+from ocpp_gateway.logs import for_charger
+from ocpp_gateway.rpc import Call, CallError, CallResult, RpcError, pack_call, pack_error, pack_result, parse_frame, validate
+from ocpp_gateway.store import ChargerAuth, TokenStatus
+from ocpp_gateway.urls import url_problem
+from ocpp_gateway.versions import OcppVersion
+from telemetry.bus import CommandReply
+from telemetry.metrics import (
+    OCPP_CALL_ERRORS,
+    OCPP_HANDLING_SECONDS,
+    OCPP_MESSAGES,
+    OCPP_OUTGOING_SECONDS,
+    FRAMES_REJECTED,
+)
+
+logger = logging.getLogger("chargeops.gateway")
+
+Handler = Callable[[Any, dict[str, Any]], Awaitable[dict[str, Any]]]
+
+# CSMS-initiated actions that make a charger fetch from or upload to a URL, and where that URL sits.
+URL_FIELDS: dict[str, tuple[str, ...]] = {
+    "UpdateFirmware": ("location", "firmware.location"),
+    "SignedUpdateFirmware": ("firmware.location",),
+    "GetDiagnostics": ("location",),
+    "GetLog": ("log.remoteLocation",),
+    "PublishFirmware": ("location",),
+}
+
+
+def store_only(response: dict[str, Any]) -> Handler:
+    """A handler for an action with no feature behind it yet: the message is stored, the answer is fixed."""
+
+    async def handler(session: ChargerSession, payload: dict[str, Any]) -> dict[str, Any]:
+        await session.emit(Reported(session.current_action, payload))
+        return response
+
+    return handler
+
+
+class ChargerSession(ChargePoint):
+    """One connected charger. Subclasses set `version`, add `@on(...)` handlers and `STORE_ONLY` answers."""
+
+    version: ClassVar[OcppVersion]
+    STORE_ONLY: ClassVar[dict[str, dict[str, Any]]] = {}
+    _class_routes: ClassVar[dict[str, dict[str, Any]]]
+
+    def __init__(self, charger_id: str, connection: ServerConnection, ctx: GatewayContext, auth: ChargerAuth):
+        super().__init__(charger_id, connection, response_timeout=ctx.settings.call_timeout, logger=logger)
+        self.route_map = self.routes()  # shared per class: no per-connection route table
+        self.ctx = ctx
+        self.auth = auth
+        self.session_id = str(uuid.uuid4())
+        # A registration accepted before a restart still holds, unless the operator has since withdrawn it.
+        self.registration = auth.registration_status if auth.admission == "accepted" else None
+        self.log = for_charger(logger, charger_id)
+        self.current_action = ""
+        self._waiting: tuple[str, str, asyncio.Future[CallResult | CallError]] | None = None
+
+    @classmethod
+    def routes(cls) -> dict[str, dict[str, Any]]:
+        if "_class_routes" not in cls.__dict__:
+            routes = create_route_map(cls)
+            for action, response in cls.STORE_ONLY.items():
+                routes.setdefault(action, {"_on_action": store_only(response)})
+            cls._class_routes = routes
+        return cls._class_routes
+
+    # -- receiving ------------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Serve the connection until it closes."""
+        try:
+            async for message in self._connection:
+                await self.route_message(message)
+        except ConnectionClosed:
+            pass
+        finally:
+            if self._waiting and not self._waiting[2].done():
+                self._waiting[2].set_exception(ConnectionError("charger disconnected"))
+
+    async def route_message(self, raw: str | bytes) -> None:
+        try:
+            frame = parse_frame(raw, self.version)
+        except RpcError as err:
+            FRAMES_REJECTED.labels(err.code).inc()
+            self.log.warning("bad frame answered with %s: %s", err.code, err.description)
+            await self._send_error(err)
+            return
+        if isinstance(frame, Call):
+            await self._handle_call(frame)
+        elif frame is not None:
+            waiting = self._waiting
+            if waiting and waiting[0] == frame.unique_id and not waiting[2].done():
+                waiting[2].set_result(frame)
+            else:
+                self.log.warning("ignoring %s for unknown message id %s", type(frame).__name__, frame.unique_id)
+
+    async def _handle_call(self, call: Call) -> None:  # type: ignore[override]
+        started = time.perf_counter()
+        action = call.action
+        route = self.route_map.get(action)
+        try:
+            if route is None:
+                if action in self.version.known_actions():
+                    raise RpcError("NotSupported", f"{action} is not supported from a charger", call.unique_id)
+                raise RpcError("NotImplemented", f"unknown action {action!r}", call.unique_id)
+            OCPP_MESSAGES.labels(action, "in").inc()
+            if action != "BootNotification" and self.registration != "Accepted":
+                raise RpcError(
+                    "SecurityError", f"registration is {self.registration or 'not accepted'}", call.unique_id
+                )
+            validate(self.version, action, call.payload, response=False, unique_id=call.unique_id)
+            self.current_action = action
+            response = await route["_on_action"](self, call.payload)
+            try:
+                validate(self.version, action, response, response=True, unique_id=call.unique_id)
+            except RpcError as bug:
+                self.log.error("our %s response breaks the schema: %s", action, bug.description)
+                raise RpcError("InternalError", "the central system built an invalid response", call.unique_id) from None
+            await self._send(pack_result(call.unique_id, response))
+        except RpcError as err:
+            err.unique_id = call.unique_id
+            self.log.info("%s answered with %s: %s", action, err.code, err.description)
+            await self._send_error(err)
+        except (SQLAlchemyError, ConnectionError, OSError) as exc:
+            self.log.error("%s failed, storage unavailable: %s", action, exc)
+            await self._send_error(
+                RpcError("InternalError", "storage temporarily unavailable; retry later", call.unique_id)
+            )
+        except Exception:
+            self.log.exception("%s handler failed", action)
+            await self._send_error(RpcError("InternalError", "unexpected error", call.unique_id))
+        finally:
+            if route is not None:
+                OCPP_HANDLING_SECONDS.labels(action).observe(time.perf_counter() - started)
+
+    async def _send_error(self, err: RpcError) -> None:
+        OCPP_CALL_ERRORS.labels(err.code, "out").inc()
+        await self._send(pack_error(err))
+
+    async def _send(self, message: str) -> None:  # type: ignore[override]
+        try:
+            await self._connection.send(message)
+        except ConnectionClosed:
+            self.log.info("connection closed before the answer could be sent")
+
+    # -- what handlers share ----------------------------------------------------------------------------
+
+    async def emit(self, *bodies: Body, reported_at: datetime | None = None) -> None:
+        """Publish events; returns once they are durable (or safely queued)."""
+        now = utcnow()
+        await self.ctx.bus.publish(
+            [
+                Event(self.id, body, reported_at=reported_at or _body_time(body), received_at=now)
+                for body in bodies
+            ]
+        )
+
+    async def register_boot(self, boot: Booted) -> tuple[str, int]:
+        """Decide Accepted / Pending / Rejected from the operator's admission; returns (status, interval)."""
+        status = {"accepted": "Accepted", "pending": "Pending"}.get(self.auth.admission, "Rejected")
+        boot.registration = status
+        now = utcnow()
+        await self.ctx.store.record_boot(self.id, boot, now)
+        await self.emit(boot, reported_at=now)
+        self.registration = status
+        settings = self.ctx.settings
+        interval = settings.heartbeat_interval if status == "Accepted" else settings.boot_retry_interval
+        self.log.info("boot %s (%s %s, firmware %s)", status, boot.vendor, boot.model, boot.firmware_version)
+        return status, interval
+
+    async def authorize(self, id_token: str) -> TokenStatus:
+        token = await self.ctx.store.id_token(id_token, utcnow())
+        await self.emit(Authorization(id_token, token.status))
+        return token
+
+    # -- sending ------------------------------------------------------------------------------------------
+
+    async def execute(self, action: str, payload: dict[str, Any], timeout: float) -> CommandReply:
+        """Send one CSMS-initiated call (OCPP field names in and out) and wait for the charger's answer."""
+        if action not in self.version.csms_actions():
+            return CommandReply("invalid", description=f"{action} is not a CSMS-initiated OCPP {self.version.name} action")
+        try:
+            validate(self.version, action, payload, response=False, unique_id="-")
+        except RpcError as err:
+            return CommandReply("invalid", error_code=err.code, description=err.description, details=err.details)
+        problem = await url_problem(action, payload, URL_FIELDS, self.ctx.settings.allow_private_urls)
+        if problem:
+            return CommandReply("invalid", error_code="UrlRefused", description=problem)
+        async with self._call_lock:
+            unique_id = str(uuid.uuid4())
+            fut: asyncio.Future[CallResult | CallError] = asyncio.get_running_loop().create_future()
+            self._waiting = (unique_id, action, fut)
+            started = time.perf_counter()
+            OCPP_MESSAGES.labels(action, "out").inc()
+            try:
+                await self._connection.send(pack_call(unique_id, action, payload))
+                answer = await asyncio.wait_for(fut, timeout)
+            except (TimeoutError, asyncio.TimeoutError):
+                self.log.warning("%s: no answer within %.0f s", action, timeout)
+                return CommandReply("timeout", description=f"no answer within {timeout:g} s")
+            except (ConnectionClosed, ConnectionError):
+                return CommandReply("not_connected", description="charger disconnected")
+            finally:
+                self._waiting = None
+                OCPP_OUTGOING_SECONDS.labels(action).observe(time.perf_counter() - started)
+        if isinstance(answer, CallError):
+            OCPP_CALL_ERRORS.labels(answer.code, "in").inc()
+            return CommandReply(
+                "error", error_code=answer.code, description=answer.description, details=answer.details
+            )
+        try:
+            validate(self.version, action, answer.payload, response=True, unique_id=unique_id)
+        except RpcError as err:
+            self.log.warning("%s answer breaks the schema: %s", action, err.description)
+            return CommandReply(
+                "bad_response", payload=answer.payload, error_code=err.code, description=err.description
+            )
+        return CommandReply("result", payload=answer.payload)
+
+    async def close(self, code: int = 1000, reason: str = "") -> None:
+        await self._connection.close(code, reason)
+
+
+def _body_time(body: Body) -> datetime | None:
+    """Meter values carry their own sample time."""
+    if isinstance(body, MeterValues) and body.samples:
+        return body.samples[0].sampled_at
+    return None

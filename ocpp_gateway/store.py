@@ -1,0 +1,201 @@
+"""What the gateway must know or decide synchronously before it answers a charger, behind a narrow interface:
+who a charger is, whether an id token is good, and transaction identity (1.6 ids are issued here).
+
+High-volume reports (meter values, status) do not pass through here; they go out as events to ingest.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from chargeops.db.models import Charger, IdToken, Transaction
+from chargeops.events import Booted, utcnow
+
+
+@dataclass(frozen=True, slots=True)
+class ChargerAuth:
+    """The part of a charger's record the handshake and boot need."""
+
+    id: str
+    password_hash: str | None
+    security_profile: int
+    admission: str
+    registration_status: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class TokenStatus:
+    status: str
+    expiry: datetime | None = None
+    group_id: str | None = None
+
+
+class GatewayStore:
+    """SQLAlchemy-backed; each method is one short transaction and is idempotent where OCPP allows retries."""
+
+    def __init__(self, sessions: async_sessionmaker[AsyncSession]):
+        self._sessions = sessions
+
+    def _insert(self, session: AsyncSession, table: Any) -> Any:
+        name = session.bind.dialect.name if session.bind else "sqlite"
+        return (postgresql.insert if name == "postgresql" else sqlite.insert)(table)
+
+    async def charger(self, charger_id: str) -> ChargerAuth | None:
+        async with self._sessions() as session:
+            row = await session.get(Charger, charger_id)
+            if row is None:
+                return None
+            return ChargerAuth(
+                row.id, row.password_hash, row.security_profile, row.admission, row.registration_status
+            )
+
+    async def admit_unknown(self, charger_id: str, admission: str) -> ChargerAuth:
+        """Create a record for an unknown charger let in by `--accept-unknown` or the `pending` policy."""
+        async with self._sessions() as session, session.begin():
+            await session.execute(
+                self._insert(session, Charger)
+                .values(id=charger_id, security_profile=0, kind="charger", connected=False, admission=admission,
+                        created_at=utcnow(), updated_at=utcnow())
+                .on_conflict_do_nothing(index_elements=["id"])
+            )
+        return await self.charger(charger_id) or ChargerAuth(charger_id, None, 0, admission, None)
+
+    async def record_boot(self, charger_id: str, boot: Booted, at: datetime) -> None:
+        async with self._sessions() as session, session.begin():
+            await session.execute(
+                update(Charger)
+                .where(Charger.id == charger_id)
+                .values(
+                    vendor=boot.vendor, model=boot.model, serial_number=boot.serial_number,
+                    firmware_version=boot.firmware_version, registration_status=boot.registration,
+                    last_boot_at=at,
+                )
+            )
+
+    async def set_firmware_version(self, charger_id: str, version: str) -> None:
+        async with self._sessions() as session, session.begin():
+            await session.execute(update(Charger).where(Charger.id == charger_id).values(firmware_version=version))
+
+    async def id_token(self, id_token: str, now: datetime) -> TokenStatus:
+        """Accepted / Blocked / Expired / Invalid for this token as of `now`, with its expiry."""
+        async with self._sessions() as session:
+            row = await session.get(IdToken, id_token)
+        if row is None:
+            return TokenStatus("Invalid")
+        expiry = _aware(row.expiry) if row.expiry else None
+        if row.status == "Accepted" and expiry is not None and expiry <= now:
+            return TokenStatus("Expired", expiry)
+        return TokenStatus(row.status, expiry, row.group_id)
+
+    async def start_transaction(
+        self,
+        charger_id: str,
+        *,
+        transaction_id: str | None,
+        evse_id: int,
+        connector_id: int,
+        id_token: str | None,
+        started_at: datetime,
+        meter_start_wh: float | None,
+    ) -> Transaction:
+        """Record a transaction start, once. A 1.6 start (no `transaction_id`) gets the row's id as its id;
+        a replay of the same start (same charger, connector, token, time, meter) returns the same row."""
+        key_src = f"{charger_id}|{transaction_id}|{connector_id}|{id_token}|{started_at.isoformat()}|{meter_start_wh}"
+        start_key = hashlib.sha256(key_src.encode()).hexdigest()[:64]
+        async with self._sessions() as session, session.begin():
+            existing = (
+                await session.execute(select(Transaction).where(Transaction.start_key == start_key))
+            ).scalar_one_or_none()
+            if existing is not None:
+                return existing
+            if transaction_id is not None:
+                row = (
+                    await session.execute(
+                        select(Transaction).where(
+                            Transaction.charger_id == charger_id, Transaction.transaction_id == transaction_id
+                        )
+                    )
+                ).scalar_one_or_none()
+                if row is not None:  # known from an earlier Updated/Ended; fill in what the start adds
+                    row.evse_id = evse_id
+                    row.connector_id = connector_id
+                    row.id_token = row.id_token or id_token
+                    row.started_at = min(_aware(row.started_at), started_at) if row.started_at else started_at
+                    row.meter_start_wh = meter_start_wh if meter_start_wh is not None else row.meter_start_wh
+                    row.start_key = start_key
+                    return row
+            row = Transaction(
+                charger_id=charger_id, transaction_id=transaction_id or "", evse_id=evse_id,
+                connector_id=connector_id, id_token=id_token, started_at=started_at,
+                meter_start_wh=meter_start_wh, active=True, start_key=start_key,
+            )
+            session.add(row)
+            await session.flush()
+            if transaction_id is None:
+                row.transaction_id = str(row.id)
+            return row
+
+    async def update_transaction(
+        self, charger_id: str, transaction_id: str, *, seq_no: int | None = None, meter_wh: float | None = None
+    ) -> bool:
+        """Note progress of a known transaction; False if the charger never told us about it."""
+        async with self._sessions() as session, session.begin():
+            row = await self._tx(session, charger_id, transaction_id)
+            if row is None:
+                return False
+            if seq_no is not None and (row.last_seq_no is None or seq_no > row.last_seq_no):
+                row.last_seq_no = seq_no
+            if meter_wh is not None and (row.meter_last_wh is None or meter_wh > row.meter_last_wh):
+                row.meter_last_wh = meter_wh
+            return True
+
+    async def end_transaction(
+        self,
+        charger_id: str,
+        transaction_id: str,
+        *,
+        stopped_at: datetime,
+        meter_stop_wh: float | None,
+        reason: str | None,
+        id_token: str | None = None,
+        evse_id: int | None = None,
+        connector_id: int | None = None,
+    ) -> Transaction:
+        """Close a transaction, idempotently; an end whose start we never saw still makes a (closed) row."""
+        async with self._sessions() as session, session.begin():
+            row = await self._tx(session, charger_id, transaction_id)
+            if row is None:
+                row = Transaction(
+                    charger_id=charger_id, transaction_id=transaction_id, evse_id=evse_id,
+                    connector_id=connector_id, id_token=id_token, active=False,
+                )
+                session.add(row)
+            if row.active or row.stopped_at is None:
+                row.active = False
+                row.stopped_at = stopped_at
+                row.meter_stop_wh = meter_stop_wh
+                row.stop_reason = reason
+                if meter_stop_wh is not None and (row.meter_last_wh is None or meter_stop_wh > row.meter_last_wh):
+                    row.meter_last_wh = meter_stop_wh
+            return row
+
+    async def _tx(self, session: AsyncSession, charger_id: str, transaction_id: str) -> Transaction | None:
+        return (
+            await session.execute(
+                select(Transaction).where(
+                    Transaction.charger_id == charger_id, Transaction.transaction_id == transaction_id
+                )
+            )
+        ).scalar_one_or_none()
+
+
+def _aware(dt: datetime) -> datetime:
+    """SQLite hands back naive datetimes; every stored time is UTC."""
+    return dt if dt.tzinfo else dt.replace(tzinfo=UTC)

@@ -1,0 +1,1 @@
+"""Operations: fleet registry, operator API, command line, and the composition of all roles."""

@@ -1,0 +1,104 @@
+"""Composition root: builds the roles a process runs (gateway, ingest, ops, api) around one bus."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+
+import uvicorn
+from fastapi import FastAPI
+from prometheus_client import make_asgi_app
+
+from chargeops.db.engine import make_engine, make_sessionmaker
+from chargeops.db.migrate import is_empty, upgrade
+from chargeops.settings import ROLES, Settings
+from ocpp_gateway.context import GatewayContext
+from ocpp_gateway.server import GatewayServer
+from ocpp_gateway.store import GatewayStore
+from telemetry.bus import InProcessBus
+from telemetry.ingest import BatchWriter
+
+log = logging.getLogger("chargeops")
+
+
+class Runtime:
+    """Everything one `chargeops serve` process runs; start() returns once all listeners are up."""
+
+    def __init__(self, settings: Settings, roles: set[str] | None = None) -> None:
+        self.settings = settings
+        self.roles = roles if roles is not None else settings.role_set()
+        if self.roles != set(ROLES) and not settings.mqtt_url:
+            raise ValueError(
+                "running a subset of roles needs a shared bus: set CHARGEOPS_MQTT_URL "
+                "(the in-process bus only joins roles inside one process)"
+            )
+        self.engine = make_engine(settings.database_url)
+        self.sessions = make_sessionmaker(self.engine)
+        self.bus = InProcessBus()
+        self.gateway: GatewayServer | None = None
+        self.writer: BatchWriter | None = None
+        self._http: uvicorn.Server | None = None
+        self._http_task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        if await is_empty(self.engine):
+            log.info("empty database: applying migrations")
+            await upgrade(self.engine)
+        if "ingest" in self.roles:
+            self.writer = BatchWriter(self.sessions)
+            self.writer.start()
+            self.bus.subscribe(self.writer.write, durable=True)
+        if "gateway" in self.roles:
+            ctx = GatewayContext(self.settings, GatewayStore(self.sessions), self.bus, self.settings.gateway_id)
+            self.gateway = GatewayServer(ctx)
+            await self.gateway.start()
+        await self._start_http()
+
+    def http_app(self) -> FastAPI:
+        if "api" in self.roles:
+            from ops.api import create_app
+
+            app = create_app(self.sessions, self.bus, self.settings)
+        else:
+            app = FastAPI(title="chargeops")
+        app.mount("/metrics", make_asgi_app())
+        return app
+
+    async def _start_http(self) -> None:
+        s = self.settings
+        config = uvicorn.Config(
+            self.http_app(), host=s.http_host, port=s.http_port, log_config=None, access_log=False, lifespan="off"
+        )
+        self._http = uvicorn.Server(config)
+        self._http_task = asyncio.get_running_loop().create_task(self._http.serve())
+        while not self._http.started:
+            if self._http_task.done():
+                self._http_task.result()
+                raise RuntimeError("HTTP server stopped during start-up")
+            await asyncio.sleep(0.02)
+        log.info("HTTP API on http://%s:%s (docs /docs, metrics /metrics)", s.http_host, self.http_port)
+
+    @property
+    def http_port(self) -> int:
+        assert self._http is not None
+        return int(self._http.servers[0].sockets[0].getsockname()[1])
+
+    async def stop(self) -> None:
+        if self._http is not None and self._http_task is not None:
+            self._http.should_exit = True
+            with contextlib.suppress(Exception):
+                await self._http_task
+        if self.gateway is not None:
+            await self.gateway.stop()
+        if self.writer is not None:
+            await self.writer.stop()
+        await self.bus.close()
+        await self.engine.dispose()
+
+    async def run_forever(self) -> None:
+        await self.start()
+        try:
+            await asyncio.Event().wait()
+        finally:
+            await self.stop()

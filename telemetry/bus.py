@@ -1,0 +1,112 @@
+"""The bus between the socket-holding gateway and everything else.
+
+Two jobs, as in MaEVe's per-charger topics: events flow out of the gateway to subscribers, and operator
+commands flow to whichever gateway holds the charger and their replies flow back. `InProcessBus` does both
+inside one process (the embedded default); the MQTT bus does the same across processes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from chargeops.events import Event
+from telemetry.metrics import EVENTS_PUBLISHED
+
+log = logging.getLogger(__name__)
+
+EventHandler = Callable[[Sequence[Event]], Awaitable[None]]
+
+
+@dataclass(slots=True)
+class CommandReply:
+    """Outcome of a CSMS-initiated call: `result` (payload as the charger sent it), `error` (its CALLERROR),
+    `invalid` (our side refused the payload), `timeout` or `not_connected`."""
+
+    outcome: str
+    payload: dict[str, Any] = field(default_factory=dict)
+    error_code: str | None = None
+    description: str | None = None
+    details: dict[str, Any] = field(default_factory=dict)
+
+
+CommandExecutor = Callable[[str, dict[str, Any], float], Awaitable[CommandReply]]
+
+
+class Bus(Protocol):
+    async def publish(self, events: Sequence[Event]) -> None: ...
+
+    def subscribe(self, handler: EventHandler, *, durable: bool = False) -> None: ...
+
+    def hold(self, charger_id: str, executor: CommandExecutor) -> None: ...
+
+    def release(self, charger_id: str, executor: CommandExecutor) -> None: ...
+
+    async def request(self, charger_id: str, action: str, payload: dict[str, Any], timeout: float) -> CommandReply: ...
+
+
+class InProcessBus:
+    """Events and commands within one process.
+
+    `publish` returns once every durable subscriber (ingest) has stored the events, so the gateway answers a
+    charger only after what it reported is durable. Other subscribers get them through a bounded queue each,
+    so a slow consumer never slows the chargers.
+    """
+
+    def __init__(self, listener_queue: int = 100_000) -> None:
+        self._durable: list[EventHandler] = []
+        self._listeners: list[asyncio.Queue[Sequence[Event]]] = []
+        self._tasks: list[asyncio.Task[None]] = []
+        self._holders: dict[str, CommandExecutor] = {}
+        self._queue_size = listener_queue
+
+    async def publish(self, events: Sequence[Event]) -> None:
+        if not events:
+            return
+        for handler in self._durable:
+            await handler(events)
+        for q in self._listeners:
+            if q.full():
+                log.warning("event listener queue full; dropping %d events", len(events))
+                continue
+            q.put_nowait(events)
+        for ev in events:
+            EVENTS_PUBLISHED.labels(ev.kind.value).inc()
+
+    def subscribe(self, handler: EventHandler, *, durable: bool = False) -> None:
+        if durable:
+            self._durable.append(handler)
+            return
+        q: asyncio.Queue[Sequence[Event]] = asyncio.Queue(self._queue_size)
+        self._listeners.append(q)
+        self._tasks.append(asyncio.get_running_loop().create_task(self._pump(q, handler)))
+
+    async def _pump(self, q: asyncio.Queue[Sequence[Event]], handler: EventHandler) -> None:
+        while True:
+            events = await q.get()
+            try:
+                await handler(events)
+            except Exception:
+                log.exception("event listener failed")
+
+    def hold(self, charger_id: str, executor: CommandExecutor) -> None:
+        self._holders[charger_id] = executor
+
+    def release(self, charger_id: str, executor: CommandExecutor) -> None:
+        if self._holders.get(charger_id) == executor:  # bound methods: equal, not identical
+            del self._holders[charger_id]
+
+    async def request(self, charger_id: str, action: str, payload: dict[str, Any], timeout: float) -> CommandReply:
+        executor = self._holders.get(charger_id)
+        if executor is None:
+            return CommandReply("not_connected", description=f"charger {charger_id} is not connected")
+        return await executor(action, payload, timeout)
+
+    async def close(self) -> None:
+        for t in self._tasks:
+            t.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks.clear()

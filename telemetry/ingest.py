@@ -1,0 +1,216 @@
+"""Ingest: stores version-neutral events in the database in batches, idempotently.
+
+Concurrent publishers share one commit (group commit): a charger's answer waits a few milliseconds for the
+batch it is in, and one transaction stores the events of hundreds of chargers. Every insert is
+`ON CONFLICT DO NOTHING` on the event's deterministic id, so a re-delivered event never makes a second row.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import orjson
+from sqlalchemy import and_, case, or_, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from chargeops.db.models import Charger, Connector, MeterSample, StoredEvent, Transaction
+from chargeops.events import (
+    Connected,
+    Disconnected,
+    Event,
+    MeterValues,
+    StatusChanged,
+)
+from telemetry.metrics import DATABASE_ERRORS, INGEST_BATCH_SIZE, INGEST_ERRORS, INGEST_ROWS
+
+log = logging.getLogger(__name__)
+
+ENERGY_REGISTER = "Energy.Active.Import.Register"
+
+
+class BatchWriter:
+    """Group-commits events; `write` returns when its events are durable, or raises if the commit failed."""
+
+    def __init__(self, sessions: async_sessionmaker[AsyncSession], max_batch: int = 5000, max_wait: float = 0.002):
+        self._sessions = sessions
+        self._max_batch = max_batch
+        self._max_wait = max_wait
+        self._pending: list[tuple[Sequence[Event], asyncio.Future[None]]] = []
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._run(), name="ingest-writer")
+
+    async def stop(self) -> None:
+        if self._task:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+        for _, fut in self._pending:
+            if not fut.done():
+                fut.set_exception(ConnectionError("ingest stopped"))
+
+    async def write(self, events: Sequence[Event]) -> None:
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._pending.append((events, fut))
+        self._wake.set()
+        await fut
+
+    async def _run(self) -> None:
+        while True:
+            await self._wake.wait()
+            await asyncio.sleep(self._max_wait)  # let concurrent publishers join this batch
+            self._wake.clear()
+            batch, count = [], 0
+            while self._pending and count < self._max_batch:
+                item = self._pending.pop(0)
+                batch.append(item)
+                count += len(item[0])
+            if self._pending:
+                self._wake.set()
+            events = [ev for evs, _ in batch for ev in evs]
+            try:
+                await store_events(self._sessions, events)
+            except Exception as exc:
+                INGEST_ERRORS.inc()
+                DATABASE_ERRORS.labels("ingest").inc()
+                log.error("ingest batch of %d events failed: %s", len(events), exc)
+                for _, fut in batch:
+                    if not fut.done():
+                        fut.set_exception(ConnectionError(f"database write failed: {exc}"))
+                continue
+            INGEST_BATCH_SIZE.observe(len(events))
+            for _, fut in batch:
+                if not fut.done():
+                    fut.set_result(None)
+
+
+def _insert(session: AsyncSession, table: Any) -> Any:
+    dialect = session.bind.dialect.name if session.bind else "sqlite"
+    return (postgresql.insert if dialect == "postgresql" else sqlite.insert)(table)
+
+
+async def store_events(sessions: async_sessionmaker[AsyncSession], events: Sequence[Event]) -> None:
+    """Write one batch in one transaction: event log, meter samples, connector status, presence, energy."""
+    if not events:
+        return
+    started = time.perf_counter()
+    event_rows: dict[str, dict[str, Any]] = {}
+    samples: list[dict[str, Any]] = []
+    status: dict[tuple[str, int, int], dict[str, Any]] = {}
+    last_seen: dict[str, Any] = {}
+    energy: dict[tuple[str, str], float] = {}
+    presence: list[Event] = []
+    for ev in events:
+        if ev.event_id in event_rows:
+            continue
+        event_rows[ev.event_id] = {
+            "event_id": ev.event_id,
+            "charger_id": ev.charger_id,
+            "kind": ev.kind.value,
+            "reported_at": ev.reported_at,
+            "received_at": ev.received_at,
+            "data": orjson_safe(ev),
+        }
+        if ev.charger_id not in last_seen or ev.received_at > last_seen[ev.charger_id]:
+            last_seen[ev.charger_id] = ev.received_at
+        body = ev.body
+        if isinstance(body, MeterValues):
+            for idx, s in enumerate(body.samples):
+                samples.append(
+                    {
+                        "event_id": ev.event_id, "idx": idx, "charger_id": ev.charger_id, "evse_id": body.evse_id,
+                        "connector_id": body.connector_id, "transaction_id": body.transaction_id,
+                        "sampled_at": s.sampled_at or ev.reported_at or ev.received_at, "measurand": s.measurand,
+                        "phase": s.phase, "location": s.location, "context": s.context, "unit": s.unit,
+                        "value": s.value,
+                    }
+                )
+                if body.transaction_id and s.measurand == ENERGY_REGISTER and s.phase is None:
+                    wh = s.value * 1000 if (s.unit or "Wh") == "kWh" else s.value
+                    key = (ev.charger_id, body.transaction_id)
+                    energy[key] = max(energy.get(key, wh), wh)
+        elif isinstance(body, StatusChanged):
+            key = (ev.charger_id, body.evse_id, body.connector_id)
+            at = ev.reported_at or ev.received_at
+            prev = status.get(key)
+            if prev is None or prev["reported_at"] <= at:
+                status[key] = {
+                    "charger_id": ev.charger_id, "evse_id": body.evse_id, "connector_id": body.connector_id,
+                    "status": body.status, "error_code": body.error_code,
+                    "vendor_error_code": body.vendor_error_code, "reported_at": at,
+                }
+        elif isinstance(body, Connected | Disconnected):
+            presence.append(ev)
+
+    async with sessions() as session, session.begin():
+        ins = _insert(session, StoredEvent).on_conflict_do_nothing(index_elements=["event_id"])
+        result = await session.execute(ins.returning(StoredEvent.event_id), list(event_rows.values()))
+        fresh = {row[0] for row in result}
+        INGEST_ROWS.labels("events").inc(len(fresh))
+        new_samples = [s for s in samples if s["event_id"] in fresh]
+        if new_samples:
+            await session.execute(_insert(session, MeterSample).on_conflict_do_nothing(), new_samples)
+            INGEST_ROWS.labels("meter_samples").inc(len(new_samples))
+        if status:
+            ins = _insert(session, Connector)
+            await session.execute(
+                ins.on_conflict_do_update(
+                    index_elements=["charger_id", "evse_id", "connector_id"],
+                    set_={
+                        "status": ins.excluded.status, "error_code": ins.excluded.error_code,
+                        "vendor_error_code": ins.excluded.vendor_error_code, "reported_at": ins.excluded.reported_at,
+                    },
+                    where=or_(Connector.reported_at.is_(None), Connector.reported_at <= ins.excluded.reported_at),
+                ),
+                list(status.values()),
+            )
+        for (charger_id, tx_id), wh in energy.items():
+            await session.execute(
+                update(Transaction)
+                .where(Transaction.charger_id == charger_id, Transaction.transaction_id == tx_id)
+                .values(
+                    meter_last_wh=case(
+                        (or_(Transaction.meter_last_wh.is_(None), Transaction.meter_last_wh < wh), wh),
+                        else_=Transaction.meter_last_wh,
+                    )
+                )
+            )
+        for ev in sorted(presence, key=lambda e: e.received_at):
+            await _apply_presence(session, ev)
+        for charger_id, seen in last_seen.items():
+            await session.execute(
+                update(Charger)
+                .where(Charger.id == charger_id, or_(Charger.last_seen.is_(None), Charger.last_seen < seen))
+                .values(last_seen=seen)
+            )
+    log.debug("stored %d events in %.1f ms", len(event_rows), (time.perf_counter() - started) * 1000)
+
+
+async def _apply_presence(session: AsyncSession, ev: Event) -> None:
+    body = ev.body
+    if isinstance(body, Connected):
+        await session.execute(
+            update(Charger)
+            .where(Charger.id == ev.charger_id)
+            .values(connected=True, protocol=body.protocol, gateway_id=body.gateway_id, session_id=body.session_id)
+        )
+    elif isinstance(body, Disconnected):
+        # Only the session that is still the current one may mark the charger offline (a takeover's new
+        # session may have connected before the old one's close was stored).
+        await session.execute(
+            update(Charger)
+            .where(and_(Charger.id == ev.charger_id, Charger.session_id == body.session_id))
+            .values(connected=False)
+        )
+
+
+def orjson_safe(ev: Event) -> dict[str, Any]:
+    """The event body as JSON-compatible data (times as ISO strings) for the JSON column."""
+    return orjson.loads(orjson.dumps(ev.body, default=str)) | {"kind": ev.kind.value}
+
