@@ -1,0 +1,172 @@
+"""Handshake: subprotocols, registration, Basic auth, rate limits before hashing, takeover, TLS profiles."""
+
+from __future__ import annotations
+
+import ssl
+import subprocess
+from pathlib import Path
+from unittest.mock import patch
+
+import pytest
+from websockets.asyncio.client import connect
+from websockets.exceptions import ConnectionClosed, InvalidStatus
+
+from ocpp_gateway.auth import Verifier
+from ops.fleet import register_charger
+from tests.conftest import StartRuntime
+from tests.ocpp_client import RawCharger, basic, raw_charger
+from tests.test_gateway_errors import metric
+
+PASSWORD = "correct-horse-battery-staple"
+
+
+async def refused(port: int, charger_id: str, **kw) -> int:  # type: ignore[no-untyped-def]
+    kw.setdefault("subprotocols", ["ocpp1.6"])
+    with pytest.raises(InvalidStatus) as info:
+        async with connect(f"ws://127.0.0.1:{port}/ocpp/{charger_id}", **kw):
+            pass
+    return info.value.response.status_code
+
+
+async def test_handshake_without_an_ocpp_subprotocol_is_refused(start_runtime: StartRuntime) -> None:
+    runtime = await start_runtime(accept_unknown=True)
+    before = metric("chargeops_handshakes_refused_total", reason="subprotocol")
+    assert await refused(runtime.gateway.port, "CP1", subprotocols=["ocpp1.5", "chat"]) == 400  # type: ignore[union-attr]
+    assert await refused(runtime.gateway.port, "CP1", subprotocols=None) == 400  # type: ignore[union-attr]
+    assert metric("chargeops_handshakes_refused_total", reason="subprotocol") == before + 2
+
+
+async def test_charger_picks_its_preferred_subprotocol(start_runtime: StartRuntime) -> None:
+    runtime = await start_runtime(accept_unknown=True)
+    url = f"ws://127.0.0.1:{runtime.gateway.port}/ocpp/CP1"  # type: ignore[union-attr]
+    async with connect(url, subprotocols=["ocpp2.0.1", "ocpp1.6"]) as ws:  # type: ignore[list-item]
+        assert ws.subprotocol == "ocpp2.0.1"
+
+
+async def test_unknown_chargers_are_refused_unless_accept_unknown(start_runtime: StartRuntime) -> None:
+    runtime = await start_runtime()
+    before = metric("chargeops_handshakes_refused_total", reason="unknown_charger")
+    assert await refused(runtime.gateway.port, "NOBODY") == 404  # type: ignore[union-attr]
+    assert await refused(runtime.gateway.port, "bad/../id") == 404  # type: ignore[union-attr]
+    assert metric("chargeops_handshakes_refused_total", reason="unknown_charger") == before + 1
+
+
+async def test_basic_auth_password_and_user_must_match(start_runtime: StartRuntime) -> None:
+    runtime = await start_runtime()
+    await register_charger(runtime.sessions, "CP-AUTH", password=PASSWORD)
+    port = runtime.gateway.port  # type: ignore[union-attr]
+    assert await refused(port, "CP-AUTH") == 401
+    assert await refused(port, "CP-AUTH", additional_headers=basic("CP-AUTH", "wrong-password")) == 401
+    assert await refused(port, "CP-AUTH", additional_headers=basic("CP-OTHER", PASSWORD)) == 401
+    async with raw_charger(port, "CP-AUTH", additional_headers=basic("CP-AUTH", PASSWORD)) as cp:
+        assert (await cp.boot())["status"] == "Accepted"
+    assert metric("chargeops_handshakes_refused_total", reason="bad_credentials") >= 1
+    assert metric("chargeops_handshakes_refused_total", reason="user_mismatch") >= 1
+
+
+async def test_failed_logins_are_rate_limited_before_any_hash(start_runtime: StartRuntime) -> None:
+    runtime = await start_runtime(login_failures_allowed=10, login_backoff_seconds=60)
+    await register_charger(runtime.sessions, "CP-RL", password=PASSWORD)
+    port = runtime.gateway.port  # type: ignore[union-attr]
+    for _ in range(10):
+        assert await refused(port, "CP-RL", additional_headers=basic("CP-RL", "guess")) == 401
+    with patch.object(Verifier, "verify", side_effect=AssertionError("hashed while blocked")) as verify:
+        assert await refused(port, "CP-RL", additional_headers=basic("CP-RL", PASSWORD)) == 429
+        assert not verify.called
+    assert metric("chargeops_handshakes_refused_total", reason="rate_limited") >= 1
+
+
+async def test_takeover_only_by_an_authenticated_connection(start_runtime: StartRuntime) -> None:
+    runtime = await start_runtime()
+    await register_charger(runtime.sessions, "CP-T", password=PASSWORD)
+    port = runtime.gateway.port  # type: ignore[union-attr]
+    before = metric("chargeops_connection_takeovers_total")
+    async with raw_charger(port, "CP-T", additional_headers=basic("CP-T", PASSWORD)) as first:
+        await first.boot()
+        # an impostor without the password is refused and the live session is untouched
+        assert await refused(port, "CP-T", additional_headers=basic("CP-T", "nope")) == 401
+        assert (await first.call("Heartbeat", {}))[0] == 3
+        async with raw_charger(port, "CP-T", additional_headers=basic("CP-T", PASSWORD)) as second:
+            with pytest.raises(ConnectionClosed):
+                await first.call("Heartbeat", {})
+            assert (await second.call("Heartbeat", {}))[0] == 3  # registration carries over
+            assert runtime.gateway.sessions["CP-T"].auth.id == "CP-T"  # type: ignore[union-attr]
+    assert metric("chargeops_connection_takeovers_total") == before + 1
+
+
+async def test_accepted_registration_survives_a_restart(start_runtime: StartRuntime, sqlite_url: str) -> None:
+    first = await start_runtime(accept_unknown=True)
+    async with raw_charger(first.gateway.port, "CP-R", "ocpp2.0.1") as cp:  # type: ignore[union-attr]
+        await cp.boot()
+    await first.stop()
+    second = await start_runtime(accept_unknown=True)
+    async with raw_charger(second.gateway.port, "CP-R", "ocpp2.0.1") as cp:  # type: ignore[union-attr]
+        assert (await cp.call("Heartbeat", {}))[0] == 3  # served without a new BootNotification
+
+
+async def test_pending_policy_admits_unknown_chargers_as_pending(start_runtime: StartRuntime) -> None:
+    runtime = await start_runtime(registration_policy="pending", boot_retry_interval=7)
+    async with raw_charger(runtime.gateway.port, "CP-P") as cp:  # type: ignore[union-attr]
+        boot = await cp.boot()
+        assert boot["status"] == "Pending" and boot["interval"] == 7
+        assert (await cp.call("Heartbeat", {}))[2] == "SecurityError"
+
+
+# -- TLS (security profiles 2 and 3) ---------------------------------------------------------------------
+
+
+def _openssl(*args: str) -> None:
+    subprocess.run(["openssl", *args], check=True, capture_output=True)
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A throwaway CA, a server certificate for 127.0.0.1 and a client certificate with CN=CP-TLS3."""
+    d = tmp_path_factory.mktemp("pki")
+    _openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(d / "ca.key"), "-out", str(d / "ca.pem"),
+             "-days", "2", "-subj", "/CN=test-ca")
+    for name, cn, ext in (("server", "127.0.0.1", "subjectAltName=IP:127.0.0.1"), ("client", "CP-TLS3", None)):
+        _openssl("req", "-newkey", "rsa:2048", "-nodes", "-keyout", str(d / f"{name}.key"), "-out",
+                 str(d / f"{name}.csr"), "-subj", f"/CN={cn}")
+        extra = ["-extfile", str(d / "ext.cnf")] if ext else []
+        if ext:
+            (d / "ext.cnf").write_text(ext + "\n")
+        _openssl("x509", "-req", "-in", str(d / f"{name}.csr"), "-CA", str(d / "ca.pem"), "-CAkey", str(d / "ca.key"),
+                 "-CAcreateserial", "-out", str(d / f"{name}.pem"), "-days", "2", *extra)
+    return d
+
+
+async def test_security_profiles_2_and_3_over_tls(start_runtime: StartRuntime, pki: Path) -> None:
+    runtime = await start_runtime(
+        tls_cert=pki / "server.pem", tls_key=pki / "server.key", tls_client_ca=pki / "ca.pem"
+    )
+    await register_charger(runtime.sessions, "CP-TLS2", password=PASSWORD, security_profile=2)
+    await register_charger(runtime.sessions, "CP-TLS3", security_profile=3)
+    port = runtime.gateway.port  # type: ignore[union-attr]
+    plain = ssl.create_default_context(cafile=str(pki / "ca.pem"))
+    with_cert = ssl.create_default_context(cafile=str(pki / "ca.pem"))
+    with_cert.load_cert_chain(str(pki / "client.pem"), str(pki / "client.key"))
+
+    async def session(charger_id: str, ctx: ssl.SSLContext, **kw) -> RawCharger:  # type: ignore[no-untyped-def]
+        ws = await connect(f"wss://127.0.0.1:{port}/ocpp/{charger_id}", subprotocols=["ocpp1.6"], ssl=ctx, **kw)  # type: ignore[list-item]
+        return RawCharger(ws, "ocpp1.6")
+
+    cp2 = await session("CP-TLS2", plain, additional_headers=basic("CP-TLS2", PASSWORD))
+    assert (await cp2.boot())["status"] == "Accepted"
+    await cp2.ws.close()
+    cp3 = await session("CP-TLS3", with_cert)
+    assert (await cp3.boot())["status"] == "Accepted"
+    await cp3.ws.close()
+    with pytest.raises(InvalidStatus):  # profile 3 without a client certificate
+        await session("CP-TLS3", plain)
+    with pytest.raises(InvalidStatus):  # profile 2 needs its password even with some certificate
+        await session("CP-TLS2", with_cert)
+
+
+async def test_tls_profiles_are_refused_over_plain_websocket(start_runtime: StartRuntime) -> None:
+    runtime = await start_runtime()
+    await register_charger(runtime.sessions, "CP-NEEDS-TLS", password=PASSWORD, security_profile=2)
+    port = runtime.gateway.port  # type: ignore[union-attr]
+    before = metric("chargeops_handshakes_refused_total", reason="tls_required")
+    assert await refused(port, "CP-NEEDS-TLS", additional_headers=basic("CP-NEEDS-TLS", PASSWORD)) == 401
+    assert metric("chargeops_handshakes_refused_total", reason="tls_required") == before + 1
