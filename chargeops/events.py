@@ -199,9 +199,21 @@ class Reported(Body):
 BODY_TYPES: dict[EventKind, type[Body]] = {
     cls.kind: cls
     for cls in (
-        Connected, Disconnected, Booted, Heartbeat, StatusChanged, MeterValues, TransactionStarted,
-        TransactionUpdated, TransactionEnded, Authorization, FaultReported, FirmwareStatus, LogStatus,
-        SecurityEvent, Reported,
+        Connected,
+        Disconnected,
+        Booted,
+        Heartbeat,
+        StatusChanged,
+        MeterValues,
+        TransactionStarted,
+        TransactionUpdated,
+        TransactionEnded,
+        Authorization,
+        FaultReported,
+        FirmwareStatus,
+        LogStatus,
+        SecurityEvent,
+        Reported,
     )
 }
 
@@ -269,8 +281,7 @@ class Event:
 
 
 _TIME_FIELDS: dict[type[Body], tuple[str, ...]] = {
-    cls: tuple(f.name for f in fields(cls) if "datetime" in str(f.type))
-    for cls in BODY_TYPES.values()
+    cls: tuple(f.name for f in fields(cls) if "datetime" in str(f.type)) for cls in BODY_TYPES.values()
 }
 
 

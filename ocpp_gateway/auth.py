@@ -37,7 +37,9 @@ class Verifier:
 
     def cached(self, charger_id: str, stored_hash: str, password: str) -> bool:
         hit = self._ok.get(charger_id)
-        return hit is not None and hit[0] == stored_hash and hmac.compare_digest(hit[1], self._digest(password))
+        return (
+            hit is not None and hit[0] == stored_hash and hmac.compare_digest(hit[1], self._digest(password))
+        )
 
     def verify(self, charger_id: str, stored_hash: str, password: str) -> bool:
         """CPU-bound (argon2): call from a worker thread."""

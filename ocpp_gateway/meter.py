@@ -35,15 +35,20 @@ def samples_of(meter_values: list[dict[str, Any]]) -> list[Sample]:
                 unit = "Wh"
             out.append(
                 Sample(
-                    measurand=measurand, value=value, unit=unit, phase=sv.get("phase"),
-                    location=sv.get("location"), context=sv.get("context"), sampled_at=at,
+                    measurand=measurand,
+                    value=value,
+                    unit=unit,
+                    phase=sv.get("phase"),
+                    location=sv.get("location"),
+                    context=sv.get("context"),
+                    sampled_at=at,
                 )
             )
     return out
 
 
 def energy_wh(samples: list[Sample], context: str | None = None) -> float | None:
-    """The main energy register (no phase) in Wh, from the last sample that has it (of `context`, if given)."""
+    """The main energy register (no phase) in Wh: the last sample that has it (of `context`, if given)."""
     for s in reversed(samples):
         if s.measurand == ENERGY_REGISTER and s.phase is None and (context is None or s.context == context):
             return s.value * 1000 if s.unit == "kWh" else s.value

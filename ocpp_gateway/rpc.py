@@ -78,8 +78,10 @@ def parse_frame(raw: str | bytes, version: OcppVersion) -> Frame | None:
         return Call(unique_id, msg[2], msg[3]) if type_id == CALL else None
     if type_id == CALLRESULT and len(msg) == 3 and isinstance(msg[2], dict):
         return CallResult(unique_id, msg[2])
-    if type_id in (CALLERROR, CALLRESULTERROR) and len(msg) in (4, 5) and (
-        type_id == CALLERROR or version.name == "2.1"
+    if (
+        type_id in (CALLERROR, CALLRESULTERROR)
+        and len(msg) in (4, 5)
+        and (type_id == CALLERROR or version.name == "2.1")
     ):
         details = msg[4] if len(msg) == 5 and isinstance(msg[4], dict) else {}
         return CallError(unique_id, str(msg[2]), str(msg[3]), details)
@@ -135,7 +137,9 @@ def validator_for(version: OcppVersion, action: str, response: bool) -> Validato
     return compiled
 
 
-def validate(version: OcppVersion, action: str, payload: dict[str, Any], *, response: bool, unique_id: str) -> None:
+def validate(
+    version: OcppVersion, action: str, payload: dict[str, Any], *, response: bool, unique_id: str
+) -> None:
     """Raise `RpcError` with the version's code if `payload` breaks the official schema."""
     check = validator_for(version, action, response)
     if check is None:
@@ -146,7 +150,9 @@ def validate(version: OcppVersion, action: str, payload: dict[str, Any], *, resp
         raise schema_error(version, exc, unique_id) from None
 
 
-def schema_error(version: OcppVersion, exc: fastjsonschema.JsonSchemaValueException, unique_id: str) -> RpcError:
+def schema_error(
+    version: OcppVersion, exc: fastjsonschema.JsonSchemaValueException, unique_id: str
+) -> RpcError:
     rule = exc.rule or ""
     where = ".".join(str(p) for p in (exc.path or [])[1:]) or "payload"
     detail = {"field": where, "rule": rule}

@@ -26,7 +26,6 @@ from ocpp_gateway.session import ChargerSession
 from ocpp_gateway.store import ChargerAuth
 from ocpp_gateway.v16 import Session16
 from ocpp_gateway.v201 import Session21, Session201
-from ocpp_gateway.versions import BY_SUBPROTOCOL
 from telemetry.metrics import CHARGERS_CONNECTED, CONNECTION_TAKEOVERS, HANDSHAKES_REFUSED
 
 log = logging.getLogger("chargeops.gateway")
@@ -40,7 +39,12 @@ PATH_PREFIX = "/ocpp/"
 
 
 def offered_subprotocols(headers: Headers) -> list[str]:
-    return [p.strip() for value in headers.get_all("Sec-WebSocket-Protocol") for p in value.split(",") if p.strip()]
+    return [
+        p.strip()
+        for value in headers.get_all("Sec-WebSocket-Protocol")
+        for p in value.split(",")
+        if p.strip()
+    ]
 
 
 class GatewayServer:
@@ -66,7 +70,7 @@ class GatewayServer:
             s.ocpp_host,
             s.ocpp_port,
             subprotocols=list(SUBPROTOCOLS),  # type: ignore[arg-type]
-            select_subprotocol=self._select_subprotocol,
+            select_subprotocol=self._select_subprotocol,  # type: ignore[arg-type]
             process_request=self._process_request,
             compression=None,  # permessage-deflate costs ~40 KiB per idle connection
             max_size=s.max_frame_bytes,
@@ -76,8 +80,13 @@ class GatewayServer:
             ssl=self._ssl_context(),
             server_header="chargeops",
         )
-        log.info("OCPP gateway listening on %s://%s:%s%s{chargePointId}",
-                 "wss" if s.tls_cert else "ws", s.ocpp_host, self.port, PATH_PREFIX)
+        log.info(
+            "OCPP gateway listening on %s://%s:%s%s{chargePointId}",
+            "wss" if s.tls_cert else "ws",
+            s.ocpp_host,
+            self.port,
+            PATH_PREFIX,
+        )
 
     @property
     def port(self) -> int:
@@ -117,9 +126,11 @@ class GatewayServer:
 
     async def _process_request(self, connection: ServerConnection, request: Request) -> Response | None:
         path = request.path.split("?", 1)[0]
-        charger_id = unquote(path[len(PATH_PREFIX):]) if path.startswith(PATH_PREFIX) else ""
+        charger_id = unquote(path[len(PATH_PREFIX) :]) if path.startswith(PATH_PREFIX) else ""
         if not _ID_RE.match(charger_id):
-            return self._refuse(connection, HTTPStatus.NOT_FOUND, "bad_path", f"use {PATH_PREFIX}{{chargePointId}}")
+            return self._refuse(
+                connection, HTTPStatus.NOT_FOUND, "bad_path", f"use {PATH_PREFIX}{{chargePointId}}"
+            )
         if not any(p in SESSION_CLASSES for p in offered_subprotocols(request.headers)):
             return self._refuse(
                 connection, HTTPStatus.BAD_REQUEST, "subprotocol", f"offer one of {', '.join(SUBPROTOCOLS)}"
@@ -127,7 +138,9 @@ class GatewayServer:
         clog = for_charger(log, charger_id)
         address = str((connection.remote_address or ("?",))[0])
         if self._by_id.blocked(charger_id) or self._by_addr.blocked(address):
-            return self._refuse(connection, HTTPStatus.TOO_MANY_REQUESTS, "rate_limited", "too many failed logins")
+            return self._refuse(
+                connection, HTTPStatus.TOO_MANY_REQUESTS, "rate_limited", "too many failed logins"
+            )
         try:
             auth = await self.ctx.store.charger(charger_id)
             if auth is None:
@@ -160,7 +173,9 @@ class GatewayServer:
         self._by_id.fail(charger_id)
         self._by_addr.fail(address)
 
-    async def _authenticate(self, connection: ServerConnection, request: Request, auth: ChargerAuth) -> str | None:
+    async def _authenticate(
+        self, connection: ServerConnection, request: Request, auth: ChargerAuth
+    ) -> str | None:
         """None if the charger proved who it is for its security profile, else the refusal reason."""
         tls = connection.transport.get_extra_info("ssl_object") is not None
         if auth.security_profile >= 2 and not tls:

@@ -32,17 +32,27 @@ from chargeops.events import (
 )
 from ocpp_gateway.context import GatewayContext
 from ocpp_gateway.logs import for_charger
-from ocpp_gateway.rpc import Call, CallError, CallResult, RpcError, pack_call, pack_error, pack_result, parse_frame, validate
+from ocpp_gateway.rpc import (
+    Call,
+    CallError,
+    CallResult,
+    RpcError,
+    pack_call,
+    pack_error,
+    pack_result,
+    parse_frame,
+    validate,
+)
 from ocpp_gateway.store import ChargerAuth, TokenStatus
 from ocpp_gateway.urls import url_problem
 from ocpp_gateway.versions import OcppVersion
 from telemetry.bus import CommandReply
 from telemetry.metrics import (
+    FRAMES_REJECTED,
     OCPP_CALL_ERRORS,
     OCPP_HANDLING_SECONDS,
     OCPP_MESSAGES,
     OCPP_OUTGOING_SECONDS,
-    FRAMES_REJECTED,
 )
 
 logger = logging.getLogger("chargeops.gateway")
@@ -125,7 +135,9 @@ class ChargerSession(ChargePoint):
             if waiting and waiting[0] == frame.unique_id and not waiting[2].done():
                 waiting[2].set_result(frame)
             else:
-                self.log.warning("ignoring %s for unknown message id %s", type(frame).__name__, frame.unique_id)
+                self.log.warning(
+                    "ignoring %s for unknown message id %s", type(frame).__name__, frame.unique_id
+                )
 
     async def _handle_call(self, call: Call) -> None:  # type: ignore[override]
         started = time.perf_counter()
@@ -134,7 +146,9 @@ class ChargerSession(ChargePoint):
         try:
             if route is None:
                 if action in self.version.known_actions():
-                    raise RpcError("NotSupported", f"{action} is not supported from a charger", call.unique_id)
+                    raise RpcError(
+                        "NotSupported", f"{action} is not supported from a charger", call.unique_id
+                    )
                 raise RpcError("NotImplemented", f"unknown action {action!r}", call.unique_id)
             OCPP_MESSAGES.labels(action, "in").inc()
             if action != "BootNotification" and self.registration != "Accepted":
@@ -148,7 +162,9 @@ class ChargerSession(ChargePoint):
                 validate(self.version, action, response, response=True, unique_id=call.unique_id)
             except RpcError as bug:
                 self.log.error("our %s response breaks the schema: %s", action, bug.description)
-                raise RpcError("InternalError", "the central system built an invalid response", call.unique_id) from None
+                raise RpcError(
+                    "InternalError", "the central system built an invalid response", call.unique_id
+                ) from None
             await self._send(pack_result(call.unique_id, response))
         except RpcError as err:
             err.unique_id = call.unique_id
@@ -211,11 +227,15 @@ class ChargerSession(ChargePoint):
     async def execute(self, action: str, payload: dict[str, Any], timeout: float) -> CommandReply:
         """Send one CSMS-initiated call (OCPP field names in and out) and wait for the charger's answer."""
         if action not in self.version.csms_actions():
-            return CommandReply("invalid", description=f"{action} is not a CSMS-initiated OCPP {self.version.name} action")
+            return CommandReply(
+                "invalid", description=f"{action} is not a CSMS-initiated OCPP {self.version.name} action"
+            )
         try:
             validate(self.version, action, payload, response=False, unique_id="-")
         except RpcError as err:
-            return CommandReply("invalid", error_code=err.code, description=err.description, details=err.details)
+            return CommandReply(
+                "invalid", error_code=err.code, description=err.description, details=err.details
+            )
         problem = await url_problem(action, payload, URL_FIELDS, self.ctx.settings.allow_private_urls)
         if problem:
             return CommandReply("invalid", error_code="UrlRefused", description=problem)
@@ -228,7 +248,7 @@ class ChargerSession(ChargePoint):
             try:
                 await self._connection.send(pack_call(unique_id, action, payload))
                 answer = await asyncio.wait_for(fut, timeout)
-            except (TimeoutError, asyncio.TimeoutError):
+            except TimeoutError:
                 self.log.warning("%s: no answer within %.0f s", action, timeout)
                 return CommandReply("timeout", description=f"no answer within {timeout:g} s")
             except (ConnectionClosed, ConnectionError):

@@ -61,8 +61,15 @@ class GatewayStore:
         async with self._sessions() as session, session.begin():
             await session.execute(
                 self._insert(session, Charger)
-                .values(id=charger_id, security_profile=0, kind="charger", connected=False, admission=admission,
-                        created_at=utcnow(), updated_at=utcnow())
+                .values(
+                    id=charger_id,
+                    security_profile=0,
+                    kind="charger",
+                    connected=False,
+                    admission=admission,
+                    created_at=utcnow(),
+                    updated_at=utcnow(),
+                )
                 .on_conflict_do_nothing(index_elements=["id"])
             )
         return await self.charger(charger_id) or ChargerAuth(charger_id, None, 0, admission, None)
@@ -73,15 +80,20 @@ class GatewayStore:
                 update(Charger)
                 .where(Charger.id == charger_id)
                 .values(
-                    vendor=boot.vendor, model=boot.model, serial_number=boot.serial_number,
-                    firmware_version=boot.firmware_version, registration_status=boot.registration,
+                    vendor=boot.vendor,
+                    model=boot.model,
+                    serial_number=boot.serial_number,
+                    firmware_version=boot.firmware_version,
+                    registration_status=boot.registration,
                     last_boot_at=at,
                 )
             )
 
     async def set_firmware_version(self, charger_id: str, version: str) -> None:
         async with self._sessions() as session, session.begin():
-            await session.execute(update(Charger).where(Charger.id == charger_id).values(firmware_version=version))
+            await session.execute(
+                update(Charger).where(Charger.id == charger_id).values(firmware_version=version)
+            )
 
     async def id_token(self, id_token: str, now: datetime) -> TokenStatus:
         """Accepted / Blocked / Expired / Invalid for this token as of `now`, with its expiry."""
@@ -107,8 +119,8 @@ class GatewayStore:
     ) -> Transaction:
         """Record a transaction start, once. A 1.6 start (no `transaction_id`) gets the row's id as its id;
         a replay of the same start (same charger, connector, token, time, meter) returns the same row."""
-        key_src = f"{charger_id}|{transaction_id}|{connector_id}|{id_token}|{started_at.isoformat()}|{meter_start_wh}"
-        start_key = hashlib.sha256(key_src.encode()).hexdigest()[:64]
+        key = [charger_id, transaction_id, connector_id, id_token, started_at.isoformat(), meter_start_wh]
+        start_key = hashlib.sha256("|".join(map(str, key)).encode()).hexdigest()
         async with self._sessions() as session, session.begin():
             existing = (
                 await session.execute(select(Transaction).where(Transaction.start_key == start_key))
@@ -132,9 +144,15 @@ class GatewayStore:
                     row.start_key = start_key
                     return row
             row = Transaction(
-                charger_id=charger_id, transaction_id=transaction_id or "", evse_id=evse_id,
-                connector_id=connector_id, id_token=id_token, started_at=started_at,
-                meter_start_wh=meter_start_wh, active=True, start_key=start_key,
+                charger_id=charger_id,
+                transaction_id=transaction_id or "",
+                evse_id=evse_id,
+                connector_id=connector_id,
+                id_token=id_token,
+                started_at=started_at,
+                meter_start_wh=meter_start_wh,
+                active=True,
+                start_key=start_key,
             )
             session.add(row)
             await session.flush()
@@ -143,7 +161,12 @@ class GatewayStore:
             return row
 
     async def update_transaction(
-        self, charger_id: str, transaction_id: str, *, seq_no: int | None = None, meter_wh: float | None = None
+        self,
+        charger_id: str,
+        transaction_id: str,
+        *,
+        seq_no: int | None = None,
+        meter_wh: float | None = None,
     ) -> bool:
         """Note progress of a known transaction; False if the charger never told us about it."""
         async with self._sessions() as session, session.begin():
@@ -173,8 +196,12 @@ class GatewayStore:
             row = await self._tx(session, charger_id, transaction_id)
             if row is None:
                 row = Transaction(
-                    charger_id=charger_id, transaction_id=transaction_id, evse_id=evse_id,
-                    connector_id=connector_id, id_token=id_token, active=False,
+                    charger_id=charger_id,
+                    transaction_id=transaction_id,
+                    evse_id=evse_id,
+                    connector_id=connector_id,
+                    id_token=id_token,
+                    active=False,
                 )
                 session.add(row)
             if row.active or row.stopped_at is None:
@@ -182,7 +209,9 @@ class GatewayStore:
                 row.stopped_at = stopped_at
                 row.meter_stop_wh = meter_stop_wh
                 row.stop_reason = reason
-                if meter_stop_wh is not None and (row.meter_last_wh is None or meter_stop_wh > row.meter_last_wh):
+                if meter_stop_wh is not None and (
+                    row.meter_last_wh is None or meter_stop_wh > row.meter_last_wh
+                ):
                     row.meter_last_wh = meter_stop_wh
             return row
 

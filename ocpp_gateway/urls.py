@@ -15,7 +15,14 @@ _LOCAL_NAMES = (".localhost", ".local", ".internal", ".localdomain")
 
 def _is_private(addr: str) -> bool:
     ip = ipaddress.ip_address(addr)
-    return ip.is_loopback or ip.is_link_local or ip.is_private or ip.is_unspecified or ip.is_reserved or ip.is_multicast
+    return (
+        ip.is_loopback
+        or ip.is_link_local
+        or ip.is_private
+        or ip.is_unspecified
+        or ip.is_reserved
+        or ip.is_multicast
+    )
 
 
 async def url_refusal(url: str, allow_private: bool) -> str | None:

@@ -88,11 +88,18 @@ class Session16(ChargerSession):
         info = await self.id_tag_info(p["idTag"])
         started_at = parse_time(p["timestamp"])
         tx = await self.ctx.store.start_transaction(
-            self.id, transaction_id=None, evse_id=evse, connector_id=connector, id_token=p["idTag"],
-            started_at=started_at, meter_start_wh=float(p["meterStart"]),
+            self.id,
+            transaction_id=None,
+            evse_id=evse,
+            connector_id=connector,
+            id_token=p["idTag"],
+            started_at=started_at,
+            meter_start_wh=float(p["meterStart"]),
         )
         await self.emit(
-            TransactionStarted(tx.transaction_id, evse, connector, p["idTag"], started_at, float(p["meterStart"])),
+            TransactionStarted(
+                tx.transaction_id, evse, connector, p["idTag"], started_at, float(p["meterStart"])
+            ),
             reported_at=started_at,
         )
         return {"transactionId": int(tx.transaction_id), "idTagInfo": info}
@@ -103,13 +110,18 @@ class Session16(ChargerSession):
         stopped_at = parse_time(p["timestamp"])
         data = p.get("transactionData") or []
         tx = await self.ctx.store.end_transaction(
-            self.id, tx_id, stopped_at=stopped_at, meter_stop_wh=float(p["meterStop"]), reason=p.get("reason", "Local"),
+            self.id,
+            tx_id,
+            stopped_at=stopped_at,
+            meter_stop_wh=float(p["meterStop"]),
+            reason=p.get("reason", "Local"),
             id_token=p.get("idTag"),
         )
         evse, connector = tx.evse_id or 0, tx.connector_id or 0
         await self.emit(*meter_events(data, evse, connector, tx_id))
         await self.emit(
-            TransactionEnded(tx_id, stopped_at, float(p["meterStop"]), p.get("reason", "Local")), reported_at=stopped_at
+            TransactionEnded(tx_id, stopped_at, float(p["meterStop"]), p.get("reason", "Local")),
+            reported_at=stopped_at,
         )
         return {"idTagInfo": await self.id_tag_info(p["idTag"])} if p.get("idTag") else {}
 
@@ -144,4 +156,3 @@ class Session16(ChargerSession):
         if token.expiry is not None:
             info["expiryDate"] = ocpp_time(token.expiry)
         return info
-

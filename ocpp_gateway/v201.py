@@ -63,9 +63,15 @@ class Session201(ChargerSession):
         **{
             action: {}
             for action in (
-                "ClearedChargingLimit", "NotifyChargingLimit", "NotifyCustomerInformation", "NotifyDisplayMessages",
-                "NotifyMonitoringReport", "NotifyReport", "PublishFirmwareStatusNotification",
-                "ReportChargingProfiles", "ReservationStatusUpdate",
+                "ClearedChargingLimit",
+                "NotifyChargingLimit",
+                "NotifyCustomerInformation",
+                "NotifyDisplayMessages",
+                "NotifyMonitoringReport",
+                "NotifyReport",
+                "PublishFirmwareStatusNotification",
+                "ReportChargingProfiles",
+                "ReservationStatusUpdate",
             )
         },
     }
@@ -91,7 +97,8 @@ class Session201(ChargerSession):
     @on("StatusNotification")
     async def on_status_notification(self, p: Payload) -> Payload:
         await self.emit(
-            StatusChanged(p["evseId"], p["connectorId"], p["connectorStatus"]), reported_at=parse_time(p["timestamp"])
+            StatusChanged(p["evseId"], p["connectorId"], p["connectorStatus"]),
+            reported_at=parse_time(p["timestamp"]),
         )
         return {}
 
@@ -132,8 +139,13 @@ class Session201(ChargerSession):
             if meter_start is None and kind == "Started":
                 meter_start = energy_wh(samples)
             await store.start_transaction(
-                self.id, transaction_id=tx_id, evse_id=evse_id, connector_id=connector_id, id_token=token,
-                started_at=at, meter_start_wh=meter_start,
+                self.id,
+                transaction_id=tx_id,
+                evse_id=evse_id,
+                connector_id=connector_id,
+                id_token=token,
+                started_at=at,
+                meter_start_wh=meter_start,
             )
             await store.update_transaction(self.id, tx_id, seq_no=p["seqNo"])
             events.append(TransactionStarted(tx_id, evse_id, connector_id, token, at, meter_start))
@@ -141,8 +153,14 @@ class Session201(ChargerSession):
             meter_stop = energy_wh(samples, "Transaction.End") or energy_wh(samples)
             reason = info.get("stoppedReason", "Local")
             await store.end_transaction(
-                self.id, tx_id, stopped_at=at, meter_stop_wh=meter_stop, reason=reason, id_token=token,
-                evse_id=evse_id, connector_id=connector_id,
+                self.id,
+                tx_id,
+                stopped_at=at,
+                meter_stop_wh=meter_stop,
+                reason=reason,
+                id_token=token,
+                evse_id=evse_id,
+                connector_id=connector_id,
             )
             events.append(TransactionEnded(tx_id, at, meter_stop, reason))
         elif kind == "Updated":

@@ -64,22 +64,51 @@ V16 = OcppVersion(
     message_type_not_supported="ProtocolError",
     charger_actions=frozenset(
         {
-            "Authorize", "BootNotification", "DataTransfer", "DiagnosticsStatusNotification",
-            "FirmwareStatusNotification", "Heartbeat", "MeterValues", "StartTransaction",
-            "StatusNotification", "StopTransaction", "SecurityEventNotification", "SignCertificate",
-            "LogStatusNotification", "SignedFirmwareStatusNotification",
+            "Authorize",
+            "BootNotification",
+            "DataTransfer",
+            "DiagnosticsStatusNotification",
+            "FirmwareStatusNotification",
+            "Heartbeat",
+            "MeterValues",
+            "StartTransaction",
+            "StatusNotification",
+            "StopTransaction",
+            "SecurityEventNotification",
+            "SignCertificate",
+            "LogStatusNotification",
+            "SignedFirmwareStatusNotification",
         }
     ),
 )
 
 _V2_CHARGER_ACTIONS = frozenset(
     {
-        "Authorize", "BootNotification", "ClearedChargingLimit", "DataTransfer", "FirmwareStatusNotification",
-        "Get15118EVCertificate", "GetCertificateStatus", "Heartbeat", "LogStatusNotification", "MeterValues",
-        "NotifyChargingLimit", "NotifyCustomerInformation", "NotifyDisplayMessages", "NotifyEVChargingNeeds",
-        "NotifyEVChargingSchedule", "NotifyEvent", "NotifyMonitoringReport", "NotifyReport",
-        "PublishFirmwareStatusNotification", "ReportChargingProfiles", "ReservationStatusUpdate",
-        "SecurityEventNotification", "SignCertificate", "StatusNotification", "TransactionEvent",
+        "Authorize",
+        "BootNotification",
+        "ClearedChargingLimit",
+        "DataTransfer",
+        "FirmwareStatusNotification",
+        "Get15118EVCertificate",
+        "GetCertificateStatus",
+        "Heartbeat",
+        "LogStatusNotification",
+        "MeterValues",
+        "NotifyChargingLimit",
+        "NotifyCustomerInformation",
+        "NotifyDisplayMessages",
+        "NotifyEVChargingNeeds",
+        "NotifyEVChargingSchedule",
+        "NotifyEvent",
+        "NotifyMonitoringReport",
+        "NotifyReport",
+        "PublishFirmwareStatusNotification",
+        "ReportChargingProfiles",
+        "ReservationStatusUpdate",
+        "SecurityEventNotification",
+        "SignCertificate",
+        "StatusNotification",
+        "TransactionEvent",
     }
 )
 
@@ -108,9 +137,17 @@ V21 = OcppVersion(
     charger_actions=_V2_CHARGER_ACTIONS
     | frozenset(
         {
-            "BatterySwap", "ClosePeriodicEventStream", "GetCertificateChainStatus", "NotifyDERAlarm",
-            "NotifyDERStartStop", "NotifyPriorityCharging", "NotifySettlement", "OpenPeriodicEventStream",
-            "PullDynamicScheduleUpdate", "ReportDERControl", "VatNumberValidation",
+            "BatterySwap",
+            "ClosePeriodicEventStream",
+            "GetCertificateChainStatus",
+            "NotifyDERAlarm",
+            "NotifyDERStartStop",
+            "NotifyPriorityCharging",
+            "NotifySettlement",
+            "OpenPeriodicEventStream",
+            "PullDynamicScheduleUpdate",
+            "ReportDERControl",
+            "VatNumberValidation",
         }
     ),
 )

@@ -50,7 +50,9 @@ class Runtime:
             self.writer.start()
             self.bus.subscribe(self.writer.write, durable=True)
         if "gateway" in self.roles:
-            ctx = GatewayContext(self.settings, GatewayStore(self.sessions), self.bus, self.settings.gateway_id)
+            ctx = GatewayContext(
+                self.settings, GatewayStore(self.sessions), self.bus, self.settings.gateway_id
+            )
             self.gateway = GatewayServer(ctx)
             await self.gateway.start()
         await self._start_http()
@@ -68,7 +70,12 @@ class Runtime:
     async def _start_http(self) -> None:
         s = self.settings
         config = uvicorn.Config(
-            self.http_app(), host=s.http_host, port=s.http_port, log_config=None, access_log=False, lifespan="off"
+            self.http_app(),
+            host=s.http_host,
+            port=s.http_port,
+            log_config=None,
+            access_log=False,
+            lifespan="off",
         )
         self._http = uvicorn.Server(config)
         self._http_task = asyncio.get_running_loop().create_task(self._http.serve())

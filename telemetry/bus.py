@@ -45,7 +45,9 @@ class Bus(Protocol):
 
     def release(self, charger_id: str, executor: CommandExecutor) -> None: ...
 
-    async def request(self, charger_id: str, action: str, payload: dict[str, Any], timeout: float) -> CommandReply: ...
+    async def request(
+        self, charger_id: str, action: str, payload: dict[str, Any], timeout: float
+    ) -> CommandReply: ...
 
 
 class InProcessBus:
@@ -99,7 +101,9 @@ class InProcessBus:
         if self._holders.get(charger_id) == executor:  # bound methods: equal, not identical
             del self._holders[charger_id]
 
-    async def request(self, charger_id: str, action: str, payload: dict[str, Any], timeout: float) -> CommandReply:
+    async def request(
+        self, charger_id: str, action: str, payload: dict[str, Any], timeout: float
+    ) -> CommandReply:
         executor = self._holders.get(charger_id)
         if executor is None:
             return CommandReply("not_connected", description=f"charger {charger_id} is not connected")

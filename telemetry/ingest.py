@@ -36,7 +36,9 @@ ENERGY_REGISTER = "Energy.Active.Import.Register"
 class BatchWriter:
     """Group-commits events; `write` returns when its events are durable, or raises if the commit failed."""
 
-    def __init__(self, sessions: async_sessionmaker[AsyncSession], max_batch: int = 5000, max_wait: float = 0.002):
+    def __init__(
+        self, sessions: async_sessionmaker[AsyncSession], max_batch: int = 5000, max_wait: float = 0.002
+    ):
         self._sessions = sessions
         self._max_batch = max_batch
         self._max_wait = max_wait
@@ -124,26 +126,38 @@ async def store_events(sessions: async_sessionmaker[AsyncSession], events: Seque
             for idx, s in enumerate(body.samples):
                 samples.append(
                     {
-                        "event_id": ev.event_id, "idx": idx, "charger_id": ev.charger_id, "evse_id": body.evse_id,
-                        "connector_id": body.connector_id, "transaction_id": body.transaction_id,
-                        "sampled_at": s.sampled_at or ev.reported_at or ev.received_at, "measurand": s.measurand,
-                        "phase": s.phase, "location": s.location, "context": s.context, "unit": s.unit,
+                        "event_id": ev.event_id,
+                        "idx": idx,
+                        "charger_id": ev.charger_id,
+                        "evse_id": body.evse_id,
+                        "connector_id": body.connector_id,
+                        "transaction_id": body.transaction_id,
+                        "sampled_at": s.sampled_at or ev.reported_at or ev.received_at,
+                        "measurand": s.measurand,
+                        "phase": s.phase,
+                        "location": s.location,
+                        "context": s.context,
+                        "unit": s.unit,
                         "value": s.value,
                     }
                 )
                 if body.transaction_id and s.measurand == ENERGY_REGISTER and s.phase is None:
                     wh = s.value * 1000 if (s.unit or "Wh") == "kWh" else s.value
-                    key = (ev.charger_id, body.transaction_id)
-                    energy[key] = max(energy.get(key, wh), wh)
+                    tx_key = (ev.charger_id, body.transaction_id)
+                    energy[tx_key] = max(energy.get(tx_key, wh), wh)
         elif isinstance(body, StatusChanged):
             key = (ev.charger_id, body.evse_id, body.connector_id)
             at = ev.reported_at or ev.received_at
             prev = status.get(key)
             if prev is None or prev["reported_at"] <= at:
                 status[key] = {
-                    "charger_id": ev.charger_id, "evse_id": body.evse_id, "connector_id": body.connector_id,
-                    "status": body.status, "error_code": body.error_code,
-                    "vendor_error_code": body.vendor_error_code, "reported_at": at,
+                    "charger_id": ev.charger_id,
+                    "evse_id": body.evse_id,
+                    "connector_id": body.connector_id,
+                    "status": body.status,
+                    "error_code": body.error_code,
+                    "vendor_error_code": body.vendor_error_code,
+                    "reported_at": at,
                 }
         elif isinstance(body, Connected | Disconnected):
             presence.append(ev)
@@ -163,10 +177,14 @@ async def store_events(sessions: async_sessionmaker[AsyncSession], events: Seque
                 ins.on_conflict_do_update(
                     index_elements=["charger_id", "evse_id", "connector_id"],
                     set_={
-                        "status": ins.excluded.status, "error_code": ins.excluded.error_code,
-                        "vendor_error_code": ins.excluded.vendor_error_code, "reported_at": ins.excluded.reported_at,
+                        "status": ins.excluded.status,
+                        "error_code": ins.excluded.error_code,
+                        "vendor_error_code": ins.excluded.vendor_error_code,
+                        "reported_at": ins.excluded.reported_at,
                     },
-                    where=or_(Connector.reported_at.is_(None), Connector.reported_at <= ins.excluded.reported_at),
+                    where=or_(
+                        Connector.reported_at.is_(None), Connector.reported_at <= ins.excluded.reported_at
+                    ),
                 ),
                 list(status.values()),
             )
@@ -198,7 +216,9 @@ async def _apply_presence(session: AsyncSession, ev: Event) -> None:
         await session.execute(
             update(Charger)
             .where(Charger.id == ev.charger_id)
-            .values(connected=True, protocol=body.protocol, gateway_id=body.gateway_id, session_id=body.session_id)
+            .values(
+                connected=True, protocol=body.protocol, gateway_id=body.gateway_id, session_id=body.session_id
+            )
         )
     elif isinstance(body, Disconnected):
         # Only the session that is still the current one may mark the charger offline (a takeover's new
@@ -213,4 +233,3 @@ async def _apply_presence(session: AsyncSession, ev: Event) -> None:
 def orjson_safe(ev: Event) -> dict[str, Any]:
     """The event body as JSON-compatible data (times as ISO strings) for the JSON column."""
     return orjson.loads(orjson.dumps(ev.body, default=str)) | {"kind": ev.kind.value}
-

@@ -11,7 +11,9 @@ OCPP_MESSAGES = Counter(
     "chargeops_ocpp_messages_total", "OCPP CALLs handled, by action and direction", ["action", "direction"]
 )
 OCPP_CALL_ERRORS = Counter(
-    "chargeops_ocpp_call_errors_total", "CALLERRORs sent (out) and received (in), by code", ["code", "direction"]
+    "chargeops_ocpp_call_errors_total",
+    "CALLERRORs sent (out) and received (in), by code",
+    ["code", "direction"],
 )
 OCPP_HANDLING_SECONDS = Histogram(
     "chargeops_ocpp_handling_seconds",
@@ -37,7 +39,9 @@ FRAMES_REJECTED = Counter(
 EVENTS_PUBLISHED = Counter("chargeops_events_published_total", "Version-neutral events published", ["kind"])
 INGEST_ROWS = Counter("chargeops_ingest_rows_total", "Rows written by ingest, by table", ["table"])
 INGEST_BATCH_SIZE = Histogram(
-    "chargeops_ingest_batch_events", "Events per committed ingest batch", buckets=(1, 5, 10, 50, 100, 500, 1000, 5000)
+    "chargeops_ingest_batch_events",
+    "Events per committed ingest batch",
+    buckets=(1, 5, 10, 50, 100, 500, 1000, 5000),
 )
 INGEST_ERRORS = Counter("chargeops_ingest_errors_total", "Ingest batches that failed to commit")
 DATABASE_ERRORS = Counter("chargeops_database_errors_total", "Database operations that failed", ["component"])

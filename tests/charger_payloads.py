@@ -29,7 +29,13 @@ V16: dict[str, dict[str, Any]] = {
             }
         ],
     },
-    "StopTransaction": {"transactionId": 1, "meterStop": 2500, "timestamp": T, "idTag": "TAG1", "reason": "Local"},
+    "StopTransaction": {
+        "transactionId": 1,
+        "meterStop": 2500,
+        "timestamp": T,
+        "idTag": "TAG1",
+        "reason": "Local",
+    },
     "DataTransfer": {"vendorId": "com.example", "messageId": "hello", "data": "x"},
     "DiagnosticsStatusNotification": {"status": "Uploaded"},
     "FirmwareStatusNotification": {"status": "Installed"},
@@ -48,26 +54,41 @@ V201: dict[str, dict[str, Any]] = {
     "StatusNotification": {"timestamp": T, "connectorStatus": "Available", "evseId": 1, "connectorId": 1},
     "Authorize": {"idToken": {"idToken": "TAG1", "type": "ISO14443"}},
     "TransactionEvent": {
-        "eventType": "Started", "timestamp": T, "triggerReason": "Authorized", "seqNo": 0,
-        "transactionInfo": {"transactionId": "tx-1"}, "idToken": {"idToken": "TAG1", "type": "ISO14443"},
-        "evse": _EVSE, "meterValue": _METER,
+        "eventType": "Started",
+        "timestamp": T,
+        "triggerReason": "Authorized",
+        "seqNo": 0,
+        "transactionInfo": {"transactionId": "tx-1"},
+        "idToken": {"idToken": "TAG1", "type": "ISO14443"},
+        "evse": _EVSE,
+        "meterValue": _METER,
     },
     "MeterValues": {"evseId": 1, "meterValue": _METER},
     "NotifyEvent": {
-        "generatedAt": T, "seqNo": 0,
+        "generatedAt": T,
+        "seqNo": 0,
         "eventData": [
             {
-                "eventId": 1, "timestamp": T, "trigger": "Delta", "actualValue": "true",
+                "eventId": 1,
+                "timestamp": T,
+                "trigger": "Delta",
+                "actualValue": "true",
                 "eventNotificationType": "HardWiredNotification",
-                "component": {"name": "Connector", "evse": _EVSE}, "variable": {"name": "Problem"},
+                "component": {"name": "Connector", "evse": _EVSE},
+                "variable": {"name": "Problem"},
             }
         ],
     },
     "NotifyReport": {
-        "requestId": 1, "generatedAt": T, "seqNo": 0,
+        "requestId": 1,
+        "generatedAt": T,
+        "seqNo": 0,
         "reportData": [
-            {"component": {"name": "ChargingStation"}, "variable": {"name": "Model"},
-             "variableAttribute": [{"value": "Raw"}]}
+            {
+                "component": {"name": "ChargingStation"},
+                "variable": {"name": "Model"},
+                "variableAttribute": [{"value": "Raw"}],
+            }
         ],
     },
     "NotifyMonitoringReport": {"requestId": 1, "seqNo": 0, "generatedAt": T},
@@ -77,28 +98,51 @@ V201: dict[str, dict[str, Any]] = {
     "NotifyDisplayMessages": {"requestId": 1},
     "NotifyEVChargingNeeds": {"evseId": 1, "chargingNeeds": {"requestedEnergyTransfer": "DC"}},
     "NotifyEVChargingSchedule": {
-        "timeBase": T, "evseId": 1,
-        "chargingSchedule": {"id": 1, "chargingRateUnit": "W",
-                             "chargingSchedulePeriod": [{"startPeriod": 0, "limit": 11000.0}]},
+        "timeBase": T,
+        "evseId": 1,
+        "chargingSchedule": {
+            "id": 1,
+            "chargingRateUnit": "W",
+            "chargingSchedulePeriod": [{"startPeriod": 0, "limit": 11000.0}],
+        },
     },
     "PublishFirmwareStatusNotification": {"status": "Published", "location": ["https://fw.example.com/x"]},
     "ReportChargingProfiles": {
-        "requestId": 1, "chargingLimitSource": "CSO", "evseId": 1,
+        "requestId": 1,
+        "chargingLimitSource": "CSO",
+        "evseId": 1,
         "chargingProfile": [
-            {"id": 1, "stackLevel": 0, "chargingProfilePurpose": "TxDefaultProfile",
-             "chargingProfileKind": "Absolute",
-             "chargingSchedule": [{"id": 1, "chargingRateUnit": "W",
-                                   "chargingSchedulePeriod": [{"startPeriod": 0, "limit": 11000.0}]}]}
+            {
+                "id": 1,
+                "stackLevel": 0,
+                "chargingProfilePurpose": "TxDefaultProfile",
+                "chargingProfileKind": "Absolute",
+                "chargingSchedule": [
+                    {
+                        "id": 1,
+                        "chargingRateUnit": "W",
+                        "chargingSchedulePeriod": [{"startPeriod": 0, "limit": 11000.0}],
+                    }
+                ],
+            }
         ],
     },
     "ReservationStatusUpdate": {"reservationId": 1, "reservationUpdateStatus": "Expired"},
     "SecurityEventNotification": {"type": "FirmwareUpdated", "timestamp": T},
     "SignCertificate": {"csr": "-----BEGIN CERTIFICATE REQUEST-----"},
-    "Get15118EVCertificate": {"iso15118SchemaVersion": "urn:iso:15118:2:2013:MsgDef", "action": "Install",
-                              "exiRequest": "AAAA"},
+    "Get15118EVCertificate": {
+        "iso15118SchemaVersion": "urn:iso:15118:2:2013:MsgDef",
+        "action": "Install",
+        "exiRequest": "AAAA",
+    },
     "GetCertificateStatus": {
-        "ocspRequestData": {"hashAlgorithm": "SHA256", "issuerNameHash": "a", "issuerKeyHash": "b",
-                            "serialNumber": "c", "responderURL": "https://ocsp.example.com"}
+        "ocspRequestData": {
+            "hashAlgorithm": "SHA256",
+            "issuerNameHash": "a",
+            "issuerKeyHash": "b",
+            "serialNumber": "c",
+            "responderURL": "https://ocsp.example.com",
+        }
     },
     "DataTransfer": {"vendorId": "com.example", "messageId": "hello"},
     "FirmwareStatusNotification": {"status": "Installed", "requestId": 1},

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import asyncpg
@@ -21,31 +23,36 @@ def sqlite_url(tmp_path: Any) -> str:
     return f"sqlite+aiosqlite:///{tmp_path}/chargeops.db"
 
 
+def _pg_admin(sql: str) -> None:
+    """Run one admin statement on a private event loop (fixtures set up outside the test's loop)."""
+
+    async def run() -> None:
+        conn = await asyncpg.connect(PG_ADMIN_DSN)
+        try:
+            await conn.execute(sql)
+        finally:
+            await conn.close()
+
+    with ThreadPoolExecutor(1) as pool:
+        pool.submit(asyncio.run, run()).result()
+
+
 @pytest.fixture
-async def pg_url() -> AsyncIterator[str]:
+def pg_url() -> Iterator[str]:
     """A fresh Postgres database for one test. No Postgres is a failure, never a skip."""
     name = f"chargeops_test_{uuid.uuid4().hex[:12]}"
-    admin = await asyncpg.connect(PG_ADMIN_DSN)
-    try:
-        await admin.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await admin.close()
+    _pg_admin(f'CREATE DATABASE "{name}"')
     base = PG_ADMIN_DSN.rsplit("/", 1)[0].replace("postgresql://", "postgresql+asyncpg://")
     yield f"{base}/{name}"
-    admin = await asyncpg.connect(PG_ADMIN_DSN)
-    try:
-        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    finally:
-        await admin.close()
+    _pg_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
-async def db_url(request: pytest.FixtureRequest, tmp_path: Any) -> AsyncIterator[str]:
+def db_url(request: pytest.FixtureRequest, sqlite_url: str) -> str:
     """Runs the test once on the embedded default and once on the real Postgres."""
     if request.param == "sqlite":
-        yield f"sqlite+aiosqlite:///{tmp_path}/chargeops.db"
-    else:
-        yield request.getfixturevalue("pg_url")
+        return sqlite_url
+    return str(request.getfixturevalue("pg_url"))
 
 
 StartRuntime = Callable[..., Awaitable[Runtime]]
@@ -58,7 +65,10 @@ async def start_runtime(sqlite_url: str) -> AsyncIterator[StartRuntime]:
 
     async def start(database_url: str | None = None, **overrides: Any) -> Runtime:
         settings = Settings(
-            database_url=database_url or sqlite_url, ocpp_port=0, http_port=0, admin_token="test-admin-token",
+            database_url=database_url or sqlite_url,
+            ocpp_port=0,
+            http_port=0,
+            admin_token="test-admin-token",
             **overrides,
         )
         runtime = Runtime(settings)

@@ -32,7 +32,9 @@ def strict_validator(protocol: str, action: str, response: bool) -> jsonschema.p
 
 def assert_strictly_valid(protocol: str, action: str, payload: dict[str, Any], *, response: bool) -> None:
     errors = sorted(strict_validator(protocol, action, response).iter_errors(payload), key=str)
-    assert not errors, f"{action} {'response' if response else 'request'} breaks the schema: {errors[0].message}"
+    assert not errors, (
+        f"{action} {'response' if response else 'request'} breaks the schema: {errors[0].message}"
+    )
 
 
 class RawCharger:
@@ -65,9 +67,12 @@ class RawCharger:
 
     async def boot(self) -> dict[str, Any]:
         if self.protocol == "ocpp1.6":
-            return await self.result("BootNotification", {"chargePointVendor": "Test", "chargePointModel": "Raw"})
+            return await self.result(
+                "BootNotification", {"chargePointVendor": "Test", "chargePointModel": "Raw"}
+            )
         return await self.result(
-            "BootNotification", {"reason": "PowerUp", "chargingStation": {"vendorName": "Test", "model": "Raw"}}
+            "BootNotification",
+            {"reason": "PowerUp", "chargingStation": {"vendorName": "Test", "model": "Raw"}},
         )
 
 
@@ -78,6 +83,9 @@ def basic(user: str, password: str) -> dict[str, str]:
 @asynccontextmanager
 async def raw_charger(port: int, charger_id: str, protocol: str = "ocpp1.6", **kw: Any):  # type: ignore[no-untyped-def]
     async with connect(
-        f"ws://127.0.0.1:{port}/ocpp/{charger_id}", subprotocols=[protocol], compression=None, **kw  # type: ignore[list-item]
+        f"ws://127.0.0.1:{port}/ocpp/{charger_id}",
+        subprotocols=[protocol],
+        compression=None,
+        **kw,  # type: ignore[list-item]
     ) as ws:
         yield RawCharger(ws, protocol)

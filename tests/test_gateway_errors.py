@@ -17,7 +17,12 @@ def metric(name: str, **labels: str) -> float:
 
 
 V16_STATUS = {"connectorId": 1, "errorCode": "NoError", "status": "Available"}
-V201_STATUS = {"timestamp": "2026-11-25T10:00:00Z", "connectorStatus": "Available", "evseId": 1, "connectorId": 1}
+V201_STATUS = {
+    "timestamp": "2026-11-25T10:00:00Z",
+    "connectorStatus": "Available",
+    "evseId": 1,
+    "connectorId": 1,
+}
 
 # (protocol, raw frame, expected message id, expected CALLERROR code)
 BAD_FRAMES = [
@@ -54,23 +59,41 @@ async def test_malformed_frames_get_the_versions_callerror(
 
 # (protocol, action, payload, expected code)
 BAD_PAYLOADS = [
-    ("ocpp1.6", "StatusNotification", {"connectorId": 1, "status": "Available"}, "OccurenceConstraintViolation"),
+    (
+        "ocpp1.6",
+        "StatusNotification",
+        {"connectorId": 1, "status": "Available"},
+        "OccurenceConstraintViolation",
+    ),
     ("ocpp2.0.1", "StatusNotification", {**V201_STATUS, "evseId": None}, "TypeConstraintViolation"),
     ("ocpp1.6", "StatusNotification", {**V16_STATUS, "connectorId": "one"}, "TypeConstraintViolation"),
     ("ocpp1.6", "StatusNotification", {**V16_STATUS, "status": "Sleeping"}, "PropertyConstraintViolation"),
-    ("ocpp2.0.1", "StatusNotification", {**V201_STATUS, "connectorStatus": "Sleeping"}, "PropertyConstraintViolation"),
+    (
+        "ocpp2.0.1",
+        "StatusNotification",
+        {**V201_STATUS, "connectorStatus": "Sleeping"},
+        "PropertyConstraintViolation",
+    ),
     ("ocpp1.6", "StatusNotification", {**V16_STATUS, "extra": 1}, "FormationViolation"),
     ("ocpp2.0.1", "StatusNotification", {**V201_STATUS, "extra": 1}, "FormatViolation"),
     ("ocpp2.0.1", "StatusNotification", {**V201_STATUS, "timestamp": "yesterday"}, "TypeConstraintViolation"),
     ("ocpp1.6", "Authorize", {"idTag": "X" * 21}, "TypeConstraintViolation"),
-    ("ocpp2.0.1", "BootNotification", {"reason": "Bored", "chargingStation": {"model": "M", "vendorName": "V"}},
-     "PropertyConstraintViolation"),
+    (
+        "ocpp2.0.1",
+        "BootNotification",
+        {"reason": "Bored", "chargingStation": {"model": "M", "vendorName": "V"}},
+        "PropertyConstraintViolation",
+    ),
     ("ocpp2.0.1", "MeterValues", {"evseId": 1, "meterValue": []}, "OccurenceConstraintViolation"),
     ("ocpp1.6", "FooBar", {}, "NotImplemented"),
     ("ocpp2.0.1", "FooBar", {}, "NotImplemented"),
     ("ocpp1.6", "RemoteStartTransaction", {"idTag": "X"}, "NotSupported"),
-    ("ocpp2.0.1", "RequestStartTransaction", {"idToken": {"idToken": "X", "type": "Central"}, "remoteStartId": 1},
-     "NotSupported"),
+    (
+        "ocpp2.0.1",
+        "RequestStartTransaction",
+        {"idToken": {"idToken": "X", "type": "Central"}, "remoteStartId": 1},
+        "NotSupported",
+    ),
 ]
 
 
@@ -88,7 +111,9 @@ async def test_bad_payloads_get_the_right_callerror(
 
 
 @pytest.mark.parametrize("protocol", ["ocpp1.6", "ocpp2.0.1"])
-async def test_calls_before_an_accepted_boot_get_security_error(start_runtime: StartRuntime, protocol: str) -> None:
+async def test_calls_before_an_accepted_boot_get_security_error(
+    start_runtime: StartRuntime, protocol: str
+) -> None:
     runtime = await start_runtime(accept_unknown=True)
     async with raw_charger(runtime.gateway.port, "CP-NEW", protocol) as cp:  # type: ignore[union-attr]
         answer = await cp.call("Heartbeat", {})
@@ -111,7 +136,10 @@ async def test_oversized_frame_closes_with_1009(start_runtime: StartRuntime) -> 
 async def test_garbage_from_one_charger_does_not_disturb_another(start_runtime: StartRuntime) -> None:
     runtime = await start_runtime(accept_unknown=True)
     port = runtime.gateway.port  # type: ignore[union-attr]
-    async with raw_charger(port, "CP-NOISY", "ocpp2.0.1") as noisy, raw_charger(port, "CP-CALM", "ocpp1.6") as calm:
+    async with (
+        raw_charger(port, "CP-NOISY", "ocpp2.0.1") as noisy,
+        raw_charger(port, "CP-CALM", "ocpp1.6") as calm,
+    ):
         await noisy.boot()
         await calm.boot()
 

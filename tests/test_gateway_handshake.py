@@ -123,16 +123,56 @@ def _openssl(*args: str) -> None:
 def pki(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A throwaway CA, a server certificate for 127.0.0.1 and a client certificate with CN=CP-TLS3."""
     d = tmp_path_factory.mktemp("pki")
-    _openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(d / "ca.key"), "-out", str(d / "ca.pem"),
-             "-days", "2", "-subj", "/CN=test-ca")
-    for name, cn, ext in (("server", "127.0.0.1", "subjectAltName=IP:127.0.0.1"), ("client", "CP-TLS3", None)):
-        _openssl("req", "-newkey", "rsa:2048", "-nodes", "-keyout", str(d / f"{name}.key"), "-out",
-                 str(d / f"{name}.csr"), "-subj", f"/CN={cn}")
+    _openssl(
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        str(d / "ca.key"),
+        "-out",
+        str(d / "ca.pem"),
+        "-days",
+        "2",
+        "-subj",
+        "/CN=test-ca",
+    )
+    for name, cn, ext in (
+        ("server", "127.0.0.1", "subjectAltName=IP:127.0.0.1"),
+        ("client", "CP-TLS3", None),
+    ):
+        _openssl(
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            str(d / f"{name}.key"),
+            "-out",
+            str(d / f"{name}.csr"),
+            "-subj",
+            f"/CN={cn}",
+        )
         extra = ["-extfile", str(d / "ext.cnf")] if ext else []
         if ext:
             (d / "ext.cnf").write_text(ext + "\n")
-        _openssl("x509", "-req", "-in", str(d / f"{name}.csr"), "-CA", str(d / "ca.pem"), "-CAkey", str(d / "ca.key"),
-                 "-CAcreateserial", "-out", str(d / f"{name}.pem"), "-days", "2", *extra)
+        _openssl(
+            "x509",
+            "-req",
+            "-in",
+            str(d / f"{name}.csr"),
+            "-CA",
+            str(d / "ca.pem"),
+            "-CAkey",
+            str(d / "ca.key"),
+            "-CAcreateserial",
+            "-out",
+            str(d / f"{name}.pem"),
+            "-days",
+            "2",
+            *extra,
+        )
     return d
 
 
@@ -148,7 +188,9 @@ async def test_security_profiles_2_and_3_over_tls(start_runtime: StartRuntime, p
     with_cert.load_cert_chain(str(pki / "client.pem"), str(pki / "client.key"))
 
     async def session(charger_id: str, ctx: ssl.SSLContext, **kw) -> RawCharger:  # type: ignore[no-untyped-def]
-        ws = await connect(f"wss://127.0.0.1:{port}/ocpp/{charger_id}", subprotocols=["ocpp1.6"], ssl=ctx, **kw)  # type: ignore[list-item]
+        ws = await connect(
+            f"wss://127.0.0.1:{port}/ocpp/{charger_id}", subprotocols=["ocpp1.6"], ssl=ctx, **kw
+        )  # type: ignore[list-item]
         return RawCharger(ws, "ocpp1.6")
 
     cp2 = await session("CP-TLS2", plain, additional_headers=basic("CP-TLS2", PASSWORD))

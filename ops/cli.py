@@ -1,0 +1,260 @@
+"""The `chargeops` command line (SPEC §3). Every flag has a CHARGEOPS_* environment twin."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from chargeops.logs import setup as setup_logging
+from chargeops.settings import Settings
+
+app = typer.Typer(help="chargeops: operations backend for EV charging operators.", no_args_is_help=True)
+db_app = typer.Typer(help="Database maintenance.", no_args_is_help=True)
+chargers_app = typer.Typer(help="Fleet registry.", no_args_is_help=True)
+app.add_typer(db_app, name="db")
+app.add_typer(chargers_app, name="chargers")
+
+
+def _env(name: str) -> str:
+    return f"CHARGEOPS_{name.upper()}"
+
+
+def Opt(name: str, help: str, **kw: Any) -> Any:
+    return typer.Option(help=help, envvar=_env(name), show_envvar=True, **kw)
+
+
+DatabaseUrl = Annotated[
+    str | None, Opt("database_url", "SQLAlchemy async URL (default: SQLite ./chargeops.db)")
+]
+LogLevel = Annotated[str, Opt("log_level", "DEBUG, INFO, WARNING, ERROR")]
+
+
+class LogFormat(StrEnum):
+    text = "text"
+    json = "json"
+
+
+class Protocol(StrEnum):
+    v16 = "ocpp1.6"
+    v201 = "ocpp2.0.1"
+    mixed = "mixed"
+
+
+def _settings(**given: Any) -> Settings:
+    """Settings from the environment, overridden by the flags that were given."""
+    return Settings(**{k: v for k, v in given.items() if v is not None})
+
+
+def _run(coro: Any) -> None:
+    """Run until done or until SIGINT / SIGTERM, then shut down cleanly."""
+
+    async def main() -> None:
+        task = asyncio.ensure_future(coro)
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            with contextlib.suppress(NotImplementedError):
+                loop.add_signal_handler(sig, task.cancel)
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+    asyncio.run(main())
+
+
+@app.command()
+def serve(
+    roles: Annotated[
+        str, Opt("roles", "comma-separated: gateway, ingest, ops, api")
+    ] = "gateway,ingest,ops,api",
+    ocpp_host: Annotated[str | None, Opt("ocpp_host", "OCPP WebSocket bind address")] = None,
+    ocpp_port: Annotated[int | None, Opt("ocpp_port", "OCPP WebSocket port (default 9000)")] = None,
+    http_host: Annotated[str | None, Opt("http_host", "HTTP API / metrics bind address")] = None,
+    http_port: Annotated[int | None, Opt("http_port", "HTTP API / metrics port (default 8000)")] = None,
+    database_url: DatabaseUrl = None,
+    mqtt_url: Annotated[str | None, Opt("mqtt_url", "mqtt://host:port (default: in-process bus)")] = None,
+    accept_unknown: Annotated[
+        bool | None, Opt("accept_unknown", "accept chargers that are not registered")
+    ] = None,
+    registration_policy: Annotated[
+        str | None, Opt("registration_policy", "unknown chargers: reject (refused at handshake) or pending")
+    ] = None,
+    heartbeat_interval: Annotated[int | None, Opt("heartbeat_interval", "seconds, told at boot")] = None,
+    call_timeout: Annotated[
+        float | None, Opt("call_timeout", "seconds to wait for a charger's answer")
+    ] = None,
+    max_frame_bytes: Annotated[int | None, Opt("max_frame_bytes", "larger frames close with 1009")] = None,
+    tls_cert: Annotated[Path | None, Opt("tls_cert", "server certificate (PEM) for wss://")] = None,
+    tls_key: Annotated[Path | None, Opt("tls_key", "server key (PEM)")] = None,
+    tls_client_ca: Annotated[
+        Path | None, Opt("tls_client_ca", "CA for client certificates (profile 3)")
+    ] = None,
+    allow_private_urls: Annotated[
+        bool | None, Opt("allow_private_urls", "allow loopback/private firmware and log URLs")
+    ] = None,
+    gateway_id: Annotated[str | None, Opt("gateway_id", "this gateway process's name on the bus")] = None,
+    log_level: LogLevel = "INFO",
+    log_format: Annotated[LogFormat, Opt("log_format", "text or json")] = LogFormat.text,
+) -> None:
+    """Run the backend: OCPP gateway, telemetry ingest, ops engine, HTTP API and /metrics."""
+    setup_logging(log_level, log_format.value)
+    from ops.runtime import Runtime
+
+    settings = _settings(
+        roles=roles,
+        ocpp_host=ocpp_host,
+        ocpp_port=ocpp_port,
+        http_host=http_host,
+        http_port=http_port,
+        database_url=database_url,
+        mqtt_url=mqtt_url,
+        accept_unknown=accept_unknown,
+        registration_policy=registration_policy,
+        heartbeat_interval=heartbeat_interval,
+        call_timeout=call_timeout,
+        max_frame_bytes=max_frame_bytes,
+        tls_cert=tls_cert,
+        tls_key=tls_key,
+        tls_client_ca=tls_client_ca,
+        allow_private_urls=allow_private_urls,
+        gateway_id=gateway_id,
+    )
+    try:
+        runtime = Runtime(settings)
+    except ValueError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
+    _run(runtime.run_forever())
+
+
+@app.command()
+def simulate(
+    csms: Annotated[str, Opt("sim_csms", "central system URL, e.g. ws://127.0.0.1:9000/ocpp")],
+    chargers: Annotated[int, Opt("sim_chargers", "number of simulated chargers")] = 1,
+    protocol: Annotated[Protocol, Opt("sim_protocol", "ocpp1.6, ocpp2.0.1 or mixed")] = Protocol.v16,
+    swap_stations: Annotated[int, Opt("sim_swap_stations", "simulated battery-swap stations")] = 0,
+    duration: Annotated[float | None, Opt("sim_duration", "seconds to run (default: until stopped)")] = None,
+    fault_rate: Annotated[float, Opt("sim_fault_rate", "faults per charger per simulated hour")] = 0.0,
+    seed: Annotated[int, Opt("sim_seed", "random seed (same seed, same run)")] = 0,
+    id_prefix: Annotated[str, Opt("sim_id_prefix", "charger ids are PREFIX00001, ...")] = "SIM",
+    password: Annotated[str | None, Opt("sim_password", "Basic-auth password for every charger")] = None,
+    time_scale: Annotated[float, Opt("sim_time_scale", "simulated seconds per real second")] = 1.0,
+    log_level: LogLevel = "INFO",
+) -> None:
+    """Run a simulated fleet against any OCPP central system."""
+    setup_logging(log_level)
+    from firmware_stubs.fleet import FleetConfig, run_fleet
+
+    config = FleetConfig(
+        csms_url=csms,
+        chargers=chargers,
+        protocol=protocol.value,
+        swap_stations=swap_stations,
+        duration=duration,
+        fault_rate=fault_rate,
+        seed=seed,
+        id_prefix=id_prefix,
+        password=password,
+        time_scale=time_scale,
+    )
+    _run(_simulate(config, run_fleet))
+
+
+async def _simulate(config: Any, run_fleet: Any) -> None:
+    report = await run_fleet(config)
+    typer.echo(repr(report))
+
+
+@app.command()
+def demo(
+    chargers: Annotated[int, Opt("demo_chargers", "simulated chargers")] = 20,
+    fault_rate: Annotated[float, Opt("demo_fault_rate", "faults per charger per simulated hour")] = 2.0,
+    time_scale: Annotated[float, Opt("demo_time_scale", "simulated seconds per real second")] = 30.0,
+    ocpp_port: Annotated[int | None, Opt("ocpp_port", "OCPP WebSocket port (default 9000)")] = None,
+    http_port: Annotated[int | None, Opt("http_port", "HTTP API port (default 8000)")] = None,
+    database_url: DatabaseUrl = None,
+    log_level: LogLevel = "WARNING",
+) -> None:
+    """`serve` plus a simulated fleet with faults; prints where to look."""
+    setup_logging(log_level)
+    from ops.demo import run_demo
+
+    settings = _settings(
+        ocpp_port=ocpp_port, http_port=http_port, database_url=database_url, accept_unknown=True
+    )
+    _run(run_demo(settings, chargers=chargers, fault_rate=fault_rate, time_scale=time_scale))
+
+
+@db_app.command("upgrade")
+def db_upgrade(database_url: DatabaseUrl = None) -> None:
+    """Apply database migrations."""
+    from chargeops.db.engine import make_engine
+    from chargeops.db.migrate import upgrade
+
+    settings = _settings(database_url=database_url)
+
+    async def run() -> None:
+        engine = make_engine(settings.database_url)
+        try:
+            await upgrade(engine)
+        finally:
+            await engine.dispose()
+
+    asyncio.run(run())
+    typer.echo("database is up to date")
+
+
+class Kind(StrEnum):
+    charger = "charger"
+    swap_station = "swap_station"
+
+
+@chargers_app.command("add")
+def chargers_add(
+    charger_id: Annotated[str, typer.Argument(metavar="ID", help="charge point id (as in the OCPP URL)")],
+    password: Annotated[
+        str | None,
+        typer.Option(help="Basic-auth password (security profile 1); prompt with -", show_default=False),
+    ] = None,
+    site: Annotated[str | None, typer.Option(help="site the charger belongs to")] = None,
+    kind: Annotated[Kind, typer.Option(help="charger or swap_station")] = Kind.charger,
+    database_url: DatabaseUrl = None,
+) -> None:
+    """Register a charger."""
+    from chargeops.db.engine import make_engine, make_sessionmaker
+    from chargeops.db.migrate import is_empty, upgrade
+    from ops.fleet import ChargerExists, register_charger
+
+    if password == "-":
+        password = typer.prompt("password", hide_input=True, confirmation_prompt=True)
+    settings = _settings(database_url=database_url)
+
+    async def run() -> None:
+        engine = make_engine(settings.database_url)
+        try:
+            if await is_empty(engine):
+                await upgrade(engine)
+            await register_charger(
+                make_sessionmaker(engine), charger_id, password=password, site=site, kind=kind.value
+            )
+        finally:
+            await engine.dispose()
+
+    try:
+        asyncio.run(run())
+    except ChargerExists:
+        typer.echo(f"error: charger {charger_id} already exists", err=True)
+        raise typer.Exit(1) from None
+    typer.echo(f"registered {charger_id}")
+
+
+def main() -> None:
+    app(prog_name="chargeops")
+
+
+if __name__ == "__main__":
+    main()
