@@ -6,6 +6,7 @@ them; ingest stores them; ops reacts to them. Nothing outside `ocpp_gateway` see
 
 from __future__ import annotations
 
+import hashlib
 import uuid
 from dataclasses import asdict, dataclass, field, fields
 from datetime import UTC, datetime
@@ -241,14 +242,15 @@ class Event:
 
         Connection events are not replays of anything: they get their receive time in the key.
         """
-        content = asdict(self.body)
-        stamp = self.reported_at if self.reported_at else None
-        if self.body.kind in (EventKind.CONNECTED, EventKind.DISCONNECTED, EventKind.HEARTBEAT) or (
-            stamp is None
+        stamp = self.reported_at
+        if stamp is None or self.body.kind in (
+            EventKind.CONNECTED,
+            EventKind.DISCONNECTED,
+            EventKind.HEARTBEAT,
         ):
             stamp = self.received_at
-        key = orjson.dumps([self.charger_id, self.body.kind, stamp, content], default=str)
-        return str(uuid.uuid5(_EVENT_NS, key.decode()))
+        key = orjson.dumps([self.charger_id, self.body.kind, stamp, self.body])
+        return str(uuid.UUID(bytes=hashlib.sha1(_EVENT_NS.bytes + key).digest()[:16], version=5))
 
     def to_json(self) -> bytes:
         return orjson.dumps(

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import re
 import ssl
 from collections.abc import Sequence
 from http import HTTPStatus
@@ -18,6 +17,7 @@ from websockets.datastructures import Headers
 from websockets.http11 import Request, Response
 
 from chargeops.events import Connected, Disconnected, Event
+from chargeops.ids import CHARGER_ID_RE
 from ocpp_gateway.auth import FailureLimiter, Verifier, parse_basic
 from ocpp_gateway.context import GatewayContext
 from ocpp_gateway.logs import for_charger
@@ -34,7 +34,6 @@ SESSION_CLASSES: dict[str, type[ChargerSession]] = {
     cls.version.subprotocol: cls for cls in (Session16, Session201, Session21)
 }
 SUBPROTOCOLS = tuple(SESSION_CLASSES)
-_ID_RE = re.compile(r"^[A-Za-z0-9._:*+\-|@=]{1,48}$")
 PATH_PREFIX = "/ocpp/"
 
 
@@ -127,7 +126,7 @@ class GatewayServer:
     async def _process_request(self, connection: ServerConnection, request: Request) -> Response | None:
         path = request.path.split("?", 1)[0]
         charger_id = unquote(path[len(PATH_PREFIX) :]) if path.startswith(PATH_PREFIX) else ""
-        if not _ID_RE.match(charger_id):
+        if not CHARGER_ID_RE.match(charger_id):
             return self._refuse(
                 connection, HTTPStatus.NOT_FOUND, "bad_path", f"use {PATH_PREFIX}{{chargePointId}}"
             )

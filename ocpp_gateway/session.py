@@ -228,7 +228,9 @@ class ChargerSession(ChargePoint):
         """Send one CSMS-initiated call (OCPP field names in and out) and wait for the charger's answer."""
         if action not in self.version.csms_actions():
             return CommandReply(
-                "invalid", description=f"{action} is not a CSMS-initiated OCPP {self.version.name} action"
+                "invalid",
+                error_code="NotImplemented",
+                description=f"{action} is not a CSMS-initiated OCPP {self.version.name} action",
             )
         try:
             validate(self.version, action, payload, response=False, unique_id="-")

@@ -63,7 +63,17 @@ def _run(coro: Any) -> None:
         with contextlib.suppress(asyncio.CancelledError):
             await task
 
-    asyncio.run(main())
+    with asyncio.Runner(loop_factory=_loop_factory()) as runner:
+        runner.run(main())
+
+
+def _loop_factory() -> Any:
+    """uvloop where available: the gateway spends much of its time in socket I/O."""
+    try:
+        import uvloop
+    except ImportError:
+        return None
+    return uvloop.new_event_loop
 
 
 @app.command()
@@ -227,7 +237,7 @@ def chargers_add(
     """Register a charger."""
     from chargeops.db.engine import make_engine, make_sessionmaker
     from chargeops.db.migrate import is_empty, upgrade
-    from ops.fleet import ChargerExists, register_charger
+    from ops.fleet import ChargerExists, InvalidRegistration, add_charger
 
     if password == "-":
         password = typer.prompt("password", hide_input=True, confirmation_prompt=True)
@@ -238,9 +248,8 @@ def chargers_add(
         try:
             if await is_empty(engine):
                 await upgrade(engine)
-            await register_charger(
-                make_sessionmaker(engine), charger_id, password=password, site=site, kind=kind.value
-            )
+            async with make_sessionmaker(engine)() as session, session.begin():
+                await add_charger(session, charger_id, password=password, site=site, kind=kind.value)
         finally:
             await engine.dispose()
 
@@ -249,6 +258,9 @@ def chargers_add(
     except ChargerExists:
         typer.echo(f"error: charger {charger_id} already exists", err=True)
         raise typer.Exit(1) from None
+    except InvalidRegistration as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
     typer.echo(f"registered {charger_id}")
 
 

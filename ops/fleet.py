@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+import asyncio
+
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from chargeops.db.models import Charger
 from ocpp_gateway.auth import hash_password
@@ -12,8 +15,23 @@ class ChargerExists(Exception):
     """A charger with this id is already registered."""
 
 
-async def register_charger(
-    sessions: async_sessionmaker[AsyncSession],
+class InvalidRegistration(ValueError):
+    """The settings asked for cannot work (e.g. a Basic-auth profile without a password)."""
+
+
+def check_profile(profile: int, has_password: bool) -> None:
+    """Profiles 1 and 2 authenticate with HTTP Basic: without a password anyone could claim the id."""
+    if profile in (1, 2) and not has_password:
+        raise InvalidRegistration(f"security profile {profile} needs a password")
+
+
+async def hash_secret(password: str) -> str:
+    """argon2 off the event loop."""
+    return await asyncio.to_thread(hash_password, password)
+
+
+async def add_charger(
+    session: AsyncSession,
     charger_id: str,
     *,
     password: str | None = None,
@@ -23,20 +41,25 @@ async def register_charger(
     model: str | None = None,
     security_profile: int | None = None,
 ) -> Charger:
-    """Register a charger (password stored hashed); security profile 1 with a password, else 0."""
-    async with sessions() as session, session.begin():
-        if await session.get(Charger, charger_id) is not None:
-            raise ChargerExists(charger_id)
-        charger = Charger(
-            id=charger_id,
-            password_hash=hash_password(password) if password else None,
-            security_profile=security_profile if security_profile is not None else (1 if password else 0),
-            site=site,
-            kind=kind,
-            vendor=vendor,
-            model=model,
-            admission="accepted",
-            connected=False,
-        )
-        session.add(charger)
-    return charger
+    """Register a charger in `session` (the caller commits); security profile 1 with a password, else 0."""
+    profile = security_profile if security_profile is not None else (1 if password else 0)
+    check_profile(profile, password is not None)
+    if await session.get(Charger, charger_id) is not None:
+        raise ChargerExists(charger_id)
+    row = Charger(
+        id=charger_id,
+        password_hash=await hash_secret(password) if password is not None else None,
+        security_profile=profile,
+        site=site,
+        kind=kind,
+        vendor=vendor,
+        model=model,
+        admission="accepted",
+        connected=False,
+    )
+    session.add(row)
+    try:
+        await session.flush()
+    except IntegrityError:  # registered concurrently between the check and the insert
+        raise ChargerExists(charger_id) from None
+    return row

@@ -8,7 +8,8 @@ import logging
 
 import uvicorn
 from fastapi import FastAPI
-from prometheus_client import make_asgi_app
+from fastapi.responses import Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from chargeops.db.engine import make_engine, make_sessionmaker
 from chargeops.db.migrate import is_empty, upgrade
@@ -20,6 +21,11 @@ from telemetry.bus import InProcessBus
 from telemetry.ingest import BatchWriter
 
 log = logging.getLogger("chargeops")
+
+
+def metrics() -> Response:
+    """Prometheus exposition at exactly `/metrics` (a mounted app would redirect to `/metrics/`)."""
+    return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
 
 class Runtime:
@@ -64,7 +70,7 @@ class Runtime:
             app = create_app(self.sessions, self.bus, self.settings)
         else:
             app = FastAPI(title="chargeops")
-        app.mount("/metrics", make_asgi_app())
+        app.add_api_route("/metrics", metrics, methods=["GET"], include_in_schema=False)
         return app
 
     async def _start_http(self) -> None:

@@ -10,19 +10,21 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import deque
 from collections.abc import Sequence
+from datetime import datetime
 from typing import Any
 
-import orjson
-from sqlalchemy import and_, case, or_, update
+from sqlalchemy import Table, and_, bindparam, or_, update
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession, async_sessionmaker
 
 from chargeops.db.models import Charger, Connector, MeterSample, StoredEvent, Transaction
 from chargeops.events import (
     Connected,
     Disconnected,
     Event,
+    EventKind,
     MeterValues,
     StatusChanged,
 )
@@ -34,15 +36,26 @@ ENERGY_REGISTER = "Energy.Active.Import.Register"
 
 
 class BatchWriter:
-    """Group-commits events; `write` returns when its events are durable, or raises if the commit failed."""
+    """Group-commits events; `write` returns when its events are durable, or raises if the commit failed.
+
+    `last_seen` is not worth a write per message: it is gathered in memory and written with the first batch
+    after `touch_interval` seconds.
+    """
 
     def __init__(
-        self, sessions: async_sessionmaker[AsyncSession], max_batch: int = 5000, max_wait: float = 0.002
+        self,
+        sessions: async_sessionmaker[AsyncSession],
+        max_batch: int = 5000,
+        max_wait: float = 0.002,
+        touch_interval: float = 2.0,
     ):
         self._sessions = sessions
         self._max_batch = max_batch
         self._max_wait = max_wait
-        self._pending: list[tuple[Sequence[Event], asyncio.Future[None]]] = []
+        self._touch_interval = touch_interval
+        self._pending: deque[tuple[Sequence[Event], asyncio.Future[None]]] = deque()
+        self._last_seen: dict[str, datetime] = {}
+        self._touched_at = 0.0
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
 
@@ -53,7 +66,8 @@ class BatchWriter:
         if self._task:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
-        for _, fut in self._pending:
+        while self._pending:
+            _, fut = self._pending.popleft()
             if not fut.done():
                 fut.set_exception(ConnectionError("ingest stopped"))
 
@@ -68,59 +82,92 @@ class BatchWriter:
             await self._wake.wait()
             await asyncio.sleep(self._max_wait)  # let concurrent publishers join this batch
             self._wake.clear()
-            batch, count = [], 0
+            batch: list[tuple[Sequence[Event], asyncio.Future[None]]] = []
+            count = 0
             while self._pending and count < self._max_batch:
-                item = self._pending.pop(0)
+                item = self._pending.popleft()
                 batch.append(item)
                 count += len(item[0])
             if self._pending:
                 self._wake.set()
             events = [ev for evs, _ in batch for ev in evs]
+            for ev in events:
+                seen = self._last_seen.get(ev.charger_id)
+                if seen is None or ev.received_at > seen:
+                    self._last_seen[ev.charger_id] = ev.received_at
+            touch: dict[str, datetime] = {}
+            if time.monotonic() - self._touched_at >= self._touch_interval:
+                touch, self._last_seen = self._last_seen, {}
             try:
-                await store_events(self._sessions, events)
+                await store_events(self._sessions, events, touch)
             except Exception as exc:
                 INGEST_ERRORS.inc()
                 DATABASE_ERRORS.labels("ingest").inc()
                 log.error("ingest batch of %d events failed: %s", len(events), exc)
+                for k, v in touch.items():
+                    self._last_seen.setdefault(k, v)
                 for _, fut in batch:
                     if not fut.done():
                         fut.set_exception(ConnectionError(f"database write failed: {exc}"))
                 continue
+            if touch:
+                self._touched_at = time.monotonic()
             INGEST_BATCH_SIZE.observe(len(events))
             for _, fut in batch:
                 if not fut.done():
                     fut.set_result(None)
 
 
-def _insert(session: AsyncSession, table: Any) -> Any:
-    dialect = session.bind.dialect.name if session.bind else "sqlite"
-    return (postgresql.insert if dialect == "postgresql" else sqlite.insert)(table)
+def _insert(conn: AsyncConnection, table: Table) -> Any:
+    return (postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert)(table)
 
 
-async def store_events(sessions: async_sessionmaker[AsyncSession], events: Sequence[Event]) -> None:
-    """Write one batch in one transaction: event log, meter samples, connector status, presence, energy."""
-    if not events:
-        return
+EVENTS: Table = StoredEvent.__table__  # type: ignore[assignment]
+SAMPLES: Table = MeterSample.__table__  # type: ignore[assignment]
+CONNECTORS: Table = Connector.__table__  # type: ignore[assignment]
+CHARGERS: Table = Charger.__table__  # type: ignore[assignment]
+TRANSACTIONS: Table = Transaction.__table__  # type: ignore[assignment]
+
+_touch = (
+    update(CHARGERS)
+    .where(CHARGERS.c.id == bindparam("cid"))
+    .where(or_(CHARGERS.c.last_seen.is_(None), CHARGERS.c.last_seen < bindparam("seen")))
+    .values(last_seen=bindparam("seen"))
+)
+_energy = (
+    update(TRANSACTIONS)
+    .where(TRANSACTIONS.c.charger_id == bindparam("cid"), TRANSACTIONS.c.transaction_id == bindparam("tid"))
+    .where(or_(TRANSACTIONS.c.meter_last_wh.is_(None), TRANSACTIONS.c.meter_last_wh < bindparam("wh")))
+    .values(meter_last_wh=bindparam("wh"))
+)
+
+
+async def store_events(
+    sessions: async_sessionmaker[AsyncSession],
+    events: Sequence[Event],
+    last_seen: dict[str, datetime] | None = None,
+) -> None:
+    """Write one batch in one transaction: event log, meter samples, connector status, presence, energy.
+
+    Core statements with executemany: a handful of round trips per batch, whatever its size.
+    """
     started = time.perf_counter()
     event_rows: dict[str, dict[str, Any]] = {}
     samples: list[dict[str, Any]] = []
     status: dict[tuple[str, int, int], dict[str, Any]] = {}
-    last_seen: dict[str, Any] = {}
     energy: dict[tuple[str, str], float] = {}
     presence: list[Event] = []
     for ev in events:
-        if ev.event_id in event_rows:
-            continue
+        if ev.event_id in event_rows or ev.kind is EventKind.HEARTBEAT:
+            continue  # a heartbeat only refreshes last_seen: no row per heartbeat per charger
         event_rows[ev.event_id] = {
             "event_id": ev.event_id,
             "charger_id": ev.charger_id,
             "kind": ev.kind.value,
             "reported_at": ev.reported_at,
             "received_at": ev.received_at,
-            "data": orjson_safe(ev),
+            "data": ev.body,
         }
-        if ev.charger_id not in last_seen or ev.received_at > last_seen[ev.charger_id]:
-            last_seen[ev.charger_id] = ev.received_at
         body = ev.body
         if isinstance(body, MeterValues):
             for idx, s in enumerate(body.samples):
@@ -163,17 +210,20 @@ async def store_events(sessions: async_sessionmaker[AsyncSession], events: Seque
             presence.append(ev)
 
     async with sessions() as session, session.begin():
-        ins = _insert(session, StoredEvent).on_conflict_do_nothing(index_elements=["event_id"])
-        result = await session.execute(ins.returning(StoredEvent.event_id), list(event_rows.values()))
-        fresh = {row[0] for row in result}
-        INGEST_ROWS.labels("events").inc(len(fresh))
+        conn = await session.connection()
+        fresh: set[str] = set()
+        if event_rows:
+            ins = _insert(conn, EVENTS).on_conflict_do_nothing(index_elements=["event_id"])
+            result = await conn.execute(ins.returning(EVENTS.c.event_id), list(event_rows.values()))
+            fresh = {row[0] for row in result}
+            INGEST_ROWS.labels("events").inc(len(fresh))
         new_samples = [s for s in samples if s["event_id"] in fresh]
         if new_samples:
-            await session.execute(_insert(session, MeterSample).on_conflict_do_nothing(), new_samples)
+            await conn.execute(_insert(conn, SAMPLES).on_conflict_do_nothing(), new_samples)
             INGEST_ROWS.labels("meter_samples").inc(len(new_samples))
         if status:
-            ins = _insert(session, Connector)
-            await session.execute(
+            ins = _insert(conn, CONNECTORS)
+            await conn.execute(
                 ins.on_conflict_do_update(
                     index_elements=["charger_id", "evse_id", "connector_id"],
                     set_={
@@ -183,39 +233,27 @@ async def store_events(sessions: async_sessionmaker[AsyncSession], events: Seque
                         "reported_at": ins.excluded.reported_at,
                     },
                     where=or_(
-                        Connector.reported_at.is_(None), Connector.reported_at <= ins.excluded.reported_at
+                        CONNECTORS.c.reported_at.is_(None),
+                        CONNECTORS.c.reported_at <= ins.excluded.reported_at,
                     ),
                 ),
                 list(status.values()),
             )
-        for (charger_id, tx_id), wh in energy.items():
-            await session.execute(
-                update(Transaction)
-                .where(Transaction.charger_id == charger_id, Transaction.transaction_id == tx_id)
-                .values(
-                    meter_last_wh=case(
-                        (or_(Transaction.meter_last_wh.is_(None), Transaction.meter_last_wh < wh), wh),
-                        else_=Transaction.meter_last_wh,
-                    )
-                )
-            )
+        if energy:
+            await conn.execute(_energy, [{"cid": c, "tid": t, "wh": wh} for (c, t), wh in energy.items()])
         for ev in sorted(presence, key=lambda e: e.received_at):
-            await _apply_presence(session, ev)
-        for charger_id, seen in last_seen.items():
-            await session.execute(
-                update(Charger)
-                .where(Charger.id == charger_id, or_(Charger.last_seen.is_(None), Charger.last_seen < seen))
-                .values(last_seen=seen)
-            )
+            await _apply_presence(conn, ev)
+        if last_seen:
+            await conn.execute(_touch, [{"cid": c, "seen": t} for c, t in last_seen.items()])
     log.debug("stored %d events in %.1f ms", len(event_rows), (time.perf_counter() - started) * 1000)
 
 
-async def _apply_presence(session: AsyncSession, ev: Event) -> None:
+async def _apply_presence(conn: AsyncConnection, ev: Event) -> None:
     body = ev.body
     if isinstance(body, Connected):
-        await session.execute(
-            update(Charger)
-            .where(Charger.id == ev.charger_id)
+        await conn.execute(
+            update(CHARGERS)
+            .where(CHARGERS.c.id == ev.charger_id)
             .values(
                 connected=True, protocol=body.protocol, gateway_id=body.gateway_id, session_id=body.session_id
             )
@@ -223,13 +261,8 @@ async def _apply_presence(session: AsyncSession, ev: Event) -> None:
     elif isinstance(body, Disconnected):
         # Only the session that is still the current one may mark the charger offline (a takeover's new
         # session may have connected before the old one's close was stored).
-        await session.execute(
-            update(Charger)
-            .where(and_(Charger.id == ev.charger_id, Charger.session_id == body.session_id))
+        await conn.execute(
+            update(CHARGERS)
+            .where(and_(CHARGERS.c.id == ev.charger_id, CHARGERS.c.session_id == body.session_id))
             .values(connected=False)
         )
-
-
-def orjson_safe(ev: Event) -> dict[str, Any]:
-    """The event body as JSON-compatible data (times as ISO strings) for the JSON column."""
-    return orjson.loads(orjson.dumps(ev.body, default=str)) | {"kind": ev.kind.value}

@@ -12,12 +12,18 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from ocpp_gateway.auth import Verifier
-from ops.fleet import register_charger
+from ops.fleet import add_charger
+from ops.runtime import Runtime
 from tests.conftest import StartRuntime
 from tests.ocpp_client import RawCharger, basic, raw_charger
 from tests.test_gateway_errors import metric
 
 PASSWORD = "correct-horse-battery-staple"
+
+
+async def register(runtime: Runtime, charger_id: str, **kw) -> None:  # type: ignore[no-untyped-def]
+    async with runtime.sessions() as session, session.begin():
+        await add_charger(session, charger_id, **kw)
 
 
 async def refused(port: int, charger_id: str, **kw) -> int:  # type: ignore[no-untyped-def]
@@ -53,7 +59,7 @@ async def test_unknown_chargers_are_refused_unless_accept_unknown(start_runtime:
 
 async def test_basic_auth_password_and_user_must_match(start_runtime: StartRuntime) -> None:
     runtime = await start_runtime()
-    await register_charger(runtime.sessions, "CP-AUTH", password=PASSWORD)
+    await register(runtime, "CP-AUTH", password=PASSWORD)
     port = runtime.gateway.port  # type: ignore[union-attr]
     assert await refused(port, "CP-AUTH") == 401
     assert await refused(port, "CP-AUTH", additional_headers=basic("CP-AUTH", "wrong-password")) == 401
@@ -66,7 +72,7 @@ async def test_basic_auth_password_and_user_must_match(start_runtime: StartRunti
 
 async def test_failed_logins_are_rate_limited_before_any_hash(start_runtime: StartRuntime) -> None:
     runtime = await start_runtime(login_failures_allowed=10, login_backoff_seconds=60)
-    await register_charger(runtime.sessions, "CP-RL", password=PASSWORD)
+    await register(runtime, "CP-RL", password=PASSWORD)
     port = runtime.gateway.port  # type: ignore[union-attr]
     for _ in range(10):
         assert await refused(port, "CP-RL", additional_headers=basic("CP-RL", "guess")) == 401
@@ -78,7 +84,7 @@ async def test_failed_logins_are_rate_limited_before_any_hash(start_runtime: Sta
 
 async def test_takeover_only_by_an_authenticated_connection(start_runtime: StartRuntime) -> None:
     runtime = await start_runtime()
-    await register_charger(runtime.sessions, "CP-T", password=PASSWORD)
+    await register(runtime, "CP-T", password=PASSWORD)
     port = runtime.gateway.port  # type: ignore[union-attr]
     before = metric("chargeops_connection_takeovers_total")
     async with raw_charger(port, "CP-T", additional_headers=basic("CP-T", PASSWORD)) as first:
@@ -180,8 +186,8 @@ async def test_security_profiles_2_and_3_over_tls(start_runtime: StartRuntime, p
     runtime = await start_runtime(
         tls_cert=pki / "server.pem", tls_key=pki / "server.key", tls_client_ca=pki / "ca.pem"
     )
-    await register_charger(runtime.sessions, "CP-TLS2", password=PASSWORD, security_profile=2)
-    await register_charger(runtime.sessions, "CP-TLS3", security_profile=3)
+    await register(runtime, "CP-TLS2", password=PASSWORD, security_profile=2)
+    await register(runtime, "CP-TLS3", security_profile=3)
     port = runtime.gateway.port  # type: ignore[union-attr]
     plain = ssl.create_default_context(cafile=str(pki / "ca.pem"))
     with_cert = ssl.create_default_context(cafile=str(pki / "ca.pem"))
@@ -207,7 +213,7 @@ async def test_security_profiles_2_and_3_over_tls(start_runtime: StartRuntime, p
 
 async def test_tls_profiles_are_refused_over_plain_websocket(start_runtime: StartRuntime) -> None:
     runtime = await start_runtime()
-    await register_charger(runtime.sessions, "CP-NEEDS-TLS", password=PASSWORD, security_profile=2)
+    await register(runtime, "CP-NEEDS-TLS", password=PASSWORD, security_profile=2)
     port = runtime.gateway.port  # type: ignore[union-attr]
     before = metric("chargeops_handshakes_refused_total", reason="tls_required")
     assert await refused(port, "CP-NEEDS-TLS", additional_headers=basic("CP-NEEDS-TLS", PASSWORD)) == 401

@@ -4,13 +4,28 @@ from __future__ import annotations
 
 from typing import Any
 
+import orjson
 from sqlalchemy import event
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
 
 
+def _json_dumps(value: Any) -> str:
+    return orjson.dumps(value).decode()
+
+
 def make_engine(url: str, **kwargs: Any) -> AsyncEngine:
-    """An engine for `url`; SQLite gets WAL mode and a busy timeout so readers never block the writer."""
+    """An engine for `url`; SQLite gets WAL mode and a busy timeout so readers never block the writer.
+
+    JSON columns go through orjson, which also serialises the event dataclasses and datetimes directly.
+    """
+    kwargs.setdefault("json_serializer", _json_dumps)
+    kwargs.setdefault("json_deserializer", orjson.loads)
     if url.startswith("sqlite"):
+        # One connection: SQLite has one writer at a time, and several pooled connections would make
+        # writers wait in SQLite's sleeping busy handler instead of a queue.
+        kwargs.setdefault("pool_size", 1)
+        kwargs.setdefault("max_overflow", 0)
+        kwargs.setdefault("pool_timeout", 60)
         engine = create_async_engine(url, connect_args={"timeout": 30}, **kwargs)
 
         @event.listens_for(engine.sync_engine, "connect")

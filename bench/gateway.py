@@ -1,0 +1,291 @@
+"""Gateway benchmark (SPEC §7): memory per connected charger, connection rate, OCPP calls per second with
+schemas validated both ways, p99 round trip at a fixed rate, and throughput under 2x overload.
+
+The gateway runs as a separate `chargeops serve` process (so its memory is measured alone); this process
+drives raw OCPP-J clients. Prints one JSON document.
+
+    python bench/gateway.py --chargers 10000 --rate 2500 --duration 10
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import itertools
+import json
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import orjson
+from websockets.asyncio.client import ClientConnection, connect
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def rss_kib(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise RuntimeError("no VmRSS")
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+class Client:
+    """One raw charger connection with pipelined-free request/response (one call in flight, as OCPP says)."""
+
+    __slots__ = ("ids", "pending", "protocol", "reader", "ws")
+
+    def __init__(self, ws: ClientConnection, protocol: str):
+        self.ws = ws
+        self.protocol = protocol
+        self.ids = itertools.count()
+        self.pending: dict[str, asyncio.Future[Any]] = {}
+        self.reader = asyncio.get_running_loop().create_task(self._read())
+
+    async def _read(self) -> None:
+        async for raw in self.ws:
+            msg = orjson.loads(raw)
+            fut = self.pending.pop(msg[1], None)
+            if fut is not None and not fut.done():
+                fut.set_result(msg)
+
+    async def call(self, action: str, payload: dict[str, Any]) -> list[Any]:
+        uid = str(next(self.ids))
+        fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self.pending[uid] = fut
+        await self.ws.send(orjson.dumps([2, uid, action, payload]).decode())
+        return await fut
+
+
+def boot_payload(protocol: str) -> dict[str, Any]:
+    if protocol == "ocpp1.6":
+        return {"chargePointVendor": "Bench", "chargePointModel": "B1"}
+    return {"reason": "PowerUp", "chargingStation": {"vendorName": "Bench", "model": "B1"}}
+
+
+def traffic(protocol: str, n: int) -> tuple[str, dict[str, Any]]:
+    """A realistic mix: mostly meter values and heartbeats, some status notifications."""
+    ts = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    kind = n % 4
+    if kind == 0:
+        return "Heartbeat", {}
+    if protocol == "ocpp1.6":
+        if kind == 1:
+            return "StatusNotification", {
+                "connectorId": 1,
+                "errorCode": "NoError",
+                "status": "Available",
+                "timestamp": ts,
+            }
+        sv = [
+            {"value": str(1000 + n), "measurand": "Energy.Active.Import.Register", "unit": "Wh"},
+            {"value": "7200", "measurand": "Power.Active.Import", "unit": "W"},
+        ]
+        return "MeterValues", {"connectorId": 1, "meterValue": [{"timestamp": ts, "sampledValue": sv}]}
+    if kind == 1:
+        return "StatusNotification", {
+            "timestamp": ts,
+            "connectorStatus": "Available",
+            "evseId": 1,
+            "connectorId": 1,
+        }
+    sv2 = [
+        {"value": 1000.0 + n, "measurand": "Energy.Active.Import.Register"},
+        {"value": 7200.0, "measurand": "Power.Active.Import"},
+    ]
+    return "MeterValues", {"evseId": 1, "meterValue": [{"timestamp": ts, "sampledValue": sv2}]}
+
+
+async def open_clients(url: str, first: int, count: int, concurrency: int = 200) -> list[Client]:
+    sem = asyncio.Semaphore(concurrency)
+
+    async def one(i: int) -> Client:
+        protocol = "ocpp1.6" if i % 2 == 0 else "ocpp2.0.1"
+        async with sem:
+            ws = await connect(
+                f"{url}/BENCH{i:06d}",
+                subprotocols=[protocol],
+                compression=None,  # type: ignore[list-item]
+                ping_interval=None,
+                max_queue=4,
+                open_timeout=60,
+            )
+            client = Client(ws, protocol)
+            answer = await client.call("BootNotification", boot_payload(protocol))
+            assert answer[0] == 3 and answer[2]["status"] == "Accepted", answer
+            return client
+
+    return list(await asyncio.gather(*(one(i) for i in range(first, first + count))))
+
+
+async def closed_loop(clients: list[Client], seconds: float) -> dict[str, Any]:
+    """Every client calls again as soon as it is answered: the gateway's saturated throughput."""
+    done = 0
+    errors = 0
+    stop = time.perf_counter() + seconds
+
+    async def worker(c: Client, n: int) -> None:
+        nonlocal done, errors
+        while time.perf_counter() < stop:
+            answer = await c.call(*traffic(c.protocol, n))
+            n += 1
+            done += 1
+            errors += answer[0] != 3
+
+    started = time.perf_counter()
+    await asyncio.gather(*(worker(c, i) for i, c in enumerate(clients)))
+    elapsed = time.perf_counter() - started
+    return {
+        "calls": done,
+        "errors": errors,
+        "seconds": round(elapsed, 2),
+        "calls_per_s": round(done / elapsed),
+    }
+
+
+async def open_loop(clients: list[Client], rate: float, seconds: float) -> dict[str, Any]:
+    """Calls are offered at a fixed rate whatever the answers do; round trips are measured per call."""
+    latencies: list[float] = []
+    errors = 0
+    busy: set[int] = set()
+    skipped = 0
+    tasks: set[asyncio.Task[None]] = set()
+
+    async def one(idx: int, n: int) -> None:
+        nonlocal errors
+        c = clients[idx]
+        t0 = time.perf_counter()
+        try:
+            answer = await c.call(*traffic(c.protocol, n))
+            errors += answer[0] != 3
+            latencies.append(time.perf_counter() - t0)
+        finally:
+            busy.discard(idx)
+
+    total = int(rate * seconds)
+    started = time.perf_counter()
+    for n in range(total):
+        target = started + n / rate
+        delay = target - time.perf_counter()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        idx = n % len(clients)
+        if idx in busy:  # OCPP allows one call in flight per charger; that charger's turn is lost
+            skipped += 1
+            continue
+        busy.add(idx)
+        t = asyncio.get_running_loop().create_task(one(idx, n))
+        tasks.add(t)
+        t.add_done_callback(tasks.discard)
+    await asyncio.gather(*tasks)
+    elapsed = time.perf_counter() - started
+    latencies.sort()
+
+    def pct(p: float) -> float:
+        return (
+            round(latencies[min(len(latencies) - 1, int(p * len(latencies)))] * 1000, 2) if latencies else 0.0
+        )
+
+    return {
+        "offered_per_s": rate,
+        "answered": len(latencies),
+        "answered_per_s": round(len(latencies) / elapsed),
+        "skipped_busy": skipped,
+        "errors": errors,
+        "p50_ms": pct(0.50),
+        "p99_ms": pct(0.99),
+        "max_ms": pct(1.0),
+    }
+
+
+def start_server(database_url: str | None) -> tuple[subprocess.Popen[bytes], int, str]:
+    """`chargeops serve` in its own process, so its memory and CPU are measured alone."""
+    port, http = free_port(), free_port()
+    db = database_url or f"sqlite+aiosqlite:///{tempfile.mkdtemp(prefix='chargeops-bench-')}/bench.db"
+    cmd = [sys.executable, "-m", "ops.cli", "serve", "--accept-unknown", "--ocpp-port", str(port)]
+    cmd += ["--http-port", str(http), "--database-url", db, "--heartbeat-interval", "3600"]
+    env = {**os.environ, "CHARGEOPS_LOG_LEVEL": "WARNING"}
+    return subprocess.Popen(cmd, cwd=ROOT, env=env), port, db
+
+
+async def run(
+    args: argparse.Namespace, server: subprocess.Popen[bytes], port: int, db: str
+) -> dict[str, Any]:
+    for _ in range(300):
+        try:
+            with socket.create_connection(("127.0.0.1", port), 0.2):
+                break
+        except OSError:
+            await asyncio.sleep(0.1)
+    await asyncio.sleep(0.5)
+    url = f"ws://127.0.0.1:{port}/ocpp"
+    base_rss = rss_kib(server.pid)
+    t0 = time.perf_counter()
+    first = await open_clients(url, 0, min(1000, args.chargers))
+    connect_1000 = time.perf_counter() - t0
+    rest = (
+        await open_clients(url, len(first), args.chargers - len(first)) if args.chargers > len(first) else []
+    )
+    clients = first + rest
+    await asyncio.sleep(2)
+    loaded_rss = rss_kib(server.pid)
+    result: dict[str, Any] = {
+        "chargers_connected": len(clients),
+        "connect_first_1000_s": round(connect_1000, 2),
+        "server_rss_base_kib": base_rss,
+        "server_rss_connected_kib": loaded_rss,
+        "kib_per_charger": round((loaded_rss - base_rss) / len(clients), 1),
+    }
+    active = clients[: args.active]
+    await closed_loop(active, 2)  # warm-up
+    cpu0, own0 = cpu_seconds(server.pid), time.process_time()
+    sat = await closed_loop(active, args.duration)
+    sat["server_cpu_s"] = round(cpu_seconds(server.pid) - cpu0, 2)
+    sat["load_generator_cpu_s"] = round(time.process_time() - own0, 2)
+    result["saturated"] = sat
+    result["fixed_rate"] = await open_loop(clients, args.rate, args.duration)
+    overload_rate = 2 * sat["calls_per_s"]
+    over = await open_loop(clients, overload_rate, args.duration)
+    over["share_of_saturated"] = round(over["answered_per_s"] / max(1, sat["calls_per_s"]), 2)
+    result["overload_2x"] = over
+    for c in clients:
+        c.reader.cancel()
+    await asyncio.gather(*(c.ws.close() for c in clients), return_exceptions=True)
+    result["database"] = db.split(":", 1)[0]
+    return result
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--chargers", type=int, default=10_000, help="connected chargers")
+    p.add_argument("--active", type=int, default=500, help="chargers calling in the saturation run")
+    p.add_argument("--rate", type=float, default=2500, help="calls/s for the fixed-rate latency run")
+    p.add_argument("--duration", type=float, default=10, help="seconds per run")
+    p.add_argument("--database-url", default=None, help="default: SQLite in a temporary folder")
+    args = p.parse_args()
+    server, port, db = start_server(args.database_url)
+    try:
+        print(json.dumps(asyncio.run(run(args, server, port, db)), indent=2))
+    finally:
+        server.terminate()
+        server.wait(20)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,132 @@
+"""A fleet of simulated chargers in one process: ramp-up, run for a duration, aggregate a report."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+from dataclasses import dataclass, field
+
+from firmware_stubs.charger import SimEnvironment, SimulatedCharger
+
+logger = logging.getLogger("firmware_stubs.fleet")
+
+MAX_VIOLATIONS_REPORTED = 1000
+
+
+@dataclass
+class FleetConfig:
+    csms_url: str  # e.g. "ws://127.0.0.1:9000/ocpp"
+    chargers: int = 1
+    protocol: str = "ocpp1.6"  # "ocpp1.6" | "ocpp2.0.1" | "mixed" (alternate)
+    swap_stations: int = 0  # not implemented yet: accepted and ignored (warning logged)
+    duration: float | None = None  # seconds; None = run until cancelled
+    fault_rate: float = 0.0  # random faults per charger per simulated hour
+    seed: int = 0
+    id_prefix: str = "SIM"
+    password: str | None = None
+    sample_interval: float = 60.0
+    session_rate: float = 0.02  # probability a free connector gets an EV per simulated minute
+    time_scale: float = 1.0
+    connect_rate: float = 500.0  # new connections per second during ramp-up
+    strict: bool = False
+
+
+@dataclass
+class FleetReport:
+    chargers: int = 0
+    connected: int = 0  # connected at the end of the run
+    ever_connected: int = 0
+    boots_accepted: int = 0
+    sessions_started: int = 0
+    sessions_completed: int = 0
+    energy_wh: float = 0.0
+    calls_sent: int = 0
+    calls_received: int = 0
+    errors: int = 0  # CALLERRORs and timeouts of our calls
+    faults: int = 0
+    schema_violations: list[str] = field(default_factory=list)
+
+
+def build_fleet(config: FleetConfig) -> list[SimulatedCharger]:
+    """Create (not start) the chargers; hardware mix and EVs derive from ``config.seed`` only."""
+    if config.protocol not in ("ocpp1.6", "ocpp2.0.1", "mixed"):
+        raise ValueError(f"unknown protocol {config.protocol!r}")
+    env = SimEnvironment(
+        time_scale=config.time_scale,
+        sample_interval=config.sample_interval,
+        session_rate=config.session_rate,
+        fault_rate=config.fault_rate,
+        strict=config.strict,
+        tick=1.0 if config.chargers <= 1000 else 5.0,
+        seed=config.seed,
+    )
+    fleet_rng = random.Random(config.seed)
+    chargers = []
+    for n in range(config.chargers):
+        rng = random.Random(fleet_rng.getrandbits(64))
+        if config.protocol == "mixed":
+            protocol = "ocpp1.6" if n % 2 == 0 else "ocpp2.0.1"
+        else:
+            protocol = config.protocol
+        dc = rng.random() < 0.25
+        chargers.append(
+            SimulatedCharger(
+                f"{config.id_prefix}{n:05d}",
+                config.csms_url,
+                protocol=protocol,
+                password=config.password,
+                connectors=rng.choice((1, 2)),
+                max_power_w=rng.choice((50_000.0, 150_000.0)) if dc else rng.choice((11_000.0, 22_000.0)),
+                dc=dc,
+                rng=rng,
+                env=env,
+            )
+        )
+    return chargers
+
+
+def report(chargers: list[SimulatedCharger]) -> FleetReport:
+    """Aggregate the per-charger counters."""
+    result = FleetReport(chargers=len(chargers))
+    for cp in chargers:
+        result.connected += cp.connected
+        result.ever_connected += cp.connected_count > 0
+        result.boots_accepted += cp.boots_accepted
+        result.sessions_started += cp.sessions_started
+        result.sessions_completed += cp.sessions_completed
+        result.energy_wh += cp.energy_wh
+        result.calls_sent += cp.calls_sent
+        result.calls_received += cp.calls_received
+        result.errors += cp.call_errors
+        result.faults += cp.faults
+        room = MAX_VIOLATIONS_REPORTED - len(result.schema_violations)
+        result.schema_violations.extend(f"{cp.id}: {v}" for v in cp.schema_violations[:room])
+    result.energy_wh = round(result.energy_wh, 1)
+    return result
+
+
+async def run_fleet(config: FleetConfig, chargers: list[SimulatedCharger] | None = None) -> FleetReport:
+    """Start the fleet at ``connect_rate`` per second, run ``duration`` seconds (or until cancelled)."""
+    if config.swap_stations > 0:
+        logger.warning("swap_stations=%d is not implemented yet; ignoring", config.swap_stations)
+    fleet = chargers if chargers is not None else build_fleet(config)
+    loop = asyncio.get_running_loop()
+    started_at = loop.time()
+    try:
+        async with asyncio.timeout(config.duration):
+            for n, cp in enumerate(fleet):
+                delay = started_at + n / max(config.connect_rate, 1e-6) - loop.time()
+                if delay > 0:
+                    await asyncio.sleep(delay)
+                await cp.start()
+            logger.info("fleet of %d chargers started", len(fleet))
+            await asyncio.Event().wait()
+    except TimeoutError:
+        pass
+    finally:
+        result = report(fleet)
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.gather(*(cp.stop() for cp in fleet))
+    return result

@@ -1,0 +1,37 @@
+"""The operator HTTP API (SPEC §5): fleet registry, authorization list, transactions, OCPP commands,
+API tokens."""
+
+from __future__ import annotations
+
+from fastapi import FastAPI
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from chargeops.settings import Settings
+from ops.api import errors, health
+from ops.api.context import ApiContext
+from ops.api.middleware import BodyLimitMiddleware, CatchAllMiddleware
+from ops.api.routes import chargers, commands, id_tokens, tokens, transactions
+from telemetry.bus import Bus
+
+__all__ = ["create_app"]
+
+# Largest request body accepted; OCPP payloads (e.g. charging profiles) are far smaller.
+MAX_BODY_BYTES = 1 << 20
+
+
+def create_app(sessions: async_sessionmaker[AsyncSession], bus: Bus, settings: Settings) -> FastAPI:
+    """An app bound to one database and bus; `/metrics` is mounted on it by the caller."""
+    app = FastAPI(
+        title="chargeops operator API",
+        version="0.1.0",
+        description="`Authorization: Bearer TOKEN` on every /api/ route; errors are "
+        '`{"error": CODE, "detail": TEXT}`.',
+    )
+    app.state.chargeops = ApiContext(sessions, bus, settings)
+    errors.install(app)
+    app.add_middleware(CatchAllMiddleware)
+    app.add_middleware(BodyLimitMiddleware, limit=MAX_BODY_BYTES)
+    app.include_router(health.router)
+    for module in (chargers, commands, id_tokens, transactions, tokens):
+        app.include_router(module.router)
+    return app

@@ -1,0 +1,89 @@
+"""Bearer-token roles for the operator API.
+
+The admin token comes from the settings; every other token is a random secret of which only the SHA-256 is
+stored, so the database never holds a usable credential. Looking a token up by its digest reveals nothing
+through timing (an attacker cannot steer the digest), and the admin token is compared in constant time.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Annotated
+
+from fastapi import Depends
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from sqlalchemy import select
+
+from chargeops.db.models import ApiToken
+from ops.api.context import Ctx, Db
+from ops.api.errors import ApiError
+
+
+class Role(StrEnum):
+    VIEWER = "viewer"
+    CREW = "crew"
+    OPERATOR = "operator"
+    ADMIN = "admin"
+
+
+_RANK = {Role.VIEWER: 0, Role.CREW: 1, Role.OPERATOR: 2, Role.ADMIN: 3}
+_bearer = HTTPBearer(auto_error=False, description="CHARGEOPS_ADMIN_TOKEN or a token from POST /api/tokens")
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    name: str
+    role: Role
+    token_id: int | None = None
+
+
+def new_token() -> str:
+    return "cop_" + secrets.token_urlsafe(32)
+
+
+def token_digest(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def _unauthorized(detail: str) -> ApiError:
+    return ApiError(401, "unauthorized", detail, headers={"WWW-Authenticate": "Bearer"})
+
+
+async def authenticate(
+    ctx: Ctx, db: Db, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
+) -> Principal:
+    if credentials is None or not credentials.credentials:
+        raise _unauthorized("missing bearer token")
+    token = credentials.credentials.encode()
+    admin = ctx.settings.admin_token.get_secret_value() if ctx.settings.admin_token else ""
+    if admin and hmac.compare_digest(token, admin.encode()):
+        return Principal("admin", Role.ADMIN)
+    row = (
+        await db.execute(
+            select(ApiToken).where(ApiToken.token_sha256 == token_digest(credentials.credentials))
+        )
+    ).scalar_one_or_none()
+    if row is None or row.revoked_at is not None or row.role not in _RANK:
+        raise _unauthorized("unknown or revoked token")
+    return Principal(row.name, Role(row.role), row.id)
+
+
+def require(minimum: Role) -> Callable[..., Awaitable[Principal]]:
+    """Dependency: a caller holding at least `minimum` (admin > operator > crew > viewer)."""
+
+    async def check(principal: Annotated[Principal, Depends(authenticate)]) -> Principal:
+        if _RANK[principal.role] < _RANK[minimum]:
+            raise ApiError(403, "forbidden", f"this needs the {minimum} role; the token has {principal.role}")
+        return principal
+
+    return check
+
+
+Viewer = Depends(require(Role.VIEWER))
+Operator = Depends(require(Role.OPERATOR))
+Admin = Depends(require(Role.ADMIN))

@@ -1,0 +1,37 @@
+"""What the routes share (database, bus, settings) and the per-request dependencies that hand it out."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Annotated
+
+from fastapi import Depends, Request
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from chargeops.settings import Settings
+from telemetry.bus import Bus
+
+
+@dataclass(frozen=True, slots=True)
+class ApiContext:
+    sessions: async_sessionmaker[AsyncSession]
+    bus: Bus
+    settings: Settings
+
+
+def api_context(request: Request) -> ApiContext:
+    ctx = request.app.state.chargeops
+    assert isinstance(ctx, ApiContext)
+    return ctx
+
+
+async def db_session(ctx: Annotated[ApiContext, Depends(api_context)]) -> AsyncIterator[AsyncSession]:
+    """One session per request, shared by the auth check and the route (FastAPI caches the dependency);
+    whatever a route did not commit is rolled back when the request ends."""
+    async with ctx.sessions() as session:
+        yield session
+
+
+Ctx = Annotated[ApiContext, Depends(api_context)]
+Db = Annotated[AsyncSession, Depends(db_session)]

@@ -1,0 +1,95 @@
+"""ASGI middleware that keeps the JSON error shape where FastAPI's handlers cannot: oversized request bodies
+and exceptions that escaped every handler."""
+
+from __future__ import annotations
+
+import logging
+import traceback
+
+from sqlalchemy.exc import StatementError
+from starlette.datastructures import Headers
+from starlette.exceptions import HTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from ops.api.errors import error_response
+
+log = logging.getLogger(__name__)
+
+
+class BodyLimitMiddleware:
+    """Refuses request bodies over `limit` bytes with 413: at once when Content-Length says so, else as soon
+    as the streamed body passes the limit, so a huge upload is never buffered whole."""
+
+    def __init__(self, app: ASGIApp, limit: int) -> None:
+        self.app = app
+        self.limit = limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = Headers(scope=scope).get("content-length", "")
+        if declared.isdigit() and int(declared) > self.limit:
+            await error_response(413, "payload_too_large", self._detail())(scope, receive, send)
+            return
+        received = 0
+
+        async def limited_receive() -> Message:
+            nonlocal received
+            message = await receive()
+            received += len(message.get("body", b""))
+            if received > self.limit:  # surfaces through the HTTPException handler as JSON
+                raise HTTPException(413, self._detail())
+            return message
+
+        await self.app(scope, limited_receive, send)
+
+    def _detail(self) -> str:
+        return f"request body larger than {self.limit} bytes"
+
+
+def log_unhandled(exc: BaseException, scope: Scope) -> None:
+    """Log with the stack, but for database errors without the message: it lists the bound parameters, which
+    may hold a password hash or a token digest."""
+    where = f"{scope.get('method', '?')} {scope.get('path', '?')}"
+    if isinstance(exc, StatementError):
+        stack = "".join(traceback.format_tb(exc.__traceback__))
+        log.error(
+            "unhandled %s (%s) on %s; statement: %s\n%s",
+            type(exc).__name__,
+            type(exc.orig).__name__,
+            where,
+            exc.statement,
+            stack,
+        )
+    else:
+        log.error("unhandled %s on %s", type(exc).__name__, where, exc_info=exc)
+
+
+class CatchAllMiddleware:
+    """Turns any exception that escaped the routes into a JSON 500.
+
+    Sits inside Starlette's ServerErrorMiddleware, which would answer with plain text and then re-raise, so
+    the server would log the raw exception (and its message) a second time.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def tracking_send(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, receive, tracking_send)
+        except Exception as exc:
+            log_unhandled(exc, scope)
+            if not started:
+                await error_response(500, "internal", "internal server error")(scope, receive, send)

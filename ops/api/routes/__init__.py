@@ -1,0 +1,1 @@
+"""The `/api/` routers, one module per resource."""

@@ -1,0 +1,182 @@
+"""The fleet registry: register, inspect, reconfigure and remove chargers.
+
+Passwords are hashed on the way in (argon2id, in a worker thread so the event loop keeps serving) and
+never leave the server in any form: responses only say whether one is set.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from typing import Annotated
+
+from fastapi import APIRouter, Path
+from sqlalchemy import delete, select
+from sqlalchemy.sql import ColumnElement, Select
+
+from chargeops.db.models import Charger, Connector
+from chargeops.ids import CHARGER_ID_PATTERN
+from ops.api.auth import Operator, Viewer
+from ops.api.context import Db
+from ops.api.errors import ApiError, documented
+from ops.api.schemas import ChargerCreate, ChargerOut, ChargerPatch, ConnectorOut, Items
+from ops.fleet import ChargerExists, InvalidRegistration, add_charger, check_profile, hash_secret
+
+router = APIRouter(prefix="/api/chargers", tags=["chargers"], responses=documented(401, 403, 422))
+
+ChargerIdPath = Annotated[str, Path(pattern=CHARGER_ID_PATTERN)]
+
+# The worst status wins when evse 0 / connector 0 has not reported; 1.6 in-use states rank with Occupied.
+_STATUS_RANK = {
+    "Faulted": 4,
+    "Unavailable": 3,
+    "Charging": 2,
+    "Occupied": 2,
+    "Preparing": 2,
+    "SuspendedEV": 2,
+    "SuspendedEVSE": 2,
+    "Finishing": 2,
+    "Reserved": 1,
+    "Available": 0,
+}
+
+
+def charger_status(connectors: Sequence[Connector]) -> str | None:
+    """The charger-wide status: what evse 0 / connector 0 reported, else the worst connector's, else None.
+    Being offline is not a status (`connected` says that)."""
+    whole = next((c for c in connectors if c.evse_id == 0 and c.connector_id == 0), None)
+    if whole is not None:
+        return whole.status
+    if not connectors:
+        return None
+    return max(connectors, key=lambda c: _STATUS_RANK.get(c.status, -1)).status
+
+
+def charger_out(row: Charger, connectors: Sequence[Connector]) -> ChargerOut:
+    return ChargerOut(
+        id=row.id,
+        site=row.site,
+        kind=row.kind,
+        vendor=row.vendor,
+        model=row.model,
+        serial_number=row.serial_number,
+        firmware_version=row.firmware_version,
+        protocol=row.protocol,
+        connected=row.connected,
+        status=charger_status(connectors),
+        admission=row.admission,
+        registration_status=row.registration_status,
+        security_profile=row.security_profile,
+        has_password=row.password_hash is not None,
+        connectors=[ConnectorOut.model_validate(c, from_attributes=True) for c in connectors],
+        last_seen=row.last_seen,
+        last_boot_at=row.last_boot_at,
+        created_at=row.created_at,
+    )
+
+
+def _connectors_of(*chargers: ColumnElement[bool]) -> Select[Connector]:
+    """One query for the connectors of every charger matching `chargers` (no query per charger)."""
+    return (
+        select(Connector)
+        .where(Connector.charger_id.in_(select(Charger.id).where(*chargers)))
+        .order_by(Connector.charger_id, Connector.evse_id, Connector.connector_id)
+    )
+
+
+def _by_charger(connectors: Iterable[Connector]) -> dict[str, list[Connector]]:
+    grouped: dict[str, list[Connector]] = defaultdict(list)
+    for c in connectors:
+        grouped[c.charger_id].append(c)
+    return grouped
+
+
+async def _one(db: Db, charger_id: str) -> Charger:
+    row = await db.get(Charger, charger_id)
+    if row is None:
+        raise ApiError(404, "not_found", f"no charger {charger_id}")
+    return row
+
+
+async def _out(db: Db, row: Charger) -> ChargerOut:
+    connectors = (await db.scalars(_connectors_of(Charger.id == row.id))).all()
+    return charger_out(row, connectors)
+
+
+def _check_profile(profile: int, has_password: bool) -> None:
+    try:
+        check_profile(profile, has_password)
+    except InvalidRegistration as exc:
+        raise ApiError(422, "invalid_request", str(exc)) from None
+
+
+@router.post("", status_code=201, dependencies=[Operator], responses=documented(409))
+async def register_charger(body: ChargerCreate, db: Db) -> ChargerOut:
+    """Register a charger; it may connect once registered (unless the gateway accepts unknown ones)."""
+    try:
+        row = await add_charger(
+            db,
+            body.id,
+            password=body.password,
+            site=body.site,
+            kind=body.kind,
+            vendor=body.vendor,
+            model=body.model,
+            security_profile=body.security_profile,
+        )
+    except InvalidRegistration as exc:
+        raise ApiError(422, "invalid_request", str(exc)) from None
+    except ChargerExists:
+        raise ApiError(409, "conflict", f"charger {body.id} already exists") from None
+    out = charger_out(row, [])
+    await db.commit()
+    return out
+
+
+@router.get("", dependencies=[Viewer])
+async def list_chargers(db: Db, site: str | None = None, connected: bool | None = None) -> Items[ChargerOut]:
+    """The fleet, optionally one site's or only the (dis)connected chargers, ordered by id."""
+    conditions: list[ColumnElement[bool]] = []
+    if site is not None:
+        conditions.append(Charger.site == site)
+    if connected is not None:
+        conditions.append(Charger.connected == connected)
+    chargers = (await db.scalars(select(Charger).where(*conditions).order_by(Charger.id))).all()
+    connectors = _by_charger(await db.scalars(_connectors_of(*conditions)))
+    return Items(items=[charger_out(c, connectors.get(c.id, [])) for c in chargers])
+
+
+@router.get("/{charger_id}", dependencies=[Viewer], responses=documented(404))
+async def get_charger(charger_id: ChargerIdPath, db: Db) -> ChargerOut:
+    return await _out(db, await _one(db, charger_id))
+
+
+@router.patch("/{charger_id}", dependencies=[Operator], responses=documented(404))
+async def update_charger(charger_id: ChargerIdPath, body: ChargerPatch, db: Db) -> ChargerOut:
+    """Change what was sent. A new password takes effect at the charger's next connection; setting one on a
+    profile-0 charger moves it to profile 1 unless a profile is given too."""
+    row = await _one(db, charger_id)
+    changes = body.model_dump(exclude_unset=True)
+    if "password" in changes:
+        password = changes.pop("password")
+        row.password_hash = await hash_secret(password) if password is not None else None
+        if password is not None and row.security_profile == 0 and "security_profile" not in changes:
+            row.security_profile = 1
+    for name, value in changes.items():
+        setattr(row, name, value)
+    if "password" in body.model_fields_set or "security_profile" in body.model_fields_set:
+        _check_profile(row.security_profile, row.password_hash is not None)
+    await db.flush()
+    out = await _out(db, row)
+    await db.commit()
+    return out
+
+
+@router.delete("/{charger_id}", status_code=204, dependencies=[Operator], responses=documented(404))
+async def delete_charger(charger_id: ChargerIdPath, db: Db) -> None:
+    """Forget a charger and its connector states; its transactions stay as history. A live connection is
+    not cut, but the charger cannot connect again (unless the gateway accepts unknown chargers)."""
+    row = await _one(db, charger_id)
+    await db.execute(delete(Connector).where(Connector.charger_id == charger_id))
+    await db.delete(row)
+    await db.commit()

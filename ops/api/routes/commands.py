@@ -1,0 +1,75 @@
+"""Any CSMS-initiated OCPP call, relayed over the bus to whichever gateway process holds the charger.
+
+The payload is neither logged nor inspected here (it may carry keys or passwords); the gateway validates it
+against the charger's protocol and the API only translates the outcome into an HTTP status.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Body, Path, Query
+
+from chargeops.db.models import Charger
+from ops.api.auth import Operator
+from ops.api.context import Ctx, Db
+from ops.api.errors import ApiError, documented
+from ops.api.routes.chargers import ChargerIdPath
+from ops.api.schemas import CommandResponse
+from telemetry.bus import CommandReply
+
+log = logging.getLogger(__name__)
+
+router = APIRouter(prefix="/api/chargers", tags=["commands"], responses=documented(401, 403, 422))
+
+# Gateway codes meaning "no such action for this charger's protocol" rather than "bad payload".
+_UNKNOWN_ACTION_CODES = (None, "NotImplemented", "NotSupported")
+
+
+def _invalid_code(reply: CommandReply) -> str:
+    if reply.error_code == "UrlRefused":
+        return "url_refused"
+    if reply.error_code in _UNKNOWN_ACTION_CODES:
+        return "unknown_action"
+    return "invalid_payload"
+
+
+def reply_to_http(reply: CommandReply) -> CommandResponse:
+    """The result's payload, or the ApiError for every other outcome."""
+    detail = reply.description or reply.outcome
+    match reply.outcome:
+        case "result":
+            return CommandResponse(response=reply.payload)
+        case "not_connected":
+            raise ApiError(409, "not_connected", detail)
+        case "invalid":
+            extra = {"ocpp_error": reply.error_code, "field": reply.details.get("field")}
+            raise ApiError(422, _invalid_code(reply), detail, extra=extra)
+        case "error":
+            extra = {"ocpp_error": reply.error_code, "details": reply.details}
+            raise ApiError(502, "charger_error", detail, extra=extra)
+        case "bad_response":
+            extra = {"ocpp_error": reply.error_code, "response": reply.payload}
+            raise ApiError(502, "invalid_charger_response", detail, extra=extra)
+        case "timeout":
+            raise ApiError(504, "timeout", detail)
+    raise ValueError(f"unknown command outcome {reply.outcome!r}")
+
+
+@router.post("/{charger_id}/ocpp/{action}", dependencies=[Operator], responses=documented(404, 409, 502, 504))
+async def send_ocpp(
+    charger_id: ChargerIdPath,
+    action: Annotated[str, Path(pattern=r"^[A-Za-z0-9]{1,64}$", description="OCPP action, e.g. Reset")],
+    payload: Annotated[dict[str, Any], Body(description="the OCPP request payload (OCPP field names)")],
+    ctx: Ctx,
+    db: Db,
+    timeout: Annotated[float | None, Query(ge=1, le=300, description="seconds; default call_timeout")] = None,
+) -> CommandResponse:
+    """Send `action` to the charger and answer with its reply exactly as sent."""
+    if await db.get(Charger, charger_id) is None:
+        raise ApiError(404, "not_found", f"no charger {charger_id}")
+    await db.close()  # do not hold a database connection while the charger takes its time
+    reply = await ctx.bus.request(charger_id, action, payload, timeout or ctx.settings.call_timeout)
+    log.info("%s %s: %s %s", charger_id, action, reply.outcome, reply.error_code or "")
+    return reply_to_http(reply)

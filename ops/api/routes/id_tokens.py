@@ -1,0 +1,75 @@
+"""The authorization list that Authorize, StartTransaction and TransactionEvent are checked against.
+
+Tokens are up to 36 printable ASCII characters (the OCPP 2.0.1 limit); a 1.6 charger can only present an
+idTag of at most 20, so longer tokens are usable only by 2.0.1 chargers.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Path, Response
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+
+from chargeops.db.models import IdToken
+from chargeops.events import utcnow
+from ops.api.auth import Operator, Viewer
+from ops.api.context import Db
+from ops.api.errors import ApiError, documented
+from ops.api.schemas import ID_TOKEN_PATTERN, IdTokenOut, IdTokenPut, Items
+
+router = APIRouter(prefix="/api/id-tokens", tags=["id tokens"], responses=documented(401, 403, 422))
+
+IdTokenPath = Annotated[
+    str, Path(pattern=ID_TOKEN_PATTERN, description="1–36 printable ASCII characters (1.6 chargers: ≤ 20)")
+]
+
+
+async def _one(db: Db, id_token: str) -> IdToken:
+    row = await db.get(IdToken, id_token)
+    if row is None:
+        raise ApiError(404, "not_found", f"no id token {id_token}")
+    return row
+
+
+@router.put("/{id_token}", dependencies=[Operator], responses={201: {"model": IdTokenOut}})
+async def put_id_token(id_token: IdTokenPath, body: IdTokenPut, db: Db, response: Response) -> IdTokenOut:
+    """Create (201) or replace (200) a token's entry; fields left out go back to their defaults."""
+    for attempt in range(2):  # a concurrent PUT may create the row between our read and our insert
+        row = await db.get(IdToken, id_token)
+        created = row is None
+        if row is None:
+            row = IdToken(id_token=id_token)
+            db.add(row)
+        row.type, row.status, row.expiry, row.group_id = body.type, body.status, body.expiry, body.group_id
+        row.updated_at = utcnow()
+        try:
+            await db.flush()
+            break
+        except IntegrityError:
+            await db.rollback()
+            if attempt:
+                raise
+    out = IdTokenOut.model_validate(row, from_attributes=True)
+    await db.commit()
+    response.status_code = 201 if created else 200
+    return out
+
+
+@router.get("", dependencies=[Viewer])
+async def list_id_tokens(db: Db) -> Items[IdTokenOut]:
+    rows = (await db.scalars(select(IdToken).order_by(IdToken.id_token))).all()
+    return Items(items=[IdTokenOut.model_validate(r, from_attributes=True) for r in rows])
+
+
+@router.get("/{id_token}", dependencies=[Viewer], responses=documented(404))
+async def get_id_token(id_token: IdTokenPath, db: Db) -> IdTokenOut:
+    return IdTokenOut.model_validate(await _one(db, id_token), from_attributes=True)
+
+
+@router.delete("/{id_token}", status_code=204, dependencies=[Operator], responses=documented(404))
+async def delete_id_token(id_token: IdTokenPath, db: Db) -> None:
+    """Remove a token: chargers asking about it are then told Invalid."""
+    await db.delete(await _one(db, id_token))
+    await db.commit()

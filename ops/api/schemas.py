@@ -1,0 +1,182 @@
+"""Request and response bodies. Requests forbid unknown fields so a misspelt setting is an error, not a no-op.
+
+Times go out as ISO-8601 UTC with `Z`; SQLite hands back naive datetimes, which are UTC by convention here.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Annotated, Any, Generic, Literal, Self, TypeVar
+
+from pydantic import (
+    AfterValidator,
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+    model_validator,
+)
+
+from chargeops.ids import CHARGER_ID_PATTERN
+from ops.api.auth import Role
+
+# OCPP 2.0.1 idToken is at most 36 characters; a 1.6 charger can only present an idTag of at most 20.
+ID_TOKEN_PATTERN = r"^[\x21-\x7e]{1,36}$"
+
+
+def as_utc(value: datetime) -> datetime:
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def _iso_z(value: datetime) -> str:
+    return as_utc(value).isoformat().replace("+00:00", "Z")
+
+
+UtcTime = Annotated[datetime, PlainSerializer(_iso_z, return_type=str)]
+UtcInput = Annotated[AwareDatetime, AfterValidator(as_utc)]
+ChargerId = Annotated[
+    str, Field(pattern=CHARGER_ID_PATTERN, description="1–48 of A-Z a-z 0-9 . _ : * + - | @ =")
+]
+Password = Annotated[
+    str, Field(min_length=8, max_length=64, description="Basic-auth password; stored hashed, never returned")
+]
+SecurityProfile = Annotated[int, Field(ge=0, le=3)]
+Kind = Literal["charger", "swap_station"]
+Admission = Literal["accepted", "pending", "rejected"]
+Site = Annotated[str, Field(min_length=1, max_length=64)]
+Label = Annotated[str, Field(min_length=1, max_length=50)]
+IdTokenType = Literal[
+    "Central", "eMAID", "ISO14443", "ISO15693", "KeyCode", "Local", "MacAddress", "NoAuthorization"
+]
+IdTokenStatus = Literal["Accepted", "Blocked", "Expired", "Invalid"]
+
+
+class Input(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ChargerCreate(Input):
+    id: ChargerId
+    password: Password | None = None
+    site: Site | None = None
+    kind: Kind = "charger"
+    vendor: Label | None = None
+    model: Label | None = None
+    security_profile: SecurityProfile | None = Field(
+        default=None, description="defaults to 1 with a password, else 0; 1 and 2 need a password"
+    )
+
+
+class ChargerPatch(Input):
+    """Only the fields sent change; `null` clears `password`, `site`, `vendor` or `model`."""
+
+    password: Password | None = None
+    security_profile: SecurityProfile | None = None
+    site: Site | None = None
+    kind: Kind | None = None
+    vendor: Label | None = None
+    model: Label | None = None
+    admission: Admission | None = None
+
+    @model_validator(mode="after")
+    def _required_stay_set(self) -> Self:
+        nulls = [
+            name
+            for name in ("security_profile", "kind", "admission")
+            if name in self.model_fields_set and getattr(self, name) is None
+        ]
+        if nulls:
+            raise ValueError(f"{', '.join(nulls)} cannot be null")
+        return self
+
+
+class ConnectorOut(BaseModel):
+    evse_id: int
+    connector_id: int
+    status: str
+    error_code: str | None
+    vendor_error_code: str | None
+    reported_at: UtcTime | None
+
+
+class ChargerOut(BaseModel):
+    id: str
+    site: str | None
+    kind: str
+    vendor: str | None
+    model: str | None
+    serial_number: str | None
+    firmware_version: str | None
+    protocol: str | None
+    connected: bool
+    status: str | None = Field(description="evse 0 / connector 0 if reported, else the worst connector's")
+    admission: str
+    registration_status: str | None
+    security_profile: int
+    has_password: bool
+    connectors: list[ConnectorOut]
+    last_seen: UtcTime | None
+    last_boot_at: UtcTime | None
+    created_at: UtcTime
+
+
+class IdTokenPut(Input):
+    type: IdTokenType = "ISO14443"
+    status: IdTokenStatus
+    expiry: UtcInput | None = None
+    group_id: Annotated[str, Field(pattern=ID_TOKEN_PATTERN)] | None = None
+
+
+class IdTokenOut(BaseModel):
+    id_token: str
+    type: str
+    status: str
+    expiry: UtcTime | None
+    group_id: str | None
+    updated_at: UtcTime
+
+
+class TransactionOut(BaseModel):
+    charger_id: str
+    transaction_id: str
+    evse_id: int | None
+    connector_id: int | None
+    id_token: str | None
+    started_at: UtcTime | None
+    stopped_at: UtcTime | None
+    meter_start_wh: float | None
+    meter_stop_wh: float | None
+    energy_wh: float | None
+    stop_reason: str | None
+    active: bool
+
+
+class ApiTokenCreate(Input):
+    name: Annotated[str, Field(min_length=1, max_length=100)]
+    role: Role
+    region: Annotated[str, Field(min_length=1, max_length=64)] | None = None
+
+
+class ApiTokenOut(BaseModel):
+    id: int
+    name: str
+    role: str
+    region: str | None
+    created_at: UtcTime
+    revoked_at: UtcTime | None
+
+
+class ApiTokenCreated(ApiTokenOut):
+    token: str = Field(description="the bearer secret; shown this once, only its SHA-256 is kept")
+
+
+T = TypeVar("T")
+
+
+class Items(BaseModel, Generic[T]):
+    items: list[T]
+
+
+class CommandResponse(BaseModel):
+    response: dict[str, Any] = Field(description="the charger's reply exactly as sent (OCPP field names)")

@@ -1,0 +1,99 @@
+"""Transaction listing over rows as the gateway stores them."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import httpx
+import pytest
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from chargeops.db.models import Transaction
+from tests.test_api_support import assert_error
+
+pytest_plugins = ("tests.test_api_support",)
+
+T0 = datetime(2025, 5, 1, 8, 0, tzinfo=UTC)
+FIELDS = {
+    "charger_id",
+    "transaction_id",
+    "evse_id",
+    "connector_id",
+    "id_token",
+    "started_at",
+    "stopped_at",
+    "meter_start_wh",
+    "meter_stop_wh",
+    "energy_wh",
+    "stop_reason",
+    "active",
+}
+
+
+@pytest.fixture
+async def transactions(api_sessions: async_sessionmaker[AsyncSession]) -> None:
+    """Three finished and two running transactions on two chargers, one started each hour from T0."""
+    async with api_sessions() as s, s.begin():
+        for n in range(5):
+            done = n < 3
+            s.add(
+                Transaction(
+                    charger_id="A" if n % 2 == 0 else "B",
+                    transaction_id=str(100 + n),
+                    evse_id=1,
+                    connector_id=1,
+                    id_token=f"TAG{n}",
+                    started_at=T0 + timedelta(hours=n),
+                    stopped_at=T0 + timedelta(hours=n, minutes=30) if done else None,
+                    meter_start_wh=1000.0 * n,
+                    meter_last_wh=1000.0 * n + 250,
+                    meter_stop_wh=1000.0 * n + 500 if done else None,
+                    stop_reason="Local" if done else None,
+                    active=not done,
+                )
+            )
+
+
+async def _ids(admin: httpx.AsyncClient, query: str = "") -> list[str]:
+    r = await admin.get(f"/api/transactions{query}")
+    assert r.status_code == 200, r.text
+    return [t["transaction_id"] for t in r.json()["items"]]
+
+
+@pytest.mark.usefixtures("transactions")
+async def test_listing_is_newest_first_with_the_spec_fields(admin: httpx.AsyncClient) -> None:
+    items = (await admin.get("/api/transactions")).json()["items"]
+    assert [t["transaction_id"] for t in items] == ["104", "103", "102", "101", "100"]
+    assert all(set(t) == FIELDS for t in items)
+    running, finished = items[0], items[2]
+    assert running == {
+        "charger_id": "A",
+        "transaction_id": "104",
+        "evse_id": 1,
+        "connector_id": 1,
+        "id_token": "TAG4",
+        "started_at": "2025-05-01T12:00:00Z",
+        "stopped_at": None,
+        "meter_start_wh": 4000.0,
+        "meter_stop_wh": None,
+        "energy_wh": 250.0,
+        "stop_reason": None,
+        "active": True,
+    }
+    assert finished["energy_wh"] == 500.0 and finished["stopped_at"] == "2025-05-01T10:30:00Z"
+
+
+@pytest.mark.usefixtures("transactions")
+async def test_filters_and_paging(admin: httpx.AsyncClient) -> None:
+    assert await _ids(admin, "?charger_id=A") == ["104", "102", "100"]
+    assert await _ids(admin, "?active=true") == ["104", "103"]
+    assert await _ids(admin, "?active=false&charger_id=B") == ["101"]
+    assert await _ids(admin, "?charger_id=nobody") == []
+    assert await _ids(admin, "?limit=2") == ["104", "103"]
+    assert await _ids(admin, "?limit=2&offset=2") == ["102", "101"]
+    assert await _ids(admin, "?offset=10") == []
+
+
+@pytest.mark.parametrize("query", ["limit=0", "limit=1001", "offset=-1", "limit=ten", "active=sometimes"])
+async def test_bad_query_is_422(admin: httpx.AsyncClient, query: str) -> None:
+    assert_error(await admin.get(f"/api/transactions?{query}"), 422, "invalid_request")
