@@ -17,7 +17,7 @@ from chargeops.settings import ROLES, Settings
 from ocpp_gateway.context import GatewayContext
 from ocpp_gateway.server import GatewayServer
 from ocpp_gateway.store import GatewayStore
-from telemetry.bus import InProcessBus
+from telemetry.bus import make_bus
 from telemetry.ingest import BatchWriter
 
 log = logging.getLogger("chargeops")
@@ -41,13 +41,14 @@ class Runtime:
             )
         self.engine = make_engine(settings.database_url)
         self.sessions = make_sessionmaker(self.engine)
-        self.bus = InProcessBus()
+        self.bus = make_bus(settings)
         self.gateway: GatewayServer | None = None
         self.writer: BatchWriter | None = None
         self._http: uvicorn.Server | None = None
         self._http_task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
+        await self.bus.start()
         if await is_empty(self.engine):
             log.info("empty database: applying migrations")
             await upgrade(self.engine)

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from chargeops.events import Event
+from chargeops.settings import Settings
 from telemetry.metrics import EVENTS_PUBLISHED
 
 log = logging.getLogger(__name__)
@@ -37,6 +38,10 @@ CommandExecutor = Callable[[str, dict[str, Any], float], Awaitable[CommandReply]
 
 
 class Bus(Protocol):
+    async def start(self) -> None: ...
+
+    async def close(self) -> None: ...
+
     async def publish(self, events: Sequence[Event]) -> None: ...
 
     def subscribe(self, handler: EventHandler, *, durable: bool = False) -> None: ...
@@ -64,6 +69,9 @@ class InProcessBus:
         self._tasks: list[asyncio.Task[None]] = []
         self._holders: dict[str, CommandExecutor] = {}
         self._queue_size = listener_queue
+
+    async def start(self) -> None:
+        """Nothing to connect to."""
 
     async def publish(self, events: Sequence[Event]) -> None:
         if not events:
@@ -114,3 +122,12 @@ class InProcessBus:
             t.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self._tasks.clear()
+
+
+def make_bus(settings: Settings) -> Bus:
+    """MQTT when `CHARGEOPS_MQTT_URL` is set (roles in several processes), else in-process."""
+    if settings.mqtt_url:
+        from telemetry.mqtt_bus import MqttBus
+
+        return MqttBus(settings)
+    return InProcessBus()

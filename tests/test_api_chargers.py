@@ -155,7 +155,8 @@ async def test_list_filters_and_connector_status(
 
     fleet = {c["id"]: c for c in (await admin.get("/api/chargers")).json()["items"]}
     assert list(fleet) == ["A", "B", "C", "D"]
-    assert [fleet[c]["status"] for c in "ABCD"] == ["Faulted", "Available", "Occupied", None]
+    # the worst status wins: B's charging connector is not hidden by its "Available" connector 0
+    assert [fleet[c]["status"] for c in "ABCD"] == ["Faulted", "Charging", "Occupied", None]
     a = fleet["A"]
     assert (
         a["connected"] is True and a["protocol"] == "ocpp2.0.1" and a["last_seen"] == "2025-03-01T12:00:00Z"

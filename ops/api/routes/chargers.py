@@ -26,7 +26,8 @@ router = APIRouter(prefix="/api/chargers", tags=["chargers"], responses=document
 
 ChargerIdPath = Annotated[str, Path(pattern=CHARGER_ID_PATTERN)]
 
-# The worst status wins when evse 0 / connector 0 has not reported; 1.6 in-use states rank with Occupied.
+# The worst status of the charger as a whole (evse 0 / connector 0) and its connectors wins, so a faulted
+# connector is never hidden behind an "Available" charger; 1.6 in-use states rank with Occupied.
 _STATUS_RANK = {
     "Faulted": 4,
     "Unavailable": 3,
@@ -42,11 +43,8 @@ _STATUS_RANK = {
 
 
 def charger_status(connectors: Sequence[Connector]) -> str | None:
-    """The charger-wide status: what evse 0 / connector 0 reported, else the worst connector's, else None.
+    """The charger-wide status: the worst reported one, else None.
     Being offline is not a status (`connected` says that)."""
-    whole = next((c for c in connectors if c.evse_id == 0 and c.connector_id == 0), None)
-    if whole is not None:
-        return whole.status
     if not connectors:
         return None
     return max(connectors, key=lambda c: _STATUS_RANK.get(c.status, -1)).status

@@ -1,0 +1,580 @@
+"""The bus over an MQTT 5 broker, for roles running in separate processes (`CHARGEOPS_MQTT_URL`).
+
+Topic tree (`{root}` is the path of the MQTT URL, `chargeops` when there is none; `{cp}` is the charger id,
+percent-encoded so `/`, `+` and `#` cannot break the tree). All messages are JSON, QoS 1.
+
+    {root}/v1/events/{cp}/{kind}   an `Event.to_json()`; published by gateways
+    {root}/v1/commands/{cp}        hold notices (retained) and commands for one charger; only the gateway
+                                   holding the charger subscribes (MaEVe style)
+    {root}/v1/replies/{bus}        "accepted" acks and final replies for the bus instance that asked
+
+Ingest reads events through the shared subscription `$share/chargeops-ingest/{root}/v1/events/#` on a
+persistent session (client id `{root}-ingest-{gateway_id}`), so several ingest processes split the load and
+events wait in the broker while ingest is down. A message is acknowledged (PUBACK) only after the handler
+returned, i.e. after the database commit; a failing handler is retried with back-off and nothing is acked.
+
+Commands: `request` publishes `{type: command, request_id, action, payload, timeout, reply_to, expires_at}`
+to the charger's command topic. The holding gateway acks at once (`accepted`), runs its executor and
+publishes the `CommandReply`. No ack within `ack_timeout` means no gateway holds the charger
+(`not_connected`); no reply within the call timeout plus `reply_margin` is a `timeout`.
+
+Exactly one executor per command, even while a charger moves between gateway processes: on `hold`, a
+gateway subscribes and then publishes a retained hold notice `{type: hold, holder, at}` on the command
+topic. A gateway executes a charger's commands only while the newest notice it has seen, ordered by
+`(at, holder)`, is its own; it unsubscribes when it sees a newer notice of another gateway. The broker
+delivers the messages of one topic to every subscriber in the same order, so a command is executed by the
+old holder (it came before the new notice) or the new one (after), never both.
+
+`publish` returns once the broker acknowledged every event (PUBACK). If the broker is unreachable it raises
+`ConnectionError` at once: the gateway answers the charger `InternalError` and the charger retries.
+Buffering events in memory while the broker is away (bounded, replayed on reconnect) is a later issue.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import math
+import time
+import uuid
+from collections import OrderedDict
+from collections.abc import Awaitable, Iterable, MutableMapping, Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
+from urllib.parse import quote, unquote, urlsplit
+
+import aiomqtt
+import orjson
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+
+from chargeops.events import Event
+from chargeops.settings import Settings
+from telemetry.bus import CommandExecutor, CommandReply, EventHandler
+from telemetry.metrics import EVENTS_PUBLISHED
+
+log = logging.getLogger(__name__)
+
+VERSION = "v1"
+SHARE_GROUP = "chargeops-ingest"
+_SUBSCRIBE_CHUNK = 500  # topics per SUBSCRIBE / UNSUBSCRIBE packet
+_SEEN_REQUESTS = 10_000  # request ids remembered against QoS 1 redelivery
+
+
+class _ChargerLog(logging.LoggerAdapter):  # type: ignore[type-arg]
+    """Every line about a charger carries its id, as a field and as a `cp=` prefix."""
+
+    def process(self, msg: Any, kwargs: MutableMapping[str, Any]) -> tuple[Any, MutableMapping[str, Any]]:
+        cp = (self.extra or {}).get("charge_point_id", "-")
+        kwargs.setdefault("extra", {})["charge_point_id"] = cp
+        return f"cp={cp} {msg}", kwargs
+
+
+def _clog(charger_id: str) -> _ChargerLog:
+    return _ChargerLog(log, {"charge_point_id": charger_id})
+
+
+@dataclass(slots=True)
+class _Hold:
+    """A charger this process holds. `mine` is this hold's notice key, `best` the newest one seen."""
+
+    executor: CommandExecutor
+    mine: tuple[float, str]
+    best: tuple[float, str] | None = None
+    announced: bool = False
+    superseded: bool = False
+
+    @property
+    def holding(self) -> bool:
+        return self.best == self.mine
+
+
+@dataclass(slots=True)
+class _Pending:
+    accepted: asyncio.Future[None]
+    reply: asyncio.Future[CommandReply]
+
+
+@dataclass(slots=True)
+class _Conn:
+    """One broker connection; `lost` completes when it ends, so waits on it fail fast."""
+
+    client: aiomqtt.Client
+    lost: asyncio.Future[None]
+
+
+def _props(packet: int, **values: Any) -> Properties:
+    props = Properties(packet)
+    for name, value in values.items():
+        setattr(props, name, value)
+    return props
+
+
+class MqttBus:
+    """`Bus` over MQTT 5: one clean-session connection for publishing, commands, replies and listeners,
+    plus one persistent-session connection for the durable (ingest) subscription, each reconnecting with
+    back-off."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        ack_timeout: float = 2.0,
+        reply_margin: float = 5.0,
+        session_expiry: int = 7 * 86400,
+        max_batch: int = 5000,
+        batch_wait: float = 0.002,
+        connect_timeout: float = 10.0,
+        op_timeout: float = 10.0,
+        listener_queue: int = 100_000,
+    ) -> None:
+        url = urlsplit(settings.mqtt_url or "")
+        if url.scheme != "mqtt":
+            raise ValueError(f"CHARGEOPS_MQTT_URL must look like mqtt://host:port[/root], got {url.scheme}://")
+        self._host = url.hostname or "127.0.0.1"
+        self._port = url.port or 1883
+        self._username = unquote(url.username) if url.username else None
+        self._password = unquote(url.password) if url.password else None
+        root = url.path.strip("/") or "chargeops"
+        self._base = f"{root}/{VERSION}"
+        self.instance_id = uuid.uuid4().hex[:12]
+        self._client_id = f"{root}-{settings.gateway_id}-{self.instance_id}"
+        self._ingest_client_id = f"{root}-ingest-{settings.gateway_id}"
+        self.reply_topic = f"{self._base}/replies/{self.instance_id}"
+        self._ack_timeout = ack_timeout
+        self._reply_margin = reply_margin
+        self._session_expiry = session_expiry
+        self._max_batch = max_batch
+        self._batch_wait = batch_wait
+        self._connect_timeout = connect_timeout
+        self._op_timeout = op_timeout
+        self._listener_queue = listener_queue
+
+        self._conn: _Conn | None = None
+        self._up = asyncio.Event()
+        self._listeners: list[asyncio.Queue[Event]] = []
+        self._durable: EventHandler | None = None
+        self.durable_ready = asyncio.Event()  # set once the shared subscription is confirmed
+        self._held: dict[str, _Hold] = {}
+        self._clear: set[str] = set()  # released chargers whose retained notice is ours to delete
+        self._subscribed: set[str] = set()
+        self._dirty = asyncio.Event()
+        self._pending: dict[str, _Pending] = {}
+        self._seen: OrderedDict[str, None] = OrderedDict()
+        self._tasks: set[asyncio.Task[Any]] = set()
+
+    # -- topics ---------------------------------------------------------------------------------------
+
+    def event_topic(self, ev: Event) -> str:
+        return f"{self._base}/events/{quote(ev.charger_id, safe='')}/{ev.kind.value}"
+
+    def command_topic(self, charger_id: str) -> str:
+        return f"{self._base}/commands/{quote(charger_id, safe='')}"
+
+    @property
+    def shared_filter(self) -> str:
+        return f"$share/{SHARE_GROUP}/{self._base}/events/#"
+
+    # -- lifecycle ------------------------------------------------------------------------------------
+
+    def _spawn(self, coro: Awaitable[Any], name: str) -> asyncio.Task[Any]:
+        task = asyncio.ensure_future(coro)
+        task.set_name(name)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    def _new_client(self, identifier: str, clean: bool) -> aiomqtt.Client:
+        expiry = 0 if clean else self._session_expiry
+        client = aiomqtt.Client(
+            self._host,
+            self._port,
+            username=self._username,
+            password=self._password,
+            identifier=identifier,
+            protocol=aiomqtt.ProtocolVersion.V5,
+            clean_start=clean,
+            properties=_props(PacketTypes.CONNECT, SessionExpiryInterval=expiry, ReceiveMaximum=65535),
+            timeout=self._op_timeout,
+            max_inflight_messages=1000,
+        )
+        client.pending_calls_threshold = math.inf  # type: ignore[assignment]  # concurrency is normal here
+        return client
+
+    async def start(self) -> None:
+        """Connect; raises ConnectionError if the broker cannot be reached within `connect_timeout`."""
+        main = self._spawn(self._run_main(), "mqtt-bus")
+        up = asyncio.ensure_future(self._up.wait())
+        await asyncio.wait({main, up}, timeout=self._connect_timeout, return_when=asyncio.FIRST_COMPLETED)
+        if not self._up.is_set():
+            up.cancel()
+            await self.close()
+            raise ConnectionError(f"MQTT broker {self._host}:{self._port} unreachable")
+
+    async def close(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks.clear()
+
+    async def _backoff(self, delay: float) -> float:
+        await asyncio.sleep(delay)
+        return min(delay * 2, 10.0)
+
+    async def _run_main(self) -> None:
+        delay = 0.2
+        while True:
+            client = self._new_client(self._client_id, clean=True)
+            conn = _Conn(client, asyncio.get_running_loop().create_future())
+            try:
+                async with client:
+                    self._subscribed.clear()
+                    for hold in self._held.values():
+                        hold.announced = False  # a clean session: notices are published again
+                    self._conn = conn
+                    await self._sync(conn)
+                    self._up.set()
+                    log.info("mqtt bus %s connected to %s:%s", self.instance_id, self._host, self._port)
+                    delay = 0.2
+                    syncer = self._spawn(self._sync_forever(conn), "mqtt-bus-sync")
+                    try:
+                        async for msg in client.messages:
+                            self._dispatch(conn, msg)
+                    finally:
+                        syncer.cancel()
+            except aiomqtt.MqttError as exc:
+                log.warning("mqtt bus connection lost: %s; reconnecting in %.1f s", exc, delay)
+            finally:
+                self._up.clear()
+                self._conn = None
+                conn.lost.set_result(None)
+            delay = await self._backoff(delay)
+
+    # -- events ---------------------------------------------------------------------------------------
+
+    async def _confirmed(self, conn: _Conn, calls: Iterable[Awaitable[None]]) -> None:
+        """Wait for the broker's acks, failing as soon as the connection drops."""
+        done = asyncio.ensure_future(asyncio.gather(*calls))
+        await asyncio.wait({done, conn.lost}, return_when=asyncio.FIRST_COMPLETED)
+        if not done.done():
+            done.cancel()
+            raise ConnectionError("MQTT connection lost before the broker confirmed")
+        try:
+            done.result()
+        except aiomqtt.MqttError as exc:
+            raise ConnectionError(f"MQTT publish failed: {exc}") from exc
+
+    async def publish(self, events: Sequence[Event]) -> None:
+        """Returns once the broker acknowledged every event (QoS 1), or raises ConnectionError."""
+        if not events:
+            return
+        conn = self._conn
+        if conn is None:
+            raise ConnectionError("MQTT broker unavailable")
+        await self._confirmed(
+            conn, (conn.client.publish(self.event_topic(ev), ev.to_json(), qos=1) for ev in events)
+        )
+        for ev in events:
+            EVENTS_PUBLISHED.labels(ev.kind.value).inc()
+
+    def subscribe(self, handler: EventHandler, *, durable: bool = False) -> None:
+        if durable:
+            if self._durable is not None:
+                raise ValueError("MqttBus carries one durable subscriber per process (the ingest role)")
+            self._durable = handler
+            self._spawn(self._run_durable(handler), "mqtt-bus-ingest")
+            return
+        q: asyncio.Queue[Event] = asyncio.Queue(self._listener_queue)
+        self._listeners.append(q)
+        self._spawn(self._pump(q, handler), "mqtt-bus-listener")
+        self._dirty.set()
+
+    async def _pump(self, q: asyncio.Queue[Event], handler: EventHandler) -> None:
+        while True:
+            events = [await q.get()]
+            while not q.empty() and len(events) < self._max_batch:
+                events.append(q.get_nowait())
+            try:
+                await handler(events)
+            except Exception:
+                log.exception("event listener failed on %d events", len(events))
+
+    def _on_event(self, msg: aiomqtt.Message) -> None:
+        try:
+            ev = Event.from_json(msg.payload)  # type: ignore[arg-type]
+        except Exception as exc:
+            log.error("undecodable event on %s dropped: %s", msg.topic, exc)
+            return
+        for q in self._listeners:
+            if q.full():
+                _clog(ev.charger_id).warning("event listener queue full; dropping a %s event", ev.kind.value)
+                continue
+            q.put_nowait(ev)
+
+    async def _run_durable(self, handler: EventHandler) -> None:
+        """The ingest side: persistent session, shared subscription, manual acks after the handler."""
+        delay = 0.2
+        while True:
+            client = self._new_client(self._ingest_client_id, clean=False)
+            # paho acks QoS 1 messages itself unless told not to; aiomqtt has no switch for it.
+            client._client.manual_ack_set(True)
+            try:
+                async with client:
+                    await client.subscribe(self.shared_filter, qos=1)
+                    self.durable_ready.set()
+                    log.info("durable shared subscription %s as %s", self.shared_filter, self._ingest_client_id)
+                    delay = 0.2
+                    await self._consume(client, handler)
+            except aiomqtt.MqttError as exc:
+                log.warning("durable subscription lost: %s; reconnecting in %.1f s", exc, delay)
+            finally:
+                self.durable_ready.clear()
+            delay = await self._backoff(delay)
+
+    async def _consume(self, client: aiomqtt.Client, handler: EventHandler) -> None:
+        """Batches what has arrived, hands it to the handler until it succeeds, then acks it in order.
+
+        Unacked messages of a broken connection are redelivered by the broker on reconnect; ingest stores
+        by event id, so a batch that was stored but not acked is not stored twice.
+        """
+        inbox: asyncio.Queue[aiomqtt.Message] = asyncio.Queue()
+
+        async def read() -> None:
+            async for msg in client.messages:
+                inbox.put_nowait(msg)
+
+        reader = asyncio.ensure_future(read())
+        try:
+            while True:
+                got = asyncio.ensure_future(inbox.get())
+                await asyncio.wait({got, reader}, return_when=asyncio.FIRST_COMPLETED)
+                if not got.done():
+                    got.cancel()
+                    reader.result()  # raises the MqttError that ended the connection
+                    raise aiomqtt.MqttError("message stream ended")
+                batch = [got.result()]
+                if inbox.qsize() < self._max_batch:
+                    await asyncio.sleep(self._batch_wait)  # let a burst gather into one commit
+                while not inbox.empty() and len(batch) < self._max_batch:
+                    batch.append(inbox.get_nowait())
+                await self._handle_batch(batch, handler)
+                if reader.done():
+                    break  # the connection ended while storing: the broker redelivers, do not ack
+                for msg in batch:
+                    client._client.ack(msg.mid, msg.qos)
+        finally:
+            reader.cancel()
+        reader.result()
+
+    async def _handle_batch(self, batch: list[aiomqtt.Message], handler: EventHandler) -> None:
+        events: list[Event] = []
+        for msg in batch:
+            try:
+                events.append(Event.from_json(msg.payload))  # type: ignore[arg-type]
+            except Exception as exc:  # poison message: acked and dropped, or it blocks the session forever
+                log.error("undecodable event on %s dropped: %s", msg.topic, exc)
+        delay = 0.1
+        while events:
+            try:
+                await handler(events)
+                return
+            except Exception as exc:
+                log.warning("storing %d events failed (%s); retrying in %.1f s", len(events), exc, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 10.0)
+
+    # -- command topics: which ones this process is subscribed to -------------------------------------
+
+    def hold(self, charger_id: str, executor: CommandExecutor) -> None:
+        current = self._held.get(charger_id)
+        if current is not None and not current.superseded:
+            current.executor = executor  # a takeover inside this process: same hold, new session
+            return
+        self._held[charger_id] = _Hold(executor, (time.time(), self.instance_id))
+        self._clear.discard(charger_id)
+        self._dirty.set()
+
+    def release(self, charger_id: str, executor: CommandExecutor) -> None:
+        current = self._held.get(charger_id)
+        if current is None or current.executor != executor:  # bound methods: equal, not identical
+            return
+        del self._held[charger_id]
+        if current.holding:
+            self._clear.add(charger_id)
+        self._dirty.set()
+
+    def _wanted(self) -> set[str]:
+        topics = {self.reply_topic}
+        if self._listeners:
+            topics.add(f"{self._base}/events/#")
+        topics.update(self.command_topic(cid) for cid, h in self._held.items() if not h.superseded)
+        return topics
+
+    async def _sync_forever(self, conn: _Conn) -> None:
+        while True:
+            await self._dirty.wait()
+            try:
+                await self._sync(conn)
+            except (aiomqtt.MqttError, ConnectionError) as exc:
+                log.warning("command topic update failed: %s", exc)
+                return  # the connection is going away; the next one syncs from scratch
+
+    async def _sync(self, conn: _Conn) -> None:
+        """Brings the broker's subscriptions in line with what this process holds, in batches, then
+        announces new holds and deletes the notices of released ones."""
+        self._dirty.clear()
+        wanted = self._wanted()
+        add = sorted(wanted - self._subscribed)
+        drop = sorted(self._subscribed - wanted)
+        for i in range(0, len(add), _SUBSCRIBE_CHUNK):
+            chunk = add[i : i + _SUBSCRIBE_CHUNK]
+            codes = await conn.client.subscribe([(t, 1) for t in chunk])
+            for topic, code in zip(chunk, codes, strict=True):
+                if getattr(code, "is_failure", False):
+                    log.error("subscription to %s refused: %s", topic, code)
+                else:
+                    self._subscribed.add(topic)
+        for i in range(0, len(drop), _SUBSCRIBE_CHUNK):
+            chunk = drop[i : i + _SUBSCRIBE_CHUNK]
+            await conn.client.unsubscribe(chunk)
+            self._subscribed.difference_update(chunk)
+        notices = []
+        for cid, hold in self._held.items():
+            if not hold.announced and not hold.superseded and self.command_topic(cid) in self._subscribed:
+                hold.announced = True
+                at, holder = hold.mine
+                doc = orjson.dumps({"type": "hold", "holder": holder, "at": at})
+                notices.append(conn.client.publish(self.command_topic(cid), doc, qos=1, retain=True))
+                _clog(cid).info("holding command topic as bus %s", self.instance_id)
+        cleared, self._clear = self._clear, set()
+        notices += [conn.client.publish(self.command_topic(c), b"", qos=1, retain=True) for c in cleared]
+        if notices:
+            await self._confirmed(conn, notices)
+
+    # -- commands: the gateway side -------------------------------------------------------------------
+
+    def _dispatch(self, conn: _Conn, msg: aiomqtt.Message) -> None:
+        topic = str(msg.topic)
+        if topic == self.reply_topic:
+            self._on_reply(msg.payload)  # type: ignore[arg-type]
+        elif topic.startswith(f"{self._base}/commands/"):
+            charger_id = unquote(topic.rsplit("/", 1)[1])
+            self._on_command(conn, charger_id, msg.payload)  # type: ignore[arg-type]
+        elif topic.startswith(f"{self._base}/events/"):
+            self._on_event(msg)
+
+    def _on_command(self, conn: _Conn, charger_id: str, raw: bytes) -> None:
+        hold = self._held.get(charger_id)
+        if hold is None or not raw:
+            return
+        clog = _clog(charger_id)
+        try:
+            doc = orjson.loads(raw)
+            kind = doc["type"]
+        except (orjson.JSONDecodeError, KeyError, TypeError):
+            clog.error("malformed message on the command topic ignored")
+            return
+        if kind == "hold":
+            key = (float(doc["at"]), str(doc["holder"]))
+            if hold.best is None or key > hold.best:
+                hold.best = key
+            if key > hold.mine and not hold.superseded:
+                hold.superseded = True
+                self._dirty.set()  # unsubscribe: the newer holder executes from now on
+                clog.info("command topic taken over by bus %s", key[1])
+            return
+        if kind != "command" or not hold.holding:
+            return
+        request_id = str(doc["request_id"])
+        if request_id in self._seen:
+            return  # QoS 1 redelivery of a command already run
+        self._seen[request_id] = None
+        if len(self._seen) > _SEEN_REQUESTS:
+            self._seen.popitem(last=False)
+        if float(doc.get("expires_at", math.inf)) < time.time():
+            clog.warning("command %s arrived after its requester stopped waiting; dropped", request_id)
+            return
+        self._spawn(self._execute(conn, charger_id, hold.executor, doc), f"mqtt-command-{request_id}")
+
+    async def _execute(self, conn: _Conn, charger_id: str, executor: CommandExecutor, doc: Any) -> None:
+        clog = _clog(charger_id)
+        request_id, action, reply_to = str(doc["request_id"]), str(doc["action"]), str(doc["reply_to"])
+        props = _props(PacketTypes.PUBLISH, CorrelationData=request_id.encode())
+        try:
+            ack = orjson.dumps({"type": "accepted", "request_id": request_id, "holder": self.instance_id})
+            await self._confirmed(conn, [conn.client.publish(reply_to, ack, qos=1, properties=props)])
+            clog.info("%s (request %s) accepted", action, request_id)
+            try:
+                reply = await executor(action, doc["payload"], float(doc["timeout"]))
+            except Exception as exc:
+                clog.exception("%s (request %s) failed in the gateway", action, request_id)
+                reply = CommandReply("error", error_code="InternalError", description=str(exc))
+            body = orjson.dumps({"type": "reply", "request_id": request_id, **asdict(reply)})
+            await self._confirmed(conn, [conn.client.publish(reply_to, body, qos=1, properties=props)])
+            clog.info("%s (request %s) answered: %s", action, request_id, reply.outcome)
+        except ConnectionError as exc:
+            clog.warning("%s (request %s): reply lost with the broker connection: %s", action, request_id, exc)
+
+    # -- commands: the requesting side ----------------------------------------------------------------
+
+    def _on_reply(self, raw: bytes) -> None:
+        try:
+            doc = orjson.loads(raw)
+            pending = self._pending.get(str(doc["request_id"]))
+        except (orjson.JSONDecodeError, KeyError, TypeError):
+            log.error("malformed reply ignored")
+            return
+        if pending is None:
+            return  # a late reply to a request that already gave up
+        if not pending.accepted.done():
+            pending.accepted.set_result(None)
+        if doc.get("type") == "reply" and not pending.reply.done():
+            fields = {k: doc[k] for k in ("outcome", "payload", "error_code", "description", "details")}
+            pending.reply.set_result(CommandReply(**fields))
+
+    async def request(
+        self, charger_id: str, action: str, payload: dict[str, Any], timeout: float
+    ) -> CommandReply:
+        """Ask whichever gateway holds the charger; `not_connected` if none acks within `ack_timeout`."""
+        clog = _clog(charger_id)
+        conn = self._conn
+        if conn is None:
+            return CommandReply("not_connected", description="message bus unavailable")
+        loop = asyncio.get_running_loop()
+        request_id = uuid.uuid4().hex
+        pending = _Pending(loop.create_future(), loop.create_future())
+        self._pending[request_id] = pending
+        doc = {
+            "type": "command",
+            "request_id": request_id,
+            "action": action,
+            "payload": payload,
+            "timeout": timeout,
+            "reply_to": self.reply_topic,
+            "expires_at": time.time() + self._ack_timeout,
+        }
+        props = _props(
+            PacketTypes.PUBLISH,
+            ResponseTopic=self.reply_topic,
+            CorrelationData=request_id.encode(),
+            MessageExpiryInterval=max(1, math.ceil(self._ack_timeout)),
+        )
+        try:
+            topic = self.command_topic(charger_id)
+            await self._confirmed(conn, [conn.client.publish(topic, orjson.dumps(doc), qos=1, properties=props)])
+            try:
+                await asyncio.wait_for(asyncio.shield(pending.accepted), self._ack_timeout)
+            except TimeoutError:
+                clog.info("%s (request %s): no gateway holds the charger", action, request_id)
+                return CommandReply("not_connected", description=f"charger {charger_id} is not connected")
+            try:
+                return await asyncio.wait_for(asyncio.shield(pending.reply), timeout + self._reply_margin)
+            except TimeoutError:
+                clog.warning("%s (request %s): no reply within %.0f s", action, request_id, timeout)
+                return CommandReply("timeout", description=f"no answer within {timeout:g} s")
+        except ConnectionError as exc:
+            clog.warning("%s (request %s): bus unavailable: %s", action, request_id, exc)
+            return CommandReply("not_connected", description="message bus unavailable")
+        finally:
+            del self._pending[request_id]
