@@ -230,6 +230,12 @@ class OutboundCall:
 Sample = tuple[str, float, str, str | None]  # measurand, value, unit, phase
 
 
+def _chance(rate: float, periods: float) -> float:
+    """Probability of at least one arrival in `periods` at `rate` arrivals per period (Poisson), so any
+    non-negative rate works, including more than one per period."""
+    return 1.0 - math.exp(-rate * periods)
+
+
 async def _poll(predicate: Callable[[], bool], timeout: float) -> None:
     """Poll instead of keeping an asyncio.Event per charger (rarely used, would cost memory x 10k)."""
     async with asyncio.timeout(timeout):
@@ -1103,11 +1109,11 @@ class SimulatedCharger:
             if (
                 env.session_rate > 0
                 and c.status == "Available"
-                and self.rng.random() < 1.0 - (1.0 - env.session_rate) ** (elapsed / 60.0)
+                and self.rng.random() < _chance(env.session_rate, elapsed / 60.0)
             ):
                 self._plug(c, self.rng.choice(env.id_tags), EV.random(self.rng, self.dc))
             self._refresh(c)
-        if env.fault_rate > 0 and self.rng.random() < 1.0 - (1.0 - env.fault_rate) ** (elapsed / 3600.0):
+        if env.fault_rate > 0 and self.rng.random() < _chance(env.fault_rate, elapsed / 3600.0):
             c = self.rng.choice(self.connectors[1:])
             if c.fault is None:
                 code = self.rng.choice(FAULT_CODES)

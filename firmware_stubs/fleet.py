@@ -22,12 +22,12 @@ class FleetConfig:
     protocol: str = "ocpp1.6"  # "ocpp1.6" | "ocpp2.0.1" | "mixed" (alternate)
     swap_stations: int = 0  # not implemented yet: accepted and ignored (warning logged)
     duration: float | None = None  # seconds; None = run until cancelled
-    fault_rate: float = 0.0  # random faults per charger per simulated hour
+    fault_rate: float = 0.0  # random faults per charger per simulated hour (Poisson rate)
     seed: int = 0
     id_prefix: str = "SIM"
     password: str | None = None
     sample_interval: float = 60.0
-    session_rate: float = 0.02  # probability a free connector gets an EV per simulated minute
+    session_rate: float = 0.02  # EV arrivals per free connector per simulated minute (Poisson rate)
     time_scale: float = 1.0
     connect_rate: float = 500.0  # new connections per second during ramp-up
     strict: bool = False

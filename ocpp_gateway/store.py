@@ -9,12 +9,11 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
 
 from sqlalchemy import select, update
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from chargeops.db.engine import insert_for
 from chargeops.db.models import Charger, IdToken, Transaction
 from chargeops.events import Booted, utcnow
 
@@ -43,10 +42,6 @@ class GatewayStore:
     def __init__(self, sessions: async_sessionmaker[AsyncSession]):
         self._sessions = sessions
 
-    def _insert(self, session: AsyncSession, table: Any) -> Any:
-        name = session.bind.dialect.name if session.bind else "sqlite"
-        return (postgresql.insert if name == "postgresql" else sqlite.insert)(table)
-
     async def charger(self, charger_id: str) -> ChargerAuth | None:
         async with self._sessions() as session:
             row = await session.get(Charger, charger_id)
@@ -60,7 +55,7 @@ class GatewayStore:
         """Create a record for an unknown charger let in by `--accept-unknown` or the `pending` policy."""
         async with self._sessions() as session, session.begin():
             await session.execute(
-                self._insert(session, Charger)
+                insert_for(session.get_bind().dialect.name, Charger)
                 .values(
                     id=charger_id,
                     security_profile=0,

@@ -182,7 +182,7 @@ async def _simulate(config: Any, run_fleet: Any) -> None:
 @app.command()
 def demo(
     chargers: Annotated[int, Opt("demo_chargers", "simulated chargers")] = 20,
-    fault_rate: Annotated[float, Opt("demo_fault_rate", "faults per charger per simulated hour")] = 2.0,
+    fault_rate: Annotated[float, Opt("demo_fault_rate", "faults per charger per simulated hour")] = 0.5,
     time_scale: Annotated[float, Opt("demo_time_scale", "simulated seconds per real second")] = 30.0,
     ocpp_port: Annotated[int | None, Opt("ocpp_port", "OCPP WebSocket port (default 9000)")] = None,
     http_port: Annotated[int | None, Opt("http_port", "HTTP API port (default 8000)")] = None,

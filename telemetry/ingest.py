@@ -16,9 +16,9 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Table, and_, bindparam, or_, update
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession, async_sessionmaker
 
+from chargeops.db.engine import insert_for
 from chargeops.db.models import Charger, Connector, MeterSample, StoredEvent, Transaction
 from chargeops.events import (
     Connected,
@@ -118,10 +118,6 @@ class BatchWriter:
                     fut.set_result(None)
 
 
-def _insert(conn: AsyncConnection, table: Table) -> Any:
-    return (postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert)(table)
-
-
 EVENTS: Table = StoredEvent.__table__  # type: ignore[assignment]
 SAMPLES: Table = MeterSample.__table__  # type: ignore[assignment]
 CONNECTORS: Table = Connector.__table__  # type: ignore[assignment]
@@ -213,16 +209,16 @@ async def store_events(
         conn = await session.connection()
         fresh: set[str] = set()
         if event_rows:
-            ins = _insert(conn, EVENTS).on_conflict_do_nothing(index_elements=["event_id"])
+            ins = insert_for(conn.dialect.name, EVENTS).on_conflict_do_nothing(index_elements=["event_id"])
             result = await conn.execute(ins.returning(EVENTS.c.event_id), list(event_rows.values()))
             fresh = {row[0] for row in result}
             INGEST_ROWS.labels("events").inc(len(fresh))
         new_samples = [s for s in samples if s["event_id"] in fresh]
         if new_samples:
-            await conn.execute(_insert(conn, SAMPLES).on_conflict_do_nothing(), new_samples)
+            await conn.execute(insert_for(conn.dialect.name, SAMPLES).on_conflict_do_nothing(), new_samples)
             INGEST_ROWS.labels("meter_samples").inc(len(new_samples))
         if status:
-            ins = _insert(conn, CONNECTORS)
+            ins = insert_for(conn.dialect.name, CONNECTORS)
             await conn.execute(
                 ins.on_conflict_do_update(
                     index_elements=["charger_id", "evse_id", "connector_id"],

@@ -6,6 +6,7 @@ from typing import Any
 
 import orjson
 from sqlalchemy import event
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
 
 
@@ -45,3 +46,9 @@ def make_engine(url: str, **kwargs: Any) -> AsyncEngine:
 
 def make_sessionmaker(engine: AsyncEngine) -> async_sessionmaker:
     return async_sessionmaker(engine, expire_on_commit=False)
+
+
+def insert_for(dialect: str, table: Any) -> Any:
+    """An INSERT with `on_conflict_do_nothing` / `on_conflict_do_update` for the dialect in use:
+    idempotent writes look the same on SQLite and Postgres."""
+    return (postgresql.insert if dialect == "postgresql" else sqlite.insert)(table)
