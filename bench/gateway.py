@@ -22,8 +22,10 @@ import time
 from pathlib import Path
 from typing import Any
 
+import httpx
 import orjson
 from websockets.asyncio.client import ClientConnection, connect
+from websockets.typing import Subprotocol
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -120,8 +122,8 @@ async def open_clients(url: str, first: int, count: int, concurrency: int = 200)
         async with sem:
             ws = await connect(
                 f"{url}/BENCH{i:06d}",
-                subprotocols=[protocol],
-                compression=None,  # type: ignore[list-item]
+                subprotocols=[Subprotocol(protocol)],
+                compression=None,
                 ping_interval=None,
                 max_queue=4,
                 open_timeout=60,
@@ -214,18 +216,31 @@ async def open_loop(clients: list[Client], rate: float, seconds: float) -> dict[
     }
 
 
-def start_server(database_url: str | None) -> tuple[subprocess.Popen[bytes], int, str]:
+def start_server(database_url: str | None) -> tuple[subprocess.Popen[bytes], int, int, str]:
     """`chargeops serve` in its own process, so its memory and CPU are measured alone."""
     port, http = free_port(), free_port()
     db = database_url or f"sqlite+aiosqlite:///{tempfile.mkdtemp(prefix='chargeops-bench-')}/bench.db"
     cmd = [sys.executable, "-m", "ops.cli", "serve", "--accept-unknown", "--ocpp-port", str(port)]
     cmd += ["--http-port", str(http), "--database-url", db, "--heartbeat-interval", "3600"]
     env = {**os.environ, "CHARGEOPS_LOG_LEVEL": "WARNING"}
-    return subprocess.Popen(cmd, cwd=ROOT, env=env), port, db
+    return subprocess.Popen(cmd, cwd=ROOT, env=env), port, http, db
+
+
+def histogram_quantile(metrics: str, name: str, q: float) -> float | None:
+    """Upper bound (seconds) of the bucket holding quantile `q` of a Prometheus histogram, from its text."""
+    buckets = []
+    for line in metrics.splitlines():
+        if line.startswith(f"{name}_bucket{{") and 'le="' in line:
+            le = line.split('le="', 1)[1].split('"', 1)[0]
+            buckets.append((float("inf") if le == "+Inf" else float(le), float(line.rsplit(" ", 1)[1])))
+    if not buckets or buckets[-1][1] == 0:
+        return None
+    total = buckets[-1][1]
+    return next(le for le, count in buckets if count >= q * total)
 
 
 async def run(
-    args: argparse.Namespace, server: subprocess.Popen[bytes], port: int, db: str
+    args: argparse.Namespace, server: subprocess.Popen[bytes], port: int, http: int, db: str
 ) -> dict[str, Any]:
     for _ in range(300):
         try:
@@ -268,6 +283,12 @@ async def run(
         c.reader.cancel()
     await asyncio.gather(*(c.ws.close() for c in clients), return_exceptions=True)
     result["database"] = db.split(":", 1)[0]
+    async with httpx.AsyncClient() as client:
+        metrics = (await client.get(f"http://127.0.0.1:{http}/metrics")).text
+    result["server_ingest_commit_p50_s"] = histogram_quantile(metrics, "chargeops_ingest_commit_seconds", 0.5)
+    result["server_ingest_commit_p99_s"] = histogram_quantile(
+        metrics, "chargeops_ingest_commit_seconds", 0.99
+    )
     return result
 
 
@@ -279,9 +300,9 @@ def main() -> None:
     p.add_argument("--duration", type=float, default=10, help="seconds per run")
     p.add_argument("--database-url", default=None, help="default: SQLite in a temporary folder")
     args = p.parse_args()
-    server, port, db = start_server(args.database_url)
+    server, port, http, db = start_server(args.database_url)
     try:
-        print(json.dumps(asyncio.run(run(args, server, port, db)), indent=2))
+        print(json.dumps(asyncio.run(run(args, server, port, http, db)), indent=2))
     finally:
         server.terminate()
         server.wait(20)

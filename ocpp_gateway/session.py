@@ -50,9 +50,10 @@ from telemetry.bus import CommandReply
 from telemetry.metrics import (
     FRAMES_REJECTED,
     OCPP_CALL_ERRORS,
-    OCPP_HANDLING_SECONDS,
     OCPP_MESSAGES,
     OCPP_OUTGOING_SECONDS,
+    handling_seconds,
+    messages_in,
 )
 
 logger = logging.getLogger("chargeops.gateway")
@@ -150,7 +151,7 @@ class ChargerSession(ChargePoint):
                         "NotSupported", f"{action} is not supported from a charger", call.unique_id
                     )
                 raise RpcError("NotImplemented", f"unknown action {action!r}", call.unique_id)
-            OCPP_MESSAGES.labels(action, "in").inc()
+            messages_in(action, "in").inc()
             if action != "BootNotification" and self.registration != "Accepted":
                 raise RpcError(
                     "SecurityError", f"registration is {self.registration or 'not accepted'}", call.unique_id
@@ -180,7 +181,7 @@ class ChargerSession(ChargePoint):
             await self._send_error(RpcError("InternalError", "unexpected error", call.unique_id))
         finally:
             if route is not None:
-                OCPP_HANDLING_SECONDS.labels(action).observe(time.perf_counter() - started)
+                handling_seconds(action).observe(time.perf_counter() - started)
 
     async def _send_error(self, err: RpcError) -> None:
         OCPP_CALL_ERRORS.labels(err.code, "out").inc()

@@ -15,7 +15,7 @@ from typing import Any, Protocol
 
 from chargeops.events import Event
 from chargeops.settings import Settings
-from telemetry.metrics import EVENTS_PUBLISHED
+from telemetry.metrics import events_published
 
 log = logging.getLogger(__name__)
 
@@ -84,7 +84,7 @@ class InProcessBus:
                 continue
             q.put_nowait(events)
         for ev in events:
-            EVENTS_PUBLISHED.labels(ev.kind.value).inc()
+            events_published(ev.kind.value).inc()
 
     def subscribe(self, handler: EventHandler, *, durable: bool = False) -> None:
         if durable:

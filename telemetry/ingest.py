@@ -8,6 +8,7 @@ batch it is in, and one transaction stores the events of hundreds of chargers. E
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import time
 from collections import deque
@@ -28,7 +29,13 @@ from chargeops.events import (
     MeterValues,
     StatusChanged,
 )
-from telemetry.metrics import DATABASE_ERRORS, INGEST_BATCH_SIZE, INGEST_ERRORS, INGEST_ROWS
+from telemetry.metrics import (
+    DATABASE_ERRORS,
+    INGEST_BATCH_SIZE,
+    INGEST_COMMIT_SECONDS,
+    INGEST_ERRORS,
+    INGEST_ROWS,
+)
 
 log = logging.getLogger(__name__)
 
@@ -48,11 +55,13 @@ class BatchWriter:
         max_batch: int = 5000,
         max_wait: float = 0.002,
         touch_interval: float = 2.0,
+        touch_chunk: int = 500,
     ):
         self._sessions = sessions
         self._max_batch = max_batch
         self._max_wait = max_wait
         self._touch_interval = touch_interval
+        self._touch_chunk = touch_chunk
         self._pending: deque[tuple[Sequence[Event], asyncio.Future[None]]] = deque()
         self._last_seen: dict[str, datetime] = {}
         self._touched_at = 0.0
@@ -96,8 +105,11 @@ class BatchWriter:
                 if seen is None or ev.received_at > seen:
                     self._last_seen[ev.charger_id] = ev.received_at
             touch: dict[str, datetime] = {}
-            if time.monotonic() - self._touched_at >= self._touch_interval:
-                touch, self._last_seen = self._last_seen, {}
+            if self._last_seen and time.monotonic() - self._touched_at >= self._touch_interval:
+                # a bounded slice per batch, so 10,000 chargers' last_seen never stall one commit
+                for charger_id in list(itertools.islice(self._last_seen, self._touch_chunk)):
+                    touch[charger_id] = self._last_seen.pop(charger_id)
+            started = time.perf_counter()
             try:
                 await store_events(self._sessions, events, touch)
             except Exception as exc:
@@ -110,9 +122,10 @@ class BatchWriter:
                     if not fut.done():
                         fut.set_exception(ConnectionError(f"database write failed: {exc}"))
                 continue
-            if touch:
+            if touch and not self._last_seen:
                 self._touched_at = time.monotonic()
             INGEST_BATCH_SIZE.observe(len(events))
+            INGEST_COMMIT_SECONDS.observe(time.perf_counter() - started)
             for _, fut in batch:
                 if not fut.done():
                     fut.set_result(None)

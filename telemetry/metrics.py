@@ -2,7 +2,22 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from functools import cache
+from typing import Any, TypeVar
+
 from prometheus_client import Counter, Gauge, Histogram
+from prometheus_client.metrics import MetricWrapperBase
+
+M = TypeVar("M", bound=MetricWrapperBase)
+
+
+def cached_labels(metric: M) -> Callable[..., M]:
+    """`metric.labels(...)` memoised: the hot path looks a child up once per label set, not per message.
+    Only for label values from a bounded set (actions, kinds, codes)."""
+    lookup: Callable[..., Any] = cache(metric.labels)
+    return lookup
+
 
 CHARGERS_CONNECTED = Gauge(
     "chargeops_chargers_connected", "Chargers holding a WebSocket to this gateway process", ["protocol"]
@@ -43,5 +58,15 @@ INGEST_BATCH_SIZE = Histogram(
     "Events per committed ingest batch",
     buckets=(1, 5, 10, 50, 100, 500, 1000, 5000),
 )
+INGEST_COMMIT_SECONDS = Histogram(
+    "chargeops_ingest_commit_seconds",
+    "Time to store one ingest batch (one database transaction)",
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
+)
 INGEST_ERRORS = Counter("chargeops_ingest_errors_total", "Ingest batches that failed to commit")
 DATABASE_ERRORS = Counter("chargeops_database_errors_total", "Database operations that failed", ["component"])
+
+# Hot-path lookups (bounded label values: OCPP action names that have a route, event kinds).
+messages_in = cached_labels(OCPP_MESSAGES)
+handling_seconds = cached_labels(OCPP_HANDLING_SECONDS)
+events_published = cached_labels(EVENTS_PUBLISHED)

@@ -33,7 +33,6 @@ Buffering events in memory while the broker is away (bounded, replayed on reconn
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import math
 import time
@@ -46,6 +45,7 @@ from urllib.parse import quote, unquote, urlsplit
 
 import aiomqtt
 import orjson
+import paho.mqtt.client as mqtt
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
@@ -96,12 +96,47 @@ class _Pending:
     reply: asyncio.Future[CommandReply]
 
 
-@dataclass(slots=True)
 class _Conn:
-    """One broker connection; `lost` completes when it ends, so waits on it fail fast."""
+    """One broker connection; `lost` completes when it ends, so waits on it fail fast.
 
-    client: aiomqtt.Client
-    lost: asyncio.Future[None]
+    Publishes go to paho directly and PUBACKs resolve futures by message id: aiomqtt's `publish` scans
+    every pending call on each publish, which caps a busy gateway at a few thousand events a second.
+    """
+
+    def __init__(self, client: aiomqtt.Client) -> None:
+        self.client = client
+        self.lost: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._acks: dict[int, asyncio.Future[None]] = {}
+        client._client.on_publish = self._on_publish
+
+    def send(
+        self, topic: str, payload: bytes, *, retain: bool = False, properties: Properties | None = None
+    ) -> asyncio.Future[None]:
+        """QoS 1 publish; the future completes with the broker's PUBACK."""
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        info = self.client._client.publish(topic, payload, qos=1, retain=retain, properties=properties)
+        if info.rc != mqtt.MQTT_ERR_SUCCESS:
+            fut.set_exception(ConnectionError(f"MQTT publish refused: {mqtt.error_string(info.rc)}"))
+        elif info.is_published():
+            fut.set_result(None)
+        else:
+            self._acks[info.mid] = fut
+        return fut
+
+    def _on_publish(self, _client: Any, _userdata: Any, mid: int, reason: Any, _props: Any) -> None:
+        fut = self._acks.pop(mid, None)
+        if fut is None or fut.done():
+            return
+        if getattr(reason, "is_failure", False):
+            fut.set_exception(ConnectionError(f"broker refused the message: {reason}"))
+        else:
+            fut.set_result(None)
+
+
+def _retrieve(fut: asyncio.Future[Any]) -> None:
+    """An abandoned wait's outcome is known already (the connection is gone): keep asyncio quiet."""
+    if not fut.cancelled():
+        fut.exception()
 
 
 def _props(packet: int, **values: Any) -> Properties:
@@ -131,7 +166,9 @@ class MqttBus:
     ) -> None:
         url = urlsplit(settings.mqtt_url or "")
         if url.scheme != "mqtt":
-            raise ValueError(f"CHARGEOPS_MQTT_URL must look like mqtt://host:port[/root], got {url.scheme}://")
+            raise ValueError(
+                f"CHARGEOPS_MQTT_URL must look like mqtt://host:port[/root], got {url.scheme}://"
+            )
         self._host = url.hostname or "127.0.0.1"
         self._port = url.port or 1883
         self._username = unquote(url.username) if url.username else None
@@ -140,7 +177,7 @@ class MqttBus:
         self._base = f"{root}/{VERSION}"
         self.instance_id = uuid.uuid4().hex[:12]
         self._client_id = f"{root}-{settings.gateway_id}-{self.instance_id}"
-        self._ingest_client_id = f"{root}-ingest-{settings.gateway_id}"
+        self.ingest_client_id = f"{root}-ingest-{settings.gateway_id}"
         self.reply_topic = f"{self._base}/replies/{self.instance_id}"
         self._ack_timeout = ack_timeout
         self._reply_margin = reply_margin
@@ -197,9 +234,9 @@ class MqttBus:
             clean_start=clean,
             properties=_props(PacketTypes.CONNECT, SessionExpiryInterval=expiry, ReceiveMaximum=65535),
             timeout=self._op_timeout,
-            max_inflight_messages=1000,
+            max_inflight_messages=0,  # unlimited: paho rescans its whole queue per PUBACK otherwise
         )
-        client.pending_calls_threshold = math.inf  # type: ignore[assignment]  # concurrency is normal here
+        client.pending_calls_threshold = 1 << 30  # many concurrent publishes are normal here, not a warning
         return client
 
     async def start(self) -> None:
@@ -226,7 +263,7 @@ class MqttBus:
         delay = 0.2
         while True:
             client = self._new_client(self._client_id, clean=True)
-            conn = _Conn(client, asyncio.get_running_loop().create_future())
+            conn = _Conn(client)
             try:
                 async with client:
                     self._subscribed.clear()
@@ -243,7 +280,7 @@ class MqttBus:
                             self._dispatch(conn, msg)
                     finally:
                         syncer.cancel()
-            except aiomqtt.MqttError as exc:
+            except (aiomqtt.MqttError, ConnectionError) as exc:
                 log.warning("mqtt bus connection lost: %s; reconnecting in %.1f s", exc, delay)
             finally:
                 self._up.clear()
@@ -253,17 +290,20 @@ class MqttBus:
 
     # -- events ---------------------------------------------------------------------------------------
 
-    async def _confirmed(self, conn: _Conn, calls: Iterable[Awaitable[None]]) -> None:
-        """Wait for the broker's acks, failing as soon as the connection drops."""
-        done = asyncio.ensure_future(asyncio.gather(*calls))
-        await asyncio.wait({done, conn.lost}, return_when=asyncio.FIRST_COMPLETED)
-        if not done.done():
-            done.cancel()
-            raise ConnectionError("MQTT connection lost before the broker confirmed")
+    async def _confirmed(self, conn: _Conn, acks: Iterable[asyncio.Future[None]]) -> None:
+        """Wait for the broker's acks, failing as soon as the connection drops or `op_timeout` passes."""
+        done: asyncio.Future[Any] = asyncio.gather(*acks)
         try:
+            await asyncio.wait(
+                {done, conn.lost}, timeout=self._op_timeout, return_when=asyncio.FIRST_COMPLETED
+            )
+            if not done.done():
+                raise ConnectionError("the MQTT broker did not confirm (connection lost or too slow)")
             done.result()
-        except aiomqtt.MqttError as exc:
-            raise ConnectionError(f"MQTT publish failed: {exc}") from exc
+        finally:
+            if not done.done():
+                done.cancel()
+                done.add_done_callback(_retrieve)
 
     async def publish(self, events: Sequence[Event]) -> None:
         """Returns once the broker acknowledged every event (QoS 1), or raises ConnectionError."""
@@ -272,9 +312,7 @@ class MqttBus:
         conn = self._conn
         if conn is None:
             raise ConnectionError("MQTT broker unavailable")
-        await self._confirmed(
-            conn, (conn.client.publish(self.event_topic(ev), ev.to_json(), qos=1) for ev in events)
-        )
+        await self._confirmed(conn, (conn.send(self.event_topic(ev), ev.to_json()) for ev in events))
         for ev in events:
             EVENTS_PUBLISHED.labels(ev.kind.value).inc()
 
@@ -316,14 +354,16 @@ class MqttBus:
         """The ingest side: persistent session, shared subscription, manual acks after the handler."""
         delay = 0.2
         while True:
-            client = self._new_client(self._ingest_client_id, clean=False)
+            client = self._new_client(self.ingest_client_id, clean=False)
             # paho acks QoS 1 messages itself unless told not to; aiomqtt has no switch for it.
             client._client.manual_ack_set(True)
             try:
                 async with client:
                     await client.subscribe(self.shared_filter, qos=1)
                     self.durable_ready.set()
-                    log.info("durable shared subscription %s as %s", self.shared_filter, self._ingest_client_id)
+                    log.info(
+                        "durable shared subscription %s as %s", self.shared_filter, self.ingest_client_id
+                    )
                     delay = 0.2
                     await self._consume(client, handler)
             except aiomqtt.MqttError as exc:
@@ -348,9 +388,11 @@ class MqttBus:
         try:
             while True:
                 got = asyncio.ensure_future(inbox.get())
-                await asyncio.wait({got, reader}, return_when=asyncio.FIRST_COMPLETED)
-                if not got.done():
-                    got.cancel()
+                try:
+                    await asyncio.wait({got, reader}, return_when=asyncio.FIRST_COMPLETED)
+                finally:
+                    got.cancel()  # no-op when it has a message
+                if not got.done() or got.cancelled():
                     reader.result()  # raises the MqttError that ended the connection
                     raise aiomqtt.MqttError("message stream ended")
                 batch = [got.result()]
@@ -417,8 +459,9 @@ class MqttBus:
             try:
                 await self._sync(conn)
             except (aiomqtt.MqttError, ConnectionError) as exc:
-                log.warning("command topic update failed: %s", exc)
-                return  # the connection is going away; the next one syncs from scratch
+                log.warning("command topic update failed: %s; retrying", exc)
+                await asyncio.sleep(1.0)  # cancelled with the connection if that is what failed
+                self._dirty.set()
 
     async def _sync(self, conn: _Conn) -> None:
         """Brings the broker's subscriptions in line with what this process holds, in batches, then
@@ -439,18 +482,29 @@ class MqttBus:
             chunk = drop[i : i + _SUBSCRIBE_CHUNK]
             await conn.client.unsubscribe(chunk)
             self._subscribed.difference_update(chunk)
-        notices = []
-        for cid, hold in self._held.items():
-            if not hold.announced and not hold.superseded and self.command_topic(cid) in self._subscribed:
-                hold.announced = True
-                at, holder = hold.mine
-                doc = orjson.dumps({"type": "hold", "holder": holder, "at": at})
-                notices.append(conn.client.publish(self.command_topic(cid), doc, qos=1, retain=True))
-                _clog(cid).info("holding command topic as bus %s", self.instance_id)
+        announce = [
+            (cid, hold)
+            for cid, hold in self._held.items()
+            if not hold.announced and not hold.superseded and self.command_topic(cid) in self._subscribed
+        ]
         cleared, self._clear = self._clear, set()
-        notices += [conn.client.publish(self.command_topic(c), b"", qos=1, retain=True) for c in cleared]
-        if notices:
+        notices = [
+            conn.send(
+                self.command_topic(cid),
+                orjson.dumps({"type": "hold", "holder": hold.mine[1], "at": hold.mine[0]}),
+                retain=True,
+            )
+            for cid, hold in announce
+        ]
+        notices += [conn.send(self.command_topic(c), b"", retain=True) for c in cleared]
+        try:
             await self._confirmed(conn, notices)
+        except ConnectionError:
+            self._clear |= cleared - self._held.keys()
+            raise
+        for cid, hold in announce:
+            hold.announced = True
+            _clog(cid).info("holding command topic as bus %s", self.instance_id)
 
     # -- commands: the gateway side -------------------------------------------------------------------
 
@@ -503,7 +557,7 @@ class MqttBus:
         props = _props(PacketTypes.PUBLISH, CorrelationData=request_id.encode())
         try:
             ack = orjson.dumps({"type": "accepted", "request_id": request_id, "holder": self.instance_id})
-            await self._confirmed(conn, [conn.client.publish(reply_to, ack, qos=1, properties=props)])
+            await self._confirmed(conn, [conn.send(reply_to, ack, properties=props)])
             clog.info("%s (request %s) accepted", action, request_id)
             try:
                 reply = await executor(action, doc["payload"], float(doc["timeout"]))
@@ -511,10 +565,13 @@ class MqttBus:
                 clog.exception("%s (request %s) failed in the gateway", action, request_id)
                 reply = CommandReply("error", error_code="InternalError", description=str(exc))
             body = orjson.dumps({"type": "reply", "request_id": request_id, **asdict(reply)})
-            await self._confirmed(conn, [conn.client.publish(reply_to, body, qos=1, properties=props)])
+            conn = self._conn or conn  # the charger may have been slow across a reconnect
+            await self._confirmed(conn, [conn.send(reply_to, body, properties=props)])
             clog.info("%s (request %s) answered: %s", action, request_id, reply.outcome)
         except ConnectionError as exc:
-            clog.warning("%s (request %s): reply lost with the broker connection: %s", action, request_id, exc)
+            clog.warning(
+                "%s (request %s): reply lost with the broker connection: %s", action, request_id, exc
+            )
 
     # -- commands: the requesting side ----------------------------------------------------------------
 
@@ -562,7 +619,7 @@ class MqttBus:
         )
         try:
             topic = self.command_topic(charger_id)
-            await self._confirmed(conn, [conn.client.publish(topic, orjson.dumps(doc), qos=1, properties=props)])
+            await self._confirmed(conn, [conn.send(topic, orjson.dumps(doc), properties=props)])
             try:
                 await asyncio.wait_for(asyncio.shield(pending.accepted), self._ack_timeout)
             except TimeoutError:

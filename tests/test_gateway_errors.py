@@ -155,3 +155,20 @@ async def test_garbage_from_one_charger_does_not_disturb_another(start_runtime: 
 
         answered, ok = await asyncio.gather(spew(), work())
         assert answered == 300 and ok == 100
+
+
+async def test_every_session_log_line_names_the_charge_point(
+    start_runtime: StartRuntime, caplog: pytest.LogCaptureFixture
+) -> None:
+    runtime = await start_runtime(accept_unknown=True)
+    caplog.set_level("INFO", logger="chargeops.gateway")
+    async with raw_charger(runtime.gateway.port, "CP-LOG", "ocpp2.0.1") as cp:  # type: ignore[union-attr]
+        await cp.boot()
+        await cp.send_raw("nonsense")
+        await cp.call("FooBar", {})
+    records = [
+        r for r in caplog.records if r.name == "chargeops.gateway" and "listening" not in r.getMessage()
+    ]
+    assert len(records) >= 4  # connected, boot, two refusals (and disconnected)
+    assert all(getattr(r, "charge_point_id", None) == "CP-LOG" for r in records)
+    assert all("cp=CP-LOG" in r.getMessage() for r in records)

@@ -162,3 +162,30 @@ async def test_v201_ended_without_started_still_makes_a_closed_transaction(
     async with runtime.sessions() as session:
         tx = (await session.execute(select(Transaction))).scalar_one()
     assert tx.transaction_id == "LOST-START" and not tx.active
+
+
+async def test_id_token_expiry_and_status_are_checked(start_runtime: StartRuntime) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    runtime = await start_runtime(accept_unknown=True)
+    async with runtime.sessions() as session, session.begin():
+        past, future = datetime.now(UTC) - timedelta(days=1), datetime.now(UTC) + timedelta(days=30)
+        session.add_all(
+            [
+                IdToken(id_token="OLD", status="Accepted", type="ISO14443", expiry=past),
+                IdToken(id_token="NEW", status="Accepted", type="ISO14443", expiry=future),
+                IdToken(id_token="GONE", status="Invalid", type="ISO14443"),
+            ]
+        )
+    async with raw_charger(runtime.gateway.port, "CP-EXP") as cp:  # type: ignore[union-attr]
+        await cp.boot()
+        assert (await cp.result("Authorize", {"idTag": "OLD"}))["idTagInfo"]["status"] == "Expired"
+        fresh = (await cp.result("Authorize", {"idTag": "NEW"}))["idTagInfo"]
+        assert fresh["status"] == "Accepted" and fresh["expiryDate"].startswith(future.strftime("%Y-%m-%d"))
+        assert (await cp.result("Authorize", {"idTag": "GONE"}))["idTagInfo"]["status"] == "Invalid"
+    async with raw_charger(runtime.gateway.port, "CP-EXP2", "ocpp2.0.1") as cp:  # type: ignore[union-attr]
+        await cp.boot()
+        info = (await cp.result("Authorize", {"idToken": {"idToken": "OLD", "type": "ISO14443"}}))[
+            "idTokenInfo"
+        ]
+        assert info["status"] == "Expired"
