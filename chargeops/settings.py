@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 from pathlib import Path
 
 from pydantic import Field, SecretStr
@@ -48,6 +49,10 @@ class Settings(BaseSettings):
         default=False, description="allow loopback/private firmware and diagnostics URLs"
     )
     gateway_id: str = Field(default="gw-1", description="name of this gateway process on the bus")
+    node_id: str = Field(
+        default_factory=socket.gethostname,
+        description="stable name of this process for its persistent MQTT session (default: host name)",
+    )
     log_level: str = "INFO"
 
     def role_set(self) -> set[str]:

@@ -70,6 +70,7 @@ class Runtime:
             self.writer = BatchWriter(self.sessions)
             self.writer.start()
             self.bus.subscribe(self.writer.write, durable=True)
+            await self.bus.ready(timeout=30)
         if "gateway" in self.roles:
             ctx = GatewayContext(
                 self.settings, GatewayStore(self.sessions), self.bus, self.settings.gateway_id

@@ -42,6 +42,9 @@ class Bus(Protocol):
 
     async def close(self) -> None: ...
 
+    async def ready(self, timeout: float) -> None:
+        """Return once subscriptions made so far are live (raise TimeoutError after `timeout`)."""
+
     async def publish(self, events: Sequence[Event]) -> None: ...
 
     def subscribe(self, handler: EventHandler, *, durable: bool = False) -> None: ...
@@ -72,6 +75,9 @@ class InProcessBus:
 
     async def start(self) -> None:
         """Nothing to connect to."""
+
+    async def ready(self, timeout: float) -> None:
+        """In-process subscriptions are live at once."""
 
     async def publish(self, events: Sequence[Event]) -> None:
         if not events:

@@ -9,7 +9,7 @@ percent-encoded so `/`, `+` and `#` cannot break the tree). All messages are JSO
     {root}/v1/replies/{bus}        "accepted" acks and final replies for the bus instance that asked
 
 Ingest reads events through the shared subscription `$share/chargeops-ingest/{root}/v1/events/#` on a
-persistent session (client id `{root}-ingest-{gateway_id}`), so several ingest processes split the load and
+persistent session (client id `{root}-ingest-{node_id}`), so several ingest processes split the load and
 events wait in the broker while ingest is down. A message is acknowledged (PUBACK) only after the handler
 returned, i.e. after the database commit; a failing handler is retried with back-off and nothing is acked.
 
@@ -177,7 +177,7 @@ class MqttBus:
         self._base = f"{root}/{VERSION}"
         self.instance_id = uuid.uuid4().hex[:12]
         self._client_id = f"{root}-{settings.gateway_id}-{self.instance_id}"
-        self.ingest_client_id = f"{root}-ingest-{settings.gateway_id}"
+        self.ingest_client_id = f"{root}-ingest-{settings.node_id}"
         self.reply_topic = f"{self._base}/replies/{self.instance_id}"
         self._ack_timeout = ack_timeout
         self._reply_margin = reply_margin
@@ -315,6 +315,12 @@ class MqttBus:
         await self._confirmed(conn, (conn.send(self.event_topic(ev), ev.to_json()) for ev in events))
         for ev in events:
             EVENTS_PUBLISHED.labels(ev.kind.value).inc()
+
+    async def ready(self, timeout: float) -> None:
+        """Once a durable subscription exists, wait until the broker confirmed it: before that, events
+        published would have no subscriber and be dropped."""
+        if self._durable is not None:
+            await asyncio.wait_for(self.durable_ready.wait(), timeout)
 
     def subscribe(self, handler: EventHandler, *, durable: bool = False) -> None:
         if durable:

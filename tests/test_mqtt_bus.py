@@ -50,7 +50,7 @@ class Buses:
         self.sessions: set[str] = set()
 
     async def start(self, name: str, **kw: Any) -> MqttBus:
-        bus = MqttBus(Settings(mqtt_url=self.url, gateway_id=name), **kw)
+        bus = MqttBus(Settings(mqtt_url=self.url, gateway_id=name, node_id=name), **kw)
         await bus.start()
         self.started.append(bus)
         self.sessions.add(bus.ingest_client_id)
