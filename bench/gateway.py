@@ -4,7 +4,7 @@ schemas validated both ways, p99 round trip at a fixed rate, and throughput unde
 The gateway runs as a separate `chargeops serve` process (so its memory is measured alone); this process
 drives raw OCPP-J clients. Prints one JSON document.
 
-    python bench/gateway.py --chargers 10000 --rate 2500 --duration 10
+    python -m bench.gateway --chargers 10000 --rate 2500 --duration 10
 """
 
 from __future__ import annotations
@@ -36,7 +36,8 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def rss_kib(pid: int) -> int:
+def rss_kib(pid: int | str) -> int:
+    """Resident memory of a process (`"self"` for this one)."""
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
             return int(line.split()[1])

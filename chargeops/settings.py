@@ -37,6 +37,12 @@ class Settings(BaseSettings):
     boot_retry_interval: int = Field(default=60, description="seconds a Pending/Rejected charger waits")
     call_timeout: float = Field(default=30.0, description="seconds to wait for a charger's answer")
     max_frame_bytes: int = Field(default=1 << 20, description="larger frames close with 1009")
+    handshake_concurrency: int = Field(
+        default=32, description="handshakes checked against the database at once"
+    )
+    handshake_backlog: int = Field(
+        default=2000, description="handshakes allowed to wait; beyond it chargers get 503 and retry"
+    )
     login_failures_allowed: int = Field(default=10, description="failed logins per id / address per minute")
     login_backoff_seconds: float = Field(default=60.0, description="refusal period after too many failures")
 

@@ -58,6 +58,11 @@ class GatewayServer:
         self._by_addr = FailureLimiter(s.login_failures_allowed, backoff=s.login_backoff_seconds)
         self._server: Server | None = None
         self._auth: dict[int, ChargerAuth] = {}
+        # Admission control for reconnect storms: a bounded number of handshakes touch the database at
+        # once, a bounded number wait, and the rest are told 503 at once (chargers retry with back-off)
+        # instead of queueing until every one of them times out.
+        self._handshake_slots = asyncio.Semaphore(s.handshake_concurrency)
+        self._handshakes_waiting = 0
 
     # -- lifecycle ------------------------------------------------------------------------------------
 
@@ -134,12 +139,28 @@ class GatewayServer:
             return self._refuse(
                 connection, HTTPStatus.BAD_REQUEST, "subprotocol", f"offer one of {', '.join(SUBPROTOCOLS)}"
             )
-        clog = for_charger(log, charger_id)
         address = str((connection.remote_address or ("?",))[0])
         if self._by_id.blocked(charger_id) or self._by_addr.blocked(address):
             return self._refuse(
                 connection, HTTPStatus.TOO_MANY_REQUESTS, "rate_limited", "too many failed logins"
             )
+        if self._handshakes_waiting >= self.ctx.settings.handshake_backlog:
+            return self._refuse(connection, HTTPStatus.SERVICE_UNAVAILABLE, "busy", "busy; retry later")
+        self._handshakes_waiting += 1
+        try:
+            await self._handshake_slots.acquire()
+        finally:
+            self._handshakes_waiting -= 1
+        try:
+            return await self._admit(connection, request, charger_id, address)
+        finally:
+            self._handshake_slots.release()
+
+    async def _admit(
+        self, connection: ServerConnection, request: Request, charger_id: str, address: str
+    ) -> Response | None:
+        """Registration and authentication of one handshake (holding a handshake slot)."""
+        clog = for_charger(log, charger_id)
         try:
             auth = await self.ctx.store.charger(charger_id)
             if auth is None:

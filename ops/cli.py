@@ -107,32 +107,30 @@ def serve(
         bool | None, Opt("allow_private_urls", "allow loopback/private firmware and log URLs")
     ] = None,
     gateway_id: Annotated[str | None, Opt("gateway_id", "this gateway process's name on the bus")] = None,
+    node_id: Annotated[str | None, Opt("node_id", "stable name for this process's MQTT session")] = None,
+    boot_retry_interval: Annotated[
+        int | None, Opt("boot_retry_interval", "seconds a Pending/Rejected charger waits to boot again")
+    ] = None,
+    login_failures_allowed: Annotated[
+        int | None, Opt("login_failures_allowed", "failed logins per id / address per minute before back-off")
+    ] = None,
+    login_backoff_seconds: Annotated[
+        float | None, Opt("login_backoff_seconds", "seconds logins stay refused after too many failures")
+    ] = None,
+    handshake_concurrency: Annotated[
+        int | None, Opt("handshake_concurrency", "handshakes checked against the database at once")
+    ] = None,
+    handshake_backlog: Annotated[
+        int | None, Opt("handshake_backlog", "handshakes allowed to wait; beyond it chargers get 503")
+    ] = None,
     log_level: LogLevel = "INFO",
     log_format: Annotated[LogFormat, Opt("log_format", "text or json")] = LogFormat.text,
 ) -> None:
     """Run the backend: OCPP gateway, telemetry ingest, ops engine, HTTP API and /metrics."""
+    settings = _settings(**{k: v for k, v in locals().items() if k in Settings.model_fields})
     setup_logging(log_level, log_format.value)
     from ops.runtime import Runtime
 
-    settings = _settings(
-        roles=roles,
-        ocpp_host=ocpp_host,
-        ocpp_port=ocpp_port,
-        http_host=http_host,
-        http_port=http_port,
-        database_url=database_url,
-        mqtt_url=mqtt_url,
-        accept_unknown=accept_unknown,
-        registration_policy=registration_policy,
-        heartbeat_interval=heartbeat_interval,
-        call_timeout=call_timeout,
-        max_frame_bytes=max_frame_bytes,
-        tls_cert=tls_cert,
-        tls_key=tls_key,
-        tls_client_ca=tls_client_ca,
-        allow_private_urls=allow_private_urls,
-        gateway_id=gateway_id,
-    )
     try:
         runtime = Runtime(settings)
     except ValueError as exc:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import ssl
 import subprocess
 from pathlib import Path
@@ -218,3 +219,21 @@ async def test_tls_profiles_are_refused_over_plain_websocket(start_runtime: Star
     before = metric("chargeops_handshakes_refused_total", reason="tls_required")
     assert await refused(port, "CP-NEEDS-TLS", additional_headers=basic("CP-NEEDS-TLS", PASSWORD)) == 401
     assert metric("chargeops_handshakes_refused_total", reason="tls_required") == before + 1
+
+
+async def test_handshakes_beyond_the_backlog_are_told_to_retry(start_runtime: StartRuntime) -> None:
+    runtime = await start_runtime(accept_unknown=True, handshake_backlog=0)
+    before = metric("chargeops_handshakes_refused_total", reason="busy")
+    assert await refused(runtime.gateway.port, "CP-STORM") == 503  # type: ignore[union-attr]
+    assert metric("chargeops_handshakes_refused_total", reason="busy") == before + 1
+
+
+async def test_a_reconnect_storm_is_admitted_in_bounded_batches(start_runtime: StartRuntime) -> None:
+    runtime = await start_runtime(accept_unknown=True, handshake_concurrency=4)
+    port = runtime.gateway.port  # type: ignore[union-attr]
+
+    async def one(n: int) -> str:
+        async with raw_charger(port, f"STORM{n:03d}") as cp:
+            return str((await cp.boot())["status"])
+
+    assert set(await asyncio.gather(*(one(n) for n in range(60)))) == {"Accepted"}

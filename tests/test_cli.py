@@ -1,0 +1,61 @@
+"""The command line (SPEC §3): flags with environment twins, registry commands, role checks."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+from sqlalchemy import select
+from typer.testing import CliRunner
+
+from chargeops.db.engine import make_engine, make_sessionmaker
+from chargeops.db.models import Charger
+from chargeops.settings import Settings
+from ops.cli import app
+
+runner = CliRunner()
+SECRET_ONLY_IN_ENVIRONMENT = {"admin_token"}  # a token on the command line would show in `ps`
+
+
+def test_every_setting_has_a_serve_flag_with_its_environment_twin() -> None:
+    result = runner.invoke(app, ["serve", "--help"], env={"COLUMNS": "400"}, terminal_width=400)
+    assert result.exit_code == 0
+    for name in set(Settings.model_fields) - SECRET_ONLY_IN_ENVIRONMENT:
+        assert f"--{name.replace('_', '-')}" in result.output, name
+        assert f"CHARGEOPS_{name.upper()}" in result.output, name
+
+
+def test_subset_of_roles_without_a_shared_bus_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("CHARGEOPS_MQTT_URL", raising=False)
+    result = runner.invoke(app, ["serve", "--roles", "gateway"])
+    assert result.exit_code == 2 and "CHARGEOPS_MQTT_URL" in result.output
+
+
+def test_chargers_add_registers_with_a_hashed_password(tmp_path: Any) -> None:
+    url = f"sqlite+aiosqlite:///{tmp_path}/cli.db"
+    ok = runner.invoke(
+        app,
+        ["chargers", "add", "CP-CLI", "--password", "a-long-secret", "--site", "west"],
+        env={"CHARGEOPS_DATABASE_URL": url},
+    )
+    assert ok.exit_code == 0, ok.output
+    again = runner.invoke(app, ["chargers", "add", "CP-CLI"], env={"CHARGEOPS_DATABASE_URL": url})
+    assert again.exit_code == 1 and "already exists" in again.output
+
+    async def stored() -> Charger:
+        engine = make_engine(url)
+        try:
+            async with make_sessionmaker(engine)() as session:
+                return (await session.execute(select(Charger))).scalar_one()
+        finally:
+            await engine.dispose()
+
+    row = asyncio.run(stored())
+    assert (row.id, row.site, row.security_profile) == ("CP-CLI", "west", 1)
+    assert row.password_hash and "a-long-secret" not in row.password_hash
+
+
+def test_db_upgrade_on_postgres(pg_url: str) -> None:
+    result = runner.invoke(app, ["db", "upgrade", "--database-url", pg_url])
+    assert result.exit_code == 0 and "up to date" in result.output
