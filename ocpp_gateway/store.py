@@ -10,7 +10,7 @@ import hashlib
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from sqlalchemy import select, update
+from sqlalchemy import bindparam, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from chargeops.db.engine import insert_for
@@ -29,6 +29,15 @@ class ChargerAuth:
     registration_status: str | None
 
 
+_AUTH_QUERY = select(
+    Charger.id,
+    Charger.password_hash,
+    Charger.security_profile,
+    Charger.admission,
+    Charger.registration_status,
+).where(Charger.id == bindparam("cid"))
+
+
 @dataclass(frozen=True, slots=True)
 class TokenStatus:
     status: str
@@ -43,13 +52,10 @@ class GatewayStore:
         self._sessions = sessions
 
     async def charger(self, charger_id: str) -> ChargerAuth | None:
+        """One Core query on every handshake (no ORM identity map: reconnect storms are CPU-bound)."""
         async with self._sessions() as session:
-            row = await session.get(Charger, charger_id)
-            if row is None:
-                return None
-            return ChargerAuth(
-                row.id, row.password_hash, row.security_profile, row.admission, row.registration_status
-            )
+            row = (await session.execute(_AUTH_QUERY, {"cid": charger_id})).first()
+        return ChargerAuth(*row) if row is not None else None
 
     async def admit_unknown(self, charger_id: str, admission: str) -> ChargerAuth:
         """Create a record for an unknown charger let in by `--accept-unknown` or the `pending` policy."""
@@ -67,6 +73,7 @@ class GatewayStore:
                 )
                 .on_conflict_do_nothing(index_elements=["id"])
             )
+        # usually the row just inserted; if another handshake won the race, whatever it stored
         return await self.charger(charger_id) or ChargerAuth(charger_id, None, 0, admission, None)
 
     async def record_boot(self, charger_id: str, boot: Booted, at: datetime) -> None:
