@@ -38,7 +38,7 @@ def tune_interpreter() -> None:
       (SQLite's executemany takes the GIL per row: at 5 ms per switch a batch stalled for 100s of ms)."""
     gc.collect()
     gc.freeze()
-    gc.set_threshold(50_000, 20, 100)
+    gc.set_threshold(10_000, 50, 1000)
     sys.setswitchinterval(0.0005)
 
 
