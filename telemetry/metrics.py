@@ -70,3 +70,28 @@ DATABASE_ERRORS = Counter("chargeops_database_errors_total", "Database operation
 messages_in = cached_labels(OCPP_MESSAGES)
 handling_seconds = cached_labels(OCPP_HANDLING_SECONDS)
 events_published = cached_labels(EVENTS_PUBLISHED)
+
+# -- fleet and pipeline (issue 3) -------------------------------------------------------------------------
+# Fleet state is summarised per site and status, never per charger: a per-charger view is served by the
+# API and by the Grafana "charger detail" dashboard, which reads Postgres directly.
+FLEET_CHARGERS = Gauge(
+    "chargeops_fleet_chargers",
+    "Registered chargers by site and state (online, offline, faulted)",
+    ["site", "state"],
+)
+FLEET_CONNECTORS = Gauge(
+    "chargeops_fleet_connectors", "Connectors by their latest reported status", ["status"]
+)
+SITE_POWER = Gauge("chargeops_site_power_watts", "Charging power now (latest sample per connector)", ["site"])
+SITE_ENERGY = Counter("chargeops_site_energy_wh_total", "Energy delivered in transactions", ["site"])
+SESSIONS_ACTIVE = Gauge("chargeops_sessions_active", "Transactions in progress", ["site"])
+FAULTS = Counter("chargeops_faults_total", "Faults reported by chargers (not clearings), by code", ["code"])
+INGEST_LAG = Histogram(
+    "chargeops_ingest_lag_seconds",
+    "From the gateway receiving a message to its rows being committed",
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0),
+)
+INGEST_REDELIVERIES = Counter(
+    "chargeops_ingest_redeliveries_total", "Events delivered again that were already stored (and skipped)"
+)
+BUS_ERRORS = Counter("chargeops_bus_errors_total", "Bus (broker) failures, by operation", ["operation"])
