@@ -59,6 +59,7 @@ class Settings(BaseSettings):
         default_factory=socket.gethostname,
         description="stable name of this process for its persistent MQTT session (default: host name)",
     )
+    fleet_metrics_interval: float = Field(default=10.0, description="seconds between fleet gauge refreshes")
     log_level: str = "INFO"
 
     def role_set(self) -> set[str]:

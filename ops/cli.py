@@ -120,6 +120,9 @@ def serve(
     handshake_concurrency: Annotated[
         int | None, Opt("handshake_concurrency", "handshakes checked against the database at once")
     ] = None,
+    fleet_metrics_interval: Annotated[
+        float | None, Opt("fleet_metrics_interval", "seconds between fleet gauge refreshes (ops role)")
+    ] = None,
     handshake_backlog: Annotated[
         int | None, Opt("handshake_backlog", "handshakes allowed to wait; beyond it chargers get 503")
     ] = None,

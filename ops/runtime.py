@@ -20,6 +20,7 @@ from ocpp_gateway.context import GatewayContext
 from ocpp_gateway.server import GatewayServer
 from ocpp_gateway.store import GatewayStore
 from telemetry.bus import make_bus
+from telemetry.fleet_metrics import FleetMetrics
 from telemetry.ingest import BatchWriter
 
 log = logging.getLogger("chargeops")
@@ -58,6 +59,7 @@ class Runtime:
         self.bus = make_bus(settings)
         self.gateway: GatewayServer | None = None
         self.writer: BatchWriter | None = None
+        self.fleet_metrics: FleetMetrics | None = None
         self._http: uvicorn.Server | None = None
         self._http_task: asyncio.Task[None] | None = None
 
@@ -71,6 +73,9 @@ class Runtime:
             self.writer.start()
             self.bus.subscribe(self.writer.write, durable=True)
             await self.bus.ready(timeout=30)
+        if "ops" in self.roles:
+            self.fleet_metrics = FleetMetrics(self.sessions, self.settings.fleet_metrics_interval)
+            self.fleet_metrics.start()
         if "gateway" in self.roles:
             ctx = GatewayContext(
                 self.settings, GatewayStore(self.sessions), self.bus, self.settings.gateway_id
@@ -120,6 +125,8 @@ class Runtime:
                 await self._http_task
         if self.gateway is not None:
             await self.gateway.stop()
+        if self.fleet_metrics is not None:
+            await self.fleet_metrics.stop()
         if self.writer is not None:
             await self.writer.stop()
         await self.bus.close()

@@ -1,0 +1,105 @@
+"""Fleet gauges for Grafana, summarised per site and status from the database every few seconds.
+
+Run by the `ops` role (one per deployment), so each series has exactly one source. Per-charger detail stays
+out of Prometheus (10,000 chargers); Grafana's charger dashboard reads Postgres for that.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from datetime import timedelta
+
+from sqlalchemy import DateTime, bindparam, text
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from chargeops.events import utcnow
+from telemetry.metrics import DATABASE_ERRORS, FLEET_CHARGERS, FLEET_CONNECTORS, SESSIONS_ACTIVE, SITE_POWER
+
+log = logging.getLogger(__name__)
+
+CHARGERS_BY_STATE = text(
+    """
+    SELECT coalesce(c.site, ''), c.connected, f.charger_id IS NOT NULL, count(*)
+    FROM chargers c
+    LEFT JOIN (SELECT DISTINCT charger_id FROM connectors WHERE status = 'Faulted') f ON f.charger_id = c.id
+    GROUP BY 1, 2, 3
+    """
+)
+CONNECTORS_BY_STATUS = text("SELECT status, count(*) FROM connectors GROUP BY status")
+ACTIVE_SESSIONS = text(
+    """
+    SELECT coalesce(c.site, ''), count(*)
+    FROM transactions t LEFT JOIN chargers c ON c.id = t.charger_id
+    WHERE t.active GROUP BY 1
+    """
+)
+# Latest total power sample per connector within the window, summed per site.
+SITE_POWER_NOW = text(
+    """
+    SELECT coalesce(c.site, ''), sum(p.value)
+    FROM (
+        SELECT charger_id, value, row_number() OVER (
+                   PARTITION BY charger_id, evse_id, connector_id ORDER BY sampled_at DESC
+               ) AS n
+        FROM meter_samples
+        WHERE measurand = 'Power.Active.Import' AND phase IS NULL AND sampled_at > :since
+    ) p JOIN chargers c ON c.id = p.charger_id
+    WHERE p.n = 1 GROUP BY 1
+    """
+).bindparams(bindparam("since", type_=DateTime(timezone=True)))
+POWER_WINDOW = timedelta(minutes=2)
+
+
+async def refresh(sessions: async_sessionmaker[AsyncSession]) -> None:
+    """Read the fleet state, then replace every gauge's series in one step (no await in between, so a
+    scrape never sees a half-updated set)."""
+    async with sessions() as session:
+        chargers = (await session.execute(CHARGERS_BY_STATE)).all()
+        connectors = (await session.execute(CONNECTORS_BY_STATUS)).all()
+        sessions_active = (await session.execute(ACTIVE_SESSIONS)).all()
+        power = (await session.execute(SITE_POWER_NOW, {"since": utcnow() - POWER_WINDOW})).all()
+    counts: dict[tuple[str, str], int] = {}
+    for site, connected, faulted, n in chargers:
+        state = "offline" if not connected else ("faulted" if faulted else "online")
+        counts[(site, state)] = counts.get((site, state), 0) + int(n)
+    FLEET_CHARGERS.clear()
+    for (site, state), n in counts.items():
+        FLEET_CHARGERS.labels(site, state).set(n)
+    FLEET_CONNECTORS.clear()
+    for status, n in connectors:
+        FLEET_CONNECTORS.labels(status).set(n)
+    SESSIONS_ACTIVE.clear()
+    for site, n in sessions_active:
+        SESSIONS_ACTIVE.labels(site).set(n)
+    SITE_POWER.clear()
+    for site, watts in power:
+        SITE_POWER.labels(site).set(float(watts or 0.0))
+
+
+class FleetMetrics:
+    """Refreshes the fleet gauges every `interval` seconds; database trouble is logged and counted."""
+
+    def __init__(self, sessions: async_sessionmaker[AsyncSession], interval: float = 10.0):
+        self._sessions = sessions
+        self._interval = interval
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._run(), name="fleet-metrics")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    async def _run(self) -> None:
+        while True:
+            try:
+                await refresh(self._sessions)
+            except Exception as exc:
+                DATABASE_ERRORS.labels("fleet_metrics").inc()
+                log.warning("fleet metrics not refreshed: %s", exc)
+            await asyncio.sleep(self._interval)
