@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
+import json
 import signal
 from enum import StrEnum
 from pathlib import Path
@@ -176,8 +178,9 @@ def simulate(
 
 
 async def _simulate(config: Any, run_fleet: Any) -> None:
+    """Run the fleet and print its report as JSON."""
     report = await run_fleet(config)
-    typer.echo(repr(report))
+    typer.echo(json.dumps(dataclasses.asdict(report), indent=2))
 
 
 @app.command()
