@@ -227,6 +227,17 @@ def start_server(database_url: str | None) -> tuple[subprocess.Popen[bytes], int
     return subprocess.Popen(cmd, cwd=ROOT, env=env), port, http, db
 
 
+async def wait_for_port(port: int, attempts: int = 300) -> None:
+    """Until the server under test accepts connections."""
+    for _ in range(attempts):
+        try:
+            with socket.create_connection(("127.0.0.1", port), 0.2):
+                return
+        except OSError:
+            await asyncio.sleep(0.1)
+    raise TimeoutError(f"nothing listens on port {port}")
+
+
 def histogram_quantile(metrics: str, name: str, q: float) -> float | None:
     """Upper bound (seconds) of the bucket holding quantile `q` of a Prometheus histogram, from its text."""
     buckets = []
@@ -243,12 +254,7 @@ def histogram_quantile(metrics: str, name: str, q: float) -> float | None:
 async def run(
     args: argparse.Namespace, server: subprocess.Popen[bytes], port: int, http: int, db: str
 ) -> dict[str, Any]:
-    for _ in range(300):
-        try:
-            with socket.create_connection(("127.0.0.1", port), 0.2):
-                break
-        except OSError:
-            await asyncio.sleep(0.1)
+    await wait_for_port(port)
     await asyncio.sleep(0.5)
     url = f"ws://127.0.0.1:{port}/ocpp"
     base_rss = rss_kib(server.pid)

@@ -12,21 +12,15 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import socket
 import time
 from typing import Any
 
-from bench.gateway import rss_kib, start_server
+from bench.gateway import rss_kib, start_server, wait_for_port
 from firmware_stubs.fleet import FleetConfig, build_fleet, report, run_fleet
 
 
 async def run(args: argparse.Namespace, port: int) -> dict[str, Any]:
-    for _ in range(300):
-        try:
-            with socket.create_connection(("127.0.0.1", port), 0.2):
-                break
-        except OSError:
-            await asyncio.sleep(0.1)
+    await wait_for_port(port)
     config = FleetConfig(
         csms_url=f"ws://127.0.0.1:{port}/ocpp",
         chargers=args.chargers,

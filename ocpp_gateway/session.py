@@ -16,7 +16,7 @@ from datetime import datetime
 from typing import Any, ClassVar
 
 from ocpp.charge_point import ChargePoint
-from ocpp.routing import create_route_map
+from ocpp.routing import create_route_map, on
 from sqlalchemy.exc import SQLAlchemyError
 from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import ConnectionClosed
@@ -26,6 +26,7 @@ from chargeops.events import (
     Body,
     Booted,
     Event,
+    Heartbeat,
     MeterValues,
     Reported,
     utcnow,
@@ -44,6 +45,7 @@ from ocpp_gateway.rpc import (
     validate,
 )
 from ocpp_gateway.store import ChargerAuth, TokenStatus
+from ocpp_gateway.times import ocpp_time
 from ocpp_gateway.urls import url_problem
 from ocpp_gateway.versions import OcppVersion
 from telemetry.bus import CommandReply
@@ -205,8 +207,15 @@ class ChargerSession(ChargePoint):
             ]
         )
 
-    async def register_boot(self, boot: Booted) -> tuple[str, int]:
-        """Decide Accepted / Pending / Rejected from the operator's admission; returns (status, interval)."""
+    @on("Heartbeat")
+    async def on_heartbeat(self, p: dict[str, Any]) -> dict[str, Any]:
+        """Same in every version: refreshes last_seen, tells the time."""
+        await self.emit(Heartbeat())
+        return {"currentTime": ocpp_time()}
+
+    async def register_boot(self, boot: Booted) -> dict[str, Any]:
+        """Decide Accepted / Pending / Rejected from the operator's admission; the BootNotification answer
+        (the same three fields in every version)."""
         status = {"accepted": "Accepted", "pending": "Pending"}.get(self.auth.admission, "Rejected")
         boot.registration = status
         now = utcnow()
@@ -216,7 +225,7 @@ class ChargerSession(ChargePoint):
         settings = self.ctx.settings
         interval = settings.heartbeat_interval if status == "Accepted" else settings.boot_retry_interval
         self.log.info("boot %s (%s %s, firmware %s)", status, boot.vendor, boot.model, boot.firmware_version)
-        return status, interval
+        return {"status": status, "currentTime": ocpp_time(), "interval": interval}
 
     async def authorize(self, id_token: str) -> TokenStatus:
         token = await self.ctx.store.id_token(id_token, utcnow())

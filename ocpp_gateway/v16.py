@@ -13,7 +13,6 @@ from chargeops.events import (
     Booted,
     FaultReported,
     FirmwareStatus,
-    Heartbeat,
     LogStatus,
     SecurityEvent,
     StatusChanged,
@@ -48,13 +47,7 @@ class Session16(ChargerSession):
             serial_number=p.get("chargePointSerialNumber") or p.get("chargeBoxSerialNumber"),
             firmware_version=p.get("firmwareVersion"),
         )
-        status, interval = await self.register_boot(boot)
-        return {"status": status, "currentTime": ocpp_time(), "interval": interval}
-
-    @on("Heartbeat")
-    async def on_heartbeat(self, p: Payload) -> Payload:
-        await self.emit(Heartbeat())
-        return {"currentTime": ocpp_time()}
+        return await self.register_boot(boot)
 
     @on("StatusNotification")
     async def on_status_notification(self, p: Payload) -> Payload:

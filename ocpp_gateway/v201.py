@@ -11,7 +11,6 @@ from chargeops.events import (
     Booted,
     FaultReported,
     FirmwareStatus,
-    Heartbeat,
     LogStatus,
     Reported,
     SecurityEvent,
@@ -86,13 +85,7 @@ class Session201(ChargerSession):
             firmware_version=station.get("firmwareVersion"),
             reason=p["reason"],
         )
-        status, interval = await self.register_boot(boot)
-        return {"status": status, "currentTime": ocpp_time(), "interval": interval}
-
-    @on("Heartbeat")
-    async def on_heartbeat(self, p: Payload) -> Payload:
-        await self.emit(Heartbeat())
-        return {"currentTime": ocpp_time()}
+        return await self.register_boot(boot)
 
     @on("StatusNotification")
     async def on_status_notification(self, p: Payload) -> Payload:

@@ -3,7 +3,7 @@ which side initiates each action. Nothing else in the gateway branches on a vers
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import ocpp
@@ -125,15 +125,12 @@ V201 = OcppVersion(
     charger_actions=_V2_CHARGER_ACTIONS,
 )
 
-V21 = OcppVersion(
+V21 = replace(
+    V201,
     subprotocol="ocpp2.1",
     name="2.1",
     schema_dir=_SCHEMA_ROOT / "v21" / "schemas",
-    request_suffix="Request",
-    format_violation="FormatViolation",
     occurrence_violation="OccurrenceConstraintViolation",
-    rpc_framework_error="RpcFrameworkError",
-    message_type_not_supported="MessageTypeNotSupported",
     charger_actions=_V2_CHARGER_ACTIONS
     | frozenset(
         {
