@@ -1,0 +1,10 @@
+-- What Grafana's read-only role may read: the tables of the charger-detail dashboard, and the charger
+-- registry without its password hash (SPEC 8: no secret in a dashboard). Idempotent; run after every
+-- `chargeops db upgrade` (compose service `db-grants`), because migrations may add tables.
+-- Usage: psql -v ON_ERROR_STOP=1 -v reader=grafana_reader -f grants.sql
+GRANT USAGE ON SCHEMA public TO :"reader";
+GRANT SELECT ON connectors, transactions, meter_samples, events TO :"reader";
+GRANT SELECT (
+    id, site, kind, vendor, model, serial_number, firmware_version, admission, registration_status,
+    protocol, connected, gateway_id, last_boot_at, last_seen, created_at, updated_at
+) ON chargers TO :"reader";
