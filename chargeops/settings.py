@@ -59,6 +59,12 @@ class Settings(BaseSettings):
         default_factory=socket.gethostname,
         description="stable name of this process for its persistent MQTT session (default: host name)",
     )
+    spool_dir: Path | None = Field(
+        default=None, description="gateway event spool while the broker is away (default ./chargeops-spool)"
+    )
+    spool_max_events: int = Field(
+        default=1_000_000, description="events the gateway spools; beyond it calls get InternalError"
+    )
     fleet_metrics_interval: float = Field(default=10.0, description="seconds between fleet gauge refreshes")
     log_level: str = "INFO"
 

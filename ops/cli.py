@@ -122,6 +122,12 @@ def serve(
     handshake_concurrency: Annotated[
         int | None, Opt("handshake_concurrency", "handshakes checked against the database at once")
     ] = None,
+    spool_dir: Annotated[
+        Path | None, Opt("spool_dir", "gateway event spool while the broker is away (./chargeops-spool)")
+    ] = None,
+    spool_max_events: Annotated[
+        int | None, Opt("spool_max_events", "events the gateway spools; beyond it calls get InternalError")
+    ] = None,
     fleet_metrics_interval: Annotated[
         float | None, Opt("fleet_metrics_interval", "seconds between fleet gauge refreshes (ops role)")
     ] = None,

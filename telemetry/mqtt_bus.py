@@ -25,9 +25,14 @@ topic. A gateway executes a charger's commands only while the newest notice it h
 delivers the messages of one topic to every subscriber in the same order, so a command is executed by the
 old holder (it came before the new notice) or the new one (after), never both.
 
-`publish` returns once the broker acknowledged every event (PUBACK). If the broker is unreachable it raises
-`ConnectionError` at once: the gateway answers the charger `InternalError` and the charger retries.
-Buffering events in memory while the broker is away (bounded, replayed on reconnect) is a later issue.
+`publish` returns once the broker acknowledged every event (PUBACK) or, in a gateway process while the broker
+is away, once the events are fsync'ed to the gateway's spool (`telemetry/spool.py`), which a replay task
+sends to the broker, oldest first, after reconnecting; until the spool is empty new events queue behind it.
+A full spool makes `publish` raise `SpoolFull` (a `ConnectionError`): the charger is answered `InternalError`
+and retries later.
+
+Ingest keeps several batches in its handler at once (the handler group-commits them) and acks each batch,
+in arrival order, once it and every batch before it are stored.
 """
 
 from __future__ import annotations
@@ -37,9 +42,10 @@ import logging
 import math
 import time
 import uuid
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Awaitable, Iterable, MutableMapping, Sequence
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any
 from urllib.parse import quote, unquote, urlsplit
 
@@ -52,7 +58,8 @@ from paho.mqtt.properties import Properties
 from chargeops.events import Event
 from chargeops.settings import Settings
 from telemetry.bus import CommandExecutor, CommandReply, EventHandler
-from telemetry.metrics import EVENTS_PUBLISHED
+from telemetry.metrics import BUS_ERRORS, EVENTS_PUBLISHED
+from telemetry.spool import Spool, SpoolFull
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +67,7 @@ VERSION = "v1"
 SHARE_GROUP = "chargeops-ingest"
 _SUBSCRIBE_CHUNK = 500  # topics per SUBSCRIBE / UNSUBSCRIBE packet
 _SEEN_REQUESTS = 10_000  # request ids remembered against QoS 1 redelivery
+_NO_MATCHING_SUBSCRIBERS = 16  # MQTT 5 PUBACK reason: accepted, but nobody will ever get the message
 
 
 class _ChargerLog(logging.LoggerAdapter):  # type: ignore[type-arg]
@@ -96,6 +104,14 @@ class _Pending:
     reply: asyncio.Future[CommandReply]
 
 
+class NoSubscriber(ConnectionError):
+    """The broker acked an event with "no matching subscribers": it is gone unless we keep it.
+
+    Happens before any ingest session subscribed, and after a Mosquitto 2.0 restart until ingest
+    re-subscribes (Mosquitto restores persistent sessions and their queued messages, but not their
+    shared subscriptions)."""
+
+
 class _Conn:
     """One broker connection; `lost` completes when it ends, so waits on it fail fast.
 
@@ -106,13 +122,20 @@ class _Conn:
     def __init__(self, client: aiomqtt.Client) -> None:
         self.client = client
         self.lost: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._acks: dict[int, asyncio.Future[None]] = {}
+        self._acks: dict[int, tuple[asyncio.Future[None], bool]] = {}
         client._client.on_publish = self._on_publish
 
     def send(
-        self, topic: str, payload: bytes, *, retain: bool = False, properties: Properties | None = None
+        self,
+        topic: str,
+        payload: bytes,
+        *,
+        retain: bool = False,
+        properties: Properties | None = None,
+        subscribed: bool = False,
     ) -> asyncio.Future[None]:
-        """QoS 1 publish; the future completes with the broker's PUBACK."""
+        """QoS 1 publish; the future completes with the broker's PUBACK. With `subscribed`, a PUBACK
+        saying nobody subscribed is a failure (`NoSubscriber`): the message was dropped."""
         fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         info = self.client._client.publish(topic, payload, qos=1, retain=retain, properties=properties)
         if info.rc != mqtt.MQTT_ERR_SUCCESS:
@@ -120,15 +143,17 @@ class _Conn:
         elif info.is_published():
             fut.set_result(None)
         else:
-            self._acks[info.mid] = fut
+            self._acks[info.mid] = (fut, subscribed)
         return fut
 
     def _on_publish(self, _client: Any, _userdata: Any, mid: int, reason: Any, _props: Any) -> None:
-        fut = self._acks.pop(mid, None)
+        fut, subscribed = self._acks.pop(mid, (None, False))
         if fut is None or fut.done():
             return
         if getattr(reason, "is_failure", False):
             fut.set_exception(ConnectionError(f"broker refused the message: {reason}"))
+        elif subscribed and getattr(reason, "value", 0) == _NO_MATCHING_SUBSCRIBERS:
+            fut.set_exception(NoSubscriber("the broker has no subscriber for the event (is ingest up?)"))
         else:
             fut.set_result(None)
 
@@ -160,9 +185,13 @@ class MqttBus:
         session_expiry: int = 7 * 86400,
         max_batch: int = 5000,
         batch_wait: float = 0.002,
+        ingest_pipeline: int = 4,
         connect_timeout: float = 10.0,
         op_timeout: float = 10.0,
         listener_queue: int = 100_000,
+        spool_dir: Path | None = None,
+        spool_max_events: int | None = None,
+        replay_batch: int = 2000,
     ) -> None:
         url = urlsplit(settings.mqtt_url or "")
         if url.scheme != "mqtt":
@@ -184,6 +213,7 @@ class MqttBus:
         self._session_expiry = session_expiry
         self._max_batch = max_batch
         self._batch_wait = batch_wait
+        self._pipeline = ingest_pipeline
         self._connect_timeout = connect_timeout
         self._op_timeout = op_timeout
         self._listener_queue = listener_queue
@@ -200,6 +230,18 @@ class MqttBus:
         self._pending: dict[str, _Pending] = {}
         self._seen: OrderedDict[str, None] = OrderedDict()
         self._tasks: set[asyncio.Task[Any]] = set()
+
+        # The spool belongs to the gateway role (the only publisher of events); settings fields are
+        # `spool_dir` / `spool_max_events` (CHARGEOPS_SPOOL_DIR / CHARGEOPS_SPOOL_MAX_EVENTS).
+        self._spool_enabled = "gateway" in settings.role_set()
+        directory = spool_dir or settings.spool_dir or Path.cwd() / "chargeops-spool"
+        name = f"{quote(root, safe='')}-{quote(settings.gateway_id, safe='')}.sqlite3"
+        self.spool_path = Path(directory) / name
+        self._spool_max = spool_max_events or settings.spool_max_events
+        self._replay_batch = replay_batch
+        self.spool: Spool | None = None
+        self._spool_lock = asyncio.Lock()
+        self._running = False  # between start() and close(): a closed bus must not spool (nobody replays)
 
     # -- topics ---------------------------------------------------------------------------------------
 
@@ -240,7 +282,12 @@ class MqttBus:
         return client
 
     async def start(self) -> None:
-        """Connect; raises ConnectionError if the broker cannot be reached within `connect_timeout`."""
+        """Connect; raises ConnectionError if the broker cannot be reached within `connect_timeout`.
+
+        A spool a previous gateway process left behind is reopened first, and replayed once connected."""
+        self._running = True
+        if self._spool_enabled and self.spool_path.exists():
+            await self._open_spool()
         main = self._spawn(self._run_main(), "mqtt-bus")
         up = asyncio.ensure_future(self._up.wait())
         await asyncio.wait({main, up}, timeout=self._connect_timeout, return_when=asyncio.FIRST_COMPLETED)
@@ -250,10 +297,14 @@ class MqttBus:
             raise ConnectionError(f"MQTT broker {self._host}:{self._port} unreachable")
 
     async def close(self) -> None:
+        self._running = False
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self._tasks.clear()
+        if self.spool is not None:
+            await self.spool.close()
+            self.spool = None
 
     async def _backoff(self, delay: float) -> float:
         await asyncio.sleep(delay)
@@ -281,6 +332,7 @@ class MqttBus:
                     finally:
                         syncer.cancel()
             except (aiomqtt.MqttError, ConnectionError) as exc:
+                BUS_ERRORS.labels("connect").inc()
                 log.warning("mqtt bus connection lost: %s; reconnecting in %.1f s", exc, delay)
             finally:
                 self._up.clear()
@@ -306,15 +358,75 @@ class MqttBus:
                 done.add_done_callback(_retrieve)
 
     async def publish(self, events: Sequence[Event]) -> None:
-        """Returns once the broker acknowledged every event (QoS 1), or raises ConnectionError."""
+        """Returns once the broker acknowledged every event (QoS 1) or, in a gateway, once they are in
+        the spool; raises ConnectionError (`SpoolFull` when the spool is full) otherwise.
+
+        While the spool holds anything, new events go behind it, so the broker sees a charger's events
+        in the order they were reported (a replayed `connected` must not land after a newer one)."""
         if not events:
             return
+        items = [(self.event_topic(ev), ev.to_json()) for ev in events]
         conn = self._conn
-        if conn is None:
+        if conn is not None and (self.spool is None or len(self.spool) == 0):
+            try:
+                await self._confirmed(conn, (conn.send(t, body, subscribed=True) for t, body in items))
+            except ConnectionError:
+                BUS_ERRORS.labels("publish").inc()
+                if not (self._spool_enabled and self._running):
+                    raise
+            else:
+                for ev in events:
+                    EVENTS_PUBLISHED.labels(ev.kind.value).inc()
+                return
+        elif not (self._spool_enabled and self._running):
+            BUS_ERRORS.labels("publish").inc()
             raise ConnectionError("MQTT broker unavailable")
-        await self._confirmed(conn, (conn.send(self.event_topic(ev), ev.to_json()) for ev in events))
-        for ev in events:
-            EVENTS_PUBLISHED.labels(ev.kind.value).inc()
+        spool = self.spool or await self._open_spool()
+        if len(spool) == 0:
+            log.warning("MQTT broker unavailable: spooling events to %s", self.spool_path)
+        try:
+            await spool.append(items)
+        except SpoolFull:
+            BUS_ERRORS.labels("spool_full").inc()
+            raise
+
+    async def _open_spool(self) -> Spool:
+        """Opened on the first event the broker could not take, or at start if one was left behind."""
+        async with self._spool_lock:
+            if self.spool is None:
+                spool = Spool(self.spool_path, self._spool_max)
+                await spool.open()
+                if len(spool):
+                    log.warning("%d events waiting in the spool %s", len(spool), self.spool_path)
+                self.spool = spool
+                self._spawn(self._replay(spool), "mqtt-bus-replay")
+            return self.spool
+
+    async def _replay(self, spool: Spool) -> None:
+        """Sends the spool to the broker, oldest first, a batch at a time; a batch leaves the spool only
+        after the broker acknowledged all of it (a crash in between sends it again: ingest is idempotent)."""
+        while True:
+            conn = self._conn
+            if conn is None:
+                await self._up.wait()
+                continue
+            spool.committed.clear()
+            rows = await spool.head(self._replay_batch)
+            if not rows:
+                await spool.committed.wait()
+                continue
+            try:
+                await self._confirmed(conn, (conn.send(t, body, subscribed=True) for _, t, body in rows))
+            except ConnectionError as exc:
+                BUS_ERRORS.labels("replay").inc()
+                log.warning("replaying the spool failed: %s; retrying after reconnect", exc)
+                await asyncio.wait({conn.lost}, timeout=1.0)
+                continue
+            await spool.remove(rows[-1][0], len(rows))
+            for _, topic, _ in rows:
+                EVENTS_PUBLISHED.labels(topic.rsplit("/", 1)[1]).inc()
+            if len(spool) == 0:
+                log.info("spool drained: every queued event reached the broker")
 
     async def ready(self, timeout: float) -> None:
         """Once a durable subscription exists, wait until the broker confirmed it: before that, events
@@ -373,18 +485,22 @@ class MqttBus:
                     delay = 0.2
                     await self._consume(client, handler)
             except aiomqtt.MqttError as exc:
+                BUS_ERRORS.labels("connect").inc()
                 log.warning("durable subscription lost: %s; reconnecting in %.1f s", exc, delay)
             finally:
                 self.durable_ready.clear()
             delay = await self._backoff(delay)
 
     async def _consume(self, client: aiomqtt.Client, handler: EventHandler) -> None:
-        """Batches what has arrived, hands it to the handler until it succeeds, then acks it in order.
+        """Batches what has arrived and hands up to `ingest_pipeline` batches to the handler at once (it
+        group-commits them); acks each batch, in arrival order, once it and all before it are stored.
 
-        Unacked messages of a broken connection are redelivered by the broker on reconnect; ingest stores
-        by event id, so a batch that was stored but not acked is not stored twice.
+        One batch at a time capped a session at a few thousand events/s: the broker's window sat idle
+        during every commit. Unacked messages of a broken connection are redelivered by the broker on
+        reconnect; ingest stores by event id, so a batch that was stored but not acked is not stored twice.
         """
         inbox: asyncio.Queue[aiomqtt.Message] = asyncio.Queue()
+        storing: deque[tuple[list[aiomqtt.Message], asyncio.Task[None]]] = deque()
 
         async def read() -> None:
             async for msg in client.messages:
@@ -393,27 +509,43 @@ class MqttBus:
         reader = asyncio.ensure_future(read())
         try:
             while True:
-                got = asyncio.ensure_future(inbox.get())
+                while storing and storing[0][1].done():
+                    self._ack(client, storing.popleft()[0])
+                waits: set[asyncio.Future[Any]] = {reader}
+                got: asyncio.Future[aiomqtt.Message] | None = None
+                if len(storing) < self._pipeline:
+                    got = asyncio.ensure_future(inbox.get())
+                    waits.add(got)
+                if storing:
+                    waits.add(storing[0][1])
                 try:
-                    await asyncio.wait({got, reader}, return_when=asyncio.FIRST_COMPLETED)
+                    await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
                 finally:
-                    got.cancel()  # no-op when it has a message
-                if not got.done() or got.cancelled():
-                    reader.result()  # raises the MqttError that ended the connection
-                    raise aiomqtt.MqttError("message stream ended")
+                    if got is not None and not got.done():
+                        got.cancel()  # it has taken nothing from the inbox
+                if reader.done():
+                    break  # the connection ended: the broker redelivers what is unacked, ack nothing
+                if got is None or not got.done():
+                    continue
                 batch = [got.result()]
                 if inbox.qsize() < self._max_batch:
                     await asyncio.sleep(self._batch_wait)  # let a burst gather into one commit
                 while not inbox.empty() and len(batch) < self._max_batch:
                     batch.append(inbox.get_nowait())
-                await self._handle_batch(batch, handler)
-                if reader.done():
-                    break  # the connection ended while storing: the broker redelivers, do not ack
-                for msg in batch:
-                    client._client.ack(msg.mid, msg.qos)
+                storing.append((batch, asyncio.ensure_future(self._handle_batch(batch, handler))))
         finally:
             reader.cancel()
-        reader.result()
+            for _, task in storing:
+                task.cancel()
+            await asyncio.gather(reader, *(task for _, task in storing), return_exceptions=True)
+        reader.result()  # raises the MqttError that ended the connection
+        raise aiomqtt.MqttError("message stream ended")
+
+    @staticmethod
+    def _ack(client: aiomqtt.Client, batch: list[aiomqtt.Message]) -> None:
+        for msg in batch:
+            if client._client.ack(msg.mid, msg.qos) != mqtt.MQTT_ERR_SUCCESS:
+                BUS_ERRORS.labels("ack").inc()  # the connection is going: the broker redelivers
 
     async def _handle_batch(self, batch: list[aiomqtt.Message], handler: EventHandler) -> None:
         events: list[Event] = []
