@@ -65,6 +65,9 @@ class Settings(BaseSettings):
     spool_max_events: int = Field(
         default=1_000_000, description="events the gateway spools; beyond it calls get InternalError"
     )
+    sample_retention_days: int = Field(
+        default=90, description="days of raw meter samples and 1-minute rollups kept"
+    )
     fleet_metrics_interval: float = Field(default=10.0, description="seconds between fleet gauge refreshes")
     log_level: str = "INFO"
 

@@ -128,6 +128,9 @@ def serve(
     spool_max_events: Annotated[
         int | None, Opt("spool_max_events", "events the gateway spools; beyond it calls get InternalError")
     ] = None,
+    sample_retention_days: Annotated[
+        int | None, Opt("sample_retention_days", "days of raw meter samples and 1-minute rollups kept")
+    ] = None,
     fleet_metrics_interval: Annotated[
         float | None, Opt("fleet_metrics_interval", "seconds between fleet gauge refreshes (ops role)")
     ] = None,

@@ -22,6 +22,7 @@ from ocpp_gateway.store import GatewayStore
 from telemetry.bus import make_bus
 from telemetry.fleet_metrics import FleetMetrics
 from telemetry.ingest import BatchWriter
+from telemetry.retention import Maintenance
 
 log = logging.getLogger("chargeops")
 
@@ -60,6 +61,7 @@ class Runtime:
         self.gateway: GatewayServer | None = None
         self.writer: BatchWriter | None = None
         self.fleet_metrics: FleetMetrics | None = None
+        self.maintenance: Maintenance | None = None
         self._http: uvicorn.Server | None = None
         self._http_task: asyncio.Task[None] | None = None
 
@@ -72,6 +74,8 @@ class Runtime:
             self.writer = BatchWriter(self.sessions)
             self.writer.start()
             self.bus.subscribe(self.writer.write, durable=True)
+            self.maintenance = Maintenance(self.sessions, self.settings)
+            self.maintenance.start()
             await self.bus.ready(timeout=30)
         if "ops" in self.roles:
             self.fleet_metrics = FleetMetrics(self.sessions, self.settings.fleet_metrics_interval)
@@ -127,6 +131,8 @@ class Runtime:
             await self.gateway.stop()
         if self.fleet_metrics is not None:
             await self.fleet_metrics.stop()
+        if self.maintenance is not None:
+            await self.maintenance.stop()
         if self.writer is not None:
             await self.writer.stop()
         await self.bus.close()

@@ -3,6 +3,7 @@
 Concurrent publishers share one commit (group commit): a charger's answer waits a few milliseconds for the
 batch it is in, and one transaction stores the events of hundreds of chargers. Every insert is
 `ON CONFLICT DO NOTHING` on the event's deterministic id, so a re-delivered event never makes a second row.
+On Postgres the rows travel by binary COPY (`telemetry.pg_copy`); SQLite takes batched inserts.
 """
 
 from __future__ import annotations
@@ -12,30 +13,41 @@ import itertools
 import logging
 import time
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Table, and_, bindparam, or_, update
+import orjson
+from prometheus_client import Counter
+from sqlalchemy import Table, and_, bindparam, or_, select, tuple_, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession, async_sessionmaker
 
 from chargeops.db.engine import insert_for
-from chargeops.db.models import Charger, Connector, MeterSample, StoredEvent, Transaction
+from chargeops.db.models import Charger, Connector, MeterRollupDirty, MeterSample, StoredEvent, Transaction
 from chargeops.events import (
     Connected,
     Disconnected,
     Event,
     EventKind,
+    FaultReported,
     MeterValues,
     StatusChanged,
+    TransactionEnded,
+    utcnow,
 )
 from telemetry.metrics import (
     DATABASE_ERRORS,
+    FAULTS,
     INGEST_BATCH_SIZE,
     INGEST_COMMIT_SECONDS,
     INGEST_ERRORS,
+    INGEST_LAG,
+    INGEST_REDELIVERIES,
     INGEST_ROWS,
+    SITE_ENERGY,
 )
+from telemetry.pg_copy import SAMPLE_COLUMNS, copy_events
 
 log = logging.getLogger(__name__)
 
@@ -136,6 +148,11 @@ SAMPLES: Table = MeterSample.__table__  # type: ignore[assignment]
 CONNECTORS: Table = Connector.__table__  # type: ignore[assignment]
 CHARGERS: Table = Charger.__table__  # type: ignore[assignment]
 TRANSACTIONS: Table = Transaction.__table__  # type: ignore[assignment]
+DIRTY: Table = MeterRollupDirty.__table__  # type: ignore[assignment]
+
+# A charger can send any error code; beyond this many distinct ones they are counted as "other", so a
+# misbehaving charger cannot grow the metric without bound.
+MAX_FAULT_CODES = 200
 
 _touch = (
     update(CHARGERS)
@@ -143,70 +160,70 @@ _touch = (
     .where(or_(CHARGERS.c.last_seen.is_(None), CHARGERS.c.last_seen < bindparam("seen")))
     .values(last_seen=bindparam("seen"))
 )
+_energy_rows = (
+    select(
+        TRANSACTIONS.c.id,
+        TRANSACTIONS.c.charger_id,
+        TRANSACTIONS.c.transaction_id,
+        TRANSACTIONS.c.meter_start_wh,
+        TRANSACTIONS.c.meter_last_wh,
+        TRANSACTIONS.c.energy_counted_wh,
+        CHARGERS.c.site,
+    )
+    .select_from(TRANSACTIONS.outerjoin(CHARGERS, CHARGERS.c.id == TRANSACTIONS.c.charger_id))
+    .order_by(TRANSACTIONS.c.id)  # lock order: concurrent ingest processes never deadlock on these rows
+    .with_for_update(of=TRANSACTIONS)
+)
 _energy = (
     update(TRANSACTIONS)
-    .where(TRANSACTIONS.c.charger_id == bindparam("cid"), TRANSACTIONS.c.transaction_id == bindparam("tid"))
-    .where(or_(TRANSACTIONS.c.meter_last_wh.is_(None), TRANSACTIONS.c.meter_last_wh < bindparam("wh")))
-    .values(meter_last_wh=bindparam("wh"))
+    .where(TRANSACTIONS.c.id == bindparam("row_id"))
+    .values(meter_last_wh=bindparam("last"), energy_counted_wh=bindparam("counted"))
 )
 
 
-async def store_events(
-    sessions: async_sessionmaker[AsyncSession],
-    events: Sequence[Event],
-    last_seen: dict[str, datetime] | None = None,
-) -> None:
-    """Write one batch in one transaction: event log, meter samples, connector status, presence, energy.
+@dataclass(slots=True)
+class _Batch:
+    """One batch sorted out: rows to write and what the metrics need once they are committed."""
 
-    Core statements with executemany: a handful of round trips per batch, whatever its size.
-    """
-    started = time.perf_counter()
-    event_rows: dict[str, dict[str, Any]] = {}
-    samples: list[dict[str, Any]] = []
-    status: dict[tuple[str, int, int], dict[str, Any]] = {}
-    energy: dict[tuple[str, str], float] = {}
-    presence: list[Event] = []
+    events: dict[str, Event] = field(default_factory=dict)
+    samples: list[tuple[Any, ...]] = field(default_factory=list)
+    status: dict[tuple[str, int, int], dict[str, Any]] = field(default_factory=dict)
+    presence: list[Event] = field(default_factory=list)
+
+
+def _collect(events: Sequence[Event]) -> _Batch:
+    batch = _Batch()
     for ev in events:
-        if ev.event_id in event_rows or ev.kind is EventKind.HEARTBEAT:
+        if ev.event_id in batch.events or ev.kind is EventKind.HEARTBEAT:
             continue  # a heartbeat only refreshes last_seen: no row per heartbeat per charger
-        event_rows[ev.event_id] = {
-            "event_id": ev.event_id,
-            "charger_id": ev.charger_id,
-            "kind": ev.kind.value,
-            "reported_at": ev.reported_at,
-            "received_at": ev.received_at,
-            "data": ev.body,
-        }
+        batch.events[ev.event_id] = ev
         body = ev.body
         if isinstance(body, MeterValues):
+            default_at = ev.reported_at or ev.received_at
             for idx, s in enumerate(body.samples):
-                samples.append(
-                    {
-                        "event_id": ev.event_id,
-                        "idx": idx,
-                        "charger_id": ev.charger_id,
-                        "evse_id": body.evse_id,
-                        "connector_id": body.connector_id,
-                        "transaction_id": body.transaction_id,
-                        "sampled_at": s.sampled_at or ev.reported_at or ev.received_at,
-                        "measurand": s.measurand,
-                        "phase": s.phase,
-                        "location": s.location,
-                        "context": s.context,
-                        "unit": s.unit,
-                        "value": s.value,
-                    }
+                batch.samples.append(
+                    (
+                        ev.event_id,
+                        idx,
+                        ev.charger_id,
+                        body.evse_id,
+                        body.connector_id,
+                        body.transaction_id,
+                        s.sampled_at or default_at,
+                        s.measurand,
+                        s.phase,
+                        s.location,
+                        s.context,
+                        s.unit,
+                        s.value,
+                    )
                 )
-                if body.transaction_id and s.measurand == ENERGY_REGISTER and s.phase is None:
-                    wh = s.value * 1000 if (s.unit or "Wh") == "kWh" else s.value
-                    tx_key = (ev.charger_id, body.transaction_id)
-                    energy[tx_key] = max(energy.get(tx_key, wh), wh)
         elif isinstance(body, StatusChanged):
             key = (ev.charger_id, body.evse_id, body.connector_id)
             at = ev.reported_at or ev.received_at
-            prev = status.get(key)
+            prev = batch.status.get(key)
             if prev is None or prev["reported_at"] <= at:
-                status[key] = {
+                batch.status[key] = {
                     "charger_id": ev.charger_id,
                     "evse_id": body.evse_id,
                     "connector_id": body.connector_id,
@@ -216,21 +233,51 @@ async def store_events(
                     "reported_at": at,
                 }
         elif isinstance(body, Connected | Disconnected):
-            presence.append(ev)
+            batch.presence.append(ev)
+    return batch
 
+
+def _energy_readings(events: Iterable[Event]) -> dict[tuple[str, str], float]:
+    """The highest energy register reading (Wh) per (charger, transaction) among `events`."""
+    readings: dict[tuple[str, str], float] = {}
+    for ev in events:
+        body = ev.body
+        if isinstance(body, MeterValues) and body.transaction_id:
+            for s in body.samples:
+                if s.measurand == ENERGY_REGISTER and s.phase is None:
+                    wh = s.value * 1000 if (s.unit or "Wh") == "kWh" else s.value
+                    key = (ev.charger_id, body.transaction_id)
+                    readings[key] = max(readings.get(key, wh), wh)
+        elif isinstance(body, TransactionEnded) and body.meter_stop_wh is not None:
+            key = (ev.charger_id, body.transaction_id)
+            readings[key] = max(readings.get(key, body.meter_stop_wh), body.meter_stop_wh)
+    return readings
+
+
+async def store_events(
+    sessions: async_sessionmaker[AsyncSession],
+    events: Sequence[Event],
+    last_seen: dict[str, datetime] | None = None,
+) -> None:
+    """Write one batch in one transaction: event log, meter samples, connector status, presence, energy.
+
+    Postgres takes the rows by COPY (`telemetry.pg_copy`), SQLite by executemany; either way a handful of
+    round trips per batch, whatever its size. Only events not stored before produce samples, energy and
+    metrics, so a re-delivered batch changes nothing and counts nothing twice. Metrics move after the commit.
+    """
+    started = time.perf_counter()
+    batch = _collect(events)
     async with sessions() as session, session.begin():
         conn = await session.connection()
-        fresh: set[str] = set()
-        if event_rows:
-            ins = insert_for(conn.dialect.name, EVENTS).on_conflict_do_nothing(index_elements=["event_id"])
-            result = await conn.execute(ins.returning(EVENTS.c.event_id), list(event_rows.values()))
-            fresh = {row[0] for row in result}
-            INGEST_ROWS.labels("events").inc(len(fresh))
-        new_samples = [s for s in samples if s["event_id"] in fresh]
-        if new_samples:
-            await conn.execute(insert_for(conn.dialect.name, SAMPLES).on_conflict_do_nothing(), new_samples)
-            INGEST_ROWS.labels("meter_samples").inc(len(new_samples))
-        if status:
+        fresh_ids: set[str] = set()
+        if batch.events:
+            if conn.dialect.name == "postgresql":
+                fresh_ids = await copy_events(conn, _event_records(batch.events.values()), batch.samples)
+            else:
+                fresh_ids = await _insert_events(conn, batch)
+        fresh = [batch.events[i] for i in fresh_ids]
+        site_energy = await _advance_energy(conn, _energy_readings(fresh))
+        if batch.status:
             ins = insert_for(conn.dialect.name, CONNECTORS)
             await conn.execute(
                 ins.on_conflict_do_update(
@@ -246,15 +293,118 @@ async def store_events(
                         CONNECTORS.c.reported_at <= ins.excluded.reported_at,
                     ),
                 ),
-                list(status.values()),
+                list(batch.status.values()),
             )
-        if energy:
-            await conn.execute(_energy, [{"cid": c, "tid": t, "wh": wh} for (c, t), wh in energy.items()])
-        for ev in sorted(presence, key=lambda e: e.received_at):
+        for ev in sorted(batch.presence, key=lambda e: e.received_at):
             await _apply_presence(conn, ev)
         if last_seen:
             await conn.execute(_touch, [{"cid": c, "seen": t} for c, t in last_seen.items()])
-    log.debug("stored %d events in %.1f ms", len(event_rows), (time.perf_counter() - started) * 1000)
+    _count(batch, fresh, site_energy)
+    log.debug("stored %d events in %.1f ms", len(batch.events), (time.perf_counter() - started) * 1000)
+
+
+def _event_records(events: Iterable[Event]) -> list[tuple[Any, ...]]:
+    """Event rows for COPY: binary COPY of a json column takes the JSON text."""
+    return [
+        (
+            ev.event_id,
+            ev.charger_id,
+            ev.kind.value,
+            ev.reported_at,
+            ev.received_at,
+            orjson.dumps(ev.body).decode(),
+        )
+        for ev in events
+    ]
+
+
+async def _insert_events(conn: AsyncConnection, batch: _Batch) -> set[str]:
+    """The SQLite path: executemany inserts, samples only for the events that were new."""
+    rows = [
+        {
+            "event_id": ev.event_id,
+            "charger_id": ev.charger_id,
+            "kind": ev.kind.value,
+            "reported_at": ev.reported_at,
+            "received_at": ev.received_at,
+            "data": ev.body,
+        }
+        for ev in batch.events.values()
+    ]
+    ins = insert_for(conn.dialect.name, EVENTS).on_conflict_do_nothing(index_elements=["event_id"])
+    fresh = {row[0] for row in await conn.execute(ins.returning(EVENTS.c.event_id), rows)}
+    new_samples = [dict(zip(SAMPLE_COLUMNS, s, strict=True)) for s in batch.samples if s[0] in fresh]
+    if new_samples:
+        await conn.execute(insert_for(conn.dialect.name, SAMPLES).on_conflict_do_nothing(), new_samples)
+        dirty = {(s["charger_id"], s["sampled_at"].replace(second=0, microsecond=0)) for s in new_samples}
+        ins = insert_for(conn.dialect.name, DIRTY)
+        await conn.execute(
+            ins.on_conflict_do_nothing(), [{"charger_id": c, "bucket": b} for c, b in sorted(dirty)]
+        )
+    return fresh
+
+
+async def _advance_energy(conn: AsyncConnection, readings: dict[tuple[str, str], float]) -> dict[str, float]:
+    """Move each transaction's latest register reading forward and return the Wh newly delivered per site.
+
+    The increase is measured against `energy_counted_wh` (or the start register), which only this function
+    moves, under a row lock: a reading the gateway already wrote to `meter_last_wh` is still counted, and a
+    reading counted once is never counted again.
+    """
+    if not readings:
+        return {}
+    keys = sorted(readings)
+    result = await conn.execute(
+        _energy_rows.where(tuple_(TRANSACTIONS.c.charger_id, TRANSACTIONS.c.transaction_id).in_(keys))
+    )
+    updates: list[dict[str, Any]] = []
+    per_site: dict[str, float] = {}
+    for row_id, cid, tid, start, last, counted, site in result:
+        wh = readings[(cid, tid)]
+        base = counted if counted is not None else start
+        if base is not None and wh > base:
+            per_site[site or ""] = per_site.get(site or "", 0.0) + (wh - base)
+        new_last = wh if last is None or wh > last else last
+        new_counted = wh if counted is None or wh > counted else counted
+        if (new_last, new_counted) != (last, counted):
+            updates.append({"row_id": row_id, "last": new_last, "counted": new_counted})
+    if updates:
+        await conn.execute(_energy, updates)
+    return per_site
+
+
+def _count(batch: _Batch, fresh: list[Event], site_energy: dict[str, float]) -> None:
+    """Metrics of a committed batch: lag from the gateway receiving each new event to now, rows,
+    re-deliveries, faults by code, energy per site."""
+    if not batch.events:
+        return
+    now = utcnow()
+    fresh_ids = {ev.event_id for ev in fresh}
+    samples = sum(1 for s in batch.samples if s[0] in fresh_ids)
+    INGEST_ROWS.labels("events").inc(len(fresh))
+    if samples:
+        INGEST_ROWS.labels("meter_samples").inc(samples)
+    redelivered = len(batch.events) - len(fresh)
+    if redelivered:
+        INGEST_REDELIVERIES.inc(redelivered)
+    for ev in fresh:
+        INGEST_LAG.observe(max(0.0, (now - ev.received_at).total_seconds()))
+        body = ev.body
+        if isinstance(body, FaultReported) and not body.cleared:
+            _fault(body.code).inc()
+    for site, wh in site_energy.items():
+        SITE_ENERGY.labels(site).inc(wh)
+
+
+def _fault(code: str) -> Counter:
+    code = code[:64]
+    if code not in _fault_codes and len(_fault_codes) >= MAX_FAULT_CODES:
+        code = "other"
+    _fault_codes.add(code)
+    return FAULTS.labels(code)
+
+
+_fault_codes: set[str] = set()
 
 
 async def _apply_presence(conn: AsyncConnection, ev: Event) -> None:

@@ -11,6 +11,7 @@ from typing import Any
 
 import asyncpg
 import pytest
+from pydantic import SecretStr
 
 from chargeops.settings import Settings
 from ops.runtime import Runtime
@@ -68,7 +69,7 @@ async def start_runtime(sqlite_url: str) -> AsyncIterator[StartRuntime]:
             database_url=database_url or sqlite_url,
             ocpp_port=0,
             http_port=0,
-            admin_token="test-admin-token",
+            admin_token=SecretStr("test-admin-token"),
             **overrides,
         )
         runtime = Runtime(settings)

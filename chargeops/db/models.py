@@ -90,6 +90,9 @@ class Transaction(Base):
     meter_start_wh: Mapped[float | None] = mapped_column(Float)
     meter_last_wh: Mapped[float | None] = mapped_column(Float)
     meter_stop_wh: Mapped[float | None] = mapped_column(Float)
+    # The register reading up to which ingest has counted this session in chargeops_site_energy_wh_total.
+    # Separate from meter_last_wh, which the gateway also advances: each Wh is counted exactly once.
+    energy_counted_wh: Mapped[float | None] = mapped_column(Float)
     stop_reason: Mapped[str | None] = mapped_column(String(32))
     active: Mapped[bool] = mapped_column(default=True)
     last_seq_no: Mapped[int | None]
@@ -120,7 +123,12 @@ class StoredEvent(Base):
 
 
 class MeterSample(Base):
-    """One sampled value; (event_id, idx) makes re-delivery idempotent."""
+    """One sampled value; (event_id, idx) makes re-delivery idempotent.
+
+    On Postgres the table is range-partitioned by day on `sampled_at` (a TimescaleDB hypertable when that
+    extension is installed), so the key must include `sampled_at`; a re-delivered event carries the same
+    sample times, so the key still identifies a sample once.
+    """
 
     __tablename__ = "meter_samples"
     __table_args__ = (Index("ix_meter_samples_charger_time", "charger_id", "sampled_at"),)
@@ -131,13 +139,73 @@ class MeterSample(Base):
     evse_id: Mapped[int]
     connector_id: Mapped[int]
     transaction_id: Mapped[str | None] = mapped_column(String(64))
-    sampled_at: Mapped[datetime]
+    sampled_at: Mapped[datetime] = mapped_column(primary_key=True)
     measurand: Mapped[str] = mapped_column(String(64))
     phase: Mapped[str | None] = mapped_column(String(8))
     location: Mapped[str | None] = mapped_column(String(16))
     context: Mapped[str | None] = mapped_column(String(32))
     unit: Mapped[str | None] = mapped_column(String(16))
     value: Mapped[float] = mapped_column(Float)
+
+
+class MeterRollupDirty(Base):
+    """(charger, minute) buckets that received samples since the rollups last ran.
+
+    Written by ingest in the same transaction as the samples and claimed (deleted) by the rollup task, so a
+    late sample, or a commit that overtakes another, can never slip past a time watermark.
+    """
+
+    __tablename__ = "meter_rollup_dirty"
+
+    charger_id: Mapped[str] = mapped_column(String(48), primary_key=True)
+    bucket: Mapped[datetime] = mapped_column(primary_key=True)
+
+
+class _MeterRollup:
+    """Per charger, EVSE, measurand and phase ('' = the total) and time bucket, in base units (W, Wh, A, V).
+
+    `energy_wh` (energy register only) is the register increase since the previous bucket with data.
+    """
+
+    charger_id: Mapped[str] = mapped_column(String(48), primary_key=True)
+    evse_id: Mapped[int] = mapped_column(primary_key=True)
+    measurand: Mapped[str] = mapped_column(String(64), primary_key=True)
+    phase: Mapped[str] = mapped_column(String(8), primary_key=True)
+    bucket: Mapped[datetime] = mapped_column(primary_key=True, index=True)
+    samples: Mapped[int]
+    min: Mapped[float] = mapped_column(Float)
+    max: Mapped[float] = mapped_column(Float)
+    avg: Mapped[float] = mapped_column(Float)
+    last: Mapped[float] = mapped_column(Float)
+    last_at: Mapped[datetime]
+    energy_wh: Mapped[float | None] = mapped_column(Float)
+
+
+class MeterRollup1m(_MeterRollup, Base):
+    __tablename__ = "meter_rollup_1m"
+
+
+class MeterRollup1h(_MeterRollup, Base):
+    __tablename__ = "meter_rollup_1h"
+
+
+class _SiteRollup:
+    """Per site ('' = chargers without one) and bucket: the sum of its chargers' mean power, the sum of
+    their peaks (an upper bound of the site's peak) and the energy delivered."""
+
+    site: Mapped[str] = mapped_column(String(64), primary_key=True)
+    bucket: Mapped[datetime] = mapped_column(primary_key=True)
+    power_avg_w: Mapped[float] = mapped_column(Float)
+    power_max_w: Mapped[float] = mapped_column(Float)
+    energy_wh: Mapped[float] = mapped_column(Float)
+
+
+class SiteRollup1m(_SiteRollup, Base):
+    __tablename__ = "site_rollup_1m"
+
+
+class SiteRollup1h(_SiteRollup, Base):
+    __tablename__ = "site_rollup_1h"
 
 
 class ApiToken(Base):

@@ -1,0 +1,312 @@
+"""Ingest benchmark (SPEC §7: 100,000 meter-sample rows/s from MQTT into Postgres for one ingest process;
+end-to-end lag p99 < 2 s at 10,000 rows/s). Prints one JSON document.
+
+    python -m bench.ingest                      # both parts
+    python -m bench.ingest --skip-mqtt          # only store_events straight into Postgres
+
+(a) `store_events` straight into Postgres: rows/s for large batches (COPY path), then one rollup pass over
+    what was stored. (b) MQTT → Postgres: a `chargeops serve --roles ingest` subprocess on a fresh database
+    and a unique topic root; a paho publisher sends meter-value events (10 samples each) at a fixed rate
+    and then as fast as it can. Lag = commit time − publish time, taken two ways: the ingest's own
+    `chargeops_ingest_lag_seconds` histogram (bucket resolution) and by polling the events table (each
+    event's commit time ≈ the first poll that counts it; events commit in publish order).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import asyncpg
+import httpx
+import paho.mqtt.client as mqtt
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+
+from bench.gateway import ROOT, free_port
+from chargeops.db.engine import make_engine, make_sessionmaker
+from chargeops.db.migrate import upgrade
+from chargeops.events import Event, MeterValues, Sample
+from telemetry.ingest import store_events
+from telemetry.rollups import run_rollups
+
+PG = os.environ.get("CHARGEOPS_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
+SAMPLES_PER_EVENT = 10
+LAG_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0)
+
+
+def meter_event(i: int, chargers: int, at: datetime) -> Event:
+    """Event `i`: a charger's 10 samples (energy, power, current and voltage per phase, SoC, temperature)."""
+    cp = f"BENCH{i % chargers:05d}"
+    samples = [
+        Sample("Energy.Active.Import.Register", 1000.0 + i, "Wh", sampled_at=at),
+        Sample("Power.Active.Import", 7200.0, "W", sampled_at=at),
+        *(Sample("Current.Import", 32.0, "A", phase=f"L{p}", sampled_at=at) for p in (1, 2, 3)),
+        *(Sample("Voltage", 230.0, "V", phase=f"L{p}-N", sampled_at=at) for p in (1, 2, 3)),
+        Sample("SoC", 50.0, "Percent", sampled_at=at),
+        Sample("Temperature", 35.0, "Celsius", sampled_at=at),
+    ]
+    return Event(cp, MeterValues(1, 1, f"TX{i % chargers}", samples), reported_at=at, received_at=at)
+
+
+@contextmanager
+def database() -> Iterator[str]:
+    """A fresh Postgres database (SQLAlchemy URL), dropped afterwards."""
+    name = f"chargeops_bench_{uuid.uuid4().hex[:10]}"
+    asyncio.run(_admin(f'CREATE DATABASE "{name}"'))
+    try:
+        yield f"{PG.rsplit('/', 1)[0].replace('postgresql://', 'postgresql+asyncpg://')}/{name}"
+    finally:
+        asyncio.run(_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+async def _admin(sql: str) -> None:
+    conn = await asyncpg.connect(PG)
+    try:
+        await conn.execute(sql)
+    finally:
+        await conn.close()
+
+
+async def bench_store(url: str, batch_events: list[int], rounds: int, chargers: int) -> dict[str, Any]:
+    engine = make_engine(url)
+    await upgrade(engine)
+    sessions = make_sessionmaker(engine)
+    base = datetime.now(UTC).replace(microsecond=0)
+    out: dict[str, Any] = {}
+    i = 0
+    for size in batch_events:
+        batches = []
+        for _ in range(rounds):
+            batches.append(
+                [meter_event(i + k, chargers, base + timedelta(milliseconds=i + k)) for k in range(size)]
+            )
+            i += size
+        started = time.perf_counter()
+        for batch in batches:
+            await store_events(sessions, batch)
+        elapsed = time.perf_counter() - started
+        rows = size * rounds * SAMPLES_PER_EVENT
+        out[f"batch_{size}_events"] = {
+            "rows": rows,
+            "rows_per_s": round(rows / elapsed),
+            "ms_per_batch": round(elapsed / rounds * 1000, 1),
+        }
+    redelivered = batches[-1]
+    started = time.perf_counter()
+    await store_events(sessions, redelivered)
+    out["redelivered_batch_ms"] = round((time.perf_counter() - started) * 1000, 1)
+    started = time.perf_counter()
+    marks = await run_rollups(sessions)
+    elapsed = time.perf_counter() - started
+    out["rollup_pass"] = {"rows": i * SAMPLES_PER_EVENT, "marks": marks, "seconds": round(elapsed, 2)}
+    await engine.dispose()
+    return out
+
+
+class Publisher:
+    """A paho MQTT 5 client in its own thread, QoS 1, unlimited in flight; counts PUBACKs."""
+
+    def __init__(self, root: str) -> None:
+        self.root = root
+        self.acked = 0
+        self._lock = threading.Lock()
+        self.client = mqtt.Client(
+            mqtt.CallbackAPIVersion.VERSION2,
+            client_id=f"bench-pub-{uuid.uuid4().hex[:8]}",
+            protocol=mqtt.MQTTv5,
+        )
+        self.client.max_inflight_messages_set(65535)
+        self.client.max_queued_messages_set(0)
+        self.client.on_publish = self._on_publish
+        self.client.connect("127.0.0.1", 1883)
+        self.client.loop_start()
+
+    def _on_publish(self, *_args: Any) -> None:
+        with self._lock:
+            self.acked += 1
+
+    def send(self, ev: Event) -> None:
+        self.client.publish(f"{self.root}/v1/events/{ev.charger_id}/meter_values", ev.to_json(), qos=1)
+
+    def close(self) -> None:
+        self.client.loop_stop()
+        self.client.disconnect()
+
+
+def end_session(client_id: str) -> None:
+    """Drop the ingest's persistent session from the broker (clean start, expiry 0), as docs/bus.md says."""
+    props = Properties(PacketTypes.CONNECT)
+    props.SessionExpiryInterval = 0
+    c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5)
+    c.connect("127.0.0.1", 1883, clean_start=True, properties=props)
+    c.loop_start()
+    time.sleep(0.3)
+    c.disconnect()
+    c.loop_stop()
+
+
+def _lag_quantiles(lags: list[float]) -> dict[str, float]:
+    lags = sorted(lags)
+    return {f"p{q}": round(lags[min(len(lags) - 1, int(len(lags) * q / 100))], 3) for q in (50, 99)}
+
+
+def _histogram(text: str) -> dict[float, float]:
+    counts: dict[float, float] = {}
+    for line in text.splitlines():
+        if line.startswith("chargeops_ingest_lag_seconds_bucket{"):
+            le = line.split('le="', 1)[1].split('"', 1)[0]
+            counts[float("inf") if le == "+Inf" else float(le)] = float(line.rsplit(" ", 1)[1])
+    return counts
+
+
+def _bucket_quantile(counts: dict[float, float], q: float) -> float:
+    """Upper bound of the histogram bucket holding quantile `q`."""
+    total = counts.get(float("inf"), 0.0)
+    for le in sorted(counts):
+        if counts[le] >= q * total:
+            return le
+    return float("inf")
+
+
+async def _scrape(url: str) -> dict[float, float]:
+    async with httpx.AsyncClient() as client:
+        response = await client.get(url)
+        response.raise_for_status()
+        return _histogram(response.text)
+
+
+async def _run_phase(
+    pub: Publisher, dsn: str, metrics_url: str, events: int, rate: float | None, chargers: int, offset: int
+) -> dict[str, Any]:
+    """Publish `events` (at `rate` events/s, or flat out) and poll the table until all are stored."""
+    db = await asyncpg.connect(dsn)
+    before = await _scrape(metrics_url)
+    base_count = int(await db.fetchval("SELECT count(*) FROM events"))
+    published: list[float] = []
+    stop = asyncio.Event()
+    polls: list[tuple[float, int]] = []
+
+    async def poll() -> None:
+        while not stop.is_set():
+            n = int(await db.fetchval("SELECT count(*) FROM events")) - base_count
+            polls.append((time.time(), n))
+            if n >= events:
+                stop.set()
+            await asyncio.sleep(0.05)
+
+    poller = asyncio.create_task(poll())
+    started = time.time()
+    for i in range(events):
+        if rate is not None:
+            delay = started + i / rate - time.time()
+            if delay > 0:
+                await asyncio.sleep(delay)
+        now = datetime.now(UTC)
+        pub.send(meter_event(offset + i, chargers, now))
+        published.append(now.timestamp())
+    publish_s = time.time() - started
+    try:
+        await asyncio.wait_for(stop.wait(), timeout=max(60.0, events / 500))
+    except TimeoutError:
+        stop.set()
+    await poller
+    after = await _scrape(metrics_url)
+    await db.close()
+    stored = polls[-1][1]
+    lags: list[float] = []
+    k = 0
+    for at, n in polls:
+        while k < min(n, len(published)):
+            lags.append(at - published[k])
+            k += 1
+    done_at = next((at for at, n in polls if n >= stored), polls[-1][0])
+    delta = {le: after.get(le, 0.0) - before.get(le, 0.0) for le in after}
+    return {
+        "events_published": events,
+        "events_stored": stored,
+        "rows_stored": stored * SAMPLES_PER_EVENT,
+        "publish_rows_per_s": round(events * SAMPLES_PER_EVENT / publish_s),
+        "stored_rows_per_s": round(stored * SAMPLES_PER_EVENT / (done_at - started)),
+        "lag_polled_s": _lag_quantiles(lags) if lags else None,
+        "lag_metric_bucket_upper_s": {
+            "p50": _bucket_quantile(delta, 0.5),
+            "p99": _bucket_quantile(delta, 0.99),
+        },
+    }
+
+
+async def bench_mqtt(
+    url: str, rate_rows: int, seconds: float, max_events: int, chargers: int
+) -> dict[str, Any]:
+    root = f"bench-{uuid.uuid4().hex[:8]}"
+    node = f"bench-{uuid.uuid4().hex[:8]}"
+    port = free_port()
+    engine = make_engine(url)
+    await upgrade(engine)
+    await engine.dispose()
+    env = {**os.environ, "CHARGEOPS_LOG_LEVEL": "WARNING"}
+    cmd = [sys.executable, "-m", "ops.cli", "serve", "--roles", "ingest", "--database-url", url]
+    cmd += ["--mqtt-url", f"mqtt://127.0.0.1:1883/{root}", "--http-port", str(port), "--node-id", node]
+    cmd += ["--ocpp-port", str(free_port())]
+    proc = await asyncio.create_subprocess_exec(*cmd, cwd=ROOT, env=env)
+    metrics_url = f"http://127.0.0.1:{port}/metrics"
+    pub = Publisher(root)
+    try:
+        deadline = time.time() + 30
+        while True:
+            try:
+                await _scrape(metrics_url)
+                break
+            except httpx.HTTPError:
+                if time.time() > deadline or proc.returncode is not None:
+                    raise RuntimeError("ingest process did not come up") from None
+                await asyncio.sleep(0.2)
+        dsn = url.replace("postgresql+asyncpg://", "postgresql://")
+        rate_events = rate_rows / SAMPLES_PER_EVENT
+        fixed = await _run_phase(
+            pub, dsn, metrics_url, int(rate_events * seconds), rate_events, chargers, offset=0
+        )
+        flat_out = await _run_phase(pub, dsn, metrics_url, max_events, None, chargers, offset=10_000_000)
+    finally:
+        pub.close()
+        proc.terminate()
+        await asyncio.wait_for(proc.wait(), 30)
+        end_session(f"{root}-ingest-{node}")
+    return {f"fixed_{rate_rows}_rows_per_s": fixed, "max": flat_out}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--batches", default="1000,5000", help="events per store_events batch (10 rows each)")
+    parser.add_argument("--rounds", type=int, default=10, help="batches per size")
+    parser.add_argument("--chargers", type=int, default=1000)
+    parser.add_argument("--rate", type=int, default=10_000, help="rows/s for the fixed-rate MQTT phase")
+    parser.add_argument("--seconds", type=float, default=20.0, help="length of the fixed-rate phase")
+    parser.add_argument("--max-events", type=int, default=50_000, help="events for the flat-out phase")
+    parser.add_argument("--skip-mqtt", action="store_true")
+    args = parser.parse_args()
+    result: dict[str, Any] = {"samples_per_event": SAMPLES_PER_EVENT, "cpus": os.cpu_count()}
+    sizes = [int(s) for s in args.batches.split(",")]
+    with database() as url:
+        result["store_events"] = asyncio.run(bench_store(url, sizes, args.rounds, args.chargers))
+    if not args.skip_mqtt:
+        with database() as url:
+            result["mqtt_to_postgres"] = asyncio.run(
+                bench_mqtt(url, args.rate, args.seconds, args.max_events, args.chargers)
+            )
+    print(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,202 @@
+"""Keeps `meter_samples` bounded and its rollups current: the ingest role's maintenance task.
+
+On Postgres the samples table is partitioned by day (`meter_samples_pYYYYMMDD`, plus a default partition
+that catches anything outside them): partitions are created a week ahead and dropped whole once older than
+the retention — dropping a partition costs nothing, unlike deleting millions of rows. A sample that landed
+in the default partition (clock skew) moves into its day's partition when that one is created. With
+TimescaleDB the hypertable makes its own chunks and old ones go with `drop_chunks`. SQLite deletes old rows.
+
+Several ingest processes may run this task: a Postgres advisory lock lets one of them work at a time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from datetime import UTC, date, datetime, timedelta
+
+from sqlalchemy import DateTime, bindparam, text
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession, async_sessionmaker
+
+from chargeops.events import utcnow
+from chargeops.settings import Settings
+from telemetry.metrics import DATABASE_ERRORS
+from telemetry.rollups import roll_up
+
+log = logging.getLogger(__name__)
+
+PARTITIONS_AHEAD = 7
+PREFIX = "meter_samples_p"
+_LOCK = 0x636F_6D61_696E  # pg advisory lock key of this task ("comain")
+_TS = DateTime(timezone=True)
+
+_LAYOUT = text(
+    """
+    SELECT CASE
+        WHEN EXISTS (SELECT 1 FROM pg_partitioned_table p JOIN pg_class c ON c.oid = p.partrelid
+                     WHERE c.relname = 'meter_samples' AND c.relnamespace = current_schema()::regnamespace)
+            THEN 'partitioned'
+        WHEN EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'timescaledb') THEN 'timescale'
+        ELSE 'plain' END
+    """
+)
+_PARTITIONS = text(
+    """
+    SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid
+    WHERE i.inhparent = 'meter_samples'::regclass
+    """
+)
+
+
+def partition_name(day: date) -> str:
+    return f"{PREFIX}{day:%Y%m%d}"
+
+
+def _day_bounds(day: date) -> tuple[datetime, datetime]:
+    start = datetime(day.year, day.month, day.day, tzinfo=UTC)
+    return start, start + timedelta(days=1)
+
+
+async def layout(conn: AsyncConnection) -> str:
+    """How meter_samples is stored: 'partitioned', 'timescale' or 'plain' (SQLite, or Postgres unmigrated)."""
+    if conn.dialect.name != "postgresql":
+        return "plain"
+    return str((await conn.execute(_LAYOUT)).scalar_one())
+
+
+async def create_partition(conn: AsyncConnection, day: date) -> None:
+    """Create the day's partition, moving any of its rows out of the default partition first (attaching a
+    range the default partition still holds rows of would fail)."""
+    name = partition_name(day)
+    lo, hi = _day_bounds(day)
+    await conn.execute(text(f"CREATE TABLE {name} (LIKE meter_samples INCLUDING DEFAULTS)"))
+    await conn.execute(
+        text(
+            f"""
+            WITH moved AS (
+                DELETE FROM meter_samples_default WHERE sampled_at >= :lo AND sampled_at < :hi RETURNING *
+            )
+            INSERT INTO {name} SELECT * FROM moved
+            """
+        ).bindparams(bindparam("lo", type_=_TS), bindparam("hi", type_=_TS)),
+        {"lo": lo, "hi": hi},
+    )
+    await conn.execute(
+        text(
+            f"ALTER TABLE meter_samples ATTACH PARTITION {name} "
+            f"FOR VALUES FROM ('{lo.isoformat()}') TO ('{hi.isoformat()}')"
+        )
+    )
+
+
+async def existing_partitions(conn: AsyncConnection) -> dict[date, str]:
+    days: dict[date, str] = {}
+    for (name,) in await conn.execute(_PARTITIONS):
+        if name.startswith(PREFIX):
+            with contextlib.suppress(ValueError):
+                days[datetime.strptime(name[len(PREFIX) :], "%Y%m%d").date()] = name
+    return days
+
+
+async def maintain_partitions(conn: AsyncConnection, now: datetime, retention_days: int) -> dict[str, int]:
+    """Partitions ahead and retention, in the caller's transaction; returns what it did (for logs, tests)."""
+    cutoff = now - timedelta(days=retention_days)
+    kind = await layout(conn)
+    created = dropped = 0
+    if kind == "partitioned":
+        have = await existing_partitions(conn)
+        for ahead in range(PARTITIONS_AHEAD + 1):
+            day = (now + timedelta(days=ahead)).date()
+            if day not in have:
+                await create_partition(conn, day)
+                created += 1
+        for day, name in sorted(have.items()):
+            if _day_bounds(day)[1] <= cutoff:
+                await conn.execute(text(f"DROP TABLE {name}"))
+                dropped += 1
+        old_rows = "DELETE FROM meter_samples_default WHERE sampled_at < :cutoff"
+    elif kind == "timescale":
+        await conn.execute(
+            text("SELECT drop_chunks('meter_samples', older_than => :cutoff)"), {"cutoff": cutoff}
+        )
+        old_rows = ""
+    else:
+        old_rows = "DELETE FROM meter_samples WHERE sampled_at < :cutoff"
+    stmts = [old_rows] + [
+        f"DELETE FROM {t} WHERE bucket < :cutoff" for t in ("meter_rollup_1m", "site_rollup_1m")
+    ]
+    for sql in stmts:
+        await conn.execute(text(sql).bindparams(bindparam("cutoff", type_=_TS)), {"cutoff": cutoff})
+    return {"created": created, "dropped": dropped}
+
+
+async def _locked(conn: AsyncConnection) -> bool:
+    """True when this process may work now (always on SQLite: one process owns the file)."""
+    if conn.dialect.name != "postgresql":
+        return True
+    return bool((await conn.execute(text(f"SELECT pg_try_advisory_xact_lock({_LOCK})"))).scalar_one())
+
+
+async def run_maintenance(
+    sessions: async_sessionmaker[AsyncSession], settings: Settings, *, partitions: bool = True
+) -> dict[str, int]:
+    """One maintenance pass: rollups, and with `partitions` the partition window and retention.
+
+    Retention is `settings.sample_retention_days` (days; 90 when the setting does not exist yet). The 1-hour
+    rollups are kept; 1-minute ones go with the samples they were made from.
+    """
+    retention = settings.sample_retention_days
+    done: dict[str, int] = {}
+    if partitions:
+        async with sessions() as session, session.begin():
+            conn = await session.connection()
+            if await _locked(conn):
+                done.update(await maintain_partitions(conn, utcnow(), retention))
+    async with sessions() as session, session.begin():
+        conn = await session.connection()
+        if await _locked(conn):
+            done["rolled_up"] = await roll_up(conn)
+    return done
+
+
+class Maintenance:
+    """Runs `run_maintenance` every `interval` seconds (partitions and retention every `partition_interval`);
+    database trouble is logged and counted, and the next pass tries again."""
+
+    def __init__(
+        self,
+        sessions: async_sessionmaker[AsyncSession],
+        settings: Settings,
+        interval: float = 15.0,
+        partition_interval: float = 3600.0,
+    ) -> None:
+        self._sessions = sessions
+        self._settings = settings
+        self._interval = interval
+        self._partition_interval = partition_interval
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._run(), name="ingest-maintenance")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    async def _run(self) -> None:
+        partitioned_at = -self._partition_interval
+        while True:
+            due = time.monotonic() - partitioned_at >= self._partition_interval
+            try:
+                done = await run_maintenance(self._sessions, self._settings, partitions=due)
+                if due:
+                    partitioned_at = time.monotonic()
+                log.debug("maintenance: %s", done)
+            except Exception as exc:
+                DATABASE_ERRORS.labels("maintenance").inc()
+                log.warning("ingest maintenance failed: %s", exc)
+            await asyncio.sleep(self._interval)

@@ -1,0 +1,183 @@
+"""1-minute and 1-hour rollups of meter samples, per charger and per site, for dashboards and reports.
+
+Ingest marks each (charger, minute) that received samples in `meter_rollup_dirty`, in the transaction that
+stores them. A rollup run claims those marks and recomputes the whole of each marked bucket from the raw
+samples (`INSERT … SELECT … GROUP BY … ON CONFLICT DO UPDATE`), so it is idempotent and a sample arriving
+late into a bucket already rolled up simply marks it again. No time watermark: a transaction that commits
+after a later one can never be skipped. The same SQL runs on Postgres and SQLite.
+
+Values are in base units (kW → W, kWh → Wh). `energy_wh` of the energy register is its increase since the
+previous bucket with a reading (within the bucket when there is none), so summing buckets gives the energy.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from sqlalchemy import BindParameter, DateTime, String, TextClause, bindparam, text
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession, async_sessionmaker
+
+log = logging.getLogger(__name__)
+
+ENERGY = "Energy.Active.Import.Register"
+POWER = "Power.Active.Import"
+CHUNK = 2000  # chargers per statement: well under the bind-parameter limits of both databases
+MINUTE = timedelta(minutes=1)
+HOUR = timedelta(hours=1)
+
+_KEY = "charger_id, evse_id, measurand, phase"
+_SCALE = "CASE WHEN unit IN ('kW', 'kWh', 'kvar', 'kvarh', 'kVA', 'kVAh') THEN 1000.0 ELSE 1.0 END"
+_UPSERT = f"""
+    ON CONFLICT ({_KEY}, bucket) DO UPDATE SET samples = excluded.samples, min = excluded.min,
+        max = excluded.max, avg = excluded.avg, last = excluded.last, last_at = excluded.last_at
+"""
+_TS = DateTime(timezone=True)
+
+
+def _stmt(sql: str, *datetimes: str) -> TextClause:
+    """A statement whose `chargers` (if any) is an expanding list and whose datetimes bind as timestamps."""
+    binds: list[BindParameter[Any]] = [bindparam(name, type_=_TS) for name in datetimes]
+    if ":chargers" in sql:
+        binds.append(bindparam("chargers", expanding=True, type_=String()))
+    return text(sql).bindparams(*binds)
+
+
+# Every (charger, EVSE, measurand, phase) of the marked chargers in [lo, hi): one row per bucket `lo`.
+ROLLUP_1M = _stmt(
+    f"""
+    INSERT INTO meter_rollup_1m ({_KEY}, bucket, samples, min, max, avg, last, last_at)
+    SELECT {_KEY}, :lo, count(*), min(v), max(v), avg(v), max(CASE WHEN rn = 1 THEN v END), max(sampled_at)
+    FROM (
+        SELECT charger_id, evse_id, measurand, coalesce(phase, '') AS phase, sampled_at,
+               value * {_SCALE} AS v,
+               row_number() OVER (PARTITION BY charger_id, evse_id, measurand, coalesce(phase, '')
+                                  ORDER BY sampled_at DESC, event_id DESC, idx DESC) AS rn
+        FROM meter_samples
+        WHERE charger_id IN :chargers AND sampled_at >= :lo AND sampled_at < :hi
+    ) s
+    WHERE true
+    GROUP BY {_KEY}
+    {_UPSERT}
+    """,
+    "lo",
+    "hi",
+)
+# Energy delta of the marked buckets and of the next bucket of each key (its "previous" may have changed).
+ENERGY_1M = _stmt(
+    f"""
+    UPDATE meter_rollup_1m SET energy_wh = coalesce((
+        SELECT CASE WHEN meter_rollup_1m.last > p.last THEN meter_rollup_1m.last - p.last ELSE 0.0 END
+        FROM meter_rollup_1m p
+        WHERE p.charger_id = meter_rollup_1m.charger_id AND p.evse_id = meter_rollup_1m.evse_id
+          AND p.measurand = '{ENERGY}' AND p.phase = '' AND p.bucket < meter_rollup_1m.bucket
+        ORDER BY p.bucket DESC LIMIT 1
+    ), max - min)
+    WHERE measurand = '{ENERGY}' AND phase = '' AND charger_id IN :chargers AND (
+        bucket = :lo OR bucket = (
+            SELECT min(n.bucket) FROM meter_rollup_1m n
+            WHERE n.charger_id = meter_rollup_1m.charger_id AND n.evse_id = meter_rollup_1m.evse_id
+              AND n.measurand = '{ENERGY}' AND n.phase = '' AND n.bucket > :lo
+        )
+    )
+    RETURNING charger_id, bucket
+    """,
+    "lo",
+).columns(charger_id=String(), bucket=_TS)
+ROLLUP_1H = _stmt(
+    f"""
+    INSERT INTO meter_rollup_1h ({_KEY}, bucket, samples, min, max, avg, last, last_at, energy_wh)
+    SELECT {_KEY}, :lo, sum(samples), min(min), max(max), sum(avg * samples) / sum(samples),
+           max(CASE WHEN rn = 1 THEN last END), max(last_at), sum(energy_wh)
+    FROM (
+        SELECT m.*, row_number() OVER (PARTITION BY {_KEY} ORDER BY bucket DESC) AS rn
+        FROM meter_rollup_1m m
+        WHERE charger_id IN :chargers AND bucket >= :lo AND bucket < :hi
+    ) m
+    WHERE true
+    GROUP BY {_KEY}
+    {_UPSERT}, energy_wh = excluded.energy_wh
+    """,
+    "lo",
+    "hi",
+)
+
+
+def _site_stmt(target: str, source: str) -> TextClause:
+    return _stmt(
+        f"""
+        INSERT INTO {target} (site, bucket, power_avg_w, power_max_w, energy_wh)
+        SELECT coalesce(c.site, ''), r.bucket,
+               sum(CASE WHEN r.measurand = '{POWER}' THEN r.avg ELSE 0.0 END),
+               sum(CASE WHEN r.measurand = '{POWER}' THEN r.max ELSE 0.0 END),
+               coalesce(sum(CASE WHEN r.measurand = '{ENERGY}' THEN r.energy_wh END), 0.0)
+        FROM {source} r LEFT JOIN chargers c ON c.id = r.charger_id
+        WHERE r.bucket = :lo AND r.phase = '' AND r.measurand IN ('{POWER}', '{ENERGY}')
+        GROUP BY coalesce(c.site, ''), r.bucket
+        ON CONFLICT (site, bucket) DO UPDATE SET power_avg_w = excluded.power_avg_w,
+            power_max_w = excluded.power_max_w, energy_wh = excluded.energy_wh
+        """,
+        "lo",
+    )
+
+
+SITE_1M = _site_stmt("site_rollup_1m", "meter_rollup_1m")
+SITE_1H = _site_stmt("site_rollup_1h", "meter_rollup_1h")
+CLAIM = text("DELETE FROM meter_rollup_dirty RETURNING charger_id, bucket").columns(
+    charger_id=String(), bucket=_TS
+)
+
+
+def _utc(value: datetime) -> datetime:
+    """SQLite hands timestamps back naive; they are UTC."""
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
+def _chunks(items: Iterable[str]) -> list[list[str]]:
+    ordered = sorted(set(items))
+    return [ordered[i : i + CHUNK] for i in range(0, len(ordered), CHUNK)]
+
+
+def _by_bucket(rows: Iterable[Sequence[Any]], size: timedelta) -> dict[datetime, set[str]]:
+    per: dict[datetime, set[str]] = defaultdict(set)
+    for charger_id, bucket in rows:
+        at = _utc(bucket)
+        floor = at.replace(minute=0, second=0, microsecond=0) if size == HOUR else at
+        per[floor].add(charger_id)
+    return per
+
+
+async def roll_up(conn: AsyncConnection) -> int:
+    """Recompute every marked bucket (1 m, then the 1 h and site buckets over it); returns the marks done.
+
+    Runs in the caller's transaction: the claim is undone if anything fails. The claim is its own statement
+    so the recomputation (a later statement) sees the samples of every ingest commit it waited for.
+    """
+    claimed = (await conn.execute(CLAIM)).all()
+    if not claimed:
+        return 0
+    changed: list[Sequence[Any]] = []
+    for lo, chargers in sorted(_by_bucket(claimed, MINUTE).items()):
+        for chunk in _chunks(chargers):
+            await conn.execute(ROLLUP_1M, {"chargers": chunk, "lo": lo, "hi": lo + MINUTE})
+            changed.extend((await conn.execute(ENERGY_1M, {"chargers": chunk, "lo": lo})).all())
+    minutes = _by_bucket([*claimed, *changed], MINUTE)
+    hours = _by_bucket([*claimed, *changed], HOUR)
+    for lo, chargers in sorted(hours.items()):
+        for chunk in _chunks(chargers):
+            await conn.execute(ROLLUP_1H, {"chargers": chunk, "lo": lo, "hi": lo + HOUR})
+    for lo in sorted(minutes):
+        await conn.execute(SITE_1M, {"lo": lo})
+    for lo in sorted(hours):
+        await conn.execute(SITE_1H, {"lo": lo})
+    log.debug("rolled up %d (charger, minute) buckets", len(claimed))
+    return len(claimed)
+
+
+async def run_rollups(sessions: async_sessionmaker[AsyncSession]) -> int:
+    """One rollup run in its own transaction (see `roll_up`)."""
+    async with sessions() as session, session.begin():
+        return await roll_up(await session.connection())

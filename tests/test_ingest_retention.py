@@ -1,0 +1,92 @@
+"""Daily partitions of meter_samples on Postgres (default partition for strays), their window moving ahead,
+and retention dropping old partitions (old rows on SQLite) while recent data stays."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from sqlalchemy import func, select, text
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from chargeops.db.engine import make_engine, make_sessionmaker
+from chargeops.db.migrate import upgrade
+from chargeops.db.models import MeterRollup1m, MeterSample
+from chargeops.events import Event, MeterValues, Sample
+from chargeops.settings import Settings
+from telemetry.ingest import store_events
+from telemetry.retention import maintain_partitions, partition_name, run_maintenance
+
+Sessions = async_sessionmaker[AsyncSession]
+TODAY = datetime.now(UTC).replace(hour=12, minute=0, second=0, microsecond=0)
+
+
+@pytest.fixture
+async def pg_sessions(pg_url: str) -> AsyncIterator[Sessions]:
+    engine = make_engine(pg_url)
+    await upgrade(engine)
+    yield make_sessionmaker(engine)
+    await engine.dispose()
+
+
+def sample_at(at: datetime) -> Event:
+    return Event(
+        "CP1", MeterValues(1, 1, None, [Sample("Power.Active.Import", 1.0, sampled_at=at)]), reported_at=at
+    )
+
+
+async def where(sessions: Sessions) -> dict[datetime, str]:
+    """Which partition holds each sample."""
+    async with sessions() as s:
+        rows = await s.execute(text("SELECT sampled_at, tableoid::regclass::text FROM meter_samples"))
+        return {at: part for at, part in rows}
+
+
+async def test_partitions_catch_every_day_and_strays(pg_sessions: Sessions) -> None:
+    times = [TODAY - timedelta(days=1), TODAY, TODAY + timedelta(days=3), TODAY + timedelta(days=10)]
+    strays = [datetime(2001, 1, 1, tzinfo=UTC), datetime(2099, 1, 1, tzinfo=UTC)]
+    await store_events(pg_sessions, [sample_at(t) for t in times + strays])
+    parts = await where(pg_sessions)
+    for at in times[:3]:
+        assert parts[at] == partition_name(at.date())
+    assert {parts[at] for at in [times[3], *strays]} == {"meter_samples_default"}
+    # the window moves on: the day that had a stray sample gets its partition, and the sample moves in
+    async with pg_sessions() as s, s.begin():
+        done = await maintain_partitions(await s.connection(), TODAY + timedelta(days=5), 90)
+    assert done == {"created": 5, "dropped": 0}
+    assert (await where(pg_sessions))[times[3]] == partition_name(times[3].date())
+    await store_events(pg_sessions, [sample_at(times[3])])  # a re-delivery lands on the same key
+    assert set(await where(pg_sessions)) == {*times, strays[1]}  # the 2001 stray is past retention
+
+
+async def test_retention_drops_old_partitions_and_keeps_recent_data(pg_sessions: Sessions) -> None:
+    old, recent = TODAY - timedelta(days=1), TODAY
+    await store_events(
+        pg_sessions, [sample_at(old), sample_at(recent), sample_at(datetime(2001, 1, 1, tzinfo=UTC))]
+    )
+    later = TODAY.replace(hour=0) + timedelta(days=90, hours=1)  # yesterday is past 90 days, today is not
+    async with pg_sessions() as s, s.begin():
+        done = await maintain_partitions(await s.connection(), later, 90)
+    assert done["dropped"] == 1
+    assert set(await where(pg_sessions)) == {recent}
+    async with pg_sessions() as s:
+        names = {r[0] for r in await s.execute(text("SELECT relname FROM pg_class WHERE relkind = 'r'"))}
+    assert partition_name(old.date()) not in names and partition_name(recent.date()) in names
+
+
+async def test_maintenance_on_sqlite(sqlite_url: str) -> None:
+    engine = make_engine(sqlite_url)
+    await upgrade(engine)
+    sessions = make_sessionmaker(engine)
+    try:
+        await store_events(sessions, [sample_at(TODAY - timedelta(days=40)), sample_at(TODAY)])
+        done = await run_maintenance(sessions, Settings(sample_retention_days=30))
+        assert done["rolled_up"] == 2
+        async with sessions() as s:
+            assert (await s.execute(select(func.count()).select_from(MeterSample))).scalar_one() == 1
+            # retention ran first: the old sample is gone before it was rolled up
+            assert (await s.execute(select(func.count()).select_from(MeterRollup1m))).scalar_one() == 1
+        await run_maintenance(sessions, Settings())  # default retention: 90 days
+    finally:
+        await engine.dispose()

@@ -1,0 +1,134 @@
+"""Ingest storage on both databases: COPY on Postgres, batched inserts on SQLite, exactly once under
+re-delivery, and the metrics a committed batch moves (lag, re-deliveries, faults, site energy)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from prometheus_client import REGISTRY
+from sqlalchemy import func, select, text
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from chargeops.db.engine import make_engine, make_sessionmaker
+from chargeops.db.migrate import upgrade
+from chargeops.db.models import Charger, Connector, MeterSample, StoredEvent, Transaction
+from chargeops.events import (
+    Event,
+    FaultReported,
+    Heartbeat,
+    MeterValues,
+    Sample,
+    StatusChanged,
+    TransactionEnded,
+)
+from telemetry.ingest import store_events
+
+T0 = datetime(2026, 11, 25, 10, 0, tzinfo=UTC)
+Sessions = async_sessionmaker[AsyncSession]
+
+
+@pytest.fixture
+async def sessions(db_url: str) -> AsyncIterator[Sessions]:
+    engine = make_engine(db_url)
+    await upgrade(engine)
+    yield make_sessionmaker(engine)
+    await engine.dispose()
+
+
+def meter(cp: str, at: datetime, wh: float, tx: str | None = "T1", n: int = 3) -> Event:
+    samples = [Sample("Energy.Active.Import.Register", wh, "Wh", sampled_at=at)]
+    samples += [
+        Sample("Power.Active.Import", 7000.0 + i, "W", phase=f"L{i}", sampled_at=at) for i in range(n - 1)
+    ]
+    return Event(cp, MeterValues(1, 1, tx, samples), reported_at=at)
+
+
+def metric(name: str, **labels: str) -> float:
+    return REGISTRY.get_sample_value(name, labels) or 0.0
+
+
+async def count(sessions: Sessions, model: type) -> int:
+    async with sessions() as s:
+        return int((await s.execute(select(func.count()).select_from(model))).scalar_one())
+
+
+async def test_same_batch_twice_and_overlapping_batches_store_once(sessions: Sessions) -> None:
+    batch = [meter("CP1", T0 + timedelta(seconds=i), 1000.0 + i) for i in range(50)]
+    await store_events(sessions, batch)
+    redelivered = metric("chargeops_ingest_redeliveries_total")
+    await store_events(sessions, batch)
+    assert metric("chargeops_ingest_redeliveries_total") - redelivered == 50
+    overlap = batch[25:] + [meter("CP1", T0 + timedelta(seconds=i), 1000.0 + i) for i in range(50, 80)]
+    await store_events(sessions, overlap + overlap[:5])  # duplicates inside one batch too
+    assert await count(sessions, StoredEvent) == 80
+    assert await count(sessions, MeterSample) == 80 * 3
+
+
+async def test_mixed_kinds_in_one_batch(sessions: Sessions) -> None:
+    events = [
+        meter("CP1", T0, 10.0, tx=None),
+        Event("CP1", StatusChanged(1, 1, "Charging"), reported_at=T0),
+        Event(
+            "CP1", StatusChanged(1, 1, "Faulted", error_code="GroundFailure"), reported_at=T0 + timedelta(1)
+        ),
+        Event("CP1", Heartbeat(), reported_at=T0),
+        Event("CP2", FaultReported(1, 1, "Connector", "OverCurrentFailure"), reported_at=T0),
+    ]
+    async with sessions() as s, s.begin():
+        s.add(Charger(id="CP1"))
+    await store_events(sessions, events, {"CP1": T0})
+    assert await count(sessions, StoredEvent) == 4  # no row for the heartbeat
+    assert await count(sessions, MeterSample) == 3
+    async with sessions() as s:
+        conn = (await s.execute(select(Connector))).scalar_one()
+        assert (conn.status, conn.error_code) == ("Faulted", "GroundFailure")
+        assert (await s.get(Charger, "CP1")).last_seen is not None  # type: ignore[union-attr]
+
+
+async def test_metrics_move_once_under_redelivery(sessions: Sessions) -> None:
+    site = f"site-{id(sessions)}"
+    async with sessions() as s, s.begin():
+        s.add(Charger(id="CPE", site=site))
+        s.add(Transaction(charger_id="CPE", transaction_id="T1", meter_start_wh=1000.0))
+        s.add(Transaction(charger_id="CPX", transaction_id="T1", meter_start_wh=0.0))  # unknown charger
+    lag_count = metric("chargeops_ingest_lag_seconds_count")
+    faults = metric("chargeops_faults_total", code="HighTemperature")
+    energy = metric("chargeops_site_energy_wh_total", site=site)
+    no_site = metric("chargeops_site_energy_wh_total", site="")
+    received = datetime.now(UTC) - timedelta(seconds=3)
+    first = [
+        meter("CPE", T0, 1500.0),
+        meter("CPE", T0 + timedelta(seconds=60), 1800.0),
+        meter("CPX", T0, 40.0),
+        Event("CPE", FaultReported(0, 0, "Charger", "HighTemperature"), reported_at=T0, received_at=received),
+        Event("CPE", FaultReported(0, 0, "Charger", "HighTemperature", cleared=True), reported_at=T0),
+    ]
+    await store_events(sessions, first)
+    assert metric("chargeops_ingest_lag_seconds_count") - lag_count == 5
+    assert metric("chargeops_ingest_lag_seconds_bucket", le="2.0") - lag_count < 5  # the 3 s old fault
+    assert metric("chargeops_faults_total", code="HighTemperature") - faults == 1
+    assert metric("chargeops_site_energy_wh_total", site=site) - energy == 800.0
+    assert metric("chargeops_site_energy_wh_total", site="") - no_site == 40.0
+    # the gateway moved meter_last_wh itself: ingest still counts the energy once
+    async with sessions() as s, s.begin():
+        await s.execute(text("UPDATE transactions SET meter_last_wh = 2500 WHERE charger_id = 'CPE'"))
+    again = [*first, meter("CPE", T0 + timedelta(seconds=120), 2500.0)]
+    again.append(Event("CPE", TransactionEnded("T1", T0 + timedelta(seconds=130), 2600.0), reported_at=T0))
+    await store_events(sessions, again)
+    await store_events(sessions, again)
+    assert metric("chargeops_faults_total", code="HighTemperature") - faults == 1
+    assert metric("chargeops_site_energy_wh_total", site=site) - energy == 1600.0
+    assert metric("chargeops_ingest_lag_seconds_count") - lag_count == 7
+    async with sessions() as s:
+        tx = (await s.execute(select(Transaction).where(Transaction.charger_id == "CPE"))).scalar_one()
+        assert (tx.meter_last_wh, tx.energy_counted_wh) == (2600.0, 2600.0)
+
+
+async def test_large_batch(sessions: Sessions) -> None:
+    batch = [meter(f"CP{i % 100}", T0 + timedelta(seconds=i), float(i), n=10) for i in range(3000)]
+    await store_events(sessions, batch)
+    assert await count(sessions, MeterSample) == 30_000
+    await store_events(sessions, batch[::7])
+    assert await count(sessions, MeterSample) == 30_000
