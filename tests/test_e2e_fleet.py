@@ -14,7 +14,7 @@ import httpx
 import pytest
 from sqlalchemy import select
 
-from chargeops.db.models import StoredEvent
+from chargeops.db.models import MeterSample, StoredEvent
 from firmware_stubs import EV, SimEnvironment, SimulatedCharger
 from ops.runtime import Runtime
 from tests.conftest import StartRuntime
@@ -129,8 +129,12 @@ async def test_boot_session_and_energy(stack: Stack, protocol: str) -> None:
     assert (
         tx["energy_wh"] == pytest.approx(tx["meter_stop_wh"] - tx["meter_start_wh"]) and tx["energy_wh"] > 200
     )
-    samples = await stack.events(cp_id, "meter_values")
-    measurands = {s["measurand"] for ev in samples for s in ev["samples"]}
+    async with stack.runtime.sessions() as session:
+        measurands = set(
+            (
+                await session.execute(select(MeterSample.measurand).where(MeterSample.charger_id == cp_id))
+            ).scalars()
+        )
     assert {
         "Energy.Active.Import.Register",
         "Power.Active.Import",
