@@ -70,6 +70,9 @@ def database() -> Iterator[str]:
         asyncio.run(_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
 
 
+MQTT_PORT = 1883  # set from --mqtt-port
+
+
 async def _admin(sql: str) -> None:
     conn = await asyncpg.connect(PG)
     try:
@@ -129,7 +132,7 @@ class Publisher:
         self.client.max_inflight_messages_set(65535)
         self.client.max_queued_messages_set(0)
         self.client.on_publish = self._on_publish
-        self.client.connect("127.0.0.1", 1883)
+        self.client.connect("127.0.0.1", MQTT_PORT)
         self.client.loop_start()
 
     def _on_publish(self, *_args: Any) -> None:
@@ -149,7 +152,7 @@ def end_session(client_id: str) -> None:
     props = Properties(PacketTypes.CONNECT)
     props.SessionExpiryInterval = 0
     c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5)
-    c.connect("127.0.0.1", 1883, clean_start=True, properties=props)
+    c.connect("127.0.0.1", MQTT_PORT, clean_start=True, properties=props)
     c.loop_start()
     time.sleep(0.3)
     c.disconnect()
@@ -257,7 +260,7 @@ async def bench_mqtt(
     await engine.dispose()
     env = {**os.environ, "CHARGEOPS_LOG_LEVEL": "WARNING"}
     cmd = [sys.executable, "-m", "ops.cli", "serve", "--roles", "ingest", "--database-url", url]
-    cmd += ["--mqtt-url", f"mqtt://127.0.0.1:1883/{root}", "--http-port", str(port), "--node-id", node]
+    cmd += ["--mqtt-url", f"mqtt://127.0.0.1:{MQTT_PORT}/{root}", "--http-port", str(port), "--node-id", node]
     cmd += ["--ocpp-port", str(free_port())]
     proc = await asyncio.create_subprocess_exec(*cmd, cwd=ROOT, env=env)
     metrics_url = f"http://127.0.0.1:{port}/metrics"
@@ -295,8 +298,16 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=20.0, help="length of the fixed-rate phase")
     parser.add_argument("--max-events", type=int, default=50_000, help="events for the flat-out phase")
     parser.add_argument("--skip-mqtt", action="store_true")
+    parser.add_argument(
+        "--mqtt-port",
+        type=int,
+        default=1883,
+        help="broker on 127.0.0.1; it needs max_inflight_messages 0 (docker/mosquitto) to not cap ingest",
+    )
     args = parser.parse_args()
     result: dict[str, Any] = {"samples_per_event": SAMPLES_PER_EVENT, "cpus": os.cpu_count()}
+    global MQTT_PORT
+    MQTT_PORT = args.mqtt_port
     sizes = [int(s) for s in args.batches.split(",")]
     with database() as url:
         result["store_events"] = asyncio.run(bench_store(url, sizes, args.rounds, args.chargers))
