@@ -6,18 +6,14 @@ out of Prometheus (10,000 chargers); Grafana's charger dashboard reads Postgres 
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import logging
 from datetime import timedelta
 
 from sqlalchemy import DateTime, bindparam, text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from chargeops.events import utcnow
-from telemetry.metrics import DATABASE_ERRORS, FLEET_CHARGERS, FLEET_CONNECTORS, SESSIONS_ACTIVE, SITE_POWER
-
-log = logging.getLogger(__name__)
+from telemetry.metrics import FLEET_CHARGERS, FLEET_CONNECTORS, SESSIONS_ACTIVE, SITE_POWER
+from telemetry.periodic import Periodic
 
 CHARGERS_BY_STATE = text(
     """
@@ -78,28 +74,14 @@ async def refresh(sessions: async_sessionmaker[AsyncSession]) -> None:
         SITE_POWER.labels(site).set(float(watts or 0.0))
 
 
-class FleetMetrics:
-    """Refreshes the fleet gauges every `interval` seconds; database trouble is logged and counted."""
+class FleetMetrics(Periodic):
+    """Refreshes the fleet gauges every `interval` seconds."""
+
+    name = "fleet_metrics"
 
     def __init__(self, sessions: async_sessionmaker[AsyncSession], interval: float = 10.0):
+        super().__init__(interval)
         self._sessions = sessions
-        self._interval = interval
-        self._task: asyncio.Task[None] | None = None
 
-    def start(self) -> None:
-        self._task = asyncio.get_running_loop().create_task(self._run(), name="fleet-metrics")
-
-    async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-
-    async def _run(self) -> None:
-        while True:
-            try:
-                await refresh(self._sessions)
-            except Exception as exc:
-                DATABASE_ERRORS.labels("fleet_metrics").inc()
-                log.warning("fleet metrics not refreshed: %s", exc)
-            await asyncio.sleep(self._interval)
+    async def step(self) -> None:
+        await refresh(self._sessions)

@@ -11,7 +11,6 @@ Several ingest processes may run this task: a Postgres advisory lock lets one of
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
 import time
@@ -22,7 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession, async_sessionm
 
 from chargeops.events import utcnow
 from chargeops.settings import Settings
-from telemetry.metrics import DATABASE_ERRORS
+from telemetry.periodic import Periodic
 from telemetry.rollups import roll_up
 
 log = logging.getLogger(__name__)
@@ -161,9 +160,10 @@ async def run_maintenance(
     return done
 
 
-class Maintenance:
-    """Runs `run_maintenance` every `interval` seconds (partitions and retention every `partition_interval`);
-    database trouble is logged and counted, and the next pass tries again."""
+class Maintenance(Periodic):
+    """Runs `run_maintenance` every `interval` s; partitions and retention every `partition_interval` s."""
+
+    name = "maintenance"
 
     def __init__(
         self,
@@ -172,31 +172,15 @@ class Maintenance:
         interval: float = 15.0,
         partition_interval: float = 3600.0,
     ) -> None:
+        super().__init__(interval)
         self._sessions = sessions
         self._settings = settings
-        self._interval = interval
         self._partition_interval = partition_interval
-        self._task: asyncio.Task[None] | None = None
+        self._partitioned_at = -partition_interval
 
-    def start(self) -> None:
-        self._task = asyncio.get_running_loop().create_task(self._run(), name="ingest-maintenance")
-
-    async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-
-    async def _run(self) -> None:
-        partitioned_at = -self._partition_interval
-        while True:
-            due = time.monotonic() - partitioned_at >= self._partition_interval
-            try:
-                done = await run_maintenance(self._sessions, self._settings, partitions=due)
-                if due:
-                    partitioned_at = time.monotonic()
-                log.debug("maintenance: %s", done)
-            except Exception as exc:
-                DATABASE_ERRORS.labels("maintenance").inc()
-                log.warning("ingest maintenance failed: %s", exc)
-            await asyncio.sleep(self._interval)
+    async def step(self) -> None:
+        due = time.monotonic() - self._partitioned_at >= self._partition_interval
+        done = await run_maintenance(self._sessions, self._settings, partitions=due)
+        if due:
+            self._partitioned_at = time.monotonic()
+        log.debug("maintenance: %s", done)

@@ -1,0 +1,43 @@
+"""A background job that runs a step every few seconds; a failing step (the database, mostly) is logged and
+counted, and the next pass tries again."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+
+from telemetry.metrics import DATABASE_ERRORS
+
+log = logging.getLogger(__name__)
+
+
+class Periodic:
+    """Subclasses implement `step`; `name` labels the task, the log lines and the error metric."""
+
+    name = "periodic"
+
+    def __init__(self, interval: float) -> None:
+        self._interval = interval
+        self._task: asyncio.Task[None] | None = None
+
+    async def step(self) -> None:
+        raise NotImplementedError
+
+    def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._run(), name=self.name)
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    async def _run(self) -> None:
+        while True:
+            try:
+                await self.step()
+            except Exception as exc:
+                DATABASE_ERRORS.labels(self.name).inc()
+                log.warning("%s failed: %s", self.name, exc)
+            await asyncio.sleep(self._interval)
