@@ -183,10 +183,24 @@ def _bucket_quantile(counts: dict[float, float], q: float) -> float:
 
 
 async def _scrape(url: str) -> dict[float, float]:
+    return _histogram(await _metrics_text(url))
+
+
+async def _metrics_text(url: str) -> str:
     async with httpx.AsyncClient() as client:
         response = await client.get(url)
         response.raise_for_status()
-        return _histogram(response.text)
+        return response.text
+
+
+def _sum_count(text: str, name: str) -> tuple[float, float]:
+    """(sum, count) of a histogram in Prometheus text."""
+    values = {}
+    for line in text.splitlines():
+        for part in ("_sum", "_count"):
+            if line.startswith(f"{name}{part} "):
+                values[part] = float(line.rsplit(" ", 1)[1])
+    return values.get("_sum", 0.0), values.get("_count", 0.0)
 
 
 async def _run_phase(
@@ -195,6 +209,7 @@ async def _run_phase(
     """Publish `events` (at `rate` events/s, or flat out) and poll the table until all are stored."""
     db = await asyncpg.connect(dsn)
     before = await _scrape(metrics_url)
+    text0 = await _metrics_text(metrics_url)
     base_count = int(await db.fetchval("SELECT count(*) FROM events"))
     published: list[float] = []
     stop = asyncio.Event()
@@ -225,6 +240,10 @@ async def _run_phase(
         stop.set()
     await poller
     after = await _scrape(metrics_url)
+    text1 = await _metrics_text(metrics_url)
+    (b0, n0), (b1, n1) = (_sum_count(t, "chargeops_ingest_batch_events") for t in (text0, text1))
+    (c0, _), (c1, _) = (_sum_count(t, "chargeops_ingest_commit_seconds") for t in (text0, text1))
+    batches = max(1.0, n1 - n0)
     await db.close()
     stored = polls[-1][1]
     lags: list[float] = []
@@ -242,6 +261,9 @@ async def _run_phase(
         "publish_rows_per_s": round(events * SAMPLES_PER_EVENT / publish_s),
         "stored_rows_per_s": round(stored * SAMPLES_PER_EVENT / (done_at - started)),
         "lag_polled_s": _lag_quantiles(lags) if lags else None,
+        "ingest_commits": int(n1 - n0),
+        "ingest_events_per_commit": round((b1 - b0) / batches, 1),
+        "ingest_ms_per_commit": round(1000 * (c1 - c0) / batches, 1),
         "lag_metric_bucket_upper_s": {
             "p50": _bucket_quantile(delta, 0.5),
             "p99": _bucket_quantile(delta, 0.99),
