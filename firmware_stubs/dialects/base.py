@@ -15,6 +15,14 @@ Payload = dict[str, Any]
 Handler = Callable[["SimulatedCharger", Payload], Payload]
 
 
+def schedule_periods(periods: list[Period]) -> list[Payload]:
+    """A composite schedule's periods: the same `chargingSchedulePeriod` shape in 1.6 and 2.0.1."""
+    return [
+        {"startPeriod": x.start, "limit": x.limit, **({"numberPhases": x.phases} if x.phases else {})}
+        for x in periods
+    ]
+
+
 class Dialect(ABC):
     """Stateless and shared by all chargers of a version; per-charger state lives in the charger."""
 

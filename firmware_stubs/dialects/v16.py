@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from firmware_stubs.dialects.base import Dialect, Payload
+from firmware_stubs.dialects.base import Dialect, Payload, schedule_periods
 from firmware_stubs.model import COMMON_KEYS, KeyDef, iso, parse_iso, utc_now
 
 if TYPE_CHECKING:
@@ -306,14 +306,7 @@ class V16(Dialect):
                 "duration": p["duration"],
                 "startSchedule": iso(start),
                 "chargingRateUnit": unit,
-                "chargingSchedulePeriod": [
-                    {
-                        "startPeriod": x.start,
-                        "limit": x.limit,
-                        **({"numberPhases": x.phases} if x.phases else {}),
-                    }
-                    for x in periods
-                ],
+                "chargingSchedulePeriod": schedule_periods(periods),
             },
         }
 
