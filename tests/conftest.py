@@ -7,12 +7,16 @@ import os
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import asynccontextmanager
 from typing import Any
 
 import asyncpg
 import pytest
 from pydantic import SecretStr
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from chargeops.db.engine import make_engine, make_sessionmaker
+from chargeops.db.migrate import upgrade
 from chargeops.settings import Settings
 from ops.runtime import Runtime
 
@@ -54,6 +58,17 @@ def db_url(request: pytest.FixtureRequest, sqlite_url: str) -> str:
     if request.param == "sqlite":
         return sqlite_url
     return str(request.getfixturevalue("pg_url"))
+
+
+@asynccontextmanager
+async def migrated_sessions(url: str) -> AsyncIterator[async_sessionmaker[AsyncSession]]:
+    """A session factory on a database brought to the newest migration; the engine is disposed after."""
+    engine = make_engine(url)
+    try:
+        await upgrade(engine)
+        yield make_sessionmaker(engine)
+    finally:
+        await engine.dispose()
 
 
 StartRuntime = Callable[..., Awaitable[Runtime]]

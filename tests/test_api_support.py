@@ -13,13 +13,12 @@ import httpx
 import pytest
 from fastapi import FastAPI
 from pydantic import SecretStr
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from chargeops.db.engine import make_engine, make_sessionmaker
-from chargeops.db.migrate import upgrade
 from chargeops.settings import Settings
 from ops.api import create_app
 from telemetry.bus import InProcessBus
+from tests.conftest import migrated_sessions
 
 ADMIN_TOKEN = "admin-secret-token-for-tests"
 
@@ -29,19 +28,10 @@ def bearer(token: str) -> dict[str, str]:
 
 
 @pytest.fixture
-async def api_engine(db_url: str) -> AsyncIterator[AsyncEngine]:
+async def api_sessions(db_url: str) -> AsyncIterator[async_sessionmaker[AsyncSession]]:
     """A migrated, empty database: SQLite and PostgreSQL in turn (conftest's `db_url`)."""
-    eng = make_engine(db_url)
-    try:
-        await upgrade(eng)
-        yield eng
-    finally:
-        await eng.dispose()
-
-
-@pytest.fixture
-def api_sessions(api_engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
-    return make_sessionmaker(api_engine)
+    async with migrated_sessions(db_url) as sessions:
+        yield sessions
 
 
 @pytest.fixture

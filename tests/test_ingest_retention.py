@@ -17,6 +17,7 @@ from chargeops.events import Event, MeterValues, Sample
 from chargeops.settings import Settings
 from telemetry.ingest import store_events
 from telemetry.retention import maintain_partitions, partition_name, run_maintenance
+from tests.conftest import migrated_sessions
 
 Sessions = async_sessionmaker[AsyncSession]
 TODAY = datetime.now(UTC).replace(hour=12, minute=0, second=0, microsecond=0)
@@ -24,10 +25,8 @@ TODAY = datetime.now(UTC).replace(hour=12, minute=0, second=0, microsecond=0)
 
 @pytest.fixture
 async def pg_sessions(pg_url: str) -> AsyncIterator[Sessions]:
-    engine = make_engine(pg_url)
-    await upgrade(engine)
-    yield make_sessionmaker(engine)
-    await engine.dispose()
+    async with migrated_sessions(pg_url) as made:
+        yield made
 
 
 def sample_at(at: datetime) -> Event:

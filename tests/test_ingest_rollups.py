@@ -12,12 +12,11 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from chargeops.db.engine import make_engine, make_sessionmaker
-from chargeops.db.migrate import upgrade
 from chargeops.db.models import Charger, MeterRollup1h, MeterRollup1m, MeterSample, SiteRollup1h, SiteRollup1m
 from chargeops.events import Event, MeterValues, Sample
 from telemetry.ingest import store_events
 from telemetry.rollups import ENERGY, POWER, run_rollups
+from tests.conftest import migrated_sessions
 
 T0 = datetime(2026, 11, 25, 9, 50, tzinfo=UTC)
 Sessions = async_sessionmaker[AsyncSession]
@@ -26,10 +25,8 @@ Key = tuple[Any, ...]
 
 @pytest.fixture
 async def sessions(db_url: str) -> AsyncIterator[Sessions]:
-    engine = make_engine(db_url)
-    await upgrade(engine)
-    yield make_sessionmaker(engine)
-    await engine.dispose()
+    async with migrated_sessions(db_url) as made:
+        yield made
 
 
 def readings(cp: str, evse: int, start: datetime, minutes: int, wh0: float, seed: int) -> list[Event]:

@@ -11,8 +11,6 @@ from prometheus_client import REGISTRY
 from sqlalchemy import func, select, text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from chargeops.db.engine import make_engine, make_sessionmaker
-from chargeops.db.migrate import upgrade
 from chargeops.db.models import Charger, Connector, MeterSample, StoredEvent, Transaction
 from chargeops.events import (
     Event,
@@ -24,6 +22,7 @@ from chargeops.events import (
     TransactionEnded,
 )
 from telemetry.ingest import store_events
+from tests.conftest import migrated_sessions
 
 T0 = datetime(2026, 11, 25, 10, 0, tzinfo=UTC)
 Sessions = async_sessionmaker[AsyncSession]
@@ -31,10 +30,8 @@ Sessions = async_sessionmaker[AsyncSession]
 
 @pytest.fixture
 async def sessions(db_url: str) -> AsyncIterator[Sessions]:
-    engine = make_engine(db_url)
-    await upgrade(engine)
-    yield make_sessionmaker(engine)
-    await engine.dispose()
+    async with migrated_sessions(db_url) as made:
+        yield made
 
 
 def meter(cp: str, at: datetime, wh: float, tx: str | None = "T1", n: int = 3) -> Event:
