@@ -16,6 +16,7 @@ from typing import Any, ClassVar
 import orjson
 
 SCHEMA_VERSION = 1
+ENERGY_REGISTER = "Energy.Active.Import.Register"
 _EVENT_NS = uuid.UUID("5d3c6a1e-8a43-4b8e-9a0e-0c6b0c2f6e11")
 
 
@@ -104,6 +105,13 @@ class Sample:
     location: str | None = None
     context: str | None = None
     sampled_at: datetime | None = None
+
+    @property
+    def register_wh(self) -> float | None:
+        """The reading in Wh if this is the main energy register (no phase), else None."""
+        if self.measurand != ENERGY_REGISTER or self.phase is not None:
+            return None
+        return self.value * 1000 if self.unit == "kWh" else self.value
 
 
 @dataclass(slots=True)

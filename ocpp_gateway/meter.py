@@ -4,10 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from chargeops.events import MeterValues, Sample
+from chargeops.events import ENERGY_REGISTER, MeterValues, Sample
 from ocpp_gateway.times import parse_time
-
-ENERGY_REGISTER = "Energy.Active.Import.Register"
 
 
 def samples_of(meter_values: list[dict[str, Any]]) -> list[Sample]:
@@ -50,8 +48,9 @@ def samples_of(meter_values: list[dict[str, Any]]) -> list[Sample]:
 def energy_wh(samples: list[Sample], context: str | None = None) -> float | None:
     """The main energy register (no phase) in Wh: the last sample that has it (of `context`, if given)."""
     for s in reversed(samples):
-        if s.measurand == ENERGY_REGISTER and s.phase is None and (context is None or s.context == context):
-            return s.value * 1000 if s.unit == "kWh" else s.value
+        wh = s.register_wh
+        if wh is not None and (context is None or s.context == context):
+            return wh
     return None
 
 

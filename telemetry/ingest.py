@@ -51,8 +51,6 @@ from telemetry.pg_copy import SAMPLE_COLUMNS, copy_events
 
 log = logging.getLogger(__name__)
 
-ENERGY_REGISTER = "Energy.Active.Import.Register"
-
 
 class BatchWriter:
     """Group-commits events; `write` returns when its events are durable, or raises if the commit failed.
@@ -244,8 +242,8 @@ def _energy_readings(events: Iterable[Event]) -> dict[tuple[str, str], float]:
         body = ev.body
         if isinstance(body, MeterValues) and body.transaction_id:
             for s in body.samples:
-                if s.measurand == ENERGY_REGISTER and s.phase is None:
-                    wh = s.value * 1000 if (s.unit or "Wh") == "kWh" else s.value
+                wh = s.register_wh
+                if wh is not None:
                     key = (ev.charger_id, body.transaction_id)
                     readings[key] = max(readings.get(key, wh), wh)
         elif isinstance(body, TransactionEnded) and body.meter_stop_wh is not None:
