@@ -67,6 +67,10 @@ VERSION = "v1"
 SHARE_GROUP = "chargeops-ingest"
 _SUBSCRIBE_CHUNK = 500  # topics per SUBSCRIBE / UNSUBSCRIBE packet
 _SEEN_REQUESTS = 10_000  # request ids remembered against QoS 1 redelivery
+# A dead link is noticed within two keepalives even when no read ever reports it: under uvloop, a
+# socket callback that aiomqtt schedules for a connection the broker just closed can leave the client
+# waiting on a socket it no longer polls (seen across a broker restart: the ingest never resubscribed).
+KEEPALIVE_SECONDS = 5
 _NO_MATCHING_SUBSCRIBERS = 16  # MQTT 5 PUBACK reason: accepted, but nobody will ever get the message
 
 
@@ -276,6 +280,7 @@ class MqttBus:
             clean_start=clean,
             properties=_props(PacketTypes.CONNECT, SessionExpiryInterval=expiry, ReceiveMaximum=65535),
             timeout=self._op_timeout,
+            keepalive=KEEPALIVE_SECONDS,
             max_inflight_messages=0,  # unlimited: paho rescans its whole queue per PUBACK otherwise
         )
         client.pending_calls_threshold = 1 << 30  # many concurrent publishes are normal here, not a warning

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import logging
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -16,6 +18,17 @@ from ops.cli import app
 
 runner = CliRunner()
 SECRET_ONLY_IN_ENVIRONMENT = {"admin_token"}  # a token on the command line would show in `ps`
+
+
+@pytest.fixture(autouse=True)
+def _keep_root_logging() -> Iterator[None]:
+    """A command sets up logging on the runner's stderr, which is closed afterwards: later tests' log
+    records would hit a closed stream ("Logging error")."""
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    yield
+    root.handlers[:] = handlers
+    root.setLevel(level)
 
 
 def test_every_setting_has_a_serve_flag_with_its_environment_twin() -> None:
