@@ -82,7 +82,7 @@ async def drain_rate(broker: PrivateMosquitto, events: int, handler: EventHandle
         return events / (time.perf_counter() - started)
     finally:
         await ingest.close()
-        await end_session(broker, ingest.ingest_client_id)
+        await end_session(broker, ingest.durable_client_id)
 
 
 async def noop(_events: Sequence[Event]) -> None:

@@ -130,10 +130,13 @@ class InProcessBus:
         self._tasks.clear()
 
 
-def make_bus(settings: Settings) -> Bus:
-    """MQTT when `CHARGEOPS_MQTT_URL` is set (roles in several processes), else in-process."""
+def make_bus(settings: Settings, durable_group: str = "ingest") -> Bus:
+    """MQTT when `CHARGEOPS_MQTT_URL` is set (roles in several processes), else in-process.
+
+    `durable_group` names the MQTT consumer group of the bus's durable subscription: every group gets each
+    event once, shared among that group's processes."""
     if settings.mqtt_url:
         from telemetry.mqtt_bus import MqttBus
 
-        return MqttBus(settings)
+        return MqttBus(settings, durable_group=durable_group)
     return InProcessBus()

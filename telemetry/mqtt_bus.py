@@ -10,8 +10,9 @@ percent-encoded so `/`, `+` and `#` cannot break the tree). All messages are JSO
 
 Ingest reads events through the shared subscription `$share/chargeops-ingest/{root}/v1/events/#` on a
 persistent session (client id `{root}-ingest-{node_id}`), so several ingest processes split the load and
-events wait in the broker while ingest is down. A message is acknowledged (PUBACK) only after the handler
-returned, i.e. after the database commit; a failing handler is retried with back-off and nothing is acked.
+events wait in the broker while ingest is down; the ops engine does the same as group `ops`.
+A message is acknowledged (PUBACK) only after the handler returned, i.e. after the database commit; a
+failing handler is retried with back-off and nothing is acked.
 
 Commands: `request` publishes `{type: command, request_id, action, payload, timeout, reply_to, expires_at}`
 to the charger's command topic. The holding gateway acks at once (`accepted`), runs its executor and
@@ -64,7 +65,6 @@ from telemetry.spool import Spool, SpoolFull
 log = logging.getLogger(__name__)
 
 VERSION = "v1"
-SHARE_GROUP = "chargeops-ingest"
 _SUBSCRIBE_CHUNK = 500  # topics per SUBSCRIBE / UNSUBSCRIBE packet
 _SEEN_REQUESTS = 10_000  # request ids remembered against QoS 1 redelivery
 # A dead link is noticed within two keepalives even when no read ever reports it: under uvloop, a
@@ -196,6 +196,7 @@ class MqttBus:
         spool_dir: Path | None = None,
         spool_max_events: int | None = None,
         replay_batch: int = 2000,
+        durable_group: str = "ingest",
     ) -> None:
         url = urlsplit(settings.mqtt_url or "")
         if url.scheme != "mqtt":
@@ -210,7 +211,9 @@ class MqttBus:
         self._base = f"{root}/{VERSION}"
         self.instance_id = uuid.uuid4().hex[:12]
         self._client_id = f"{root}-{settings.gateway_id}-{self.instance_id}"
-        self.ingest_client_id = f"{root}-ingest-{settings.node_id}"
+        # Each consumer group (ingest, ops) gets every event once per group, split across its processes.
+        self._durable_group = durable_group
+        self.durable_client_id = f"{root}-{durable_group}-{settings.node_id}"
         self.reply_topic = f"{self._base}/replies/{self.instance_id}"
         self._ack_timeout = ack_timeout
         self._reply_margin = reply_margin
@@ -257,7 +260,7 @@ class MqttBus:
 
     @property
     def shared_filter(self) -> str:
-        return f"$share/{SHARE_GROUP}/{self._base}/events/#"
+        return f"$share/chargeops-{self._durable_group}/{self._base}/events/#"
 
     # -- lifecycle ------------------------------------------------------------------------------------
 
@@ -477,7 +480,7 @@ class MqttBus:
         """The ingest side: persistent session, shared subscription, manual acks after the handler."""
         delay = 0.2
         while True:
-            client = self._new_client(self.ingest_client_id, clean=False)
+            client = self._new_client(self.durable_client_id, clean=False)
             # paho acks QoS 1 messages itself unless told not to; aiomqtt has no switch for it.
             client._client.manual_ack_set(True)
             try:
@@ -485,7 +488,7 @@ class MqttBus:
                     await client.subscribe(self.shared_filter, qos=1)
                     self.durable_ready.set()
                     log.info(
-                        "durable shared subscription %s as %s", self.shared_filter, self.ingest_client_id
+                        "durable shared subscription %s as %s", self.shared_filter, self.durable_client_id
                     )
                     delay = 0.2
                     await self._consume(client, handler)

@@ -55,7 +55,7 @@ class Buses:
         bus = MqttBus(Settings(mqtt_url=self.url, gateway_id=name, node_id=name), **kw)
         await bus.start()
         self.started.append(bus)
-        self.sessions.add(bus.ingest_client_id)
+        self.sessions.add(bus.durable_client_id)
         return bus
 
     async def cleanup(self) -> None:
@@ -385,7 +385,7 @@ async def test_ingest_losing_the_broker_mid_stream_loses_nothing(buses: Buses) -
     sent = sample_events(300)
     for i in range(0, 150, 10):
         await gateway.publish(sent[i : i + 10])
-    await kick(ingest.ingest_client_id, persistent=True)
+    await kick(ingest.durable_client_id, persistent=True)
     for i in range(150, 300, 10):
         await gateway.publish(sent[i : i + 10])
     await until(lambda: {e.event_id for e in got.events} == {e.event_id for e in sent}, timeout=10)

@@ -647,7 +647,7 @@ async def test_events_published_while_the_broker_is_down_are_spooled_and_replaye
     finally:
         await gateway.close()
         await ingest.close()
-        await end_session(restart_broker, ingest.ingest_client_id)
+        await end_session(restart_broker, ingest.durable_client_id)
 
 
 async def test_a_full_spool_refuses_the_events_and_counts_it(
@@ -672,7 +672,7 @@ async def test_a_full_spool_refuses_the_events_and_counts_it(
     finally:
         await gateway.close()
         await ingest.close()
-        await end_session(restart_broker, ingest.ingest_client_id)
+        await end_session(restart_broker, ingest.durable_client_id)
 
 
 async def test_events_nobody_subscribed_to_yet_are_kept_until_ingest_subscribes(
@@ -690,7 +690,7 @@ async def test_events_nobody_subscribed_to_yet_are_kept_until_ingest_subscribes(
         ingest.subscribe(got, durable=True)
         await until(lambda: {e.event_id for e in got.events} == {e.event_id for e in sent}, timeout=10)
         await ingest.close()
-        await end_session(broker, ingest.ingest_client_id)
+        await end_session(broker, ingest.durable_client_id)
     finally:
         await gateway.close()
 
@@ -718,4 +718,4 @@ async def test_a_spool_left_by_a_stopped_gateway_is_replayed_when_it_starts_agai
     finally:
         await gateway.close()
         await ingest.close()
-        await end_session(restart_broker, ingest.ingest_client_id)
+        await end_session(restart_broker, ingest.durable_client_id)
