@@ -69,6 +69,12 @@ class Settings(BaseSettings):
         default=90, description="days of raw meter samples and 1-minute rollups kept"
     )
     fleet_metrics_interval: float = Field(default=10.0, description="seconds between fleet gauge refreshes")
+    rules_file: Path | None = Field(
+        default=None, description="fault rules (YAML) replacing the built-in ops/rules.yaml"
+    )
+    ops_interval: float = Field(
+        default=30.0, description="seconds between ops scans (offline, stalled energy) and gauge refreshes"
+    )
     log_level: str = "INFO"
 
     def role_set(self) -> set[str]:

@@ -53,11 +53,11 @@ class Session16(ChargerSession):
     async def on_status_notification(self, p: Payload) -> Payload:
         evse, connector = evse_connector(p["connectorId"])
         at = parse_time(p["timestamp"]) if p.get("timestamp") else None
-        error = p["errorCode"]
+        error = p["errorCode"] if p["errorCode"] != "NoError" else None  # neutral: no error is None
         events: list[Any] = [
             StatusChanged(evse, connector, p["status"], error, p.get("vendorErrorCode"), p.get("info"))
         ]
-        if error != "NoError":
+        if error is not None:
             events.append(
                 FaultReported(evse, connector, "Connector", error, p.get("info"), p.get("vendorErrorCode"))
             )

@@ -18,9 +18,13 @@ from chargeops.settings import Settings
 
 app = typer.Typer(help="chargeops: operations backend for EV charging operators.", no_args_is_help=True)
 db_app = typer.Typer(help="Database maintenance.", no_args_is_help=True)
-chargers_app = typer.Typer(help="Fleet registry.", no_args_is_help=True)
+chargers_app = typer.Typer(help="Charger registry.", no_args_is_help=True)
+fleet_app = typer.Typer(
+    help="Fleet registry: sites, depots, parts, charger models, stock.", no_args_is_help=True
+)
 app.add_typer(db_app, name="db")
 app.add_typer(chargers_app, name="chargers")
+app.add_typer(fleet_app, name="fleet")
 
 
 def _env(name: str) -> str:
@@ -136,6 +140,12 @@ def serve(
     ] = None,
     handshake_backlog: Annotated[
         int | None, Opt("handshake_backlog", "handshakes allowed to wait; beyond it chargers get 503")
+    ] = None,
+    rules_file: Annotated[
+        Path | None, Opt("rules_file", "fault rules (YAML) replacing the built-in ops/rules.yaml")
+    ] = None,
+    ops_interval: Annotated[
+        float | None, Opt("ops_interval", "seconds between ops scans (offline, stalled energy) and gauges")
     ] = None,
     log_level: LogLevel = "INFO",
     log_format: Annotated[LogFormat, Opt("log_format", "text or json")] = LogFormat.text,
@@ -275,6 +285,40 @@ def chargers_add(
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from None
     typer.echo(f"registered {charger_id}")
+
+
+@fleet_app.command("load")
+def fleet_load(
+    path: Annotated[Path, typer.Argument(metavar="FILE", help="fleet document (YAML or JSON)", exists=True)],
+    database_url: DatabaseUrl = None,
+) -> None:
+    """Load regions, depots, sites, parts, charger models, chargers and stock from a file (upsert by id)."""
+    from pydantic import ValidationError
+
+    from chargeops.db.engine import make_engine, make_sessionmaker
+    from chargeops.db.migrate import is_empty, upgrade
+    from ops.registry import UnknownReference, apply_fleet, read_fleet_file, seed_catalogue
+
+    settings = _settings(database_url=database_url)
+
+    async def run() -> dict[str, int]:
+        engine = make_engine(settings.database_url)
+        try:
+            if await is_empty(engine):
+                await upgrade(engine)
+            sessions = make_sessionmaker(engine)
+            await seed_catalogue(sessions)  # a fleet file may name catalogue SKUs without listing them
+            async with sessions() as session, session.begin():
+                return await apply_fleet(session, read_fleet_file(path), actor=f"file:{path.name}")
+        finally:
+            await engine.dispose()
+
+    try:
+        counts = asyncio.run(run())
+    except (ValidationError, UnknownReference) as exc:
+        typer.echo(f"error: {path}: {exc}", err=True)
+        raise typer.Exit(2) from None
+    typer.echo("loaded " + ", ".join(f"{n} {name}" for name, n in counts.items() if n))
 
 
 def main() -> None:

@@ -19,7 +19,8 @@ from chargeops.settings import ROLES, Settings
 from ocpp_gateway.context import GatewayContext
 from ocpp_gateway.server import GatewayServer
 from ocpp_gateway.store import GatewayStore
-from telemetry.bus import make_bus
+from ops.engine import OpsEngine
+from telemetry.bus import Bus, make_bus
 from telemetry.fleet_metrics import FleetMetrics
 from telemetry.ingest import BatchWriter
 from telemetry.retention import Maintenance
@@ -62,6 +63,8 @@ class Runtime:
         self.writer: BatchWriter | None = None
         self.fleet_metrics: FleetMetrics | None = None
         self.maintenance: Maintenance | None = None
+        self.ops: OpsEngine | None = None
+        self._ops_bus: Bus | None = None
         self._http: uvicorn.Server | None = None
         self._http_task: asyncio.Task[None] | None = None
 
@@ -80,6 +83,7 @@ class Runtime:
         if "ops" in self.roles:
             self.fleet_metrics = FleetMetrics(self.sessions, self.settings.fleet_metrics_interval)
             self.fleet_metrics.start()
+            await self._start_ops()
         if "gateway" in self.roles:
             ctx = GatewayContext(
                 self.settings, GatewayStore(self.sessions), self.bus, self.settings.gateway_id
@@ -87,6 +91,20 @@ class Runtime:
             self.gateway = GatewayServer(ctx)
             await self.gateway.start()
         await self._start_http()
+
+    async def _start_ops(self) -> None:
+        """On MQTT the engine is its own durable consumer group (a second connection); in one process it
+        listens through a bounded queue, off the path of the chargers' answers."""
+        self.ops = OpsEngine(self.sessions, self.settings.rules_file, self.settings.ops_interval)
+        await self.ops.prepare()
+        if self.settings.mqtt_url:
+            self._ops_bus = make_bus(self.settings, durable_group="ops")
+            await self._ops_bus.start()
+            self._ops_bus.subscribe(self.ops.handle, durable=True)
+            await self._ops_bus.ready(timeout=30)
+        else:
+            self.bus.subscribe(self.ops.handle)
+        self.ops.start()
 
     def http_app(self) -> FastAPI:
         if "api" in self.roles:
@@ -131,6 +149,10 @@ class Runtime:
             await self.gateway.stop()
         if self.fleet_metrics is not None:
             await self.fleet_metrics.stop()
+        if self.ops is not None:
+            await self.ops.stop()
+        if self._ops_bus is not None:
+            await self._ops_bus.close()
         if self.maintenance is not None:
             await self.maintenance.stop()
         if self.writer is not None:

@@ -86,6 +86,20 @@ SITE_POWER = Gauge("chargeops_site_power_watts", "Charging power now (latest sam
 SITE_ENERGY = Counter("chargeops_site_energy_wh_total", "Energy delivered in transactions", ["site"])
 SESSIONS_ACTIVE = Gauge("chargeops_sessions_active", "Transactions in progress", ["site"])
 FAULTS = Counter("chargeops_faults_total", "Faults reported by chargers (not clearings), by code", ["code"])
+TICKETS_OPEN = Gauge(
+    "chargeops_tickets_open", "Tickets not yet resolved, by kind and priority", ["kind", "priority"]
+)
+TICKET_EVENTS = Counter(
+    "chargeops_ticket_events_total", "Ticket lifecycle events (created, repeated, cleared, …)", ["kind", "action"]
+)
+STOCK_AVAILABLE = Gauge(
+    "chargeops_stock_available", "Spare parts on hand minus reserved, per depot and SKU", ["depot", "sku"]
+)
+SUPPLY_RISK = Gauge(
+    "chargeops_supply_risk",
+    "1 for the current supply-risk level (watch, warning, critical) of a depot and SKU",
+    ["depot", "sku", "level"],
+)
 INGEST_LAG = Histogram(
     "chargeops_ingest_lag_seconds",
     "From the gateway receiving a message to its rows being committed",
@@ -95,3 +109,11 @@ INGEST_REDELIVERIES = Counter(
     "chargeops_ingest_redeliveries_total", "Events delivered again that were already stored (and skipped)"
 )
 BUS_ERRORS = Counter("chargeops_bus_errors_total", "Bus (broker) failures, by operation", ["operation"])
+
+# -- webhooks (ops.webhooks) --------------------------------------------------------------------------------
+WEBHOOK_DELIVERIES = Counter(
+    "chargeops_webhook_deliveries_total", "Webhook delivery attempts, by outcome (delivered, failed)", ["outcome"]
+)
+WEBHOOK_OUTBOX_PENDING = Gauge(
+    "chargeops_webhook_outbox_pending", "Webhook messages to active subscriptions not yet delivered"
+)

@@ -220,3 +220,7 @@ class ApiToken(Base):
     region: Mapped[str | None] = mapped_column(String(64))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     revoked_at: Mapped[datetime | None]
+
+
+# The operations tables share this metadata (one schema, one migration history).
+from chargeops.db import ops_models as _ops_models  # noqa: E402, F401

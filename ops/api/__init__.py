@@ -1,5 +1,5 @@
 """The operator HTTP API (SPEC §5): fleet registry, authorization list, transactions, OCPP commands,
-API tokens."""
+API tokens, tickets, spare parts and supply risk."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from chargeops.settings import Settings
 from ops.api import errors, health
 from ops.api.context import ApiContext
 from ops.api.middleware import BodyLimitMiddleware, CatchAllMiddleware
-from ops.api.routes import chargers, commands, id_tokens, tokens, transactions
+from ops.api.routes import chargers, commands, id_tokens, inventory, registry, tickets, tokens, transactions
 from telemetry.bus import Bus
 
 __all__ = ["create_app"]
@@ -32,6 +32,6 @@ def create_app(sessions: async_sessionmaker[AsyncSession], bus: Bus, settings: S
     app.add_middleware(CatchAllMiddleware)
     app.add_middleware(BodyLimitMiddleware, limit=MAX_BODY_BYTES)
     app.include_router(health.router)
-    for module in (chargers, commands, id_tokens, transactions, tokens):
+    for module in (chargers, commands, id_tokens, transactions, tokens, tickets, inventory, registry):
         app.include_router(module.router)
     return app

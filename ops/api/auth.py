@@ -40,6 +40,11 @@ class Principal:
     name: str
     role: Role
     token_id: int | None = None
+    region: str | None = None  # a crew token sees and updates only its region's tickets
+
+    @property
+    def at_least_operator(self) -> bool:
+        return _RANK[self.role] >= _RANK[Role.OPERATOR]
 
 
 def new_token() -> str:
@@ -70,7 +75,7 @@ async def authenticate(
     ).scalar_one_or_none()
     if row is None or row.revoked_at is not None or row.role not in _RANK:
         raise _unauthorized("unknown or revoked token")
-    return Principal(row.name, Role(row.role), row.id)
+    return Principal(row.name, Role(row.role), row.id, row.region)
 
 
 def require(minimum: Role) -> Callable[..., Awaitable[Principal]]:
@@ -84,6 +89,9 @@ def require(minimum: Role) -> Callable[..., Awaitable[Principal]]:
     return check
 
 
+Caller = Annotated[Principal, Depends(authenticate)]
+CrewMember = Annotated[Principal, Depends(require(Role.CREW))]
+OperatorUser = Annotated[Principal, Depends(require(Role.OPERATOR))]
 Viewer = Depends(require(Role.VIEWER))
 Operator = Depends(require(Role.OPERATOR))
 Admin = Depends(require(Role.ADMIN))

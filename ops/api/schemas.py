@@ -180,3 +180,95 @@ class Items(BaseModel, Generic[T]):
 
 class CommandResponse(BaseModel):
     response: dict[str, Any] = Field(description="the charger's reply exactly as sent (OCPP field names)")
+
+
+# -- operations ---------------------------------------------------------------------------------------
+
+
+class Me(BaseModel):
+    name: str
+    role: Role
+    region: str | None
+
+
+class Fault(BaseModel):
+    code: str | None
+    component: str | None
+    description: str | None
+
+
+class PartQty(BaseModel):
+    sku: str
+    qty: int
+
+
+class TicketOut(BaseModel):
+    id: int
+    kind: Literal["maintenance", "supply"]
+    status: str
+    priority: str
+    charger_id: str | None
+    site: str | None
+    depot: str | None
+    region: str | None
+    rule: str | None
+    fault: Fault | None
+    diagnosis: str | None
+    parts: list[PartQty]
+    occurrences: int
+    assignee: str | None
+    created_at: str
+    updated_at: str | None
+    last_occurred_at: str | None
+    sla_due_at: str | None
+    cleared_at: str | None
+    resolved_at: str | None
+    closed_at: str | None
+
+
+class TicketLogOut(BaseModel):
+    at: UtcTime
+    actor: str
+    action: str
+    from_status: str | None
+    to_status: str | None
+    note: str | None
+
+
+class TicketDetail(TicketOut):
+    log: list[TicketLogOut]
+
+
+class TicketTransition(Input):
+    to: Literal["open", "assigned", "in_progress", "resolved", "closed"]
+    assignee: Annotated[str, Field(min_length=1, max_length=100)] | None = None
+    note: Annotated[str, Field(max_length=2000)] | None = None
+
+
+class StockOut(BaseModel):
+    depot: str
+    sku: str
+    on_hand: int
+    reserved: int
+    available: int
+    on_order: int
+
+
+class Receipt(Input):
+    depot: Annotated[str, Field(min_length=1, max_length=64)]
+    sku: Annotated[str, Field(min_length=1, max_length=64)]
+    qty: Annotated[int, Field(ge=1, le=1_000_000)]
+    note: Annotated[str, Field(max_length=2000)] | None = None
+
+
+class ReceiptOut(BaseModel):
+    stock: StockOut
+    closed_ticket: int | None
+
+
+class RiskOut(BaseModel):
+    depot: str
+    sku: str
+    level: Literal["ok", "watch", "warning", "critical"]
+    reasons: list[dict[str, Any]]
+    figures: dict[str, Any]

@@ -1,0 +1,223 @@
+"""Operations storage: fleet registry, maintenance and supply tickets, spare parts, webhook outbox.
+
+Registered on the same `Base` as the telemetry tables (imported by `chargeops.db.models`), so one
+migration history covers the whole schema.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import JSON, Float, ForeignKey, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy.orm import Mapped, mapped_column
+
+from chargeops.db.models import Base, BigId
+from chargeops.events import utcnow
+
+
+class Region(Base):
+    __tablename__ = "regions"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    name: Mapped[str] = mapped_column(String(200))
+
+
+class Depot(Base):
+    """Where crews start from and spare parts are stocked; serves the sites of its region."""
+
+    __tablename__ = "depots"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    name: Mapped[str] = mapped_column(String(200))
+    region_id: Mapped[str | None] = mapped_column(String(64), index=True)
+    latitude: Mapped[float | None] = mapped_column(Float)
+    longitude: Mapped[float | None] = mapped_column(Float)
+
+
+class Site(Base):
+    """A location with chargers (`chargers.site` holds its id): charging, battery swap or PV + storage."""
+
+    __tablename__ = "sites"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    name: Mapped[str] = mapped_column(String(200))
+    kind: Mapped[str] = mapped_column(String(20), default="charging")
+    region_id: Mapped[str | None] = mapped_column(String(64), index=True)
+    depot_id: Mapped[str | None] = mapped_column(String(64))
+    address: Mapped[str | None] = mapped_column(String(300))
+    latitude: Mapped[float | None] = mapped_column(Float)
+    longitude: Mapped[float | None] = mapped_column(Float)
+    grid_limit_kw: Mapped[float | None] = mapped_column(Float)
+
+
+class Part(Base):
+    """A spare part (SKU) and what supply planning needs to know about it."""
+
+    __tablename__ = "parts"
+
+    sku: Mapped[str] = mapped_column(String(64), primary_key=True)
+    name: Mapped[str] = mapped_column(String(200))
+    category: Mapped[str] = mapped_column(String(40), index=True)
+    unit_cost: Mapped[float | None] = mapped_column(Float)
+    # Failures per installed unit and year, before the fleet's own history says otherwise.
+    annual_failure_rate: Mapped[float] = mapped_column(Float, default=0.05)
+    lead_time_days: Mapped[float] = mapped_column(Float, default=14.0)
+    lead_time_sd_days: Mapped[float] = mapped_column(Float, default=0.0)
+    suppliers: Mapped[list[str]] = mapped_column(JSON, default=list)
+    service_level_z: Mapped[float] = mapped_column(Float, default=1.65)
+    # Days of demand the stock is brought back up to above the reorder point when re-ordering.
+    cover_days: Mapped[float] = mapped_column(Float, default=30.0)
+
+
+class ChargerModel(Base):
+    """A charger or swap-station model, matched to chargers by the vendor and model they boot with."""
+
+    __tablename__ = "charger_models"
+    __table_args__ = (UniqueConstraint("vendor", "model", name="uq_charger_models_vendor_model"),)
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    vendor: Mapped[str] = mapped_column(String(50))
+    model: Mapped[str] = mapped_column(String(50))
+    kind: Mapped[str] = mapped_column(String(20), default="dc")
+
+
+class ModelPart(Base):
+    """Bill of spare parts: how many of a SKU one unit of the model contains."""
+
+    __tablename__ = "model_parts"
+
+    model_id: Mapped[str] = mapped_column(
+        String(64), ForeignKey("charger_models.id", ondelete="CASCADE"), primary_key=True
+    )
+    sku: Mapped[str] = mapped_column(String(64), ForeignKey("parts.sku"), primary_key=True)
+    qty: Mapped[int] = mapped_column(Integer, default=1)
+
+
+class Stock(Base):
+    """Stock of one SKU at one depot. Available = on hand − reserved (negative: a backlog)."""
+
+    __tablename__ = "stock"
+
+    depot_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    sku: Mapped[str] = mapped_column(String(64), primary_key=True)
+    on_hand: Mapped[int] = mapped_column(Integer, default=0)
+    reserved: Mapped[int] = mapped_column(Integer, default=0)
+    on_order: Mapped[int] = mapped_column(Integer, default=0)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+    @property
+    def available(self) -> int:
+        return self.on_hand - self.reserved
+
+
+class StockMovement(Base):
+    """Every change to stock, with why: receipt, reserve, release, consume, order, adjust.
+
+    Reservations are the demand signal of the supply-risk model (a part is needed when a ticket asks
+    for it, not when a crew gets round to fitting it)."""
+
+    __tablename__ = "stock_movements"
+    __table_args__ = (Index("ix_stock_movements_depot_sku_at", "depot_id", "sku", "at"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    depot_id: Mapped[str] = mapped_column(String(64))
+    sku: Mapped[str] = mapped_column(String(64))
+    kind: Mapped[str] = mapped_column(String(16))
+    qty: Mapped[int] = mapped_column(Integer)
+    ticket_id: Mapped[int | None] = mapped_column(BigId)
+    actor: Mapped[str | None] = mapped_column(String(100))
+    note: Mapped[str | None] = mapped_column(Text)
+    at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class Ticket(Base):
+    """A maintenance ticket (a charger's fault) or a supply ticket (a purchase request for a depot/SKU).
+
+    `open_key` is set while the ticket is open (open, assigned, in progress) and unique, so a fault or a
+    shortage opens one ticket however often it repeats or however many processes see it."""
+
+    __tablename__ = "tickets"
+    __table_args__ = (Index("ix_tickets_kind_status", "kind", "status"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    kind: Mapped[str] = mapped_column(String(16))
+    status: Mapped[str] = mapped_column(String(16), default="open")
+    priority: Mapped[str] = mapped_column(String(4))
+    open_key: Mapped[str | None] = mapped_column(String(200), unique=True)
+    charger_id: Mapped[str | None] = mapped_column(String(48), index=True)
+    site: Mapped[str | None] = mapped_column(String(64), index=True)
+    depot: Mapped[str | None] = mapped_column(String(64))
+    region: Mapped[str | None] = mapped_column(String(64), index=True)
+    rule: Mapped[str | None] = mapped_column(String(64))
+    evse_id: Mapped[int | None]
+    fault_code: Mapped[str | None] = mapped_column(String(120))
+    component: Mapped[str | None] = mapped_column(String(64))
+    description: Mapped[str | None] = mapped_column(Text)
+    diagnosis: Mapped[str | None] = mapped_column(Text)
+    parts: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list)
+    sku: Mapped[str | None] = mapped_column(String(64))
+    qty: Mapped[int | None] = mapped_column(Integer)
+    occurrences: Mapped[int] = mapped_column(Integer, default=1)
+    assignee: Mapped[str | None] = mapped_column(String(100))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+    last_occurred_at: Mapped[datetime | None]
+    sla_due_at: Mapped[datetime | None]
+    cleared_at: Mapped[datetime | None]
+    resolved_at: Mapped[datetime | None]
+    closed_at: Mapped[datetime | None]
+
+
+class TicketOccurrence(Base):
+    """The events counted on a ticket: a re-delivered event is not counted twice."""
+
+    __tablename__ = "ticket_occurrences"
+
+    ticket_id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    event_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+
+
+class TicketLog(Base):
+    """Audit trail: who did what to a ticket, and when."""
+
+    __tablename__ = "ticket_log"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    ticket_id: Mapped[int] = mapped_column(BigId, index=True)
+    at: Mapped[datetime] = mapped_column(default=utcnow)
+    actor: Mapped[str] = mapped_column(String(100))
+    action: Mapped[str] = mapped_column(String(32))
+    from_status: Mapped[str | None] = mapped_column(String(16))
+    to_status: Mapped[str | None] = mapped_column(String(16))
+    note: Mapped[str | None] = mapped_column(Text)
+
+
+class WebhookSubscription(Base):
+    """A receiver of ticket events. The secret signs deliveries (HMAC-SHA256), so it is kept, never shown."""
+
+    __tablename__ = "webhook_subscriptions"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    url: Mapped[str] = mapped_column(String(500))
+    secret: Mapped[str] = mapped_column(String(200))
+    events: Mapped[list[str]] = mapped_column(JSON, default=list)  # empty: every event type
+    active: Mapped[bool] = mapped_column(default=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class OutboxMessage(Base):
+    """A webhook delivery, written in the same transaction as the change it reports; sent until acked."""
+
+    __tablename__ = "webhook_outbox"
+    __table_args__ = (Index("ix_webhook_outbox_due", "delivered_at", "next_attempt_at"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    subscription_id: Mapped[int] = mapped_column(BigId)
+    event_type: Mapped[str] = mapped_column(String(64))
+    payload: Mapped[dict[str, Any]]
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime] = mapped_column(default=utcnow)
+    delivered_at: Mapped[datetime | None]
+    last_error: Mapped[str | None] = mapped_column(Text)

@@ -1,0 +1,135 @@
+"""Fleet registry (SPEC §5): sites, regions, depots, charger models with their bill of parts, and loading a
+whole fleet document (the format of `chargeops fleet load`)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import yaml
+from fastapi import APIRouter, Request
+from pydantic import ValidationError
+from sqlalchemy import func, select
+
+from chargeops.db.models import Charger
+from chargeops.db.ops_models import ChargerModel, Depot, ModelPart, Region, Site
+from ops.api.auth import Operator, Viewer
+from ops.api.context import Db
+from ops.api.errors import ApiError, documented
+from ops.api.schemas import Items
+from ops.registry import DepotDoc, FleetDoc, ModelDoc, RegionDoc, SiteDoc, UnknownReference, apply_fleet
+
+router = APIRouter(tags=["fleet registry"], responses=documented(401, 403, 422))
+
+
+def _site(s: Site, chargers: int) -> dict[str, Any]:
+    return {
+        "id": s.id,
+        "name": s.name,
+        "kind": s.kind,
+        "region": s.region_id,
+        "depot": s.depot_id,
+        "address": s.address,
+        "latitude": s.latitude,
+        "longitude": s.longitude,
+        "power_budget": {"grid_limit_kw": s.grid_limit_kw},
+        "chargers": chargers,
+    }
+
+
+@router.get("/api/sites", dependencies=[Viewer])
+async def list_sites(db: Db, region: str | None = None) -> Items[dict[str, Any]]:
+    """Sites with their power budget and how many chargers they have."""
+    counts = dict(
+        (await db.execute(select(Charger.site, func.count()).group_by(Charger.site))).tuples().all()
+    )
+    stmt = select(Site).order_by(Site.id)
+    if region is not None:
+        stmt = stmt.where(Site.region_id == region)
+    return Items(items=[_site(s, counts.get(s.id, 0)) for s in (await db.scalars(stmt)).all()])
+
+
+async def _apply(db: Db, doc: FleetDoc) -> dict[str, int]:
+    try:
+        counts = await apply_fleet(db, doc, actor="api")
+    except UnknownReference as exc:
+        raise ApiError(422, "unknown_reference", str(exc)) from None
+    await db.commit()
+    return counts
+
+
+@router.put("/api/sites/{site_id}", dependencies=[Operator])
+async def put_site(site_id: str, body: SiteDoc, db: Db) -> dict[str, int]:
+    _same_id(site_id, body.id)
+    return await _apply(db, FleetDoc(sites=[body]))
+
+
+@router.get("/api/regions", dependencies=[Viewer])
+async def list_regions(db: Db) -> Items[RegionDoc]:
+    rows = (await db.scalars(select(Region).order_by(Region.id))).all()
+    return Items(items=[RegionDoc(id=r.id, name=r.name) for r in rows])
+
+
+@router.put("/api/regions/{region_id}", dependencies=[Operator])
+async def put_region(region_id: str, body: RegionDoc, db: Db) -> dict[str, int]:
+    _same_id(region_id, body.id)
+    return await _apply(db, FleetDoc(regions=[body]))
+
+
+@router.get("/api/depots", dependencies=[Viewer])
+async def list_depots(db: Db) -> Items[DepotDoc]:
+    rows = (await db.scalars(select(Depot).order_by(Depot.id))).all()
+    return Items(
+        items=[
+            DepotDoc(id=d.id, name=d.name, region=d.region_id, latitude=d.latitude, longitude=d.longitude)
+            for d in rows
+        ]
+    )
+
+
+@router.put("/api/depots/{depot_id}", dependencies=[Operator])
+async def put_depot(depot_id: str, body: DepotDoc, db: Db) -> dict[str, int]:
+    _same_id(depot_id, body.id)
+    return await _apply(db, FleetDoc(depots=[body]))
+
+
+@router.get("/api/models", dependencies=[Viewer])
+async def list_models(db: Db) -> Items[ModelDoc]:
+    """Charger models and their bill of spare parts (SKU → quantity per unit)."""
+    bom: dict[str, dict[str, int]] = {}
+    for mp in (await db.scalars(select(ModelPart))).all():
+        bom.setdefault(mp.model_id, {})[mp.sku] = mp.qty
+    rows = (await db.scalars(select(ChargerModel).order_by(ChargerModel.id))).all()
+    return Items(
+        items=[
+            ModelDoc(id=m.id, vendor=m.vendor, model=m.model, kind=m.kind, parts=bom.get(m.id, {}))  # type: ignore[arg-type]
+            for m in rows
+        ]
+    )
+
+
+@router.put("/api/models/{model_id}", dependencies=[Operator])
+async def put_model(model_id: str, body: ModelDoc, db: Db) -> dict[str, int]:
+    _same_id(model_id, body.id)
+    return await _apply(db, FleetDoc(models=[body]))
+
+
+@router.post("/api/fleet", dependencies=[Operator])
+async def load_fleet(request: Request, db: Db) -> dict[str, int]:
+    """Upserts a fleet document — JSON, or YAML with `Content-Type: application/yaml` — holding any of
+    regions, depots, sites, parts, models, chargers and stock. Returns how many of each it held."""
+    raw = await request.body()
+    try:
+        data = yaml.safe_load(raw) if "yaml" in request.headers.get("content-type", "") else None
+        doc = FleetDoc.model_validate_json(raw) if data is None else FleetDoc.model_validate(data)
+    except yaml.YAMLError as exc:
+        raise ApiError(422, "invalid_yaml", str(exc)) from None
+    except ValidationError as exc:
+        raise ApiError(
+            422, "invalid_fleet", str(exc.errors(include_url=False, include_input=False))
+        ) from None
+    return await _apply(db, doc)
+
+
+def _same_id(path_id: str, body_id: str) -> None:
+    if path_id != body_id:
+        raise ApiError(422, "id_mismatch", f"body id {body_id} differs from the path {path_id}")

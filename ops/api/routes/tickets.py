@@ -1,0 +1,110 @@
+"""Maintenance and supply tickets (SPEC §5): list, one with its audit trail, lifecycle steps.
+
+A crew token bound to a region sees and moves only that region's tickets, and only maintenance ones.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from fastapi import APIRouter, Query
+from sqlalchemy import Select, case, select
+from sqlalchemy.exc import IntegrityError
+
+from chargeops.db.ops_models import Ticket, TicketLog
+from ops import maintenance
+from ops.api.auth import Caller, CrewMember, Principal, Role
+from ops.api.context import Db
+from ops.api.errors import ApiError, documented
+from ops.api.schemas import Items, Me, TicketDetail, TicketLogOut, TicketOut, TicketTransition
+from ops.tickets import OPEN_STATES, IllegalTransition, ticket_view
+
+router = APIRouter(tags=["tickets"], responses=documented(401, 403, 422))
+
+_PRIORITY_ORDER = case({"P1": 1, "P2": 2, "P3": 3, "P4": 4}, value=Ticket.priority, else_=5)
+
+
+@router.get("/api/me")
+async def me(caller: Caller) -> Me:
+    """Who the token belongs to (the crew page shows it and uses the name as assignee)."""
+    return Me(name=caller.name, role=caller.role, region=caller.region)
+
+
+def _scoped(stmt: Select[Any], caller: Principal) -> Select[Any]:
+    if caller.role == Role.CREW and caller.region is not None:
+        stmt = stmt.where(Ticket.region == caller.region, Ticket.kind == "maintenance")
+    return stmt
+
+
+@router.get("/api/tickets")
+async def list_tickets(
+    db: Db,
+    caller: Caller,
+    kind: Literal["maintenance", "supply"] | None = None,
+    status: str | None = Query(None, description="one status or several, comma-separated"),
+    open: bool | None = Query(None, description="only open (open, assigned, in_progress) or only not"),
+    charger_id: str | None = None,
+    site: str | None = None,
+    region: str | None = None,
+    depot: str | None = None,
+    limit: int = Query(500, ge=1, le=5000),
+) -> Items[TicketOut]:
+    """Most urgent first: priority, then SLA due time."""
+    stmt = _scoped(select(Ticket), caller)
+    for column, value in (
+        (Ticket.kind, kind),
+        (Ticket.charger_id, charger_id),
+        (Ticket.site, site),
+        (Ticket.region, region),
+        (Ticket.depot, depot),
+    ):
+        if value is not None:
+            stmt = stmt.where(column == value)
+    if status:
+        stmt = stmt.where(Ticket.status.in_([s.strip() for s in status.split(",")]))
+    if open is not None:
+        stmt = stmt.where(Ticket.status.in_(OPEN_STATES) if open else Ticket.status.not_in(OPEN_STATES))
+    stmt = stmt.order_by(_PRIORITY_ORDER, Ticket.sla_due_at, Ticket.id).limit(limit)
+    rows = (await db.scalars(stmt)).all()
+    return Items(items=[TicketOut.model_validate(ticket_view(t)) for t in rows])
+
+
+async def _one(db: Db, ticket_id: int, caller: Principal, *, lock: bool = False) -> Ticket:
+    stmt = _scoped(select(Ticket).where(Ticket.id == ticket_id), caller)
+    ticket: Ticket | None = await db.scalar(stmt.with_for_update() if lock else stmt)
+    if ticket is None:
+        raise ApiError(404, "not_found", f"no ticket {ticket_id}")
+    return ticket
+
+
+@router.get("/api/tickets/{ticket_id}", responses=documented(404))
+async def get_ticket(ticket_id: int, db: Db, caller: Caller) -> TicketDetail:
+    ticket = await _one(db, ticket_id, caller)
+    log = (
+        await db.scalars(select(TicketLog).where(TicketLog.ticket_id == ticket_id).order_by(TicketLog.id))
+    ).all()
+    return TicketDetail(
+        **ticket_view(ticket), log=[TicketLogOut.model_validate(e, from_attributes=True) for e in log]
+    )
+
+
+@router.post("/api/tickets/{ticket_id}/transition", responses=documented(404, 409))
+async def transition(ticket_id: int, body: TicketTransition, db: Db, caller: CrewMember) -> TicketOut:
+    """One lifecycle step (open → assigned → in_progress → resolved → closed); an illegal step is 409.
+    Resolving a maintenance ticket consumes its reserved parts; closing an unresolved one releases them."""
+    ticket = await _one(db, ticket_id, caller, lock=True)
+    if not caller.at_least_operator and ticket.kind != "maintenance":
+        raise ApiError(403, "forbidden", "crew tokens move maintenance tickets only")
+    assignee = body.assignee
+    if assignee is None and body.to == "assigned" and ticket.assignee is None:
+        assignee = caller.name
+    try:
+        await maintenance.transition(db, ticket, body.to, caller.name, assignee=assignee, note=body.note)
+        await db.flush()
+    except IllegalTransition as exc:
+        raise ApiError(409, "illegal_transition", str(exc)) from None
+    except IntegrityError:
+        raise ApiError(409, "already_open", "another open ticket already covers this fault") from None
+    out = TicketOut.model_validate(ticket_view(ticket))
+    await db.commit()
+    return out

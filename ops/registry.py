@@ -1,0 +1,226 @@
+"""Fleet registry: regions, depots, sites, parts, charger models with their bill of parts, stock.
+
+One document format (YAML or JSON, `FleetDoc`) serves the seeded catalogue, `chargeops fleet load FILE`
+and `POST /api/fleet`; applying it upserts by id, so loading the same file twice changes nothing.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field
+from sqlalchemy import delete, func, select
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from chargeops.db.models import Charger
+from chargeops.db.ops_models import ChargerModel, Depot, ModelPart, Part, Region, Site, Stock, StockMovement
+from chargeops.ids import CHARGER_ID_PATTERN
+
+CATALOGUE = Path(__file__).with_name("catalogue.yaml")
+Id = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9._:-]+$")
+
+
+class _Doc(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class RegionDoc(_Doc):
+    id: str = Id
+    name: str | None = None
+
+
+class DepotDoc(_Doc):
+    id: str = Id
+    name: str | None = None
+    region: str | None = None
+    latitude: float | None = Field(default=None, ge=-90, le=90)
+    longitude: float | None = Field(default=None, ge=-180, le=180)
+
+
+class SiteDoc(_Doc):
+    id: str = Id
+    name: str | None = None
+    kind: Literal["charging", "battery_swap", "pv_storage"] = "charging"
+    region: str | None = None
+    depot: str | None = None
+    address: str | None = Field(default=None, max_length=300)
+    latitude: float | None = Field(default=None, ge=-90, le=90)
+    longitude: float | None = Field(default=None, ge=-180, le=180)
+    grid_limit_kw: float | None = Field(default=None, gt=0)
+
+
+class PartDoc(_Doc):
+    sku: str = Id
+    name: str = Field(min_length=1, max_length=200)
+    category: str = Field(min_length=1, max_length=40)
+    unit_cost: float | None = Field(default=None, ge=0)
+    annual_failure_rate: float = Field(default=0.05, ge=0)
+    lead_time_days: float = Field(default=14, ge=0)
+    lead_time_sd_days: float = Field(default=0, ge=0)
+    suppliers: list[str] = Field(default_factory=list)
+    service_level_z: float = Field(default=1.65, ge=0, le=5)
+    cover_days: float = Field(default=30, ge=0)
+
+
+class ModelDoc(_Doc):
+    id: str = Id
+    vendor: str = Field(min_length=1, max_length=50)
+    model: str = Field(min_length=1, max_length=50)
+    kind: Literal["dc", "ac", "swap_station"] = "dc"
+    parts: dict[str, int] = Field(default_factory=dict, description="SKU → quantity in one unit")
+
+
+class ChargerDoc(_Doc):
+    id: str = Field(pattern=CHARGER_ID_PATTERN)
+    site: str | None = None
+    vendor: str | None = None
+    model: str | None = None
+    kind: Literal["charger", "swap_station"] = "charger"
+
+
+class StockDoc(_Doc):
+    depot: str = Id
+    sku: str = Id
+    on_hand: int = Field(ge=0)
+
+
+class FleetDoc(_Doc):
+    regions: list[RegionDoc] = Field(default_factory=list)
+    depots: list[DepotDoc] = Field(default_factory=list)
+    sites: list[SiteDoc] = Field(default_factory=list)
+    parts: list[PartDoc] = Field(default_factory=list)
+    models: list[ModelDoc] = Field(default_factory=list)
+    chargers: list[ChargerDoc] = Field(default_factory=list)
+    stock: list[StockDoc] = Field(default_factory=list)
+
+
+class UnknownReference(ValueError):
+    """The document names a SKU that is neither in it nor in the catalogue."""
+
+
+def read_fleet_file(path: Path) -> FleetDoc:
+    return FleetDoc.model_validate(yaml.safe_load(path.read_text()) or {})
+
+
+async def apply_fleet(session: AsyncSession, doc: FleetDoc, actor: str = "fleet-file") -> dict[str, int]:
+    """Upserts everything in `doc` (the caller commits); returns how many of each it holds."""
+    for r in doc.regions:
+        await session.merge(Region(id=r.id, name=r.name or r.id))
+    for d in doc.depots:
+        await session.merge(
+            Depot(
+                id=d.id, name=d.name or d.id, region_id=d.region, latitude=d.latitude, longitude=d.longitude
+            )
+        )
+    for s in doc.sites:
+        fields = s.model_dump(exclude={"region", "depot", "name"})
+        await session.merge(Site(name=s.name or s.id, region_id=s.region, depot_id=s.depot, **fields))
+    for p in doc.parts:
+        await session.merge(Part(**p.model_dump()))
+    await session.flush()
+    known = set((await session.scalars(select(Part.sku))).all())
+    for m in doc.models:
+        missing = set(m.parts) - known
+        if missing:
+            raise UnknownReference(f"model {m.id}: unknown SKU(s) {', '.join(sorted(missing))}")
+        await session.merge(ChargerModel(id=m.id, vendor=m.vendor, model=m.model, kind=m.kind))
+        await session.execute(delete(ModelPart).where(ModelPart.model_id == m.id))
+        session.add_all(ModelPart(model_id=m.id, sku=sku, qty=qty) for sku, qty in m.parts.items())
+    for c in doc.chargers:
+        row = await session.get(Charger, c.id)
+        if row is None:
+            session.add(
+                Charger(id=c.id, site=c.site, vendor=c.vendor, model=c.model, kind=c.kind, security_profile=0)
+            )
+        else:
+            row.site, row.kind = c.site, c.kind
+            row.vendor, row.model = c.vendor or row.vendor, c.model or row.model
+    for st in doc.stock:
+        if st.sku not in known:
+            raise UnknownReference(f"stock: unknown SKU {st.sku}")
+        stock = await session.get(Stock, (st.depot, st.sku))
+        if stock is None:
+            stock = Stock(depot_id=st.depot, sku=st.sku, on_hand=0, reserved=0, on_order=0)
+            session.add(stock)
+        if st.on_hand != stock.on_hand:
+            session.add(
+                StockMovement(
+                    depot_id=st.depot, sku=st.sku, kind="adjust", qty=st.on_hand - stock.on_hand, actor=actor
+                )
+            )
+            stock.on_hand = st.on_hand
+    await session.flush()
+    return {name: len(getattr(doc, name)) for name in FleetDoc.model_fields}
+
+
+async def seed_catalogue(sessions: async_sessionmaker[AsyncSession]) -> bool:
+    """The default parts and models into a database that has none (True if it seeded)."""
+    async with sessions() as session, session.begin():
+        if await session.scalar(select(func.count()).select_from(Part)):
+            return False
+        await apply_fleet(session, read_fleet_file(CATALOGUE), actor="catalogue")
+        return True
+
+
+@dataclass(frozen=True, slots=True)
+class Placement:
+    """Where a charger is and what it is made of, as the ops engine needs it."""
+
+    site: str | None
+    depot: str | None
+    region: str | None
+    model_id: str | None
+
+
+async def placement(session: AsyncSession, charger_id: str) -> Placement:
+    charger = await session.get(Charger, charger_id)
+    if charger is None:
+        return Placement(None, None, None, None)
+    site = await session.get(Site, charger.site) if charger.site else None
+    model_id = await session.scalar(
+        select(ChargerModel.id).where(
+            ChargerModel.vendor == charger.vendor, ChargerModel.model == charger.model
+        )
+    )
+    region = site.region_id if site else None
+    if site is not None and region is None and site.depot_id:
+        region = await session.scalar(select(Depot.region_id).where(Depot.id == site.depot_id))
+    return Placement(charger.site, site.depot_id if site else None, region, model_id)
+
+
+async def parts_for(
+    session: AsyncSession, model_id: str | None, needs: list[tuple[str, int]]
+) -> list[dict[str, object]]:
+    """Part categories a rule names → SKUs of the charger's model (× quantity needed).
+
+    Without a known model a category resolves only when the catalogue has exactly one SKU for it."""
+    out: list[dict[str, object]] = []
+    for category, qty in needs:
+        stmt = select(Part.sku).where(Part.category == category)
+        if model_id is not None:
+            stmt = stmt.join(ModelPart, ModelPart.sku == Part.sku).where(ModelPart.model_id == model_id)
+        skus = list((await session.scalars(stmt.order_by(Part.sku))).all())
+        if len(skus) == 1 or (skus and model_id is not None):
+            out.append({"sku": skus[0], "qty": qty})
+    return out
+
+
+async def installed_base(session: AsyncSession) -> dict[tuple[str, str], int]:
+    """(depot, SKU) → units installed in the chargers of the sites that depot serves."""
+    rows = await session.execute(
+        select(Site.depot_id, ModelPart.sku, func.sum(ModelPart.qty))
+        .select_from(Charger)
+        .join(Site, Site.id == Charger.site)
+        .join(ChargerModel, (ChargerModel.vendor == Charger.vendor) & (ChargerModel.model == Charger.model))
+        .join(ModelPart, ModelPart.model_id == ChargerModel.id)
+        .where(Site.depot_id.is_not(None))
+        .group_by(Site.depot_id, ModelPart.sku)
+    )
+    base: dict[tuple[str, str], int] = defaultdict(int)
+    for depot, sku, qty in rows.all():
+        base[(str(depot), sku)] += int(qty or 0)
+    return dict(base)

@@ -1,0 +1,147 @@
+"""Tickets: the lifecycle both kinds share, the audit trail, and their one outward representation.
+
+open → assigned → in_progress → resolved → closed. An open ticket may also be closed straight away
+(a false alarm, a cancelled order); resolved can go back to in_progress if the fix did not hold. What a step
+does to stock lives with the ticket's kind (`ops.maintenance`, `ops.supply`); this module only walks the
+states and writes down who did what, and queues the webhook event in the same transaction.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from chargeops.db.ops_models import Ticket, TicketLog, TicketOccurrence
+from chargeops.events import utcnow
+from ops.outbox import enqueue
+from telemetry.metrics import TICKET_EVENTS
+
+OPEN_STATES = ("open", "assigned", "in_progress")
+STATES = (*OPEN_STATES, "resolved", "closed")
+TRANSITIONS: dict[str, frozenset[str]] = {
+    "open": frozenset({"assigned", "in_progress", "closed"}),
+    "assigned": frozenset({"open", "in_progress", "closed"}),
+    "in_progress": frozenset({"assigned", "resolved"}),
+    "resolved": frozenset({"in_progress", "closed"}),
+    "closed": frozenset(),
+}
+PRIORITIES = ("P1", "P2", "P3", "P4")
+
+
+class IllegalTransition(Exception):
+    """The ticket cannot go from its status to the one asked for."""
+
+    def __init__(self, ticket: Ticket, to: str) -> None:
+        allowed = ", ".join(sorted(TRANSITIONS.get(ticket.status, ()))) or "none"
+        super().__init__(f"ticket {ticket.id} is {ticket.status}: cannot go to {to} (allowed: {allowed})")
+
+
+def ticket_view(t: Ticket) -> dict[str, Any]:
+    """The ticket as the API, the crew page and webhooks show it (SPEC §5)."""
+    return {
+        "id": t.id,
+        "kind": t.kind,
+        "status": t.status,
+        "priority": t.priority,
+        "charger_id": t.charger_id,
+        "site": t.site,
+        "depot": t.depot,
+        "region": t.region,
+        "rule": t.rule,
+        "fault": {"code": t.fault_code, "component": t.component, "description": t.description}
+        if t.kind == "maintenance"
+        else None,
+        "diagnosis": t.diagnosis,
+        "parts": t.parts or ([{"sku": t.sku, "qty": t.qty}] if t.sku else []),
+        "occurrences": t.occurrences,
+        "assignee": t.assignee,
+        "created_at": _iso(t.created_at),
+        "updated_at": _iso(t.updated_at),
+        "last_occurred_at": _iso(t.last_occurred_at),
+        "sla_due_at": _iso(t.sla_due_at),
+        "cleared_at": _iso(t.cleared_at),
+        "resolved_at": _iso(t.resolved_at),
+        "closed_at": _iso(t.closed_at),
+    }
+
+
+def _iso(at: datetime | None) -> str | None:
+    return at.isoformat() if at else None
+
+
+async def record(
+    session: AsyncSession,
+    ticket: Ticket,
+    action: str,
+    actor: str,
+    *,
+    note: str | None = None,
+    from_status: str | None = None,
+) -> None:
+    """Audit entry plus the webhook event `ticket.{action}` carrying the ticket as it now is."""
+    await session.flush()  # the ticket has its id and its new state
+    session.add(
+        TicketLog(
+            ticket_id=ticket.id,
+            actor=actor,
+            action=action,
+            from_status=from_status,
+            to_status=ticket.status,
+            note=note,
+        )
+    )
+    TICKET_EVENTS.labels(ticket.kind, action).inc()
+    await enqueue(session, f"ticket.{action}", {"ticket": ticket_view(ticket), "actor": actor, "note": note})
+
+
+async def create(session: AsyncSession, ticket: Ticket, actor: str, note: str | None = None) -> Ticket:
+    session.add(ticket)
+    await record(session, ticket, "created", actor, note=note)
+    return ticket
+
+
+async def count_occurrence(session: AsyncSession, ticket: Ticket, event_key: str, at: datetime) -> bool:
+    """Counts an event on the ticket once (a re-delivered event is not a repeat); True if it was new."""
+    if await session.get(TicketOccurrence, (ticket.id, event_key)) is not None:
+        return False
+    session.add(TicketOccurrence(ticket_id=ticket.id, event_id=event_key))
+    ticket.occurrences += 1
+    ticket.last_occurred_at = at
+    return True
+
+
+async def step(session: AsyncSession, ticket: Ticket, to: str, actor: str, note: str | None = None) -> str:
+    """Moves the ticket one step (raises IllegalTransition); returns the status it came from."""
+    if to not in TRANSITIONS.get(ticket.status, ()):
+        raise IllegalTransition(ticket, to)
+    came_from, ticket.status = ticket.status, to
+    now = utcnow()
+    if to in OPEN_STATES:
+        ticket.resolved_at = None
+    elif to == "resolved":
+        ticket.resolved_at = now
+    else:
+        ticket.closed_at = now
+    if to not in OPEN_STATES:
+        ticket.open_key = None  # a repeat from now on is a new ticket
+    elif ticket.open_key is None:
+        ticket.open_key = reopen_key(ticket)
+    ticket.updated_at = now
+    await record(session, ticket, to, actor, note=note, from_status=came_from)
+    return came_from
+
+
+def maintenance_key(charger_id: str, rule: str) -> str:
+    return f"maintenance:{charger_id}:{rule}"
+
+
+def supply_key(depot: str, sku: str) -> str:
+    return f"supply:{depot}:{sku}"
+
+
+def reopen_key(ticket: Ticket) -> str:
+    if ticket.kind == "supply":
+        return supply_key(ticket.depot or "", ticket.sku or "")
+    return maintenance_key(ticket.charger_id or "", ticket.rule or "")

@@ -1,0 +1,173 @@
+"""Operations end to end over real OCPP on Postgres: a simulated fault becomes one maintenance ticket with the
+right parts, resolving it consumes stock, a shortage raises one supply ticket, receipts close it, and rising
+failures of a long-lead-time part raise an early warning."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+import pytest
+
+from firmware_stubs import SimEnvironment, SimulatedCharger
+from ops.runtime import Runtime
+from tests.conftest import StartRuntime
+from tests.test_e2e_fleet import until
+
+ADMIN = {"Authorization": "Bearer test-admin-token"}
+FLEET = {
+    "regions": [{"id": "north", "name": "North"}],
+    "depots": [{"id": "D-NORTH", "name": "North depot", "region": "north"}],
+    "sites": [{"id": "north-1", "name": "Harbour road", "region": "north", "depot": "D-NORTH"}],
+    "stock": [
+        {"depot": "D-NORTH", "sku": "RCD-B-40A", "on_hand": 1},
+        {"depot": "D-NORTH", "sku": "CBL-CCS2-200A", "on_hand": 6},
+        {"depot": "D-NORTH", "sku": "PM-30KW", "on_hand": 8},
+    ],
+}
+
+
+class Ops:
+    def __init__(self, runtime: Runtime, api: httpx.AsyncClient) -> None:
+        self.runtime, self.api = runtime, api
+        self.env = SimEnvironment(strict=True, time_scale=60.0, backoff_base=0.2, backoff_cap=1.0)
+        self.chargers: list[SimulatedCharger] = []
+
+    async def charger(self, cp_id: str, protocol: str) -> SimulatedCharger:
+        body = {"id": cp_id, "password": "sim-password-1234", "site": "north-1"}
+        assert (await self.api.post("/api/chargers", json=body)).status_code == 201
+        port = self.runtime.gateway.port  # type: ignore[union-attr]
+        cp = SimulatedCharger(
+            cp_id, f"ws://127.0.0.1:{port}/ocpp", protocol=protocol, password=body["password"], env=self.env
+        )
+        self.chargers.append(cp)
+        await cp.start()
+        await cp.wait_until_accepted(10)
+        return cp
+
+    async def tickets(self, **params: Any) -> list[dict[str, Any]]:
+        r = await self.api.get("/api/tickets", params=params)
+        assert r.status_code == 200, r.text
+        return list(r.json()["items"])
+
+    async def stock(self, sku: str) -> dict[str, Any]:
+        items = (await self.api.get("/api/stock", params={"depot": "D-NORTH", "sku": sku})).json()["items"]
+        return dict(items[0])
+
+    async def wait_tickets(self, n: int, **params: Any) -> list[dict[str, Any]]:
+        found: list[dict[str, Any]] = []
+
+        async def enough() -> bool:
+            nonlocal found
+            found = await self.tickets(**params)
+            return len(found) >= n
+
+        for _ in range(200):
+            if await enough():
+                return found
+            await _sleep()
+        raise AssertionError(f"expected {n} tickets for {params}, have {found}")
+
+
+async def _sleep() -> None:
+    await asyncio.sleep(0.05)
+
+
+@pytest.fixture
+async def ops(pg_url: str, start_runtime: StartRuntime) -> AsyncIterator[Ops]:
+    runtime = await start_runtime(pg_url, ops_interval=3600)  # scans run when the test asks
+    async with httpx.AsyncClient(
+        base_url=f"http://127.0.0.1:{runtime.http_port}", headers=ADMIN, timeout=30
+    ) as api:
+        r = await api.post("/api/fleet", json=FLEET)
+        assert r.status_code == 200, r.text
+        o = Ops(runtime, api)
+        yield o
+        for cp in o.chargers:
+            await cp.stop()
+        for cp in o.chargers:
+            assert cp.schema_violations == [], cp.schema_violations
+
+
+@pytest.mark.parametrize("protocol", ["ocpp1.6", "ocpp2.0.1"])
+async def test_fault_to_ticket_to_parts_to_supply(ops: Ops, protocol: str) -> None:
+    cp = await ops.charger("OPS-GF-" + protocol[-3:].replace(".", ""), protocol)
+    cp.inject_fault(1, "GroundFailure", vendor_code="GF-17")
+    [ticket] = await ops.wait_tickets(1, kind="maintenance", charger_id=cp.id)
+    assert ticket["rule"] == "earth-fault" and ticket["priority"] == "P1" and ticket["status"] == "open"
+    assert ticket["site"] == "north-1" and ticket["depot"] == "D-NORTH" and ticket["region"] == "north"
+    assert {(p["sku"], p["qty"]) for p in ticket["parts"]} == {("RCD-B-40A", 1), ("CBL-CCS2-200A", 1)}
+    assert ticket["sla_due_at"] and ticket["fault"]["code"]
+
+    # The fault clears and comes back: still one ticket, counted twice.
+    cp.clear_fault(1)
+    await until(lambda: cp.queued == 0)
+    cp.inject_fault(1, "GroundFailure", vendor_code="GF-17")
+    for _ in range(200):
+        tickets = await ops.tickets(kind="maintenance", charger_id=cp.id)
+        if tickets[0]["occurrences"] == 2:
+            break
+        await _sleep()
+    assert len(tickets) == 1 and tickets[0]["occurrences"] == 2
+
+    # The only RCD is reserved: available 0 is below the reorder point → exactly one supply ticket.
+    rcd = await ops.stock("RCD-B-40A")
+    assert (rcd["on_hand"], rcd["reserved"], rcd["available"]) == (1, 1, 0)
+    [supply] = await ops.tickets(kind="supply", depot="D-NORTH", open=True)
+    assert supply["parts"][0]["sku"] == "RCD-B-40A" and supply["parts"][0]["qty"] >= 1
+    assert (await ops.stock("RCD-B-40A"))["on_order"] == supply["parts"][0]["qty"]
+
+    # The crew walks the ticket; resolving consumes the reserved parts.
+    for to in ("assigned", "in_progress", "resolved"):
+        r = await ops.api.post(f"/api/tickets/{ticket['id']}/transition", json={"to": to, "note": to})
+        assert r.status_code == 200 and r.json()["status"] == to, r.text
+    illegal = await ops.api.post(f"/api/tickets/{ticket['id']}/transition", json={"to": "assigned"})
+    assert illegal.status_code == 409 and illegal.json()["error"] == "illegal_transition"
+    rcd = await ops.stock("RCD-B-40A")
+    assert (rcd["on_hand"], rcd["reserved"]) == (0, 0)
+    assert (await ops.stock("CBL-CCS2-200A"))["on_hand"] == 5
+    detail = (await ops.api.get(f"/api/tickets/{ticket['id']}")).json()
+    assert [e["action"] for e in detail["log"]] == [
+        "created",
+        "cleared",
+        "repeated",
+        "assigned",
+        "in_progress",
+        "resolved",
+    ]
+    assert all(e["actor"] for e in detail["log"])
+
+    # Goods received close the supply ticket; no second one while stock is back above the reorder point.
+    qty = supply["parts"][0]["qty"]
+    r = await ops.api.post("/api/stock/receipts", json={"depot": "D-NORTH", "sku": "RCD-B-40A", "qty": qty})
+    assert r.status_code == 201 and r.json()["closed_ticket"] == supply["id"], r.text
+    assert r.json()["stock"]["on_hand"] == qty and r.json()["stock"]["on_order"] == 0
+    assert await ops.tickets(kind="supply", depot="D-NORTH", open=True) == []
+
+
+async def test_rising_failures_of_a_long_lead_time_part_raise_an_early_warning(ops: Ops) -> None:
+    chargers = [await ops.charger(f"OPS-PM-{i}", ("ocpp1.6", "ocpp2.0.1")[i % 2]) for i in range(3)]
+    before = (await ops.api.get("/api/supply-risk", params={"depot": "D-NORTH"})).json()["items"]
+    assert not any(r["sku"] == "PM-30KW" and r["level"] in ("warning", "critical") for r in before)
+    for cp in chargers:
+        cp.inject_fault(1, "OverVoltage")
+    await ops.wait_tickets(3, kind="maintenance", depot="D-NORTH")
+    risks = (await ops.api.get("/api/supply-risk", params={"depot": "D-NORTH"})).json()["items"]
+    [pm] = [r for r in risks if r["sku"] == "PM-30KW"]
+    assert pm["level"] in ("warning", "critical"), pm
+    codes = {reason["code"] for reason in pm["reasons"]}
+    assert "failures_rising_long_lead_time" in codes and "single_sourced" in codes
+    figures = pm["figures"]
+    assert figures["demand_last_30_days"] == 3 and figures["installed_base"] == 12
+    assert figures["trend"] > 2 and figures["lead_time_days"] == 56
+    report = (await ops.api.get("/api/supply-risk/report")).text
+    assert "PM-30KW" in report and "D-NORTH" in report
+
+    assert ops.runtime.ops is not None
+    await ops.runtime.ops.refresh_gauges()
+    metrics = (await ops.api.get("/metrics")).text
+    level = pm["level"]
+    assert f'chargeops_supply_risk{{depot="D-NORTH",level="{level}",sku="PM-30KW"}} 1.0' in metrics
+    assert 'chargeops_tickets_open{kind="maintenance",priority="P2"} 3.0' in metrics
