@@ -13,9 +13,36 @@ from chargeops.db.models import IdToken
 from chargeops.settings import Settings
 from firmware_stubs import SimEnvironment
 from firmware_stubs.fleet import FleetConfig, run_fleet
+from ops.registry import FleetDoc, apply_fleet
 from ops.runtime import Runtime
 
 BLOCKED_SHARE = 10  # every tenth simulated driver token is blocked, so rejections show up too
+ID_PREFIX = "DEMO"
+DEMO_SITES = ("harbour", "airport", "mall", "motorway")
+# Thin stock, so faults use it up and supply tickets and warnings show within minutes.
+DEMO_STOCK = {"PM-30KW": 3, "CT-250A": 2, "RCD-B-40A": 1, "CBL-CCS2-200A": 2, "FAN-120": 2, "MDM-LTE": 1}
+
+
+def demo_fleet(chargers: int) -> FleetDoc:
+    """Two depots in one region, four sites, the simulated chargers spread over them."""
+    depots = ("D-WEST", "D-EAST")
+    return FleetDoc.model_validate(
+        {
+            "regions": [{"id": "demo", "name": "Demo region"}],
+            "depots": [{"id": d, "region": "demo"} for d in depots],
+            "sites": [
+                {"id": site, "region": "demo", "depot": depots[n % 2], "grid_limit_kw": 400}
+                for n, site in enumerate(DEMO_SITES)
+            ],
+            "chargers": [
+                {"id": f"{ID_PREFIX}{n:05d}", "site": DEMO_SITES[n % len(DEMO_SITES)]}
+                for n in range(chargers)
+            ],
+            "stock": [
+                {"depot": d, "sku": sku, "on_hand": n} for d in depots for sku, n in DEMO_STOCK.items()
+            ],
+        }
+    )
 
 
 async def seed_id_tokens(runtime: Runtime, tags: tuple[str, ...]) -> None:
@@ -45,6 +72,10 @@ def guide(runtime: Runtime, token: str, chargers: int) -> str:
             f"  admin token       {token}",
             f"  fleet             curl -H 'Authorization: Bearer {token}' {api}/api/chargers",
             f"  sessions          curl -H 'Authorization: Bearer {token}' '{api}/api/transactions'",
+            f"  tickets           curl -H 'Authorization: Bearer {token}' '{api}/api/tickets?open=true'",
+            f"  stock             curl -H 'Authorization: Bearer {token}' '{api}/api/stock'",
+            f"  supply risk       curl -H 'Authorization: Bearer {token}' '{api}/api/supply-risk/report'",
+            f"  crew page         {api}/crew  (sign in with the admin token or a crew token)",
             f"  metrics           {api}/metrics",
             "  stop with Ctrl-C",
             "",
@@ -62,6 +93,8 @@ async def run_demo(settings: Settings, *, chargers: int, fault_rate: float, time
     await runtime.start()
     try:
         await seed_id_tokens(runtime, SimEnvironment().id_tags)
+        async with runtime.sessions() as session, session.begin():
+            await apply_fleet(session, demo_fleet(chargers), actor="demo")
         print(guide(runtime, shown, chargers), flush=True)
         assert runtime.gateway is not None
         config = FleetConfig(
@@ -72,7 +105,7 @@ async def run_demo(settings: Settings, *, chargers: int, fault_rate: float, time
             time_scale=time_scale,
             sample_interval=10.0,
             session_rate=0.05,
-            id_prefix="DEMO",
+            id_prefix=ID_PREFIX,
         )
         with contextlib.suppress(asyncio.CancelledError):
             await run_fleet(config)

@@ -9,6 +9,11 @@ base: the daily rate is the prior blended with what was observed, weighted as `P
     ROP     reorder point = d · L + z · σ_d · √L           (L lead time in days, z service level)
     target  order-up-to level = ROP + d · cover_days
     order   when available + on order < ROP: target − (available + on order), at least 1
+
+Early-warning levels (the highest reason wins): critical — a backlog (more reserved than on hand) or a ≥ 50 %
+chance that demand over the lead time (+ 1 σ) exceeds available + on order (Poisson); warning — that chance
+≥ 20 %, or failures at ≥ 2× the baseline for a part with a lead time ≥ 30 days; watch — that chance ≥ 5 %,
+failures at ≥ 1.5× baseline, a single supplier with a lead time ≥ 30 days, or a lead time varying ≥ 30 %.
 """
 
 from __future__ import annotations
@@ -149,11 +154,21 @@ class Risk:
         return asdict(self)
 
 
+def stockout_probability(expected_demand: float, position: int) -> float:
+    """P(Poisson(expected_demand) > position): failures are rare, independent events."""
+    if position < 0:
+        return 1.0
+    term = total = math.exp(-expected_demand)
+    for k in range(1, position + 1):
+        term *= expected_demand / k
+        total += term
+    return max(0.0, 1.0 - total)
+
+
 def assess(part: Part, d: Demand, stock: Stock, now: datetime) -> Risk:
     rate = d.forecast_per_day
     lead, lead_sd = part.lead_time_days, part.lead_time_sd_days
     cover = stock.available / rate if rate > 0 else math.inf
-    covered = stock.on_order >= math.ceil(rate * lead)
     trend = d.trend
     figures: dict[str, Any] = {
         "on_hand": stock.on_hand,
@@ -182,14 +197,18 @@ def assess(part: Part, d: Demand, stock: Stock, now: datetime) -> Risk:
 
     if stock.available < 0 or (stock.available == 0 and stock.reserved > 0):
         flag("critical", "backlog", f"{stock.reserved} reserved against {stock.on_hand} on hand")
-    if cover < lead and not covered:
-        flag("critical", "stockout_before_lead_time", f"{cover:.0f} days of cover, lead time {lead:.0f} days")
-    elif cover < lead + 2 * lead_sd and not covered:
-        flag(
-            "warning",
-            "stockout_within_lead_time_variance",
-            f"{cover:.0f} days of cover against a lead time of {lead:.0f} ± {lead_sd:.0f} days",
-        )
+    # Chance that demand before a new order could arrive (pessimistic lead time) exceeds the position.
+    p_out = stockout_probability(rate * (lead + lead_sd), stock.available + stock.on_order)
+    figures["stockout_probability"] = round(p_out, 3)
+    for level, threshold in (("critical", 0.5), ("warning", 0.2), ("watch", 0.05)):
+        if p_out >= threshold:
+            flag(
+                level,
+                "stockout_within_lead_time",
+                f"{p_out:.0%} chance of running out within the {lead:.0f} ± {lead_sd:.0f}-day lead time "
+                f"({cover:.0f} days of cover)",
+            )
+            break
     if trend is not None and trend >= 2 and lead >= 30:
         flag(
             "warning", "failures_rising_long_lead_time", f"failures {trend:.1f}× baseline, lead {lead:.0f} d"

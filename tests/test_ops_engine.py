@@ -1,0 +1,142 @@
+"""The ops engine on the version-neutral events, against a real database (SQLite and Postgres): rule matching,
+one ticket per charger and fault, re-delivery, escalation, clearing, boot loops, offline chargers."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+from pydantic import ValidationError
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from chargeops.db.models import Charger, StoredEvent
+from chargeops.db.ops_models import Stock, Ticket
+from chargeops.events import Booted, Connected, Event, FaultReported, FirmwareStatus, SecurityEvent, utcnow
+from firmware_stubs.charger import FAULT_CODES
+from ops.engine import OpsEngine
+from ops.registry import FleetDoc, apply_fleet
+from ops.rules import Observation, load_rules
+from tests.conftest import migrated_sessions
+
+T0 = utcnow() - timedelta(minutes=5)
+FLEET = FleetDoc.model_validate(
+    {
+        "regions": [{"id": "north"}],
+        "depots": [{"id": "D1", "region": "north"}],
+        "sites": [{"id": "s1", "depot": "D1"}],
+        "chargers": [{"id": "CP1", "site": "s1", "vendor": "Generic", "model": "AC22"}],
+        "stock": [
+            {"depot": "D1", "sku": "RCD-B-40A", "on_hand": 5},
+            {"depot": "D1", "sku": "MTR-AC", "on_hand": 3},
+        ],
+    }
+)
+
+
+@pytest.fixture
+async def engine(db_url: str) -> AsyncIterator[OpsEngine]:
+    async with migrated_sessions(db_url) as sessions:
+        ops = OpsEngine(sessions)
+        await ops.prepare()
+        async with sessions() as session, session.begin():
+            await apply_fleet(session, FLEET)
+        yield ops
+
+
+def fault(code: str, component: str = "Connector", *, seconds: int = 0, cleared: bool = False) -> Event:
+    return Event(
+        "CP1",
+        FaultReported(1, 1, component, code, "info", "V-1", cleared),
+        reported_at=T0 + timedelta(seconds=seconds),
+    )
+
+
+async def tickets(sessions: async_sessionmaker[AsyncSession], kind: str = "maintenance") -> list[Ticket]:
+    async with sessions() as session:
+        rows = await session.scalars(select(Ticket).where(Ticket.kind == kind).order_by(Ticket.id))
+        return list(rows.all())
+
+
+def test_every_simulated_fault_and_its_201_component_has_a_specific_rule() -> None:
+    book = load_rules()
+    for code in FAULT_CODES:
+        rule = book.match(Observation("fault", "CP1", "k", T0, code=code, component="Connector"))
+        assert rule is not None, code
+        if code not in ("LocalListConflict", "OtherError"):
+            assert rule.id != "other-fault", code
+    assert (
+        book.match(Observation("fault", "CP1", "k", T0, code="RCD.Tripped", component="RCD")).id
+        == "earth-fault"
+    )  # type: ignore[union-attr]
+
+
+def test_a_broken_rules_file_is_refused_with_the_field_named(tmp_path: Path) -> None:
+    bad = tmp_path / "rules.yaml"
+    bad.write_text("rules:\n  - id: x\n    match: [{event: fault}]\n    diagnosis: d\n    priority: P9\n")
+    with pytest.raises(ValidationError, match="priority"):
+        load_rules(bad)
+
+
+@pytest.mark.parametrize("db_url", ["sqlite", "postgres"], indirect=True)
+async def test_one_ticket_per_fault_repeats_escalate_redelivery_does_not_count(engine: OpsEngine) -> None:
+    first = fault("GroundFailure")
+    await engine.handle([first])
+    await engine.handle([first])  # re-delivered by the broker
+    [ticket] = await tickets(engine.sessions)
+    # The site names no region: the depot's is used.
+    assert (ticket.rule, ticket.priority, ticket.occurrences, ticket.depot, ticket.region) == (
+        "earth-fault",
+        "P1",
+        1,
+        "D1",
+        "north",
+    )
+    assert ticket.parts == [{"sku": "RCD-B-40A", "qty": 1}, {"sku": "CBL-T2-32A", "qty": 1}]
+    await engine.handle([fault("GroundFailure", cleared=True, seconds=1)])
+    await engine.handle([fault("GroundFailure", seconds=2)])
+    [ticket] = await tickets(engine.sessions)
+    assert ticket.occurrences == 2 and ticket.cleared_at is None
+
+    # power-module (P2) escalates to P1 on its third occurrence.
+    for n in range(3):
+        await engine.handle([fault("OverVoltage", seconds=10 + n)])
+    [module] = [t for t in await tickets(engine.sessions) if t.rule == "power-module"]
+    assert module.occurrences == 3 and module.priority == "P1"
+    async with engine.sessions() as session:
+        stock = await session.get(Stock, ("D1", "RCD-B-40A"))
+        assert stock is not None and (stock.on_hand, stock.reserved) == (5, 1)
+    # No cable in stock: one purchase request for it, however many tickets want one.
+    supply = await tickets(engine.sessions, "supply")
+    assert [(t.sku, t.depot, t.status) for t in supply] == [("CBL-T2-32A", "D1", "open")]
+
+
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
+async def test_security_firmware_boot_loop_and_offline(engine: OpsEngine) -> None:
+    await engine.handle([Event("CP1", SecurityEvent("TamperDetectionActivated", "door"), reported_at=T0)])
+    await engine.handle([Event("CP1", FirmwareStatus("InstallationFailed"), reported_at=T0)])
+    await engine.handle([Event("CP1", FirmwareStatus("Installed"), reported_at=T0)])  # not a failure
+    boots = [Event("CP1", Booted("Generic", "AC22"), reported_at=T0 + timedelta(seconds=i)) for i in range(3)]
+    async with engine.sessions() as session, session.begin():
+        session.add_all(
+            StoredEvent(
+                event_id=b.event_id, charger_id="CP1", kind=b.kind.value, received_at=utcnow(), data={}
+            )
+            for b in boots[:2]
+        )
+    await engine.handle(boots[2:])
+    async with engine.sessions() as session, session.begin():
+        charger = await session.get(Charger, "CP1")
+        assert charger is not None
+        charger.last_seen = utcnow() - timedelta(hours=2)
+    await engine.scan()
+    await engine.scan()  # the same silence is one occurrence
+    by_rule = {t.rule: t for t in await tickets(engine.sessions)}
+    assert set(by_rule) == {"security", "firmware-failed", "boot-loop", "offline"}
+    assert by_rule["security"].priority == "P1" and by_rule["offline"].occurrences == 1
+    assert by_rule["boot-loop"].parts == [{"sku": "CB-MAIN", "qty": 1}]
+    await engine.handle([Event("CP1", Connected("ocpp1.6", "gw", "s"))])
+    offline = {t.rule: t for t in await tickets(engine.sessions)}["offline"]
+    assert offline.cleared_at is not None and offline.status == "open"
