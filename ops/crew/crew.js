@@ -1,0 +1,287 @@
+// The crew page: open maintenance tickets, most urgent first, and the three steps a crew takes on them.
+// Plain DOM, no framework or build step; every value from the API goes in through textContent, never HTML.
+"use strict";
+
+(() => {
+  const TOKEN_KEY = "chargeops.crew.token";
+  const REFRESH_MS = 30000;
+  // The steps a crew member takes from each status; the API decides what is legal (409 otherwise).
+  const NEXT = {
+    open: { to: "assigned", label: "Acknowledge" },
+    assigned: { to: "in_progress", label: "Start" },
+    in_progress: { to: "resolved", label: "Resolve" },
+  };
+  const STATUS_TEXT = { open: "Open", assigned: "Acknowledged", in_progress: "In progress" };
+
+  const $ = (id) => document.getElementById(id);
+  let me = null;
+  let timer = null;
+
+  class ApiError extends Error {
+    constructor(status, code, detail) {
+      super(detail);
+      this.status = status;
+      this.code = code;
+    }
+  }
+
+  async function api(method, path, body) {
+    const headers = { Authorization: `Bearer ${localStorage.getItem(TOKEN_KEY) || ""}` };
+    if (body !== undefined) headers["Content-Type"] = "application/json";
+    let response;
+    try {
+      response = await fetch(path, {
+        method,
+        headers,
+        body: body === undefined ? undefined : JSON.stringify(body),
+        cache: "no-store",
+      });
+    } catch (err) {
+      throw new ApiError(0, "network", "Cannot reach the server. Check your connection; retrying shortly.");
+    }
+    const data = await response.json().catch(() => ({}));
+    if (!response.ok) {
+      throw new ApiError(response.status, data.error || "http_error", data.detail || response.statusText);
+    }
+    return data;
+  }
+
+  function say(text, kind = "info") {
+    const el = $("message");
+    el.textContent = text;
+    el.className = `message ${kind}`;
+    el.hidden = !text;
+  }
+
+  function el(tag, attrs = {}, ...children) {
+    const node = document.createElement(tag);
+    for (const [key, value] of Object.entries(attrs)) {
+      if (value === null || value === undefined || value === false) continue;
+      if (key === "class") node.className = value;
+      else node.setAttribute(key, value === true ? "" : value);
+    }
+    for (const child of children.flat()) {
+      if (child === null || child === undefined || child === "") continue;
+      node.append(child instanceof Node ? child : String(child));
+    }
+    return node;
+  }
+
+  function when(iso) {
+    const d = new Date(iso);
+    return d.toLocaleString([], { weekday: "short", hour: "2-digit", minute: "2-digit" });
+  }
+
+  function span(ms) {
+    const minutes = Math.round(Math.abs(ms) / 60000);
+    if (minutes < 60) return `${minutes} min`;
+    const hours = Math.floor(minutes / 60);
+    if (hours < 48) return minutes % 60 ? `${hours} h ${minutes % 60} min` : `${hours} h`;
+    return `${Math.floor(hours / 24)} days`;
+  }
+
+  function field(term, ...value) {
+    return [el("dt", {}, term), el("dd", {}, ...value)];
+  }
+
+  function card(t) {
+    const fault = t.fault || {};
+    const dueMs = t.sla_due_at ? new Date(t.sla_due_at).getTime() - Date.now() : null;
+    const overdue = dueMs !== null && dueMs < 0;
+    const parts = (t.parts || []).length
+      ? el("ul", { class: "parts" }, t.parts.map((p) => el("li", {}, el("strong", {}, p.sku), ` × ${p.qty}`)))
+      : "none reserved";
+    const step = me && me.role !== "viewer" ? NEXT[t.status] : null;
+    const titleId = `t${t.id}-title`;
+    return el(
+      "li",
+      { class: `card prio-${(t.priority || "").toLowerCase()}${overdue ? " overdue" : ""}`, "data-ticket": t.id },
+      el(
+        "article",
+        { "aria-labelledby": titleId },
+        el(
+          "div",
+          { class: "card-head" },
+          el("span", { class: "badge", title: `priority ${t.priority}` }, t.priority),
+          el("h3", { id: titleId }, t.site || "unknown site"),
+          el("span", { class: `status status-${t.status}` }, STATUS_TEXT[t.status] || t.status),
+        ),
+        el(
+          "p",
+          { class: "fault" },
+          el("strong", {}, fault.code || "fault"),
+          fault.component ? ` — ${fault.component}` : "",
+        ),
+        fault.description ? el("p", { class: "description" }, fault.description) : null,
+        el(
+          "dl",
+          {},
+          field("Charger", t.charger_id || "?"),
+          t.diagnosis ? field("Diagnosis", t.diagnosis) : [],
+          field("Parts to bring", parts),
+          t.depot ? field("From depot", t.depot) : [],
+          field("Seen", `${t.occurrences}×`),
+          t.sla_due_at
+            ? field(
+                "SLA due",
+                el(
+                  "span",
+                  { class: overdue ? "due overdue-text" : "due" },
+                  `${when(t.sla_due_at)} (${overdue ? "overdue by " : "in "}${span(dueMs)})`,
+                ),
+              )
+            : [],
+          t.assignee ? field("Assigned to", t.assignee) : [],
+          field("Ticket", `#${t.id}`),
+        ),
+        t.cleared_at
+          ? el("p", { class: "cleared" }, `Fault cleared by the charger at ${when(t.cleared_at)}. Check it before resolving.`)
+          : null,
+        step
+          ? el(
+              "button",
+              {
+                type: "button",
+                class: `primary action action-${step.to}`,
+                "data-id": t.id,
+                "data-to": step.to,
+                "data-from": t.status,
+                "aria-label": `${step.label} ticket ${t.id} at ${t.site || t.charger_id}`,
+              },
+              step.label,
+            )
+          : null,
+      ),
+    );
+  }
+
+  function render(items) {
+    const list = $("tickets");
+    list.replaceChildren(...items.map(card));
+    $("count").textContent = `(${items.length})`;
+    $("empty").hidden = items.length > 0;
+    $("updated").textContent = `Updated ${new Date().toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" })}`;
+  }
+
+  function failed(err) {
+    if (err.status === 401) {
+      signOut(`Sign-in failed: ${err.message}`);
+    } else {
+      say(err.message, err.status === 0 ? "error network" : "error");
+    }
+  }
+
+  async function refresh() {
+    if (!localStorage.getItem(TOKEN_KEY)) return;
+    try {
+      const data = await api("GET", "/api/tickets?kind=maintenance&open=true");
+      render(data.items || []);
+      if ($("message").classList.contains("network")) say(""); // the connection is back
+    } catch (err) {
+      failed(err);
+    }
+  }
+
+  async function act(button) {
+    const id = Number(button.dataset.id);
+    const to = button.dataset.to;
+    const body = { to };
+    if (to === "assigned") body.assignee = me.name;
+    if (to === "resolved") {
+      const note = await askNote(id);
+      if (note === null) return;
+      if (note) body.note = note;
+    }
+    button.disabled = true; // one tap, one request: a double tap would be an illegal second step
+    try {
+      // The lifecycle has back-steps (in_progress → assigned, resolved → in_progress), so a tap on a stale
+      // card could undo a colleague's step rather than fail: check the ticket is still where the card says.
+      const now = await api("GET", `/api/tickets/${id}`);
+      if (now.status !== button.dataset.from) {
+        say(`Ticket #${id} changed meanwhile: it is ${STATUS_TEXT[now.status] || now.status}. The list has been refreshed.`, "error");
+        return;
+      }
+      const t = await api("POST", `/api/tickets/${id}/transition`, body);
+      say(`Ticket #${t.id} is now ${(STATUS_TEXT[t.status] || t.status).toLowerCase()}.`, "ok");
+    } catch (err) {
+      if (err.status === 409) say(`${err.message} The list has been refreshed.`, "error");
+      else failed(err);
+    } finally {
+      await refresh();
+    }
+  }
+
+  function askNote(id) {
+    const dialog = $("resolve-dialog");
+    $("resolve-title").textContent = `Resolve ticket #${id}`;
+    $("resolve-note").value = "";
+    return new Promise((resolve) => {
+      dialog.addEventListener(
+        "close",
+        () => resolve(dialog.returnValue === "resolve" ? $("resolve-note").value.trim() : null),
+        { once: true },
+      );
+      dialog.returnValue = "";
+      dialog.showModal();
+      $("resolve-note").focus();
+    });
+  }
+
+  function signOut(message) {
+    localStorage.removeItem(TOKEN_KEY);
+    me = null;
+    clearInterval(timer);
+    timer = null;
+    $("who").hidden = true;
+    $("board").hidden = true;
+    $("tickets").replaceChildren();
+    $("signin").hidden = false;
+    say(message || "", message ? "error" : "info");
+    $("token").value = "";
+    $("token").focus();
+  }
+
+  async function start() {
+    try {
+      me = await api("GET", "/api/me");
+    } catch (err) {
+      if (err.status === 401) return signOut(`Sign-in failed: ${err.message}`);
+      say(err.message, "error");
+      setTimeout(start, 5000);
+      return;
+    }
+    $("signin").hidden = true;
+    $("who-name").textContent = `${me.name} · ${me.role}${me.region ? ` · ${me.region}` : ""}`;
+    $("who").hidden = false;
+    $("board").hidden = false;
+    say("");
+    await refresh();
+    clearInterval(timer);
+    timer = setInterval(refresh, REFRESH_MS);
+  }
+
+  document.addEventListener("DOMContentLoaded", () => {
+    $("signin").addEventListener("submit", (event) => {
+      event.preventDefault();
+      const token = $("token").value.trim();
+      if (!token) return;
+      localStorage.setItem(TOKEN_KEY, token);
+      start();
+    });
+    $("signout").addEventListener("click", (event) => {
+      event.preventDefault();
+      signOut();
+    });
+    $("refresh").addEventListener("click", refresh);
+    $("tickets").addEventListener("click", (event) => {
+      const button = event.target.closest("button.action");
+      if (button && !button.disabled) act(button);
+    });
+    // A phone wakes with a stale list: refresh as soon as the page is visible again.
+    document.addEventListener("visibilitychange", () => {
+      if (document.visibilityState === "visible" && me) refresh();
+    });
+    if (localStorage.getItem(TOKEN_KEY)) start();
+    else signOut();
+  });
+})();

@@ -1,0 +1,196 @@
+"""The crew page in a real headless Chromium (the Debian package) against a whole running chargeops: sign in
+with a crew token, see the region's open tickets most urgent first with the parts to bring, walk one through
+acknowledge → start → resolve, on a phone-sized screen. No Chromium is a failure, never a skip."""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import AsyncIterator
+from datetime import timedelta
+
+import httpx
+import pytest
+from fastapi import FastAPI
+from playwright.async_api import Browser, Page, ViewportSize, async_playwright, expect
+
+from chargeops.db.ops_models import Ticket
+from chargeops.events import utcnow
+from ops import tickets
+from ops.api.routes import crew
+from ops.runtime import Runtime
+from tests.conftest import StartRuntime
+
+ADMIN = {"Authorization": "Bearer test-admin-token"}
+CHROMIUM = shutil.which("chromium")  # the Debian package
+PHONE: ViewportSize = {"width": 390, "height": 844}
+
+
+@pytest.fixture
+async def runtime(start_runtime: StartRuntime, monkeypatch: pytest.MonkeyPatch) -> Runtime:
+    """A whole runtime whose app serves /crew (added here only while `create_app` does not include it)."""
+    plain = Runtime.http_app
+
+    def http_app(self: Runtime) -> FastAPI:
+        app = plain(self)
+        if not any(getattr(r, "path", None) == "/crew" for r in app.routes):
+            app.include_router(crew.router)
+        return app
+
+    monkeypatch.setattr(Runtime, "http_app", http_app)
+    return await start_runtime(ops_interval=3600)  # no background scan touches the test's tickets
+
+
+@pytest.fixture
+async def browser() -> AsyncIterator[Browser]:
+    assert CHROMIUM, "no Chromium: apt-get install chromium (the Debian package; .ci/run does)"
+    async with async_playwright() as pw:
+        browser = await pw.chromium.launch(executable_path=CHROMIUM)
+        yield browser
+        await browser.close()
+
+
+async def crew_token(api: httpx.AsyncClient, name: str = "alice", region: str = "north") -> str:
+    r = await api.post("/api/tokens", json={"name": name, "role": "crew", "region": region}, headers=ADMIN)
+    assert r.status_code == 201, r.text
+    return str(r.json()["token"])
+
+
+async def open_ticket(runtime: Runtime, charger_id: str, priority: str, region: str, **extra: object) -> int:
+    """Inserted through the product's ticket code, as the ops engine does when a rule matches a fault."""
+    now = utcnow()
+    async with runtime.sessions() as session:
+        ticket = await tickets.create(
+            session,
+            Ticket(
+                kind="maintenance",
+                status="open",
+                priority=priority,
+                open_key=tickets.maintenance_key(charger_id, "earth-fault"),
+                charger_id=charger_id,
+                site=f"{region}-1",
+                region=region,
+                rule="earth-fault",
+                fault_code="GroundFailure",
+                component="RCD",
+                description="residual current device tripped",
+                diagnosis="RCD worn or damaged cable insulation",
+                parts=[{"sku": "RCD-B-40A", "qty": 1}],
+                occurrences=1,
+                created_at=now,
+                updated_at=now,
+                last_occurred_at=now,
+                **extra,
+            ),
+            "test",
+        )
+        await session.commit()
+        return ticket.id
+
+
+async def sign_in(page: Page, base: str, token: str) -> None:
+    await page.goto(f"{base}/crew")
+    await page.get_by_label("API token").fill(token)
+    await page.get_by_role("button", name="Sign in").click()
+
+
+async def test_crew_walks_a_ticket_to_resolved_on_a_phone(runtime: Runtime, browser: Browser) -> None:
+    base = f"http://127.0.0.1:{runtime.http_port}"
+    async with httpx.AsyncClient(base_url=base) as api:
+        token = await crew_token(api)
+        later = await open_ticket(
+            runtime, "CP2", "P2", "north", sla_due_at=utcnow() + timedelta(hours=8), cleared_at=utcnow()
+        )
+        urgent = await open_ticket(runtime, "CP1", "P1", "north", sla_due_at=utcnow() - timedelta(minutes=30))
+        await open_ticket(runtime, "CP9", "P1", "south")  # another region: not alice's
+
+        context = await browser.new_context(
+            viewport=PHONE, is_mobile=True, has_touch=True, device_scale_factor=3
+        )
+        page = await context.new_page()
+        problems: list[str] = []
+        page.on("pageerror", lambda exc: problems.append(str(exc)))
+        page.on("console", lambda msg: problems.append(msg.text) if msg.type == "error" else None)
+        page.on("response", lambda r: problems.append(f"{r.status} {r.url}") if r.status >= 400 else None)
+
+        await sign_in(page, base, token)
+        await expect(page.locator("#who")).to_contain_text("alice · crew · north")
+        cards = page.locator("li.card")
+        await expect(cards).to_have_count(2)
+        first = cards.nth(0)  # P1 before P2
+        await expect(first).to_have_attribute("data-ticket", str(urgent))
+        await expect(first.locator(".badge")).to_have_text("P1")
+        for text in ("north-1", "CP1", "GroundFailure — RCD", "residual current device tripped"):
+            await expect(first).to_contain_text(text)
+        await expect(first).to_contain_text("RCD worn or damaged cable insulation")
+        await expect(first.locator(".parts")).to_have_text("RCD-B-40A × 1")
+        await expect(first).to_have_class("card prio-p1 overdue")
+        await expect(first.locator(".overdue-text")).to_contain_text("overdue by 30 min")
+        await expect(page.locator(f'li[data-ticket="{later}"] .cleared')).to_contain_text("Fault cleared")
+
+        # Fits a phone: no sideways scrolling, buttons big enough for a thumb.
+        assert await page.evaluate("document.documentElement.scrollWidth <= window.innerWidth")
+        button = first.get_by_role("button", name=f"Acknowledge ticket {urgent} at north-1")
+        box = await button.bounding_box()
+        assert box is not None and box["height"] >= 44 and box["x"] >= 0 and box["x"] + box["width"] <= 390
+
+        await button.tap()
+        await expect(first.locator("button.action")).to_have_text("Start")
+        await expect(first).to_contain_text("Assigned toalice")
+        await first.get_by_role("button", name=f"Start ticket {urgent} at north-1").tap()
+        await expect(first.locator("button.action")).to_have_text("Resolve")
+        await first.locator("button.action").tap()
+        await page.get_by_label("What was done (optional)").fill("replaced RCD, earth continuity OK")
+        await page.locator("#resolve-confirm").tap()
+        await expect(page.locator(f'li[data-ticket="{urgent}"]')).to_have_count(0)  # resolved: off the list
+        await expect(cards).to_have_count(1)
+        await expect(page.locator("#message")).to_contain_text(f"Ticket #{urgent} is now resolved")
+
+        r = await api.get(f"/api/tickets/{urgent}", headers={"Authorization": f"Bearer {token}"})
+        assert r.status_code == 200, r.text
+        done = r.json()
+        assert (done["status"], done["assignee"]) == ("resolved", "alice")
+        assert [(e["to_status"], e["actor"]) for e in done["log"][1:]] == [
+            ("assigned", "alice"),
+            ("in_progress", "alice"),
+            ("resolved", "alice"),
+        ]
+        assert done["log"][-1]["note"] == "replaced RCD, earth continuity OK"
+
+        # A tap on a stale card (someone else started the ticket meanwhile) must not undo their step, though
+        # in_progress → assigned is a legal back-step: the page says so and refreshes instead.
+        moved = await api.post(f"/api/tickets/{later}/transition", json={"to": "in_progress"}, headers=ADMIN)
+        assert moved.status_code == 200, moved.text
+        stale = page.locator(f'li[data-ticket="{later}"] button.action')
+        await expect(stale).to_have_text("Acknowledge")
+        await stale.tap()
+        await expect(page.locator("#message")).to_contain_text(f"Ticket #{later} changed meanwhile")
+        await expect(stale).to_have_text("Resolve")
+        r = await api.get(f"/api/tickets/{later}", headers=ADMIN)
+        assert r.json()["status"] == "in_progress"
+
+        await page.get_by_role("link", name="Sign out").tap()
+        await expect(page.get_by_label("API token")).to_be_visible()
+        assert await page.evaluate("localStorage.length") == 0
+        assert problems == []
+        await context.close()
+
+
+async def test_a_bad_token_asks_again(runtime: Runtime, browser: Browser) -> None:
+    base = f"http://127.0.0.1:{runtime.http_port}"
+    page = await browser.new_page(viewport=PHONE)
+    await sign_in(page, base, "cop_not-a-token")
+    await expect(page.locator("#message")).to_contain_text("Sign-in failed")
+    await expect(page.get_by_label("API token")).to_be_visible()
+    assert await page.evaluate("localStorage.length") == 0
+
+
+async def test_page_is_served_without_a_token_and_only_its_files(runtime: Runtime) -> None:
+    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{runtime.http_port}") as client:
+        page = await client.get("/crew")
+        assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+        assert "default-src 'self'" in page.headers["content-security-policy"]
+        js = await client.get("/crew/crew.js")
+        assert js.status_code == 200 and js.headers["content-type"].startswith("text/javascript")
+        for path in ("/crew/nope.js", "/crew/..%2F..%2Fpyproject.toml", "/crew/__init__.py"):
+            r = await client.get(path)
+            assert r.status_code == 404 and r.json()["error"] == "not_found", path
