@@ -112,7 +112,7 @@ BUS_ERRORS = Counter("chargeops_bus_errors_total", "Bus (broker) failures, by op
 
 # -- webhooks (ops.webhooks) --------------------------------------------------------------------------------
 WEBHOOK_DELIVERIES = Counter(
-    "chargeops_webhook_deliveries_total", "Webhook delivery attempts, by outcome (delivered, failed)", ["outcome"]
+    "chargeops_webhook_deliveries_total", "Webhook delivery attempts: delivered or failed", ["outcome"]
 )
 WEBHOOK_OUTBOX_PENDING = Gauge(
     "chargeops_webhook_outbox_pending", "Webhook messages to active subscriptions not yet delivered"
