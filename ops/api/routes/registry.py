@@ -39,9 +39,8 @@ def _site(s: Site, chargers: int) -> dict[str, Any]:
 @router.get("/api/sites", dependencies=[Viewer])
 async def list_sites(db: Db, region: str | None = None) -> Items[dict[str, Any]]:
     """Sites with their power budget and how many chargers they have."""
-    counts = dict(
-        (await db.execute(select(Charger.site, func.count()).group_by(Charger.site))).tuples().all()
-    )
+    rows = (await db.execute(select(Charger.site, func.count()).group_by(Charger.site))).all()
+    counts: dict[str | None, int] = {site: n for site, n in rows}
     stmt = select(Site).order_by(Site.id)
     if region is not None:
         stmt = stmt.where(Site.region_id == region)
