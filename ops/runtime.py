@@ -20,6 +20,7 @@ from ocpp_gateway.context import GatewayContext
 from ocpp_gateway.server import GatewayServer
 from ocpp_gateway.store import GatewayStore
 from ops.engine import OpsEngine
+from ops.webhooks import WebhookDispatcher
 from telemetry.bus import Bus, make_bus
 from telemetry.fleet_metrics import FleetMetrics
 from telemetry.ingest import BatchWriter
@@ -64,6 +65,7 @@ class Runtime:
         self.fleet_metrics: FleetMetrics | None = None
         self.maintenance: Maintenance | None = None
         self.ops: OpsEngine | None = None
+        self.webhooks: WebhookDispatcher | None = None
         self._ops_bus: Bus | None = None
         self._http: uvicorn.Server | None = None
         self._http_task: asyncio.Task[None] | None = None
@@ -105,6 +107,8 @@ class Runtime:
         else:
             self.bus.subscribe(self.ops.handle)
         self.ops.start()
+        self.webhooks = WebhookDispatcher(self.sessions, self.settings)
+        self.webhooks.start()
 
     def http_app(self) -> FastAPI:
         if "api" in self.roles:
@@ -151,6 +155,8 @@ class Runtime:
             await self.fleet_metrics.stop()
         if self.ops is not None:
             await self.ops.stop()
+        if self.webhooks is not None:
+            await self.webhooks.stop()
         if self._ops_bus is not None:
             await self._ops_bus.close()
         if self.maintenance is not None:

@@ -90,7 +90,9 @@ TICKETS_OPEN = Gauge(
     "chargeops_tickets_open", "Tickets not yet resolved, by kind and priority", ["kind", "priority"]
 )
 TICKET_EVENTS = Counter(
-    "chargeops_ticket_events_total", "Ticket lifecycle events (created, repeated, cleared, …)", ["kind", "action"]
+    "chargeops_ticket_events_total",
+    "Ticket lifecycle events (created, repeated, cleared, …)",
+    ["kind", "action"],
 )
 STOCK_AVAILABLE = Gauge(
     "chargeops_stock_available", "Spare parts on hand minus reserved, per depot and SKU", ["depot", "sku"]

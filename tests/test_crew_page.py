@@ -10,13 +10,11 @@ from datetime import timedelta
 
 import httpx
 import pytest
-from fastapi import FastAPI
 from playwright.async_api import Browser, Page, ViewportSize, async_playwright, expect
 
 from chargeops.db.ops_models import Ticket
 from chargeops.events import utcnow
 from ops import tickets
-from ops.api.routes import crew
 from ops.runtime import Runtime
 from tests.conftest import StartRuntime
 
@@ -26,17 +24,7 @@ PHONE: ViewportSize = {"width": 390, "height": 844}
 
 
 @pytest.fixture
-async def runtime(start_runtime: StartRuntime, monkeypatch: pytest.MonkeyPatch) -> Runtime:
-    """A whole runtime whose app serves /crew (added here only while `create_app` does not include it)."""
-    plain = Runtime.http_app
-
-    def http_app(self: Runtime) -> FastAPI:
-        app = plain(self)
-        if not any(getattr(r, "path", None) == "/crew" for r in app.routes):
-            app.include_router(crew.router)
-        return app
-
-    monkeypatch.setattr(Runtime, "http_app", http_app)
+async def runtime(start_runtime: StartRuntime) -> Runtime:
     return await start_runtime(ops_interval=3600)  # no background scan touches the test's tickets
 
 

@@ -5,6 +5,7 @@ failures of a long-lead-time part raise an early warning."""
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -15,6 +16,7 @@ from firmware_stubs import SimEnvironment, SimulatedCharger
 from ops.runtime import Runtime
 from tests.conftest import StartRuntime
 from tests.test_e2e_fleet import until
+from tests.test_webhooks import Receiver, verify
 
 ADMIN = {"Authorization": "Bearer test-admin-token"}
 FLEET = {
@@ -77,7 +79,8 @@ async def _sleep() -> None:
 
 @pytest.fixture
 async def ops(pg_url: str, start_runtime: StartRuntime) -> AsyncIterator[Ops]:
-    runtime = await start_runtime(pg_url, ops_interval=3600)  # scans run when the test asks
+    # Scans run when the test asks; webhooks go to a receiver on this machine.
+    runtime = await start_runtime(pg_url, ops_interval=3600, allow_private_urls=True)
     async with httpx.AsyncClient(
         base_url=f"http://127.0.0.1:{runtime.http_port}", headers=ADMIN, timeout=30
     ) as api:
@@ -93,6 +96,9 @@ async def ops(pg_url: str, start_runtime: StartRuntime) -> AsyncIterator[Ops]:
 
 @pytest.mark.parametrize("protocol", ["ocpp1.6", "ocpp2.0.1"])
 async def test_fault_to_ticket_to_parts_to_supply(ops: Ops, protocol: str) -> None:
+    receiver = Receiver()  # down until the end of the test
+    hook = await ops.api.post("/api/webhooks", json={"url": receiver.url})
+    assert hook.status_code == 201, hook.text
     cp = await ops.charger("OPS-GF-" + protocol[-3:].replace(".", ""), protocol)
     cp.inject_fault(1, "GroundFailure", vendor_code="GF-17")
     [ticket] = await ops.wait_tickets(1, kind="maintenance", charger_id=cp.id)
@@ -145,6 +151,25 @@ async def test_fault_to_ticket_to_parts_to_supply(ops: Ops, protocol: str) -> No
     assert r.status_code == 201 and r.json()["closed_ticket"] == supply["id"], r.text
     assert r.json()["stock"]["on_hand"] == qty and r.json()["stock"]["on_order"] == 0
     assert await ops.tickets(kind="supply", depot="D-NORTH", open=True) == []
+
+    # The webhook receiver comes up: every ticket event arrives, signed, in order.
+    await receiver.start()
+    try:
+        expected = ["created", "cleared", "repeated", "assigned", "in_progress", "resolved"]
+
+        def about(ticket_id: int) -> list[str]:
+            docs = [json.loads(body) for _, body in receiver.delivered()]
+            return [d["type"].split(".", 1)[1] for d in docs if d["data"]["ticket"]["id"] == ticket_id]
+
+        for _ in range(400):
+            if about(ticket["id"]) == expected and about(supply["id"])[-1:] == ["closed"]:
+                break
+            await _sleep()
+        assert about(ticket["id"]) == expected
+        assert about(supply["id"]) == ["created", "closed"]
+        assert all(verify(hook.json()["secret"], h, body) for h, body in receiver.delivered())
+    finally:
+        await receiver.stop()
 
 
 async def test_rising_failures_of_a_long_lead_time_part_raise_an_early_warning(ops: Ops) -> None:

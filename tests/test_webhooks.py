@@ -25,7 +25,6 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from chargeops.db.ops_models import OutboxMessage
 from chargeops.settings import Settings
 from ops.api import create_app
-from ops.api.routes import webhooks
 from ops.outbox import enqueue
 from ops.webhooks import WebhookDispatcher
 from telemetry.bus import InProcessBus
@@ -108,10 +107,7 @@ async def sessions(db_url: str) -> AsyncIterator[Sessions]:
 
 def make_app(sessions: Sessions, allow_private_urls: bool) -> FastAPI:
     settings = Settings(admin_token=SecretStr(ADMIN_TOKEN), allow_private_urls=allow_private_urls)
-    app = create_app(sessions, InProcessBus(), settings)
-    if not any(getattr(r, "path", "").startswith("/api/webhooks") for r in app.routes):
-        app.include_router(webhooks.router)
-    return app
+    return create_app(sessions, InProcessBus(), settings)
 
 
 @contextlib.asynccontextmanager

@@ -10,7 +10,18 @@ from chargeops.settings import Settings
 from ops.api import errors, health
 from ops.api.context import ApiContext
 from ops.api.middleware import BodyLimitMiddleware, CatchAllMiddleware
-from ops.api.routes import chargers, commands, id_tokens, inventory, registry, tickets, tokens, transactions
+from ops.api.routes import (
+    chargers,
+    commands,
+    crew,
+    id_tokens,
+    inventory,
+    registry,
+    tickets,
+    tokens,
+    transactions,
+    webhooks,
+)
 from telemetry.bus import Bus
 
 __all__ = ["create_app"]
@@ -32,6 +43,18 @@ def create_app(sessions: async_sessionmaker[AsyncSession], bus: Bus, settings: S
     app.add_middleware(CatchAllMiddleware)
     app.add_middleware(BodyLimitMiddleware, limit=MAX_BODY_BYTES)
     app.include_router(health.router)
-    for module in (chargers, commands, id_tokens, transactions, tokens, tickets, inventory, registry):
+    routes = (
+        chargers,
+        commands,
+        id_tokens,
+        transactions,
+        tokens,
+        tickets,
+        inventory,
+        registry,
+        webhooks,
+        crew,
+    )
+    for module in routes:
         app.include_router(module.router)
     return app
