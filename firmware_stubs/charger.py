@@ -1070,6 +1070,12 @@ class SimulatedCharger:
                 out.append((measurand, round(c.meter_wh, 1), "Wh", None))
             elif measurand == "Power.Active.Import":
                 out.append((measurand, round(c.power_w, 1), "W", None))
+            elif (
+                measurand == "Power.Offered"
+            ):  # what the station offers the EV: its maximum or the profile limit
+                limit = self._limit_w(c, utc_now())
+                offered = self.max_power_w if limit is None else min(limit, self.max_power_w)
+                out.append((measurand, round(offered, 1), "W", None))
             elif measurand == "SoC" and ev is not None:
                 out.append((measurand, round(ev.soc, 1), "Percent", None))
             elif measurand in ("Current.Import", "Voltage") and self.dc:

@@ -254,7 +254,14 @@ def _value_ok(definition: KeyDef, value: str) -> bool:
     return len(value) <= 500
 
 
-MEASURANDS = ("Energy.Active.Import.Register", "Power.Active.Import", "Current.Import", "Voltage", "SoC")
+MEASURANDS = (
+    "Energy.Active.Import.Register",
+    "Power.Active.Import",
+    "Power.Offered",
+    "Current.Import",
+    "Voltage",
+    "SoC",
+)
 _MEASURANDS_CSV = ",".join(MEASURANDS)
 
 # Keys shared by both dialects (1.6 names; the 2.0.1 dialect maps device-model variables onto them).

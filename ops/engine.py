@@ -9,11 +9,11 @@ rule never delays a charger's answer.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import timedelta
 from pathlib import Path
 
-from sqlalchemy import func, select, text
+from sqlalchemy import DateTime, bindparam, func, select, text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from chargeops.db.models import Charger, StoredEvent
@@ -22,24 +22,32 @@ from chargeops.events import Booted, Connected, Event, EventKind, StatusChanged,
 from ops import maintenance
 from ops.planning import assess_all
 from ops.registry import installed_base, seed_catalogue
-from ops.rules import Observation, RuleBook, load_rules, observations
+from ops.rules import Observation, ObservationKind, RuleBook, load_rules, observations
 from ops.tickets import OPEN_STATES
 from telemetry.metrics import STOCK_AVAILABLE, SUPPLY_RISK, TICKETS_OPEN
 from telemetry.periodic import Periodic
 
 log = logging.getLogger("chargeops.ops")
+# (energy registered, mean power drawn, mean power offered, mean SoC) over a window → what is wrong, or None
+WindowCheck = Callable[[float | None, float | None, float | None, float | None], str | None]
 
-# Connectors whose energy register did not rise over the window while reporting Charging.
-STALLED = text(
+# Charging connectors over the last window, from the 1-minute rollups: how many minutes had data, the energy
+# registered, and the mean power drawn and offered and the SoC (NULL where the charger does not report them).
+CHARGING_WINDOW = text(
     """
-    SELECT r.charger_id, r.evse_id, min(r.bucket)
+    SELECT r.charger_id, r.evse_id, count(DISTINCT r.bucket),
+           sum(CASE WHEN r.measurand = 'Energy.Active.Import.Register' THEN coalesce(r.energy_wh, 0) END),
+           count(CASE WHEN r.measurand = 'Energy.Active.Import.Register' THEN 1 END),
+           avg(CASE WHEN r.measurand = 'Power.Active.Import' THEN r.avg END),
+           avg(CASE WHEN r.measurand = 'Power.Offered' THEN r.avg END),
+           avg(CASE WHEN r.measurand = 'SoC' THEN r.avg END)
     FROM meter_rollup_1m r
     JOIN connectors c ON c.charger_id = r.charger_id AND c.evse_id = r.evse_id AND c.status = 'Charging'
-    WHERE r.measurand = 'Energy.Active.Import.Register' AND r.phase = '' AND r.bucket >= :since
+    WHERE r.phase = '' AND r.bucket >= :since
+      AND r.measurand IN ('Energy.Active.Import.Register', 'Power.Active.Import', 'Power.Offered', 'SoC')
     GROUP BY r.charger_id, r.evse_id
-    HAVING sum(coalesce(r.energy_wh, 0)) <= 0 AND count(*) >= :buckets
     """
-)
+).bindparams(bindparam("since", type_=DateTime(timezone=True)))
 
 
 class OpsEngine(Periodic):
@@ -144,7 +152,8 @@ class OpsEngine(Periodic):
         await self.refresh_gauges()
 
     async def scan(self) -> None:
-        """Chargers silent beyond the offline threshold; sessions whose energy stalled."""
+        """Chargers silent beyond the offline threshold; charging sessions whose energy stalled or that draw
+        far less than the power offered."""
         now = utcnow()
         cfg = self.book.settings
         async with self.sessions() as session:
@@ -156,21 +165,44 @@ class OpsEngine(Periodic):
                     )
                 )
             ).all()
-            minutes = cfg.energy_stalled_minutes
-            stalled = (
-                await session.execute(
-                    STALLED,
-                    {"since": now - timedelta(minutes=minutes), "buckets": max(2, int(minutes * 0.8))},
-                )
-            ).all()
         for charger_id, last_seen in silent:
             key = f"offline:{charger_id}:{last_seen}"  # one occurrence per silence
             await self.apply(Observation("offline", charger_id, key, now, code="offline"))
-        for charger_id, evse_id, since in stalled:
-            key = f"stalled:{charger_id}:{evse_id}:{since.isoformat()}"
-            await self.apply(
-                Observation("energy_stalled", charger_id, key, now, code="energy_stalled", evse_id=evse_id)
-            )
+        await self._scan_charging("energy_stalled", cfg.energy_stalled_minutes, self._stalled)
+        await self._scan_charging("power_low", cfg.power_low.minutes, self._power_low)
+
+    async def _scan_charging(self, kind: ObservationKind, minutes: float, check: WindowCheck) -> None:
+        """Charging connectors whose last `minutes` (at least 80 % of them with data) fail `check`; one
+        occurrence per window length, however often the scan runs."""
+        now = utcnow()
+        async with self.sessions() as session:
+            rows = (await session.execute(CHARGING_WINDOW, {"since": now - timedelta(minutes=minutes)})).all()
+        window = int(now.timestamp() // (minutes * 60))
+        for charger_id, evse_id, buckets, energy, energy_n, drawn, offered, soc in rows:
+            if buckets < max(2, int(minutes * 0.8)):
+                continue
+            found = check(energy if energy_n else None, drawn, offered, soc)
+            if found is not None:
+                key = f"{kind}:{charger_id}:{evse_id}:{window}"
+                await self.apply(
+                    Observation(kind, charger_id, key, now, code=kind, evse_id=evse_id, description=found)
+                )
+
+    @staticmethod
+    def _stalled(
+        energy: float | None, drawn: float | None, offered: float | None, soc: float | None
+    ) -> str | None:
+        return None if energy is None or energy > 0 else "energy register flat while Charging"
+
+    def _power_low(
+        self, energy: float | None, drawn: float | None, offered: float | None, soc: float | None
+    ) -> str | None:
+        cfg = self.book.settings.power_low
+        if drawn is None or offered is None or offered < cfg.min_offered_kw * 1000:
+            return None
+        if (soc is not None and soc >= cfg.max_soc) or drawn >= cfg.ratio * offered:
+            return None
+        return f"drawing {drawn / 1000:.1f} kW of {offered / 1000:.1f} kW offered"
 
     async def refresh_gauges(self) -> None:
         async with self.sessions() as session:

@@ -20,7 +20,9 @@ from chargeops.events import Event, FaultReported, FirmwareStatus, SecurityEvent
 
 DEFAULT_RULES = Path(__file__).with_name("rules.yaml")
 Priority = Literal["P1", "P2", "P3", "P4"]
-ObservationKind = Literal["fault", "security", "firmware", "boot_loop", "offline", "energy_stalled"]
+ObservationKind = Literal[
+    "fault", "security", "firmware", "boot_loop", "offline", "energy_stalled", "power_low"
+]
 FIRMWARE_FAILURES = frozenset(
     {"DownloadFailed", "InstallationFailed", "InstallVerificationFailed", "InvalidSignature"}
 )
@@ -96,10 +98,18 @@ class BootLoop(_Strict):
     minutes: float = Field(default=10, gt=0)
 
 
+class PowerLow(_Strict):
+    ratio: float = Field(default=0.5, gt=0, lt=1)
+    minutes: float = Field(default=15, gt=0)
+    min_offered_kw: float = Field(default=3, ge=0)
+    max_soc: float = Field(default=80, gt=0, le=100)
+
+
 class RuleSettings(_Strict):
     offline_after_minutes: float = Field(default=30, gt=0)
     boot_loop: BootLoop = Field(default_factory=BootLoop)
     energy_stalled_minutes: float = Field(default=15, gt=0)
+    power_low: PowerLow = Field(default_factory=PowerLow)
     sla_hours: dict[str, float] = Field(
         default_factory=lambda: {"P1": 8.0, "P2": 24.0, "P3": 72.0, "P4": 168.0}
     )

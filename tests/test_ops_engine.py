@@ -12,7 +12,7 @@ from pydantic import ValidationError
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from chargeops.db.models import Charger, StoredEvent
+from chargeops.db.models import Charger, Connector, MeterRollup1m, StoredEvent
 from chargeops.db.ops_models import Stock, Ticket
 from chargeops.events import Booted, Connected, Event, FaultReported, FirmwareStatus, SecurityEvent, utcnow
 from firmware_stubs.charger import FAULT_CODES
@@ -140,3 +140,28 @@ async def test_security_firmware_boot_loop_and_offline(engine: OpsEngine) -> Non
     await engine.handle([Event("CP1", Connected("ocpp1.6", "gw", "s"))])
     offline = {t.rule: t for t in await tickets(engine.sessions)}["offline"]
     assert offline.cleared_at is not None and offline.status == "open"
+
+
+@pytest.mark.parametrize("db_url", ["sqlite", "postgres"], indirect=True)
+async def test_charging_with_flat_energy_or_far_below_the_offer(engine: OpsEngine) -> None:
+    """15 one-minute rollups of a Charging connector: flat register, 2 kW drawn of 22 kW offered, 40 % SoC."""
+    now = utcnow().replace(second=0, microsecond=0)
+    readings = {"Energy.Active.Import.Register": (1000.0, 0.0), "Power.Active.Import": (2000.0, None)}
+    readings |= {"Power.Offered": (22000.0, None), "SoC": (40.0, None)}
+    async with engine.sessions() as session, session.begin():
+        session.add(Connector(charger_id="CP1", evse_id=1, connector_id=1, status="Charging"))
+        for minute in range(15):
+            at = now - timedelta(minutes=minute)
+            for measurand, (value, energy) in readings.items():
+                session.add(
+                    MeterRollup1m(
+                        charger_id="CP1", evse_id=1, measurand=measurand, phase="", bucket=at, samples=1,
+                        min=value, max=value, avg=value, last=value, last_at=at, energy_wh=energy,
+                    )
+                )  # fmt: skip
+    await engine.scan()
+    await engine.scan()  # the same window: no second occurrence
+    by_rule = {t.rule: t for t in await tickets(engine.sessions)}
+    assert set(by_rule) == {"energy-stalled", "power-low"}
+    assert by_rule["power-low"].occurrences == 1 and by_rule["energy-stalled"].occurrences == 1
+    assert by_rule["power-low"].description == "drawing 2.0 kW of 22.0 kW offered"
