@@ -24,9 +24,10 @@ from pathlib import Path
 
 import asyncpg
 
+from bench.ingest import meter_event
 from chargeops.db.engine import make_engine, make_sessionmaker
 from chargeops.db.migrate import upgrade
-from chargeops.events import Event, MeterValues, Sample
+from chargeops.events import Event
 from chargeops.settings import Settings
 from telemetry.bus import EventHandler
 from telemetry.ingest import BatchWriter
@@ -36,15 +37,9 @@ from tests.test_pipeline_exactly_once import PrivateMosquitto, end_session
 
 
 def meter_events(n: int) -> list[Event]:
+    """The ingest benchmark's events: 10 samples each (SPEC §7 counts sample rows)."""
     t0 = datetime(2025, 1, 1, tzinfo=UTC)
-    return [
-        Event(
-            f"CP{i % 1000:04d}",
-            MeterValues(1, 1, f"TX{i % 1000}", [Sample("Energy.Active.Import.Register", float(i), "Wh")]),
-            reported_at=t0 + timedelta(seconds=i),
-        )
-        for i in range(n)
-    ]
+    return [meter_event(i, 1000, t0 + timedelta(seconds=i)) for i in range(n)]
 
 
 async def drain_rate(broker: PrivateMosquitto, events: int, handler: EventHandler, pipeline: int) -> float:

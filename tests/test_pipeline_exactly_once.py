@@ -84,7 +84,8 @@ def wait_for_port(port: int, timeout: float = 15.0) -> None:
 
 
 class PrivateMosquitto:
-    """A Mosquitto of our own, configured as docs/bus.md asks: persistence on, no queue limit."""
+    """A Mosquitto of our own, configured as docs/bus.md asks (and docker/mosquitto does): persistence on,
+    no queue limit, no in-flight cap (the default 20 would bound every ingest commit at 20 events)."""
 
     def __init__(self, base: Path) -> None:
         self.port = free_port()
@@ -99,6 +100,7 @@ class PrivateMosquitto:
             "persistence true\n"
             f"persistence_location {self.dir}/\n"
             "max_queued_messages 0\n"
+            "max_inflight_messages 0\n"
             "log_dest stderr\n"
             "log_type error\n"
         )
