@@ -162,6 +162,22 @@ class _Conn:
             fut.set_result(None)
 
 
+class _Inbox:
+    """What the durable connection received and has not handed to the handler yet.
+
+    Taken from paho's callback straight into a deque: aiomqtt's message iterator costs a `Message`, a
+    queue put and get and a task wake-up per message, about a tenth of the ingest's CPU."""
+
+    def __init__(self, client: aiomqtt.Client) -> None:
+        self.messages: deque[mqtt.MQTTMessage] = deque()
+        self.arrived = asyncio.Event()
+        client._client.on_message = self._receive
+
+    def _receive(self, _client: Any, _userdata: Any, msg: mqtt.MQTTMessage) -> None:
+        self.messages.append(msg)
+        self.arrived.set()
+
+
 def _retrieve(fut: asyncio.Future[Any]) -> None:
     """An abandoned wait's outcome is known already (the connection is gone): keep asyncio quiet."""
     if not fut.cancelled():
@@ -483,6 +499,7 @@ class MqttBus:
             client = self._new_client(self.durable_client_id, clean=False)
             # paho acks QoS 1 messages itself unless told not to; aiomqtt has no switch for it.
             client._client.manual_ack_set(True)
+            inbox = _Inbox(client)  # before connecting: a persistent session's backlog comes at once
             try:
                 async with client:
                     await client.subscribe(self.shared_filter, qos=1)
@@ -491,7 +508,7 @@ class MqttBus:
                         "durable shared subscription %s as %s", self.shared_filter, self.durable_client_id
                     )
                     delay = 0.2
-                    await self._consume(client, handler)
+                    await self._consume(client, inbox, handler)
             except aiomqtt.MqttError as exc:
                 BUS_ERRORS.labels("connect").inc()
                 log.warning("durable subscription lost: %s; reconnecting in %.1f s", exc, delay)
@@ -499,7 +516,7 @@ class MqttBus:
                 self.durable_ready.clear()
             delay = await self._backoff(delay)
 
-    async def _consume(self, client: aiomqtt.Client, handler: EventHandler) -> None:
+    async def _consume(self, client: aiomqtt.Client, inbox: _Inbox, handler: EventHandler) -> None:
         """Batches what has arrived and hands up to `ingest_pipeline` batches to the handler at once (it
         group-commits them); acks each batch, in arrival order, once it and all before it are stored.
 
@@ -507,55 +524,46 @@ class MqttBus:
         during every commit. Unacked messages of a broken connection are redelivered by the broker on
         reconnect; ingest stores by event id, so a batch that was stored but not acked is not stored twice.
         """
-        inbox: asyncio.Queue[aiomqtt.Message] = asyncio.Queue()
-        storing: deque[tuple[list[aiomqtt.Message], asyncio.Task[None]]] = deque()
-
-        async def read() -> None:
-            async for msg in client.messages:
-                inbox.put_nowait(msg)
-
-        reader = asyncio.ensure_future(read())
+        messages, arrived = inbox.messages, inbox.arrived
+        lost = client._disconnected
+        storing: deque[tuple[list[mqtt.MQTTMessage], asyncio.Task[None]]] = deque()
         try:
             while True:
                 while storing and storing[0][1].done():
                     self._ack(client, storing.popleft()[0])
-                waits: set[asyncio.Future[Any]] = {reader}
-                got: asyncio.Future[aiomqtt.Message] | None = None
-                if len(storing) < self._pipeline:
-                    got = asyncio.ensure_future(inbox.get())
-                    waits.add(got)
+                if lost.done():
+                    break  # the connection ended: the broker redelivers what is unacked, ack nothing
+                if messages and len(storing) < self._pipeline:
+                    if len(messages) < self._max_batch:
+                        await asyncio.sleep(self._batch_wait)  # let a burst gather into one commit
+                    batch = [messages.popleft() for _ in range(min(len(messages), self._max_batch))]
+                    storing.append((batch, asyncio.ensure_future(self._handle_batch(batch, handler))))
+                    continue
+                waits: set[asyncio.Future[Any]] = {lost}
                 if storing:
                     waits.add(storing[0][1])
+                if len(storing) < self._pipeline:
+                    arrived.clear()
+                    waits.add(asyncio.ensure_future(arrived.wait()))
                 try:
                     await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
                 finally:
-                    if got is not None and not got.done():
-                        got.cancel()  # it has taken nothing from the inbox
-                if reader.done():
-                    break  # the connection ended: the broker redelivers what is unacked, ack nothing
-                if got is None or not got.done():
-                    continue
-                batch = [got.result()]
-                if inbox.qsize() < self._max_batch:
-                    await asyncio.sleep(self._batch_wait)  # let a burst gather into one commit
-                while not inbox.empty() and len(batch) < self._max_batch:
-                    batch.append(inbox.get_nowait())
-                storing.append((batch, asyncio.ensure_future(self._handle_batch(batch, handler))))
+                    for w in waits - {lost, *(task for _, task in storing)}:
+                        w.cancel()
         finally:
-            reader.cancel()
             for _, task in storing:
                 task.cancel()
-            await asyncio.gather(reader, *(task for _, task in storing), return_exceptions=True)
-        reader.result()  # raises the MqttError that ended the connection
+            await asyncio.gather(*(task for _, task in storing), return_exceptions=True)
+        lost.result()  # raises the MqttError that ended the connection
         raise aiomqtt.MqttError("message stream ended")
 
     @staticmethod
-    def _ack(client: aiomqtt.Client, batch: list[aiomqtt.Message]) -> None:
+    def _ack(client: aiomqtt.Client, batch: list[mqtt.MQTTMessage]) -> None:
         for msg in batch:
             if client._client.ack(msg.mid, msg.qos) != mqtt.MQTT_ERR_SUCCESS:
                 BUS_ERRORS.labels("ack").inc()  # the connection is going: the broker redelivers
 
-    async def _handle_batch(self, batch: list[aiomqtt.Message], handler: EventHandler) -> None:
+    async def _handle_batch(self, batch: list[mqtt.MQTTMessage], handler: EventHandler) -> None:
         events: list[Event] = []
         for msg in batch:
             try:
