@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Literal
 
@@ -17,7 +18,17 @@ from sqlalchemy import delete, func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from chargeops.db.models import Charger
-from chargeops.db.ops_models import ChargerModel, Depot, ModelPart, Part, Region, Site, Stock, StockMovement
+from chargeops.db.ops_models import (
+    Battery,
+    ChargerModel,
+    Depot,
+    ModelPart,
+    Part,
+    Region,
+    Site,
+    Stock,
+    StockMovement,
+)
 from chargeops.ids import CHARGER_ID_PATTERN
 
 CATALOGUE = Path(__file__).with_name("catalogue.yaml")
@@ -51,6 +62,16 @@ class SiteDoc(_Doc):
     latitude: float | None = Field(default=None, ge=-90, le=90)
     longitude: float | None = Field(default=None, ge=-180, le=180)
     grid_limit_kw: float | None = Field(default=None, gt=0)
+    pv_peak_kw: float | None = Field(default=None, ge=0)
+    storage_kwh: float | None = Field(default=None, ge=0)
+    storage_max_kw: float | None = Field(default=None, ge=0)
+
+
+class BatteryDoc(_Doc):
+    """A pack the operator owns: swaps of serials not registered here are flagged."""
+
+    serial: str = Field(min_length=1, max_length=50)
+    production_date: datetime | None = None
 
 
 class PartDoc(_Doc):
@@ -96,6 +117,7 @@ class FleetDoc(_Doc):
     models: list[ModelDoc] = Field(default_factory=list)
     chargers: list[ChargerDoc] = Field(default_factory=list)
     stock: list[StockDoc] = Field(default_factory=list)
+    batteries: list[BatteryDoc] = Field(default_factory=list)
 
 
 class UnknownReference(ValueError):
@@ -139,6 +161,13 @@ async def apply_fleet(session: AsyncSession, doc: FleetDoc, actor: str = "fleet-
         else:
             row.site, row.kind = c.site, c.kind
             row.vendor, row.model = c.vendor or row.vendor, c.model or row.model
+    for b in doc.batteries:
+        pack = await session.get(Battery, b.serial)
+        if pack is None:
+            session.add(Battery(serial=b.serial, registered=True, production_date=b.production_date, swaps=0))
+        else:
+            pack.registered = True
+            pack.production_date = b.production_date or pack.production_date
     for st in doc.stock:
         if st.sku not in known:
             raise UnknownReference(f"stock: unknown SKU {st.sku}")

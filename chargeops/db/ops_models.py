@@ -1,4 +1,5 @@
-"""Operations storage: fleet registry, maintenance and supply tickets, spare parts, webhook outbox.
+"""Operations storage: fleet registry, maintenance and supply tickets, spare parts, webhook outbox, battery
+packs and swaps, site power.
 
 Registered on the same `Base` as the telemetry tables (imported by `chargeops.db.models`), so one
 migration history covers the whole schema.
@@ -9,7 +10,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, Float, ForeignKey, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy import JSON, BigInteger, Float, ForeignKey, Index, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
 from chargeops.db.models import Base, BigId
@@ -49,6 +50,9 @@ class Site(Base):
     latitude: Mapped[float | None] = mapped_column(Float)
     longitude: Mapped[float | None] = mapped_column(Float)
     grid_limit_kw: Mapped[float | None] = mapped_column(Float)
+    pv_peak_kw: Mapped[float | None] = mapped_column(Float)
+    storage_kwh: Mapped[float | None] = mapped_column(Float)
+    storage_max_kw: Mapped[float | None] = mapped_column(Float)
 
 
 class Part(Base):
@@ -221,3 +225,93 @@ class OutboxMessage(Base):
     next_attempt_at: Mapped[datetime] = mapped_column(default=utcnow)
     delivered_at: Mapped[datetime | None]
     last_error: Mapped[str | None] = mapped_column(Text)
+
+
+class Battery(Base):
+    """A swappable battery pack, by serial number: where it is now and its latest condition.
+
+    `registered` packs come from the operator's fleet document; a pack first seen in a swap is recorded
+    with `registered = False` (an unknown serial, which ops flags)."""
+
+    __tablename__ = "batteries"
+
+    serial: Mapped[str] = mapped_column(String(50), primary_key=True)
+    registered: Mapped[bool] = mapped_column(default=False)
+    location: Mapped[str] = mapped_column(String(16), default="unknown")  # slot, vehicle, depot, unknown
+    station_id: Mapped[str | None] = mapped_column(String(48), index=True)
+    slot: Mapped[int | None]
+    soc: Mapped[float | None] = mapped_column(Float)
+    soh: Mapped[float | None] = mapped_column(Float)
+    cycles: Mapped[int | None]
+    production_date: Mapped[datetime | None]
+    swaps: Mapped[int] = mapped_column(Integer, default=0)
+    last_seen: Mapped[datetime | None]
+
+
+class BatteryReading(Base):
+    """A pack's condition each time a swap or the station reported it (SoH history, temperatures)."""
+
+    __tablename__ = "battery_readings"
+    __table_args__ = (Index("ix_battery_readings_serial_at", "serial", "at"),)
+
+    event_id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    serial: Mapped[str] = mapped_column(String(50), primary_key=True)
+    at: Mapped[datetime]
+    station_id: Mapped[str] = mapped_column(String(48))
+    slot: Mapped[int | None]
+    soc: Mapped[float | None] = mapped_column(Float)
+    soh: Mapped[float | None] = mapped_column(Float)
+    cycles: Mapped[int | None]
+    cell_temp_min: Mapped[float | None] = mapped_column(Float)
+    cell_temp_max: Mapped[float | None] = mapped_column(Float)
+    cell_volt_min: Mapped[float | None] = mapped_column(Float)
+    cell_volt_max: Mapped[float | None] = mapped_column(Float)
+
+
+class BatterySwap(Base):
+    """One swap at a station, BatteryIn and BatteryOut paired by the station's requestId.
+
+    status: `in_progress` (BatteryIn only), `completed`, `out_timeout` (the charged pack was not taken: an
+    orphan ops must see), `out_only` (BatteryOut without a BatteryIn)."""
+
+    __tablename__ = "battery_swaps"
+    __table_args__ = (UniqueConstraint("station_id", "request_id", name="uq_battery_swaps_station_request"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    station_id: Mapped[str] = mapped_column(String(48), index=True)
+    request_id: Mapped[int] = mapped_column(BigInteger)
+    id_token: Mapped[str | None] = mapped_column(String(64))
+    status: Mapped[str] = mapped_column(String(16))
+    requested: Mapped[bool] = mapped_column(default=False)  # started by RequestBatterySwap
+    batteries_in: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list)
+    batteries_out: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list)
+    in_at: Mapped[datetime | None]
+    out_at: Mapped[datetime | None]
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+class SiteTelemetry(Base):
+    """A site controller's report: PV, storage, grid (import > 0, export < 0) and charging power, in W."""
+
+    __tablename__ = "site_telemetry"
+
+    site_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    at: Mapped[datetime] = mapped_column(primary_key=True)
+    pv_w: Mapped[float | None] = mapped_column(Float)
+    storage_soc: Mapped[float | None] = mapped_column(Float)
+    storage_w: Mapped[float | None] = mapped_column(Float)  # > 0 charging the storage, < 0 discharging
+    grid_w: Mapped[float | None] = mapped_column(Float)
+    load_w: Mapped[float | None] = mapped_column(Float)  # site load besides charging
+    charging_w: Mapped[float | None] = mapped_column(Float)
+
+
+class ChargerLimit(Base):
+    """The power limit the site planner last gave a charger (and whether the charger accepted it)."""
+
+    __tablename__ = "charger_limits"
+
+    charger_id: Mapped[str] = mapped_column(String(48), primary_key=True)
+    site_id: Mapped[str] = mapped_column(String(64), index=True)
+    limit_w: Mapped[float] = mapped_column(Float)
+    status: Mapped[str] = mapped_column(String(16))  # Accepted, Rejected, error, pending
+    sent_at: Mapped[datetime] = mapped_column(default=utcnow)
