@@ -39,6 +39,7 @@ class EventKind(StrEnum):
     FIRMWARE_STATUS = "firmware_status"
     LOG_STATUS = "log_status"
     SECURITY_EVENT = "security_event"
+    BATTERY_SWAP = "battery_swap"
     REPORTED = "reported"
 
 
@@ -197,6 +198,20 @@ class SecurityEvent(Body):
 
 
 @dataclass(slots=True)
+class BatterySwapped(Body):
+    """A swap station's BatteryIn / BatteryOut / BatteryOutTimeout (OCPP 2.1 BatterySwap, or the same facts
+    sent by an older station as DataTransfer). `batteries`: one dict per pack with `slot`, `serial`, `soc`,
+    `soh` and, where reported, `production_date` (ISO), `cycles`, `cell_temp_min` / `cell_temp_max` (°C),
+    `cell_volt_min` / `cell_volt_max` (V) and `vendor_info` (as sent, when it is not the documented JSON)."""
+
+    kind = EventKind.BATTERY_SWAP
+    event_type: str
+    request_id: int
+    id_token: str | None
+    batteries: list[dict[str, Any]] = field(default_factory=list)
+
+
+@dataclass(slots=True)
 class Reported(Body):
     """A charger message with no dedicated feature yet, stored as sent (OCPP field names)."""
 
@@ -222,6 +237,7 @@ BODY_TYPES: dict[EventKind, type[Body]] = {
         FirmwareStatus,
         LogStatus,
         SecurityEvent,
+        BatterySwapped,
         Reported,
     )
 }
@@ -248,10 +264,13 @@ class Event:
     def derive_id(self) -> str:
         """Same charger, kind, report time and content → same id, so a replayed message is stored once.
 
-        Connection events are not replays of anything: they get their receive time in the key.
+        Connection events are not replays of anything: they get their receive time in the key. A swap step
+        carries no time of its own but is unique by itself (station, requestId, event type, packs).
         """
         stamp = self.reported_at
-        if stamp is None or self.body.kind in (
+        if self.body.kind is EventKind.BATTERY_SWAP:
+            stamp = None
+        elif stamp is None or self.body.kind in (
             EventKind.CONNECTED,
             EventKind.DISCONNECTED,
             EventKind.HEARTBEAT,

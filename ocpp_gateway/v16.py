@@ -21,6 +21,7 @@ from chargeops.events import (
 )
 from ocpp_gateway.meter import meter_events
 from ocpp_gateway.session import ChargerSession
+from ocpp_gateway.swaps import SwapReports
 from ocpp_gateway.times import ocpp_time, parse_time
 from ocpp_gateway.versions import V16
 
@@ -31,10 +32,9 @@ def evse_connector(connector_id: int) -> tuple[int, int]:
     return (connector_id, 1 if connector_id else 0)
 
 
-class Session16(ChargerSession):
+class Session16(SwapReports, ChargerSession):
     version = V16
     STORE_ONLY = {
-        "DataTransfer": {"status": "UnknownVendorId"},
         # No certificate authority behind the central system yet: refuse rather than promise a signature.
         "SignCertificate": {"status": "Rejected"},
     }

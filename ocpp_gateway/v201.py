@@ -21,6 +21,7 @@ from chargeops.events import (
 )
 from ocpp_gateway.meter import energy_wh, meter_events, samples_of
 from ocpp_gateway.session import ChargerSession
+from ocpp_gateway.swaps import SwapReports, swap_event
 from ocpp_gateway.times import ocpp_time, parse_time
 from ocpp_gateway.versions import V21, V201
 
@@ -50,10 +51,9 @@ def fault_of(event: Payload) -> FaultReported | None:
     )
 
 
-class Session201(ChargerSession):
+class Session201(SwapReports, ChargerSession):
     version = V201
     STORE_ONLY = {
-        "DataTransfer": {"status": "UnknownVendorId"},
         "SignCertificate": {"status": "Rejected"},
         "Get15118EVCertificate": {"status": "Failed", "exiResponse": ""},
         "GetCertificateStatus": {"status": "Failed"},
@@ -198,3 +198,9 @@ class Session21(Session201):
     """OCPP 2.1 keeps 2.0.1's messages for everything 2.0.1 has; the additions come with their features."""
 
     version = V21
+
+    @on("BatterySwap")
+    async def on_battery_swap(self, p: Payload) -> Payload:
+        """BatteryIn / BatteryOut / BatteryOutTimeout of a swap station (OCPP 2.1 part 2, section S)."""
+        await self.emit(swap_event(p))
+        return {}

@@ -17,8 +17,8 @@ from sqlalchemy import DateTime, bindparam, func, select, text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from chargeops.db.models import Charger, StoredEvent
-from chargeops.db.ops_models import Stock, Ticket
-from chargeops.events import Booted, Connected, Event, EventKind, StatusChanged, utcnow
+from chargeops.db.ops_models import Battery, BatteryReading, BatterySwap, Stock, Ticket
+from chargeops.events import BatterySwapped, Booted, Connected, Event, EventKind, StatusChanged, utcnow
 from ops import maintenance
 from ops.planning import assess_all
 from ops.registry import installed_base, seed_catalogue
@@ -81,6 +81,8 @@ class OpsEngine(Periodic):
                 found.append(self._derived(ev, "offline", ev.event_id, cleared=True))
             elif isinstance(body, StatusChanged) and not body.error_code:
                 await self._clear_connector(ev, body)
+            elif isinstance(body, BatterySwapped):
+                found += await self._battery_checks(ev, body)
             for obs in found:
                 await self.apply(obs)
 
@@ -98,6 +100,90 @@ class OpsEngine(Periodic):
             code=kind,
             cleared=cleared,
         )
+
+    async def _battery_checks(self, ev: Event, body: BatterySwapped) -> list[Observation]:
+        """Packs handed in (unknown, worn, fading, cell spread); repeated pack-left-behind timeouts."""
+        cfg = self.book.settings
+        at = ev.reported_at or ev.received_at
+        found: list[Observation] = []
+
+        def pack_obs(code: str, serial: str, slot: int, text: str) -> None:
+            key = f"{ev.event_id}:{serial}:{code}"
+            text = f"pack {serial}: {text}"
+            found.append(
+                Observation(
+                    "battery",
+                    ev.charger_id,
+                    key,
+                    at,
+                    code=code,
+                    component="BatteryPack",
+                    evse_id=slot,
+                    description=text,
+                    subject=serial,
+                )
+            )
+
+        async with self.sessions() as session:
+            if body.event_type == "BatteryOutTimeout":
+                since = utcnow() - timedelta(hours=cfg.swap_timeouts.hours)
+                n = await session.scalar(
+                    select(func.count())
+                    .select_from(BatterySwap)
+                    .where(
+                        BatterySwap.station_id == ev.charger_id,
+                        BatterySwap.status == "out_timeout",
+                        BatterySwap.updated_at >= since,
+                    )
+                )
+                # This event's own record may not be stored yet (MQTT: ops and ingest run apart).
+                left = max(n or 0, 1)
+                if left >= cfg.swap_timeouts.count:
+                    text = f"{left} packs left behind in {cfg.swap_timeouts.hours:g} h"
+                    found.append(
+                        Observation(
+                            "swap_timeouts",
+                            ev.charger_id,
+                            ev.event_id,
+                            at,
+                            code="BatteryOutTimeout",
+                            description=text,
+                        )
+                    )
+                return found
+            if body.event_type != "BatteryIn":
+                return found
+            any_registered = await session.scalar(select(Battery.serial).where(Battery.registered).limit(1))
+            limits = cfg.battery
+            for pack in body.batteries:
+                serial, slot = pack["serial"], pack.get("slot", 0)
+                known = await session.get(Battery, serial)
+                if any_registered and (known is None or not known.registered):
+                    pack_obs("unknown_pack", serial, slot, "serial not in the registered fleet")
+                soh = pack.get("soh")
+                if soh is not None and soh < limits.soh_min:
+                    pack_obs("soh_low", serial, slot, f"SoH {soh:g} % under {limits.soh_min:g} %")
+                elif soh is not None:
+                    earlier = await session.scalar(
+                        select(func.max(BatteryReading.soh)).where(
+                            BatteryReading.serial == serial,
+                            BatteryReading.at >= at - timedelta(days=limits.fade_days),
+                        )
+                    )
+                    if earlier is not None and earlier - soh >= limits.fade_points:
+                        pack_obs(
+                            "soh_fading", serial, slot,
+                            f"SoH fell from {earlier:g} to {soh:g} % within {limits.fade_days:g} days",
+                        )  # fmt: skip
+                for code, low, high, limit, unit in (
+                    ("cell_temp_spread", "cell_temp_min", "cell_temp_max", limits.temp_spread_c, "°C"),
+                    ("cell_volt_spread", "cell_volt_min", "cell_volt_max", limits.volt_spread_v, "V"),
+                ):
+                    if pack.get(low) is not None and pack.get(high) is not None:
+                        spread = pack[high] - pack[low]
+                        if spread >= limit:
+                            pack_obs(code, serial, slot, f"cell spread {spread:.3g} {unit} (limit {limit:g})")
+        return found
 
     async def _boot_loop(self, ev: Event) -> bool:
         loop = self.book.settings.boot_loop

@@ -29,7 +29,7 @@ async def observe(session: AsyncSession, obs: Observation, book: RuleBook) -> Ti
     rule = book.match(obs)
     if rule is None:
         return None
-    key = tickets.maintenance_key(obs.charger_id, rule.id)
+    key = tickets.maintenance_key(obs.charger_id, rule.id, obs.subject)
     ticket = await session.scalar(select(Ticket).where(Ticket.open_key == key))
     if obs.cleared:
         if ticket is not None and ticket.cleared_at is None:
@@ -50,7 +50,7 @@ async def observe(session: AsyncSession, obs: Observation, book: RuleBook) -> Ti
 
 
 async def _open(session: AsyncSession, obs: Observation, book: RuleBook, key: str) -> Ticket:
-    rule = book.rule(key.rsplit(":", 1)[1])
+    rule = book.match(obs)
     assert rule is not None
     where = await placement(session, obs.charger_id)
     parts = await parts_for(session, where.model_id, [(p.category, p.qty) for p in rule.parts])
@@ -66,6 +66,7 @@ async def _open(session: AsyncSession, obs: Observation, book: RuleBook, key: st
         region=where.region,
         rule=rule.id,
         evse_id=obs.evse_id,
+        subject=obs.subject,
         fault_code=obs.code or obs.event,
         component=obs.component or None,
         description=" · ".join(x for x in (obs.description, obs.vendor_code) if x) or None,

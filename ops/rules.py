@@ -21,7 +21,15 @@ from chargeops.events import Event, FaultReported, FirmwareStatus, SecurityEvent
 DEFAULT_RULES = Path(__file__).with_name("rules.yaml")
 Priority = Literal["P1", "P2", "P3", "P4"]
 ObservationKind = Literal[
-    "fault", "security", "firmware", "boot_loop", "offline", "energy_stalled", "power_low"
+    "fault",
+    "security",
+    "firmware",
+    "boot_loop",
+    "offline",
+    "energy_stalled",
+    "power_low",
+    "battery",
+    "swap_timeouts",
 ]
 FIRMWARE_FAILURES = frozenset(
     {"DownloadFailed", "InstallationFailed", "InstallVerificationFailed", "InvalidSignature"}
@@ -42,6 +50,7 @@ class Observation:
     vendor_code: str | None = None
     description: str | None = None
     cleared: bool = False
+    subject: str | None = None  # what the ticket is about beyond the charger (a battery pack's serial)
 
 
 class _Strict(BaseModel):
@@ -105,11 +114,26 @@ class PowerLow(_Strict):
     max_soc: float = Field(default=80, gt=0, le=100)
 
 
+class BatteryLimits(_Strict):
+    soh_min: float = Field(default=70, ge=0, le=100)
+    fade_points: float = Field(default=5, gt=0)
+    fade_days: float = Field(default=90, gt=0)
+    temp_spread_c: float = Field(default=10, gt=0)
+    volt_spread_v: float = Field(default=0.1, gt=0)
+
+
+class SwapTimeouts(_Strict):
+    count: int = Field(default=3, ge=1)
+    hours: float = Field(default=24, gt=0)
+
+
 class RuleSettings(_Strict):
     offline_after_minutes: float = Field(default=30, gt=0)
     boot_loop: BootLoop = Field(default_factory=BootLoop)
     energy_stalled_minutes: float = Field(default=15, gt=0)
     power_low: PowerLow = Field(default_factory=PowerLow)
+    battery: BatteryLimits = Field(default_factory=BatteryLimits)
+    swap_timeouts: SwapTimeouts = Field(default_factory=SwapTimeouts)
     sla_hours: dict[str, float] = Field(
         default_factory=lambda: {"P1": 8.0, "P2": 24.0, "P3": 72.0, "P4": 168.0}
     )

@@ -50,6 +50,7 @@ def ticket_view(t: Ticket) -> dict[str, Any]:
         "depot": t.depot,
         "region": t.region,
         "rule": t.rule,
+        "subject": t.subject,
         "fault": {"code": t.fault_code, "component": t.component, "description": t.description}
         if t.kind == "maintenance"
         else None,
@@ -133,8 +134,9 @@ async def step(session: AsyncSession, ticket: Ticket, to: str, actor: str, note:
     return came_from
 
 
-def maintenance_key(charger_id: str, rule: str) -> str:
-    return f"maintenance:{charger_id}:{rule}"
+def maintenance_key(charger_id: str, rule: str, subject: str | None = None) -> str:
+    """One open ticket per charger and rule; per battery pack and rule for pack rules (a pack moves)."""
+    return f"maintenance:pack:{subject}:{rule}" if subject else f"maintenance:{charger_id}:{rule}"
 
 
 def supply_key(depot: str, sku: str) -> str:
@@ -144,4 +146,4 @@ def supply_key(depot: str, sku: str) -> str:
 def reopen_key(ticket: Ticket) -> str:
     if ticket.kind == "supply":
         return supply_key(ticket.depot or "", ticket.sku or "")
-    return maintenance_key(ticket.charger_id or "", ticket.rule or "")
+    return maintenance_key(ticket.charger_id or "", ticket.rule or "", ticket.subject)

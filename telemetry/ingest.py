@@ -36,6 +36,7 @@ from chargeops.events import (
     TransactionEnded,
     utcnow,
 )
+from telemetry.battery_store import store_battery_events
 from telemetry.metrics import (
     DATABASE_ERRORS,
     FAULTS,
@@ -295,6 +296,7 @@ async def store_events(
             )
         for ev in sorted(batch.presence, key=lambda e: e.received_at):
             await _apply_presence(conn, ev)
+        await store_battery_events(conn, [ev for ev in fresh if ev.kind is EventKind.BATTERY_SWAP])
         if last_seen:
             await conn.execute(_touch, [{"cid": c, "seen": t} for c, t in last_seen.items()])
     _count(batch, fresh, site_energy)

@@ -155,6 +155,7 @@ class Ticket(Base):
     region: Mapped[str | None] = mapped_column(String(64), index=True)
     rule: Mapped[str | None] = mapped_column(String(64))
     evse_id: Mapped[int | None]
+    subject: Mapped[str | None] = mapped_column(String(64))  # a battery pack's serial, for pack tickets
     fault_code: Mapped[str | None] = mapped_column(String(120))
     component: Mapped[str | None] = mapped_column(String(64))
     description: Mapped[str | None] = mapped_column(Text)

@@ -17,6 +17,7 @@ from ops.api.routes import (
     id_tokens,
     inventory,
     registry,
+    swaps,
     tickets,
     tokens,
     transactions,
@@ -52,6 +53,7 @@ def create_app(sessions: async_sessionmaker[AsyncSession], bus: Bus, settings: S
         tickets,
         inventory,
         registry,
+        swaps,
         webhooks,
         crew,
     )

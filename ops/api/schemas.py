@@ -212,6 +212,7 @@ class TicketOut(BaseModel):
     depot: str | None
     region: str | None
     rule: str | None
+    subject: str | None
     fault: Fault | None
     diagnosis: str | None
     parts: list[PartQty]

@@ -102,9 +102,13 @@ def upgrade() -> None:
         batch_op.add_column(sa.Column("pv_peak_kw", sa.Float(), nullable=True))
         batch_op.add_column(sa.Column("storage_kwh", sa.Float(), nullable=True))
         batch_op.add_column(sa.Column("storage_max_kw", sa.Float(), nullable=True))
+    with op.batch_alter_table("tickets", schema=None) as batch_op:
+        batch_op.add_column(sa.Column("subject", sa.String(length=64), nullable=True))
 
 
 def downgrade() -> None:
+    with op.batch_alter_table("tickets", schema=None) as batch_op:
+        batch_op.drop_column("subject")
     with op.batch_alter_table("sites", schema=None) as batch_op:
         batch_op.drop_column("storage_max_kw")
         batch_op.drop_column("storage_kwh")

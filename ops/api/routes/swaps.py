@@ -1,0 +1,159 @@
+"""Battery swaps and packs (SPEC §5): swap records, one pack's history, operator-requested swaps."""
+
+from __future__ import annotations
+
+import secrets
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Query
+from pydantic import Field
+from sqlalchemy import select
+
+from chargeops.db.engine import insert_for
+from chargeops.db.models import Charger
+from chargeops.db.ops_models import Battery, BatteryReading, BatterySwap
+from chargeops.events import utcnow
+from ops.api.auth import Operator, Viewer
+from ops.api.context import Ctx, Db
+from ops.api.errors import ApiError, documented
+from ops.api.routes.commands import reply_to_http
+from ops.api.schemas import ID_TOKEN_PATTERN, ChargerId, Input, Items
+
+router = APIRouter(tags=["battery swaps"], responses=documented(401, 403, 422))
+
+
+def _swap(s: BatterySwap) -> dict[str, Any]:
+    return {
+        "id": s.id,
+        "station_id": s.station_id,
+        "request_id": s.request_id,
+        "id_token": s.id_token,
+        "status": s.status,
+        "requested": s.requested,
+        "batteries_in": s.batteries_in,
+        "batteries_out": s.batteries_out,
+        "in_at": s.in_at.isoformat() if s.in_at else None,
+        "out_at": s.out_at.isoformat() if s.out_at else None,
+        "updated_at": s.updated_at.isoformat(),
+    }
+
+
+@router.get("/api/swaps", dependencies=[Viewer])
+async def list_swaps(
+    db: Db,
+    station_id: str | None = None,
+    status: Literal["requested", "in_progress", "completed", "out_timeout", "out_only"] | None = None,
+    limit: int = Query(200, ge=1, le=5000),
+) -> Items[dict[str, Any]]:
+    """Swap records, newest first; `out_timeout` ones are orphans (a charged pack left in its slot)."""
+    stmt = select(BatterySwap).order_by(BatterySwap.id.desc()).limit(limit)
+    if station_id is not None:
+        stmt = stmt.where(BatterySwap.station_id == station_id)
+    if status is not None:
+        stmt = stmt.where(BatterySwap.status == status)
+    return Items(items=[_swap(s) for s in (await db.scalars(stmt)).all()])
+
+
+class SwapRequest(Input):
+    station_id: ChargerId
+    id_token: Annotated[str, Field(pattern=ID_TOKEN_PATTERN)]
+    id_token_type: str = "ISO14443"
+
+
+@router.post(
+    "/api/swaps/request", dependencies=[Operator], status_code=201, responses=documented(404, 409, 502)
+)
+async def request_swap(body: SwapRequest, db: Db, ctx: Ctx) -> dict[str, Any]:
+    """Asks an OCPP 2.1 station for a swap (RequestBatterySwap); its BatteryIn / BatteryOut fill the
+    record."""
+    if await db.get(Charger, body.station_id) is None:
+        raise ApiError(404, "not_found", f"no station {body.station_id}")
+    request_id = secrets.randbelow(2**31 - 1) + 1
+    payload = {"requestId": request_id, "idToken": {"idToken": body.id_token, "type": body.id_token_type}}
+    reply = await ctx.bus.request(body.station_id, "RequestBatterySwap", payload, ctx.settings.call_timeout)
+    answer = reply_to_http(reply).response
+    if answer.get("status") != "Accepted":
+        raise ApiError(
+            409, "swap_rejected", f"the station answered {answer.get('status')}", extra={"response": answer}
+        )
+    now = utcnow()
+    dialect = (await db.connection()).dialect.name
+    await db.execute(
+        insert_for(dialect, BatterySwap.__table__).on_conflict_do_nothing(
+            index_elements=["station_id", "request_id"]
+        ),
+        {
+            "station_id": body.station_id,
+            "request_id": request_id,
+            "id_token": body.id_token,
+            "status": "requested",
+            "requested": True,
+            "batteries_in": [],
+            "batteries_out": [],
+            "updated_at": now,
+        },
+    )
+    await db.commit()
+    return {"station_id": body.station_id, "request_id": request_id, "response": answer}
+
+
+@router.get("/api/batteries", dependencies=[Viewer])
+async def list_batteries(
+    db: Db, station_id: str | None = None, limit: int = Query(500, ge=1, le=5000)
+) -> Items[dict[str, Any]]:
+    stmt = select(Battery).order_by(Battery.serial).limit(limit)
+    if station_id is not None:
+        stmt = stmt.where(Battery.station_id == station_id)
+    return Items(items=[_pack(b) for b in (await db.scalars(stmt)).all()])
+
+
+def _pack(b: Battery) -> dict[str, Any]:
+    return {
+        "serial": b.serial,
+        "registered": b.registered,
+        "location": b.location,
+        "station_id": b.station_id,
+        "slot": b.slot,
+        "soc": b.soc,
+        "soh": b.soh,
+        "cycles": b.cycles,
+        "swaps": b.swaps,
+        "production_date": b.production_date.isoformat() if b.production_date else None,
+        "last_seen": b.last_seen.isoformat() if b.last_seen else None,
+    }
+
+
+@router.get("/api/batteries/{serial}", dependencies=[Viewer], responses=documented(404))
+async def battery(serial: str, db: Db, limit: int = Query(200, ge=1, le=5000)) -> dict[str, Any]:
+    """One pack: where it is, its condition, its SoH / temperature history and its swaps."""
+    pack = await db.get(Battery, serial)
+    if pack is None:
+        raise ApiError(404, "not_found", f"no battery {serial}")
+    readings = (
+        await db.scalars(
+            select(BatteryReading)
+            .where(BatteryReading.serial == serial)
+            .order_by(BatteryReading.at.desc())
+            .limit(limit)
+        )
+    ).all()
+    history = [
+        {
+            "at": r.at.isoformat(),
+            "station_id": r.station_id,
+            "slot": r.slot,
+            "soc": r.soc,
+            "soh": r.soh,
+            "cycles": r.cycles,
+            "cell_temp_min": r.cell_temp_min,
+            "cell_temp_max": r.cell_temp_max,
+            "cell_volt_min": r.cell_volt_min,
+            "cell_volt_max": r.cell_volt_max,
+        }
+        for r in readings
+    ]
+    swaps = (await db.scalars(select(BatterySwap).order_by(BatterySwap.id.desc()).limit(limit * 4))).all()
+    mine = [
+        _swap(s) for s in swaps if any(b.get("serial") == serial for b in (*s.batteries_in, *s.batteries_out))
+    ][:limit]
+    return {**_pack(pack), "history": history, "swap_records": mine}
