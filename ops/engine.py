@@ -24,10 +24,18 @@ from ops.planning import assess_all
 from ops.registry import installed_base, seed_catalogue
 from ops.rules import Observation, ObservationKind, RuleBook, load_rules, observations
 from ops.tickets import OPEN_STATES
-from telemetry.metrics import STOCK_AVAILABLE, SUPPLY_RISK, TICKETS_OPEN
+from telemetry.metrics import (
+    BATTERIES,
+    BATTERIES_BY_SOH,
+    STOCK_AVAILABLE,
+    SUPPLY_RISK,
+    SWAP_ORPHANS,
+    TICKETS_OPEN,
+)
 from telemetry.periodic import Periodic
 
 log = logging.getLogger("chargeops.ops")
+SOH_BANDS = (("90-100", 90.0), ("80-90", 80.0), ("70-80", 70.0), ("below 70", 0.0))
 # (energy registered, mean power drawn, mean power offered, mean SoC) over a window → what is wrong, or None
 WindowCheck = Callable[[float | None, float | None, float | None, float | None], str | None]
 
@@ -301,6 +309,15 @@ class OpsEngine(Periodic):
             ).all()
             stock = (await session.scalars(select(Stock))).all()
             risks = await assess_all(session, await installed_base(session))
+            packs = (await session.execute(select(Battery.location, Battery.soh))).all()
+            orphans = await session.scalar(
+                select(func.count())
+                .select_from(BatterySwap)
+                .where(
+                    BatterySwap.status == "out_timeout",
+                    BatterySwap.updated_at >= utcnow() - timedelta(days=1),
+                )
+            )
         TICKETS_OPEN.clear()
         for kind in ("maintenance", "supply"):
             for priority in ("P1", "P2", "P3", "P4"):
@@ -314,3 +331,12 @@ class OpsEngine(Periodic):
         for risk in risks:
             for level in ("watch", "warning", "critical"):
                 SUPPLY_RISK.labels(risk.depot, risk.sku, level).set(1 if risk.level == level else 0)
+        SWAP_ORPHANS.set(orphans or 0)
+        BATTERIES.clear()
+        BATTERIES_BY_SOH.clear()
+        for name, _ in SOH_BANDS:
+            BATTERIES_BY_SOH.labels(name).set(0)
+        for location, soh in packs:
+            BATTERIES.labels(location).inc()
+            band = next((name for name, low in SOH_BANDS if soh is not None and soh >= low), "unknown")
+            BATTERIES_BY_SOH.labels(band).inc()

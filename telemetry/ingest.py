@@ -26,6 +26,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession, async_sessionm
 from chargeops.db.engine import insert_for
 from chargeops.db.models import Charger, Connector, MeterRollupDirty, MeterSample, StoredEvent, Transaction
 from chargeops.events import (
+    BatterySwapped,
     Connected,
     Disconnected,
     Event,
@@ -47,6 +48,7 @@ from telemetry.metrics import (
     INGEST_REDELIVERIES,
     INGEST_ROWS,
     SITE_ENERGY,
+    SWAP_EVENTS,
 )
 from telemetry.pg_copy import SAMPLE_COLUMNS, copy_events
 
@@ -389,7 +391,7 @@ async def _advance_energy(conn: AsyncConnection, readings: dict[tuple[str, str],
 
 def _count(batch: _Batch, fresh: list[Event], site_energy: dict[str, float]) -> None:
     """Metrics of a committed batch: lag from the gateway receiving each new event to now, rows,
-    re-deliveries, faults by code, energy per site."""
+    re-deliveries, faults by code, swap steps, energy per site."""
     if not batch.events:
         return
     now = utcnow()
@@ -406,6 +408,8 @@ def _count(batch: _Batch, fresh: list[Event], site_energy: dict[str, float]) -> 
         body = ev.body
         if isinstance(body, FaultReported) and not body.cleared:
             _fault(body.code).inc()
+        elif isinstance(body, BatterySwapped):
+            SWAP_EVENTS.labels(body.event_type).inc()
     for site, wh in site_energy.items():
         SITE_ENERGY.labels(site).inc(wh)
 

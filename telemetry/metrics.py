@@ -102,6 +102,18 @@ SUPPLY_RISK = Gauge(
     "1 for the current supply-risk level (watch, warning, critical) of a depot and SKU",
     ["depot", "sku", "level"],
 )
+SWAP_EVENTS = Counter(
+    "chargeops_battery_swap_events_total",
+    "Swap steps stored (BatteryIn, BatteryOut, BatteryOutTimeout)",
+    ["event_type"],
+)
+SWAP_ORPHANS = Gauge("chargeops_swap_orphans", "Swaps of the last 24 h whose charged pack was left behind")
+BATTERIES = Gauge(
+    "chargeops_batteries", "Battery packs by where they are (slot, vehicle, unknown)", ["location"]
+)
+BATTERIES_BY_SOH = Gauge(
+    "chargeops_batteries_by_soh", "Battery packs by state-of-health band (%, last reported)", ["band"]
+)
 INGEST_LAG = Histogram(
     "chargeops_ingest_lag_seconds",
     "From the gateway receiving a message to its rows being committed",

@@ -133,6 +133,14 @@ async def test_swap_over_ocpp_21_pairs_in_and_out_and_tracks_packs(
     assert (p4["location"], p4["slot"]) == ("slot", 2)  # left behind in its slot
     assert (await api.get("/api/batteries/NOPE")).status_code == 404
 
+    assert runtime.ops is not None
+    await runtime.ops.refresh_gauges()
+    metrics = (await api.get("/metrics")).text
+    assert "chargeops_swap_orphans 1.0" in metrics
+    assert 'chargeops_batteries{location="vehicle"} 1.0' in metrics
+    assert 'chargeops_batteries_by_soh{band="90-100"}' in metrics
+    assert 'chargeops_battery_swap_events_total{event_type="BatteryOutTimeout"}' in metrics
+
 
 async def test_pack_rules_raise_tickets_with_pack_demand(stack: tuple[Runtime, httpx.AsyncClient]) -> None:
     runtime, api = stack
