@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import uuid
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any, ClassVar
@@ -288,7 +288,7 @@ class Event:
                 "charger_id": self.charger_id,
                 "reported_at": self.reported_at,
                 "received_at": self.received_at,
-                "data": asdict(self.body),
+                "data": self.body,  # orjson encodes dataclasses itself, ~25× faster than asdict's deep copy
             }
         )
 
