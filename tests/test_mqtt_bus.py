@@ -170,6 +170,32 @@ async def test_two_ingest_processes_split_the_events_without_loss_or_duplicates(
     assert got_a.events and got_b.events, "the shared subscription should split the load"
 
 
+async def test_each_consumer_group_gets_every_event_once(buses: Buses) -> None:
+    """Ingest and ops are separate durable groups: both see everything, each split within its group."""
+    ingest, ops_a, ops_b = (
+        await buses.start("ingest-a"),
+        await buses.start("ops-a", durable_group="ops"),
+        await buses.start("ops-b", durable_group="ops"),
+    )
+    stored, ruled_a, ruled_b = Collector(), Collector(), Collector()
+    for bus, got in ((ingest, stored), (ops_a, ruled_a), (ops_b, ruled_b)):
+        bus.subscribe(got, durable=True)
+    await asyncio.wait_for(asyncio.gather(*(b.durable_ready.wait() for b in (ingest, ops_a, ops_b))), 5)
+    assert ops_a.durable_client_id.endswith("-ops-ops-a") and ops_a.shared_filter.startswith(
+        "$share/chargeops-ops/"
+    )
+    gateway = await buses.start("gw-a")
+    sent = sample_events(200)
+    for i in range(0, len(sent), 20):
+        await gateway.publish(sent[i : i + 20])
+    await until(
+        lambda: len(stored.events) >= len(sent) and len(ruled_a.events) + len(ruled_b.events) >= len(sent)
+    )
+    await asyncio.sleep(0.2)  # anything extra (a duplicate) would arrive now
+    ops_ids = [e.event_id for e in ruled_a.events + ruled_b.events]
+    assert sorted(e.event_id for e in stored.events) == sorted(ops_ids) == sorted(e.event_id for e in sent)
+
+
 async def test_publish_raises_when_the_broker_is_unreachable() -> None:
     bus = MqttBus(Settings(mqtt_url="mqtt://127.0.0.1:1"), connect_timeout=0.5)
     with pytest.raises(ConnectionError):
