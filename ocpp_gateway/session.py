@@ -32,6 +32,7 @@ from chargeops.events import (
     utcnow,
 )
 from ocpp_gateway.context import GatewayContext
+from ocpp_gateway.limits import to_ocpp
 from ocpp_gateway.logs import for_charger
 from ocpp_gateway.rpc import (
     Call,
@@ -235,7 +236,12 @@ class ChargerSession(ChargePoint):
     # -- sending ------------------------------------------------------------------------------------------
 
     async def execute(self, action: str, payload: dict[str, Any], timeout: float) -> CommandReply:
-        """Send one CSMS-initiated call (OCPP field names in and out) and wait for the charger's answer."""
+        """Send one CSMS-initiated call (OCPP field names in and out) and wait for the charger's answer.
+        Neutral `chargeops.*` actions (see `limits`) are first turned into this version's OCPP call."""
+        try:
+            action, payload = to_ocpp(self.version, action, payload)
+        except ValueError as err:
+            return CommandReply("invalid", error_code=self.version.format_violation, description=str(err))
         if action not in self.version.csms_actions():
             return CommandReply(
                 "invalid",

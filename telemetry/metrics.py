@@ -131,3 +131,26 @@ WEBHOOK_DELIVERIES = Counter(
 WEBHOOK_OUTBOX_PENDING = Gauge(
     "chargeops_webhook_outbox_pending", "Webhook messages to active subscriptions not yet delivered"
 )
+
+# -- PV + storage + charging sites (ops.site_power), label `site` only -------------------------------------
+SITE_PV = Gauge("chargeops_site_pv_watts", "PV output the site controller last reported", ["site"])
+SITE_STORAGE_SOC = Gauge("chargeops_site_storage_soc_percent", "Site storage state of charge", ["site"])
+SITE_STORAGE = Gauge(
+    "chargeops_site_storage_watts", "Site storage power: > 0 charging, < 0 discharging", ["site"]
+)
+SITE_GRID_IMPORT = Gauge(
+    "chargeops_site_grid_import_watts", "Grid power at the site connection: > 0 import, < 0 export", ["site"]
+)
+SITE_CHARGING_LOAD = Gauge(
+    "chargeops_site_charging_load_watts",
+    "Charging power the site's chargers report (latest samples)",
+    ["site"],
+)
+SITE_SELF_CONSUMPTION = Gauge(
+    "chargeops_site_self_consumption_ratio", "PV used on site ÷ PV produced (absent while PV is 0)", ["site"]
+)
+SITE_POWER_LIMIT = Gauge(
+    "chargeops_site_power_limit_watts",
+    "Charging budget the planner shares among the site's chargers",
+    ["site"],
+)

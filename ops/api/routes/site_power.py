@@ -1,0 +1,83 @@
+"""Site power (PV + storage + charging): the site controller's telemetry without a broker, and the site's
+budget with the limits the planner gave its chargers."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Path
+from sqlalchemy import select
+
+from chargeops.db.ops_models import ChargerLimit, Site, SiteTelemetry
+from chargeops.events import utcnow
+from ops.api.auth import Operator, Viewer
+from ops.api.context import Db
+from ops.api.errors import ApiError, documented
+from ops.site_power import site_budget
+from telemetry.site_telemetry import SiteReport, UnknownSite, as_utc, store_report
+
+router = APIRouter(prefix="/api/sites", tags=["site power"], responses=documented(401, 403, 404, 422))
+
+SiteIdPath = Annotated[str, Path(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9._:-]+$")]
+
+
+@router.post("/{site_id}/telemetry", dependencies=[Operator], status_code=201)
+async def post_telemetry(site_id: SiteIdPath, report: SiteReport, db: Db) -> dict[str, bool]:
+    """One site controller report, as on MQTT `{root}/v1/sites/{site}/telemetry` (for a deployment without a
+    broker). `stored` is false when a report for the same `at` was already stored."""
+    try:
+        return {"stored": await store_report(db, site_id, report)}
+    except UnknownSite:
+        raise ApiError(404, "not_found", f"no site {site_id}") from None
+
+
+@router.get("/{site_id}/power", dependencies=[Viewer])
+async def site_power(site_id: SiteIdPath, db: Db) -> dict[str, Any]:
+    """The latest telemetry, the charging budget computed from it and the limit each charger was given."""
+    site = await db.get(Site, site_id)
+    if site is None:
+        raise ApiError(404, "not_found", f"no site {site_id}")
+    report = await db.scalar(
+        select(SiteTelemetry)
+        .where(SiteTelemetry.site_id == site_id)
+        .order_by(SiteTelemetry.at.desc())
+        .limit(1)
+    )
+    limits = await db.scalars(
+        select(ChargerLimit).where(ChargerLimit.site_id == site_id).order_by(ChargerLimit.charger_id)
+    )
+    budget = site_budget(site, report, utcnow()) if site.grid_limit_kw is not None else None
+    return {
+        "site": site_id,
+        "grid_limit_kw": site.grid_limit_kw,
+        "telemetry": None
+        if report is None
+        else {
+            "at": as_utc(report.at).isoformat(),
+            "pv_w": report.pv_w,
+            "storage_soc": report.storage_soc,
+            "storage_w": report.storage_w,
+            "grid_w": report.grid_w,
+            "load_w": report.load_w,
+            "charging_w": report.charging_w,
+        },
+        "budget": None
+        if budget is None
+        else {
+            "charging_w": budget.total_w,
+            "grid_limit_w": budget.grid_limit_w,
+            "pv_w": budget.pv_w,
+            "load_w": budget.load_w,
+            "storage_discharge_w": budget.storage_w,
+            "telemetry_fresh": budget.fresh,
+        },
+        "allocations": [
+            {
+                "charger_id": lim.charger_id,
+                "limit_w": lim.limit_w,
+                "status": lim.status,
+                "sent_at": as_utc(lim.sent_at).isoformat(),
+            }
+            for lim in limits
+        ],
+    }

@@ -1,0 +1,181 @@
+"""Site controller telemetry (PV, storage, grid) from MQTT into the database.
+
+Topic `{root}/v1/sites/{site}/telemetry` (`{site}` percent-encoded, `{root}` the path of CHARGEOPS_MQTT_URL,
+`chargeops` by default), QoS 1, JSON `SiteReport`. The subscriber holds a persistent session and a shared
+subscription, so several processes split the sites' reports and none is lost while one restarts; each
+message is acked only after its row is committed, and rows are keyed by (site, at), so a redelivered report
+is stored once. A payload that fails validation is logged and acked (dropped): it would never get better.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from datetime import UTC, datetime, timedelta
+from urllib.parse import quote, unquote, urlsplit
+
+import aiomqtt
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError, field_validator
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from chargeops.db.engine import insert_for
+from chargeops.db.ops_models import Site, SiteTelemetry
+from chargeops.events import utcnow
+from chargeops.settings import Settings
+from telemetry.metrics import BUS_ERRORS
+
+log = logging.getLogger(__name__)
+
+TOPIC_VERSION = "v1"
+GROUP = "chargeops-site-telemetry"
+# A report from further ahead than this is a controller with a wrong clock: it would stay "latest" for hours.
+MAX_CLOCK_AHEAD = timedelta(minutes=5)
+
+
+class SiteReport(BaseModel):
+    """One site controller report; powers in W. `storage_w` > 0 charges the storage, `grid_w` > 0 imports."""
+
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+    at: AwareDatetime
+    pv_w: float | None = Field(default=None, ge=0)
+    storage_soc: float | None = Field(default=None, ge=0, le=100)
+    storage_w: float | None = None
+    grid_w: float | None = None
+    load_w: float | None = Field(default=None, ge=0)
+    charging_w: float | None = Field(default=None, ge=0)
+
+    @field_validator("at")
+    @classmethod
+    def _not_ahead(cls, at: AwareDatetime) -> AwareDatetime:
+        if at > utcnow() + MAX_CLOCK_AHEAD:
+            raise ValueError("lies in the future; check the site controller's clock")
+        return at.astimezone(UTC)  # SQLite keeps no offset: every stored time is UTC
+
+
+class UnknownSite(LookupError):
+    pass
+
+
+async def store_report(session: AsyncSession, site_id: str, report: SiteReport) -> bool:
+    """Insert the report (and commit); False if a report for that instant was already stored.
+    Raises UnknownSite for a site that is not registered."""
+    if await session.get(Site, site_id) is None:
+        raise UnknownSite(site_id)
+    dialect = (await session.connection()).dialect.name
+    stmt = (
+        insert_for(dialect, SiteTelemetry)
+        .values(site_id=site_id, **report.model_dump())
+        .on_conflict_do_nothing(index_elements=["site_id", "at"])
+    )
+    result = await session.execute(stmt)
+    await session.commit()
+    return bool(getattr(result, "rowcount", 0))
+
+
+def as_utc(at: datetime) -> datetime:
+    """A stored time read back (SQLite returns it without its offset)."""
+    return at if at.tzinfo else at.replace(tzinfo=UTC)
+
+
+def mqtt_root(mqtt_url: str | None) -> str:
+    return urlsplit(mqtt_url or "").path.strip("/") or "chargeops"
+
+
+def telemetry_topic(root: str, site_id: str) -> str:
+    return f"{root}/{TOPIC_VERSION}/sites/{quote(site_id, safe='')}/telemetry"
+
+
+class SiteTelemetrySubscriber:
+    """Stores what site controllers publish; reconnects with back-off (0.2 s doubling up to 10 s)."""
+
+    def __init__(
+        self, sessions: async_sessionmaker[AsyncSession], settings: Settings, *, session_expiry: int = 86400
+    ) -> None:
+        if not settings.mqtt_url:
+            raise ValueError("site telemetry over MQTT needs CHARGEOPS_MQTT_URL")
+        url = urlsplit(settings.mqtt_url)
+        self._sessions = sessions
+        self._host = url.hostname or "127.0.0.1"
+        self._port = url.port or 1883
+        self._username = unquote(url.username) if url.username else None
+        self._password = unquote(url.password) if url.password else None
+        self.root = mqtt_root(settings.mqtt_url)
+        self.client_id = f"{self.root}-site-telemetry-{settings.node_id}"
+        self.topic_filter = f"$share/{GROUP}/{self.root}/{TOPIC_VERSION}/sites/+/telemetry"
+        self._expiry = session_expiry
+        self.subscribed = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._run(), name="site-telemetry")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    async def _run(self) -> None:
+        delay = 0.2
+        while True:
+            props = Properties(PacketTypes.CONNECT)
+            props.SessionExpiryInterval = self._expiry
+            client = aiomqtt.Client(
+                self._host,
+                self._port,
+                username=self._username,
+                password=self._password,
+                identifier=self.client_id,
+                protocol=aiomqtt.ProtocolVersion.V5,
+                clean_start=False,
+                properties=props,
+            )
+            client._client.manual_ack_set(True)  # ack after the commit, not on receipt
+            try:
+                async with client:
+                    await client.subscribe(self.topic_filter, qos=1)
+                    self.subscribed.set()
+                    log.info("site telemetry: subscribed %s as %s", self.topic_filter, self.client_id)
+                    delay = 0.2
+                    async for msg in client.messages:
+                        await self._store(msg)
+                        client._client.ack(msg.mid, msg.qos)
+            except aiomqtt.MqttError as exc:
+                BUS_ERRORS.labels("site_telemetry").inc()
+                log.warning("site telemetry subscription lost: %s; reconnecting in %.1f s", exc, delay)
+            finally:
+                self.subscribed.clear()
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 10.0)
+
+    async def _store(self, msg: aiomqtt.Message) -> None:
+        """Store one report; a database failure is retried (nothing is acked meanwhile)."""
+        parts = msg.topic.value.split("/")
+        site_id = unquote(parts[-2])
+        try:
+            report = SiteReport.model_validate_json(msg.payload)  # type: ignore[arg-type]
+        except ValidationError as exc:
+            log.warning("site=%s bad telemetry dropped: %s", site_id, _reason(exc))
+            return
+        delay = 0.1
+        while True:
+            try:
+                async with self._sessions() as session:
+                    await store_report(session, site_id, report)
+                return
+            except UnknownSite:
+                log.warning("site=%s telemetry for an unregistered site dropped", site_id)
+                return
+            except Exception as exc:
+                log.warning("site=%s storing telemetry failed (%s); retrying in %.1f s", site_id, exc, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 10.0)
+
+
+def _reason(exc: ValidationError) -> str:
+    """The validation errors without the input values (short, one line)."""
+    return "; ".join(f"{'.'.join(map(str, e['loc'])) or 'payload'}: {e['msg']}" for e in exc.errors())

@@ -1,0 +1,417 @@
+"""PV + storage + charging sites: the planner keeps a site under its grid limit by setting charging profiles
+on real (simulated, schema-strict) 1.6 and 2.0.1 chargers; site telemetry over real Mosquitto and the API;
+the per-version profile payloads against the official schemas."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import timedelta
+from typing import Any
+
+import aiomqtt
+import httpx
+import pytest
+from prometheus_client import REGISTRY
+from sqlalchemy import func, select
+
+from chargeops.db.models import MeterSample, Transaction
+from chargeops.db.ops_models import ChargerLimit, Site, SiteTelemetry
+from chargeops.events import utcnow
+from chargeops.settings import Settings
+from firmware_stubs import EV, SimEnvironment, SimulatedCharger
+from firmware_stubs.site_controller import SiteController
+from ocpp_gateway.limits import POWER_LIMIT_ACTION, set_charging_profile, to_ocpp
+from ocpp_gateway.rpc import validate
+from ocpp_gateway.versions import V16, V21, V201
+from ops.api.routes import site_power as site_routes
+from ops.runtime import Runtime
+from ops.site_power import SitePlanner, site_budget, water_fill
+from telemetry.site_telemetry import SiteTelemetrySubscriber, as_utc
+from tests.conftest import StartRuntime, migrated_sessions
+
+ADMIN = {"Authorization": "Bearer test-admin-token"}
+SITE = "solar-1"
+
+
+async def until(predicate: Callable[[], Awaitable[bool]], timeout: float = 20.0, what: str = "") -> None:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not await predicate():
+        if asyncio.get_running_loop().time() > deadline:
+            raise TimeoutError(f"not reached within {timeout:g} s: {what}")
+        await asyncio.sleep(0.1)
+
+
+class SiteStack:
+    """A running chargeops with the site planner and the site routes (started here if the runtime does
+    not run them itself), an API client and simulated chargers."""
+
+    def __init__(self, runtime: Runtime, api: httpx.AsyncClient) -> None:
+        self.runtime = runtime
+        self.api = api
+        self.chargers: list[SimulatedCharger] = []
+        self.env = SimEnvironment(
+            strict=True, time_scale=30.0, sample_interval=0.5, backoff_base=0.2, backoff_cap=1.0
+        )
+        self.own_planner: SitePlanner | None = None
+        planner = getattr(runtime, "site_planner", None)
+        if planner is None:
+            planner = self.own_planner = SitePlanner(
+                runtime.sessions, runtime.bus, runtime.settings, interval=1.0, full_interval=2.0
+            )
+            planner.start()
+            runtime.bus.subscribe(planner.handle)
+        self.planner: SitePlanner = planner
+        app = runtime._http.config.app  # type: ignore[union-attr]
+        if not any(getattr(r, "path", "") == "/api/sites/{site_id}/power" for r in app.routes):
+            app.include_router(site_routes.router)
+
+    async def site(self, grid_limit_kw: float, **extra: Any) -> None:
+        body = {
+            "id": SITE,
+            "name": "Solar depot",
+            "kind": "pv_storage",
+            "grid_limit_kw": grid_limit_kw,
+            **extra,
+        }
+        r = await self.api.put(f"/api/sites/{SITE}", json=body)
+        assert r.status_code == 200, r.text
+
+    async def charger(self, cp_id: str, protocol: str) -> SimulatedCharger:
+        password = "sim-password-1234"
+        r = await self.api.post("/api/chargers", json={"id": cp_id, "password": password, "site": SITE})
+        assert r.status_code == 201, r.text
+        url = f"ws://127.0.0.1:{self.runtime.gateway.port}/ocpp"  # type: ignore[union-attr]
+        cp = SimulatedCharger(
+            cp_id, url, protocol=protocol, password=password, env=self.env, max_power_w=22_000
+        )
+        self.chargers.append(cp)
+        await cp.start()
+        await cp.wait_until_accepted(10)
+        return cp
+
+    async def limits(self) -> dict[str, ChargerLimit]:
+        async with self.runtime.sessions() as s:
+            return {lim.charger_id: lim for lim in await s.scalars(select(ChargerLimit))}
+
+    async def settled(self, expected: dict[str, float]) -> bool:
+        """Each charger accepted `expected` W, obeys it, and has a stored sample at it since."""
+        limits = await self.limits()
+        for cp in self.chargers:
+            lim = limits.get(cp.id)
+            if lim is None or lim.status != "Accepted" or lim.limit_w != expected[cp.id]:
+                return False
+            if expected[cp.id] > 2000 and abs(cp.connectors[1].power_w - expected[cp.id]) > 1:
+                return False
+        async with self.runtime.sessions() as s:
+            for cp in self.chargers:
+                if expected[cp.id] <= 2000:
+                    continue
+                since = limits[cp.id].sent_at
+                latest = await s.scalar(
+                    select(MeterSample.value)
+                    .where(
+                        MeterSample.charger_id == cp.id,
+                        MeterSample.measurand == "Power.Active.Import",
+                        MeterSample.phase.is_(None),
+                        MeterSample.sampled_at > since,
+                    )
+                    .order_by(MeterSample.sampled_at.desc())
+                    .limit(1)
+                )
+                if latest is None or abs(latest - expected[cp.id]) > 1:
+                    return False
+        return True
+
+    async def measured(self, since: Any) -> dict[str, float]:
+        """Site charging power over time from the stored samples: at every sample, the sum of each running
+        session's latest Power.Active.Import. Returns its peak and its last value."""
+        ids = [cp.id for cp in self.chargers]
+        async with self.runtime.sessions() as s:
+            samples = (
+                await s.execute(
+                    select(MeterSample.sampled_at, MeterSample.charger_id, MeterSample.value).where(
+                        MeterSample.charger_id.in_(ids),
+                        MeterSample.measurand == "Power.Active.Import",
+                        MeterSample.phase.is_(None),
+                        MeterSample.sampled_at >= since,
+                    )
+                )
+            ).all()
+            stops = (
+                await s.execute(
+                    select(Transaction.stopped_at, Transaction.charger_id).where(
+                        Transaction.charger_id.in_(ids), Transaction.stopped_at.is_not(None)
+                    )
+                )
+            ).all()
+        timeline = sorted(
+            [(as_utc(at), 1, cid, value) for at, cid, value in samples]
+            + [(as_utc(at), 0, cid, 0.0) for at, cid in stops]
+        )
+        latest: dict[str, float] = {}
+        peak = last = 0.0
+        for _, _, cid, value in timeline:
+            latest[cid] = value
+            last = sum(latest.values())
+            peak = max(peak, last)
+        return {"peak_w": peak, "last_w": last, "samples": len(samples)}
+
+    async def grid_peak(self, since: Any) -> tuple[float, int]:
+        async with self.runtime.sessions() as s:
+            peak, n = (
+                await s.execute(
+                    select(func.max(SiteTelemetry.grid_w), func.count()).where(
+                        SiteTelemetry.site_id == SITE, SiteTelemetry.at >= since
+                    )
+                )
+            ).one()
+        return float(peak or 0.0), int(n)
+
+
+@pytest.fixture
+async def site_stack(start_runtime: StartRuntime, pg_url: str) -> AsyncIterator[SiteStack]:
+    runtime = await start_runtime(pg_url, call_timeout=10.0)
+    async with httpx.AsyncClient(
+        base_url=f"http://127.0.0.1:{runtime.http_port}", headers=ADMIN, timeout=30
+    ) as api:
+        stack = SiteStack(runtime, api)
+        yield stack
+        if stack.own_planner is not None:
+            await stack.own_planner.stop()
+        for cp in stack.chargers:
+            await cp.stop()
+        for cp in stack.chargers:
+            assert cp.schema_violations == [], cp.schema_violations
+
+
+async def test_site_stays_under_its_grid_limit(site_stack: SiteStack) -> None:
+    """3 × 22 kW chargers (1.6, 2.0.1, 1.6) behind a 30 kW grid connection, 3 kW of other load, no PV (night)
+    and an empty storage: the planner shares 27 kW, the chargers obey, and the site's import stays ≤ 30 kW."""
+    stack = site_stack
+    await stack.site(30, pv_peak_kw=20, storage_kwh=20, storage_max_kw=10)
+    assert (await stack.api.put("/api/id-tokens/DRIVER1", json={"status": "Accepted"})).status_code == 201
+    started = utcnow() - timedelta(seconds=1)
+    cps = [
+        await stack.charger(f"SITE-{n}", proto) for n, proto in enumerate(("ocpp1.6", "ocpp2.0.1", "ocpp1.6"))
+    ]
+    controller = SiteController(
+        SITE,
+        pv_peak_w=20_000,
+        storage_wh=20_000,
+        storage_max_w=10_000,
+        soc=5.0,  # empty: nothing to discharge, so the grid carries the whole load
+        base_load_w=3000,
+        start_hour=0.0,
+        charging_w=lambda: sum(c.power_w for cp in cps for c in cp.connectors),
+        api_url=str(stack.api.base_url),
+        api_token="test-admin-token",
+        interval=0.5,
+        seed=7,
+    )
+    reporting = asyncio.create_task(controller.run())
+    try:
+
+        async def budget_known() -> bool:
+            power = (await stack.api.get(f"/api/sites/{SITE}/power")).json()
+            return power["budget"]["telemetry_fresh"] and power["budget"]["charging_w"] == 27_000
+
+        await until(budget_known, what="the site controller's report in the budget")
+        idle = dict.fromkeys((cp.id for cp in cps), 1300.0)
+        await until(lambda: stack.settled(idle), what="idle chargers at the floor")
+
+        for cp in cps:
+            await cp.plug_in(1, "DRIVER1", ev=EV(capacity_wh=80_000, soc=20.0, max_power_w=22_000))
+        shares = dict.fromkeys((cp.id for cp in cps), 9000.0)
+        await until(lambda: stack.settled(shares), 30, "three sessions at 9 kW each")
+        await asyncio.sleep(0)
+        settled_at = utcnow()
+        await until(lambda: _more_samples(stack, settled_at, 3), what="a few more samples")
+        three = await stack.measured(started)
+        grid_peak, reports = await stack.grid_peak(started)
+        assert three["peak_w"] <= 27_000 + 1e-6, three
+        assert three["last_w"] >= 26_000, three  # the budget is used, not wasted
+        assert grid_peak <= 30_000 + 1e-6 and reports > 5
+        gauge = REGISTRY.get_sample_value
+        assert gauge("chargeops_site_power_limit_watts", {"site": SITE}) == 27_000
+        assert gauge("chargeops_site_pv_watts", {"site": SITE}) == 0.0
+        assert gauge("chargeops_site_storage_soc_percent", {"site": SITE}) == 5.0
+        assert gauge("chargeops_site_grid_import_watts", {"site": SITE}) is not None
+
+        await cps[0].unplug(1)
+        more = {cps[0].id: 1300.0, cps[1].id: 12_800.0, cps[2].id: 12_800.0}  # (27 − 1.3) / 2, in 100 W steps
+        await until(lambda: stack.settled(more), 30, "the two remaining sessions get more")
+        settled_at = utcnow()
+        await until(lambda: _more_samples(stack, settled_at, 3), what="a few more samples")
+        two = await stack.measured(started)
+        grid_peak, reports = await stack.grid_peak(started)
+        assert two["peak_w"] <= 27_000 + 1e-6 and two["last_w"] >= 25_000, two
+        assert grid_peak <= 30_000 + 1e-6
+        print(
+            json.dumps(
+                {
+                    "site_test": "3 x 22 kW chargers (1.6, 2.0.1, 1.6), grid limit 30 kW, other load 3 kW",
+                    "sum_of_charger_max_w": 66_000,
+                    "budget_w": 27_000,
+                    "measured_charging_peak_w": three["peak_w"],
+                    "measured_charging_3_sessions_w": three["last_w"],
+                    "measured_charging_2_sessions_w": two["last_w"],
+                    "site_grid_import_peak_w": grid_peak,
+                    "grid_limit_w": 30_000,
+                    "meter_samples": two["samples"],
+                    "site_reports": reports,
+                }
+            )
+        )
+    finally:
+        reporting.cancel()
+        await asyncio.gather(reporting, return_exceptions=True)
+
+
+async def _more_samples(stack: SiteStack, since: Any, n: int) -> bool:
+    async with stack.runtime.sessions() as s:
+        counts = (
+            await s.execute(
+                select(MeterSample.charger_id, func.count())
+                .where(MeterSample.measurand == "Power.Active.Import", MeterSample.sampled_at > since)
+                .group_by(MeterSample.charger_id)
+            )
+        ).all()
+    active = [cp.id for cp in stack.chargers if cp.connectors[1].tx is not None]
+    got = dict(counts)
+    return all(got.get(cid, 0) >= n for cid in active)
+
+
+async def test_pv_raises_the_budget(start_runtime: StartRuntime) -> None:
+    """Telemetry through the API (no broker): PV output adds to the 10 kW grid limit and the charger gets it;
+    a bad report is refused with a JSON reason."""
+    runtime = await start_runtime(call_timeout=10.0)
+    async with httpx.AsyncClient(
+        base_url=f"http://127.0.0.1:{runtime.http_port}", headers=ADMIN, timeout=30
+    ) as api:
+        stack = SiteStack(runtime, api)
+        try:
+            await stack.site(10, pv_peak_kw=15)
+            assert (await api.put("/api/id-tokens/DRIVER1", json={"status": "Accepted"})).status_code == 201
+            cp = await stack.charger("PV-1", "ocpp2.0.1")
+
+            async def report(pv_w: float) -> None:
+                body = {"at": utcnow().isoformat(), "pv_w": pv_w, "grid_w": 0.0, "load_w": 0.0}
+                r = await api.post(f"/api/sites/{SITE}/telemetry", json=body)
+                assert r.status_code == 201 and r.json() == {"stored": True}, r.text
+
+            await report(0.0)
+            await cp.plug_in(1, "DRIVER1", ev=EV(capacity_wh=80_000, soc=20.0, max_power_w=22_000))
+            await until(lambda: stack.settled({cp.id: 10_000.0}), 30, "10 kW from the grid alone")
+            await report(8000.0)
+            await until(lambda: stack.settled({cp.id: 18_000.0}), 30, "18 kW with 8 kW of PV")
+            power = (await api.get(f"/api/sites/{SITE}/power")).json()
+            assert power["budget"]["charging_w"] == 18_000 and power["telemetry"]["pv_w"] == 8000
+            assert power["allocations"][0] | {"sent_at": None} == {
+                "charger_id": "PV-1",
+                "limit_w": 18_000.0,
+                "status": "Accepted",
+                "sent_at": None,
+            }
+
+            bad = await api.post(f"/api/sites/{SITE}/telemetry", json={"at": "yesterday", "pv_w": -5})
+            assert bad.status_code == 422 and bad.json()["error"] == "invalid_request", bad.text
+            assert "pv_w" in bad.json()["detail"]
+            unknown = await api.post("/api/sites/nowhere/telemetry", json={"at": utcnow().isoformat()})
+            assert unknown.status_code == 404 and unknown.json()["error"] == "not_found"
+        finally:
+            if stack.own_planner is not None:
+                await stack.own_planner.stop()
+            await cp.stop()
+            assert cp.schema_violations == []
+
+
+async def test_site_telemetry_over_mqtt(pg_url: str) -> None:
+    """The site controller simulator publishes to Mosquitto; the subscriber stores each report once in
+    Postgres; a bad payload and a report for an unknown site are dropped without blocking what follows."""
+    root = f"test-{uuid.uuid4().hex[:8]}"
+    settings = Settings(database_url=pg_url, mqtt_url=f"mqtt://127.0.0.1:1883/{root}", node_id="t1")
+    async with migrated_sessions(pg_url) as sessions:
+        async with sessions() as s:
+            s.add(Site(id=SITE, name="Solar", kind="pv_storage", grid_limit_kw=30, pv_peak_kw=20))
+            await s.commit()
+        subscriber = SiteTelemetrySubscriber(sessions, settings)
+        subscriber.start()
+        try:
+            await asyncio.wait_for(subscriber.subscribed.wait(), 10)
+            controller = SiteController(
+                SITE,
+                pv_peak_w=20_000,
+                storage_wh=40_000,
+                storage_max_w=10_000,
+                start_hour=12.0,
+                mqtt_url=settings.mqtt_url,
+                interval=0.2,
+                seed=3,
+            )
+            await controller.run(duration=1.0)
+            assert controller.reports >= 3
+
+            async def rows() -> list[SiteTelemetry]:
+                async with sessions() as s:
+                    return list(await s.scalars(select(SiteTelemetry).order_by(SiteTelemetry.at)))
+
+            await until(lambda: _count(rows, controller.reports), 10, "the controller's reports stored")
+            stored = (await rows())[-1]
+            assert stored.pv_w == controller.last["pv_w"] and stored.grid_w == controller.last["grid_w"]
+            assert stored.pv_w is not None and stored.pv_w > 15_000  # noon
+
+            topic = controller.topic()
+            final = {**controller.last, "at": utcnow().isoformat(), "pv_w": 1234.5}
+            async with aiomqtt.Client("127.0.0.1", 1883) as client:
+                await client.publish(topic, b'{"at": "2025-01-01T12:00:00Z", "pv_w": "lots"}', qos=1)
+                await client.publish(topic, b"not json", qos=1)
+                await client.publish(topic.replace(SITE, "nowhere"), json.dumps(final), qos=1)
+                await client.publish(topic, json.dumps(final), qos=1)
+                await client.publish(topic, json.dumps(final), qos=1)  # a duplicate is stored once
+            await until(lambda: _count(rows, controller.reports + 1), 10, "the final report stored")
+            await asyncio.sleep(0.3)  # the duplicate, had it been stored, would be there by now
+            assert len(await rows()) == controller.reports + 1
+            async with sessions() as s:
+                assert await s.scalar(select(func.count()).where(SiteTelemetry.site_id != SITE)) == 0
+        finally:
+            await subscriber.stop()
+
+
+async def _count(rows: Callable[[], Awaitable[list[SiteTelemetry]]], n: int) -> bool:
+    return len(await rows()) >= n
+
+
+def test_budget_formula_and_sharing() -> None:
+    site = Site(id=SITE, name="s", grid_limit_kw=30, storage_max_kw=10)
+    now = utcnow()
+    report = SiteTelemetry(site_id=SITE, at=now, pv_w=12_000, load_w=4000, storage_soc=55, grid_w=0)
+    assert site_budget(site, report, now).total_w == 30_000 + 12_000 - 4000 + 10_000
+    low = SiteTelemetry(site_id=SITE, at=now, pv_w=12_000, load_w=4000, storage_soc=20)
+    assert site_budget(site, low, now).total_w == 38_000  # storage at its reserve: no discharge counted
+    stale = SiteTelemetry(site_id=SITE, at=now - timedelta(minutes=10), pv_w=12_000, load_w=4000)
+    assert site_budget(site, stale, now).total_w == 30_000 and not site_budget(site, stale, now).fresh
+    # One EV takes 4 kW only, a charger with two sessions counts twice, an idle one keeps its floor.
+    shares = water_fill(
+        30_000, {"a": (1, 4000.0), "b": (1, float("inf")), "c": (2, 22_000.0), "d": (1, 1300.0)}
+    )
+    assert shares == {
+        "a": 4000.0,
+        "d": 1300.0,
+        "b": pytest.approx(8233.3, abs=0.1),
+        "c": pytest.approx(8233.3, abs=0.1),
+    }
+
+
+@pytest.mark.parametrize("version", [V16, V201, V21], ids=lambda v: v.name)
+def test_power_limit_payloads_match_the_schemas(version: Any) -> None:
+    for watts in (0, 1300, 9000.0, 12_850.7, 22_000):
+        action, payload = to_ocpp(version, POWER_LIMIT_ACTION, {"limit_w": watts})
+        assert action == "SetChargingProfile" and payload == set_charging_profile(version, watts)
+        validate(version, action, payload, response=False, unique_id="t")
+    assert to_ocpp(version, "Reset", {"type": "Hard"}) == ("Reset", {"type": "Hard"})
+    for bad in ({}, {"limit_w": -1}, {"limit_w": "9000"}, {"limit_w": float("nan")}, {"limit_w": True}):
+        with pytest.raises(ValueError):
+            to_ocpp(version, POWER_LIMIT_ACTION, bad)
