@@ -72,6 +72,9 @@ class Settings(BaseSettings):
     rules_file: Path | None = Field(
         default=None, description="fault rules (YAML) replacing the built-in ops/rules.yaml"
     )
+    site_plan_interval: float = Field(
+        default=60.0, description="seconds between full re-plans of the site power budgets (ops role)"
+    )
     ops_interval: float = Field(
         default=30.0, description="seconds between ops scans (offline, stalled energy) and gauge refreshes"
     )

@@ -144,6 +144,9 @@ def serve(
     rules_file: Annotated[
         Path | None, Opt("rules_file", "fault rules (YAML) replacing the built-in ops/rules.yaml")
     ] = None,
+    site_plan_interval: Annotated[
+        float | None, Opt("site_plan_interval", "seconds between full re-plans of the site power budgets")
+    ] = None,
     ops_interval: Annotated[
         float | None, Opt("ops_interval", "seconds between ops scans (offline, stalled energy) and gauges")
     ] = None,

@@ -20,11 +20,13 @@ from ocpp_gateway.context import GatewayContext
 from ocpp_gateway.server import GatewayServer
 from ocpp_gateway.store import GatewayStore
 from ops.engine import OpsEngine
+from ops.site_power import SitePlanner
 from ops.webhooks import WebhookDispatcher
 from telemetry.bus import Bus, make_bus
 from telemetry.fleet_metrics import FleetMetrics
 from telemetry.ingest import BatchWriter
 from telemetry.retention import Maintenance
+from telemetry.site_telemetry import SiteTelemetrySubscriber
 
 log = logging.getLogger("chargeops")
 
@@ -66,6 +68,8 @@ class Runtime:
         self.maintenance: Maintenance | None = None
         self.ops: OpsEngine | None = None
         self.webhooks: WebhookDispatcher | None = None
+        self.site_planner: SitePlanner | None = None
+        self.site_telemetry: SiteTelemetrySubscriber | None = None
         self._ops_bus: Bus | None = None
         self._http: uvicorn.Server | None = None
         self._http_task: asyncio.Task[None] | None = None
@@ -81,6 +85,9 @@ class Runtime:
             self.bus.subscribe(self.writer.write, durable=True)
             self.maintenance = Maintenance(self.sessions, self.settings)
             self.maintenance.start()
+            if self.settings.mqtt_url:  # site controllers publish there (without a broker: the API)
+                self.site_telemetry = SiteTelemetrySubscriber(self.sessions, self.settings)
+                self.site_telemetry.start()
             await self.bus.ready(timeout=30)
         if "ops" in self.roles:
             self.fleet_metrics = FleetMetrics(self.sessions, self.settings.fleet_metrics_interval)
@@ -109,6 +116,12 @@ class Runtime:
         self.ops.start()
         self.webhooks = WebhookDispatcher(self.sessions, self.settings)
         self.webhooks.start()
+        every = self.settings.site_plan_interval
+        self.site_planner = SitePlanner(
+            self.sessions, self.bus, self.settings, interval=min(5.0, every), full_interval=every
+        )
+        self.bus.subscribe(self.site_planner.handle)
+        self.site_planner.start()
 
     def http_app(self) -> FastAPI:
         if "api" in self.roles:
@@ -157,6 +170,10 @@ class Runtime:
             await self.ops.stop()
         if self.webhooks is not None:
             await self.webhooks.stop()
+        if self.site_planner is not None:
+            await self.site_planner.stop()
+        if self.site_telemetry is not None:
+            await self.site_telemetry.stop()
         if self._ops_bus is not None:
             await self._ops_bus.close()
         if self.maintenance is not None:

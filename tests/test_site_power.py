@@ -26,7 +26,6 @@ from firmware_stubs.site_controller import SiteController
 from ocpp_gateway.limits import POWER_LIMIT_ACTION, set_charging_profile, to_ocpp
 from ocpp_gateway.rpc import validate
 from ocpp_gateway.versions import V16, V21, V201
-from ops.api.routes import site_power as site_routes
 from ops.runtime import Runtime
 from ops.site_power import SitePlanner, site_budget, water_fill
 from telemetry.site_telemetry import SiteTelemetrySubscriber, as_utc
@@ -45,8 +44,7 @@ async def until(predicate: Callable[[], Awaitable[bool]], timeout: float = 20.0,
 
 
 class SiteStack:
-    """A running chargeops with the site planner and the site routes (started here if the runtime does
-    not run them itself), an API client and simulated chargers."""
+    """A running chargeops (its site planner re-planning every 2 s), an API client and simulated chargers."""
 
     def __init__(self, runtime: Runtime, api: httpx.AsyncClient) -> None:
         self.runtime = runtime
@@ -55,18 +53,8 @@ class SiteStack:
         self.env = SimEnvironment(
             strict=True, time_scale=30.0, sample_interval=0.5, backoff_base=0.2, backoff_cap=1.0
         )
-        self.own_planner: SitePlanner | None = None
-        planner = getattr(runtime, "site_planner", None)
-        if planner is None:
-            planner = self.own_planner = SitePlanner(
-                runtime.sessions, runtime.bus, runtime.settings, interval=1.0, full_interval=2.0
-            )
-            planner.start()
-            runtime.bus.subscribe(planner.handle)
-        self.planner: SitePlanner = planner
-        app = runtime._http.config.app  # type: ignore[union-attr]
-        if not any(getattr(r, "path", "") == "/api/sites/{site_id}/power" for r in app.routes):
-            app.include_router(site_routes.router)
+        assert runtime.site_planner is not None
+        self.planner: SitePlanner = runtime.site_planner
 
     async def site(self, grid_limit_kw: float, **extra: Any) -> None:
         body = {
@@ -173,14 +161,12 @@ class SiteStack:
 
 @pytest.fixture
 async def site_stack(start_runtime: StartRuntime, pg_url: str) -> AsyncIterator[SiteStack]:
-    runtime = await start_runtime(pg_url, call_timeout=10.0)
+    runtime = await start_runtime(pg_url, call_timeout=10.0, site_plan_interval=2.0)
     async with httpx.AsyncClient(
         base_url=f"http://127.0.0.1:{runtime.http_port}", headers=ADMIN, timeout=30
     ) as api:
         stack = SiteStack(runtime, api)
         yield stack
-        if stack.own_planner is not None:
-            await stack.own_planner.stop()
         for cp in stack.chargers:
             await cp.stop()
         for cp in stack.chargers:
@@ -287,7 +273,7 @@ async def _more_samples(stack: SiteStack, since: Any, n: int) -> bool:
 async def test_pv_raises_the_budget(start_runtime: StartRuntime) -> None:
     """Telemetry through the API (no broker): PV output adds to the 10 kW grid limit and the charger gets it;
     a bad report is refused with a JSON reason."""
-    runtime = await start_runtime(call_timeout=10.0)
+    runtime = await start_runtime(call_timeout=10.0, site_plan_interval=2.0)
     async with httpx.AsyncClient(
         base_url=f"http://127.0.0.1:{runtime.http_port}", headers=ADMIN, timeout=30
     ) as api:
@@ -322,8 +308,6 @@ async def test_pv_raises_the_budget(start_runtime: StartRuntime) -> None:
             unknown = await api.post("/api/sites/nowhere/telemetry", json={"at": utcnow().isoformat()})
             assert unknown.status_code == 404 and unknown.json()["error"] == "not_found"
         finally:
-            if stack.own_planner is not None:
-                await stack.own_planner.stop()
             await cp.stop()
             assert cp.schema_violations == []
 
