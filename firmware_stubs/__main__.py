@@ -18,7 +18,10 @@ def parse_args(argv: list[str] | None = None) -> tuple[FleetConfig, str]:
     )
     parser.add_argument("--chargers", type=int, default=1)
     parser.add_argument("--protocol", choices=("ocpp1.6", "ocpp2.0.1", "mixed"), default="ocpp1.6")
-    parser.add_argument("--swap-stations", type=int, default=0)
+    parser.add_argument("--swap-stations", type=int, default=0, help="battery-swap stations (OCPP 2.1)")
+    parser.add_argument(
+        "--swap-rate", type=float, default=FleetConfig.swap_rate, help="swaps per station per simulated hour"
+    )
     parser.add_argument("--duration", type=float, default=None, help="seconds (default: until Ctrl-C)")
     parser.add_argument("--fault-rate", type=float, default=0.0, help="faults per charger per simulated hour")
     parser.add_argument("--seed", type=int, default=0)
@@ -36,6 +39,7 @@ def parse_args(argv: list[str] | None = None) -> tuple[FleetConfig, str]:
         chargers=ns.chargers,
         protocol=ns.protocol,
         swap_stations=ns.swap_stations,
+        swap_rate=ns.swap_rate,
         duration=ns.duration,
         fault_rate=ns.fault_rate,
         seed=ns.seed,

@@ -248,6 +248,8 @@ async def _poll(predicate: Callable[[], bool], timeout: float) -> None:
 class SimulatedCharger:
     """One simulated charging station speaking OCPP 1.6J or 2.0.1 to any central system."""
 
+    fault_codes: tuple[str, ...] = FAULT_CODES  # what inject_fault and random faults may raise
+
     __slots__ = (
         "_auth_cache",
         "_boot_due",
@@ -460,9 +462,9 @@ class SimulatedCharger:
     def inject_fault(
         self, connector: int, code: str, *, vendor_code: str | None = None, clear_after: float | None = None
     ) -> None:
-        """Raise a hardware fault (1.6 ChargePointErrorCode vocabulary); ends any session on it."""
-        if code not in FAULT_CODES:
-            raise ValueError(f"unknown fault code {code!r}; use one of {FAULT_CODES}")
+        """Raise a hardware fault (one of ``fault_codes``); ends any session on it."""
+        if code not in self.fault_codes:
+            raise ValueError(f"unknown fault code {code!r}; use one of {self.fault_codes}")
         c = self._connector(connector, allow_station=True)
         c.fault = code
         c.vendor_fault = vendor_code
@@ -1112,20 +1114,24 @@ class SimulatedCharger:
                 self.dialect.reservation_ended(self, c, res, "Expired")
             if c.fault_clear_at is not None and now_sim >= c.fault_clear_at:
                 self.clear_fault(c.index)
-            if (
-                env.session_rate > 0
-                and c.status == "Available"
-                and self.rng.random() < _chance(env.session_rate, elapsed / 60.0)
-            ):
-                self._plug(c, self.rng.choice(env.id_tags), EV.random(self.rng, self.dc))
             self._refresh(c)
+        self._arrivals(elapsed)
         if env.fault_rate > 0 and self.rng.random() < _chance(env.fault_rate, elapsed / 3600.0):
             c = self.rng.choice(self.connectors[1:])
             if c.fault is None:
-                code = self.rng.choice(FAULT_CODES)
+                code = self.rng.choice(self.fault_codes)
                 self.inject_fault(
                     c.index, code, vendor_code=f"E{self.rng.randrange(100, 999)}", clear_after=1800.0
                 )
+
+    def _arrivals(self, elapsed: float) -> None:
+        """Seeded random EV arrivals on free connectors; a swap station replaces them with swaps."""
+        env = self.env
+        if env.session_rate <= 0:
+            return
+        for c in self.connectors[1:]:
+            if c.status == "Available" and self.rng.random() < _chance(env.session_rate, elapsed / 60.0):
+                self._plug(c, self.rng.choice(env.id_tags), EV.random(self.rng, self.dc))
 
     # ------------------------------------------------------------------ status
     def derive_status(self, c: Connector) -> str:

@@ -1,4 +1,4 @@
-"""A fleet of simulated chargers in one process: ramp-up, run for a duration, aggregate a report."""
+"""A fleet of simulated chargers and swap stations in one process: ramp-up, run, aggregate a report."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import random
 from dataclasses import dataclass, field
 
 from firmware_stubs.charger import SimEnvironment, SimulatedCharger
+from firmware_stubs.swap_station import SwapStation
 
 logger = logging.getLogger("firmware_stubs.fleet")
 
@@ -20,7 +21,10 @@ class FleetConfig:
     csms_url: str  # e.g. "ws://127.0.0.1:9000/ocpp"
     chargers: int = 1
     protocol: str = "ocpp1.6"  # "ocpp1.6" | "ocpp2.0.1" | "mixed" (alternate)
-    swap_stations: int = 0  # not implemented yet: accepted and ignored (warning logged)
+    swap_stations: int = 0  # ids SWAP00000...; ocpp2.1 ("mixed": every other one the 2.0.1 fallback)
+    swap_slots: int = 8
+    swap_rate: float = 6.0  # random swaps per station per simulated hour (Poisson rate)
+    swap_timeout_rate: float = 0.02  # share of swaps whose driver leaves the charged pack (BatteryOutTimeout)
     duration: float | None = None  # seconds; None = run until cancelled
     fault_rate: float = 0.0  # random faults per charger per simulated hour (Poisson rate)
     seed: int = 0
@@ -46,11 +50,14 @@ class FleetReport:
     calls_received: int = 0
     errors: int = 0  # CALLERRORs and timeouts of our calls
     faults: int = 0
+    swaps: int = 0  # completed (BatteryOut)
+    swap_timeouts: int = 0  # BatteryOutTimeout
     schema_violations: list[str] = field(default_factory=list)
 
 
 def build_fleet(config: FleetConfig) -> list[SimulatedCharger]:
-    """Create (not start) the chargers; hardware mix and EVs derive from ``config.seed`` only."""
+    """Create (not start) the chargers, then the swap stations; hardware mix, EVs and packs derive from
+    ``config.seed`` only (stations draw their seeds after the chargers, so adding them changes no charger)."""
     if config.protocol not in ("ocpp1.6", "ocpp2.0.1", "mixed"):
         raise ValueError(f"unknown protocol {config.protocol!r}")
     env = SimEnvironment(
@@ -84,6 +91,21 @@ def build_fleet(config: FleetConfig) -> list[SimulatedCharger]:
                 env=env,
             )
         )
+    for n in range(config.swap_stations):
+        chargers.append(
+            SwapStation(
+                f"SWAP{n:05d}",
+                config.csms_url,
+                protocol="ocpp2.0.1" if config.protocol == "mixed" and n % 2 else "ocpp2.1",
+                password=config.password,
+                slots=config.swap_slots,
+                docked=max(0, config.swap_slots - 2),  # two free slots: one left-behind pack blocks nothing
+                swap_rate=config.swap_rate,
+                timeout_rate=config.swap_timeout_rate,
+                rng=random.Random(fleet_rng.getrandbits(64)),
+                env=env,
+            )
+        )
     return chargers
 
 
@@ -101,6 +123,9 @@ def report(chargers: list[SimulatedCharger]) -> FleetReport:
         result.calls_received += cp.calls_received
         result.errors += cp.call_errors
         result.faults += cp.faults
+        if isinstance(cp, SwapStation):
+            result.swaps += cp.swaps_completed
+            result.swap_timeouts += cp.out_timeouts
         room = MAX_VIOLATIONS_REPORTED - len(result.schema_violations)
         result.schema_violations.extend(f"{cp.id}: {v}" for v in cp.schema_violations[:room])
     result.energy_wh = round(result.energy_wh, 1)
@@ -109,8 +134,6 @@ def report(chargers: list[SimulatedCharger]) -> FleetReport:
 
 async def run_fleet(config: FleetConfig, chargers: list[SimulatedCharger] | None = None) -> FleetReport:
     """Start the fleet at ``connect_rate`` per second, run ``duration`` seconds (or until cancelled)."""
-    if config.swap_stations > 0:
-        logger.warning("swap_stations=%d is not implemented yet; ignoring", config.swap_stations)
     fleet = chargers if chargers is not None else build_fleet(config)
     loop = asyncio.get_running_loop()
     started_at = loop.time()

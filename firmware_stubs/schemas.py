@@ -23,6 +23,7 @@ from jsonschema.validators import validator_for
 _RFC3339 = re.compile(r"^\d{4}-\d{2}-\d{2}[Tt]\d{2}:\d{2}:\d{2}(\.\d+)?([Zz]|[+-]\d{2}:\d{2})$")
 
 FORMAT_CHECKER = FormatChecker()
+_FOLDERS = {"1.6": "v16", "2.0.1": "v201", "2.1": "v21"}
 
 
 @FORMAT_CHECKER.checks("date-time")
@@ -41,8 +42,7 @@ def _is_datetime(value: object) -> bool:
 
 @cache
 def _validator(version: str, name: str) -> Validator | None:
-    folder = "v16" if version == "1.6" else "v201"
-    path = resources.files("ocpp") / folder / "schemas" / f"{name}.json"
+    path = resources.files("ocpp") / _FOLDERS[version] / "schemas" / f"{name}.json"
     if not path.is_file():
         return None
     # Decimal floats: 1.6 schemas use multipleOf 0.1, which binary floats cannot satisfy reliably.
@@ -52,7 +52,7 @@ def _validator(version: str, name: str) -> Validator | None:
 
 
 def schema_name(version: str, action: str, response: bool) -> str:
-    """File name of the schema: 1.6 names requests by the bare action, 2.0.1 appends 'Request'."""
+    """File name of the schema: 1.6 names requests by the bare action, 2.0.1 and 2.1 append 'Request'."""
     if response:
         return f"{action}Response"
     return action if version == "1.6" else f"{action}Request"

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from firmware_stubs.dialects.base import Dialect
 from firmware_stubs.dialects.v16 import V16
+from firmware_stubs.dialects.v21 import V21
 from firmware_stubs.dialects.v201 import V201
 
-_DIALECTS: dict[str, Dialect] = {"ocpp1.6": V16(), "ocpp2.0.1": V201()}
+_DIALECTS: dict[str, Dialect] = {"ocpp1.6": V16(), "ocpp2.0.1": V201(), "ocpp2.1": V21()}
 
 
 def dialect_for(protocol: str) -> Dialect:

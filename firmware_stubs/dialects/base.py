@@ -6,6 +6,8 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
+import orjson
+
 from firmware_stubs.model import ChargingProfile, KeyDef, Period, parse_iso
 
 if TYPE_CHECKING:
@@ -13,6 +15,7 @@ if TYPE_CHECKING:
 
 Payload = dict[str, Any]
 Handler = Callable[["SimulatedCharger", Payload], Payload]
+SWAP_VENDOR_ID = "org.chargeops.swap"  # DataTransfer vendorId of battery-swap reports before OCPP 2.1
 
 
 def schedule_periods(periods: list[Period]) -> list[Payload]:
@@ -120,6 +123,22 @@ class Dialect(ABC):
     @abstractmethod
     def reservation_ended(self, cp: SimulatedCharger, c: Connector, res: Reservation, why: str) -> None:
         """A reservation expired (why = 'Expired')."""
+
+    def battery_swap(self, cp: SimulatedCharger, payload: Payload) -> None:
+        """Report a swap step (an OCPP 2.1 BatterySwapRequest payload). Before 2.1 there is no such
+        message, so it travels as DataTransfer (same shape in 1.6 and 2.0.1); the 2.1 dialect sends it
+        natively. Queued like transaction messages: a swap must not be lost while offline."""
+        request = {
+            "vendorId": SWAP_VENDOR_ID,
+            "messageId": "BatterySwap",
+            "data": orjson.dumps(payload).decode(),
+        }
+
+        def answered(result: Payload) -> None:
+            if result.get("status") != "Accepted":
+                cp.log.warning("CSMS answered swap DataTransfer with %s", result.get("status"))
+
+        cp.emit("DataTransfer", request, transactional=True, on_result=answered)
 
     # ---------------------------------------------- CSMS calls identical in 1.6(+security) and 2.0.1
     def on_ClearCache(self, cp: SimulatedCharger, p: Payload) -> Payload:

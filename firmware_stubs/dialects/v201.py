@@ -59,6 +59,8 @@ _FAULT_COMPONENT = {
     "InternalError": ("Controller", "Problem"),
     "OverVoltage": ("PowerModule", "Fault"),
     "UnderVoltage": ("PowerModule", "Fault"),
+    "SlotLock": ("SlotLock", "Problem"),  # swap-station slot faults (firmware_stubs.swap_station)
+    "SlotActuator": ("SlotActuator", "Problem"),
 }
 _DATA_TYPE = {"int": "integer", "bool": "boolean", "csv": "MemberList", "str": "string"}
 _TRIGGERS = {
@@ -141,6 +143,15 @@ _COMPUTED: dict[str, tuple[str, ...]] = {
     "Connector": ("AvailabilityState", "ConnectorType"),
 }
 _COMPONENTS = {comp for comp, _, _ in _VARIABLES} | set(_COMPUTED)
+
+
+def _token(tx: Transaction) -> Payload:
+    """The transaction's IdToken; an empty id tag is a session the station started on its own
+    (a swap station charging a docked pack), which needs no authorization."""
+    if not tx.id_tag:
+        return {"idToken": "", "type": "NoAuthorization"}
+    token_type = "Central" if tx.remote_start_id is not None else "ISO14443"
+    return {"idToken": tx.id_tag[:36], "type": token_type}
 
 
 def _meter_value(samples: list[Sample], context: str) -> Payload:
@@ -251,8 +262,7 @@ class V201(Dialect):
         if not cp.accepted:
             payload["offline"] = True
         if event_type != "Updated":
-            token_type = "Central" if tx.remote_start_id is not None else "ISO14443"
-            payload["idToken"] = {"idToken": tx.id_tag[:36], "type": token_type}
+            payload["idToken"] = _token(tx)
         if event_type == "Started" and tx.reservation_id is not None:
             payload["reservationId"] = tx.reservation_id
         if meter is not None:
@@ -273,7 +283,10 @@ class V201(Dialect):
         def confirmed(result: Payload) -> None:
             cp.tx_confirmed(c, tx, (result.get("idTokenInfo") or {}).get("status"))
 
-        trigger = "RemoteStart" if tx.remote_start_id is not None else "Authorized"
+        if tx.remote_start_id is not None:
+            trigger = "RemoteStart"
+        else:
+            trigger = "Authorized" if tx.id_tag else "CablePluggedIn"
         self._tx_event(cp, c, tx, "Started", trigger, meter=begin, on_result=confirmed)
 
     def tx_periodic(self, cp: SimulatedCharger, c: Connector, tx: Transaction) -> None:
