@@ -11,33 +11,50 @@ from pydantic import SecretStr
 from chargeops.db.engine import insert_for
 from chargeops.db.models import IdToken
 from chargeops.settings import Settings
-from firmware_stubs import SimEnvironment
-from firmware_stubs.fleet import FleetConfig, run_fleet
+from firmware_stubs import SimEnvironment, SimulatedCharger
+from firmware_stubs.fleet import FleetConfig, build_fleet, run_fleet
+from firmware_stubs.site_controller import SiteController
+from firmware_stubs.swap_station import SwapStation
 from ops.registry import FleetDoc, apply_fleet
 from ops.runtime import Runtime
 
 BLOCKED_SHARE = 10  # every tenth simulated driver token is blocked, so rejections show up too
 ID_PREFIX = "DEMO"
 DEMO_SITES = ("harbour", "airport", "mall", "motorway")
+PV_SITE = "harbour"  # PV + storage, and a grid limit below what its chargers could draw
+SWAP_SITE = "swap-yard"
+SWAP_STATIONS = 2  # one on OCPP 2.1, one on the 2.0.1 DataTransfer fallback
 # Thin stock, so faults use it up and supply tickets and warnings show within minutes.
 DEMO_STOCK = {"PM-30KW": 3, "CT-250A": 2, "RCD-B-40A": 1, "CBL-CCS2-200A": 2, "FAN-120": 2, "MDM-LTE": 1}
 
 
-def demo_fleet(chargers: int) -> FleetDoc:
-    """Two depots in one region, four sites, the simulated chargers spread over them."""
+def demo_fleet(fleet: list[SimulatedCharger]) -> FleetDoc:
+    """Two depots in one region, four charging sites (one with PV and storage) and a swap yard; the simulated
+    chargers spread over them; the swap stations' packs registered as the operator's."""
     depots = ("D-WEST", "D-EAST")
+    plain = [cp.id for cp in fleet if not isinstance(cp, SwapStation)]
+    stations = [cp for cp in fleet if isinstance(cp, SwapStation)]
+    pv = {
+        "kind": "pv_storage",
+        "grid_limit_kw": 60,
+        "pv_peak_kw": 50,
+        "storage_kwh": 100,
+        "storage_max_kw": 30,
+    }
     return FleetDoc.model_validate(
         {
             "regions": [{"id": "demo", "name": "Demo region"}],
             "depots": [{"id": d, "region": "demo"} for d in depots],
             "sites": [
-                {"id": site, "region": "demo", "depot": depots[n % 2], "grid_limit_kw": 400}
+                {"id": site, "region": "demo", "depot": depots[n % 2]} | (pv if site == PV_SITE else {})
                 for n, site in enumerate(DEMO_SITES)
-            ],
+            ]
+            + [{"id": SWAP_SITE, "kind": "battery_swap", "region": "demo", "depot": depots[0]}],
             "chargers": [
-                {"id": f"{ID_PREFIX}{n:05d}", "site": DEMO_SITES[n % len(DEMO_SITES)]}
-                for n in range(chargers)
-            ],
+                {"id": cp_id, "site": DEMO_SITES[n % len(DEMO_SITES)]} for n, cp_id in enumerate(plain)
+            ]
+            + [{"id": st.id, "site": SWAP_SITE, "kind": "swap_station"} for st in stations],
+            "batteries": [{"serial": serial} for st in stations for serial in st.serials],
             "stock": [
                 {"depot": d, "sku": sku, "on_hand": n} for d in depots for sku, n in DEMO_STOCK.items()
             ],
@@ -67,7 +84,8 @@ def guide(runtime: Runtime, token: str, chargers: int) -> str:
         [
             "",
             "chargeops demo is running",
-            f"  OCPP endpoint     {ocpp}  ({chargers} simulated chargers, 1.6 and 2.0.1)",
+            f"  OCPP endpoint     {ocpp}",
+            f"  simulated         {chargers} chargers (1.6, 2.0.1), {SWAP_STATIONS} swap stations (2.1)",
             f"  operator API      {api}/docs",
             f"  admin token       {token}",
             f"  fleet             curl -H 'Authorization: Bearer {token}' {api}/api/chargers",
@@ -75,6 +93,8 @@ def guide(runtime: Runtime, token: str, chargers: int) -> str:
             f"  tickets           curl -H 'Authorization: Bearer {token}' '{api}/api/tickets?open=true'",
             f"  stock             curl -H 'Authorization: Bearer {token}' '{api}/api/stock'",
             f"  supply risk       curl -H 'Authorization: Bearer {token}' '{api}/api/supply-risk/report'",
+            f"  battery swaps     curl -H 'Authorization: Bearer {token}' '{api}/api/swaps'",
+            f"  PV + storage site curl -H 'Authorization: Bearer {token}' '{api}/api/sites/{PV_SITE}/power'",
             f"  crew page         {api}/crew  (sign in with the admin token or a crew token)",
             f"  metrics           {api}/metrics",
             "  stop with Ctrl-C",
@@ -93,9 +113,6 @@ async def run_demo(settings: Settings, *, chargers: int, fault_rate: float, time
     await runtime.start()
     try:
         await seed_id_tokens(runtime, SimEnvironment().id_tags)
-        async with runtime.sessions() as session, session.begin():
-            await apply_fleet(session, demo_fleet(chargers), actor="demo")
-        print(guide(runtime, shown, chargers), flush=True)
         assert runtime.gateway is not None
         config = FleetConfig(
             csms_url=f"ws://{settings.ocpp_host}:{runtime.gateway.port}/ocpp",
@@ -106,8 +123,27 @@ async def run_demo(settings: Settings, *, chargers: int, fault_rate: float, time
             sample_interval=10.0,
             session_rate=0.05,
             id_prefix=ID_PREFIX,
+            swap_stations=SWAP_STATIONS,
+        )
+        fleet = build_fleet(config)
+        async with runtime.sessions() as session, session.begin():
+            await apply_fleet(session, demo_fleet(fleet), actor="demo")
+        print(guide(runtime, shown, chargers), flush=True)
+        at_pv_site = [cp for n, cp in enumerate(c for c in fleet if not isinstance(c, SwapStation))
+                      if DEMO_SITES[n % len(DEMO_SITES)] == PV_SITE]  # fmt: skip
+        controller = SiteController(
+            PV_SITE,
+            pv_peak_w=50_000,
+            storage_wh=100_000,
+            storage_max_w=30_000,
+            charging_w=lambda: sum(c.power_w for cp in at_pv_site for c in cp.connectors[1:]),
+            api_url=f"http://{settings.http_host}:{runtime.http_port}",
+            api_token=token,
+            interval=5.0,
+            time_scale=time_scale,
+            seed=1,
         )
         with contextlib.suppress(asyncio.CancelledError):
-            await run_fleet(config)
+            await asyncio.gather(run_fleet(config, fleet), controller.run())
     finally:
         await runtime.stop()

@@ -1,5 +1,6 @@
 """`chargeops demo` as a user runs it (default fleet, fault rate and speed): within a couple of minutes the
-API shows maintenance tickets with parts, reserved stock and supply-risk warnings."""
+API shows maintenance tickets with parts, reserved stock, supply-risk warnings, battery swaps from the swap
+stations and charger limits from the PV + storage site's planner."""
 
 from __future__ import annotations
 
@@ -48,6 +49,10 @@ def test_demo_shows_tickets_parts_and_warnings(tmp_path: Path) -> None:
                 "tickets with parts": [t for t in tickets if t["parts"] and t["depot"]],
                 "warnings": [r for r in risks if r["level"] != "ok"],
                 "reserved stock": [s for s in stock if s["reserved"] > 0],
+                "swaps": api.get("/api/swaps").json()["items"],
+                "site power budget": [
+                    a for a in api.get("/api/sites/harbour/power").json().get("allocations", [])
+                ],
             }
             if all(seen.values()):
                 break

@@ -24,6 +24,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -51,6 +52,7 @@ ZERO_WHEN_HEALTHY = {
 FALLBACK = " or vector(0)"
 
 SITES = ("north", "south", "harbour")
+PV_SITE = {"kind": "pv_storage", "grid_limit_kw": 150, "pv_peak_kw": 60, "storage_kwh": 100}
 CHARGERS = 20
 NEVER_CONNECTED = ("YARD00001", "YARD00002")  # registered, never connected: the fleet has offline chargers
 ADMIN_TOKEN = "monitoring-test-admin-token"
@@ -138,6 +140,8 @@ def test_dashboards_are_valid_grafana_json() -> None:
         "chargeops-charger-detail",
         "chargeops-pipeline",
         "chargeops-operations",
+        "chargeops-swaps",
+        "chargeops-sites",
     }
     for board in boards:
         doc = board.doc
@@ -297,6 +301,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         "CHARGEOPS_ADMIN_TOKEN": ADMIN_TOKEN,
         "CHARGEOPS_FLEET_METRICS_INTERVAL": "1",
         "CHARGEOPS_OPS_INTERVAL": "1",
+        "CHARGEOPS_SITE_PLAN_INTERVAL": "2",
     }
     procs: list[subprocess.Popen[bytes]] = []
 
@@ -341,6 +346,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
             "simulate", sys.executable, "-m", "ops.cli", "simulate",
             "--csms", f"ws://127.0.0.1:{ocpp_port}/ocpp", "--chargers", str(CHARGERS),
             "--protocol", "mixed", "--fault-rate", "20", "--time-scale", "60", "--duration", "120",
+            "--swap-stations", "2",
             "--log-level", "WARNING",
         )  # fmt: skip
         provoke_refusals(ocpp_port)
@@ -388,7 +394,16 @@ def register_fleet(chargeops: str) -> None:
     fleet = {
         "regions": [{"id": "west"}],
         "depots": [{"id": f"D-{site}", "region": "west"} for site in SITES],
-        "sites": [{"id": site, "region": "west", "depot": f"D-{site}"} for site in SITES],
+        # The first site has PV, storage and a grid limit: its controller reports below.
+        "sites": [
+            {"id": site, "region": "west", "depot": f"D-{site}"}
+            | (
+                {"kind": "pv_storage", "grid_limit_kw": 150, "pv_peak_kw": 60, "storage_kwh": 100}
+                if n == 0
+                else {}
+            )
+            for n, site in enumerate(SITES)
+        ],
         "stock": [
             {"depot": f"D-{site}", "sku": sku, "on_hand": n}
             for site in SITES
@@ -398,6 +413,12 @@ def register_fleet(chargeops: str) -> None:
     with httpx.Client(base_url=chargeops, headers=headers, timeout=10) as client:
         r = client.post("/api/fleet", json=fleet)
         assert r.status_code == 200, r.text
+        # What a site controller reports (over MQTT in production; this stack has no broker: the API).
+        report = {"pv_w": 24_000, "storage_soc": 64, "storage_w": 5_000, "grid_w": 12_000, "load_w": 4_000}
+        r = client.post(
+            f"/api/sites/{SITES[0]}/telemetry", json={"at": datetime.now(UTC).isoformat(), **report}
+        )
+        assert r.status_code == 201, r.text
         for n, charger_id in enumerate(ids):
             r = client.post("/api/chargers", json={"id": charger_id, "site": SITES[n % len(SITES)]})
             assert r.status_code == 201, r.text

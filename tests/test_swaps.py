@@ -31,7 +31,7 @@ FLEET = {
             "site": "swap-1",
             "kind": "swap_station",
             "vendor": "ChargeOps",
-            "model": "SimSwap",
+            "model": "SimSwapStation",
         },
         {"id": "SWAP-201", "site": "swap-1", "kind": "swap_station"},
     ],
