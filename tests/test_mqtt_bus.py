@@ -457,7 +457,7 @@ class Process:
         await self._drain
 
 
-async def test_gateway_and_ingest_in_one_process_api_in_another(pg_url: str) -> None:
+async def test_gateway_and_ingest_in_one_process_api_and_ops_in_another(pg_url: str) -> None:
     root = f"chargeops-test-{uuid.uuid4().hex[:10]}"
     mqtt_url = f"{BROKER}/{root}"
     ocpp_port, http_port = _free_port(), _free_port()
@@ -485,7 +485,7 @@ async def test_gateway_and_ingest_in_one_process_api_in_another(pg_url: str) -> 
         settings = Settings(
             database_url=pg_url,
             mqtt_url=mqtt_url,
-            roles="api",
+            roles="api,ops",
             http_port=0,
             ocpp_port=0,
             admin_token=SecretStr("t"),
@@ -531,6 +531,18 @@ async def test_gateway_and_ingest_in_one_process_api_in_another(pg_url: str) -> 
             await ws.send(orjson.dumps([2, "2", "MeterValues", meter]).decode())
             answer = orjson.loads(await ws.recv())
             assert answer == [3, "2", {}], answer
+
+            # The ops role (its own durable consumer group, in the API's process) turns a fault into a ticket.
+            fault = {"connectorId": 1, "errorCode": "GroundFailure", "status": "Faulted"}
+            await ws.send(orjson.dumps([2, "3", "StatusNotification", fault]).decode())
+            assert orjson.loads(await ws.recv()) == [3, "3", {}]
+            deadline = time.monotonic() + 15
+            while not (
+                tickets := (await http.get("/api/tickets", params={"charger_id": "CP-X"})).json()["items"]
+            ):
+                assert time.monotonic() < deadline, "no ticket from the ops role"
+                await asyncio.sleep(0.1)
+            assert [t["rule"] for t in tickets] == ["earth-fault"]
 
         db = await asyncpg.connect(pg_url.replace("postgresql+asyncpg://", "postgresql://"))
         try:
