@@ -1,10 +1,12 @@
-"""Site controller telemetry (PV, storage, grid) from MQTT into the database.
+"""Site controller telemetry (PV, storage, grid) and battery-pack telemetry from MQTT into the database.
 
-Topic `{root}/v1/sites/{site}/telemetry` (`{site}` percent-encoded, `{root}` the path of CHARGEOPS_MQTT_URL,
-`chargeops` by default), QoS 1, JSON `SiteReport`. The subscriber holds a persistent session and a shared
-subscription, so several processes split the sites' reports and none is lost while one restarts; each
-message is acked only after its row is committed, and rows are keyed by (site, at), so a redelivered report
-is stored once. A payload that fails validation is logged and acked (dropped): it would never get better.
+Topics `{root}/v1/sites/{site}/telemetry` (JSON `SiteReport`) and `{root}/v1/batteries/{serial}/telemetry`
+(JSON `BatteryReport`, from a pack's BMS or a station's battery monitor), ids percent-encoded, `{root}` the
+path of CHARGEOPS_MQTT_URL (`chargeops` by default), QoS 1. The subscriber holds a persistent session
+and a shared subscription, so several processes split the reports and none is lost while one restarts;
+each message is acked only after its row is committed, and rows are keyed by (id, at), so a redelivered
+report is stored once. A payload that fails validation is logged and acked (dropped): it would never get
+better.
 """
 
 from __future__ import annotations
@@ -12,6 +14,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import uuid
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from urllib.parse import quote, unquote, urlsplit
 
@@ -19,10 +23,11 @@ import aiomqtt
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError, field_validator
+from sqlalchemy import update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from chargeops.db.engine import insert_for
-from chargeops.db.ops_models import Site, SiteTelemetry
+from chargeops.db.ops_models import Battery, BatteryReading, Site, SiteTelemetry
 from chargeops.events import utcnow
 from chargeops.settings import Settings
 from telemetry.metrics import BUS_ERRORS
@@ -56,8 +61,53 @@ class SiteReport(BaseModel):
         return at.astimezone(UTC)  # SQLite keeps no offset: every stored time is UTC
 
 
+class BatteryReport(BaseModel):
+    """One pack's condition between swaps: what `vendorInfo` carries at a swap, plus SoC / SoH."""
+
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+    at: AwareDatetime
+    station_id: str | None = Field(default=None, max_length=48)
+    slot: int | None = Field(default=None, ge=0)
+    soc: float | None = Field(default=None, ge=0, le=100)
+    soh: float | None = Field(default=None, ge=0, le=100)
+    cycles: int | None = Field(default=None, ge=0)
+    cell_temp_min: float | None = None
+    cell_temp_max: float | None = None
+    cell_volt_min: float | None = None
+    cell_volt_max: float | None = None
+
+    _not_ahead = field_validator("at")(SiteReport._not_ahead.__func__)  # type: ignore[attr-defined]
+
+
 class UnknownSite(LookupError):
     pass
+
+
+async def store_battery_report(session: AsyncSession, serial: str, report: BatteryReport) -> None:
+    """A reading in the pack's history (once per instant) and its latest condition; where the pack is stays
+    as the swaps say. An unknown serial is recorded as an unregistered pack."""
+    dialect = (await session.connection()).dialect.name
+    station = report.station_id or ""
+    fields = report.model_dump(exclude={"at", "station_id"})
+    key = str(uuid.uuid5(uuid.NAMESPACE_URL, f"battery-telemetry:{serial}:{report.at.isoformat()}"))
+    await session.execute(
+        insert_for(dialect, BatteryReading)
+        .values(event_id=key, serial=serial, at=report.at, station_id=station, **fields)
+        .on_conflict_do_nothing(index_elements=["event_id", "serial"])
+    )
+    await session.execute(
+        insert_for(dialect, Battery)
+        .values(serial=serial, registered=False, location="unknown", swaps=0)
+        .on_conflict_do_nothing(index_elements=["serial"])
+    )
+    latest = {k: v for k, v in fields.items() if k in ("soc", "soh", "cycles") and v is not None}
+    await session.execute(
+        update(Battery)
+        .where(Battery.serial == serial, Battery.last_seen.is_(None) | (Battery.last_seen <= report.at))
+        .values(last_seen=report.at, **latest)
+    )
+    await session.commit()
 
 
 async def store_report(session: AsyncSession, site_id: str, report: SiteReport) -> bool:
@@ -105,7 +155,10 @@ class SiteTelemetrySubscriber:
         self._password = unquote(url.password) if url.password else None
         self.root = mqtt_root(settings.mqtt_url)
         self.client_id = f"{self.root}-site-telemetry-{settings.node_id}"
-        self.topic_filter = f"$share/{GROUP}/{self.root}/{TOPIC_VERSION}/sites/+/telemetry"
+        self.topic_filters = [
+            f"$share/{GROUP}/{self.root}/{TOPIC_VERSION}/{kind}/+/telemetry"
+            for kind in ("sites", "batteries")
+        ]
         self._expiry = session_expiry
         self.subscribed = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -137,9 +190,9 @@ class SiteTelemetrySubscriber:
             client._client.manual_ack_set(True)  # ack after the commit, not on receipt
             try:
                 async with client:
-                    await client.subscribe(self.topic_filter, qos=1)
+                    await client.subscribe([(f, 1) for f in self.topic_filters])
                     self.subscribed.set()
-                    log.info("site telemetry: subscribed %s as %s", self.topic_filter, self.client_id)
+                    log.info("site telemetry: subscribed %s as %s", self.topic_filters, self.client_id)
                     delay = 0.2
                     async for msg in client.messages:
                         await self._store(msg)
@@ -153,27 +206,54 @@ class SiteTelemetrySubscriber:
             delay = min(delay * 2, 10.0)
 
     async def _store(self, msg: aiomqtt.Message) -> None:
-        """Store one report; a database failure is retried (nothing is acked meanwhile)."""
         parts = msg.topic.value.split("/")
-        site_id = unquote(parts[-2])
+        if parts[-3] == "batteries":
+            await self._store_battery(unquote(parts[-2]), msg)
+        else:
+            await self._store_site(unquote(parts[-2]), msg)
+
+    async def _store_battery(self, serial: str, msg: aiomqtt.Message) -> None:
+        try:
+            report = BatteryReport.model_validate_json(msg.payload)  # type: ignore[arg-type]
+        except ValidationError as exc:
+            log.warning("battery=%s bad telemetry dropped: %s", serial, _reason(exc))
+            return
+        await _retrying(f"battery={serial}", lambda session: store_battery_report(session, serial, report),
+                        self._sessions)  # fmt: skip
+
+    async def _store_site(self, site_id: str, msg: aiomqtt.Message) -> None:
+        """Store one report; a database failure is retried (nothing is acked meanwhile)."""
         try:
             report = SiteReport.model_validate_json(msg.payload)  # type: ignore[arg-type]
         except ValidationError as exc:
             log.warning("site=%s bad telemetry dropped: %s", site_id, _reason(exc))
             return
-        delay = 0.1
-        while True:
-            try:
-                async with self._sessions() as session:
-                    await store_report(session, site_id, report)
-                return
-            except UnknownSite:
-                log.warning("site=%s telemetry for an unregistered site dropped", site_id)
-                return
-            except Exception as exc:
-                log.warning("site=%s storing telemetry failed (%s); retrying in %.1f s", site_id, exc, delay)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 10.0)
+        try:
+            await _retrying(f"site={site_id}", lambda session: store_report(session, site_id, report),
+                            self._sessions)  # fmt: skip
+        except UnknownSite:
+            log.warning("site=%s telemetry for an unregistered site dropped", site_id)
+
+
+async def _retrying(
+    what: str,
+    store: Callable[[AsyncSession], Awaitable[object]],
+    sessions: async_sessionmaker[AsyncSession],
+) -> None:
+    """Retries a failing database write with back-off (the message stays unacked meanwhile); a LookupError
+    (an unregistered id) is the caller's to handle."""
+    delay = 0.1
+    while True:
+        try:
+            async with sessions() as session:
+                await store(session)
+            return
+        except LookupError:
+            raise
+        except Exception as exc:
+            log.warning("%s storing telemetry failed (%s); retrying in %.1f s", what, exc, delay)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 10.0)
 
 
 def _reason(exc: ValidationError) -> str:

@@ -18,7 +18,7 @@ from prometheus_client import REGISTRY
 from sqlalchemy import func, select
 
 from chargeops.db.models import MeterSample, Transaction
-from chargeops.db.ops_models import ChargerLimit, Site, SiteTelemetry
+from chargeops.db.ops_models import Battery, BatteryReading, ChargerLimit, Site, SiteTelemetry
 from chargeops.events import utcnow
 from chargeops.settings import Settings
 from firmware_stubs import EV, SimEnvironment, SimulatedCharger
@@ -360,8 +360,47 @@ async def test_site_telemetry_over_mqtt(pg_url: str) -> None:
             assert len(await rows()) == controller.reports + 1
             async with sessions() as s:
                 assert await s.scalar(select(func.count()).where(SiteTelemetry.site_id != SITE)) == 0
+
+            # A pack's BMS reports on the same subscriber: history row once, latest condition on the pack.
+            reading = {
+                "at": utcnow().isoformat(),
+                "soc": 55.5,
+                "soh": 88.0,
+                "cycles": 301,
+                "cell_temp_max": 31.0,
+            }
+            pack_topic = f"{root}/v1/batteries/PACK-MQTT-1/telemetry"
+            async with aiomqtt.Client("127.0.0.1", 1883) as client:
+                await client.publish(pack_topic, b'{"at": "soon", "soc": 500}', qos=1)
+                for _ in range(2):
+                    await client.publish(pack_topic, json.dumps(reading), qos=1)
+
+            async def pack() -> Battery | None:
+                async with sessions() as s:
+                    return await s.get(Battery, "PACK-MQTT-1")
+
+            await until(lambda: _has(pack), 10, "the pack's reading stored")
+            async with sessions() as s:
+                stored_pack = await s.get(Battery, "PACK-MQTT-1")
+                history = (
+                    await s.scalars(select(BatteryReading).where(BatteryReading.serial == "PACK-MQTT-1"))
+                ).all()
+            assert stored_pack is not None and (
+                stored_pack.soh,
+                stored_pack.cycles,
+                stored_pack.registered,
+            ) == (
+                88.0,
+                301,
+                False,
+            )
+            assert [(h.soc, h.cell_temp_max) for h in history] == [(55.5, 31.0)]
         finally:
             await subscriber.stop()
+
+
+async def _has(get: Callable[[], Awaitable[object]]) -> bool:
+    return await get() is not None
 
 
 async def _count(rows: Callable[[], Awaitable[list[SiteTelemetry]]], n: int) -> bool:
