@@ -54,6 +54,10 @@ async def test_crew_sees_and_moves_only_its_region(api: tuple[Runtime, httpx.Asy
     (mine,) = seen
     r = await client.post(f"/api/tickets/{mine['id']}/transition", json={"to": "assigned"}, headers=crew)
     assert r.status_code == 200 and r.json()["assignee"] == "crew-north"
+    # A step from a status the ticket has left (a stale screen) is refused, not applied backwards.
+    stale = {"to": "open", "from": "open"}
+    r = await client.post(f"/api/tickets/{mine['id']}/transition", json=stale, headers=crew)
+    assert r.status_code == 409 and r.json()["error"] == "stale_ticket", r.text
     south = (await client.get("/api/tickets", params={"charger_id": "CP-S"})).json()["items"][0]
     r = await client.post(f"/api/tickets/{south['id']}/transition", json={"to": "assigned"}, headers=crew)
     assert r.status_code == 404 and r.json()["error"] == "not_found"

@@ -240,8 +240,18 @@ class TicketDetail(TicketOut):
     log: list[TicketLogOut]
 
 
+TicketStatus = Literal["open", "assigned", "in_progress", "resolved", "closed"]
+
+
 class TicketTransition(Input):
-    to: Literal["open", "assigned", "in_progress", "resolved", "closed"]
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    to: TicketStatus
+    from_: TicketStatus | None = Field(
+        default=None,
+        alias="from",
+        description="the status the caller saw; if the ticket has moved on since, the step is refused (409)",
+    )
     assignee: Annotated[str, Field(min_length=1, max_length=100)] | None = None
     note: Annotated[str, Field(max_length=2000)] | None = None
 

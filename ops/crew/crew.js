@@ -185,7 +185,9 @@
   async function act(button) {
     const id = Number(button.dataset.id);
     const to = button.dataset.to;
-    const body = { to };
+    // The lifecycle has back-steps (in_progress → assigned, resolved → in_progress), so a tap on a stale
+    // card could undo a colleague's step: the API refuses the step unless the ticket is where the card says.
+    const body = { to, from: button.dataset.from };
     if (to === "assigned") body.assignee = me.name;
     if (to === "resolved") {
       const note = await askNote(id);
@@ -194,17 +196,12 @@
     }
     button.disabled = true; // one tap, one request: a double tap would be an illegal second step
     try {
-      // The lifecycle has back-steps (in_progress → assigned, resolved → in_progress), so a tap on a stale
-      // card could undo a colleague's step rather than fail: check the ticket is still where the card says.
-      const now = await api("GET", `/api/tickets/${id}`);
-      if (now.status !== button.dataset.from) {
-        say(`Ticket #${id} changed meanwhile: it is ${STATUS_TEXT[now.status] || now.status}. The list has been refreshed.`, "error");
-        return;
-      }
       const t = await api("POST", `/api/tickets/${id}/transition`, body);
       say(`Ticket #${t.id} is now ${(STATUS_TEXT[t.status] || t.status).toLowerCase()}.`, "ok");
     } catch (err) {
-      if (err.status === 409) say(`${err.message} The list has been refreshed.`, "error");
+      if (err.code === "stale_ticket") {
+        say(`Ticket #${id} changed meanwhile: ${err.message} The list has been refreshed.`, "error");
+      } else if (err.status === 409) say(`${err.message} The list has been refreshed.`, "error");
       else failed(err);
     } finally {
       await refresh();

@@ -90,11 +90,14 @@ async def get_ticket(ticket_id: int, db: Db, caller: Caller) -> TicketDetail:
 
 @router.post("/api/tickets/{ticket_id}/transition", responses=documented(404, 409))
 async def transition(ticket_id: int, body: TicketTransition, db: Db, caller: CrewMember) -> TicketOut:
-    """One lifecycle step (open → assigned → in_progress → resolved → closed); an illegal step is 409.
+    """One lifecycle step (open → assigned → in_progress → resolved → closed); an illegal step is 409, and so
+    is a step from a status the ticket has left (`from`: what the caller last saw).
     Resolving a maintenance ticket consumes its reserved parts; closing an unresolved one releases them."""
     ticket = await _one(db, ticket_id, caller, lock=True)
     if not caller.at_least_operator and ticket.kind != "maintenance":
         raise ApiError(403, "forbidden", "crew tokens move maintenance tickets only")
+    if body.from_ is not None and body.from_ != ticket.status:
+        raise ApiError(409, "stale_ticket", f"it is {ticket.status}, not {body.from_}.")
     assignee = body.assignee
     if assignee is None and body.to == "assigned" and ticket.assignee is None:
         assignee = caller.name
