@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 
 from sqlalchemy import bindparam, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from chargeops.db.engine import insert_for
+from chargeops.db.engine import insert_for, stored_utc
 from chargeops.db.models import Charger, IdToken, Transaction
 from chargeops.events import Booted, utcnow
 
@@ -103,7 +103,7 @@ class GatewayStore:
             row = await session.get(IdToken, id_token)
         if row is None:
             return TokenStatus("Invalid")
-        expiry = _aware(row.expiry) if row.expiry else None
+        expiry = stored_utc(row.expiry) if row.expiry else None
         if row.status == "Accepted" and expiry is not None and expiry <= now:
             return TokenStatus("Expired", expiry)
         return TokenStatus(row.status, expiry, row.group_id)
@@ -141,7 +141,9 @@ class GatewayStore:
                     row.evse_id = evse_id
                     row.connector_id = connector_id
                     row.id_token = row.id_token or id_token
-                    row.started_at = min(_aware(row.started_at), started_at) if row.started_at else started_at
+                    row.started_at = (
+                        min(stored_utc(row.started_at), started_at) if row.started_at else started_at
+                    )
                     row.meter_start_wh = meter_start_wh if meter_start_wh is not None else row.meter_start_wh
                     row.start_key = start_key
                     return row
@@ -225,8 +227,3 @@ class GatewayStore:
                 )
             )
         ).scalar_one_or_none()
-
-
-def _aware(dt: datetime) -> datetime:
-    """SQLite hands back naive datetimes; every stored time is UTC."""
-    return dt if dt.tzinfo else dt.replace(tzinfo=UTC)

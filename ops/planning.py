@@ -21,13 +21,14 @@ from __future__ import annotations
 import math
 from collections import defaultdict
 from dataclasses import asdict, dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from statistics import pstdev
 from typing import Any
 
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from chargeops.db.engine import stored_utc
 from chargeops.db.ops_models import Part, Stock, StockMovement
 from chargeops.events import utcnow
 
@@ -121,23 +122,18 @@ async def demand(
 
 
 def _demand(rows: list[Any], part: Part, installed: int, now: datetime, since: datetime | None) -> Demand:
-    history_start = max(now - timedelta(days=WINDOW_DAYS), _aware(since) if since else now)
+    history_start = max(now - timedelta(days=WINDOW_DAYS), stored_utc(since) if since else now)
     observed = max(1.0, (now - history_start).total_seconds() / 86400)
     days = math.ceil(observed)
     daily = [0] * days
     recent_from = now - timedelta(days=RECENT_DAYS)
     window = recent = 0
     for at, qty in rows:
-        at = _aware(at)
+        at = stored_utc(at)
         window += qty
         recent += qty if at >= recent_from else 0
         daily[min(days - 1, max(0, int((now - at).total_seconds() // 86400)))] += qty
     return Demand(installed, installed * part.annual_failure_rate / 365, observed, window, recent, daily)
-
-
-def _aware(at: datetime) -> datetime:
-    """SQLite hands back naive datetimes (stored as UTC)."""
-    return at if at.tzinfo else at.replace(tzinfo=UTC)
 
 
 @dataclass(slots=True)

@@ -28,7 +28,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import Float, Integer, String, bindparam, select, text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from chargeops.db.engine import insert_for
+from chargeops.db.engine import insert_for, stored_utc
 from chargeops.db.models import TZ, Charger, Transaction
 from chargeops.db.ops_models import ChargerLimit, Site, SiteTelemetry
 from chargeops.events import Event, TransactionEnded, TransactionStarted, utcnow
@@ -36,7 +36,6 @@ from chargeops.settings import Settings
 from ocpp_gateway.limits import POWER_LIMIT_ACTION
 from telemetry import metrics as m
 from telemetry.bus import Bus
-from telemetry.site_telemetry import as_utc
 
 log = logging.getLogger("chargeops.site_power")
 
@@ -104,7 +103,7 @@ def site_budget(
 ) -> Budget:
     """The charging budget of a site with a grid limit (see the module docstring for the formula)."""
     grid = (site.grid_limit_kw or 0.0) * 1000
-    at = as_utc(report.at) if report is not None else None
+    at = stored_utc(report.at) if report is not None else None
     if report is None or at is None or now - at > max_age:
         return Budget(grid, telemetry_at=at)
     discharge = 0.0
@@ -299,7 +298,7 @@ class SitePlanner:
                 continue
             if measurand == "Power.Active.Import":
                 c.charging_w += value
-            since_limit = c.limit is None or as_utc(sampled_at) >= as_utc(c.limit.sent_at)
+            since_limit = c.limit is None or stored_utc(sampled_at) >= stored_utc(c.limit.sent_at)
             if not since_limit:
                 continue
             if measurand == "Power.Active.Import":

@@ -15,11 +15,13 @@ from __future__ import annotations
 import logging
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import BindParameter, DateTime, String, TextClause, bindparam, text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession, async_sessionmaker
+
+from chargeops.db.engine import stored_utc
 
 log = logging.getLogger(__name__)
 
@@ -131,11 +133,6 @@ CLAIM = text("DELETE FROM meter_rollup_dirty RETURNING charger_id, bucket").colu
 )
 
 
-def _utc(value: datetime) -> datetime:
-    """SQLite hands timestamps back naive; they are UTC."""
-    return value if value.tzinfo else value.replace(tzinfo=UTC)
-
-
 def _chunks(items: Iterable[str]) -> list[list[str]]:
     ordered = sorted(set(items))
     return [ordered[i : i + CHUNK] for i in range(0, len(ordered), CHUNK)]
@@ -144,7 +141,7 @@ def _chunks(items: Iterable[str]) -> list[list[str]]:
 def _by_bucket(rows: Iterable[Sequence[Any]], size: timedelta) -> dict[datetime, set[str]]:
     per: dict[datetime, set[str]] = defaultdict(set)
     for charger_id, bucket in rows:
-        at = _utc(bucket)
+        at = stored_utc(bucket)
         floor = at.replace(minute=0, second=0, microsecond=0) if size == HOUR else at
         per[floor].add(charger_id)
     return per

@@ -16,7 +16,7 @@ import contextlib
 import logging
 import uuid
 from collections.abc import Awaitable, Callable
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, timedelta
 from urllib.parse import quote, unquote, urlsplit
 
 import aiomqtt
@@ -124,11 +124,6 @@ async def store_report(session: AsyncSession, site_id: str, report: SiteReport) 
     result = await session.execute(stmt)
     await session.commit()
     return bool(getattr(result, "rowcount", 0))
-
-
-def as_utc(at: datetime) -> datetime:
-    """A stored time read back (SQLite returns it without its offset)."""
-    return at if at.tzinfo else at.replace(tzinfo=UTC)
 
 
 def mqtt_root(mqtt_url: str | None) -> str:

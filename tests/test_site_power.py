@@ -17,6 +17,7 @@ import pytest
 from prometheus_client import REGISTRY
 from sqlalchemy import func, select
 
+from chargeops.db.engine import stored_utc
 from chargeops.db.models import MeterSample, Transaction
 from chargeops.db.ops_models import Battery, BatteryReading, ChargerLimit, Site, SiteTelemetry
 from chargeops.events import utcnow
@@ -28,7 +29,7 @@ from ocpp_gateway.rpc import validate
 from ocpp_gateway.versions import V16, V21, V201
 from ops.runtime import Runtime
 from ops.site_power import SitePlanner, site_budget, water_fill
-from telemetry.site_telemetry import SiteTelemetrySubscriber, as_utc
+from telemetry.site_telemetry import SiteTelemetrySubscriber
 from tests.conftest import StartRuntime, migrated_sessions
 
 ADMIN = {"Authorization": "Bearer test-admin-token"}
@@ -136,8 +137,8 @@ class SiteStack:
                 )
             ).all()
         timeline = sorted(
-            [(as_utc(at), 1, cid, value) for at, cid, value in samples]
-            + [(as_utc(at), 0, cid, 0.0) for at, cid in stops]
+            [(stored_utc(at), 1, cid, value) for at, cid, value in samples]
+            + [(stored_utc(at), 0, cid, 0.0) for at, cid in stops]
         )
         latest: dict[str, float] = {}
         peak = last = 0.0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 
 import orjson
@@ -52,3 +53,8 @@ def insert_for(dialect: str, table: Any) -> Any:
     """An INSERT with `on_conflict_do_nothing` / `on_conflict_do_update` for the dialect in use:
     idempotent writes look the same on SQLite and Postgres."""
     return (postgresql.insert if dialect == "postgresql" else sqlite.insert)(table)
+
+
+def stored_utc(value: datetime) -> datetime:
+    """A time read back from the database: SQLite hands it back naive, and every stored time is UTC."""
+    return value if value.tzinfo else value.replace(tzinfo=UTC)

@@ -8,13 +8,14 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Path
 from sqlalchemy import select
 
+from chargeops.db.engine import stored_utc
 from chargeops.db.ops_models import ChargerLimit, Site, SiteTelemetry
 from chargeops.events import utcnow
 from ops.api.auth import Operator, Viewer
 from ops.api.context import Db
 from ops.api.errors import ApiError, documented
 from ops.site_power import site_budget
-from telemetry.site_telemetry import SiteReport, UnknownSite, as_utc, store_report
+from telemetry.site_telemetry import SiteReport, UnknownSite, store_report
 
 router = APIRouter(prefix="/api/sites", tags=["site power"], responses=documented(401, 403, 404, 422))
 
@@ -53,7 +54,7 @@ async def site_power(site_id: SiteIdPath, db: Db) -> dict[str, Any]:
         "telemetry": None
         if report is None
         else {
-            "at": as_utc(report.at).isoformat(),
+            "at": stored_utc(report.at).isoformat(),
             "pv_w": report.pv_w,
             "storage_soc": report.storage_soc,
             "storage_w": report.storage_w,
@@ -76,7 +77,7 @@ async def site_power(site_id: SiteIdPath, db: Db) -> dict[str, Any]:
                 "charger_id": lim.charger_id,
                 "limit_w": lim.limit_w,
                 "status": lim.status,
-                "sent_at": as_utc(lim.sent_at).isoformat(),
+                "sent_at": stored_utc(lim.sent_at).isoformat(),
             }
             for lim in limits
         ],
