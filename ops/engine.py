@@ -22,7 +22,7 @@ from chargeops.events import BatterySwapped, Booted, Connected, Event, EventKind
 from ops import maintenance
 from ops.planning import assess_all
 from ops.registry import installed_base, seed_catalogue
-from ops.rules import Observation, ObservationKind, RuleBook, load_rules, observations
+from ops.rules import Observation, ObservationKind, RuleBook, load_rules, observations, observed
 from ops.tickets import OPEN_STATES
 from telemetry.metrics import (
     BATTERIES,
@@ -84,9 +84,9 @@ class OpsEngine(Periodic):
             found = observations(ev)
             body = ev.body
             if isinstance(body, Booted) and await self._boot_loop(ev):
-                found.append(self._derived(ev, "boot_loop", f"boot:{ev.event_id}"))
+                found.append(observed(ev, "boot_loop", f"boot:{ev.event_id}", code="boot_loop"))
             elif isinstance(body, Connected):
-                found.append(self._derived(ev, "offline", ev.event_id, cleared=True))
+                found.append(observed(ev, "offline", code="offline", cleared=True))
             elif isinstance(body, StatusChanged) and not body.error_code:
                 await self._clear_connector(ev, body)
             elif isinstance(body, BatterySwapped):
@@ -98,17 +98,6 @@ class OpsEngine(Periodic):
         async with self.sessions() as session, session.begin():
             return await maintenance.observe(session, obs, self.book)
 
-    @staticmethod
-    def _derived(ev: Event, kind: str, key: str, *, cleared: bool = False) -> Observation:
-        return Observation(
-            kind,  # type: ignore[arg-type]
-            ev.charger_id,
-            key,
-            ev.reported_at or ev.received_at,
-            code=kind,
-            cleared=cleared,
-        )
-
     async def _battery_checks(self, ev: Event, body: BatterySwapped) -> list[Observation]:
         """Packs handed in (unknown, worn, fading, cell spread); repeated pack-left-behind timeouts."""
         cfg = self.book.settings
@@ -116,18 +105,15 @@ class OpsEngine(Periodic):
         found: list[Observation] = []
 
         def pack_obs(code: str, serial: str, slot: int, text: str) -> None:
-            key = f"{ev.event_id}:{serial}:{code}"
-            text = f"pack {serial}: {text}"
             found.append(
-                Observation(
+                observed(
+                    ev,
                     "battery",
-                    ev.charger_id,
-                    key,
-                    at,
+                    f"{ev.event_id}:{serial}:{code}",
                     code=code,
                     component="BatteryPack",
                     evse_id=slot,
-                    description=text,
+                    description=f"pack {serial}: {text}",
                     subject=serial,
                 )
             )
@@ -148,16 +134,7 @@ class OpsEngine(Periodic):
                 left = max(n or 0, 1)
                 if left >= cfg.swap_timeouts.count:
                     text = f"{left} packs left behind in {cfg.swap_timeouts.hours:g} h"
-                    found.append(
-                        Observation(
-                            "swap_timeouts",
-                            ev.charger_id,
-                            ev.event_id,
-                            at,
-                            code="BatteryOutTimeout",
-                            description=text,
-                        )
-                    )
+                    found.append(observed(ev, "swap_timeouts", code="BatteryOutTimeout", description=text))
                 return found
             if body.event_type != "BatteryIn":
                 return found
@@ -224,20 +201,11 @@ class OpsEngine(Periodic):
                 )
             )
             for ticket in rows.all():
-                await maintenance.observe(
-                    session,
-                    Observation(
-                        "fault",
-                        ev.charger_id,
-                        ev.event_id,
-                        ev.reported_at or ev.received_at,
-                        code=ticket.fault_code or "",
-                        component="Connector",
-                        evse_id=body.evse_id,
-                        cleared=True,
-                    ),
-                    self.book,
+                code = ticket.fault_code or ""
+                cleared = observed(
+                    ev, "fault", code=code, component="Connector", evse_id=body.evse_id, cleared=True
                 )
+                await maintenance.observe(session, cleared, self.book)
 
     # -- scans and gauges -----------------------------------------------------------------------------
 

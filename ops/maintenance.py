@@ -19,7 +19,7 @@ from chargeops.events import utcnow
 from ops import supply, tickets
 from ops.inventory import move
 from ops.registry import parts_for, placement
-from ops.rules import Observation, RuleBook
+from ops.rules import Observation, Rule, RuleBook
 
 log = logging.getLogger("chargeops.ops")
 
@@ -42,16 +42,14 @@ async def observe(session: AsyncSession, obs: Observation, book: RuleBook) -> Ti
         )
     try:
         async with session.begin_nested():  # another ops process may open the same ticket concurrently
-            return await _open(session, obs, book, key)
+            return await _open(session, obs, book, rule, key)
     except IntegrityError:
         ticket = await session.scalar(select(Ticket).where(Ticket.open_key == key))
         assert ticket is not None
         return await _repeat(session, ticket, obs, ticket.priority)
 
 
-async def _open(session: AsyncSession, obs: Observation, book: RuleBook, key: str) -> Ticket:
-    rule = book.match(obs)
-    assert rule is not None
+async def _open(session: AsyncSession, obs: Observation, book: RuleBook, rule: Rule, key: str) -> Ticket:
     where = await placement(session, obs.charger_id)
     parts = await parts_for(session, where.model_id, [(p.category, p.qty) for p in rule.parts])
     now = utcnow()

@@ -168,7 +168,7 @@ def observations(ev: Event) -> list[Observation]:
     body = ev.body
     if isinstance(body, FaultReported):
         return [
-            _observed(
+            observed(
                 ev,
                 "fault",
                 code=body.code,
@@ -180,11 +180,12 @@ def observations(ev: Event) -> list[Observation]:
             )
         ]
     if isinstance(body, SecurityEvent):
-        return [_observed(ev, "security", code=body.type, description=body.tech_info)]
+        return [observed(ev, "security", code=body.type, description=body.tech_info)]
     if isinstance(body, FirmwareStatus) and body.status in FIRMWARE_FAILURES:
-        return [_observed(ev, "firmware", code=body.status)]
+        return [observed(ev, "firmware", code=body.status)]
     return []
 
 
-def _observed(ev: Event, kind: ObservationKind, **fields: Any) -> Observation:
-    return Observation(kind, ev.charger_id, ev.event_id, ev.reported_at or ev.received_at, **fields)
+def observed(ev: Event, kind: ObservationKind, key: str | None = None, **fields: Any) -> Observation:
+    """An observation drawn from `ev`: its charger and time, and its id as the key unless one is given."""
+    return Observation(kind, ev.charger_id, key or ev.event_id, ev.reported_at or ev.received_at, **fields)
