@@ -4,7 +4,6 @@ failures of a long-lead-time part raise an early warning."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 from collections.abc import AsyncIterator
 from typing import Any
@@ -15,8 +14,7 @@ import pytest
 from firmware_stubs import SimEnvironment, SimulatedCharger
 from ops.runtime import Runtime
 from tests.conftest import StartRuntime
-from tests.test_e2e_fleet import until
-from tests.test_webhooks import Receiver, verify
+from tests.test_webhooks import Receiver, until, verify
 
 ADMIN = {"Authorization": "Bearer test-admin-token"}
 FLEET = {
@@ -59,22 +57,11 @@ class Ops:
         return dict(items[0])
 
     async def wait_tickets(self, n: int, **params: Any) -> list[dict[str, Any]]:
-        found: list[dict[str, Any]] = []
-
         async def enough() -> bool:
-            nonlocal found
-            found = await self.tickets(**params)
-            return len(found) >= n
+            return len(await self.tickets(**params)) >= n
 
-        for _ in range(200):
-            if await enough():
-                return found
-            await _sleep()
-        raise AssertionError(f"expected {n} tickets for {params}, have {found}")
-
-
-async def _sleep() -> None:
-    await asyncio.sleep(0.05)
+        await until(enough)
+        return await self.tickets(**params)
 
 
 @pytest.fixture
@@ -111,11 +98,12 @@ async def test_fault_to_ticket_to_parts_to_supply(ops: Ops, protocol: str) -> No
     cp.clear_fault(1)
     await until(lambda: cp.queued == 0)
     cp.inject_fault(1, "GroundFailure", vendor_code="GF-17")
-    for _ in range(200):
-        tickets = await ops.tickets(kind="maintenance", charger_id=cp.id)
-        if tickets[0]["occurrences"] == 2:
-            break
-        await _sleep()
+
+    async def counted_twice() -> bool:
+        return bool((await ops.tickets(kind="maintenance", charger_id=cp.id))[0]["occurrences"] == 2)
+
+    await until(counted_twice)
+    tickets = await ops.tickets(kind="maintenance", charger_id=cp.id)
     assert len(tickets) == 1 and tickets[0]["occurrences"] == 2
 
     # The only RCD is reserved: available 0 is below the reorder point → exactly one supply ticket.
@@ -161,10 +149,7 @@ async def test_fault_to_ticket_to_parts_to_supply(ops: Ops, protocol: str) -> No
             docs = [json.loads(body) for _, body in receiver.delivered()]
             return [d["type"].split(".", 1)[1] for d in docs if d["data"]["ticket"]["id"] == ticket_id]
 
-        for _ in range(400):
-            if about(ticket["id"]) == expected and about(supply["id"])[-1:] == ["closed"]:
-                break
-            await _sleep()
+        await until(lambda: about(ticket["id"]) == expected and about(supply["id"])[-1:] == ["closed"], 20)
         assert about(ticket["id"]) == expected
         assert about(supply["id"]) == ["created", "closed"]
         assert all(verify(hook.json()["secret"], h, body) for h, body in receiver.delivered())

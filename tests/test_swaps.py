@@ -19,6 +19,7 @@ from ocpp.v21.datatypes import BatteryDataType, IdTokenType
 from ops.runtime import Runtime
 from tests.conftest import StartRuntime
 from tests.ocpp_client import assert_strictly_valid, raw_charger
+from tests.test_webhooks import until
 
 ADMIN = {"Authorization": "Bearer test-admin-token"}
 FLEET = {
@@ -81,16 +82,6 @@ async def station(runtime: Runtime, cp_id: str, protocol: str) -> Any:
     return raw_charger(runtime.gateway.port, cp_id, protocol)
 
 
-async def eventually(check: Any, timeout: float = 10.0) -> Any:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while True:
-        value = await check()
-        if value:
-            return value
-        assert asyncio.get_running_loop().time() < deadline, "condition not met in time"
-        await asyncio.sleep(0.05)
-
-
 async def test_swap_over_ocpp_21_pairs_in_and_out_and_tracks_packs(
     stack: tuple[Runtime, httpx.AsyncClient],
 ) -> None:
@@ -151,10 +142,13 @@ async def test_pack_rules_raise_tickets_with_pack_demand(stack: tuple[Runtime, h
         await cp.result("BatterySwap", swap("BatteryIn", 23, pack("PACK-1", 3, 30.0, 95.0, cellTempMax=41.0)))
 
     async def tickets() -> list[dict[str, Any]]:
-        items = (await api.get("/api/tickets", params={"kind": "maintenance"})).json()["items"]
-        return items if len(items) >= 3 else []
+        return list((await api.get("/api/tickets", params={"kind": "maintenance"})).json()["items"])
 
-    by_rule = {t["rule"]: t for t in await eventually(tickets)}
+    async def three() -> bool:
+        return len(await tickets()) >= 3
+
+    await until(three)
+    by_rule = {t["rule"]: t for t in await tickets()}
     assert set(by_rule) == {"battery-worn", "battery-unknown", "battery-cells"}
     worn = by_rule["battery-worn"]
     assert worn["subject"] == "PACK-5" and worn["charger_id"] == "SWAP-21" and worn["depot"] == "D-EAST"
