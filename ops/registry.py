@@ -238,9 +238,12 @@ async def parts_for(
     return out
 
 
-async def installed_base(session: AsyncSession) -> dict[tuple[str, str], int]:
-    """(depot, SKU) → units installed in the chargers of the sites that depot serves."""
-    rows = await session.execute(
+async def installed_base(
+    session: AsyncSession, depot: str | None = None, sku: str | None = None
+) -> dict[tuple[str, str], int]:
+    """(depot, SKU) → units installed in the chargers of the sites that depot serves; the whole fleet, or
+    only one depot / SKU (a reorder check needs one figure, not a scan of every charger's parts)."""
+    stmt = (
         select(Site.depot_id, ModelPart.sku, func.sum(ModelPart.qty))
         .select_from(Charger)
         .join(Site, Site.id == Charger.site)
@@ -249,6 +252,11 @@ async def installed_base(session: AsyncSession) -> dict[tuple[str, str], int]:
         .where(Site.depot_id.is_not(None))
         .group_by(Site.depot_id, ModelPart.sku)
     )
+    if depot is not None:
+        stmt = stmt.where(Site.depot_id == depot)
+    if sku is not None:
+        stmt = stmt.where(ModelPart.sku == sku)
+    rows = await session.execute(stmt)
     base: dict[tuple[str, str], int] = defaultdict(int)
     for depot, sku, qty in rows.all():
         base[(str(depot), sku)] += int(qty or 0)

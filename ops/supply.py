@@ -28,7 +28,7 @@ async def review(session: AsyncSession, depot: str, sku: str, actor: str = "ops-
     if await session.scalar(select(Ticket.id).where(Ticket.open_key == key)) is not None:
         return None
     stock = await stock_of(session, depot, sku)
-    installed = (await installed_base(session)).get((depot, sku), 0)
+    installed = (await installed_base(session, depot, sku)).get((depot, sku), 0)
     d = await demand(session, depot, sku, part, installed, since=await first_activity(session))
     qty = order_quantity(part, d, stock)
     if qty == 0:
