@@ -13,6 +13,7 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from chargeops.db.engine import stored_iso
 from chargeops.db.ops_models import Ticket, TicketLog, TicketOccurrence
 from chargeops.events import utcnow
 from ops.outbox import enqueue
@@ -58,18 +59,14 @@ def ticket_view(t: Ticket) -> dict[str, Any]:
         "parts": t.parts or ([{"sku": t.sku, "qty": t.qty}] if t.sku else []),
         "occurrences": t.occurrences,
         "assignee": t.assignee,
-        "created_at": _iso(t.created_at),
-        "updated_at": _iso(t.updated_at),
-        "last_occurred_at": _iso(t.last_occurred_at),
-        "sla_due_at": _iso(t.sla_due_at),
-        "cleared_at": _iso(t.cleared_at),
-        "resolved_at": _iso(t.resolved_at),
-        "closed_at": _iso(t.closed_at),
+        "created_at": stored_iso(t.created_at),
+        "updated_at": stored_iso(t.updated_at),
+        "last_occurred_at": stored_iso(t.last_occurred_at),
+        "sla_due_at": stored_iso(t.sla_due_at),
+        "cleared_at": stored_iso(t.cleared_at),
+        "resolved_at": stored_iso(t.resolved_at),
+        "closed_at": stored_iso(t.closed_at),
     }
-
-
-def _iso(at: datetime | None) -> str | None:
-    return at.isoformat() if at else None
 
 
 async def record(

@@ -58,3 +58,8 @@ def insert_for(dialect: str, table: Any) -> Any:
 def stored_utc(value: datetime) -> datetime:
     """A time read back from the database: SQLite hands it back naive, and every stored time is UTC."""
     return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
+def stored_iso(value: datetime | None) -> str | None:
+    """A stored time as ISO-8601 UTC with `Z`, as the API and webhooks show times (None stays None)."""
+    return None if value is None else stored_utc(value).isoformat().replace("+00:00", "Z")

@@ -8,6 +8,7 @@ from fastapi import APIRouter, Query
 from fastapi.responses import PlainTextResponse
 from sqlalchemy import select
 
+from chargeops.db.engine import stored_iso
 from chargeops.db.ops_models import Part, Stock, StockMovement
 from chargeops.events import utcnow
 from ops import supply
@@ -87,7 +88,7 @@ async def movements(
         items=[
             {
                 "id": m.id,
-                "at": m.at.isoformat(),
+                "at": stored_iso(m.at),
                 "depot": m.depot_id,
                 "sku": m.sku,
                 "kind": m.kind,

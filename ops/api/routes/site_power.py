@@ -8,7 +8,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Path
 from sqlalchemy import select
 
-from chargeops.db.engine import stored_utc
+from chargeops.db.engine import stored_iso
 from chargeops.db.ops_models import ChargerLimit, Site, SiteTelemetry
 from chargeops.events import utcnow
 from ops.api.auth import Operator, Viewer
@@ -54,7 +54,7 @@ async def site_power(site_id: SiteIdPath, db: Db) -> dict[str, Any]:
         "telemetry": None
         if report is None
         else {
-            "at": stored_utc(report.at).isoformat(),
+            "at": stored_iso(report.at),
             "pv_w": report.pv_w,
             "storage_soc": report.storage_soc,
             "storage_w": report.storage_w,
@@ -77,7 +77,7 @@ async def site_power(site_id: SiteIdPath, db: Db) -> dict[str, Any]:
                 "charger_id": lim.charger_id,
                 "limit_w": lim.limit_w,
                 "status": lim.status,
-                "sent_at": stored_utc(lim.sent_at).isoformat(),
+                "sent_at": stored_iso(lim.sent_at),
             }
             for lim in limits
         ],

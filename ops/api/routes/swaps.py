@@ -9,7 +9,7 @@ from fastapi import APIRouter, Query
 from pydantic import Field
 from sqlalchemy import select
 
-from chargeops.db.engine import insert_for
+from chargeops.db.engine import insert_for, stored_iso
 from chargeops.db.models import Charger
 from chargeops.db.ops_models import Battery, BatteryReading, BatterySwap
 from chargeops.events import utcnow
@@ -32,9 +32,9 @@ def _swap(s: BatterySwap) -> dict[str, Any]:
         "requested": s.requested,
         "batteries_in": s.batteries_in,
         "batteries_out": s.batteries_out,
-        "in_at": s.in_at.isoformat() if s.in_at else None,
-        "out_at": s.out_at.isoformat() if s.out_at else None,
-        "updated_at": s.updated_at.isoformat(),
+        "in_at": stored_iso(s.in_at),
+        "out_at": stored_iso(s.out_at),
+        "updated_at": stored_iso(s.updated_at),
     }
 
 
@@ -118,8 +118,8 @@ def _pack(b: Battery) -> dict[str, Any]:
         "soh": b.soh,
         "cycles": b.cycles,
         "swaps": b.swaps,
-        "production_date": b.production_date.isoformat() if b.production_date else None,
-        "last_seen": b.last_seen.isoformat() if b.last_seen else None,
+        "production_date": stored_iso(b.production_date),
+        "last_seen": stored_iso(b.last_seen),
     }
 
 
@@ -139,7 +139,7 @@ async def battery(serial: str, db: Db, limit: int = Query(200, ge=1, le=5000)) -
     ).all()
     history = [
         {
-            "at": r.at.isoformat(),
+            "at": stored_iso(r.at),
             "station_id": r.station_id,
             "slot": r.slot,
             "soc": r.soc,
