@@ -50,7 +50,7 @@ from telemetry.metrics import (
     SITE_ENERGY,
     SWAP_EVENTS,
 )
-from telemetry.pg_copy import SAMPLE_COLUMNS, copy_events
+from telemetry.pg_copy import SAMPLE_COLUMNS, copy_events, dirty_buckets
 
 log = logging.getLogger(__name__)
 
@@ -191,6 +191,10 @@ class _Batch:
     status: dict[tuple[str, int, int], dict[str, Any]] = field(default_factory=dict)
     presence: list[Event] = field(default_factory=list)
 
+    def samples_of(self, event_ids: set[str]) -> list[tuple[Any, ...]]:
+        """The sample rows of these events (the ones the database did not have yet)."""
+        return [s for s in self.samples if s[0] in event_ids]
+
 
 def _collect(events: Sequence[Event]) -> _Batch:
     batch = _Batch()
@@ -273,7 +277,7 @@ async def store_events(
         fresh_ids: set[str] = set()
         if batch.events:
             if conn.dialect.name == "postgresql":
-                fresh_ids = await copy_events(conn, _event_records(batch.events.values()), batch.samples)
+                fresh_ids = await copy_events(conn, _event_records(batch.events.values()), batch.samples_of)
             else:
                 fresh_ids = await _insert_events(conn, batch)
         fresh = [batch.events[i] for i in fresh_ids]
@@ -349,13 +353,13 @@ async def _insert_events(conn: AsyncConnection, batch: _Batch) -> set[str]:
     ]
     ins = insert_for(conn.dialect.name, EVENTS).on_conflict_do_nothing(index_elements=["event_id"])
     fresh = {row[0] for row in await conn.execute(ins.returning(EVENTS.c.event_id), rows)}
-    new_samples = [dict(zip(SAMPLE_COLUMNS, s, strict=True)) for s in batch.samples if s[0] in fresh]
+    new_samples = batch.samples_of(fresh)
     if new_samples:
-        await conn.execute(insert_for(conn.dialect.name, SAMPLES).on_conflict_do_nothing(), new_samples)
-        dirty = {(s["charger_id"], s["sampled_at"].replace(second=0, microsecond=0)) for s in new_samples}
+        await conn.execute(SAMPLES.insert(), [dict(zip(SAMPLE_COLUMNS, s, strict=True)) for s in new_samples])
         ins = insert_for(conn.dialect.name, DIRTY)
         await conn.execute(
-            ins.on_conflict_do_nothing(), [{"charger_id": c, "bucket": b} for c, b in sorted(dirty)]
+            ins.on_conflict_do_nothing(),
+            [{"charger_id": c, "bucket": b} for c, b in sorted(dirty_buckets(new_samples))],
         )
     return fresh
 
@@ -395,8 +399,7 @@ def _count(batch: _Batch, fresh: list[Event], site_energy: dict[str, float]) -> 
     if not batch.events:
         return
     now = utcnow()
-    fresh_ids = {ev.event_id for ev in fresh}
-    samples = sum(1 for s in batch.samples if s[0] in fresh_ids)
+    samples = sum(len(ev.body.samples) for ev in fresh if isinstance(ev.body, MeterValues))
     INGEST_ROWS.labels("events").inc(len(fresh))
     if samples:
         INGEST_ROWS.labels("meter_samples").inc(samples)

@@ -1,16 +1,20 @@
-"""The Postgres fast path of ingest: binary COPY into staging tables, then one idempotent INSERT … SELECT.
+"""The Postgres fast path of ingest: binary COPY, with `events` as the arbiter of what is new.
 
 Committing row by row caps Postgres at a few thousand rows a second, and even `executemany` sends one Bind
-per row; COPY streams a whole batch in one go. COPY cannot say `ON CONFLICT`, so rows go into per-session
-temporary staging tables first (`ON COMMIT DELETE ROWS`: they are empty again after every commit) and one
-statement moves them on: events `ON CONFLICT DO NOTHING`, then only the samples of the events that were
-new, then the (charger, minute) buckets the rollups must recompute. Everything happens in the caller's
+per row; COPY streams a whole batch in one go. COPY cannot say `ON CONFLICT`, so the event rows go into a
+per-session temporary staging table first (`ON COMMIT DELETE ROWS`: empty again after every commit) and one
+`INSERT … SELECT … ON CONFLICT DO NOTHING RETURNING` moves them on and names the events that were new. Only
+their samples are then COPYed, straight into `meter_samples` (no staging, no conflict check, no unique index:
+an event's samples are written in the transaction that inserted the event, which keeps them unique — two
+ingest processes holding the same event serialise on its `events` key, and the loser sees a conflict).
+Last, the (charger, minute) buckets the rollups must recompute. Everything happens in the caller's
 transaction, so a failed batch leaves nothing behind and is retried whole.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import text
@@ -40,45 +44,52 @@ _STAGE = text(
     DO $$ BEGIN
         IF to_regclass('pg_temp.ingest_events') IS NULL THEN
             CREATE TEMP TABLE ingest_events (LIKE events) ON COMMIT DELETE ROWS;
-            CREATE TEMP TABLE ingest_samples (LIKE meter_samples) ON COMMIT DELETE ROWS;
         END IF;
     END $$
     """
 )
-_cols = ", ".join(SAMPLE_COLUMNS)
-_MOVE = text(
+# In key order: two ingest processes given overlapping batches (a re-delivery) wait for each other on the
+# first shared key instead of each holding one the other needs (a deadlock).
+_NEW_EVENTS = text(
     f"""
-    WITH fresh AS (
-        INSERT INTO events ({", ".join(EVENT_COLUMNS)})
-        SELECT {", ".join(EVENT_COLUMNS)} FROM pg_temp.ingest_events
-        ON CONFLICT (event_id) DO NOTHING
-        RETURNING event_id
-    ), samples AS (
-        INSERT INTO meter_samples ({_cols})
-        SELECT {", ".join("s." + c for c in SAMPLE_COLUMNS)}
-        FROM pg_temp.ingest_samples s JOIN fresh USING (event_id)
-        ON CONFLICT DO NOTHING
-        RETURNING charger_id, sampled_at
-    ), dirty AS (
-        -- DO UPDATE, not DO NOTHING: the row lock makes a concurrent rollup run wait for this commit
-        INSERT INTO meter_rollup_dirty (charger_id, bucket)
-        SELECT DISTINCT charger_id, date_trunc('minute', sampled_at) FROM samples ORDER BY 1, 2
-        ON CONFLICT (charger_id, bucket) DO UPDATE SET bucket = excluded.bucket
-    )
-    SELECT event_id FROM fresh
+    INSERT INTO events ({", ".join(EVENT_COLUMNS)})
+    SELECT {", ".join(EVENT_COLUMNS)} FROM pg_temp.ingest_events ORDER BY event_id
+    ON CONFLICT (event_id) DO NOTHING
+    RETURNING event_id
+    """
+)
+# DO UPDATE, not DO NOTHING: the row lock makes a concurrent rollup run wait for this commit. Sorted input:
+# two ingest processes marking the same buckets lock them in the same order and never deadlock.
+_DIRTY = text(
+    """
+    INSERT INTO meter_rollup_dirty (charger_id, bucket)
+    SELECT * FROM unnest(CAST(:chargers AS text[]), CAST(:buckets AS timestamptz[]))
+    ON CONFLICT (charger_id, bucket) DO UPDATE SET bucket = excluded.bucket
     """
 )
 
 
 async def copy_events(
-    conn: AsyncConnection, events: Sequence[tuple[Any, ...]], samples: Sequence[tuple[Any, ...]]
+    conn: AsyncConnection,
+    events: Sequence[tuple[Any, ...]],
+    samples: Callable[[set[str]], Sequence[tuple[Any, ...]]],
 ) -> set[str]:
-    """Store `events` (rows in EVENT_COLUMNS order, `data` as JSON text) and their `samples` (SAMPLE_COLUMNS
-    order); returns the ids of the events that were not stored before."""
+    """Store `events` (rows in EVENT_COLUMNS order, `data` as JSON text) and, for the ids among them that
+    were not stored before, the rows `samples(new_ids)` gives (SAMPLE_COLUMNS order); returns the new ids."""
     await conn.execute(_STAGE)
     raw = (await conn.get_raw_connection()).driver_connection
     assert raw is not None
     await raw.copy_records_to_table("ingest_events", records=events, columns=EVENT_COLUMNS)
-    if samples:
-        await raw.copy_records_to_table("ingest_samples", records=samples, columns=SAMPLE_COLUMNS)
-    return {row[0] for row in await conn.execute(_MOVE)}
+    fresh = {row[0] for row in await conn.execute(_NEW_EVENTS)}
+    rows = samples(fresh) if fresh else ()
+    if rows:
+        await raw.copy_records_to_table("meter_samples", records=rows, columns=SAMPLE_COLUMNS)
+        marks = sorted(dirty_buckets(rows))
+        await conn.execute(_DIRTY, {"chargers": [c for c, _ in marks], "buckets": [b for _, b in marks]})
+    return fresh
+
+
+def dirty_buckets(rows: Iterable[tuple[Any, ...]]) -> set[tuple[str, datetime]]:
+    """The (charger, minute) rollup buckets that sample rows (SAMPLE_COLUMNS order) fall into."""
+    stamps = {(r[2], r[6]) for r in rows}  # an event's samples mostly share one time: truncate each once
+    return {(charger, at.replace(second=0, microsecond=0)) for charger, at in stamps}

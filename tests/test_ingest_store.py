@@ -3,6 +3,7 @@ re-delivery, and the metrics a committed batch moves (lag, re-deliveries, faults
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 
@@ -61,6 +62,16 @@ async def test_same_batch_twice_and_overlapping_batches_store_once(sessions: Ses
     await store_events(sessions, overlap + overlap[:5])  # duplicates inside one batch too
     assert await count(sessions, StoredEvent) == 80
     assert await count(sessions, MeterSample) == 80 * 3
+
+
+async def test_two_writers_racing_on_the_same_events_store_each_sample_once(sessions: Sessions) -> None:
+    """Samples have no unique key of their own: the event's key decides, also between concurrent
+    transactions (two ingest processes given the same re-delivered messages)."""
+    batch = [meter(f"CP{i % 7}", T0 + timedelta(seconds=i), 1000.0 + i) for i in range(300)]
+    for _ in range(3):
+        await asyncio.gather(*(store_events(sessions, batch[k::2] + batch) for k in range(2)))
+    assert await count(sessions, StoredEvent) == 300
+    assert await count(sessions, MeterSample) == 300 * 3
 
 
 async def test_mixed_kinds_in_one_batch(sessions: Sessions) -> None:

@@ -123,29 +123,33 @@ class StoredEvent(Base):
 
 
 class MeterSample(Base):
-    """One sampled value; (event_id, idx) makes re-delivery idempotent.
+    """One sampled value: sample `idx` of the meter-values event `event_id`.
 
-    On Postgres the table is range-partitioned by day on `sampled_at` (a TimescaleDB hypertable when that
-    extension is installed), so the key must include `sampled_at`; a re-delivered event carries the same
-    sample times, so the key still identifies a sample once.
+    No unique key in the database: ingest writes an event's samples only in the transaction that inserted the
+    event's row, so `events.event_id` keeps them unique (migration 0006), and the samples are COPYed straight
+    into their partition without a second index to maintain. On Postgres the table is range-partitioned by
+    day on `sampled_at` (a TimescaleDB hypertable when that extension is installed). The ORM still needs an
+    identity: (event_id, idx).
     """
 
     __tablename__ = "meter_samples"
     __table_args__ = (Index("ix_meter_samples_charger_time", "charger_id", "sampled_at"),)
 
-    event_id: Mapped[str] = mapped_column(String(36), primary_key=True)
-    idx: Mapped[int] = mapped_column(primary_key=True)
+    event_id: Mapped[str] = mapped_column(String(36))
+    idx: Mapped[int] = mapped_column()
     charger_id: Mapped[str] = mapped_column(String(48))
     evse_id: Mapped[int]
     connector_id: Mapped[int]
     transaction_id: Mapped[str | None] = mapped_column(String(64))
-    sampled_at: Mapped[datetime] = mapped_column(primary_key=True)
+    sampled_at: Mapped[datetime]
     measurand: Mapped[str] = mapped_column(String(64))
     phase: Mapped[str | None] = mapped_column(String(8))
     location: Mapped[str | None] = mapped_column(String(16))
     context: Mapped[str | None] = mapped_column(String(32))
     unit: Mapped[str | None] = mapped_column(String(16))
     value: Mapped[float] = mapped_column(Float)
+
+    __mapper_args__ = {"primary_key": [event_id, idx]}
 
 
 class MeterRollupDirty(Base):
