@@ -27,9 +27,12 @@ from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
 from websockets.typing import Subprotocol
 
 from firmware_stubs import rpc, schemas, transfer
+from firmware_stubs.der import GRID_TRIPS
 from firmware_stubs.model import (
     AC_PHASE_VOLTAGE,
     EV,
+    MEASURANDS,
+    V2X_MEASURANDS,
     ChargingProfile,
     ConfigStore,
     Period,
@@ -153,6 +156,8 @@ class Connector:
     __slots__ = (
         "depart_at",
         "ev",
+        "export_w",
+        "export_wh",
         "fault",
         "fault_clear_at",
         "finished",
@@ -184,6 +189,8 @@ class Connector:
         self.pending_tag: str | None = None
         self.meter_wh = 0.0
         self.power_w = 0.0
+        self.export_w = 0.0  # V2X: power discharged from the EV into the site (Power.Active.Export)
+        self.export_wh = 0.0
         self.last_sim = 0.0
         self.depart_at: float | None = None
 
@@ -289,6 +296,7 @@ class SimulatedCharger:
         "firmware_version",
         "id",
         "local_list_version",
+        "max_discharge_w",
         "max_power_w",
         "model",
         "password",
@@ -318,11 +326,14 @@ class SimulatedCharger:
         vendor: str = "ChargeOps",
         model: str = "SimCharger",
         firmware_version: str = "1.0.0",
+        max_discharge_w: float = 0.0,
     ) -> None:
         from firmware_stubs.dialects import dialect_for
 
         if connectors < 1:
             raise ValueError("a charger needs at least one connector")
+        if max_discharge_w > 0 and protocol != "ocpp2.1":
+            raise ValueError("a bidirectional (V2X) charger speaks ocpp2.1: DER control needs it")
         self.id = charge_point_id
         self.url = f"{csms_url.rstrip('/')}/{charge_point_id}"
         self.password = password
@@ -331,6 +342,7 @@ class SimulatedCharger:
         self.rng = rng or random.Random(charge_point_id)
         self.connectors = [Connector(i) for i in range(connectors + 1)]
         self.max_power_w = max_power_w
+        self.max_discharge_w = max_discharge_w  # > 0: bidirectional, rated discharge power
         self.dc = dc
         self.vendor = vendor
         self.model = model
@@ -340,6 +352,9 @@ class SimulatedCharger:
         if self.env.sample_interval != 60.0:
             # fractional seconds are allowed here so tests and demos can sample faster than 1 Hz
             overrides["MeterValueSampleInterval"] = f"{max(0.0, self.env.sample_interval):g}"
+        if max_discharge_w > 0:
+            overrides["MeterValuesSampledData"] = ",".join(MEASURANDS + V2X_MEASURANDS)
+            overrides["StopTxnSampledData"] = "Energy.Active.Import.Register,Energy.Active.Export.Register"
         self.config = ConfigStore(self.dialect.config_defs, overrides)
         self.registration = "Unknown"
         self.received_calls: list[tuple[str, dict[str, Any]]] = []
@@ -1039,8 +1054,12 @@ class SimulatedCharger:
         c.last_sim = now_sim
         ev = c.ev
         if c.tx is None or ev is None or c.fault:
-            c.power_w = 0.0
+            c.power_w = c.export_w = 0.0
             return
+        if self.max_discharge_w > 0 and ev.discharge_w > 0 and ev.soc > ev.discharge_floor_soc:
+            self._discharge(c, ev, elapsed)
+            return
+        c.export_w = 0.0
         limit = self._limit_w(c, utc_now())
         while elapsed > 0:
             step = min(elapsed, 30.0)
@@ -1050,6 +1069,55 @@ class SimulatedCharger:
             ev.soc = min(100.0, ev.soc + energy / ev.capacity_wh * 100.0)
             elapsed -= step
         c.power_w = charging_power(ev, self.max_power_w, limit)
+
+    def _discharge(self, c: Connector, ev: EV, elapsed: float) -> None:
+        """V2X: the EV gives what its owner offers, within the charger's rating and its DER cap, down to the
+        EV's floor; there it stops offering and charges again."""
+        c.power_w = 0.0
+        c.export_w = min(ev.discharge_w, self.discharge_cap_w())
+        energy = c.export_w * elapsed / 3600.0
+        c.export_wh += energy
+        ev.soc = max(ev.discharge_floor_soc, ev.soc - energy / ev.capacity_wh * 100.0)
+        if ev.soc <= ev.discharge_floor_soc:
+            ev.discharge_w = 0.0
+
+    def discharge_cap_w(self) -> float:
+        """What may be discharged now: the rating × the LimitMaxDischarge in effect; 0 while a grid event
+        trips the DER function."""
+        if self._extras is None:
+            return self.max_discharge_w
+        if self._extras.get("grid_events"):
+            return 0.0
+        controls = self._extras.get("der")
+        pct = controls.max_discharge_pct(utc_now()) if controls is not None else None
+        return self.max_discharge_w if pct is None else self.max_discharge_w * pct / 100.0
+
+    def grid_event(self, fault: str, *, clear_after: float | None = None) -> None:
+        """A grid event at the charger (e.g. OverVoltage): its trip curve stops any discharge and it sends
+        NotifyDERAlarm; cleared after ``clear_after`` simulated seconds or by ``end_grid_event``."""
+        if fault not in GRID_TRIPS:
+            raise ValueError(f"unknown grid event {fault!r}; use one of {sorted(GRID_TRIPS)}")
+        events: dict[str, float | None] = self.extras().setdefault("grid_events", {})
+        if fault not in events:
+            self.dialect.der_alarm(self, GRID_TRIPS[fault], fault, ended=False)
+        events[fault] = None if clear_after is None else self.env.clock.now() + clear_after
+        self._profiles_changed()
+
+    def end_grid_event(self, fault: str) -> None:
+        events: dict[str, float | None] = self.extras().get("grid_events", {})
+        if events.pop(fault, "absent") != "absent":
+            self.dialect.der_alarm(self, GRID_TRIPS[fault], fault, ended=True)
+            self._profiles_changed()
+
+    def _grid_tick(self, now_sim: float) -> None:
+        """Grid events that cleared by themselves; scheduled DER controls that started or ended."""
+        if self._extras is None:
+            return
+        for fault, clear_at in list(self._extras.get("grid_events", {}).items()):
+            if clear_at is not None and now_sim >= clear_at:
+                self.end_grid_event(fault)
+        if self._extras.get("der") is not None:
+            self.dialect.der_tick(self)
 
     def _sample_interval(self) -> float:
         interval = self.config.get_float("MeterValueSampleInterval", 60.0)
@@ -1072,6 +1140,12 @@ class SimulatedCharger:
                 out.append((measurand, round(c.meter_wh, 1), "Wh", None))
             elif measurand == "Power.Active.Import":
                 out.append((measurand, round(c.power_w, 1), "W", None))
+            elif measurand == "Power.Active.Export":
+                out.append((measurand, round(c.export_w, 1), "W", None))
+            elif measurand == "Energy.Active.Export.Register":
+                out.append((measurand, round(c.export_wh, 1), "Wh", None))
+            elif measurand == "Power.Export.Offered":  # the rating; the DER cap shows in Power.Active.Export
+                out.append((measurand, round(self.max_discharge_w, 1), "W", None))
             elif (
                 measurand == "Power.Offered"
             ):  # what the station offers the EV: its maximum or the profile limit
@@ -1115,6 +1189,7 @@ class SimulatedCharger:
             if c.fault_clear_at is not None and now_sim >= c.fault_clear_at:
                 self.clear_fault(c.index)
             self._refresh(c)
+        self._grid_tick(now_sim)
         self._arrivals(elapsed)
         if env.fault_rate > 0 and self.rng.random() < _chance(env.fault_rate, elapsed / 3600.0):
             c = self.rng.choice(self.connectors[1:])
@@ -1131,7 +1206,10 @@ class SimulatedCharger:
             return
         for c in self.connectors[1:]:
             if c.status == "Available" and self.rng.random() < _chance(env.session_rate, elapsed / 60.0):
-                self._plug(c, self.rng.choice(env.id_tags), EV.random(self.rng, self.dc))
+                ev = EV.random(self.rng, self.dc)
+                if self.max_discharge_w > 0 and self.rng.random() < 0.5:  # half the V2X drivers offer energy
+                    ev.discharge_w = self.max_discharge_w
+                self._plug(c, self.rng.choice(env.id_tags), ev)
 
     # ------------------------------------------------------------------ status
     def derive_status(self, c: Connector) -> str:

@@ -59,6 +59,8 @@ class EV:
     target_soc: float = 100.0
     stop_when_full: bool = False  # True: the charger ends the transaction when the EV is full
     dwell_s: float | None = None  # simulated s the driver stays plugged after full (None: until unplug)
+    discharge_w: float = 0.0  # V2X: power the owner lets a bidirectional charger take from the EV
+    discharge_floor_soc: float = 30.0  # % the EV keeps; reached, it stops offering and charges again
 
     @classmethod
     def random(cls, rng: random.Random, dc: bool) -> EV:
@@ -263,6 +265,8 @@ MEASURANDS = (
     "SoC",
 )
 _MEASURANDS_CSV = ",".join(MEASURANDS)
+# What a bidirectional charger adds (OCPP 2.1 measurands; Power.Export.Offered = its rated discharge power).
+V2X_MEASURANDS = ("Power.Active.Export", "Energy.Active.Export.Register", "Power.Export.Offered")
 
 # Keys shared by both dialects (1.6 names; the 2.0.1 dialect maps device-model variables onto them).
 COMMON_KEYS: dict[str, KeyDef] = {

@@ -40,15 +40,23 @@ def _is_datetime(value: object) -> bool:
     return True
 
 
-@cache
-def _validator(version: str, name: str) -> Validator | None:
+def schema(version: str, name: str) -> dict[str, Any] | None:
+    """The official schema `name` (e.g. "SetDERControlRequest") of an OCPP version, None if there is none.
+    Decimal floats: 1.6 schemas use multipleOf 0.1, which binary floats cannot satisfy reliably."""
     path = resources.files("ocpp") / _FOLDERS[version] / "schemas" / f"{name}.json"
     if not path.is_file():
         return None
-    # Decimal floats: 1.6 schemas use multipleOf 0.1, which binary floats cannot satisfy reliably.
-    schema = json.loads(path.read_text(encoding="utf-8-sig"), parse_float=Decimal)
-    cls = validator_for(schema)
-    return cls(schema, format_checker=FORMAT_CHECKER)  # type: ignore[no-any-return]
+    loaded: dict[str, Any] = json.loads(path.read_text(encoding="utf-8-sig"), parse_float=Decimal)
+    return loaded
+
+
+@cache
+def _validator(version: str, name: str) -> Validator | None:
+    loaded = schema(version, name)
+    if loaded is None:
+        return None
+    cls = validator_for(loaded)
+    return cls(loaded, format_checker=FORMAT_CHECKER)  # type: ignore[no-any-return]
 
 
 def schema_name(version: str, action: str, response: bool) -> str:

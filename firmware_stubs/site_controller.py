@@ -2,7 +2,8 @@
 
 PV follows the sun (a sine between 06:00 and 18:00 simulated time) times a seeded cloud factor that drifts;
 the storage takes the PV surplus and covers the deficit, within its power and between `min_soc` and full;
-the grid supplies the rest: grid = load + charging − PV + storage (storage > 0 charging, grid > 0 import).
+the grid supplies the rest: grid = load + charging − PV − V2X discharge + storage (storage > 0 charging,
+grid > 0 import).
 The charging power comes from a callable, e.g. the sum of the simulated chargers' power at that site, so
 the controller can run beside a simulated fleet. Reports go to MQTT `{root}/v1/sites/{site}/telemetry` (QoS 1)
 or, without a broker, to `POST {api}/api/sites/{site}/telemetry`. Talks to the server only over the wire.
@@ -42,6 +43,7 @@ class SiteController:
         soc: float = 50.0,
         min_soc: float = 5.0,
         charging_w: Callable[[], float] = lambda: 0.0,
+        discharging_w: Callable[[], float] = lambda: 0.0,
         mqtt_url: str | None = None,
         api_url: str | None = None,
         api_token: str | None = None,
@@ -58,6 +60,7 @@ class SiteController:
         self.soc = soc if storage_wh > 0 else 0.0
         self.min_soc = min_soc
         self.charging_w = charging_w
+        self.discharging_w = discharging_w  # V2X: what vehicles feed into the site
         self.mqtt_url = mqtt_url
         self.api_url = api_url.rstrip("/") if api_url else None
         self.api_token = api_token
@@ -81,10 +84,11 @@ class SiteController:
         self.hour = (self.hour + sim_s / 3600.0) % 24
         self.cloud = min(1.0, max(0.2, self.cloud + self._rng.gauss(0.0, 0.05) * math.sqrt(sim_s / 60)))
         pv, load, charging = self.pv_w(), self.base_load_w, max(0.0, self.charging_w())
+        v2x = max(0.0, self.discharging_w())
         storage = 0.0
         if self.storage_wh > 0 and sim_s > 0:
             hours = sim_s / 3600.0
-            surplus = pv - load - charging
+            surplus = pv + v2x - load - charging
             if surplus > 0:  # charge from what would otherwise be exported
                 room_w = (100.0 - self.soc) / 100.0 * self.storage_wh / hours
                 storage = min(surplus, self.storage_max_w, room_w)
@@ -97,7 +101,7 @@ class SiteController:
             "pv_w": round(pv, 1),
             "storage_soc": round(self.soc, 2) if self.storage_wh > 0 else None,
             "storage_w": round(storage, 1),
-            "grid_w": round(load + charging - pv + storage, 1),
+            "grid_w": round(load + charging - pv - v2x + storage, 1),
             "load_w": round(load, 1),
             "charging_w": round(charging, 1),
         }

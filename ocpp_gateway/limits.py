@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from ocpp_gateway.der import DER_ACTIONS, der_to_ocpp
 from ocpp_gateway.versions import V16, OcppVersion
 
 POWER_LIMIT_ACTION = "chargeops.SetPowerLimit"
@@ -55,7 +56,10 @@ def set_charging_profile(version: OcppVersion, limit_w: float) -> dict[str, Any]
 
 def to_ocpp(version: OcppVersion, action: str, payload: dict[str, Any]) -> tuple[str, dict[str, Any]]:
     """A neutral `chargeops.*` bus action as this version's OCPP call; OCPP actions pass through unchanged.
-    Raises ValueError for a neutral payload that makes no sense."""
+    Raises ValueError for a neutral payload that makes no sense (`der.Unsupported` for one this version
+    has no message for)."""
+    if action in DER_ACTIONS:
+        return der_to_ocpp(version, action, payload)
     if action != POWER_LIMIT_ACTION:
         return action, payload
     limit = payload.get("limit_w")

@@ -32,6 +32,7 @@ from chargeops.events import (
     utcnow,
 )
 from ocpp_gateway.context import GatewayContext
+from ocpp_gateway.der import DER_ACTIONS, Unsupported, reply_from_ocpp
 from ocpp_gateway.limits import to_ocpp
 from ocpp_gateway.logs import for_charger
 from ocpp_gateway.rpc import (
@@ -237,9 +238,13 @@ class ChargerSession(ChargePoint):
 
     async def execute(self, action: str, payload: dict[str, Any], timeout: float) -> CommandReply:
         """Send one CSMS-initiated call (OCPP field names in and out) and wait for the charger's answer.
-        Neutral `chargeops.*` actions (see `limits`) are first turned into this version's OCPP call."""
+        Neutral `chargeops.*` actions (see `limits`, `der`) are first turned into this version's OCPP call,
+        and a DER action's answer back into neutral words."""
+        neutral_der = action in DER_ACTIONS
         try:
             action, payload = to_ocpp(self.version, action, payload)
+        except Unsupported as err:
+            return CommandReply("invalid", error_code="NotSupported", description=str(err))
         except ValueError as err:
             return CommandReply("invalid", error_code=self.version.format_violation, description=str(err))
         if action not in self.version.csms_actions():
@@ -286,7 +291,9 @@ class ChargerSession(ChargePoint):
             return CommandReply(
                 "bad_response", payload=answer.payload, error_code=err.code, description=err.description
             )
-        return CommandReply("result", payload=answer.payload)
+        return CommandReply(
+            "result", payload=reply_from_ocpp(answer.payload) if neutral_der else answer.payload
+        )
 
     async def close(self, code: int = 1000, reason: str = "") -> None:
         await self._connection.close(code, reason)

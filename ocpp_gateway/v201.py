@@ -19,6 +19,7 @@ from chargeops.events import (
     TransactionStarted,
     TransactionUpdated,
 )
+from ocpp_gateway.der import DerReports
 from ocpp_gateway.meter import energy_wh, meter_events, samples_of
 from ocpp_gateway.session import ChargerSession
 from ocpp_gateway.swaps import SwapReports, swap_event
@@ -194,8 +195,9 @@ class Session201(SwapReports, ChargerSession):
         return info
 
 
-class Session21(Session201):
-    """OCPP 2.1 keeps 2.0.1's messages for everything 2.0.1 has; the additions come with their features."""
+class Session21(DerReports, Session201):
+    """OCPP 2.1 keeps 2.0.1's messages for everything 2.0.1 has; the additions come with their features
+    (battery swaps here, DER control in `der`)."""
 
     version = V21
 

@@ -65,6 +65,7 @@ class SiteDoc(_Doc):
     pv_peak_kw: float | None = Field(default=None, ge=0)
     storage_kwh: float | None = Field(default=None, ge=0)
     storage_max_kw: float | None = Field(default=None, ge=0)
+    grid_export_limit_kw: float | None = Field(default=None, ge=0)
 
 
 class BatteryDoc(_Doc):

@@ -16,7 +16,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field
 
-from chargeops.events import Event, FaultReported, FirmwareStatus, SecurityEvent
+from chargeops.events import DerAlarm, Event, FaultReported, FirmwareStatus, SecurityEvent
 
 DEFAULT_RULES = Path(__file__).with_name("rules.yaml")
 Priority = Literal["P1", "P2", "P3", "P4"]
@@ -30,6 +30,7 @@ ObservationKind = Literal[
     "power_low",
     "battery",
     "swap_timeouts",
+    "der_alarm",
 ]
 FIRMWARE_FAILURES = frozenset(
     {"DownloadFailed", "InstallationFailed", "InstallVerificationFailed", "InvalidSignature"}
@@ -164,7 +165,7 @@ def load_rules(path: Path | None = None) -> RuleBook:
 
 
 def observations(ev: Event) -> list[Observation]:
-    """What in an event the rules look at (faults, security events, failed firmware updates)."""
+    """What in an event the rules look at (faults, security events, failed firmware updates, DER alarms)."""
     body = ev.body
     if isinstance(body, FaultReported):
         return [
@@ -183,6 +184,10 @@ def observations(ev: Event) -> list[Observation]:
         return [observed(ev, "security", code=body.type, description=body.tech_info)]
     if isinstance(body, FirmwareStatus) and body.status in FIRMWARE_FAILURES:
         return [observed(ev, "firmware", code=body.status)]
+    if isinstance(body, DerAlarm):
+        code, component = body.grid_event_fault or body.control_type, body.control_type
+        return [observed(ev, "der_alarm", code=code, component=component, description=body.extra_info,
+                         cleared=body.ended)]  # fmt: skip
     return []
 
 

@@ -30,10 +30,12 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from chargeops.db.engine import insert_for, stored_utc
 from chargeops.db.models import TZ, Charger, Transaction
-from chargeops.db.ops_models import ChargerLimit, Site, SiteTelemetry
+from chargeops.db.ops_models import ChargerLimit, DischargeLimit, Site, SiteTelemetry
 from chargeops.events import Event, TransactionEnded, TransactionStarted, utcnow
 from chargeops.settings import Settings
 from ocpp_gateway.limits import POWER_LIMIT_ACTION
+from ops.sharing import water_fill
+from ops.site_discharge import DER_PROTOCOL, DischargeControl, DischargePlan, V2xCharger
 from telemetry import metrics as m
 from telemetry.bus import Bus
 
@@ -57,7 +59,7 @@ LATEST_POWER = (
                ) AS n
         FROM meter_samples
         WHERE charger_id IN :ids AND sampled_at > :since AND phase IS NULL AND transaction_id IS NOT NULL
-          AND measurand IN ('Power.Active.Import', 'Power.Offered')
+          AND measurand IN ('Power.Active.Import', 'Power.Offered', 'Power.Export.Offered')
     ) s WHERE n = 1
     """
     )
@@ -112,34 +114,28 @@ def site_budget(
     return Budget(grid, report.pv_w or 0.0, report.load_w or 0.0, discharge, at, fresh=True)
 
 
-def water_fill(budget_w: float, units: dict[str, tuple[int, float]]) -> dict[str, float]:
-    """Per-unit share of `budget_w`: unit → (weight, cap per weight). Every unit gets the same level,
-    except those capped below it; Σ weight × share ≤ budget."""
-    left = dict(units)
-    remaining = max(0.0, budget_w)
-    shares: dict[str, float] = {}
-    while left:
-        level = remaining / sum(w for w, _ in left.values())
-        capped = {unit for unit, (_, cap) in left.items() if cap <= level}
-        if not capped:
-            shares.update(dict.fromkeys(left, level))
-            break
-        for unit in capped:
-            weight, cap = left.pop(unit)
-            shares[unit] = cap
-            remaining -= weight * cap
-    return shares
-
-
 @dataclass(slots=True)
 class ChargerState:
     id: str
     connected: bool
+    protocol: str | None = None
     sessions: int = 0
     draw_w: float | None = None  # highest latest import of its sessions, sampled since its limit was set
     offered_w: float | None = None
     charging_w: float = 0.0  # its sessions' latest import, however old the limit
     limit: ChargerLimit | None = None
+    rated_discharge_w: float | None = None  # V2X: latest Power.Export.Offered of its sessions
+    discharge: DischargeLimit | None = None
+
+    def v2x(self) -> V2xCharger | None:
+        """This charger for discharge planning, if it is a bidirectional OCPP 2.1 one (it reports a rated
+        discharge power, or has a cap from us)."""
+        stored = self.discharge.rated_w if self.discharge is not None else None
+        if self.protocol != DER_PROTOCOL or not (self.rated_discharge_w or self.discharge is not None):
+            return None
+        return V2xCharger(
+            self.id, self.connected, self.sessions, self.rated_discharge_w or stored, self.discharge
+        )
 
 
 @dataclass(slots=True)
@@ -148,6 +144,7 @@ class SitePlan:
     budget: Budget
     limits: dict[str, float] = field(default_factory=dict)  # charger → planned limit per connector (W)
     charging_w: float = 0.0
+    discharge: DischargePlan | None = None  # V2X chargers' discharge caps (OCPP 2.1 DER control)
 
 
 class SitePlanner:
@@ -178,6 +175,7 @@ class SitePlanner:
         self._max_w: dict[str, float] = {}  # what a charger offers without our limit, once seen
         self._tx_events: dict[tuple[str, str], tuple[bool, float]] = {}  # (charger, tx) → (active, when)
         self._task: asyncio.Task[None] | None = None
+        self._discharge = DischargeControl(sessions, bus, settings.call_timeout)
 
     def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self._run(), name="site-planner")
@@ -262,17 +260,21 @@ class SitePlanner:
         budget = site_budget(site, report, utcnow(), reserve_soc=self._reserve_soc)
         charging = sum(c.charging_w for c in chargers)
         _export_metrics(site_id, report if budget.fresh else None, charging, site.grid_limit_kw, budget)
+        v2x = [v for v in (c.v2x() for c in chargers) if v is not None]
+        discharge = await self._discharge.plan(site, report, v2x, charging, TELEMETRY_MAX_AGE)
         if site.grid_limit_kw is None:
             return None
-        plan = SitePlan(site_id, budget, self._allocate(budget.total_w, chargers), charging)
+        plan = SitePlan(site_id, budget, self._allocate(budget.total_w, chargers), charging, discharge)
         await self._send(site_id, plan.limits, {c.id: c.limit for c in chargers})
         return plan
 
     async def _chargers(self, session: AsyncSession, site_id: str) -> list[ChargerState]:
         rows = (
-            await session.execute(select(Charger.id, Charger.connected).where(Charger.site == site_id))
+            await session.execute(
+                select(Charger.id, Charger.connected, Charger.protocol).where(Charger.site == site_id)
+            )
         ).all()
-        chargers = {cid: ChargerState(cid, bool(connected)) for cid, connected in rows}
+        chargers = {cid: ChargerState(cid, bool(connected), protocol) for cid, connected, protocol in rows}
         if not chargers:
             return []
         ids = list(chargers)
@@ -291,10 +293,15 @@ class SitePlanner:
             chargers[cid].sessions += 1
         for limit in await session.scalars(select(ChargerLimit).where(ChargerLimit.charger_id.in_(ids))):
             chargers[limit.charger_id].limit = limit
+        for cap in await session.scalars(select(DischargeLimit).where(DischargeLimit.charger_id.in_(ids))):
+            chargers[cap.charger_id].discharge = cap
         samples = await session.execute(LATEST_POWER, {"ids": ids, "since": utcnow() - SAMPLE_WINDOW})
         for cid, _connector, tx, measurand, value, sampled_at in samples:
             c = chargers[cid]
             if (cid, tx) not in active:
+                continue
+            if measurand == "Power.Export.Offered":
+                c.rated_discharge_w = max(c.rated_discharge_w or 0.0, value)
                 continue
             if measurand == "Power.Active.Import":
                 c.charging_w += value

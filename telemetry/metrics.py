@@ -154,3 +154,15 @@ SITE_POWER_LIMIT = Gauge(
     "Charging budget the planner shares among the site's chargers",
     ["site"],
 )
+SITE_DISCHARGE_ALLOWANCE = Gauge(
+    "chargeops_site_v2x_discharge_allowance_watts",
+    "Discharge the planner allows the site's bidirectional (OCPP 2.1 DER) chargers; absent while unlimited",
+    ["site"],
+)
+
+# -- DER control (OCPP 2.1, ocpp_gateway.der): labels are the schema's enums, so cardinality is bounded -----
+DER_ALARMS = Counter(
+    "chargeops_der_alarms_total",
+    "DER alarms raised by bidirectional chargers (NotifyDERAlarm, not the endings)",
+    ["control_type", "grid_event_fault"],
+)

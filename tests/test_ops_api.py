@@ -71,7 +71,10 @@ async def test_crew_sees_and_moves_only_its_region(api: tuple[Runtime, httpx.Asy
         ("D-S", "CT-250A"),
     ]
     sites = {s["id"]: s for s in (await client.get("/api/sites")).json()["items"]}
-    assert sites["s1"]["power_budget"] == {"grid_limit_kw": 250} and sites["s1"]["chargers"] == 1
+    assert (
+        sites["s1"]["power_budget"] == {"grid_limit_kw": 250, "grid_export_limit_kw": None}
+        and sites["s1"]["chargers"] == 1
+    )
 
 
 async def test_bad_input_gets_a_json_reason(api: tuple[Runtime, httpx.AsyncClient]) -> None:

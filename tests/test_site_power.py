@@ -68,18 +68,30 @@ class SiteStack:
         r = await self.api.put(f"/api/sites/{SITE}", json=body)
         assert r.status_code == 200, r.text
 
-    async def charger(self, cp_id: str, protocol: str) -> SimulatedCharger:
+    async def charger(self, cp_id: str, protocol: str, **options: Any) -> SimulatedCharger:
         password = "sim-password-1234"
         r = await self.api.post("/api/chargers", json={"id": cp_id, "password": password, "site": SITE})
         assert r.status_code == 201, r.text
         url = f"ws://127.0.0.1:{self.runtime.gateway.port}/ocpp"  # type: ignore[union-attr]
-        cp = SimulatedCharger(
-            cp_id, url, protocol=protocol, password=password, env=self.env, max_power_w=22_000
-        )
+        options = {"max_power_w": 22_000, **options}
+        cp = SimulatedCharger(cp_id, url, protocol=protocol, password=password, env=self.env, **options)
         self.chargers.append(cp)
         await cp.start()
         await cp.wait_until_accepted(10)
         return cp
+
+    def controller(self, **options: Any) -> SiteController:
+        """The site's simulated controller at night (no PV), 3 kW of other load, reporting through the API
+        every 0.5 s; `charging_w` is what the simulated chargers draw."""
+        defaults: dict[str, Any] = {"pv_peak_w": 20_000, "base_load_w": 3000, "start_hour": 0.0, "seed": 7}
+        return SiteController(
+            SITE,
+            charging_w=lambda: sum(c.power_w for cp in self.chargers for c in cp.connectors),
+            api_url=str(self.api.base_url),
+            api_token="test-admin-token",
+            interval=0.5,
+            **(defaults | options),
+        )
 
     async def limits(self) -> dict[str, ChargerLimit]:
         async with self.runtime.sessions() as s:
@@ -184,20 +196,8 @@ async def test_site_stays_under_its_grid_limit(site_stack: SiteStack) -> None:
     cps = [
         await stack.charger(f"SITE-{n}", proto) for n, proto in enumerate(("ocpp1.6", "ocpp2.0.1", "ocpp1.6"))
     ]
-    controller = SiteController(
-        SITE,
-        pv_peak_w=20_000,
-        storage_wh=20_000,
-        storage_max_w=10_000,
-        soc=5.0,  # empty: nothing to discharge, so the grid carries the whole load
-        base_load_w=3000,
-        start_hour=0.0,
-        charging_w=lambda: sum(c.power_w for cp in cps for c in cp.connectors),
-        api_url=str(stack.api.base_url),
-        api_token="test-admin-token",
-        interval=0.5,
-        seed=7,
-    )
+    # the storage is empty: nothing to discharge, so the grid carries the whole load
+    controller = stack.controller(storage_wh=20_000, storage_max_w=10_000, soc=5.0)
     reporting = asyncio.create_task(controller.run())
     try:
 

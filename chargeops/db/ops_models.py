@@ -53,6 +53,7 @@ class Site(Base):
     pv_peak_kw: Mapped[float | None] = mapped_column(Float)
     storage_kwh: Mapped[float | None] = mapped_column(Float)
     storage_max_kw: Mapped[float | None] = mapped_column(Float)
+    grid_export_limit_kw: Mapped[float | None] = mapped_column(Float)  # most the site may feed into the grid
 
 
 class Part(Base):
@@ -315,4 +316,18 @@ class ChargerLimit(Base):
     site_id: Mapped[str] = mapped_column(String(64), index=True)
     limit_w: Mapped[float] = mapped_column(Float)
     status: Mapped[str] = mapped_column(String(16))  # Accepted, Rejected, error, pending
+    sent_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class DischargeLimit(Base):
+    """The discharge cap the site planner last gave a bidirectional OCPP 2.1 charger (LimitMaxDischarge, %
+    of its rated discharge power) and the charger's answer; the row goes when the cap is cleared."""
+
+    __tablename__ = "discharge_limits"
+
+    charger_id: Mapped[str] = mapped_column(String(48), primary_key=True)
+    site_id: Mapped[str] = mapped_column(String(64), index=True)
+    pct: Mapped[float] = mapped_column(Float)
+    rated_w: Mapped[float | None] = mapped_column(Float)  # the charger's rated discharge power, as reported
+    status: Mapped[str] = mapped_column(String(16))  # Accepted, Rejected, NotSupported, timeout, ...
     sent_at: Mapped[datetime] = mapped_column(default=utcnow)

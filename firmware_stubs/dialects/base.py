@@ -140,6 +140,14 @@ class Dialect(ABC):
 
         cp.emit("DataTransfer", request, transactional=True, on_result=answered)
 
+    def der_alarm(self, cp: SimulatedCharger, control_type: str, fault: str, *, ended: bool) -> None:
+        """A grid event raised or ended. Only OCPP 2.1 has DER messages; before it the event stays local."""
+        return None
+
+    def der_tick(self, cp: SimulatedCharger) -> None:
+        """Report scheduled DER controls that started or ended (OCPP 2.1 only)."""
+        return None
+
     # ---------------------------------------------- CSMS calls identical in 1.6(+security) and 2.0.1
     def on_ClearCache(self, cp: SimulatedCharger, p: Payload) -> Payload:
         cp.clear_cache()

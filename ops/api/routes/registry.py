@@ -31,7 +31,7 @@ def _site(s: Site, chargers: int) -> dict[str, Any]:
         "address": s.address,
         "latitude": s.latitude,
         "longitude": s.longitude,
-        "power_budget": {"grid_limit_kw": s.grid_limit_kw},
+        "power_budget": {"grid_limit_kw": s.grid_limit_kw, "grid_export_limit_kw": s.grid_export_limit_kw},
         "chargers": chargers,
     }
 

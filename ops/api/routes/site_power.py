@@ -9,12 +9,13 @@ from fastapi import APIRouter, Path
 from sqlalchemy import select
 
 from chargeops.db.engine import stored_iso
-from chargeops.db.ops_models import ChargerLimit, Site, SiteTelemetry
+from chargeops.db.ops_models import ChargerLimit, DischargeLimit, Site, SiteTelemetry
 from chargeops.events import utcnow
 from ops.api.auth import Operator, Viewer
 from ops.api.context import Db
 from ops.api.errors import ApiError, documented
-from ops.site_power import site_budget
+from ops.site_discharge import discharge_allowance
+from ops.site_power import TELEMETRY_MAX_AGE, site_budget
 from telemetry.site_telemetry import SiteReport, UnknownSite, store_report
 
 router = APIRouter(prefix="/api/sites", tags=["site power"], responses=documented(401, 403, 404, 422))
@@ -34,7 +35,8 @@ async def post_telemetry(site_id: SiteIdPath, report: SiteReport, db: Db) -> dic
 
 @router.get("/{site_id}/power", dependencies=[Viewer])
 async def site_power(site_id: SiteIdPath, db: Db) -> dict[str, Any]:
-    """The latest telemetry, the charging budget computed from it and the limit each charger was given."""
+    """The latest telemetry, the charging budget computed from it and the limit each charger was given; the
+    discharge its bidirectional (OCPP 2.1) chargers may give and the cap each one was given."""
     site = await db.get(Site, site_id)
     if site is None:
         raise ApiError(404, "not_found", f"no site {site_id}")
@@ -47,7 +49,12 @@ async def site_power(site_id: SiteIdPath, db: Db) -> dict[str, Any]:
     limits = await db.scalars(
         select(ChargerLimit).where(ChargerLimit.site_id == site_id).order_by(ChargerLimit.charger_id)
     )
+    caps = await db.scalars(
+        select(DischargeLimit).where(DischargeLimit.site_id == site_id).order_by(DischargeLimit.charger_id)
+    )
     budget = site_budget(site, report, utcnow()) if site.grid_limit_kw is not None else None
+    charging = (report.charging_w or 0.0) if report is not None else 0.0
+    allowance = discharge_allowance(site, report, utcnow(), charging, TELEMETRY_MAX_AGE)
     return {
         "site": site_id,
         "grid_limit_kw": site.grid_limit_kw,
@@ -81,4 +88,19 @@ async def site_power(site_id: SiteIdPath, db: Db) -> dict[str, Any]:
             }
             for lim in limits
         ],
+        "discharge": {
+            "grid_export_limit_kw": site.grid_export_limit_kw,
+            "allowance_w": allowance.watts,
+            "reason": allowance.reason,
+            "caps": [
+                {
+                    "charger_id": cap.charger_id,
+                    "pct": cap.pct,
+                    "rated_w": cap.rated_w,
+                    "status": cap.status,
+                    "sent_at": stored_iso(cap.sent_at),
+                }
+                for cap in caps
+            ],
+        },
     }
