@@ -9,7 +9,9 @@ end-to-end lag p99 < 2 s at 10,000 rows/s). Prints one JSON document.
     what was stored. (b) MQTT → Postgres: a `chargeops serve --roles ingest` subprocess on a fresh database
     and a unique topic root, on a private Mosquitto configured like docker/mosquitto (no in-flight cap, no
     queue limit: a stock broker caps ingest at 20 unacked messages and drops beyond 1000 queued); a paho
-    publisher sends meter-value events (10 samples each) at a fixed rate and then as fast as it can. The
+    publisher sends meter-value events (10 samples each) at a fixed rate, one per message (a gateway that is
+    not busy sends each event on its own), and then as fast as it can with 1, 10 and 50 events per message
+    (`--per-message`: a busy gateway sends what one event-loop iteration published as one message). The
     flat-out payloads are encoded before the clock starts (encoding is the gateway's cost, not ingest's),
     so `publish_rows_per_s` well above `stored_rows_per_s` shows the publisher was not the limit.
     Lag = commit time − publish time, taken two ways: the ingest's own
@@ -38,7 +40,6 @@ from typing import Any
 
 import asyncpg
 import httpx
-import orjson
 import paho.mqtt.client as mqtt
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
@@ -48,6 +49,7 @@ from chargeops.db.engine import make_engine, make_sessionmaker
 from chargeops.db.migrate import upgrade
 from chargeops.events import Event, MeterValues, Sample
 from telemetry.ingest import store_events
+from telemetry.mqtt_bus import encode_batches
 from telemetry.rollups import run_rollups
 from tests.test_pipeline_exactly_once import PrivateMosquitto
 
@@ -128,22 +130,6 @@ async def bench_store(url: str, batch_events: list[int], rounds: int, chargers: 
     return out
 
 
-def encode(ev: Event) -> bytes:
-    """`Event.to_json` without its `asdict` deep copy (~25x faster, same bytes): so the flat-out publisher
-    can outrun ingest on the same two CPUs."""
-    return orjson.dumps(
-        {
-            "v": 1,
-            "event_id": ev.event_id,
-            "kind": ev.kind.value,
-            "charger_id": ev.charger_id,
-            "reported_at": ev.reported_at,
-            "received_at": ev.received_at,
-            "data": ev.body,
-        }
-    )
-
-
 class Publisher:
     """A paho MQTT 5 client in its own thread, QoS 1, unlimited in flight; counts PUBACKs.
 
@@ -168,8 +154,8 @@ class Publisher:
         with self._lock:
             self.acked += 1
 
-    def send(self, charger_id: str, payload: bytes) -> None:
-        self.client.publish(f"{self.root}/v1/events/{charger_id}/meter_values", payload, qos=1)
+    def send(self, payload: bytes) -> None:
+        self.client.publish(f"{self.root}/v2/events/bench", payload, qos=1)
 
     def close(self) -> None:
         self.client.loop_stop()
@@ -233,9 +219,17 @@ def _sum_count(text: str, name: str) -> tuple[float, float]:
 
 
 async def _run_phase(
-    pub: Publisher, dsn: str, metrics_url: str, events: int, rate: float | None, chargers: int, offset: int
+    pub: Publisher,
+    dsn: str,
+    metrics_url: str,
+    events: int,
+    rate: float | None,
+    chargers: int,
+    offset: int,
+    per_message: int = 1,
 ) -> dict[str, Any]:
-    """Publish `events` (at `rate` events/s, or flat out) and poll the table until all are stored."""
+    """Publish `events` (at `rate` events/s one per message, or flat out `per_message` per message) and poll
+    the table until all are stored."""
     db = await asyncpg.connect(dsn)
     before = await _scrape(metrics_url)
     text0 = await _metrics_text(metrics_url)
@@ -252,25 +246,26 @@ async def _run_phase(
                 stop.set()
             await asyncio.sleep(0.05)
 
-    ready: list[tuple[str, bytes]] = []
+    ready: list[tuple[bytes, int]] = []
     if rate is None:  # flat out: encoded beforehand, stamped with the start of publishing
         stamp = datetime.now(UTC)
-        ready = [
-            (e.charger_id, encode(e))
-            for e in (meter_event(offset + i, chargers, stamp) for i in range(events))
-        ]
+        for i in range(0, events, per_message):
+            n = min(per_message, events - i)
+            ready += encode_batches([meter_event(offset + i + k, chargers, stamp) for k in range(n)])
     poller = asyncio.create_task(poll())
     started = time.time()
-    for i in range(events):
-        if rate is not None:
+    if rate is not None:  # one event per message: what a gateway sends when it is not busy
+        for i in range(events):
             delay = started + i / rate - time.time()
             if delay > 0:
                 await asyncio.sleep(delay)
-            ev = meter_event(offset + i, chargers, datetime.now(UTC))
-            pub.send(ev.charger_id, encode(ev))
-        else:
-            pub.send(*ready[i])
-        published.append(time.time())
+            [(payload, _)] = encode_batches([meter_event(offset + i, chargers, datetime.now(UTC))])
+            pub.send(payload)
+            published.append(time.time())
+    else:
+        for payload, n in ready:
+            pub.send(payload)
+            published += [time.time()] * n
     publish_s = time.time() - started
     try:
         await asyncio.wait_for(stop.wait(), timeout=max(60.0, events / 500))
@@ -293,6 +288,7 @@ async def _run_phase(
     done_at = next((at for at, n in polls if n >= stored), polls[-1][0])
     delta = {le: after.get(le, 0.0) - before.get(le, 0.0) for le in after}
     return {
+        "events_per_message": 1 if rate is not None else per_message,
         "events_published": events,
         "events_stored": stored,
         "rows_stored": stored * SAMPLES_PER_EVENT,
@@ -310,10 +306,8 @@ async def _run_phase(
 
 
 async def bench_mqtt(
-    url: str, rate_rows: int, seconds: float, max_events: int, chargers: int
+    url: str, rate_rows: int, seconds: float, max_events: int, chargers: int, per_message: list[int]
 ) -> dict[str, Any]:
-    probe = meter_event(0, chargers, datetime.now(UTC))
-    assert encode(probe) == probe.to_json(), "bench encoding drifted from Event.to_json"
     root = f"bench-{uuid.uuid4().hex[:8]}"
     node = f"bench-{uuid.uuid4().hex[:8]}"
     port = free_port()
@@ -342,7 +336,12 @@ async def bench_mqtt(
         fixed = await _run_phase(
             pub, dsn, metrics_url, int(rate_events * seconds), rate_events, chargers, offset=0
         )
-        flat_out = await _run_phase(pub, dsn, metrics_url, max_events, None, chargers, offset=10_000_000)
+        flat_out = {
+            f"{k}_events_per_message": await _run_phase(
+                pub, dsn, metrics_url, max_events, None, chargers, offset=10_000_000 * (j + 1), per_message=k
+            )
+            for j, k in enumerate(per_message)
+        }
     finally:
         pub.close()
         proc.terminate()
@@ -372,7 +371,12 @@ def main() -> None:
     parser.add_argument("--chargers", type=int, default=1000)
     parser.add_argument("--rate", type=int, default=10_000, help="rows/s for the fixed-rate MQTT phase")
     parser.add_argument("--seconds", type=float, default=20.0, help="length of the fixed-rate phase")
-    parser.add_argument("--max-events", type=int, default=50_000, help="events for the flat-out phase")
+    parser.add_argument("--max-events", type=int, default=100_000, help="events per flat-out run")
+    parser.add_argument(
+        "--per-message",
+        default="1,10,50",
+        help="events per MQTT message in the flat-out runs (a gateway sends one loop iteration's events)",
+    )
     parser.add_argument("--skip-mqtt", action="store_true")
     parser.add_argument(
         "--mqtt-port",
@@ -391,7 +395,14 @@ def main() -> None:
             MQTT_PORT = args.mqtt_port or stack.enter_context(private_broker())
             url = stack.enter_context(database())
             result["mqtt_to_postgres"] = asyncio.run(
-                bench_mqtt(url, args.rate, args.seconds, args.max_events, args.chargers)
+                bench_mqtt(
+                    url,
+                    args.rate,
+                    args.seconds,
+                    args.max_events,
+                    args.chargers,
+                    [int(k) for k in args.per_message.split(",")],
+                )
             )
     print(json.dumps(result, indent=2))
 

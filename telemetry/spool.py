@@ -21,8 +21,11 @@ from pathlib import Path
 from typing import Any
 
 _SCHEMA = (
-    "CREATE TABLE IF NOT EXISTS spool (id INTEGER PRIMARY KEY, topic TEXT NOT NULL, payload BLOB NOT NULL)"
+    "CREATE TABLE IF NOT EXISTS spool (id INTEGER PRIMARY KEY, topic TEXT NOT NULL, payload BLOB NOT NULL,"
+    " events INTEGER NOT NULL DEFAULT 1)"
 )
+# A message carries a batch of events; what the spool bounds is events.
+Message = tuple[str, bytes, int]  # topic, payload, events in it
 
 
 class SpoolFull(ConnectionError):
@@ -32,14 +35,14 @@ class SpoolFull(ConnectionError):
 
 
 class Spool:
-    """FIFO of `(topic, payload)` messages in one SQLite file, at most `max_events` of them."""
+    """FIFO of `(topic, payload, events)` messages in one SQLite file, at most `max_events` events in all."""
 
     def __init__(self, path: Path, max_events: int) -> None:
         self.path = path
         self.max_events = max_events
         self._db: sqlite3.Connection | None = None
         self._count = 0  # rows on disk plus rows being appended: what `max_events` bounds
-        self._pending: deque[tuple[list[tuple[str, bytes]], asyncio.Future[None]]] = deque()
+        self._pending: deque[tuple[list[Message], asyncio.Future[None]]] = deque()
         self._flusher: asyncio.Task[None] | None = None
         self._pool = ThreadPoolExecutor(1, thread_name_prefix="mqtt-spool")
         self._wake = asyncio.Event()
@@ -59,8 +62,10 @@ class Spool:
         db.execute("PRAGMA journal_mode=WAL")
         db.execute("PRAGMA synchronous=FULL")  # WAL + FULL: the WAL is fsync'ed at every commit
         db.execute(_SCHEMA)
+        if "events" not in {row[1] for row in db.execute("PRAGMA table_info(spool)")}:  # a v1 gateway's file
+            db.execute("ALTER TABLE spool ADD COLUMN events INTEGER NOT NULL DEFAULT 1")
         self._db = db
-        return int(db.execute("SELECT count(*) FROM spool").fetchone()[0])
+        return int(db.execute("SELECT coalesce(sum(events), 0) FROM spool").fetchone()[0])
 
     async def close(self) -> None:
         """Stop accepting; appends not yet committed fail (their callers answer InternalError)."""
@@ -70,7 +75,7 @@ class Spool:
             self._flusher = None
         while self._pending:
             items, fut = self._pending.popleft()
-            self._count -= len(items)
+            self._count -= _events(items)
             if not fut.done():
                 fut.set_exception(ConnectionError("spool closed"))
         if self._db is not None:
@@ -81,13 +86,14 @@ class Spool:
     def __len__(self) -> int:
         return self._count
 
-    async def append(self, items: list[tuple[str, bytes]]) -> None:
+    async def append(self, items: list[Message]) -> None:
         """Returns once the messages are on disk; raises `SpoolFull` at once if they do not fit."""
         if self._flusher is None:
             raise ConnectionError("spool not open")
-        if self._count + len(items) > self.max_events:
+        events = _events(items)
+        if self._count + events > self.max_events:
             raise SpoolFull(f"event spool full ({self._count} of {self.max_events} events)")
-        self._count += len(items)
+        self._count += events
         fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._pending.append((items, fut))
         self._wake.set()
@@ -105,7 +111,7 @@ class Spool:
                 await self._run(self._insert, rows)
             except sqlite3.Error as exc:
                 for items, fut in batch:
-                    self._count -= len(items)
+                    self._count -= _events(items)
                     if not fut.done():
                         fut.set_exception(ConnectionError(f"event spool write failed: {exc}"))
                 continue
@@ -114,26 +120,30 @@ class Spool:
                     fut.set_result(None)
             self.committed.set()
 
-    def _insert(self, rows: list[tuple[str, bytes]]) -> None:
+    def _insert(self, rows: list[Message]) -> None:
         assert self._db is not None
         with self._db:  # one transaction, one fsync
             self._db.execute("BEGIN IMMEDIATE")
-            self._db.executemany("INSERT INTO spool (topic, payload) VALUES (?, ?)", rows)
+            self._db.executemany("INSERT INTO spool (topic, payload, events) VALUES (?, ?, ?)", rows)
 
-    async def head(self, limit: int) -> list[tuple[int, str, bytes]]:
-        """The oldest `limit` committed messages as `(id, topic, payload)`."""
+    async def head(self, limit: int) -> list[tuple[int, str, bytes, int]]:
+        """The oldest `limit` committed messages as `(id, topic, payload, events)`."""
         return await self._run(self._head, limit)  # type: ignore[no-any-return]
 
-    def _head(self, limit: int) -> list[tuple[int, str, bytes]]:
+    def _head(self, limit: int) -> list[tuple[int, str, bytes, int]]:
         assert self._db is not None
-        query = "SELECT id, topic, payload FROM spool ORDER BY id LIMIT ?"
+        query = "SELECT id, topic, payload, events FROM spool ORDER BY id LIMIT ?"
         return self._db.execute(query, (limit,)).fetchall()
 
     async def remove(self, upto: int, count: int) -> None:
-        """Forget the messages up to id `upto` (`count` of them): the broker has them now."""
+        """Forget the messages up to id `upto` (`count` events in them): the broker has them now."""
         await self._run(self._remove, upto)
         self._count -= count
 
     def _remove(self, upto: int) -> None:
         assert self._db is not None
         self._db.execute("DELETE FROM spool WHERE id <= ?", (upto,))
+
+
+def _events(items: list[Message]) -> int:
+    return sum(n for _, _, n in items)

@@ -10,6 +10,7 @@ import asyncio
 import os
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import time
@@ -136,8 +137,78 @@ async def test_events_reach_a_durable_subscriber_in_another_bus_exactly_as_sent(
     sent = sample_events(30)
     await gateway.publish(sent)
     await until(lambda: len(got.events) == len(sent))
-    assert sorted(e.to_json() for e in got.events) == sorted(e.to_json() for e in sent)
+    assert sorted(orjson.dumps(e.to_doc()) for e in got.events) == sorted(
+        orjson.dumps(e.to_doc()) for e in sent
+    )
     assert {e.event_id: e for e in got.events} == {e.event_id: e for e in sent}
+
+
+async def test_what_one_loop_iteration_publishes_goes_out_as_one_message(buses: Buses) -> None:
+    gateway = await buses.start("gw/a")
+    messages: list[tuple[str, list[dict[str, Any]]]] = []
+    async with aiomqtt.Client("127.0.0.1", 1883, protocol=aiomqtt.ProtocolVersion.V5) as raw:
+        await raw.subscribe(f"{buses.root}/v2/events/#", qos=1)
+
+        async def read() -> None:
+            async for msg in raw.messages:
+                doc = orjson.loads(msg.payload)  # type: ignore[arg-type]
+                assert doc["v"] == 2
+                messages.append((str(msg.topic), doc["events"]))
+
+        reader = asyncio.create_task(read())
+        sent = sample_events(60)
+        await asyncio.gather(*(gateway.publish([ev]) for ev in sent))  # 60 callers, one iteration
+        await gateway.publish(sent[:1])  # a caller on its own: its own message, at once
+        await until(lambda: sum(len(events) for _, events in messages) == 61)
+        reader.cancel()
+    assert [topic for topic, _ in messages] == [f"{buses.root}/v2/events/gw%2Fa"] * 2
+    # every kind in one message, in the order the callers published
+    assert [doc["event_id"] for doc in messages[0][1]] == [ev.event_id for ev in sent]
+    assert [doc["event_id"] for doc in messages[1][1]] == [sent[0].event_id]
+
+
+async def test_an_undecodable_message_or_event_is_dropped_and_the_rest_stored(buses: Buses) -> None:
+    ingest = await buses.start("ingest-a")
+    got = Collector()
+    ingest.subscribe(got, durable=True)
+    await asyncio.wait_for(ingest.durable_ready.wait(), 5)
+    good = sample_events(2)
+    topic = f"{buses.root}/v2/events/meter_values"
+    async with aiomqtt.Client("127.0.0.1", 1883, protocol=aiomqtt.ProtocolVersion.V5) as raw:
+        await raw.publish(topic, b"not json", qos=1)
+        await raw.publish(topic, orjson.dumps({"v": 2, "events": "nope"}), qos=1)
+        broken = {**good[0].to_doc(), "kind": "no_such_kind"}
+        await raw.publish(topic, orjson.dumps({"v": 2, "events": [broken, good[1].to_doc()]}), qos=1)
+    await until(lambda: len(got.events) == 1)
+    await asyncio.sleep(0.2)
+    assert [e.event_id for e in got.events] == [good[1].event_id]
+
+
+async def test_a_spool_left_by_a_v1_gateway_is_sent_in_the_v2_format(buses: Buses, tmp_path: Path) -> None:
+    """Upgrading a gateway while its spool holds v1 messages (one event each, `v1/events/{cp}/{kind}`)."""
+    sent = sample_events(5)
+    gateway = await buses.start("gw-a")
+    spool_path = gateway.spool_path
+    await gateway.close()
+    db = sqlite3.connect(spool_path)
+    db.execute("CREATE TABLE spool (id INTEGER PRIMARY KEY, topic TEXT NOT NULL, payload BLOB NOT NULL)")
+    db.executemany(
+        "INSERT INTO spool (topic, payload) VALUES (?, ?)",
+        [
+            (f"{buses.root}/v1/events/{ev.charger_id}/{ev.kind.value}", orjson.dumps(ev.to_doc()))
+            for ev in sent
+        ],
+    )
+    db.commit()
+    db.close()
+    ingest = await buses.start("ingest-a")
+    got = Collector()
+    ingest.subscribe(got, durable=True)
+    await asyncio.wait_for(ingest.durable_ready.wait(), 5)
+    gateway = await buses.start("gw-a")
+    await until(lambda: len(got.events) == len(sent))
+    assert {e.event_id: e for e in got.events} == {e.event_id: e for e in sent}
+    await until(lambda: gateway.spool is not None and len(gateway.spool) == 0)
 
 
 async def test_a_non_durable_listener_sees_every_event(buses: Buses) -> None:
@@ -145,7 +216,7 @@ async def test_a_non_durable_listener_sees_every_event(buses: Buses) -> None:
     got = Collector()
     listener.subscribe(got)
     gateway = await buses.start("gw-a")
-    await until(lambda: f"{buses.root}/v1/events/#" in listener._subscribed)
+    await until(lambda: f"{buses.root}/v2/events/#" in listener._subscribed)
     sent = sample_events(10)
     await gateway.publish(sent)
     await until(lambda: len(got.events) == len(sent))
