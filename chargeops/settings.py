@@ -65,6 +65,12 @@ class Settings(BaseSettings):
     spool_max_events: int = Field(
         default=1_000_000, description="events the gateway spools; beyond it calls get InternalError"
     )
+    bus_linger_ms: float = Field(
+        default=2.0,
+        ge=0,
+        le=1000,
+        description="ms a gateway holds events to send more per MQTT message (0: one event-loop iteration)",
+    )
     sample_retention_days: int = Field(
         default=90, description="days of raw meter samples and 1-minute rollups kept"
     )

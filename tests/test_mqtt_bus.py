@@ -143,7 +143,7 @@ async def test_events_reach_a_durable_subscriber_in_another_bus_exactly_as_sent(
     assert {e.event_id: e for e in got.events} == {e.event_id: e for e in sent}
 
 
-async def test_what_one_loop_iteration_publishes_goes_out_as_one_message(buses: Buses) -> None:
+async def test_what_callers_publish_together_goes_out_as_one_message(buses: Buses) -> None:
     gateway = await buses.start("gw/a")
     messages: list[tuple[str, list[dict[str, Any]]]] = []
     async with aiomqtt.Client("127.0.0.1", 1883, protocol=aiomqtt.ProtocolVersion.V5) as raw:
@@ -157,7 +157,7 @@ async def test_what_one_loop_iteration_publishes_goes_out_as_one_message(buses: 
 
         reader = asyncio.create_task(read())
         sent = sample_events(60)
-        await asyncio.gather(*(gateway.publish([ev]) for ev in sent))  # 60 callers, one iteration
+        await asyncio.gather(*(gateway.publish([ev]) for ev in sent))  # 60 callers at once
         await gateway.publish(sent[:1])  # a caller on its own: its own message, at once
         await until(lambda: sum(len(events) for _, events in messages) == 61)
         reader.cancel()
