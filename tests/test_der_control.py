@@ -8,17 +8,34 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Awaitable, Callable
+from datetime import timedelta
 from typing import Any
 
+import pytest
+from ocpp.charge_point import snake_to_camel_case
+from prometheus_client import REGISTRY
 from sqlalchemy import func, select
 
-from chargeops.db.models import MeterSample
-from chargeops.db.ops_models import DischargeLimit, SiteTelemetry
-from chargeops.events import utcnow
+from chargeops.db.models import MeterSample, StoredEvent
+from chargeops.db.ops_models import DischargeLimit, Site, SiteTelemetry
+from chargeops.events import DerAlarm, Event, utcnow
 from firmware_stubs import EV, SimulatedCharger
+from firmware_stubs.der import DerControls
 from ocpp_gateway.der import (
+    CLEAR_DER_CONTROL,
+    GET_DER_CONTROLS,
     PLANNER_CONTROL_ID,
+    SET_DER_CONTROL,
+    SET_DISCHARGE_LIMIT,
+    Unsupported,
+    reported_controls,
 )
+from ocpp_gateway.limits import to_ocpp
+from ocpp_gateway.rpc import RpcError, validate
+from ocpp_gateway.versions import V16, V21, V201
+from ops.rules import load_rules, observations
+from ops.site_discharge import V2xCharger, discharge_allowance, discharge_caps
 from tests import test_site_power
 from tests.test_site_power import SITE, SiteStack, until
 
@@ -140,3 +157,306 @@ async def test_planner_caps_v2x_discharge_with_der_control(site_stack: SiteStack
 
 async def _gone(stack: SiteStack, cp_id: str) -> bool:
     return await _cap(stack, cp_id) is None
+
+
+async def test_der_controls_api_start_stop_and_alarm_ticket(site_stack: SiteStack) -> None:
+    """The operator's DER-control API against a simulated V2X 2.1 charger: a default cap it obeys, a
+    scheduled control that starts and ends (NotifyDERStartStop), the list as the charger reports it, clearing,
+    bad input refused with a JSON reason; a grid event trips the discharge, raises a ticket and clears it when
+    it ends."""
+    stack = site_stack
+    api = stack.api
+    await stack.site(30)
+    assert (await api.put("/api/id-tokens/DRIVER1", json={"status": "Accepted"})).status_code == 201
+    v2x = await stack.charger("V2X-2", "ocpp2.1", max_power_w=11_000, max_discharge_w=RATED_W)
+    old = await stack.charger("SITE16-2", "ocpp1.6")
+    url = f"/api/chargers/{v2x.id}/der-controls"
+
+    async def exporting(watts: float) -> bool:
+        return abs(v2x.connectors[1].export_w - watts) <= 1
+
+    cap = {
+        "control_id": "dso-cap",
+        "control_type": "LimitMaxDischarge",
+        "settings": {"pctMaxDischargePower": 50},
+    }
+    r = await api.post(url, json=cap)
+    assert r.status_code == 201 and r.json() == {
+        "charger_id": v2x.id,
+        "control_id": "dso-cap",
+        "status": "Accepted",
+    }
+    await v2x.plug_in(1, "DRIVER1", ev=EV(capacity_wh=80_000, soc=90.0, discharge_w=RATED_W))
+    await until(lambda: exporting(5000.0), what="the EV discharging at 50 % of 10 kW")
+
+    droop = {"overFreq": 50.2, "underFreq": 49.8, "overDroop": 5, "underDroop": 5, "responseTime": 1}
+    start = utcnow() + timedelta(seconds=1)
+    scheduled = {
+        "control_id": "droop-1",
+        "control_type": "FreqDroop",
+        "is_default": False,
+        "priority": 1,
+        "start_time": start.isoformat(),
+        "duration_s": 1.5,
+        "settings": droop,
+    }
+    assert (await api.post(url, json=scheduled)).status_code == 201
+    listed = (await api.get(url, params={"is_default": "false"})).json()["items"]
+    assert listed == [
+        {
+            "control_id": "droop-1",
+            "control_type": "FreqDroop",
+            "is_default": False,
+            "superseded": False,
+            "priority": 1,
+            "start_time": listed[0]["start_time"],
+            "duration_s": 1.5,
+            "settings": droop,
+        }
+    ]
+
+    async def start_stop() -> list[tuple[str, bool]]:
+        async with stack.runtime.sessions() as s:
+            rows = await s.scalars(
+                select(StoredEvent)
+                .where(StoredEvent.charger_id == v2x.id, StoredEvent.kind == "der_control_start_stop")
+                .order_by(StoredEvent.reported_at)
+            )
+            return [(e.data["control_id"], e.data["started"]) for e in rows.all()]
+
+    await until(lambda: _equals(start_stop, [("droop-1", True), ("droop-1", False)]), 15, "droop-1 ran")
+
+    r = await api.get(url, params={"control_type": "LimitMaxDischarge"})
+    assert r.status_code == 200, r.text
+    assert [(c["control_id"], c["is_default"], c["priority"], c["settings"]) for c in r.json()["items"]] == [
+        ("dso-cap", True, 0, {"pctMaxDischargePower": 50})
+    ]
+
+    bad_inputs: list[tuple[dict[str, Any], int, str]] = [
+        ({"control_type": "Bogus"}, 422, "invalid_request"),
+        (cap | {"priority": -1}, 422, "invalid_request"),
+        (cap | {"settings": {"pctMaxDischargePower": "half"}}, 422, "invalid_payload"),  # the 2.1 schema
+        (cap | {"settings": {"pctMaxDischargePower": 150}}, 409, "der_control_rejected"),  # the charger
+        (scheduled | {"start_time": None}, 409, "der_control_rejected"),
+        ({"control_type": "VoltVar", "settings": {"yUnit": "PctMaxVar", "curveData": [{"x": 1, "y": 2}]}},
+         409, "der_not_supported"),
+    ]  # fmt: skip
+    for body, status, code in bad_inputs:
+        r = await api.post(url, json=body)
+        assert r.status_code == status and r.json()["error"] == code, (body, r.text)
+        assert set(r.json()) >= {"error", "detail"}
+    r = await api.post(f"/api/chargers/{old.id}/der-controls", json=cap)
+    assert r.status_code == 409 and r.json()["error"] == "der_not_supported", r.text
+    assert "2.1" in r.json()["detail"]
+    assert (await api.post("/api/chargers/NOPE/der-controls", json=cap)).status_code == 404
+
+    r = await api.delete(f"{url}/dso-cap")
+    assert r.status_code == 200 and r.json()["status"] == "Accepted", r.text
+    await until(lambda: exporting(RATED_W), what="the cap gone: full discharge again")
+    assert (await api.get(url, params={"control_type": "LimitMaxDischarge"})).json()["items"] == []
+    again = await api.delete(f"{url}/dso-cap")
+    assert again.status_code == 404 and again.json()["error"] == "not_found"
+
+    alarms = {"control_type": "HVMustTrip", "grid_event_fault": "OverVoltage"}
+    before = REGISTRY.get_sample_value("chargeops_der_alarms_total", alarms) or 0.0
+    v2x.grid_event("OverVoltage")
+    await until(lambda: exporting(0.0), what="discharge tripped")
+
+    async def ticket() -> dict[str, Any] | None:
+        items = (await api.get("/api/tickets", params={"charger_id": v2x.id})).json()["items"]
+        return next((t for t in items if t["rule"] == "der-grid-alarm"), None)
+
+    await until(lambda: _has(ticket), 15, "a ticket for the DER alarm")
+    raised = await ticket()
+    assert raised is not None and raised["status"] == "open" and raised["cleared_at"] is None
+    assert raised["fault"]["code"] == "OverVoltage" and raised["fault"]["component"] == "HVMustTrip"
+    assert REGISTRY.get_sample_value("chargeops_der_alarms_total", alarms) == before + 1
+    v2x.end_grid_event("OverVoltage")
+    await until(lambda: _cleared(ticket), 15, "the ticket cleared by alarmEnded")
+    await until(lambda: exporting(RATED_W), what="discharge resumed")
+    assert (
+        REGISTRY.get_sample_value("chargeops_der_alarms_total", alarms) == before + 1
+    )  # endings not counted
+
+
+async def _equals(get: Callable[[], Awaitable[Any]], expected: Any) -> bool:
+    return await get() == expected
+
+
+async def _has(get: Callable[[], Awaitable[Any]]) -> bool:
+    return await get() is not None
+
+
+async def _cleared(get: Callable[[], Awaitable[dict[str, Any] | None]]) -> bool:
+    found = await get()
+    return found is not None and found["cleared_at"] is not None
+
+
+FIXED_PF = {"priority": 2, "displacement": 0.95, "excitation": True}
+NEUTRAL_CONTROLS: list[dict[str, Any]] = [
+    {"control_id": "a", "control_type": "LimitMaxDischarge", "settings": {"pctMaxDischargePower": 40}},
+    {"control_id": "b", "control_type": "FixedPFAbsorb", "priority": 2, "settings": FIXED_PF},
+    {"control_id": "c", "control_type": "FixedPFInject", "is_default": False,
+     "start_time": "2030-01-01T00:00:00Z", "duration_s": 600, "settings": FIXED_PF},
+    {"control_id": "d", "control_type": "VoltWatt",
+     "settings": {"yUnit": "PctMaxW", "curveData": [{"x": 106, "y": 100}, {"x": 110, "y": 0}]}},
+    {"control_id": "e", "control_type": "Gradients", "settings": {"gradient": 10, "softGradient": 5}},
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("neutral", NEUTRAL_CONTROLS, ids=lambda c: c["control_type"])
+def test_der_payloads_are_what_the_21_schema_says(neutral: dict[str, Any]) -> None:
+    """Every SetDERControl we send validates against the 2.1 schema and carries its setting under the
+    schema's own name; the `ocpp` 2.1.0 library's snake→camel conversion would misspell the fixedPF ones."""
+    action, payload = to_ocpp(V21, SET_DER_CONTROL, neutral)
+    assert action == "SetDERControl"
+    validate(V21, action, payload, response=False, unique_id="t")
+    field = {"FixedPFAbsorb": "fixedPFAbsorb", "FixedPFInject": "fixedPFInject", "VoltWatt": "curve"}.get(
+        neutral["control_type"], neutral["control_type"][0].lower() + neutral["control_type"][1:].rstrip("s")
+    )
+    assert set(payload) == {"isDefault", "controlId", "controlType", field}
+    assert payload[field]["priority"] == neutral.get("priority", 0)
+    library = snake_to_camel_case({"fixed_pf_absorb": FIXED_PF, "fixed_pf_inject": FIXED_PF, "fixed_pf": 1})
+    assert set(library) == {"fixedPfAbsorb", "fixedPfInject", "fixedPf"}  # what ocpp 2.1.0 would write
+    wrong = {k: v for k, v in payload.items() if k not in ("fixedPFAbsorb", "fixedPFInject")}
+    if field.startswith("fixedPF"):
+        with pytest.raises(RpcError):
+            validate(
+                V21,
+                action,
+                wrong | {field.replace("PF", "Pf"): payload[field]},
+                response=False,
+                unique_id="t",
+            )
+
+
+def test_neutral_der_actions_per_version() -> None:
+    assert to_ocpp(V21, SET_DISCHARGE_LIMIT, {"pct": 80}) == (
+        "SetDERControl",
+        {
+            "isDefault": True,
+            "controlId": PLANNER_CONTROL_ID,
+            "controlType": "LimitMaxDischarge",
+            "limitMaxDischarge": {"pctMaxDischargePower": 80.0, "priority": 5},
+        },
+    )
+    assert to_ocpp(V21, CLEAR_DER_CONTROL, {"control_id": "x"}) == (
+        "ClearDERControl",
+        {"isDefault": True, "controlId": "x"},
+    )
+    assert to_ocpp(V21, GET_DER_CONTROLS, {"request_id": 7, "control_type": "LimitMaxDischarge"}) == (
+        "GetDERControl",
+        {"requestId": 7, "controlType": "LimitMaxDischarge"},
+    )
+    for action, payload in (
+        ("ClearDERControl", {"isDefault": True, "controlId": "x"}),
+        ("GetDERControl", {"requestId": 7, "controlType": "LimitMaxDischarge"}),
+    ):
+        validate(V21, action, payload, response=False, unique_id="t")
+    for bad in ({}, {"pct": -1}, {"pct": 101}, {"pct": "80"}, {"pct": True}):
+        with pytest.raises(ValueError):
+            to_ocpp(V21, SET_DISCHARGE_LIMIT, bad)
+    with pytest.raises(ValueError):
+        to_ocpp(V21, SET_DER_CONTROL, {"control_type": "Bogus"})
+    for version in (V16, V201):
+        with pytest.raises(Unsupported):
+            to_ocpp(version, SET_DISCHARGE_LIMIT, {"pct": 50})
+
+
+def test_simulated_charger_reports_what_the_21_schema_says() -> None:
+    """What the simulated V2X charger sends back (its SetDERControl answers, a ReportDERControl with every
+    kind of control) validates against the 2.1 schema, and the gateway reads the report back unchanged."""
+    now = utcnow()
+    controls = DerControls()
+    for neutral in NEUTRAL_CONTROLS:
+        _, payload = to_ocpp(V21, SET_DER_CONTROL, neutral)
+        answer = controls.set(payload, now)
+        expected = "NotSupported" if neutral["control_type"].startswith("FixedPF") else "Accepted"
+        assert answer["status"] == expected, (neutral, answer)
+        validate(V21, "SetDERControl", answer, response=True, unique_id="t")
+    report = DerControls.report(11, list(controls.controls.values()))
+    validate(V21, "ReportDERControl", report, response=False, unique_id="t")
+    assert {(c["control_id"], c["control_type"], c["settings"].get("pctMaxDischargePower")) for c in
+            reported_controls(report)} == {("a", "LimitMaxDischarge", 40), ("d", "VoltWatt", None),
+                                           ("e", "Gradients", None)}  # fmt: skip
+    fixed = {"requestId": 1, "fixedPFAbsorb": [{"id": "f", "isDefault": True, "isSuperseded": False,
+                                                "fixedPF": FIXED_PF}]}  # fmt: skip
+    validate(V21, "ReportDERControl", fixed, response=False, unique_id="t")
+    assert reported_controls(fixed)[0]["control_type"] == "FixedPFAbsorb"
+    with pytest.raises(RpcError):  # the library's spelling is refused, never read half
+        validate(V21, "ReportDERControl", {"requestId": 1, "fixedPfAbsorb": fixed["fixedPFAbsorb"]},
+                 response=False, unique_id="t")  # fmt: skip
+
+
+def test_simulated_der_controls_priority_supersede_and_schedule() -> None:
+    now = utcnow()
+    controls = DerControls()
+
+    def cap(control_id: str, pct: float, priority: int, **schedule: Any) -> dict[str, Any]:
+        neutral = {"control_id": control_id, "control_type": "LimitMaxDischarge", "priority": priority,
+                   "settings": {"pctMaxDischargePower": pct}, **schedule}  # fmt: skip
+        payload = to_ocpp(V21, SET_DER_CONTROL, neutral)[1]
+        return controls.set(payload, now)
+
+    assert cap("planner", 80, 5) == {"status": "Accepted"}
+    assert controls.max_discharge_pct(now) == 80
+    assert cap("dso", 30, 0) == {"status": "Accepted", "supersededIds": ["planner"]}
+    assert controls.max_discharge_pct(now) == 30
+    window = {"is_default": False, "start_time": (now + timedelta(seconds=10)).isoformat(), "duration_s": 60}
+    assert cap("evening", 10, 1, **window)["status"] == "Accepted"
+    assert controls.transitions(now) == [] and controls.max_discharge_pct(now) == 30
+    later = now + timedelta(seconds=11)
+    assert [(c.id, started) for c, started in controls.transitions(later)] == [("evening", True)]
+    assert controls.max_discharge_pct(later) == 10  # a running scheduled control overrides the defaults
+    end = now + timedelta(seconds=71)
+    assert [(c.id, started) for c, started in controls.transitions(end)] == [("evening", False)]
+    assert "evening" not in controls.controls and controls.max_discharge_pct(end) == 30
+    assert cap("bad", 150, 0)["status"] == "Rejected"
+    assert (
+        cap("late", 50, 0, is_default=False, start_time=now.isoformat(), duration_s=0.0)["status"]
+        == "Rejected"
+    )
+    assert [c.id for c in controls.clear({"isDefault": True, "controlType": "LimitMaxDischarge"})] == [
+        "planner",
+        "dso",
+    ]
+    assert controls.max_discharge_pct(end) is None
+
+
+def test_discharge_allowance_and_caps() -> None:
+    now = utcnow()
+    site = Site(id=SITE, name="s", grid_export_limit_kw=5, pv_peak_kw=20, storage_max_kw=10)
+    night = SiteTelemetry(site_id=SITE, at=now, pv_w=0, load_w=3000, storage_w=-2000)
+    age = timedelta(minutes=3)
+    # 5 kW export + 3 kW load + 1 kW charging − 2 kW the storage already gives
+    assert discharge_allowance(site, night, now, 1000, age).watts == 7000
+    sunny = SiteTelemetry(site_id=SITE, at=now, pv_w=9000, load_w=3000)
+    assert discharge_allowance(site, sunny, now, 4000, age) == discharge_allowance(site, sunny, now, 0, age)
+    assert discharge_allowance(site, sunny, now, 0, age).reason == "pv_surplus"
+    stale = SiteTelemetry(site_id=SITE, at=now - timedelta(minutes=10), pv_w=0, load_w=3000)
+    assert discharge_allowance(site, stale, now, 0, age).watts == 0  # 5 kW − 20 kW PV − 10 kW storage
+    unlimited = Site(id=SITE, name="s")
+    assert discharge_allowance(unlimited, night, now, 0, age).watts is None
+    allowance = discharge_allowance(site, night, now, 1000, age)
+    chargers = [
+        V2xCharger("big", True, 1, 10_000.0),
+        V2xCharger("small", True, 1, 2000.0),
+        V2xCharger("idle", True, 0, 10_000.0),
+    ]
+    # 7 kW: the small one takes its whole 2 kW, the big one the remaining 5 kW (50 %), the idle one 0 %
+    assert discharge_caps(allowance, chargers) == {"small": 100.0, "big": 50.0, "idle": 0.0}
+
+
+def test_der_alarm_observations() -> None:
+    raised = Event("V2X-9", DerAlarm("HVMustTrip", "OverVoltage", extra_info="253 V"))
+    ended = Event("V2X-9", DerAlarm("HVMustTrip", "OverVoltage", ended=True))
+    book = load_rules()
+    (obs,) = observations(raised)
+    assert (obs.event, obs.code, obs.component, obs.cleared) == (
+        "der_alarm",
+        "OverVoltage",
+        "HVMustTrip",
+        False,
+    )
+    assert book.match(obs) is not None and book.match(obs).id == "der-grid-alarm"  # type: ignore[union-attr]
+    assert observations(ended)[0].cleared
