@@ -17,8 +17,11 @@ def parse_args(argv: list[str] | None = None) -> tuple[FleetConfig, str]:
         "--csms", required=True, help="central system base URL, e.g. ws://127.0.0.1:9000/ocpp"
     )
     parser.add_argument("--chargers", type=int, default=1)
-    parser.add_argument("--protocol", choices=("ocpp1.6", "ocpp2.0.1", "mixed"), default="ocpp1.6")
+    parser.add_argument("--protocol", choices=("ocpp1.6", "ocpp2.0.1", "ocpp2.1", "mixed"), default="ocpp1.6")
     parser.add_argument("--swap-stations", type=int, default=0, help="battery-swap stations (OCPP 2.1)")
+    parser.add_argument(
+        "--v2x-chargers", type=int, default=0, help="bidirectional OCPP 2.1 chargers with DER control"
+    )
     parser.add_argument(
         "--swap-rate", type=float, default=FleetConfig.swap_rate, help="swaps per station per simulated hour"
     )
@@ -40,6 +43,7 @@ def parse_args(argv: list[str] | None = None) -> tuple[FleetConfig, str]:
         protocol=ns.protocol,
         swap_stations=ns.swap_stations,
         swap_rate=ns.swap_rate,
+        v2x_chargers=ns.v2x_chargers,
         duration=ns.duration,
         fault_rate=ns.fault_rate,
         seed=ns.seed,

@@ -1193,7 +1193,9 @@ class SimulatedCharger:
         self._arrivals(elapsed)
         if env.fault_rate > 0 and self.rng.random() < _chance(env.fault_rate, elapsed / 3600.0):
             c = self.rng.choice(self.connectors[1:])
-            if c.fault is None:
+            if self.max_discharge_w > 0 and self.rng.random() < 0.5:  # V2X: half the faults are grid events
+                self.grid_event(self.rng.choice(sorted(GRID_TRIPS)), clear_after=600.0)
+            elif c.fault is None:
                 code = self.rng.choice(self.fault_codes)
                 self.inject_fault(
                     c.index, code, vendor_code=f"E{self.rng.randrange(100, 999)}", clear_after=1800.0

@@ -20,11 +20,12 @@ MAX_VIOLATIONS_REPORTED = 1000
 class FleetConfig:
     csms_url: str  # e.g. "ws://127.0.0.1:9000/ocpp"
     chargers: int = 1
-    protocol: str = "ocpp1.6"  # "ocpp1.6" | "ocpp2.0.1" | "mixed" (alternate)
+    protocol: str = "ocpp1.6"  # "ocpp1.6" | "ocpp2.0.1" | "ocpp2.1" | "mixed" (1.6 and 2.0.1 alternate)
     swap_stations: int = 0  # ids SWAP00000...; ocpp2.1 ("mixed": every other one the 2.0.1 fallback)
     swap_slots: int = 8
     swap_rate: float = 6.0  # random swaps per station per simulated hour (Poisson rate)
     swap_timeout_rate: float = 0.02  # share of swaps whose driver leaves the charged pack (BatteryOutTimeout)
+    v2x_chargers: int = 0  # bidirectional OCPP 2.1 chargers with DER control, ids V2X00000...
     duration: float | None = None  # seconds; None = run until cancelled
     fault_rate: float = 0.0  # random faults per charger per simulated hour (Poisson rate)
     seed: int = 0
@@ -50,15 +51,17 @@ class FleetReport:
     calls_received: int = 0
     errors: int = 0  # CALLERRORs and timeouts of our calls
     faults: int = 0
+    energy_exported_wh: float = 0.0  # discharged by V2X chargers
     swaps: int = 0  # completed (BatteryOut)
     swap_timeouts: int = 0  # BatteryOutTimeout
     schema_violations: list[str] = field(default_factory=list)
 
 
 def build_fleet(config: FleetConfig) -> list[SimulatedCharger]:
-    """Create (not start) the chargers, then the swap stations; hardware mix, EVs and packs derive from
-    ``config.seed`` only (stations draw their seeds after the chargers, so adding them changes no charger)."""
-    if config.protocol not in ("ocpp1.6", "ocpp2.0.1", "mixed"):
+    """Create (not start) the chargers, then the swap stations, then the V2X chargers; hardware mix, EVs and
+    packs derive from ``config.seed`` only (each group draws its seeds after the ones before, so adding one
+    changes nothing in the others)."""
+    if config.protocol not in ("ocpp1.6", "ocpp2.0.1", "ocpp2.1", "mixed"):
         raise ValueError(f"unknown protocol {config.protocol!r}")
     env = SimEnvironment(
         time_scale=config.time_scale,
@@ -106,6 +109,21 @@ def build_fleet(config: FleetConfig) -> list[SimulatedCharger]:
                 env=env,
             )
         )
+    for n in range(config.v2x_chargers):
+        rated = fleet_rng.choice((7_400.0, 11_000.0))
+        chargers.append(
+            SimulatedCharger(
+                f"V2X{n:05d}",
+                config.csms_url,
+                protocol="ocpp2.1",
+                password=config.password,
+                max_power_w=11_000.0,
+                max_discharge_w=rated,
+                rng=random.Random(fleet_rng.getrandbits(64)),
+                env=env,
+                model="SimV2X",
+            )
+        )
     return chargers
 
 
@@ -119,6 +137,7 @@ def report(chargers: list[SimulatedCharger]) -> FleetReport:
         result.sessions_started += cp.sessions_started
         result.sessions_completed += cp.sessions_completed
         result.energy_wh += cp.energy_wh
+        result.energy_exported_wh += sum(c.export_wh for c in cp.connectors)
         result.calls_sent += cp.calls_sent
         result.calls_received += cp.calls_received
         result.errors += cp.call_errors
@@ -129,6 +148,7 @@ def report(chargers: list[SimulatedCharger]) -> FleetReport:
         room = MAX_VIOLATIONS_REPORTED - len(result.schema_violations)
         result.schema_violations.extend(f"{cp.id}: {v}" for v in cp.schema_violations[:room])
     result.energy_wh = round(result.energy_wh, 1)
+    result.energy_exported_wh = round(result.energy_exported_wh, 1)
     return result
 
 

@@ -49,6 +49,7 @@ class LogFormat(StrEnum):
 class Protocol(StrEnum):
     v16 = "ocpp1.6"
     v201 = "ocpp2.0.1"
+    v21 = "ocpp2.1"
     mixed = "mixed"
 
 
@@ -170,8 +171,11 @@ def serve(
 def simulate(
     csms: Annotated[str, Opt("sim_csms", "central system URL, e.g. ws://127.0.0.1:9000/ocpp")],
     chargers: Annotated[int, Opt("sim_chargers", "number of simulated chargers")] = 1,
-    protocol: Annotated[Protocol, Opt("sim_protocol", "ocpp1.6, ocpp2.0.1 or mixed")] = Protocol.v16,
+    protocol: Annotated[Protocol, Opt("sim_protocol", "ocpp1.6, ocpp2.0.1, ocpp2.1 or mixed")] = Protocol.v16,
     swap_stations: Annotated[int, Opt("sim_swap_stations", "simulated battery-swap stations")] = 0,
+    v2x_chargers: Annotated[
+        int, Opt("sim_v2x_chargers", "simulated bidirectional OCPP 2.1 chargers (DER control)")
+    ] = 0,
     duration: Annotated[float | None, Opt("sim_duration", "seconds to run (default: until stopped)")] = None,
     fault_rate: Annotated[float, Opt("sim_fault_rate", "faults per charger per simulated hour")] = 0.0,
     seed: Annotated[int, Opt("sim_seed", "random seed (same seed, same run)")] = 0,
@@ -189,6 +193,7 @@ def simulate(
         chargers=chargers,
         protocol=protocol.value,
         swap_stations=swap_stations,
+        v2x_chargers=v2x_chargers,
         duration=duration,
         fault_rate=fault_rate,
         seed=seed,

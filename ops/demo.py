@@ -24,15 +24,18 @@ DEMO_SITES = ("harbour", "airport", "mall", "motorway")
 PV_SITE = "harbour"  # PV + storage, and a grid limit below what its chargers could draw
 SWAP_SITE = "swap-yard"
 SWAP_STATIONS = 2  # one on OCPP 2.1, one on the 2.0.1 DataTransfer fallback
+V2X_CHARGERS = 2  # bidirectional OCPP 2.1 chargers at the PV site, capped by DER control
 # Thin stock, so faults use it up and supply tickets and warnings show within minutes.
 DEMO_STOCK = {"PM-30KW": 3, "CT-250A": 2, "RCD-B-40A": 1, "CBL-CCS2-200A": 2, "FAN-120": 2, "MDM-LTE": 1}
 
 
 def demo_fleet(fleet: list[SimulatedCharger]) -> FleetDoc:
-    """Two depots in one region, four charging sites (one with PV and storage) and a swap yard; the simulated
-    chargers spread over them; the swap stations' packs registered as the operator's."""
+    """Two depots in one region, four charging sites (one with PV, storage, an export limit and the V2X
+    chargers) and a swap yard; the simulated chargers spread over them; the swap stations' packs registered
+    as the operator's."""
     depots = ("D-WEST", "D-EAST")
-    plain = [cp.id for cp in fleet if not isinstance(cp, SwapStation)]
+    plain = [cp.id for cp in fleet if not isinstance(cp, SwapStation) and not cp.max_discharge_w]
+    v2x = [cp.id for cp in fleet if cp.max_discharge_w]
     stations = [cp for cp in fleet if isinstance(cp, SwapStation)]
     pv = {
         "kind": "pv_storage",
@@ -40,6 +43,7 @@ def demo_fleet(fleet: list[SimulatedCharger]) -> FleetDoc:
         "pv_peak_kw": 50,
         "storage_kwh": 100,
         "storage_max_kw": 30,
+        "grid_export_limit_kw": 20,
     }
     return FleetDoc.model_validate(
         {
@@ -53,6 +57,7 @@ def demo_fleet(fleet: list[SimulatedCharger]) -> FleetDoc:
             "chargers": [
                 {"id": cp_id, "site": DEMO_SITES[n % len(DEMO_SITES)]} for n, cp_id in enumerate(plain)
             ]
+            + [{"id": cp_id, "site": PV_SITE} for cp_id in v2x]
             + [{"id": st.id, "site": SWAP_SITE, "kind": "swap_station"} for st in stations],
             "batteries": [{"serial": serial} for st in stations for serial in st.serials],
             "stock": [
@@ -85,7 +90,8 @@ def guide(runtime: Runtime, token: str, chargers: int) -> str:
             "",
             "chargeops demo is running",
             f"  OCPP endpoint     {ocpp}",
-            f"  simulated         {chargers} chargers (1.6, 2.0.1), {SWAP_STATIONS} swap stations (2.1)",
+            f"  simulated         {chargers} chargers (1.6, 2.0.1), {SWAP_STATIONS} swap stations (2.1),"
+            f" {V2X_CHARGERS} V2X chargers (2.1, DER control) at {PV_SITE}",
             f"  operator API      {api}/docs",
             f"  admin token       {token}",
             f"  fleet             curl -H 'Authorization: Bearer {token}' {api}/api/chargers",
@@ -95,6 +101,8 @@ def guide(runtime: Runtime, token: str, chargers: int) -> str:
             f"  supply risk       curl -H 'Authorization: Bearer {token}' '{api}/api/supply-risk/report'",
             f"  battery swaps     curl -H 'Authorization: Bearer {token}' '{api}/api/swaps'",
             f"  PV + storage site curl -H 'Authorization: Bearer {token}' '{api}/api/sites/{PV_SITE}/power'",
+            f"  DER controls      curl -H 'Authorization: Bearer {token}'"
+            f" '{api}/api/chargers/V2X00000/der-controls'",
             f"  crew page         {api}/crew  (sign in with the admin token or a crew token)",
             f"  metrics           {api}/metrics",
             "  stop with Ctrl-C",
@@ -124,19 +132,22 @@ async def run_demo(settings: Settings, *, chargers: int, fault_rate: float, time
             session_rate=0.05,
             id_prefix=ID_PREFIX,
             swap_stations=SWAP_STATIONS,
+            v2x_chargers=V2X_CHARGERS,
         )
         fleet = build_fleet(config)
+        doc = demo_fleet(fleet)
         async with runtime.sessions() as session, session.begin():
-            await apply_fleet(session, demo_fleet(fleet), actor="demo")
+            await apply_fleet(session, doc, actor="demo")
         print(guide(runtime, shown, chargers), flush=True)
-        at_pv_site = [cp for n, cp in enumerate(c for c in fleet if not isinstance(c, SwapStation))
-                      if DEMO_SITES[n % len(DEMO_SITES)] == PV_SITE]  # fmt: skip
+        sites = {c.id: c.site for c in doc.chargers}
+        at_pv_site = [cp for cp in fleet if sites.get(cp.id) == PV_SITE]
         controller = SiteController(
             PV_SITE,
             pv_peak_w=50_000,
             storage_wh=100_000,
             storage_max_w=30_000,
             charging_w=lambda: sum(c.power_w for cp in at_pv_site for c in cp.connectors[1:]),
+            discharging_w=lambda: sum(c.export_w for cp in at_pv_site for c in cp.connectors[1:]),
             api_url=f"http://{settings.http_host}:{runtime.http_port}",
             api_token=token,
             interval=5.0,

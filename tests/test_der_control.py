@@ -20,8 +20,9 @@ from sqlalchemy import func, select
 from chargeops.db.models import MeterSample, StoredEvent
 from chargeops.db.ops_models import DischargeLimit, Site, SiteTelemetry
 from chargeops.events import DerAlarm, Event, utcnow
-from firmware_stubs import EV, SimulatedCharger
+from firmware_stubs import EV, SimEnvironment, SimulatedCharger
 from firmware_stubs.der import DerControls
+from firmware_stubs.fleet import FleetConfig, build_fleet, run_fleet
 from ocpp_gateway.der import (
     CLEAR_DER_CONTROL,
     GET_DER_CONTROLS,
@@ -34,9 +35,11 @@ from ocpp_gateway.der import (
 from ocpp_gateway.limits import to_ocpp
 from ocpp_gateway.rpc import RpcError, validate
 from ocpp_gateway.versions import V16, V21, V201
+from ops.demo import seed_id_tokens
 from ops.rules import load_rules, observations
 from ops.site_discharge import V2xCharger, discharge_allowance, discharge_caps
 from tests import test_site_power
+from tests.conftest import StartRuntime
 from tests.test_site_power import SITE, SiteStack, until
 
 site_stack = test_site_power.site_stack  # the running chargeops with a site, as the site tests use it
@@ -460,3 +463,48 @@ def test_der_alarm_observations() -> None:
     )
     assert book.match(obs) is not None and book.match(obs).id == "der-grid-alarm"  # type: ignore[union-attr]
     assert observations(ended)[0].cleared
+
+
+async def test_fleet_runs_v2x_chargers(start_runtime: StartRuntime) -> None:
+    """`chargeops simulate --protocol ocpp2.1 --v2x-chargers 2`: ordinary 2.1 chargers and bidirectional ones
+    boot, charge, discharge and raise grid events against chargeops with zero schema violations and no
+    CALLERROR (the gateway takes NotifyDERAlarm)."""
+    runtime = await start_runtime(accept_unknown=True)
+    assert runtime.gateway is not None
+    await seed_id_tokens(runtime, SimEnvironment().id_tags)
+    config = FleetConfig(
+        csms_url=f"ws://127.0.0.1:{runtime.gateway.port}/ocpp",
+        chargers=1,
+        protocol="ocpp2.1",
+        v2x_chargers=2,
+        duration=4.0,
+        time_scale=600.0,
+        session_rate=0.0,
+        sample_interval=1.0,
+        strict=True,
+        seed=3,
+    )
+    fleet = build_fleet(config)
+    assert [(cp.id, cp.dialect.subprotocol, cp.max_discharge_w > 0) for cp in fleet] == [
+        ("SIM00000", "ocpp2.1", False),
+        ("V2X00000", "ocpp2.1", True),
+        ("V2X00001", "ocpp2.1", True),
+    ]
+    running = asyncio.create_task(run_fleet(config, fleet))
+    _, giving, tripping = fleet
+    await giving.wait_until_accepted(5)
+    await tripping.wait_until_accepted(5)
+    await giving.plug_in(1, "SIMTAG0000", ev=EV(soc=80.0, discharge_w=giving.max_discharge_w))
+    tripping.grid_event("UnderFrequency", clear_after=60.0)
+    result = await running
+    assert result.schema_violations == [] and result.errors == 0, result
+    assert result.boots_accepted == 3 and result.sessions_started == 1 and result.energy_exported_wh > 0
+    async with runtime.sessions() as s:
+        query = (
+            select(StoredEvent.data).where(StoredEvent.kind == "der_alarm").order_by(StoredEvent.reported_at)
+        )
+        alarms = (await s.scalars(query)).all()
+    assert [(a["control_type"], a["grid_event_fault"], a["ended"]) for a in alarms] == [
+        ("LFMustTrip", "UnderFrequency", False),
+        ("LFMustTrip", "UnderFrequency", True),
+    ]
