@@ -133,6 +133,9 @@ def serve(
     spool_max_events: Annotated[
         int | None, Opt("spool_max_events", "events the gateway spools; beyond it calls get InternalError")
     ] = None,
+    bus_linger_ms: Annotated[
+        float | None, Opt("bus_linger_ms", "ms a gateway gathers events per MQTT message (0: one loop turn)")
+    ] = None,
     sample_retention_days: Annotated[
         int | None, Opt("sample_retention_days", "days of raw meter samples and 1-minute rollups kept")
     ] = None,
