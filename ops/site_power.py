@@ -11,7 +11,8 @@ Limits go out as the neutral bus action `chargeops.SetPowerLimit` (the gateway t
 SetChargingProfile; a TxDefaultProfile limits each connector, so a charger's share is divided by its
 sessions). Only changed limits are sent, decreases before increases so the sum never overshoots on the way,
 and each answer is kept in `charger_limits`. Re-planned on TransactionStarted / TransactionEnded events, on
-new site telemetry (checked every `interval` seconds) and every `full_interval` seconds regardless.
+new site telemetry (checked every `interval` seconds) and every `full_interval` seconds regardless. The same
+pass caps what bidirectional OCPP 2.1 chargers feed back (`ops.site_discharge`, DER control).
 """
 
 from __future__ import annotations

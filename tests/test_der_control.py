@@ -9,11 +9,14 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Awaitable, Callable
+from dataclasses import asdict
 from datetime import timedelta
 from typing import Any
 
 import pytest
-from ocpp.charge_point import snake_to_camel_case
+from ocpp.charge_point import remove_nones, snake_to_camel_case
+from ocpp.v21 import call
+from ocpp.v21.datatypes import FixedPFGetType, FixedPFType
 from prometheus_client import REGISTRY
 from sqlalchemy import func, select
 
@@ -40,6 +43,7 @@ from ops.rules import load_rules, observations
 from ops.site_discharge import V2xCharger, discharge_allowance, discharge_caps
 from tests import test_site_power
 from tests.conftest import StartRuntime
+from tests.ocpp_client import raw_charger
 from tests.test_site_power import SITE, SiteStack, until
 
 site_stack = test_site_power.site_stack  # the running chargeops with a site, as the site tests use it
@@ -508,3 +512,46 @@ async def test_fleet_runs_v2x_chargers(start_runtime: StartRuntime) -> None:
         ("LFMustTrip", "UnderFrequency", False),
         ("LFMustTrip", "UnderFrequency", True),
     ]
+
+
+async def test_gateway_reads_der_reports_as_the_schema_spells_them(start_runtime: StartRuntime) -> None:
+    """Over a real WebSocket: a ReportDERControl as the `ocpp` 2.1.0 dataclasses put it on the wire
+    (`fixedPfAbsorb`, `fixedPf`) breaks the schema and is answered with a CALLERROR, never stored half-read;
+    spelled as the schema says, it is stored as a neutral event. A 2.0.1 charger has no DER messages."""
+    runtime = await start_runtime(accept_unknown=True)
+    assert runtime.gateway is not None
+    setting = FixedPFType(displacement=0.95, excitation=True, priority=1)
+    library = call.ReportDERControl(
+        request_id=41, fixed_pf_absorb=[FixedPFGetType(setting, "pf-1", is_default=True, is_superseded=False)]
+    )
+    wire = remove_nones(snake_to_camel_case(asdict(library)))
+    assert "fixedPfAbsorb" in wire and "fixedPf" in wire["fixedPfAbsorb"][0], (
+        wire
+    )  # the bug, as of ocpp 2.1.0
+    async with raw_charger(runtime.gateway.port, "V2X-RAW", "ocpp2.1") as cp:
+        await cp.boot()
+        frame = await cp.call("ReportDERControl", wire)
+        assert frame[0] == 4 and frame[2] in ("OccurrenceConstraintViolation", "FormatViolation"), frame
+        entry = {"id": "pf-1", "isDefault": True, "isSuperseded": False, "fixedPF": FIXED_PF}
+        assert await cp.result("ReportDERControl", {"requestId": 42, "fixedPFAbsorb": [entry]}) == {}
+        missing = await cp.call("NotifyDERAlarm", {"controlType": "HVMustTrip"})  # no timestamp
+        assert missing[0] == 4, missing
+    async with raw_charger(runtime.gateway.port, "OLD-RAW", "ocpp2.0.1") as cp:
+        await cp.boot()
+        alarm = {"controlType": "HVMustTrip", "timestamp": utcnow().isoformat()}
+        assert (await cp.call("NotifyDERAlarm", alarm))[:3] == [4, "m2", "NotImplemented"]
+
+    async def reports() -> list[Any]:
+        async with runtime.sessions() as s:
+            query = select(StoredEvent.data).where(StoredEvent.kind == "der_controls_reported")
+            return list((await s.scalars(query)).all())
+
+    await until(lambda: _has_items(reports), what="the report stored")
+    [stored] = await reports()
+    assert stored["request_id"] == 42 and [
+        (c["control_id"], c["control_type"], c["settings"]) for c in stored["controls"]
+    ] == [("pf-1", "FixedPFAbsorb", {"displacement": 0.95, "excitation": True})]
+
+
+async def _has_items(get: Callable[[], Awaitable[list[Any]]]) -> bool:
+    return bool(await get())

@@ -8,6 +8,7 @@ asks the charger (GetDERControl) and collects its ReportDERControl parts as they
 from __future__ import annotations
 
 import asyncio
+import logging
 import secrets
 from datetime import timedelta
 from typing import Annotated, Any
@@ -27,6 +28,7 @@ from ops.api.routes.commands import reply_to_http
 from ops.api.schemas import Input
 from telemetry.bus import CommandReply
 
+log = logging.getLogger(__name__)
 router = APIRouter(
     prefix="/api/chargers", tags=["DER control"], responses=documented(401, 403, 404, 409, 422, 502, 504)
 )
@@ -72,6 +74,10 @@ async def _call(
         raise ApiError(404, "not_found", f"no charger {charger_id}")
     await db.close()  # no database connection held while the charger answers
     reply = await ctx.bus.request(charger_id, action, payload, ctx.settings.call_timeout)
+    status = reply.payload.get("status", "") if reply.outcome == "result" else reply.error_code or ""
+    log.info(
+        "cp=%s %s: %s %s", charger_id, action, reply.outcome, status, extra={"charge_point_id": charger_id}
+    )
     if _not_supported(reply):
         raise ApiError(409, "der_not_supported", reply.description or "the charger has no DER control")
     answer = reply_to_http(reply).response
