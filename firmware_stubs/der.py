@@ -1,11 +1,12 @@
 """The DER controls a simulated bidirectional (V2X) OCPP 2.1 charger keeps (part 2, block R).
 
-Controls are kept by controlId, as sent (OCPP field names: this is 2.1-only state). A default control is in
-effect whenever no scheduled one of its type is; a scheduled one (`startTime` + `duration`, both required
-here) is in effect inside its window. Per type, among the controls in effect the lowest `priority` number
-wins. A new control supersedes the overlapping ones of its type and kind (default / scheduled) with the same
-or a higher priority number, and is itself superseded if an overlapping one has a lower number; superseded
-controls never run. What the station implements (`SUPPORTED`) is stored and reported; only
+Controls are kept by controlId, as sent (OCPP field names: this is 2.1-only state). Per type, a scheduled
+control (`startTime` + `duration`, both required here) is in effect inside its window, the one with the
+lowest `priority` number when several are; otherwise the default control with the lowest number (the newest
+among equals) is, and the other defaults are superseded only while it lasts, so clearing it brings the next
+one back. A new scheduled control supersedes the overlapping scheduled ones with the same or a higher number
+for good, or is itself superseded by one with a lower number; superseded scheduled controls never run.
+What the station implements (`SUPPORTED`) is stored and reported; only
 LimitMaxDischarge changes its physics (see `max_discharge_pct`); the reactive-power controls are answered
 NotSupported.
 """
@@ -73,13 +74,14 @@ class DerControl:
         assert start is not None
         return start, start + dt.timedelta(seconds=float(self.setting["duration"]))
 
-    def in_effect(self, now: dt.datetime) -> bool:
+    def running_at(self, now: dt.datetime) -> bool:
+        """A scheduled control that is not superseded, inside its window."""
         window = self.window()
-        return not self.superseded and (window is None or window[0] <= now < window[1])
+        return window is not None and not self.superseded and window[0] <= now < window[1]
 
     def overlaps(self, other: DerControl) -> bool:
         a, b = self.window(), other.window()
-        return a is None or b is None or (a[0] < b[1] and b[0] < a[1])
+        return a is not None and b is not None and a[0] < b[1] and b[0] < a[1]
 
 
 def _rejected(reason: str, info: str) -> Payload:
@@ -119,14 +121,14 @@ class DerControls:
                 return _rejected("InvalidSchedule", "the control would already be over")
         new = DerControl(p["controlId"], control_type, is_default, setting)
         self.controls.pop(new.id, None)
-        rivals = [
-            c
-            for c in self.controls.values()
-            if c.control_type == control_type and c.is_default == is_default and not c.superseded
-        ]
         if len([c for c in self.controls.values() if c.control_type == control_type]) >= MAX_PER_TYPE:
             return _rejected("TooManyControls", f"at most {MAX_PER_TYPE} {control_type} controls")
-        overlapping = [c for c in rivals if c.overlaps(new)]
+        previous = self.default(control_type)
+        overlapping = [
+            c
+            for c in self.controls.values()
+            if c.control_type == control_type and not c.superseded and c.overlaps(new)
+        ]
         if any(c.priority < new.priority for c in overlapping):
             new.superseded = True
         else:
@@ -134,6 +136,8 @@ class DerControls:
                 c.superseded = True
                 new.supersedes.append(c.id)
         self.controls[new.id] = new
+        if is_default and previous is not None and self.default(control_type) is new:
+            new.supersedes.append(previous.id)
         answer: Payload = {"status": "Accepted"}
         if new.supersedes:
             answer["supersededIds"] = new.supersedes[:24]
@@ -156,8 +160,7 @@ class DerControls:
             del self.controls[c.id]
         return removed
 
-    @staticmethod
-    def report(request_id: int, controls: list[DerControl]) -> Payload:
+    def report(self, request_id: int, controls: list[DerControl]) -> Payload:
         """One ReportDERControlRequest with `controls` (at most 24 per type, so one message holds them)."""
         payload: Payload = {"requestId": request_id}
         for c in controls:
@@ -166,17 +169,24 @@ class DerControls:
             if key == "curve":
                 entry["curveType"] = c.control_type
             if c.control_type not in DEFAULT_ONLY:
-                entry |= {"isDefault": c.is_default, "isSuperseded": c.superseded}
+                entry |= {"isDefault": c.is_default, "isSuperseded": self.superseded(c)}
             entry["fixedPF" if key.startswith("fixedPF") else key] = c.setting
             payload.setdefault(key, []).append(entry)
         return payload
 
     # -- what the station does with them ------------------------------------------------------------
+    def default(self, control_type: str) -> DerControl | None:
+        """The default control of a type that is not superseded: lowest priority number, newest of equals."""
+        defaults = [c for c in self.controls.values() if c.control_type == control_type and c.is_default]
+        return min(reversed(defaults), key=lambda c: c.priority, default=None)
+
+    def superseded(self, c: DerControl) -> bool:
+        return c.superseded if not c.is_default else self.default(c.control_type) is not c
+
     def effective(self, control_type: str, now: dt.datetime) -> DerControl | None:
-        """The control of `control_type` in effect now: a running scheduled one, else a default one."""
-        live = [c for c in self.controls.values() if c.control_type == control_type and c.in_effect(now)]
-        scheduled = [c for c in live if not c.is_default]
-        return min(scheduled or live, key=lambda c: c.priority, default=None)
+        """The control of `control_type` in effect now: a running scheduled one, else the default one."""
+        running = [c for c in self.controls.values() if c.control_type == control_type and c.running_at(now)]
+        return min(running, key=lambda c: c.priority, default=None) or self.default(control_type)
 
     def max_discharge_pct(self, now: dt.datetime) -> float | None:
         """The discharge cap in % of the rated discharge power (None: no LimitMaxDischarge in effect)."""

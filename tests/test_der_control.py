@@ -12,6 +12,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import asdict
 from datetime import timedelta
 from typing import Any
+from unittest.mock import ANY
 
 import pytest
 from ocpp.charge_point import remove_nones, snake_to_camel_case
@@ -381,7 +382,7 @@ def test_simulated_charger_reports_what_the_21_schema_says() -> None:
         expected = "NotSupported" if neutral["control_type"].startswith("FixedPF") else "Accepted"
         assert answer["status"] == expected, (neutral, answer)
         validate(V21, "SetDERControl", answer, response=True, unique_id="t")
-    report = DerControls.report(11, list(controls.controls.values()))
+    report = controls.report(11, list(controls.controls.values()))
     validate(V21, "ReportDERControl", report, response=False, unique_id="t")
     assert {(c["control_id"], c["control_type"], c["settings"].get("pctMaxDischargePower")) for c in
             reported_controls(report)} == {("a", "LimitMaxDischarge", 40), ("d", "VoltWatt", None),
@@ -423,9 +424,14 @@ def test_simulated_der_controls_priority_supersede_and_schedule() -> None:
         cap("late", 50, 0, is_default=False, start_time=now.isoformat(), duration_s=0.0)["status"]
         == "Rejected"
     )
+    assert controls.report(1, list(controls.controls.values()))["limitMaxDischarge"] == [
+        {"id": "planner", "isDefault": True, "isSuperseded": True, "limitMaxDischarge": ANY},
+        {"id": "dso", "isDefault": True, "isSuperseded": False, "limitMaxDischarge": ANY},
+    ]
+    assert [c.id for c in controls.clear({"isDefault": True, "controlId": "dso"})] == ["dso"]
+    assert controls.max_discharge_pct(end) == 80  # the planner's default is back in effect
     assert [c.id for c in controls.clear({"isDefault": True, "controlType": "LimitMaxDischarge"})] == [
-        "planner",
-        "dso",
+        "planner"
     ]
     assert controls.max_discharge_pct(end) is None
 

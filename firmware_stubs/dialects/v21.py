@@ -66,7 +66,7 @@ class V21(V201):
         found = _controls(cp).select(p)
         if not found:
             return {"status": "NotFound"}
-        cp.emit("ReportDERControl", DerControls.report(p["requestId"], found), triggered=True)
+        cp.emit("ReportDERControl", _controls(cp).report(p["requestId"], found), triggered=True)
         return {"status": "Accepted"}
 
     def on_ClearDERControl(self, cp: SimulatedCharger, p: Payload) -> Payload:
