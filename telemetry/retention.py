@@ -22,7 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession, async_sessionm
 from chargeops.events import utcnow
 from chargeops.settings import Settings
 from telemetry.periodic import Periodic
-from telemetry.rollups import roll_up
+from telemetry.rollups import run_rollups
 
 log = logging.getLogger(__name__)
 
@@ -153,10 +153,7 @@ async def run_maintenance(
             conn = await session.connection()
             if await _locked(conn):
                 done.update(await maintain_partitions(conn, utcnow(), retention))
-    async with sessions() as session, session.begin():
-        conn = await session.connection()
-        if await _locked(conn):
-            done["rolled_up"] = await roll_up(conn)
+    done["rolled_up"] = await run_rollups(sessions, _locked)
     return done
 
 

@@ -1,10 +1,12 @@
 """1-minute and 1-hour rollups of meter samples, per charger and per site, for dashboards and reports.
 
 Ingest marks each (charger, minute) that received samples in `meter_rollup_dirty`, in the transaction that
-stores them. A rollup run claims those marks and recomputes the whole of each marked bucket from the raw
-samples (`INSERT … SELECT … GROUP BY … ON CONFLICT DO UPDATE`), so it is idempotent and a sample arriving
-late into a bucket already rolled up simply marks it again. No time watermark: a transaction that commits
-after a later one can never be skipped. The same SQL runs on Postgres and SQLite.
+stores them. A rollup run claims those marks — moves them to `meter_rollup_claimed` in a short transaction
+of its own, since an ingest commit marking a claimed bucket waits for the claiming transaction — and then
+recomputes the whole of each claimed bucket from the raw samples (`INSERT … SELECT … GROUP BY … ON CONFLICT
+DO UPDATE`), so it is idempotent and a sample arriving late into a bucket already rolled up simply marks it
+again; a run that fails leaves its claims for the next. No time watermark: a transaction that commits after a
+later one can never be skipped. The same SQL runs on Postgres and SQLite.
 
 Values are in base units (kW → W, kWh → Wh). `energy_wh` of the energy register is its increase since the
 previous bucket with a reading (within the bucket when there is none), so summing buckets gives the energy.
@@ -14,14 +16,26 @@ from __future__ import annotations
 
 import logging
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import BindParameter, DateTime, String, TextClause, bindparam, text
+from sqlalchemy import (
+    BindParameter,
+    DateTime,
+    String,
+    Table,
+    TextClause,
+    bindparam,
+    delete,
+    select,
+    text,
+    tuple_,
+)
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession, async_sessionmaker
 
-from chargeops.db.engine import stored_utc
+from chargeops.db.engine import insert_for, stored_utc
+from chargeops.db.models import MeterRollupClaimed
 
 log = logging.getLogger(__name__)
 
@@ -131,6 +145,7 @@ SITE_1H = _site_stmt("site_rollup_1h", "meter_rollup_1h")
 CLAIM = text("DELETE FROM meter_rollup_dirty RETURNING charger_id, bucket").columns(
     charger_id=String(), bucket=_TS
 )
+CLAIMED: Table = MeterRollupClaimed.__table__  # type: ignore[assignment]
 
 
 def _chunks(items: Iterable[str]) -> list[list[str]]:
@@ -147,13 +162,21 @@ def _by_bucket(rows: Iterable[Sequence[Any]], size: timedelta) -> dict[datetime,
     return per
 
 
-async def roll_up(conn: AsyncConnection) -> int:
-    """Recompute every marked bucket (1 m, then the 1 h and site buckets over it); returns the marks done.
+async def claim(conn: AsyncConnection) -> int:
+    """Move every mark to the claimed ones; the caller commits at once. Returns the marks moved.
 
-    Runs in the caller's transaction: the claim is undone if anything fails. The claim is its own statement
-    so the recomputation (a later statement) sees the samples of every ingest commit it waited for.
-    """
-    claimed = (await conn.execute(CLAIM)).all()
+    One `DELETE … RETURNING`: a mark an ingest transaction is writing meanwhile is either waited for and
+    moved, or left for the next claim, never lost."""
+    marks = [{"charger_id": c, "bucket": b} for c, b in await conn.execute(CLAIM)]
+    if marks:
+        await conn.execute(insert_for(conn.dialect.name, CLAIMED).on_conflict_do_nothing(), marks)
+    return len(marks)
+
+
+async def roll_up(conn: AsyncConnection) -> int:
+    """Recompute every claimed bucket (1 m, then the 1 h and site buckets over it) and drop the claims;
+    returns the claims done. In the caller's transaction: nothing is dropped if anything fails."""
+    claimed = (await conn.execute(select(CLAIMED.c.charger_id, CLAIMED.c.bucket))).all()
     if not claimed:
         return 0
     changed: list[Sequence[Any]] = []
@@ -170,11 +193,30 @@ async def roll_up(conn: AsyncConnection) -> int:
         await conn.execute(SITE_1M, {"lo": lo})
     for lo in sorted(hours):
         await conn.execute(SITE_1H, {"lo": lo})
+    keys = [tuple(row) for row in claimed]
+    for i in range(0, len(keys), CHUNK):
+        await conn.execute(
+            delete(CLAIMED).where(tuple_(CLAIMED.c.charger_id, CLAIMED.c.bucket).in_(keys[i : i + CHUNK]))
+        )
     log.debug("rolled up %d (charger, minute) buckets", len(claimed))
     return len(claimed)
 
 
-async def run_rollups(sessions: async_sessionmaker[AsyncSession]) -> int:
-    """One rollup run in its own transaction (see `roll_up`)."""
-    async with sessions() as session, session.begin():
-        return await roll_up(await session.connection())
+async def _always(_conn: AsyncConnection) -> bool:
+    return True
+
+
+async def run_rollups(
+    sessions: async_sessionmaker[AsyncSession],
+    may_run: Callable[[AsyncConnection], Awaitable[bool]] = _always,
+) -> int:
+    """One rollup run: `claim` in one transaction, `roll_up` in the next; `may_run` is asked in each
+    (e.g. for an advisory lock). Returns the buckets recomputed."""
+    done = 0
+    for step in (claim, roll_up):
+        async with sessions() as session, session.begin():
+            conn = await session.connection()
+            if not await may_run(conn):
+                return 0
+            done = await step(conn)
+    return done

@@ -2,20 +2,21 @@
 
 from __future__ import annotations
 
+import asyncio
 import random
 from collections import defaultdict
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 from sqlalchemy import select
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession, async_sessionmaker
 
 from chargeops.db.models import Charger, MeterRollup1h, MeterRollup1m, MeterSample, SiteRollup1h, SiteRollup1m
 from chargeops.events import Event, MeterValues, Sample
 from telemetry.ingest import store_events
-from telemetry.rollups import ENERGY, POWER, run_rollups
+from telemetry.rollups import ENERGY, POWER, claim, roll_up, run_rollups
 from tests.conftest import migrated_sessions
 
 T0 = datetime(2026, 11, 25, 9, 50, tzinfo=UTC)
@@ -165,3 +166,32 @@ async def test_incremental_rollups_match_brute_force(sessions: Sessions) -> None
     assert_same(await stored(sessions), want)
     total = sum(v[2] for v in want["site_1h"].values())
     assert total == pytest.approx(sum(v[5] for k, v in want["1h"].items() if k[2] == ENERGY))
+
+
+async def test_ingest_never_waits_for_a_recomputation_and_a_failed_one_is_redone(pg_url: str) -> None:
+    """The recomputation runs in its own transaction after the claim: an ingest commit marking the very
+    bucket being recomputed goes through at once (it used to wait for the whole rollup run), and a run that
+    fails leaves its claims for the next."""
+    async with migrated_sessions(pg_url) as sessions:
+        first = readings("A", 1, T0, 2, 100.0, 5)
+        await store_events(sessions, first)
+        assert await _in_transaction(sessions, claim) > 0
+        async with sessions() as session, session.begin():
+            assert await roll_up(await session.connection()) > 0  # holds its locks until this block ends
+            late = readings("A", 1, T0 + timedelta(seconds=5), 2, 100.5, 6)
+            await asyncio.wait_for(store_events(sessions, late), 5)
+
+        await store_events(sessions, readings("A", 1, T0 + timedelta(seconds=7), 2, 100.7, 7))
+        await _in_transaction(sessions, claim)
+        with pytest.raises(RuntimeError):
+            async with sessions() as session, session.begin():
+                assert await roll_up(await session.connection()) > 0
+                raise RuntimeError("the rollup run dies before committing")
+        assert await run_rollups(sessions) > 0  # the failed run's claims, and the late marks
+        assert await run_rollups(sessions) == 0
+        assert_same(await stored(sessions), await brute_force(sessions))
+
+
+async def _in_transaction(sessions: Sessions, step: Callable[[AsyncConnection], Awaitable[int]]) -> int:
+    async with sessions() as session, session.begin():
+        return await step(await session.connection())

@@ -152,17 +152,27 @@ class MeterSample(Base):
     __mapper_args__ = {"primary_key": [event_id, idx]}
 
 
-class MeterRollupDirty(Base):
+class _RollupMark:
+    charger_id: Mapped[str] = mapped_column(String(48), primary_key=True)
+    bucket: Mapped[datetime] = mapped_column(primary_key=True)
+
+
+class MeterRollupDirty(_RollupMark, Base):
     """(charger, minute) buckets that received samples since the rollups last ran.
 
-    Written by ingest in the same transaction as the samples and claimed (deleted) by the rollup task, so a
-    late sample, or a commit that overtakes another, can never slip past a time watermark.
+    Written by ingest in the same transaction as the samples and claimed (moved to `meter_rollup_claimed`)
+    by the rollup task, so a late sample, or a commit that overtakes another, can never slip past a time
+    watermark.
     """
 
     __tablename__ = "meter_rollup_dirty"
 
-    charger_id: Mapped[str] = mapped_column(String(48), primary_key=True)
-    bucket: Mapped[datetime] = mapped_column(primary_key=True)
+
+class MeterRollupClaimed(_RollupMark, Base):
+    """Marks the rollup task has claimed and not yet recomputed: claiming is a short transaction of its own,
+    so an ingest commit marking the same bucket never waits for a recomputation (migration 0008)."""
+
+    __tablename__ = "meter_rollup_claimed"
 
 
 class _MeterRollup:
