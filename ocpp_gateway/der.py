@@ -28,7 +28,6 @@ from ocpp.routing import on
 from chargeops.events import DerAlarm, DerControlsReported, DerControlStartStop
 from ocpp_gateway.times import parse_time
 from ocpp_gateway.versions import V21, OcppVersion
-from telemetry.metrics import DER_ALARMS
 
 Payload = dict[str, Any]
 
@@ -179,8 +178,6 @@ class DerReports:
         alarm = DerAlarm(
             p["controlType"], p.get("gridEventFault"), bool(p.get("alarmEnded")), p.get("extraInfo")
         )
-        if not alarm.ended:
-            DER_ALARMS.labels(alarm.control_type, alarm.grid_event_fault or "none").inc()
         self.log.warning(  # type: ignore[attr-defined]
             "DER alarm %s %s%s",
             alarm.control_type,

@@ -28,6 +28,7 @@ from chargeops.db.models import Charger, Connector, MeterRollupDirty, MeterSampl
 from chargeops.events import (
     BatterySwapped,
     Connected,
+    DerAlarm,
     Disconnected,
     Event,
     EventKind,
@@ -40,6 +41,7 @@ from chargeops.events import (
 from telemetry.battery_store import store_battery_events
 from telemetry.metrics import (
     DATABASE_ERRORS,
+    DER_ALARMS,
     FAULTS,
     INGEST_BATCH_SIZE,
     INGEST_COMMIT_SECONDS,
@@ -395,7 +397,7 @@ async def _advance_energy(conn: AsyncConnection, readings: dict[tuple[str, str],
 
 def _count(batch: _Batch, fresh: list[Event], site_energy: dict[str, float]) -> None:
     """Metrics of a committed batch: lag from the gateway receiving each new event to now, rows,
-    re-deliveries, faults by code, swap steps, energy per site."""
+    re-deliveries, faults by code, swap steps, DER alarms, energy per site."""
     if not batch.events:
         return
     now = utcnow()
@@ -413,6 +415,8 @@ def _count(batch: _Batch, fresh: list[Event], site_energy: dict[str, float]) -> 
             _fault(body.code).inc()
         elif isinstance(body, BatterySwapped):
             SWAP_EVENTS.labels(body.event_type).inc()
+        elif isinstance(body, DerAlarm) and not body.ended:
+            DER_ALARMS.labels(body.control_type, body.grid_event_fault or "none").inc()
     for site, wh in site_energy.items():
         SITE_ENERGY.labels(site).inc(wh)
 

@@ -160,7 +160,7 @@ SITE_DISCHARGE_ALLOWANCE = Gauge(
     ["site"],
 )
 
-# -- DER control (OCPP 2.1, ocpp_gateway.der): labels are the schema's enums, so cardinality is bounded -----
+# -- DER control (OCPP 2.1): counted by ingest, once per stored alarm; labels are the schema's enums -------
 DER_ALARMS = Counter(
     "chargeops_der_alarms_total",
     "DER alarms raised by bidirectional chargers (NotifyDERAlarm, not the endings)",
