@@ -75,6 +75,10 @@ log = logging.getLogger(__name__)
 VERSION = "v2"
 WIRE_VERSION = 2  # the batch envelope's "v"
 BATCH_MAX_EVENTS = 500  # events per message: a few hundred KiB at most, far below any broker's limit
+# Messages per ingest batch. With 20,000 (and 4 batches in the store) a durable session of one-event messages
+# stalled now and then in the benchmark: the broker stopped delivering until the run's timeout, nothing was
+# logged, cause not found. 5,000 never did; big messages still fill batches of `max_batch` events.
+BATCH_MAX_MESSAGES = 5000
 _SUBSCRIBE_CHUNK = 500  # topics per SUBSCRIBE / UNSUBSCRIBE packet
 _SEEN_REQUESTS = 10_000  # request ids remembered against QoS 1 redelivery
 # A dead link is noticed within two keepalives even when no read ever reports it: under uvloop, a
@@ -250,7 +254,7 @@ class MqttBus:
         ack_timeout: float = 2.0,
         reply_margin: float = 5.0,
         session_expiry: int = 7 * 86400,
-        max_batch: int = 5000,
+        max_batch: int = 20000,
         batch_wait: float = 0.002,
         ingest_pipeline: int = 4,
         connect_timeout: float = 10.0,
@@ -627,13 +631,13 @@ class MqttBus:
                 if lost.done():
                     break  # the connection ended: the broker redelivers what is unacked, ack nothing
                 if messages and len(storing) < self._pipeline:
-                    if len(messages) < self._max_batch:
+                    if len(messages) < BATCH_MAX_MESSAGES:
                         await asyncio.sleep(self._batch_wait)  # let a burst gather into one commit
-                    # at most `max_batch` events (not messages: a message carries up to BATCH_MAX_EVENTS);
-                    # an undecodable message or event is left out and acked, or it would block the session
+                    # at most `max_batch` events and BATCH_MAX_MESSAGES messages; an undecodable message or
+                    # event is left out and acked, or it would block the session
                     batch: list[mqtt.MQTTMessage] = []
                     events: list[Event] = []
-                    while messages and len(events) < self._max_batch:
+                    while messages and len(events) < self._max_batch and len(batch) < BATCH_MAX_MESSAGES:
                         batch.append(msg := messages.popleft())
                         events += decode_batch(bytes(msg.payload), msg.topic)
                     storing.append((batch, asyncio.ensure_future(self._store(events, handler))))
