@@ -75,9 +75,10 @@ log = logging.getLogger(__name__)
 VERSION = "v2"
 WIRE_VERSION = 2  # the batch envelope's "v"
 BATCH_MAX_EVENTS = 500  # events per message: a few hundred KiB at most, far below any broker's limit
-# Messages per ingest batch. With 20,000 (and 4 batches in the store) a durable session of one-event messages
-# stalled now and then in the benchmark: the broker stopped delivering until the run's timeout, nothing was
-# logged, cause not found. 5,000 never did; big messages still fill batches of `max_batch` events.
+# Messages per ingest batch. With 20,000 (4 batches in the store, acks in bursts of 20,000) a durable session
+# of one-event messages stalled now and then on this machine's Mosquitto 2.0.11: the ingest idle, no errors, a
+# few hundred messages never delivered — most likely the broker's inflight-quota bugs fixed in 2.0.13. 5,000
+# never did in any run; big messages still fill batches of `max_batch` events.
 BATCH_MAX_MESSAGES = 5000
 _SUBSCRIBE_CHUNK = 500  # topics per SUBSCRIBE / UNSUBSCRIBE packet
 _SEEN_REQUESTS = 10_000  # request ids remembered against QoS 1 redelivery
