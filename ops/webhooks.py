@@ -11,6 +11,9 @@ claims a head by leasing it (moving `next_attempt_at` past the longest one send 
 delivery. So two ops processes never send to one receiver at once, no event overtakes an earlier one, no
 transaction stays open during HTTP (SQLite has one writer), and the lease of a crashed process runs out.
 
+Retention: delivered messages are kept `RETENTION` (the deliveries API shows them), then pruned by the
+dispatcher in small chunks; an undelivered message is never pruned, whatever its age.
+
 Signature: `X-Chargeops-Signature: sha256=HEX`, the HMAC-SHA256 with the subscription's secret over
 `f"{X-Chargeops-Timestamp}.{raw body}"` (see `sign`).
 """
@@ -30,7 +33,7 @@ from typing import Any
 
 import httpx
 import orjson
-from sqlalchemy import exists, func, select, update
+from sqlalchemy import delete, exists, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.orm import aliased
 
@@ -46,8 +49,15 @@ log = logging.getLogger(__name__)
 _LEASE_MARGIN = 60.0
 _ERROR_CHARS = 500
 
+# How long delivered messages are kept; at fleet scale the outbox would otherwise grow without bound.
+RETENTION = timedelta(days=7)
+# Seconds between prunes once one found nothing more to delete, and the rows one transaction deletes
+# (small, so a prune never holds its locks long, nor the dispatcher's loop).
+_PRUNE_INTERVAL = 300.0
+_PRUNE_CHUNK = 1000
+
 _earlier = aliased(OutboxMessage)
-# No undelivered message of the same subscription was queued before this one.
+# No undelivered message of the same subscription was queued before this one (ix_webhook_outbox_undelivered).
 _IS_HEAD = ~exists().where(
     _earlier.subscription_id == OutboxMessage.subscription_id,
     _earlier.delivered_at.is_(None),
@@ -95,6 +105,9 @@ class WebhookDispatcher:
         timeout: float = 10.0,
         backoff_base: float = 1.0,
         backoff_cap: float = 600.0,
+        retention: timedelta = RETENTION,
+        prune_interval: float = _PRUNE_INTERVAL,
+        prune_chunk: int = _PRUNE_CHUNK,
     ) -> None:
         self._sessions = sessions
         self._settings = settings
@@ -104,6 +117,10 @@ class WebhookDispatcher:
         self._backoff_base = backoff_base
         self._backoff_cap = backoff_cap
         self._lease = timedelta(seconds=timeout + _LEASE_MARGIN)
+        self._retention = retention
+        self._prune_interval = prune_interval
+        self._prune_chunk = prune_chunk
+        self._prune_at = 0.0  # monotonic; the first pass prunes
         self._task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
@@ -127,6 +144,7 @@ class WebhookDispatcher:
                     heads = await self._claim()
                     sent = sum(await asyncio.gather(*(self._drain(client, m) for m in heads)))
                     await self._count_pending()
+                    await self._prune_if_due()
                 except Exception as exc:
                     DATABASE_ERRORS.labels("webhooks").inc()
                     log.warning("webhook delivery pass failed: %s", exc)
@@ -239,6 +257,34 @@ class WebhookDispatcher:
         except (httpx.HTTPError, TimeoutError) as exc:
             return f"{type(exc).__name__}: {exc}"[:_ERROR_CHARS].rstrip(": ")
         return None if response.is_success else f"HTTP {response.status_code}"
+
+    async def _prune_if_due(self) -> None:
+        # A full chunk means more may be waiting (a backlog after an upgrade): the next pass goes on.
+        if time.monotonic() >= self._prune_at and await self.prune() < self._prune_chunk:
+            self._prune_at = time.monotonic() + self._prune_interval
+
+    async def prune(self) -> int:
+        """Delete up to one chunk of messages delivered more than the retention ago; returns how many.
+
+        Rows another process is pruning are skipped, not waited for (Postgres), so two dispatchers
+        pruning at once neither block nor deadlock each other. The newest message is always kept: SQLite
+        reuses the highest id once it is deleted, and a reused id is a reused `X-Chargeops-Delivery`,
+        which receivers would drop as a duplicate."""
+        newest = aliased(OutboxMessage)
+        chunk = (
+            select(OutboxMessage.id)
+            .where(
+                OutboxMessage.delivered_at < utcnow() - self._retention,
+                OutboxMessage.id < select(func.max(newest.id)).scalar_subquery(),
+            )
+            .limit(self._prune_chunk)
+            .with_for_update(skip_locked=True)
+        )
+        async with self._sessions.begin() as session:
+            deleted = await session.scalars(
+                delete(OutboxMessage).where(OutboxMessage.id.in_(chunk)).returning(OutboxMessage.id)
+            )
+            return len(deleted.all())
 
     async def _count_pending(self) -> None:
         async with self._sessions() as session:

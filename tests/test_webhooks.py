@@ -12,6 +12,7 @@ import json
 import socket
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import timedelta
 from typing import Any
 
 import httpx
@@ -19,10 +20,11 @@ import pytest
 from fastapi import FastAPI
 from prometheus_client import REGISTRY
 from pydantic import SecretStr
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from chargeops.db.ops_models import OutboxMessage
+from chargeops.events import utcnow
 from chargeops.settings import Settings
 from ops.api import create_app
 from ops.outbox import enqueue
@@ -120,8 +122,8 @@ async def client(sessions: Sessions, allow_private_urls: bool = True) -> AsyncIt
 
 
 @contextlib.asynccontextmanager
-async def dispatching(sessions: Sessions, count: int = 1) -> AsyncIterator[None]:
-    """`count` dispatchers (as if in as many ops processes) with test-sized backoff."""
+async def dispatching(sessions: Sessions, count: int = 1, **options: Any) -> AsyncIterator[None]:
+    """`count` dispatchers (as if in as many ops processes) with test-sized backoff; `options` go to each."""
     settings = Settings(allow_private_urls=True)
     dispatchers = [
         WebhookDispatcher(
@@ -132,6 +134,7 @@ async def dispatching(sessions: Sessions, count: int = 1) -> AsyncIterator[None]
             backoff_base=0.05,
             backoff_cap=0.2,
             batch_size=4,
+            **options,
         )
         for _ in range(count)
     ]
@@ -166,6 +169,11 @@ async def outbox(sessions: Sessions) -> list[OutboxMessage]:
 
 async def all_delivered(sessions: Sessions) -> bool:
     return all(m.delivered_at is not None for m in await outbox(sessions))
+
+
+async def set_rows(sessions: Sessions, ids: list[int], **values: Any) -> None:
+    async with sessions.begin() as session:
+        await session.execute(update(OutboxMessage).where(OutboxMessage.id.in_(ids)).values(**values))
 
 
 EVENTS = ["ticket.created", "ticket.assigned", "ticket.in_progress", "ticket.resolved", "ticket.closed"]
@@ -337,3 +345,75 @@ async def test_api_refuses_private_urls_and_hides_secrets(sessions: Sessions) ->
             403,
             "forbidden",
         )
+
+
+DAY = timedelta(days=1)
+
+
+async def test_pruning_removes_only_old_delivered_messages_and_delivery_goes_on(sessions: Sessions) -> None:
+    receiver = Receiver()
+    subs = [await subscribe(sessions, f"{receiver.url}/{n}") for n in range(2)]
+    await queue(sessions, [*EVENTS, "ticket.repeated"])
+    rows = await outbox(sessions)
+    assert len(rows) == 12
+    old, recent, pending = rows[:6], rows[6:8], rows[8:]
+    now = utcnow()
+    await set_rows(sessions, [m.id for m in old], delivered_at=now - 8 * DAY)
+    await set_rows(sessions, [m.id for m in recent], delivered_at=now - DAY / 2)
+    # Undelivered messages stay whatever their age (a receiver down for a month).
+    await set_rows(sessions, [m.id for m in pending], created_at=now - 30 * DAY)
+
+    # Two dispatchers prune at once, in chunks of two, while the receiver is down.
+    async with dispatching(sessions, count=2, retention=DAY, prune_chunk=2, prune_interval=0.05):
+        kept = [m.id for m in recent + pending]
+        await until(lambda: _ids(sessions, kept))
+        await receiver.start()
+        try:
+            await until(lambda: all_delivered(sessions))
+            await queue(sessions, ["ticket.closed"])  # queued after the prune: sent after the others
+            await until(lambda: all_delivered(sessions))
+        finally:
+            await receiver.stop()
+
+    rows = await outbox(sessions)
+    assert [m.id for m in rows[:6]] == kept and len(rows) == 8
+    sent = [int(h["x-chargeops-delivery"]) for h, _ in receiver.delivered()]
+    for sub in subs:
+        mine = [m.id for m in rows[2:] if m.subscription_id == sub["id"]]  # all but the recent two
+        assert [i for i in sent if i in mine] == mine and len(mine) == 3
+    assert sorted(sent) == [m.id for m in pending] + [m.id for m in rows[6:]]
+
+
+async def _ids(sessions: Sessions, expected: list[int]) -> bool:
+    return [m.id for m in await outbox(sessions)] == expected
+
+
+async def test_prune_deletes_in_chunks_and_never_the_newest_message(sessions: Sessions) -> None:
+    await subscribe(sessions, "http://93.184.216.34/h")
+    await queue(sessions, EVENTS)
+    ids = [m.id for m in await outbox(sessions)]
+    await set_rows(sessions, ids, delivered_at=utcnow() - 2 * DAY)
+    dispatcher = WebhookDispatcher(sessions, Settings(), retention=DAY, prune_chunk=3)
+
+    assert [await dispatcher.prune() for _ in range(3)] == [3, 1, 0]
+    assert [m.id for m in await outbox(sessions)] == ids[-1:]
+    # SQLite hands out the highest id again once it is deleted: a new message must not reuse a delivery id.
+    await queue(sessions, ["ticket.created"])
+    assert [m.id for m in await outbox(sessions)][-1] > ids[-1]
+
+
+@pytest.mark.postgres
+async def test_prune_skips_rows_another_pruner_holds(pg_url: str) -> None:
+    async with migrated_sessions(pg_url) as sessions:
+        await subscribe(sessions, "http://93.184.216.34/h")
+        await queue(sessions, EVENTS)
+        ids = [m.id for m in await outbox(sessions)]
+        await set_rows(sessions, ids, delivered_at=utcnow() - 2 * DAY)
+        dispatcher = WebhookDispatcher(sessions, Settings(), retention=DAY)
+        async with sessions.begin() as other:  # another process, midway through deleting the first two
+            await other.execute(
+                select(OutboxMessage.id).where(OutboxMessage.id.in_(ids[:2])).with_for_update()
+            )
+            assert await asyncio.wait_for(dispatcher.prune(), timeout=5) == 2
+        assert [m.id for m in await outbox(sessions)] == [*ids[:2], ids[-1]]
+        assert await dispatcher.prune() == 2

@@ -10,7 +10,18 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, Float, ForeignKey, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+    text,
+)
 from sqlalchemy.orm import Mapped, mapped_column
 
 from chargeops.db.models import Base, BigId
@@ -216,7 +227,18 @@ class OutboxMessage(Base):
     """A webhook delivery, written in the same transaction as the change it reports; sent until acked."""
 
     __tablename__ = "webhook_outbox"
-    __table_args__ = (Index("ix_webhook_outbox_due", "delivered_at", "next_attempt_at"),)
+    __table_args__ = (
+        Index("ix_webhook_outbox_due", "delivered_at", "next_attempt_at"),
+        # The dispatcher's "earliest undelivered message of a subscription" lookups; partial, so it stays
+        # the size of the backlog however much delivered history the table keeps.
+        Index(
+            "ix_webhook_outbox_undelivered",
+            "subscription_id",
+            "id",
+            postgresql_where=text("delivered_at IS NULL"),
+            sqlite_where=text("delivered_at IS NULL"),
+        ),
+    )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
     subscription_id: Mapped[int] = mapped_column(BigId)
