@@ -78,6 +78,12 @@ class Settings(BaseSettings):
     rules_file: Path | None = Field(
         default=None, description="fault rules (YAML) replacing the built-in ops/rules.yaml"
     )
+    site_margin_pct: float = Field(
+        default=5.0,
+        ge=0,
+        le=50,
+        description="% of each site's grid limit the planner keeps unused (metering lag, EVs ramping)",
+    )
     site_plan_interval: float = Field(
         default=60.0, description="seconds between full re-plans of the site power budgets (ops role)"
     )

@@ -148,6 +148,9 @@ def serve(
     rules_file: Annotated[
         Path | None, Opt("rules_file", "fault rules (YAML) replacing the built-in ops/rules.yaml")
     ] = None,
+    site_margin_pct: Annotated[
+        float | None, Opt("site_margin_pct", "% of each site's grid limit the site planner keeps unused")
+    ] = None,
     site_plan_interval: Annotated[
         float | None, Opt("site_plan_interval", "seconds between full re-plans of the site power budgets")
     ] = None,

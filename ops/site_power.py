@@ -1,11 +1,14 @@
 """Site power planning: keeps a PV + storage + charging site within its grid connection limit.
 
-Budget for charging = grid limit + PV − other site load + storage discharge (the storage's maximum power
-while its SoC is above a reserve), from the site controller's latest report; a report older than a few
-minutes is not trusted, and the plan falls back to the grid limit alone. The budget is shared by water
-filling: every running session gets the same share, except that a session whose EV takes clearly less than
-it may (or a charger that offers less) is capped near what it takes and the rest goes to the others; an idle
-charger keeps a small floor so a new session starts safely before the re-plan its start triggers.
+Budget for charging = grid limit − margin + PV − other site load + storage discharge (the storage's maximum
+power while its SoC is above a reserve), from the site controller's latest report. The margin
+(`site_margin_pct` of the grid limit, default 5 %) absorbs metering lag and EVs ramping between re-plans. A
+report older than a few minutes is not trusted for PV or storage, which change fast, and the plan counts on
+neither; the last known other load still counts (forgetting it would hand the chargers power the site
+uses). The budget is shared by water filling: every running session gets the same share, except that a
+session whose EV takes clearly less than it may (or a charger that offers less) is capped near what it takes
+and the rest goes to the others; an idle charger keeps a small floor so a new session starts safely before
+the re-plan its start triggers.
 
 Limits go out as the neutral bus action `chargeops.SetPowerLimit` (the gateway turns it into the charger's
 SetChargingProfile; a TxDefaultProfile limits each connector, so a charger's share is divided by its
@@ -26,13 +29,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from sqlalchemy import Float, Integer, String, bindparam, select, text
+from sqlalchemy import Float, Integer, String, bindparam, select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from chargeops.db.engine import insert_for, stored_utc
 from chargeops.db.models import TZ, Charger, Transaction
 from chargeops.db.ops_models import ChargerLimit, DischargeLimit, Site, SiteTelemetry
-from chargeops.events import Event, TransactionEnded, TransactionStarted, utcnow
+from chargeops.events import Booted, Event, TransactionEnded, TransactionStarted, utcnow
 from chargeops.settings import Settings
 from ocpp_gateway.limits import POWER_LIMIT_ACTION
 from ops.sharing import water_fill
@@ -85,6 +88,7 @@ class Budget:
     """What the site can give its chargers now, and the figures it came from (W)."""
 
     grid_limit_w: float
+    margin_w: float = 0.0  # of the grid limit, kept unused
     pv_w: float = 0.0
     load_w: float = 0.0
     storage_w: float = 0.0  # discharge counted on
@@ -93,7 +97,7 @@ class Budget:
 
     @property
     def total_w(self) -> float:
-        return max(0.0, self.grid_limit_w + self.pv_w - self.load_w + self.storage_w)
+        return max(0.0, self.grid_limit_w - self.margin_w + self.pv_w - self.load_w + self.storage_w)
 
 
 def site_budget(
@@ -101,18 +105,21 @@ def site_budget(
     report: SiteTelemetry | None,
     now: datetime,
     *,
+    margin_pct: float,
     max_age: timedelta = TELEMETRY_MAX_AGE,
     reserve_soc: float = RESERVE_SOC,
 ) -> Budget:
     """The charging budget of a site with a grid limit (see the module docstring for the formula)."""
     grid = (site.grid_limit_kw or 0.0) * 1000
+    margin = grid * margin_pct / 100
     at = stored_utc(report.at) if report is not None else None
     if report is None or at is None or now - at > max_age:
-        return Budget(grid, telemetry_at=at)
+        load = (report.load_w or 0.0) if report is not None else 0.0
+        return Budget(grid, margin, load_w=load, telemetry_at=at)
     discharge = 0.0
     if site.storage_max_kw and report.storage_soc is not None and report.storage_soc > reserve_soc:
         discharge = site.storage_max_kw * 1000
-    return Budget(grid, report.pv_w or 0.0, report.load_w or 0.0, discharge, at, fresh=True)
+    return Budget(grid, margin, report.pv_w or 0.0, report.load_w or 0.0, discharge, at, fresh=True)
 
 
 @dataclass(slots=True)
@@ -165,6 +172,7 @@ class SitePlanner:
         self._sessions = sessions
         self._bus = bus
         self._timeout = settings.call_timeout
+        self._margin_pct = settings.site_margin_pct
         self._interval = interval
         self._full_interval = full_interval
         self._reserve_soc = reserve_soc
@@ -188,18 +196,31 @@ class SitePlanner:
                 await self._task
 
     async def handle(self, events: Sequence[Event]) -> None:
-        """Sessions starting or ending re-plan their site at once (the planner loop does the work)."""
+        """Sessions starting or ending re-plan their site at once (the planner loop does the work). A charger
+        that booted may have lost what it was told (many do not keep charging profiles or DER controls over a
+        reboot): its limit and discharge cap are marked `Rebooted`, so the re-plan sends them again."""
         chargers: set[str] = set()
+        booted: set[str] = set()
         for ev in events:
             if isinstance(ev.body, TransactionStarted | TransactionEnded):
                 active = isinstance(ev.body, TransactionStarted)
                 self._tx_events[(ev.charger_id, ev.body.transaction_id)] = (active, time.monotonic())
                 chargers.add(ev.charger_id)
-        if not chargers:
+            elif isinstance(ev.body, Booted):
+                booted.add(ev.charger_id)
+        if not chargers | booted:
             return
         async with self._sessions() as session:
+            if booted:
+                for table in (ChargerLimit, DischargeLimit):
+                    await session.execute(
+                        update(table).where(table.charger_id.in_(booted)).values(status="Rebooted")
+                    )
+                await session.commit()
             sites = await session.scalars(
-                select(Charger.site).where(Charger.id.in_(chargers), Charger.site.is_not(None)).distinct()
+                select(Charger.site)
+                .where(Charger.id.in_(chargers | booted), Charger.site.is_not(None))
+                .distinct()
             )
             self._due.update(s for s in sites if s)
         self._wake.set()
@@ -258,7 +279,9 @@ class SitePlanner:
             )
             chargers = await self._chargers(session, site_id)
         self._seen_telemetry[site_id] = report.at if report is not None else None
-        budget = site_budget(site, report, utcnow(), reserve_soc=self._reserve_soc)
+        budget = site_budget(
+            site, report, utcnow(), margin_pct=self._margin_pct, reserve_soc=self._reserve_soc
+        )
         charging = sum(c.charging_w for c in chargers)
         _export_metrics(site_id, report if budget.fresh else None, charging, site.grid_limit_kw, budget)
         v2x = [v for v in (c.v2x() for c in chargers) if v is not None]

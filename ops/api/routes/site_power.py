@@ -12,7 +12,7 @@ from chargeops.db.engine import stored_iso
 from chargeops.db.ops_models import ChargerLimit, DischargeLimit, Site, SiteTelemetry
 from chargeops.events import utcnow
 from ops.api.auth import Operator, Viewer
-from ops.api.context import Db
+from ops.api.context import Ctx, Db
 from ops.api.errors import ApiError, documented
 from ops.site_discharge import discharge_allowance
 from ops.site_power import TELEMETRY_MAX_AGE, site_budget
@@ -34,7 +34,7 @@ async def post_telemetry(site_id: SiteIdPath, report: SiteReport, db: Db) -> dic
 
 
 @router.get("/{site_id}/power", dependencies=[Viewer])
-async def site_power(site_id: SiteIdPath, db: Db) -> dict[str, Any]:
+async def site_power(site_id: SiteIdPath, db: Db, ctx: Ctx) -> dict[str, Any]:
     """The latest telemetry, the charging budget computed from it and the limit each charger was given; the
     discharge its bidirectional (OCPP 2.1) chargers may give and the cap each one was given."""
     site = await db.get(Site, site_id)
@@ -52,7 +52,10 @@ async def site_power(site_id: SiteIdPath, db: Db) -> dict[str, Any]:
     caps = await db.scalars(
         select(DischargeLimit).where(DischargeLimit.site_id == site_id).order_by(DischargeLimit.charger_id)
     )
-    budget = site_budget(site, report, utcnow()) if site.grid_limit_kw is not None else None
+    margin = ctx.settings.site_margin_pct
+    budget = (
+        site_budget(site, report, utcnow(), margin_pct=margin) if site.grid_limit_kw is not None else None
+    )
     charging = (report.charging_w or 0.0) if report is not None else 0.0
     allowance = discharge_allowance(site, report, utcnow(), charging, TELEMETRY_MAX_AGE)
     return {
@@ -74,6 +77,7 @@ async def site_power(site_id: SiteIdPath, db: Db) -> dict[str, Any]:
         else {
             "charging_w": budget.total_w,
             "grid_limit_w": budget.grid_limit_w,
+            "margin_w": budget.margin_w,
             "pv_w": budget.pv_w,
             "load_w": budget.load_w,
             "storage_discharge_w": budget.storage_w,
