@@ -188,6 +188,15 @@ def simulate(
     id_prefix: Annotated[str, Opt("sim_id_prefix", "charger ids are PREFIX00001, ...")] = "SIM",
     password: Annotated[str | None, Opt("sim_password", "Basic-auth password for every charger")] = None,
     time_scale: Annotated[float, Opt("sim_time_scale", "simulated seconds per real second")] = 1.0,
+    swap_rate: Annotated[float, Opt("sim_swap_rate", "swaps per station per simulated hour")] = 6.0,
+    session_rate: Annotated[
+        float, Opt("sim_session_rate", "EV arrivals per free connector per simulated minute")
+    ] = 0.02,
+    sample_interval: Annotated[
+        float, Opt("sim_sample_interval", "simulated seconds between meter values")
+    ] = 60.0,
+    connect_rate: Annotated[float, Opt("sim_connect_rate", "new connections per second")] = 500.0,
+    strict: Annotated[bool, Opt("sim_strict", "validate all traffic against the OCPP schemas")] = False,
     log_level: LogLevel = "INFO",
 ) -> None:
     """Run a simulated fleet against any OCPP central system."""
@@ -199,13 +208,18 @@ def simulate(
         chargers=chargers,
         protocol=protocol.value,
         swap_stations=swap_stations,
+        swap_rate=swap_rate,
         v2x_chargers=v2x_chargers,
         duration=duration,
         fault_rate=fault_rate,
         seed=seed,
         id_prefix=id_prefix,
         password=password,
+        sample_interval=sample_interval,
+        session_rate=session_rate,
         time_scale=time_scale,
+        connect_rate=connect_rate,
+        strict=strict,
     )
     _run(_simulate(config, run_fleet))
 

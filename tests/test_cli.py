@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
+import sys
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -14,9 +17,13 @@ from typer.testing import CliRunner
 from chargeops.db.engine import make_engine, make_sessionmaker
 from chargeops.db.models import Charger
 from chargeops.settings import Settings
+from firmware_stubs import SimEnvironment
 from ops.cli import app
+from ops.demo import seed_id_tokens
+from tests.conftest import StartRuntime
 
 runner = CliRunner()
+ROOT = Path(__file__).resolve().parent.parent
 SECRET_ONLY_IN_ENVIRONMENT = {"admin_token"}  # a token on the command line would show in `ps`
 
 
@@ -72,3 +79,25 @@ def test_chargers_add_registers_with_a_hashed_password(tmp_path: Any) -> None:
 def test_db_upgrade_on_postgres(pg_url: str) -> None:
     result = runner.invoke(app, ["db", "upgrade", "--database-url", pg_url])
     assert result.exit_code == 0 and "up to date" in result.output
+
+
+async def test_simulate_runs_a_strict_mixed_fleet_against_a_central_system(
+    start_runtime: StartRuntime,
+) -> None:
+    """`chargeops simulate` as an operator runs it (its own process): every charger boots and charges,
+    nothing breaks a schema, and the report is JSON on stdout."""
+    runtime = await start_runtime(accept_unknown=True)
+    assert runtime.gateway is not None
+    await seed_id_tokens(runtime, SimEnvironment().id_tags)
+    args = ["simulate", "--csms", f"ws://127.0.0.1:{runtime.gateway.port}/ocpp", "--chargers", "4"]
+    args += ["--protocol", "mixed", "--duration", "4", "--time-scale", "600", "--session-rate", "0.2"]
+    args += ["--sample-interval", "60", "--strict", "--seed", "5", "--log-level", "WARNING"]
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "ops.cli", *args, cwd=ROOT, stdout=asyncio.subprocess.PIPE
+    )
+    out, _ = await asyncio.wait_for(proc.communicate(), 60)
+    assert proc.returncode == 0
+    report = json.loads(out)
+    assert report["chargers"] == 4 and report["boots_accepted"] >= 4, report
+    assert report["sessions_started"] > 0 and report["energy_wh"] > 0, report
+    assert report["schema_violations"] == [] and report["errors"] == 0, report
