@@ -58,6 +58,15 @@ CHARGING_WINDOW = text(
 ).bindparams(bindparam("since", type_=DateTime(timezone=True)))
 
 
+# A connector fault ticket a status without an error would clear.
+_OPEN_CONNECTOR_FAULT = (
+    Ticket.kind == "maintenance",
+    Ticket.status.in_(OPEN_STATES),
+    Ticket.component == "Connector",
+    Ticket.cleared_at.is_(None),
+)
+
+
 class OpsEngine(Periodic):
     name = "ops-engine"
 
@@ -79,7 +88,12 @@ class OpsEngine(Periodic):
     # -- events ---------------------------------------------------------------------------------------
 
     async def handle(self, events: Sequence[Event]) -> None:
-        """Bus handler: at-least-once safe (occurrences are keyed by event id)."""
+        """Bus handler: at-least-once safe (occurrences are keyed by event id).
+
+        An error-free StatusNotification clears a 1.6 connector fault; almost none has one to clear, so the
+        connectors with a fault ticket to clear are read once per batch (and kept up to date as this batch
+        opens tickets) instead of a transaction per status."""
+        faulted = await self._faulted_connectors(events)
         for ev in events:
             found = observations(ev)
             body = ev.body
@@ -88,15 +102,35 @@ class OpsEngine(Periodic):
             elif isinstance(body, Connected):
                 found.append(observed(ev, "offline", code="offline", cleared=True))
             elif isinstance(body, StatusChanged) and not body.error_code:
-                await self._clear_connector(ev, body)
+                if (ev.charger_id, body.evse_id) in faulted:
+                    faulted.discard((ev.charger_id, body.evse_id))
+                    await self._clear_connector(ev, body)
             elif isinstance(body, BatterySwapped):
                 found += await self._battery_checks(ev, body)
             for obs in found:
-                await self.apply(obs)
+                ticket = await self.apply(obs)
+                if ticket is not None and ticket.component == "Connector" and ticket.evse_id is not None:
+                    faulted.add((obs.charger_id, ticket.evse_id))
 
     async def apply(self, obs: Observation) -> Ticket | None:
         async with self.sessions() as session, session.begin():
             return await maintenance.observe(session, obs, self.book)
+
+    async def _faulted_connectors(self, events: Sequence[Event]) -> set[tuple[str, int]]:
+        """(charger, EVSE) with an open, not yet cleared connector ticket, among the chargers that sent an
+        error-free status in `events`."""
+        chargers = {
+            ev.charger_id for ev in events if isinstance(ev.body, StatusChanged) and not ev.body.error_code
+        }
+        if not chargers:
+            return set()
+        async with self.sessions() as session:
+            rows = await session.execute(
+                select(Ticket.charger_id, Ticket.evse_id).where(
+                    Ticket.charger_id.in_(chargers), *_OPEN_CONNECTOR_FAULT
+                )
+            )
+            return {(cid, evse) for cid, evse in rows if cid is not None and evse is not None}
 
     async def _battery_checks(self, ev: Event, body: BatterySwapped) -> list[Observation]:
         """Packs handed in (unknown, worn, fading, cell spread); repeated pack-left-behind timeouts."""
@@ -192,12 +226,7 @@ class OpsEngine(Periodic):
         async with self.sessions() as session, session.begin():
             rows = await session.scalars(
                 select(Ticket).where(
-                    Ticket.charger_id == ev.charger_id,
-                    Ticket.kind == "maintenance",
-                    Ticket.status.in_(OPEN_STATES),
-                    Ticket.component == "Connector",
-                    Ticket.evse_id == body.evse_id,
-                    Ticket.cleared_at.is_(None),
+                    Ticket.charger_id == ev.charger_id, Ticket.evse_id == body.evse_id, *_OPEN_CONNECTOR_FAULT
                 )
             )
             for ticket in rows.all():

@@ -14,7 +14,16 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from chargeops.db.models import Charger, Connector, MeterRollup1m, StoredEvent
 from chargeops.db.ops_models import Stock, Ticket
-from chargeops.events import Booted, Connected, Event, FaultReported, FirmwareStatus, SecurityEvent, utcnow
+from chargeops.events import (
+    Booted,
+    Connected,
+    Event,
+    FaultReported,
+    FirmwareStatus,
+    SecurityEvent,
+    StatusChanged,
+    utcnow,
+)
 from firmware_stubs.charger import FAULT_CODES
 from ops.engine import OpsEngine
 from ops.registry import FleetDoc, apply_fleet
@@ -114,6 +123,23 @@ async def test_one_ticket_per_fault_repeats_escalate_redelivery_does_not_count(e
 
 
 @pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
+async def test_an_error_free_status_clears_the_connector_fault_in_the_same_batch_or_later(
+    engine: OpsEngine,
+) -> None:
+    """1.6 clears a connector fault with a status without an error code: also when the fault and its
+    clearing arrive in one batch, and only on the connector that had it."""
+    ok = Event("CP1", StatusChanged(1, 1, "Available"), reported_at=T0 + timedelta(seconds=1))
+    other = Event("CP1", StatusChanged(2, 2, "Available"), reported_at=T0 + timedelta(seconds=1))
+    await engine.handle([fault("GroundFailure"), ok])
+    [ticket] = await tickets(engine.sessions)
+    assert ticket.cleared_at is not None
+    await engine.handle([fault("HighTemperature", seconds=2), other])
+    [_, hot] = await tickets(engine.sessions)
+    assert hot.rule != ticket.rule and hot.cleared_at is None  # EVSE 2's status says nothing about EVSE 1
+    await engine.handle([ok])
+    assert all(t.cleared_at is not None for t in await tickets(engine.sessions))
+
+
 async def test_security_firmware_boot_loop_and_offline(engine: OpsEngine) -> None:
     await engine.handle([Event("CP1", SecurityEvent("TamperDetectionActivated", "door"), reported_at=T0)])
     await engine.handle([Event("CP1", FirmwareStatus("InstallationFailed"), reported_at=T0)])
