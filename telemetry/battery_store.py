@@ -29,7 +29,7 @@ async def store_battery_events(conn: AsyncConnection, events: Sequence[Event]) -
             at = ev.reported_at or ev.received_at
             await _swap(conn, ev.charger_id, body, at)
             for pack in body.batteries:
-                await _pack(conn, ev, body.event_type, pack, at)
+                await _pack(conn, ev, body, pack, at)
 
 
 async def _swap(conn: AsyncConnection, station: str, body: BatterySwapped, at: datetime) -> None:
@@ -71,14 +71,17 @@ async def _swap(conn: AsyncConnection, station: str, body: BatterySwapped, at: d
     )
 
 
-async def _pack(conn: AsyncConnection, ev: Event, step: str, pack: dict[str, Any], at: datetime) -> None:
+async def _pack(
+    conn: AsyncConnection, ev: Event, body: BatterySwapped, pack: dict[str, Any], at: datetime
+) -> None:
     dialect = conn.dialect.name
+    step = body.event_type
     serial = pack["serial"]
     reading = {f: pack.get(f) for f in READING_FIELDS}
     await conn.execute(
         insert_for(dialect, BatteryReading).on_conflict_do_nothing(index_elements=["event_id", "serial"]),
         {"event_id": ev.event_id, "serial": serial, "at": at, "station_id": ev.charger_id,
-         "slot": pack.get("slot"), **reading},
+         "request_id": body.request_id, "slot": pack.get("slot"), **reading},
     )  # fmt: skip
     produced = datetime.fromisoformat(pack["production_date"]) if pack.get("production_date") else None
     await conn.execute(

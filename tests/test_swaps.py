@@ -124,6 +124,14 @@ async def test_swap_over_ocpp_21_pairs_in_and_out_and_tracks_packs(
     assert (p4["location"], p4["slot"]) == ("slot", 2)  # left behind in its slot
     assert (await api.get("/api/batteries/NOPE")).status_code == 404
 
+    # The pack's swap stays in its record however many swaps the fleet makes after it.
+    async with await station(runtime, "SWAP-21", "ocpp2.1") as cp:
+        await cp.boot()
+        for n in range(20, 26):
+            await cp.result("BatterySwap", swap("BatteryIn", n, pack(f"PACK-{n}", 4, 15.0, 90.0)))
+    p1 = (await api.get("/api/batteries/PACK-1", params={"limit": 1})).json()
+    assert [s["request_id"] for s in p1["swap_records"]] == [7]
+
     assert runtime.ops is not None
     await runtime.ops.refresh_gauges()
     metrics = (await api.get("/metrics")).text

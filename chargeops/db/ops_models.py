@@ -282,6 +282,7 @@ class BatteryReading(Base):
     serial: Mapped[str] = mapped_column(String(50), primary_key=True)
     at: Mapped[datetime]
     station_id: Mapped[str] = mapped_column(String(48))
+    request_id: Mapped[int | None] = mapped_column(BigInteger)  # the swap it came from; None: telemetry
     slot: Mapped[int | None]
     soc: Mapped[float | None] = mapped_column(Float)
     soh: Mapped[float | None] = mapped_column(Float)

@@ -7,7 +7,7 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query
 from pydantic import Field
-from sqlalchemy import select
+from sqlalchemy import select, tuple_
 
 from chargeops.db.engine import insert_for, stored_iso
 from chargeops.db.models import Charger
@@ -152,8 +152,13 @@ async def battery(serial: str, db: Db, limit: int = Query(200, ge=1, le=5000)) -
         }
         for r in readings
     ]
-    swaps = (await db.scalars(select(BatterySwap).order_by(BatterySwap.id.desc()).limit(limit * 4))).all()
-    mine = [
-        _swap(s) for s in swaps if any(b.get("serial") == serial for b in (*s.batteries_in, *s.batteries_out))
-    ][:limit]
-    return {**_pack(pack), "history": history, "swap_records": mine}
+    in_swaps = select(BatteryReading.station_id, BatteryReading.request_id).where(
+        BatteryReading.serial == serial, BatteryReading.request_id.is_not(None)
+    )
+    swaps = await db.scalars(
+        select(BatterySwap)
+        .where(tuple_(BatterySwap.station_id, BatterySwap.request_id).in_(in_swaps))
+        .order_by(BatterySwap.id.desc())
+        .limit(limit)
+    )
+    return {**_pack(pack), "history": history, "swap_records": [_swap(s) for s in swaps]}
