@@ -42,6 +42,7 @@ from ops.sharing import water_fill
 from ops.site_discharge import DER_PROTOCOL, DischargeControl, DischargePlan, V2xCharger
 from telemetry import metrics as m
 from telemetry.bus import Bus
+from telemetry.periodic import Periodic
 
 log = logging.getLogger("chargeops.site_power")
 
@@ -155,8 +156,11 @@ class SitePlan:
     discharge: DischargePlan | None = None  # V2X chargers' discharge caps (OCPP 2.1 DER control)
 
 
-class SitePlanner:
-    """Plans every site with a grid limit (role ops, one per deployment); `handle` is its bus listener."""
+class SitePlanner(Periodic):
+    """Plans every site with a grid limit (role ops, one per deployment); `handle` is its bus listener and
+    wakes it."""
+
+    name = "site_planner"
 
     def __init__(
         self,
@@ -169,31 +173,21 @@ class SitePlanner:
         reserve_soc: float = RESERVE_SOC,
         idle_floor_w: float = IDLE_FLOOR_W,
     ) -> None:
+        super().__init__(interval)
         self._sessions = sessions
         self._bus = bus
         self._timeout = settings.call_timeout
         self._margin_pct = settings.site_margin_pct
-        self._interval = interval
         self._full_interval = full_interval
+        self._next_full = 0.0
         self._reserve_soc = reserve_soc
         self._floor = idle_floor_w
         self._lock = asyncio.Lock()
-        self._wake = asyncio.Event()
         self._due: set[str] = set()
         self._seen_telemetry: dict[str, datetime | None] = {}
         self._max_w: dict[str, float] = {}  # what a charger offers without our limit, once seen
         self._tx_events: dict[tuple[str, str], tuple[bool, float]] = {}  # (charger, tx) → (active, when)
-        self._task: asyncio.Task[None] | None = None
         self._discharge = DischargeControl(sessions, bus, settings.call_timeout)
-
-    def start(self) -> None:
-        self._task = asyncio.get_running_loop().create_task(self._run(), name="site-planner")
-
-    async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
 
     async def handle(self, events: Sequence[Event]) -> None:
         """Sessions starting or ending re-plan their site at once (the planner loop does the work). A charger
@@ -223,24 +217,17 @@ class SitePlanner:
                 .distinct()
             )
             self._due.update(s for s in sites if s)
-        self._wake.set()
+        self.wake()
 
-    async def _run(self) -> None:
-        next_full = 0.0
-        while True:
-            try:
-                due, self._due = self._due, set()
-                if time.monotonic() >= next_full:
-                    next_full = time.monotonic() + self._full_interval
-                    await self.plan()
-                else:
-                    await self.plan_many(due | await self._new_telemetry())
-            except Exception as exc:
-                m.DATABASE_ERRORS.labels("site_planner").inc()
-                log.warning("site planning failed: %s", exc)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self._interval)
-            self._wake.clear()
+    async def step(self) -> None:
+        """Every site each `full_interval`; in between the sites due (sessions, boots) and those with new
+        telemetry."""
+        due, self._due = self._due, set()
+        if time.monotonic() >= self._next_full:
+            self._next_full = time.monotonic() + self._full_interval
+            await self.plan()
+        else:
+            await self.plan_many(due | await self._new_telemetry())
 
     async def _new_telemetry(self) -> set[str]:
         async with self._sessions() as session:

@@ -1,5 +1,5 @@
-"""A background job that runs a step every few seconds; a failing step (the database, mostly) is logged and
-counted, and the next pass tries again."""
+"""A background job that runs a step every few seconds, or sooner when woken; a failing step (the database,
+mostly) is logged and counted, and the next pass tries again."""
 
 from __future__ import annotations
 
@@ -20,6 +20,11 @@ class Periodic:
     def __init__(self, interval: float) -> None:
         self._interval = interval
         self._task: asyncio.Task[None] | None = None
+        self._wake = asyncio.Event()
+
+    def wake(self) -> None:
+        """Run the next step now instead of at the end of the interval."""
+        self._wake.set()
 
     async def step(self) -> None:
         raise NotImplementedError
@@ -40,4 +45,6 @@ class Periodic:
             except Exception as exc:
                 DATABASE_ERRORS.labels(self.name).inc()
                 log.warning("%s failed: %s", self.name, exc)
-            await asyncio.sleep(self._interval)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), self._interval)
+            self._wake.clear()
