@@ -52,8 +52,8 @@ ZERO_WHEN_HEALTHY = {
 FALLBACK = " or vector(0)"
 
 SITES = ("north", "south", "harbour")
-PV_SITE = {"kind": "pv_storage", "grid_limit_kw": 150, "pv_peak_kw": 60, "storage_kwh": 100}
 CHARGERS = 20
+V2X = ("V2X00000", "V2X00001")  # `simulate --v2x-chargers 2` names them so
 NEVER_CONNECTED = ("YARD00001", "YARD00002")  # registered, never connected: the fleet has offline chargers
 ADMIN_TOKEN = "monitoring-test-admin-token"
 
@@ -346,7 +346,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
             "simulate", sys.executable, "-m", "ops.cli", "simulate",
             "--csms", f"ws://127.0.0.1:{ocpp_port}/ocpp", "--chargers", str(CHARGERS),
             "--protocol", "mixed", "--fault-rate", "20", "--time-scale", "60", "--duration", "120",
-            "--swap-stations", "2",
+            "--swap-stations", "2", "--v2x-chargers", str(len(V2X)),
             "--log-level", "WARNING",
         )  # fmt: skip
         provoke_refusals(ocpp_port)
@@ -398,7 +398,13 @@ def register_fleet(chargeops: str) -> None:
         "sites": [
             {"id": site, "region": "west", "depot": f"D-{site}"}
             | (
-                {"kind": "pv_storage", "grid_limit_kw": 150, "pv_peak_kw": 60, "storage_kwh": 100}
+                {
+                    "kind": "pv_storage",
+                    "grid_limit_kw": 150,
+                    "grid_export_limit_kw": 50,
+                    "pv_peak_kw": 60,
+                    "storage_kwh": 100,
+                }
                 if n == 0
                 else {}
             )
@@ -421,6 +427,9 @@ def register_fleet(chargeops: str) -> None:
         assert r.status_code == 201, r.text
         for n, charger_id in enumerate(ids):
             r = client.post("/api/chargers", json={"id": charger_id, "site": SITES[n % len(SITES)]})
+            assert r.status_code == 201, r.text
+        for charger_id in V2X:  # bidirectional 2.1 chargers on the PV site (DER control, site energy)
+            r = client.post("/api/chargers", json={"id": charger_id, "site": SITES[0]})
             assert r.status_code == 201, r.text
         for charger_id in NEVER_CONNECTED:
             r = client.post("/api/chargers", json={"id": charger_id, "site": "depot-yard"})
