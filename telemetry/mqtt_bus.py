@@ -236,6 +236,62 @@ def decode_batch(payload: bytes, topic: str) -> list[Event]:
     return events
 
 
+@dataclass(frozen=True, slots=True)
+class Broker:
+    """Where CHARGEOPS_MQTT_URL points (`mqtt://[user:password@]host[:port][/root]`), and how every chargeops
+    MQTT client connects to it: MQTT 5, the short keepalive, no in-flight cap."""
+
+    host: str
+    port: int
+    username: str | None
+    password: str | None
+    root: str
+
+    @classmethod
+    def from_url(cls, mqtt_url: str | None) -> Broker:
+        url = urlsplit(mqtt_url or "")
+        if url.scheme != "mqtt":
+            raise ValueError(
+                f"CHARGEOPS_MQTT_URL must look like mqtt://host:port[/root], got {url.scheme}://"
+            )
+        return cls(
+            url.hostname or "127.0.0.1",
+            url.port or 1883,
+            unquote(url.username) if url.username else None,
+            unquote(url.password) if url.password else None,
+            url.path.strip("/") or "chargeops",
+        )
+
+    def client(self, identifier: str, *, clean: bool, session_expiry: int, timeout: float) -> aiomqtt.Client:
+        """A client; with `clean` off its session (and what is queued for it) outlives `session_expiry` s
+        of absence."""
+        client = aiomqtt.Client(
+            self.host,
+            self.port,
+            username=self.username,
+            password=self.password,
+            identifier=identifier,
+            protocol=aiomqtt.ProtocolVersion.V5,
+            clean_start=clean,
+            properties=_props(
+                PacketTypes.CONNECT,
+                SessionExpiryInterval=0 if clean else session_expiry,
+                ReceiveMaximum=65535,
+            ),
+            timeout=timeout,
+            keepalive=KEEPALIVE_SECONDS,
+            max_inflight_messages=0,  # unlimited: paho rescans its whole queue per PUBACK otherwise
+        )
+        client.pending_calls_threshold = 1 << 30  # many concurrent publishes are normal here, not a warning
+        return client
+
+
+async def backoff(delay: float) -> float:
+    """Reconnect back-off: sleep `delay`, return the next one (doubling up to 10 s)."""
+    await asyncio.sleep(delay)
+    return min(delay * 2, 10.0)
+
+
 def _props(packet: int, **values: Any) -> Properties:
     props = Properties(packet)
     for name, value in values.items():
@@ -266,16 +322,8 @@ class MqttBus:
         replay_batch: int = 2000,
         durable_group: str = "ingest",
     ) -> None:
-        url = urlsplit(settings.mqtt_url or "")
-        if url.scheme != "mqtt":
-            raise ValueError(
-                f"CHARGEOPS_MQTT_URL must look like mqtt://host:port[/root], got {url.scheme}://"
-            )
-        self._host = url.hostname or "127.0.0.1"
-        self._port = url.port or 1883
-        self._username = unquote(url.username) if url.username else None
-        self._password = unquote(url.password) if url.password else None
-        root = url.path.strip("/") or "chargeops"
+        self._broker = Broker.from_url(settings.mqtt_url)
+        root = self._broker.root
         self._base = f"{root}/{VERSION}"
         self.instance_id = uuid.uuid4().hex[:12]
         self._gateway_id = settings.gateway_id
@@ -344,22 +392,9 @@ class MqttBus:
         return task
 
     def _new_client(self, identifier: str, clean: bool) -> aiomqtt.Client:
-        expiry = 0 if clean else self._session_expiry
-        client = aiomqtt.Client(
-            self._host,
-            self._port,
-            username=self._username,
-            password=self._password,
-            identifier=identifier,
-            protocol=aiomqtt.ProtocolVersion.V5,
-            clean_start=clean,
-            properties=_props(PacketTypes.CONNECT, SessionExpiryInterval=expiry, ReceiveMaximum=65535),
-            timeout=self._op_timeout,
-            keepalive=KEEPALIVE_SECONDS,
-            max_inflight_messages=0,  # unlimited: paho rescans its whole queue per PUBACK otherwise
+        return self._broker.client(
+            identifier, clean=clean, session_expiry=self._session_expiry, timeout=self._op_timeout
         )
-        client.pending_calls_threshold = 1 << 30  # many concurrent publishes are normal here, not a warning
-        return client
 
     async def start(self) -> None:
         """Connect; raises ConnectionError if the broker cannot be reached within `connect_timeout`.
@@ -374,7 +409,7 @@ class MqttBus:
         if not self._up.is_set():
             up.cancel()
             await self.close()
-            raise ConnectionError(f"MQTT broker {self._host}:{self._port} unreachable")
+            raise ConnectionError(f"MQTT broker {self._broker.host}:{self._broker.port} unreachable")
 
     async def close(self) -> None:
         self._running = False
@@ -386,10 +421,6 @@ class MqttBus:
         if self.spool is not None:
             await self.spool.close()
             self.spool = None
-
-    async def _backoff(self, delay: float) -> float:
-        await asyncio.sleep(delay)
-        return min(delay * 2, 10.0)
 
     async def _run_main(self) -> None:
         delay = 0.2
@@ -404,7 +435,12 @@ class MqttBus:
                     self._conn = conn
                     await self._sync(conn)
                     self._up.set()
-                    log.info("mqtt bus %s connected to %s:%s", self.instance_id, self._host, self._port)
+                    log.info(
+                        "mqtt bus %s connected to %s:%s",
+                        self.instance_id,
+                        self._broker.host,
+                        self._broker.port,
+                    )
                     delay = 0.2
                     syncer = self._spawn(self._sync_forever(conn), "mqtt-bus-sync")
                     try:
@@ -419,7 +455,7 @@ class MqttBus:
                 self._up.clear()
                 self._conn = None
                 conn.lost.set_result(None)
-            delay = await self._backoff(delay)
+            delay = await backoff(delay)
 
     # -- events ---------------------------------------------------------------------------------------
 
@@ -612,7 +648,7 @@ class MqttBus:
                 log.warning("durable subscription lost: %s; reconnecting in %.1f s", exc, delay)
             finally:
                 self.durable_ready.clear()
-            delay = await self._backoff(delay)
+            delay = await backoff(delay)
 
     async def _consume(self, client: aiomqtt.Client, inbox: _Inbox, handler: EventHandler) -> None:
         """Batches what has arrived and hands up to `ingest_pipeline` batches to the handler at once (it

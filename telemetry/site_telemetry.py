@@ -17,11 +17,10 @@ import logging
 import uuid
 from collections.abc import Awaitable, Callable
 from datetime import UTC, timedelta
-from urllib.parse import quote, unquote, urlsplit
+from typing import Any
+from urllib.parse import unquote
 
 import aiomqtt
-from paho.mqtt.packettypes import PacketTypes
-from paho.mqtt.properties import Properties
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError, field_validator
 from sqlalchemy import update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -31,11 +30,13 @@ from chargeops.db.ops_models import Battery, BatteryReading, Site, SiteTelemetry
 from chargeops.events import utcnow
 from chargeops.settings import Settings
 from telemetry.metrics import BUS_ERRORS
+from telemetry.mqtt_bus import Broker, backoff
 
 log = logging.getLogger(__name__)
 
 TOPIC_VERSION = "v1"
 GROUP = "chargeops-site-telemetry"
+OP_TIMEOUT = 10.0  # s for a subscribe to be confirmed (aiomqtt's default)
 # A report from further ahead than this is a controller with a wrong clock: it would stay "latest" for hours.
 MAX_CLOCK_AHEAD = timedelta(minutes=5)
 
@@ -126,14 +127,6 @@ async def store_report(session: AsyncSession, site_id: str, report: SiteReport) 
     return bool(getattr(result, "rowcount", 0))
 
 
-def mqtt_root(mqtt_url: str | None) -> str:
-    return urlsplit(mqtt_url or "").path.strip("/") or "chargeops"
-
-
-def telemetry_topic(root: str, site_id: str) -> str:
-    return f"{root}/{TOPIC_VERSION}/sites/{quote(site_id, safe='')}/telemetry"
-
-
 class SiteTelemetrySubscriber:
     """Stores what site controllers publish; reconnects with back-off (0.2 s doubling up to 10 s)."""
 
@@ -142,17 +135,12 @@ class SiteTelemetrySubscriber:
     ) -> None:
         if not settings.mqtt_url:
             raise ValueError("site telemetry over MQTT needs CHARGEOPS_MQTT_URL")
-        url = urlsplit(settings.mqtt_url)
         self._sessions = sessions
-        self._host = url.hostname or "127.0.0.1"
-        self._port = url.port or 1883
-        self._username = unquote(url.username) if url.username else None
-        self._password = unquote(url.password) if url.password else None
-        self.root = mqtt_root(settings.mqtt_url)
+        self._broker = Broker.from_url(settings.mqtt_url)
+        self.root = self._broker.root
         self.client_id = f"{self.root}-site-telemetry-{settings.node_id}"
         self.topic_filters = [
-            f"$share/{GROUP}/{self.root}/{TOPIC_VERSION}/{kind}/+/telemetry"
-            for kind in ("sites", "batteries")
+            f"$share/{GROUP}/{self.root}/{TOPIC_VERSION}/{kind}/+/telemetry" for kind in _KINDS
         ]
         self._expiry = session_expiry
         self.subscribed = asyncio.Event()
@@ -170,17 +158,8 @@ class SiteTelemetrySubscriber:
     async def _run(self) -> None:
         delay = 0.2
         while True:
-            props = Properties(PacketTypes.CONNECT)
-            props.SessionExpiryInterval = self._expiry
-            client = aiomqtt.Client(
-                self._host,
-                self._port,
-                username=self._username,
-                password=self._password,
-                identifier=self.client_id,
-                protocol=aiomqtt.ProtocolVersion.V5,
-                clean_start=False,
-                properties=props,
+            client = self._broker.client(
+                self.client_id, clean=False, session_expiry=self._expiry, timeout=OP_TIMEOUT
             )
             client._client.manual_ack_set(True)  # ack after the commit, not on receipt
             try:
@@ -197,37 +176,30 @@ class SiteTelemetrySubscriber:
                 log.warning("site telemetry subscription lost: %s; reconnecting in %.1f s", exc, delay)
             finally:
                 self.subscribed.clear()
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 10.0)
+            delay = await backoff(delay)
 
     async def _store(self, msg: aiomqtt.Message) -> None:
+        """Store one report; a database failure is retried (nothing is acked meanwhile), a report that does
+        not validate or names an unregistered site is dropped."""
         parts = msg.topic.value.split("/")
-        if parts[-3] == "batteries":
-            await self._store_battery(unquote(parts[-2]), msg)
-        else:
-            await self._store_site(unquote(parts[-2]), msg)
-
-    async def _store_battery(self, serial: str, msg: aiomqtt.Message) -> None:
+        key = unquote(parts[-2])
+        model, store, what = _KINDS[parts[-3]]
         try:
-            report = BatteryReport.model_validate_json(msg.payload)  # type: ignore[arg-type]
+            report = model.model_validate_json(msg.payload)  # type: ignore[arg-type]
         except ValidationError as exc:
-            log.warning("battery=%s bad telemetry dropped: %s", serial, _reason(exc))
-            return
-        await _retrying(f"battery={serial}", lambda session: store_battery_report(session, serial, report),
-                        self._sessions)  # fmt: skip
-
-    async def _store_site(self, site_id: str, msg: aiomqtt.Message) -> None:
-        """Store one report; a database failure is retried (nothing is acked meanwhile)."""
-        try:
-            report = SiteReport.model_validate_json(msg.payload)  # type: ignore[arg-type]
-        except ValidationError as exc:
-            log.warning("site=%s bad telemetry dropped: %s", site_id, _reason(exc))
+            log.warning("%s=%s bad telemetry dropped: %s", what, key, _reason(exc))
             return
         try:
-            await _retrying(f"site={site_id}", lambda session: store_report(session, site_id, report),
-                            self._sessions)  # fmt: skip
+            await _retrying(f"{what}={key}", lambda session: store(session, key, report), self._sessions)
         except UnknownSite:
-            log.warning("site=%s telemetry for an unregistered site dropped", site_id)
+            log.warning("%s=%s telemetry for an unregistered site dropped", what, key)
+
+
+# topic level → (payload model, what stores it, the id's name in log lines)
+_KINDS: dict[str, tuple[type[BaseModel], Callable[[AsyncSession, str, Any], Awaitable[object]], str]] = {
+    "sites": (SiteReport, store_report, "site"),
+    "batteries": (BatteryReport, store_battery_report, "battery"),
+}
 
 
 async def _retrying(
