@@ -208,13 +208,8 @@ def _fail(waiting: Iterable[tuple[Any, asyncio.Future[None]]], exc: BaseExceptio
 def encode_batches(events: Sequence[Event]) -> list[tuple[bytes, int]]:
     """Events as bus messages, in the order given, at most BATCH_MAX_EVENTS each: `(payload, events)`."""
     docs = [ev.to_doc() for ev in events]
-    return [
-        (
-            orjson.dumps({"v": WIRE_VERSION, "events": docs[i : i + BATCH_MAX_EVENTS]}),
-            len(docs[i : i + BATCH_MAX_EVENTS]),
-        )
-        for i in range(0, len(docs), BATCH_MAX_EVENTS)
-    ]
+    chunks = [docs[i : i + BATCH_MAX_EVENTS] for i in range(0, len(docs), BATCH_MAX_EVENTS)]
+    return [(orjson.dumps({"v": WIRE_VERSION, "events": chunk}), len(chunk)) for chunk in chunks]
 
 
 def decode_batch(payload: bytes, topic: str) -> list[Event]:
@@ -287,7 +282,7 @@ class Broker:
 
 
 async def backoff(delay: float) -> float:
-    """Reconnect back-off: sleep `delay`, return the next one (doubling up to 10 s)."""
+    """Back-off for reconnects and retried writes: sleep `delay`, return the next (doubling up to 10 s)."""
     await asyncio.sleep(delay)
     return min(delay * 2, 10.0)
 
@@ -577,8 +572,6 @@ class MqttBus:
     def _current(self, messages: list[Message]) -> list[Message]:
         """Spooled messages in this version's format: a spool written by a v1 gateway (one event per
         message, `v1/events/{cp}/{kind}`) is sent as v2 batches, or nothing would ever subscribe to it."""
-        if all(t.startswith(self._base) for t, _, _ in messages):
-            return messages
         out: list[Message] = []
         for topic, body, n in messages:
             if topic.startswith(self._base):
@@ -711,8 +704,7 @@ class MqttBus:
                 return
             except Exception as exc:
                 log.warning("storing %d events failed (%s); retrying in %.1f s", len(events), exc, delay)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 10.0)
+                delay = await backoff(delay)
 
     # -- command topics: which ones this process is subscribed to -------------------------------------
 

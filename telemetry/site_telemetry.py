@@ -219,8 +219,7 @@ async def _retrying(
             raise
         except Exception as exc:
             log.warning("%s storing telemetry failed (%s); retrying in %.1f s", what, exc, delay)
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 10.0)
+            delay = await backoff(delay)
 
 
 def _reason(exc: ValidationError) -> str:
