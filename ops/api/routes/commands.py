@@ -13,7 +13,7 @@ from fastapi import APIRouter, Body, Path, Query
 
 from chargeops.db.models import Charger
 from ops.api.auth import Operator
-from ops.api.context import Ctx, Db
+from ops.api.context import ApiContext, Ctx, Db
 from ops.api.errors import ApiError, documented
 from ops.api.routes.chargers import ChargerIdPath
 from ops.api.schemas import CommandResponse
@@ -33,6 +33,30 @@ def _invalid_code(reply: CommandReply) -> str:
     if reply.error_code in _UNKNOWN_ACTION_CODES:
         return "unknown_action"
     return "invalid_payload"
+
+
+async def ask_charger(
+    ctx: ApiContext,
+    db: Db,
+    charger_id: str,
+    action: str,
+    payload: dict[str, Any],
+    timeout: float | None = None,
+    *,
+    what: str = "charger",
+) -> CommandReply:
+    """Send `action` to a registered charger over the bus (404 `not_found` for an unknown one) and log the
+    outcome, not the payload. No database connection is held while the charger takes its time; the session
+    can be used again afterwards."""
+    if await db.get(Charger, charger_id) is None:
+        raise ApiError(404, "not_found", f"no {what} {charger_id}")
+    await db.close()
+    reply = await ctx.bus.request(charger_id, action, payload, timeout or ctx.settings.call_timeout)
+    status = reply.payload.get("status", "") if reply.outcome == "result" else reply.error_code or ""
+    log.info(
+        "cp=%s %s: %s %s", charger_id, action, reply.outcome, status, extra={"charge_point_id": charger_id}
+    )
+    return reply
 
 
 def reply_to_http(reply: CommandReply) -> CommandResponse:
@@ -67,9 +91,4 @@ async def send_ocpp(
     timeout: Annotated[float | None, Query(ge=1, le=300, description="seconds; default call_timeout")] = None,
 ) -> CommandResponse:
     """Send `action` to the charger and answer with its reply exactly as sent."""
-    if await db.get(Charger, charger_id) is None:
-        raise ApiError(404, "not_found", f"no charger {charger_id}")
-    await db.close()  # do not hold a database connection while the charger takes its time
-    reply = await ctx.bus.request(charger_id, action, payload, timeout or ctx.settings.call_timeout)
-    log.info("%s %s: %s %s", charger_id, action, reply.outcome, reply.error_code or "")
-    return reply_to_http(reply)
+    return reply_to_http(await ask_charger(ctx, db, charger_id, action, payload, timeout))

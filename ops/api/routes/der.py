@@ -8,7 +8,6 @@ asks the charger (GetDERControl) and collects its ReportDERControl parts as they
 from __future__ import annotations
 
 import asyncio
-import logging
 import secrets
 from datetime import timedelta
 from typing import Annotated, Any
@@ -17,18 +16,17 @@ from fastapi import APIRouter, Path, Query
 from pydantic import AwareDatetime, Field, field_validator
 from sqlalchemy import select
 
-from chargeops.db.models import Charger, StoredEvent
+from chargeops.db.models import StoredEvent
 from chargeops.events import EventKind, utcnow
 from ocpp_gateway.der import CLEAR_DER_CONTROL, GET_DER_CONTROLS, SET_DER_CONTROL, SETTING_FIELD
 from ops.api.auth import Operator, Viewer
 from ops.api.context import ApiContext, Ctx, Db
 from ops.api.errors import ApiError, documented
 from ops.api.routes.chargers import ChargerIdPath
-from ops.api.routes.commands import reply_to_http
+from ops.api.routes.commands import ask_charger, reply_to_http
 from ops.api.schemas import Input
 from telemetry.bus import CommandReply
 
-log = logging.getLogger(__name__)
 router = APIRouter(
     prefix="/api/chargers", tags=["DER control"], responses=documented(401, 403, 404, 409, 422, 502, 504)
 )
@@ -70,14 +68,7 @@ async def _call(
     ctx: ApiContext, db: Db, charger_id: str, action: str, payload: dict[str, Any]
 ) -> dict[str, Any]:
     """Send a neutral DER action; the charger's neutral answer, or the HTTP error for what went wrong."""
-    if await db.get(Charger, charger_id) is None:
-        raise ApiError(404, "not_found", f"no charger {charger_id}")
-    await db.close()  # no database connection held while the charger answers
-    reply = await ctx.bus.request(charger_id, action, payload, ctx.settings.call_timeout)
-    status = reply.payload.get("status", "") if reply.outcome == "result" else reply.error_code or ""
-    log.info(
-        "cp=%s %s: %s %s", charger_id, action, reply.outcome, status, extra={"charge_point_id": charger_id}
-    )
+    reply = await ask_charger(ctx, db, charger_id, action, payload)
     if _not_supported(reply):
         raise ApiError(409, "der_not_supported", reply.description or "the charger has no DER control")
     answer = reply_to_http(reply).response

@@ -10,13 +10,12 @@ from pydantic import Field
 from sqlalchemy import select, tuple_
 
 from chargeops.db.engine import insert_for, stored_iso
-from chargeops.db.models import Charger
 from chargeops.db.ops_models import Battery, BatteryReading, BatterySwap
 from chargeops.events import utcnow
 from ops.api.auth import Operator, Viewer
 from ops.api.context import Ctx, Db
 from ops.api.errors import ApiError, documented
-from ops.api.routes.commands import reply_to_http
+from ops.api.routes.commands import ask_charger, reply_to_http
 from ops.api.schemas import ID_TOKEN_PATTERN, ChargerId, Input, Items
 
 router = APIRouter(tags=["battery swaps"], responses=documented(401, 403, 422))
@@ -66,11 +65,9 @@ class SwapRequest(Input):
 async def request_swap(body: SwapRequest, db: Db, ctx: Ctx) -> dict[str, Any]:
     """Asks an OCPP 2.1 station for a swap (RequestBatterySwap); its BatteryIn / BatteryOut fill the
     record."""
-    if await db.get(Charger, body.station_id) is None:
-        raise ApiError(404, "not_found", f"no station {body.station_id}")
     request_id = secrets.randbelow(2**31 - 1) + 1
     payload = {"requestId": request_id, "idToken": {"idToken": body.id_token, "type": body.id_token_type}}
-    reply = await ctx.bus.request(body.station_id, "RequestBatterySwap", payload, ctx.settings.call_timeout)
+    reply = await ask_charger(ctx, db, body.station_id, "RequestBatterySwap", payload, what="station")
     answer = reply_to_http(reply).response
     if answer.get("status") != "Accepted":
         raise ApiError(
