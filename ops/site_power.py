@@ -101,6 +101,16 @@ class Budget:
         return max(0.0, self.grid_limit_w - self.margin_w + self.pv_w - self.load_w + self.storage_w)
 
 
+async def latest_report(session: AsyncSession, site_id: str) -> SiteTelemetry | None:
+    """The site controller's newest report (the (site_id, at) key serves it)."""
+    return await session.scalar(
+        select(SiteTelemetry)
+        .where(SiteTelemetry.site_id == site_id)
+        .order_by(SiteTelemetry.at.desc())
+        .limit(1)
+    )
+
+
 def site_budget(
     site: Site,
     report: SiteTelemetry | None,
@@ -258,12 +268,7 @@ class SitePlanner(Periodic):
             site = await session.get(Site, site_id)
             if site is None:
                 return None
-            report = await session.scalar(
-                select(SiteTelemetry)
-                .where(SiteTelemetry.site_id == site_id)
-                .order_by(SiteTelemetry.at.desc())
-                .limit(1)
-            )
+            report = await latest_report(session, site_id)
             chargers = await self._chargers(session, site_id)
         self._seen_telemetry[site_id] = report.at if report is not None else None
         budget = site_budget(

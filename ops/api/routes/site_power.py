@@ -9,13 +9,13 @@ from fastapi import APIRouter, Path
 from sqlalchemy import select
 
 from chargeops.db.engine import stored_iso
-from chargeops.db.ops_models import ChargerLimit, DischargeLimit, Site, SiteTelemetry
+from chargeops.db.ops_models import ChargerLimit, DischargeLimit, Site
 from chargeops.events import utcnow
 from ops.api.auth import Operator, Viewer
 from ops.api.context import Ctx, Db
 from ops.api.errors import ApiError, documented
 from ops.site_discharge import discharge_allowance
-from ops.site_power import TELEMETRY_MAX_AGE, site_budget
+from ops.site_power import TELEMETRY_MAX_AGE, latest_report, site_budget
 from telemetry.site_telemetry import SiteReport, UnknownSite, store_report
 
 router = APIRouter(prefix="/api/sites", tags=["site power"], responses=documented(401, 403, 404, 422))
@@ -40,24 +40,18 @@ async def site_power(site_id: SiteIdPath, db: Db, ctx: Ctx) -> dict[str, Any]:
     site = await db.get(Site, site_id)
     if site is None:
         raise ApiError(404, "not_found", f"no site {site_id}")
-    report = await db.scalar(
-        select(SiteTelemetry)
-        .where(SiteTelemetry.site_id == site_id)
-        .order_by(SiteTelemetry.at.desc())
-        .limit(1)
-    )
+    report = await latest_report(db, site_id)
     limits = await db.scalars(
         select(ChargerLimit).where(ChargerLimit.site_id == site_id).order_by(ChargerLimit.charger_id)
     )
     caps = await db.scalars(
         select(DischargeLimit).where(DischargeLimit.site_id == site_id).order_by(DischargeLimit.charger_id)
     )
+    now = utcnow()
     margin = ctx.settings.site_margin_pct
-    budget = (
-        site_budget(site, report, utcnow(), margin_pct=margin) if site.grid_limit_kw is not None else None
-    )
+    budget = site_budget(site, report, now, margin_pct=margin) if site.grid_limit_kw is not None else None
     charging = (report.charging_w or 0.0) if report is not None else 0.0
-    allowance = discharge_allowance(site, report, utcnow(), charging, TELEMETRY_MAX_AGE)
+    allowance = discharge_allowance(site, report, now, charging, TELEMETRY_MAX_AGE)
     return {
         "site": site_id,
         "grid_limit_kw": site.grid_limit_kw,
