@@ -126,10 +126,10 @@ class DischargeControl:
         max_age: timedelta,
     ) -> DischargePlan | None:
         if not chargers:
-            _gauge(site.id, None)
+            m.set_or_withdraw(m.SITE_DISCHARGE_ALLOWANCE, site.id, None)
             return None
         allowance = discharge_allowance(site, report, utcnow(), charging_w, max_age)
-        _gauge(site.id, allowance.watts)
+        m.set_or_withdraw(m.SITE_DISCHARGE_ALLOWANCE, site.id, allowance.watts)
         plan = DischargePlan(allowance, discharge_caps(allowance, chargers))
         by_id = {c.id: c for c in chargers}
         changed = [(cid, pct) for cid, pct in plan.pct.items() if _changed(by_id[cid].limit, pct)]
@@ -183,13 +183,3 @@ def _changed(last: DischargeLimit | None, pct: float | None) -> bool:
 
 def _lower(last: DischargeLimit | None, pct: float) -> bool:
     return last is None or last.status != "Accepted" or pct < last.pct
-
-
-def _gauge(site_id: str, watts: float | None) -> None:
-    if watts is None:
-        try:
-            m.SITE_DISCHARGE_ALLOWANCE.remove(site_id)
-        except KeyError:
-            pass
-    else:
-        m.SITE_DISCHARGE_ALLOWANCE.labels(site_id).set(watts)

@@ -21,7 +21,6 @@ pass caps what bidirectional OCPP 2.1 chargers feed back (`ops.site_discharge`, 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import math
 import time
@@ -404,11 +403,7 @@ def _export_metrics(
         m.SITE_SELF_CONSUMPTION: _self_consumption(report) if report else None,
     }
     for gauge, value in values.items():
-        if value is None:
-            with contextlib.suppress(KeyError):
-                gauge.remove(site)
-        else:
-            gauge.labels(site).set(value)
+        m.set_or_withdraw(gauge, site, value)
 
 
 def _self_consumption(report: SiteTelemetry) -> float | None:

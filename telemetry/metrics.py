@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 from functools import cache
 from typing import Any, TypeVar
@@ -17,6 +18,15 @@ def cached_labels(metric: M) -> Callable[..., M]:
     Only for label values from a bounded set (actions, kinds, codes)."""
     lookup: Callable[..., Any] = cache(metric.labels)
     return lookup
+
+
+def set_or_withdraw(gauge: Gauge, label: str, value: float | None) -> None:
+    """Set the series of `label`, or with None withdraw it: no figure is better than a stale one."""
+    if value is None:
+        with contextlib.suppress(KeyError):
+            gauge.remove(label)
+    else:
+        gauge.labels(label).set(value)
 
 
 CHARGERS_CONNECTED = Gauge(
