@@ -21,7 +21,6 @@ Signature: `X-Chargeops-Signature: sha256=HEX`, the HMAC-SHA256 with the subscri
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
 import hmac
 import logging
@@ -42,6 +41,7 @@ from chargeops.events import utcnow
 from chargeops.settings import Settings
 from ocpp_gateway.urls import url_refusal
 from telemetry.metrics import DATABASE_ERRORS, WEBHOOK_DELIVERIES, WEBHOOK_OUTBOX_PENDING
+from telemetry.periodic import Background
 
 log = logging.getLogger(__name__)
 
@@ -88,12 +88,14 @@ class _Message:
     secret: str
 
 
-class WebhookDispatcher:
+class WebhookDispatcher(Background):
     """Sends due outbox messages; `start()` in the ops role, `await stop()` on shutdown.
 
     Each pass claims up to `batch_size` subscription heads and sends, per subscription, up to `batch_size`
     messages in order (stopping at the first failure); subscriptions are served concurrently, so one slow
     receiver does not hold up the others' messages. A pass that sent nothing waits `poll_interval`."""
+
+    name = "webhooks"
 
     def __init__(
         self,
@@ -121,19 +123,11 @@ class WebhookDispatcher:
         self._prune_interval = prune_interval
         self._prune_chunk = prune_chunk
         self._prune_at = 0.0  # monotonic; the first pass prunes
-        self._task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
         # httpx logs every request's full URL at INFO, and a webhook URL can itself be a credential.
         logging.getLogger("httpx").setLevel(max(logging.WARNING, logging.getLogger("httpx").level))
-        self._task = asyncio.get_running_loop().create_task(self._run(), name="webhooks")
-
-    async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        super().start()
 
     async def _run(self) -> None:
         # No redirects: a receiver could otherwise bounce a delivery to an address the URL check refused.

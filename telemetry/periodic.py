@@ -1,5 +1,6 @@
-"""A background job that runs a step every few seconds, or sooner when woken; a failing step (the database,
-mostly) is logged and counted, and the next pass tries again."""
+"""Background jobs of a role: `Background` runs one task from `start` to `stop`; `Periodic` runs a step every
+few seconds, or sooner when woken, and a failing step (the database, mostly) is logged and counted, and the
+next pass tries again."""
 
 from __future__ import annotations
 
@@ -12,22 +13,11 @@ from telemetry.metrics import DATABASE_ERRORS
 log = logging.getLogger(__name__)
 
 
-class Periodic:
-    """Subclasses implement `step`; `name` labels the task, the log lines and the error metric."""
+class Background:
+    """Subclasses implement `_run`, run from `start` until `stop` cancels it; `name` labels the task."""
 
-    name = "periodic"
-
-    def __init__(self, interval: float) -> None:
-        self._interval = interval
-        self._task: asyncio.Task[None] | None = None
-        self._wake = asyncio.Event()
-
-    def wake(self) -> None:
-        """Run the next step now instead of at the end of the interval."""
-        self._wake.set()
-
-    async def step(self) -> None:
-        raise NotImplementedError
+    name = "background"
+    _task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self._run(), name=self.name)
@@ -37,6 +27,27 @@ class Periodic:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
+            self._task = None
+
+    async def _run(self) -> None:
+        raise NotImplementedError
+
+
+class Periodic(Background):
+    """Subclasses implement `step`; `name` labels the task, the log lines and the error metric."""
+
+    name = "periodic"
+
+    def __init__(self, interval: float) -> None:
+        self._interval = interval
+        self._wake = asyncio.Event()
+
+    def wake(self) -> None:
+        """Run the next step now instead of at the end of the interval."""
+        self._wake.set()
+
+    async def step(self) -> None:
+        raise NotImplementedError
 
     async def _run(self) -> None:
         while True:

@@ -12,7 +12,6 @@ better.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import uuid
 from collections.abc import Awaitable, Callable
@@ -31,6 +30,7 @@ from chargeops.events import utcnow
 from chargeops.settings import Settings
 from telemetry.metrics import BUS_ERRORS
 from telemetry.mqtt_bus import Broker, backoff
+from telemetry.periodic import Background
 
 log = logging.getLogger(__name__)
 
@@ -127,8 +127,10 @@ async def store_report(session: AsyncSession, site_id: str, report: SiteReport) 
     return bool(getattr(result, "rowcount", 0))
 
 
-class SiteTelemetrySubscriber:
+class SiteTelemetrySubscriber(Background):
     """Stores what site controllers publish; reconnects with back-off (0.2 s doubling up to 10 s)."""
+
+    name = "site-telemetry"
 
     def __init__(
         self, sessions: async_sessionmaker[AsyncSession], settings: Settings, *, session_expiry: int = 86400
@@ -144,16 +146,6 @@ class SiteTelemetrySubscriber:
         ]
         self._expiry = session_expiry
         self.subscribed = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
-
-    def start(self) -> None:
-        self._task = asyncio.get_running_loop().create_task(self._run(), name="site-telemetry")
-
-    async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
 
     async def _run(self) -> None:
         delay = 0.2
