@@ -16,9 +16,10 @@ from pathlib import Path
 from sqlalchemy import DateTime, bindparam, func, select, text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from chargeops import clock
 from chargeops.db.models import Charger, StoredEvent
 from chargeops.db.ops_models import Battery, BatteryReading, BatterySwap, Stock, Ticket
-from chargeops.events import BatterySwapped, Booted, Connected, Event, EventKind, StatusChanged, utcnow
+from chargeops.events import BatterySwapped, Booted, Connected, Event, EventKind, StatusChanged
 from ops import maintenance
 from ops.planning import assess_all
 from ops.registry import installed_base, seed_catalogue
@@ -154,7 +155,7 @@ class OpsEngine(Periodic):
 
         async with self.sessions() as session:
             if body.event_type == "BatteryOutTimeout":
-                since = utcnow() - timedelta(hours=cfg.swap_timeouts.hours)
+                since = clock.now() - timedelta(hours=cfg.swap_timeouts.hours)
                 n = await session.scalar(
                     select(func.count())
                     .select_from(BatterySwap)
@@ -206,7 +207,7 @@ class OpsEngine(Periodic):
 
     async def _boot_loop(self, ev: Event) -> bool:
         loop = self.book.settings.boot_loop
-        since = utcnow() - timedelta(minutes=loop.minutes)
+        since = clock.now() - timedelta(minutes=loop.minutes)
         async with self.sessions() as session:
             ids = set(
                 (
@@ -245,7 +246,7 @@ class OpsEngine(Periodic):
     async def scan(self) -> None:
         """Chargers silent beyond the offline threshold; charging sessions whose energy stalled or that draw
         far less than the power offered."""
-        now = utcnow()
+        now = clock.now()
         cfg = self.book.settings
         async with self.sessions() as session:
             silent = (
@@ -265,7 +266,7 @@ class OpsEngine(Periodic):
     async def _scan_charging(self, kind: ObservationKind, minutes: float, check: WindowCheck) -> None:
         """Charging connectors whose last `minutes` (at least 80 % of them with data) fail `check`; one
         occurrence per window length, however often the scan runs."""
-        now = utcnow()
+        now = clock.now()
         async with self.sessions() as session:
             rows = (await session.execute(CHARGING_WINDOW, {"since": now - timedelta(minutes=minutes)})).all()
         window = int(now.timestamp() // (minutes * 60))
@@ -312,7 +313,7 @@ class OpsEngine(Periodic):
                 .select_from(BatterySwap)
                 .where(
                     BatterySwap.status == "out_timeout",
-                    BatterySwap.updated_at >= utcnow() - timedelta(days=1),
+                    BatterySwap.updated_at >= clock.now() - timedelta(days=1),
                 )
             )
         TICKETS_OPEN.clear()

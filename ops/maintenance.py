@@ -14,8 +14,8 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from chargeops import clock
 from chargeops.db.ops_models import Ticket, TicketOccurrence
-from chargeops.events import utcnow
 from ops import supply, tickets
 from ops.inventory import move
 from ops.registry import parts_for, placement
@@ -52,7 +52,7 @@ async def observe(session: AsyncSession, obs: Observation, book: RuleBook) -> Ti
 async def _open(session: AsyncSession, obs: Observation, book: RuleBook, rule: Rule, key: str) -> Ticket:
     where = await placement(session, obs.charger_id)
     parts = await parts_for(session, where.model_id, [(p.category, p.qty) for p in rule.parts])
-    now = utcnow()
+    now = clock.now()
     ticket = Ticket(
         kind="maintenance",
         status="open",

@@ -8,15 +8,15 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from chargeops import clock
 from chargeops.db.ops_models import OutboxMessage, WebhookSubscription
-from chargeops.events import utcnow
 
 
 async def enqueue(session: AsyncSession, event_type: str, data: dict[str, Any]) -> int:
     """Queues `event_type` for the active subscriptions that want it; returns how many."""
     subs = (await session.scalars(select(WebhookSubscription).where(WebhookSubscription.active))).all()
     wanted = [s for s in subs if not s.events or event_type in s.events]
-    now = utcnow()
+    now = clock.now()
     for sub in wanted:
         session.add(
             OutboxMessage(

@@ -28,9 +28,9 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from chargeops import clock
 from chargeops.db.engine import stored_utc
 from chargeops.db.ops_models import Part, Stock, StockMovement
-from chargeops.events import utcnow
 
 WINDOW_DAYS = 90
 RECENT_DAYS = 30
@@ -108,7 +108,7 @@ async def demand(
     now: datetime | None = None,
     since: datetime | None = None,
 ) -> Demand:
-    now = now or utcnow()
+    now = now or clock.now()
     start = now - timedelta(days=WINDOW_DAYS)
     rows = await session.execute(
         select(StockMovement.at, StockMovement.qty).where(
@@ -223,7 +223,7 @@ async def assess_all(
     session: AsyncSession, installed: dict[tuple[str, str], int], now: datetime | None = None
 ) -> list[Risk]:
     """Every depot/SKU that has stock, an installed base or demand, most urgent first."""
-    now = now or utcnow()
+    now = now or clock.now()
     parts = {p.sku: p for p in (await session.scalars(select(Part))).all()}
     stocks = {(s.depot_id, s.sku): s for s in (await session.scalars(select(Stock))).all()}
     rows = await session.execute(

@@ -9,8 +9,8 @@ from datetime import timedelta
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from chargeops import clock
 from chargeops.db.ops_models import Depot, Part, Ticket
-from chargeops.events import utcnow
 from ops import tickets
 from ops.inventory import move, stock_of
 from ops.planning import demand, first_activity, order_quantity, reorder_point, target_level
@@ -36,7 +36,7 @@ async def review(session: AsyncSession, depot: str, sku: str, actor: str = "ops-
     rop, target = reorder_point(part, d), target_level(part, d)
     urgent_within = d.forecast_per_day * part.lead_time_days
     priority = "P1" if stock.available <= 0 else "P2" if stock.available < math.ceil(urgent_within) else "P3"
-    now = utcnow()
+    now = clock.now()
     ticket = await tickets.create(
         session,
         Ticket(

@@ -13,9 +13,9 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from chargeops import clock
 from chargeops.db.engine import stored_iso
 from chargeops.db.ops_models import Ticket, TicketLog, TicketOccurrence
-from chargeops.events import utcnow
 from ops.outbox import enqueue
 from telemetry.metrics import TICKET_EVENTS
 
@@ -115,7 +115,7 @@ async def step(session: AsyncSession, ticket: Ticket, to: str, actor: str, note:
     if to not in TRANSITIONS.get(ticket.status, ()):
         raise IllegalTransition(ticket, to)
     came_from, ticket.status = ticket.status, to
-    now = utcnow()
+    now = clock.now()
     if to in OPEN_STATES:
         ticket.resolved_at = None
     elif to == "resolved":

@@ -24,8 +24,8 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Mapped, mapped_column
 
+from chargeops import clock
 from chargeops.db.models import Base, BigId
-from chargeops.events import utcnow
 
 
 class Region(Base):
@@ -120,7 +120,7 @@ class Stock(Base):
     on_hand: Mapped[int] = mapped_column(Integer, default=0)
     reserved: Mapped[int] = mapped_column(Integer, default=0)
     on_order: Mapped[int] = mapped_column(Integer, default=0)
-    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=clock.now, onupdate=clock.now)
 
     @property
     def available(self) -> int:
@@ -144,7 +144,7 @@ class StockMovement(Base):
     ticket_id: Mapped[int | None] = mapped_column(BigId)
     actor: Mapped[str | None] = mapped_column(String(100))
     note: Mapped[str | None] = mapped_column(Text)
-    at: Mapped[datetime] = mapped_column(default=utcnow)
+    at: Mapped[datetime] = mapped_column(default=clock.now)
 
 
 class Ticket(Base):
@@ -177,8 +177,8 @@ class Ticket(Base):
     qty: Mapped[int | None] = mapped_column(Integer)
     occurrences: Mapped[int] = mapped_column(Integer, default=1)
     assignee: Mapped[str | None] = mapped_column(String(100))
-    created_at: Mapped[datetime] = mapped_column(default=utcnow)
-    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+    created_at: Mapped[datetime] = mapped_column(default=clock.now)
+    updated_at: Mapped[datetime] = mapped_column(default=clock.now, onupdate=clock.now)
     last_occurred_at: Mapped[datetime | None]
     sla_due_at: Mapped[datetime | None]
     cleared_at: Mapped[datetime | None]
@@ -202,7 +202,7 @@ class TicketLog(Base):
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
     ticket_id: Mapped[int] = mapped_column(BigId, index=True)
-    at: Mapped[datetime] = mapped_column(default=utcnow)
+    at: Mapped[datetime] = mapped_column(default=clock.now)
     actor: Mapped[str] = mapped_column(String(100))
     action: Mapped[str] = mapped_column(String(32))
     from_status: Mapped[str | None] = mapped_column(String(16))
@@ -220,7 +220,7 @@ class WebhookSubscription(Base):
     secret: Mapped[str] = mapped_column(String(200))
     events: Mapped[list[str]] = mapped_column(JSON, default=list)  # empty: every event type
     active: Mapped[bool] = mapped_column(default=True)
-    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    created_at: Mapped[datetime] = mapped_column(default=clock.now)
 
 
 class OutboxMessage(Base):
@@ -244,9 +244,9 @@ class OutboxMessage(Base):
     subscription_id: Mapped[int] = mapped_column(BigId)
     event_type: Mapped[str] = mapped_column(String(64))
     payload: Mapped[dict[str, Any]]
-    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    created_at: Mapped[datetime] = mapped_column(default=clock.now)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
-    next_attempt_at: Mapped[datetime] = mapped_column(default=utcnow)
+    next_attempt_at: Mapped[datetime] = mapped_column(default=clock.now)
     delivered_at: Mapped[datetime | None]
     last_error: Mapped[str | None] = mapped_column(Text)
 
@@ -312,7 +312,7 @@ class BatterySwap(Base):
     batteries_out: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list)
     in_at: Mapped[datetime | None]
     out_at: Mapped[datetime | None]
-    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=clock.now, onupdate=clock.now)
 
 
 class SiteTelemetry(Base):
@@ -339,7 +339,7 @@ class ChargerLimit(Base):
     site_id: Mapped[str] = mapped_column(String(64), index=True)
     limit_w: Mapped[float] = mapped_column(Float)
     status: Mapped[str] = mapped_column(String(16))  # Accepted, Rejected, error, pending
-    sent_at: Mapped[datetime] = mapped_column(default=utcnow)
+    sent_at: Mapped[datetime] = mapped_column(default=clock.now)
 
 
 class DischargeLimit(Base):
@@ -353,4 +353,4 @@ class DischargeLimit(Base):
     pct: Mapped[float] = mapped_column(Float)
     rated_w: Mapped[float | None] = mapped_column(Float)  # the charger's rated discharge power, as reported
     status: Mapped[str] = mapped_column(String(16))  # Accepted, Rejected, NotSupported, timeout, ...
-    sent_at: Mapped[datetime] = mapped_column(default=utcnow)
+    sent_at: Mapped[datetime] = mapped_column(default=clock.now)

@@ -8,9 +8,9 @@ from fastapi import APIRouter, Query
 from fastapi.responses import PlainTextResponse
 from sqlalchemy import select
 
+from chargeops import clock
 from chargeops.db.engine import stored_iso
 from chargeops.db.ops_models import Part, Stock, StockMovement
-from chargeops.events import utcnow
 from ops import supply
 from ops.api.auth import Operator, OperatorUser, Viewer
 from ops.api.context import Db
@@ -125,4 +125,4 @@ async def supply_risk(
 async def supply_risk_report(db: Db, depot: str | None = None) -> str:
     """The same warnings as a plain-text (Markdown) report for a supply manager."""
     risks = await assess_all(db, await installed_base(db))
-    return supply_report([r for r in risks if depot is None or r.depot == depot], utcnow())
+    return supply_report([r for r in risks if depot is None or r.depot == depot], clock.now())
