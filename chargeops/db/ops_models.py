@@ -173,8 +173,15 @@ class Ticket(Base):
     description: Mapped[str | None] = mapped_column(Text)
     diagnosis: Mapped[str | None] = mapped_column(Text)
     parts: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list)
+    # What the crew reported using when it resolved the ticket (the rest went back to stock).
+    parts_used: Mapped[list[dict[str, Any]] | None] = mapped_column(JSON)
+    # A supply ticket is one purchase order: SKU, qty, supplier, when ordered and promised, received so far.
     sku: Mapped[str | None] = mapped_column(String(64))
     qty: Mapped[int | None] = mapped_column(Integer)
+    supplier: Mapped[str | None] = mapped_column(String(100))
+    ordered_at: Mapped[datetime | None]
+    promised_at: Mapped[datetime | None]
+    received_qty: Mapped[int] = mapped_column(Integer, default=0)
     occurrences: Mapped[int] = mapped_column(Integer, default=1)
     assignee: Mapped[str | None] = mapped_column(String(100))
     created_at: Mapped[datetime] = mapped_column(default=clock.now)
@@ -184,6 +191,46 @@ class Ticket(Base):
     cleared_at: Mapped[datetime | None]
     resolved_at: Mapped[datetime | None]
     closed_at: Mapped[datetime | None]
+
+
+class SupplyWarning(Base):
+    """A depot/SKU's early-warning level as it stands (absent or `ok`: no warning in force).
+
+    Levels move with hysteresis (`ops.supply_risk.levels`), so the row remembers since when the level holds
+    and since when the stock-out probability has been calm enough to clear it."""
+
+    __tablename__ = "supply_warnings"
+
+    depot_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    sku: Mapped[str] = mapped_column(String(64), primary_key=True)
+    level: Mapped[str] = mapped_column(String(16), default="ok")
+    opened_at: Mapped[datetime | None]  # when the current warning (any level above ok) began
+    level_since: Mapped[datetime | None]
+    calm_since: Mapped[datetime | None]  # first assessment in a row below the clearing threshold
+    probability: Mapped[float] = mapped_column(Float, default=0.0)
+    reasons: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list)
+    figures: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    actions: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list)
+    assessed_at: Mapped[datetime] = mapped_column(default=clock.now)
+
+
+class SupplyWarningLog(Base):
+    """Every level change of a warning: opened, escalated, deescalated, cleared, with what was known then."""
+
+    __tablename__ = "supply_warning_log"
+    __table_args__ = (Index("ix_supply_warning_log_depot_sku_at", "depot_id", "sku", "at"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    depot_id: Mapped[str] = mapped_column(String(64))
+    sku: Mapped[str] = mapped_column(String(64))
+    at: Mapped[datetime] = mapped_column(default=clock.now, index=True)
+    change: Mapped[str] = mapped_column(String(16))
+    from_level: Mapped[str] = mapped_column(String(16))
+    to_level: Mapped[str] = mapped_column(String(16))
+    probability: Mapped[float] = mapped_column(Float)
+    reasons: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list)
+    figures: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    actions: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list)
 
 
 class TicketOccurrence(Base):
