@@ -57,6 +57,7 @@ def ticket_view(t: Ticket) -> dict[str, Any]:
         else None,
         "diagnosis": t.diagnosis,
         "parts": t.parts or ([{"sku": t.sku, "qty": t.qty}] if t.sku else []),
+        "parts_used": t.parts_used,
         "occurrences": t.occurrences,
         "assignee": t.assignee,
         "created_at": stored_iso(t.created_at),
@@ -110,10 +111,16 @@ async def count_occurrence(session: AsyncSession, ticket: Ticket, event_key: str
     return True
 
 
-async def step(session: AsyncSession, ticket: Ticket, to: str, actor: str, note: str | None = None) -> str:
-    """Moves the ticket one step (raises IllegalTransition); returns the status it came from."""
+def check_step(ticket: Ticket, to: str) -> None:
+    """Raises IllegalTransition unless the ticket may go from its status to `to` (so a caller can refuse a
+    step before it changes anything)."""
     if to not in TRANSITIONS.get(ticket.status, ()):
         raise IllegalTransition(ticket, to)
+
+
+async def step(session: AsyncSession, ticket: Ticket, to: str, actor: str, note: str | None = None) -> str:
+    """Moves the ticket one step (raises IllegalTransition); returns the status it came from."""
+    check_step(ticket, to)
     came_from, ticket.status = ticket.status, to
     now = clock.now()
     if to in OPEN_STATES:

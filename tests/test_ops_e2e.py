@@ -23,7 +23,7 @@ FLEET = {
     "sites": [{"id": "north-1", "name": "Harbour road", "region": "north", "depot": "D-NORTH"}],
     "stock": [
         {"depot": "D-NORTH", "sku": "RCD-B-40A", "on_hand": 1},
-        {"depot": "D-NORTH", "sku": "CBL-CCS2-200A", "on_hand": 6},
+        {"depot": "D-NORTH", "sku": "CBL-CCS2-200A", "on_hand": 9},
         {"depot": "D-NORTH", "sku": "PM-30KW", "on_hand": 8},
     ],
 }
@@ -113,15 +113,25 @@ async def test_fault_to_ticket_to_parts_to_supply(ops: Ops, protocol: str) -> No
     assert supply["parts"][0]["sku"] == "RCD-B-40A" and supply["parts"][0]["qty"] >= 1
     assert (await ops.stock("RCD-B-40A"))["on_order"] == supply["parts"][0]["qty"]
 
-    # The crew walks the ticket; resolving consumes the reserved parts.
+    # Back after clearing is a new failure: one more cable reserved (the charger has two; one RCD only).
+    cables = await ops.stock("CBL-CCS2-200A")
+    assert (cables["on_hand"], cables["reserved"]) == (9, 2)
+
+    # The crew walks the ticket; resolving consumes the parts it says it used, the rest goes back.
+    used = [{"sku": "RCD-B-40A", "qty": 1}, {"sku": "CBL-CCS2-200A", "qty": 1}]
     for to in ("assigned", "in_progress", "resolved"):
-        r = await ops.api.post(f"/api/tickets/{ticket['id']}/transition", json={"to": to, "note": to})
+        body: dict[str, Any] = {"to": to, "note": to}
+        if to == "resolved":
+            body["parts_used"] = used
+        r = await ops.api.post(f"/api/tickets/{ticket['id']}/transition", json=body)
         assert r.status_code == 200 and r.json()["status"] == to, r.text
+    assert r.json()["parts_used"] == used
     illegal = await ops.api.post(f"/api/tickets/{ticket['id']}/transition", json={"to": "assigned"})
     assert illegal.status_code == 409 and illegal.json()["error"] == "illegal_transition"
     rcd = await ops.stock("RCD-B-40A")
     assert (rcd["on_hand"], rcd["reserved"]) == (0, 0)
-    assert (await ops.stock("CBL-CCS2-200A"))["on_hand"] == 5
+    cables = await ops.stock("CBL-CCS2-200A")
+    assert (cables["on_hand"], cables["reserved"]) == (8, 0)
     detail = (await ops.api.get(f"/api/tickets/{ticket['id']}")).json()
     assert [e["action"] for e in detail["log"]] == [
         "created",

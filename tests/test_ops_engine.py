@@ -108,6 +108,8 @@ async def test_one_ticket_per_fault_repeats_escalate_redelivery_does_not_count(e
     await engine.handle([fault("GroundFailure", seconds=2)])
     [ticket] = await tickets(engine.sessions)
     assert ticket.occurrences == 2 and ticket.cleared_at is None
+    # Back after it had cleared: a new failure, so its parts are reserved again (an AC22 holds two of each).
+    assert ticket.parts == [{"sku": "RCD-B-40A", "qty": 2}, {"sku": "CBL-T2-32A", "qty": 2}]
 
     # power-module (P2) escalates to P1 on its third occurrence.
     for n in range(3):
@@ -116,10 +118,14 @@ async def test_one_ticket_per_fault_repeats_escalate_redelivery_does_not_count(e
     assert module.occurrences == 3 and module.priority == "P1"
     async with engine.sessions() as session:
         stock = await session.get(Stock, ("D1", "RCD-B-40A"))
-        assert stock is not None and (stock.on_hand, stock.reserved) == (5, 1)
-    # No cable in stock: one purchase request for it, however many tickets want one.
+        assert stock is not None and (stock.on_hand, stock.reserved) == (5, 2)
+    # No cable in stock: one purchase request for it, however many tickets want one (and, with two RCDs
+    # now reserved, one for those).
     supply = await tickets(engine.sessions, "supply")
-    assert [(t.sku, t.depot, t.status) for t in supply] == [("CBL-T2-32A", "D1", "open")]
+    assert sorted((t.sku, t.depot, t.status) for t in supply) == [
+        ("CBL-T2-32A", "D1", "open"),
+        ("RCD-B-40A", "D1", "open"),
+    ]
 
 
 @pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)

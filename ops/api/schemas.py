@@ -216,6 +216,9 @@ class TicketOut(BaseModel):
     fault: Fault | None
     diagnosis: str | None
     parts: list[PartQty]
+    parts_used: list[PartQty] | None = Field(
+        default=None, description="what the crew reported using when it resolved the ticket (all resolves)"
+    )
     occurrences: int
     assignee: str | None
     created_at: str
@@ -240,6 +243,11 @@ class TicketDetail(TicketOut):
     log: list[TicketLogOut]
 
 
+class PartUsed(Input):
+    sku: Annotated[str, Field(min_length=1, max_length=64)]
+    qty: Annotated[int, Field(ge=0, le=10_000)]
+
+
 TicketStatus = Literal["open", "assigned", "in_progress", "resolved", "closed"]
 
 
@@ -254,6 +262,12 @@ class TicketTransition(Input):
     )
     assignee: Annotated[str, Field(min_length=1, max_length=100)] | None = None
     note: Annotated[str, Field(max_length=2000)] | None = None
+    parts_used: list[PartUsed] | None = Field(
+        default=None,
+        max_length=100,
+        description="with `to: resolved` of a maintenance ticket (required if it lists parts): what was "
+        "fitted; the reserved rest goes back to stock, extras are booked too. [] = nothing used",
+    )
 
 
 class StockOut(BaseModel):

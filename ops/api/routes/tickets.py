@@ -88,11 +88,12 @@ async def get_ticket(ticket_id: int, db: Db, caller: Caller) -> TicketDetail:
     )
 
 
-@router.post("/api/tickets/{ticket_id}/transition", responses=documented(404, 409))
+@router.post("/api/tickets/{ticket_id}/transition", responses=documented(404, 409, 422))
 async def transition(ticket_id: int, body: TicketTransition, db: Db, caller: CrewMember) -> TicketOut:
     """One lifecycle step (open → assigned → in_progress → resolved → closed); an illegal step is 409, and so
     is a step from a status the ticket has left (`from`: what the caller last saw).
-    Resolving a maintenance ticket consumes its reserved parts; closing an unresolved one releases them."""
+    Resolving a maintenance ticket takes `parts_used` (required if it lists parts, 422 otherwise): those are
+    consumed, the rest of its reservation released. Closing an unresolved one releases what it holds."""
     ticket = await _one(db, ticket_id, caller, lock=True)
     if not caller.at_least_operator and ticket.kind != "maintenance":
         raise ApiError(403, "forbidden", "crew tokens move maintenance tickets only")
@@ -102,10 +103,15 @@ async def transition(ticket_id: int, body: TicketTransition, db: Db, caller: Cre
     if assignee is None and body.to == "assigned" and ticket.assignee is None:
         assignee = caller.name
     try:
-        await maintenance.transition(db, ticket, body.to, caller.name, assignee=assignee, note=body.note)
+        used = None if body.parts_used is None else [p.model_dump() for p in body.parts_used]
+        await maintenance.transition(
+            db, ticket, body.to, caller.name, assignee=assignee, note=body.note, parts_used=used
+        )
         await db.flush()
     except IllegalTransition as exc:
         raise ApiError(409, "illegal_transition", str(exc)) from None
+    except maintenance.PartsUsedInvalid as exc:
+        raise ApiError(422, exc.code, str(exc)) from None
     except IntegrityError:
         raise ApiError(409, "already_open", "another open ticket already covers this fault") from None
     out = TicketOut.model_validate(ticket_view(ticket))
