@@ -1,6 +1,7 @@
 """The crew page in a real headless Chromium (the Debian package) against a whole running chargeops: sign in
 with a crew token, see the region's open tickets most urgent first with the parts to bring, walk one through
-acknowledge → start → resolve, on a phone-sized screen. No Chromium is a failure, never a skip."""
+acknowledge → start → resolve (saying which reserved parts were fitted), on a phone-sized screen. No Chromium
+is a failure, never a skip."""
 
 from __future__ import annotations
 
@@ -15,12 +16,22 @@ from playwright.async_api import Browser, Page, ViewportSize, async_playwright, 
 from chargeops.db.ops_models import Ticket
 from chargeops.events import utcnow
 from ops import tickets
+from ops.inventory import move
 from ops.runtime import Runtime
 from tests.conftest import StartRuntime
 
 ADMIN = {"Authorization": "Bearer test-admin-token"}
 CHROMIUM = shutil.which("chromium")  # the Debian package
 PHONE: ViewportSize = {"width": 390, "height": 844}
+RCD, CABLE = {"sku": "RCD-B-40A", "qty": 1}, {"sku": "CBL-CCS2-200A", "qty": 1}
+FLEET = {
+    "regions": [{"id": "north"}, {"id": "south"}],
+    "depots": [{"id": "D-N", "region": "north"}],
+    "stock": [
+        {"depot": "D-N", "sku": "RCD-B-40A", "on_hand": 3},
+        {"depot": "D-N", "sku": "CBL-CCS2-200A", "on_hand": 4},
+    ],
+}
 
 
 @pytest.fixture
@@ -43,8 +54,16 @@ async def crew_token(api: httpx.AsyncClient, name: str = "alice", region: str = 
     return str(r.json()["token"])
 
 
-async def open_ticket(runtime: Runtime, charger_id: str, priority: str, region: str, **extra: object) -> int:
-    """Inserted through the product's ticket code, as the ops engine does when a rule matches a fault."""
+async def open_ticket(
+    runtime: Runtime,
+    charger_id: str,
+    priority: str,
+    region: str,
+    parts: tuple[dict[str, object], ...] = (RCD,),
+    **extra: object,
+) -> int:
+    """Inserted through the product's ticket code, as the ops engine does when a rule matches a fault (with
+    a depot: its parts reserved there, as the engine books them)."""
     now = utcnow()
     async with runtime.sessions() as session:
         ticket = await tickets.create(
@@ -62,7 +81,7 @@ async def open_ticket(runtime: Runtime, charger_id: str, priority: str, region: 
                 component="RCD",
                 description="residual current device tripped",
                 diagnosis="RCD worn or damaged cable insulation",
-                parts=[{"sku": "RCD-B-40A", "qty": 1}],
+                parts=[dict(p) for p in parts],
                 occurrences=1,
                 created_at=now,
                 updated_at=now,
@@ -71,6 +90,10 @@ async def open_ticket(runtime: Runtime, charger_id: str, priority: str, region: 
             ),
             "test",
         )
+        for p in parts if ticket.depot else ():
+            await move(
+                session, str(ticket.depot), str(p["sku"]), "reserve", int(str(p["qty"])), ticket_id=ticket.id
+            )
         await session.commit()
         return ticket.id
 
@@ -85,10 +108,19 @@ async def test_crew_walks_a_ticket_to_resolved_on_a_phone(runtime: Runtime, brow
     base = f"http://127.0.0.1:{runtime.http_port}"
     async with httpx.AsyncClient(base_url=base) as api:
         token = await crew_token(api)
+        assert (await api.post("/api/fleet", json=FLEET, headers=ADMIN)).status_code == 200
         later = await open_ticket(
             runtime, "CP2", "P2", "north", sla_due_at=utcnow() + timedelta(hours=8), cleared_at=utcnow()
         )
-        urgent = await open_ticket(runtime, "CP1", "P1", "north", sla_due_at=utcnow() - timedelta(minutes=30))
+        urgent = await open_ticket(
+            runtime,
+            "CP1",
+            "P1",
+            "north",
+            (RCD, CABLE),
+            depot="D-N",
+            sla_due_at=utcnow() - timedelta(minutes=30),
+        )
         await open_ticket(runtime, "CP9", "P1", "south")  # another region: not alice's
 
         context = await browser.new_context(
@@ -110,7 +142,7 @@ async def test_crew_walks_a_ticket_to_resolved_on_a_phone(runtime: Runtime, brow
         for text in ("north-1", "CP1", "GroundFailure — RCD", "residual current device tripped"):
             await expect(first).to_contain_text(text)
         await expect(first).to_contain_text("RCD worn or damaged cable insulation")
-        await expect(first.locator(".parts")).to_have_text("RCD-B-40A × 1")
+        await expect(first.locator(".parts li")).to_have_text(["RCD-B-40A × 1", "CBL-CCS2-200A × 1"])
         await expect(first).to_have_class("card prio-p1 overdue")
         await expect(first.locator(".overdue-text")).to_contain_text("overdue by 30 min")
         await expect(page.locator(f'li[data-ticket="{later}"] .cleared')).to_contain_text("Fault cleared")
@@ -127,6 +159,25 @@ async def test_crew_walks_a_ticket_to_resolved_on_a_phone(runtime: Runtime, brow
         await first.get_by_role("button", name=f"Start ticket {urgent} at north-1").tap()
         await expect(first.locator("button.action")).to_have_text("Resolve")
         await first.locator("button.action").tap()
+        # Which reserved parts were fitted: 0 … reserved each, 0 unless the crew says otherwise.
+        dialog = page.locator("#resolve-dialog")
+        rcd_used, cable_used = (
+            dialog.get_by_label("RCD-B-40A used"),
+            dialog.get_by_label("CBL-CCS2-200A used"),
+        )
+        await expect(rcd_used).to_have_value("0")
+        await expect(cable_used).to_have_value("0")
+        more = dialog.get_by_role("button", name="One more RCD-B-40A")
+        box = await more.bounding_box()
+        assert (
+            box is not None and box["height"] >= 44 and box["width"] >= 44 and box["x"] + box["width"] <= 390
+        )
+        await more.tap()
+        await more.tap()  # only one is reserved: stays at 1
+        await expect(rcd_used).to_have_value("1")
+        await dialog.get_by_role("button", name="One less CBL-CCS2-200A").tap()
+        await expect(cable_used).to_have_value("0")
+        assert await page.evaluate("document.documentElement.scrollWidth <= window.innerWidth")
         await page.get_by_label("What was done (optional)").fill("replaced RCD, earth continuity OK")
         await page.locator("#resolve-confirm").tap()
         await expect(page.locator(f'li[data-ticket="{urgent}"]')).to_have_count(0)  # resolved: off the list
@@ -143,6 +194,13 @@ async def test_crew_walks_a_ticket_to_resolved_on_a_phone(runtime: Runtime, brow
             ("resolved", "alice"),
         ]
         assert done["log"][-1]["note"] == "replaced RCD, earth continuity OK"
+        assert done["parts_used"] == [RCD]
+        # The RCD fitted is consumed; the cable went back to the depot.
+        stock = (await api.get("/api/stock", params={"depot": "D-N"}, headers=ADMIN)).json()["items"]
+        assert {s["sku"]: (s["on_hand"], s["reserved"]) for s in stock} == {
+            "RCD-B-40A": (2, 0),
+            "CBL-CCS2-200A": (4, 0),
+        }
 
         # A tap on a stale card (someone else started the ticket meanwhile) must not undo their step, though
         # in_progress → assigned is a legal back-step: the page says so and refreshes instead.

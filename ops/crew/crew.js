@@ -16,6 +16,7 @@
   const $ = (id) => document.getElementById(id);
   let me = null;
   let timer = null;
+  let shown = new Map(); // ticket id → the ticket as last listed (the resolve dialog needs its parts)
 
   class ApiError extends Error {
     constructor(status, code, detail) {
@@ -157,6 +158,7 @@
 
   function render(items) {
     const list = $("tickets");
+    shown = new Map(items.map((t) => [t.id, t]));
     list.replaceChildren(...items.map(card));
     $("count").textContent = `(${items.length})`;
     $("empty").hidden = items.length > 0;
@@ -190,9 +192,10 @@
     const body = { to, from: button.dataset.from };
     if (to === "assigned") body.assignee = me.name;
     if (to === "resolved") {
-      const note = await askNote(id);
-      if (note === null) return;
-      if (note) body.note = note;
+      const answer = await askResolve(id, (shown.get(id) || {}).parts || []);
+      if (answer === null) return;
+      if (answer.note) body.note = answer.note;
+      body.parts_used = answer.partsUsed; // [] = nothing fitted: every reserved part goes back
     }
     button.disabled = true; // one tap, one request: a double tap would be an illegal second step
     try {
@@ -208,19 +211,63 @@
     }
   }
 
-  function askNote(id) {
+  function clamp(input, value) {
+    const max = Number(input.max);
+    const n = Math.round(Number(value));
+    input.value = String(Number.isFinite(n) ? Math.min(Math.max(n, 0), max) : 0);
+  }
+
+  // One row per reserved part: − / number / + (0 … reserved, default 0), thumb-sized.
+  function usedRow(part, i) {
+    const id = `used-${i}`;
+    const input = el("input", {
+      id,
+      type: "number",
+      inputmode: "numeric",
+      class: "used-qty",
+      min: 0,
+      max: part.qty,
+      step: 1,
+      value: 0,
+      "data-sku": part.sku,
+    });
+    const stepper = (delta, sign, label) =>
+      el("button", { type: "button", class: "step secondary", "data-delta": delta, "aria-label": label }, sign);
+    return el(
+      "li",
+      { class: "used-row" },
+      el("label", { for: id }, el("strong", {}, part.sku), ` used (of ${part.qty} reserved)`),
+      el(
+        "div",
+        { class: "stepper" },
+        stepper(-1, "−", `One less ${part.sku}`),
+        input,
+        stepper(1, "+", `One more ${part.sku}`),
+      ),
+    );
+  }
+
+  function askResolve(id, parts) {
     const dialog = $("resolve-dialog");
     $("resolve-title").textContent = `Resolve ticket #${id}`;
     $("resolve-note").value = "";
+    $("resolve-parts-list").replaceChildren(...parts.map(usedRow));
+    $("resolve-parts").hidden = parts.length === 0;
     return new Promise((resolve) => {
       dialog.addEventListener(
         "close",
-        () => resolve(dialog.returnValue === "resolve" ? $("resolve-note").value.trim() : null),
+        () => {
+          if (dialog.returnValue !== "resolve") return resolve(null);
+          const partsUsed = [...dialog.querySelectorAll("input.used-qty")]
+            .map((input) => ({ sku: input.dataset.sku, qty: Number(input.value) || 0 }))
+            .filter((p) => p.qty > 0);
+          resolve({ note: $("resolve-note").value.trim(), partsUsed });
+        },
         { once: true },
       );
       dialog.returnValue = "";
       dialog.showModal();
-      $("resolve-note").focus();
+      (dialog.querySelector("button.step") || $("resolve-note")).focus(); // a button: no keyboard pops up
     });
   }
 
@@ -270,6 +317,15 @@
       signOut();
     });
     $("refresh").addEventListener("click", refresh);
+    $("resolve-parts-list").addEventListener("click", (event) => {
+      const button = event.target.closest("button.step");
+      if (!button) return;
+      const input = button.parentElement.querySelector("input.used-qty");
+      clamp(input, Number(input.value) + Number(button.dataset.delta));
+    });
+    $("resolve-parts-list").addEventListener("change", (event) => {
+      if (event.target.matches("input.used-qty")) clamp(event.target, event.target.value);
+    });
     $("tickets").addEventListener("click", (event) => {
       const button = event.target.closest("button.action");
       if (button && !button.disabled) act(button);
