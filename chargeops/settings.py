@@ -90,6 +90,11 @@ class Settings(BaseSettings):
     ops_interval: float = Field(
         default=30.0, description="seconds between ops scans (offline, stalled energy) and gauge refreshes"
     )
+    supply_interval: float = Field(
+        default=900.0,
+        gt=0,
+        description="seconds between supply reviews (reorders, stock-out probabilities, stored warnings)",
+    )
     log_level: str = "INFO"
 
     def role_set(self) -> set[str]:

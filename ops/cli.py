@@ -157,6 +157,10 @@ def serve(
     ops_interval: Annotated[
         float | None, Opt("ops_interval", "seconds between ops scans (offline, stalled energy) and gauges")
     ] = None,
+    supply_interval: Annotated[
+        float | None,
+        Opt("supply_interval", "seconds between supply reviews: reorders, stock-out risk, stored warnings"),
+    ] = None,
     log_level: LogLevel = "INFO",
     log_format: Annotated[LogFormat, Opt("log_format", "text or json")] = LogFormat.text,
 ) -> None:

@@ -8,9 +8,10 @@ rule never delays a charger's answer.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Callable, Sequence
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 
 from sqlalchemy import DateTime, bindparam, func, select, text
@@ -18,17 +19,17 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from chargeops import clock
 from chargeops.db.models import Charger, StoredEvent
-from chargeops.db.ops_models import Battery, BatteryReading, BatterySwap, Stock, Ticket
+from chargeops.db.ops_models import Battery, BatteryReading, BatterySwap, Stock, SupplyWarning, Ticket
 from chargeops.events import BatterySwapped, Booted, Connected, Event, EventKind, StatusChanged
-from ops import maintenance
-from ops.planning import assess_all
-from ops.registry import installed_base, seed_catalogue
+from ops import maintenance, supply_warnings
+from ops.registry import seed_catalogue
 from ops.rules import Observation, ObservationKind, RuleBook, load_rules, observations, observed
 from ops.tickets import OPEN_STATES
 from telemetry.metrics import (
     BATTERIES,
     BATTERIES_BY_SOH,
     STOCK_AVAILABLE,
+    STOCKOUT_PROBABILITY,
     SUPPLY_RISK,
     SWAP_ORPHANS,
     TICKETS_OPEN,
@@ -76,10 +77,16 @@ class OpsEngine(Periodic):
         sessions: async_sessionmaker[AsyncSession],
         rules_file: Path | None = None,
         interval: float = 10.0,
+        supply_interval: float = 900.0,
     ) -> None:
         super().__init__(interval)
         self.sessions = sessions
         self.book: RuleBook = load_rules(rules_file)
+        self.supply_interval = timedelta(seconds=supply_interval)
+        self._supply_due: datetime | None = None  # on the ops clock; None: at the first step
+        # Tickets (which reorder) and the periodic review take turns: on SQLite, which has no row locks,
+        # two of them could otherwise read the same position and both order.
+        self._stock_lock = asyncio.Lock()
 
     async def prepare(self) -> None:
         """Seeds the parts catalogue into an empty database."""
@@ -114,7 +121,7 @@ class OpsEngine(Periodic):
                     faulted.add((obs.charger_id, ticket.evse_id))
 
     async def apply(self, obs: Observation) -> Ticket | None:
-        async with self.sessions() as session, session.begin():
+        async with self._stock_lock, self.sessions() as session, session.begin():
             return await maintenance.observe(session, obs, self.book)
 
     async def _faulted_connectors(self, events: Sequence[Event]) -> set[tuple[str, int]]:
@@ -241,7 +248,17 @@ class OpsEngine(Periodic):
 
     async def step(self) -> None:
         await self.scan()
+        await self.supply_review()
         await self.refresh_gauges()
+
+    async def supply_review(self, force: bool = False) -> None:
+        """Every `supply_interval` on the ops clock: reorders, stock-out probabilities, stored warnings."""
+        now = clock.now()
+        if not force and self._supply_due is not None and now < self._supply_due:
+            return
+        async with self._stock_lock, self.sessions() as session, session.begin():
+            await supply_warnings.cycle(session)
+        self._supply_due = now + self.supply_interval
 
     async def scan(self) -> None:
         """Chargers silent beyond the offline threshold; charging sessions whose energy stalled or that draw
@@ -306,7 +323,7 @@ class OpsEngine(Periodic):
                 )
             ).all()
             stock = (await session.scalars(select(Stock))).all()
-            risks = await assess_all(session, await installed_base(session))
+            warnings = (await session.scalars(select(SupplyWarning))).all()
             packs = (await session.execute(select(Battery.location, Battery.soh))).all()
             orphans = await session.scalar(
                 select(func.count())
@@ -326,9 +343,11 @@ class OpsEngine(Periodic):
         for row in stock:
             STOCK_AVAILABLE.labels(row.depot_id, row.sku).set(row.available)
         SUPPLY_RISK.clear()
-        for risk in risks:
+        STOCKOUT_PROBABILITY.clear()
+        for w in warnings:
             for level in ("watch", "warning", "critical"):
-                SUPPLY_RISK.labels(risk.depot, risk.sku, level).set(1 if risk.level == level else 0)
+                SUPPLY_RISK.labels(w.depot_id, w.sku, level).set(1 if w.level == level else 0)
+            STOCKOUT_PROBABILITY.labels(w.depot_id, w.sku).set(w.probability)
         SWAP_ORPHANS.set(orphans or 0)
         BATTERIES.clear()
         BATTERIES_BY_SOH.clear()

@@ -9,7 +9,8 @@ from chargeops.db.ops_models import Stock, StockMovement
 
 # What each movement kind does to (on_hand, reserved, on_order), per unit.
 EFFECTS: dict[str, tuple[int, int, int]] = {
-    "receipt": (1, 0, -1),  # goods received; on_order never goes below zero
+    "receipt": (1, 0, -1),  # goods received against an order; on_order never goes below zero
+    "receipt_extra": (1, 0, 0),  # goods received beyond what any open order still owed
     "reserve": (0, 1, 0),  # a ticket needs the part
     "release": (0, -1, 0),  # the ticket no longer needs it
     "consume": (-1, -1, 0),  # fitted by the crew when the ticket was resolved

@@ -278,7 +278,7 @@ async def transition(
     what it holds is consumed up to what was used, the rest released, extras reserved then consumed; the
     report is added to `ticket.parts_used`. Reopening (resolved → in_progress) re-reserves nothing, so a
     second resolve books what it used as extras. Closing a ticket that was never resolved releases what it
-    holds. Closing an open supply ticket cancels what it ordered."""
+    holds. Closing an open supply ticket (a purchase order) cancels what it still owed."""
     tickets.check_step(ticket, to)
     used = await _check_parts_used(session, ticket, to, parts_used)
     if assignee is not None:
@@ -295,10 +295,6 @@ async def transition(
         elif to == "closed" and came_from != "resolved":
             held = await _held(session, ticket)
             await _book(session, ticket, [(sku, "release", qty) for sku, qty in held.items()], actor)
-    elif (
-        ticket.kind == "supply" and to == "closed" and came_from != "resolved" and ticket.depot and ticket.sku
-    ):
-        await move(
-            session, ticket.depot, ticket.sku, "cancel", ticket.qty or 0, ticket_id=ticket.id, actor=actor
-        )
+    elif ticket.kind == "supply" and to == "closed" and came_from != "resolved":
+        await supply.cancel(session, ticket, actor)
     return ticket

@@ -104,7 +104,9 @@ class Runtime:
     async def _start_ops(self) -> None:
         """On MQTT the engine is its own durable consumer group (a second connection); in one process it
         listens through a bounded queue, off the path of the chargers' answers."""
-        self.ops = OpsEngine(self.sessions, self.settings.rules_file, self.settings.ops_interval)
+        self.ops = OpsEngine(
+            self.sessions, self.settings.rules_file, self.settings.ops_interval, self.settings.supply_interval
+        )
         await self.ops.prepare()
         if self.settings.mqtt_url:
             self._ops_bus = make_bus(self.settings, durable_group="ops")

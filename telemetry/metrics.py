@@ -109,8 +109,13 @@ STOCK_AVAILABLE = Gauge(
 )
 SUPPLY_RISK = Gauge(
     "chargeops_supply_risk",
-    "1 for the current supply-risk level (watch, warning, critical) of a depot and SKU",
+    "1 for the stored early-warning level (watch, warning, critical) in force for a depot and SKU",
     ["depot", "sku", "level"],
+)
+STOCKOUT_PROBABILITY = Gauge(
+    "chargeops_supply_stockout_probability",
+    "Probability of a stock-out within the part's lead time + its deviation, per depot and SKU",
+    ["depot", "sku"],
 )
 SWAP_EVENTS = Counter(
     "chargeops_battery_swap_events_total",

@@ -168,26 +168,45 @@ async def test_fault_to_ticket_to_parts_to_supply(ops: Ops, protocol: str) -> No
 
 
 async def test_rising_failures_of_a_long_lead_time_part_raise_an_early_warning(ops: Ops) -> None:
-    chargers = [await ops.charger(f"OPS-PM-{i}", ("ocpp1.6", "ocpp2.0.1")[i % 2]) for i in range(3)]
-    before = (await ops.api.get("/api/supply-risk", params={"depot": "D-NORTH"})).json()["items"]
-    assert not any(r["sku"] == "PM-30KW" and r["level"] in ("warning", "critical") for r in before)
-    for cp in chargers:
+    chargers = [await ops.charger(f"OPS-PM-{i}", ("ocpp1.6", "ocpp2.0.1")[i % 2]) for i in range(4)]
+    review = await ops.api.post("/api/supply-risk/review")
+    assert review.status_code == 200, review.text
+    before = (await ops.api.get("/api/supply-risk", params={"depot": "D-NORTH", "include_ok": True})).json()
+    [pm] = [r for r in before["items"] if r["sku"] == "PM-30KW"]
+    assert pm["level"] == "ok" and pm["figures"]["installed_base"] == 16, pm
+    # Two module failures are not yet a trend (a ratio of tiny counts warned before): no warning.
+    for cp in chargers[:2]:
         cp.inject_fault(1, "OverVoltage")
-    await ops.wait_tickets(3, kind="maintenance", depot="D-NORTH")
+    await ops.wait_tickets(2, kind="maintenance", depot="D-NORTH")
+    assert (await ops.api.post("/api/supply-risk/review")).status_code == 200
+    risks = (await ops.api.get("/api/supply-risk", params={"depot": "D-NORTH", "include_ok": True})).json()
+    [pm] = [r for r in risks["items"] if r["sku"] == "PM-30KW"]
+    assert pm["level"] == "ok" and pm["figures"]["trend"] is None, pm
+    # Four of 16 modules within minutes is: a significant rise, a stock-out coming within the lead time.
+    for cp in chargers[2:]:
+        cp.inject_fault(1, "OverVoltage")
+    await ops.wait_tickets(4, kind="maintenance", depot="D-NORTH")
+    changes = (await ops.api.post("/api/supply-risk/review")).json()["items"]
+    assert [(c["sku"], c["change"]) for c in changes if c["depot"] == "D-NORTH"] == [("PM-30KW", "opened")]
     risks = (await ops.api.get("/api/supply-risk", params={"depot": "D-NORTH"})).json()["items"]
     [pm] = [r for r in risks if r["sku"] == "PM-30KW"]
-    assert pm["level"] in ("warning", "critical"), pm
+    assert pm["level"] in ("warning", "critical") and pm["probability"] >= 0.5, pm
     codes = {reason["code"] for reason in pm["reasons"]}
-    assert "failures_rising_long_lead_time" in codes and "single_sourced" in codes
+    assert {"failures_rising", "stockout_risk"} <= codes, pm["reasons"]
     figures = pm["figures"]
-    assert figures["demand_last_30_days"] == 3 and figures["installed_base"] == 12
-    assert figures["trend"] > 2 and figures["lead_time_days"] == 56
+    assert figures["trend"]["count"] == 4 and figures["trend"]["p"] < 0.001
+    assert figures["installed_base"] == 16 and figures["lead_time_days"] == 56
+    assert figures["on_order"] > 0 and pm["actions"], pm  # the review ordered; what else to do is proposed
+    history = (await ops.api.get("/api/supply-risk/history", params={"sku": "PM-30KW"})).json()["items"]
+    assert [h["change"] for h in history] == ["opened"] and history[0]["to"] == pm["level"]
     report = (await ops.api.get("/api/supply-risk/report")).text
-    assert "PM-30KW" in report and "D-NORTH" in report
+    assert "PM-30KW" in report and "D-NORTH" in report and "failures rising" in report
 
     assert ops.runtime.ops is not None
     await ops.runtime.ops.refresh_gauges()
     metrics = (await ops.api.get("/metrics")).text
     level = pm["level"]
     assert f'chargeops_supply_risk{{depot="D-NORTH",level="{level}",sku="PM-30KW"}} 1.0' in metrics
-    assert 'chargeops_tickets_open{kind="maintenance",priority="P2"} 3.0' in metrics
+    gauge = 'chargeops_supply_stockout_probability{depot="D-NORTH",sku="PM-30KW"}'
+    assert f"{gauge} {pm['probability']}" in metrics
+    assert 'chargeops_tickets_open{kind="maintenance",priority="P2"} 4.0' in metrics

@@ -242,7 +242,8 @@ async def api(db_url: str, start_runtime: StartRuntime) -> AsyncIterator[httpx.A
 async def test_bad_reports_are_refused_with_422_and_change_nothing(api: httpx.AsyncClient) -> None:
     [tid] = [t["id"] for t in (await api.get("/api/tickets", params={"kind": "maintenance"})).json()["items"]]
     # No fan in stock: the reservation raised a purchase request.
-    [order] = (await api.get("/api/tickets", params={"kind": "supply"})).json()["items"]
+    orders = (await api.get("/api/tickets", params={"kind": "supply"})).json()["items"]
+    [order] = [o for o in orders if o["parts"][0]["sku"] == FAN]
     for to in ("assigned", "in_progress"):
         assert (await api.post(f"/api/tickets/{tid}/transition", json={"to": to})).status_code == 200
 

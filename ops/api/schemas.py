@@ -283,17 +283,43 @@ class Receipt(Input):
     depot: Annotated[str, Field(min_length=1, max_length=64)]
     sku: Annotated[str, Field(min_length=1, max_length=64)]
     qty: Annotated[int, Field(ge=1, le=1_000_000)]
+    order: int | None = Field(
+        default=None,
+        description="the purchase order (supply ticket id) delivered; default: oldest open first",
+    )
     note: Annotated[str, Field(max_length=2000)] | None = None
 
 
 class ReceiptOut(BaseModel):
     stock: StockOut
-    closed_ticket: int | None
+    closed_ticket: int | None = Field(description="the first order this receipt completed (None: none)")
+    closed_orders: list[int]
 
 
 class RiskOut(BaseModel):
     depot: str
     sku: str
     level: Literal["ok", "watch", "warning", "critical"]
+    probability: float = Field(description="stock-out probability within the part's lead time + σ")
+    opened_at: str | None
+    level_since: str | None
+    assessed_at: str | None
     reasons: list[dict[str, Any]]
     figures: dict[str, Any]
+    actions: list[dict[str, Any]]
+
+
+class WarningChangeOut(BaseModel):
+    id: int
+    at: str | None
+    depot: str
+    sku: str
+    change: Literal["opened", "escalated", "deescalated", "cleared"]
+    from_: str = Field(alias="from")
+    to: str
+    probability: float
+    reasons: list[dict[str, Any]]
+    figures: dict[str, Any]
+    actions: list[dict[str, Any]]
+
+    model_config = ConfigDict(populate_by_name=True, serialize_by_alias=True)

@@ -2,23 +2,19 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any
 
 from fastapi import APIRouter, Query
-from fastapi.responses import PlainTextResponse
 from sqlalchemy import select
 
-from chargeops import clock
 from chargeops.db.engine import stored_iso
 from chargeops.db.ops_models import Part, Stock, StockMovement
 from ops import supply
 from ops.api.auth import Operator, OperatorUser, Viewer
 from ops.api.context import Db
 from ops.api.errors import ApiError, documented
-from ops.api.schemas import Items, Receipt, ReceiptOut, RiskOut, StockOut
-from ops.planning import assess_all
-from ops.registry import PartDoc, installed_base
-from ops.report import supply_report
+from ops.api.schemas import Items, Receipt, ReceiptOut, StockOut
+from ops.registry import PartDoc
 
 router = APIRouter(tags=["spare parts"], responses=documented(401, 403, 422))
 
@@ -62,14 +58,20 @@ async def list_stock(db: Db, depot: str | None = None, sku: str | None = None) -
 
 @router.post("/api/stock/receipts", status_code=201, responses=documented(404))
 async def receive(body: Receipt, db: Db, caller: OperatorUser) -> ReceiptOut:
-    """Goods received at a depot: on hand and on order updated, the open supply ticket closed."""
+    """Goods received at a depot, against a named purchase order or the oldest open ones: on hand and on
+    order updated, completed orders closed (a partial delivery leaves the rest on order). 404 unknown
+    order or SKU, 409 order already closed, 422 an order of another depot or SKU."""
     if await db.get(Part, body.sku) is None:
         raise ApiError(404, "not_found", f"no part {body.sku} in the catalogue")
-    ticket = await supply.receive(db, body.depot, body.sku, body.qty, caller.name, body.note)
+    try:
+        closed = await supply.receive(db, body.depot, body.sku, body.qty, caller.name, body.note, body.order)
+    except supply.ReceiptRefused as exc:
+        raise ApiError(exc.status, exc.code, str(exc)) from None
     await db.flush()
     row = await db.get(Stock, (body.depot, body.sku))
     assert row is not None
-    out = ReceiptOut(stock=_stock(row), closed_ticket=ticket.id if ticket else None)
+    ids = [t.id for t in closed]
+    out = ReceiptOut(stock=_stock(row), closed_ticket=ids[0] if ids else None, closed_orders=ids)
     await db.commit()
     return out
 
@@ -100,29 +102,3 @@ async def movements(
             for m in rows
         ]
     )
-
-
-@router.get("/api/supply-risk", dependencies=[Viewer])
-async def supply_risk(
-    db: Db,
-    depot: str | None = None,
-    level: Literal["ok", "watch", "warning", "critical"] | None = None,
-    include_ok: bool = Query(False, description="also list depot/SKU pairs without any warning"),
-) -> Items[RiskOut]:
-    """Early warnings per depot and SKU, most urgent first, each with the figures that triggered it."""
-    risks = await assess_all(db, await installed_base(db))
-    picked = [
-        r
-        for r in risks
-        if (depot is None or r.depot == depot)
-        and (level is None or r.level == level)
-        and (include_ok or level == "ok" or r.level != "ok")
-    ]
-    return Items(items=[RiskOut(**r.as_dict()) for r in picked])
-
-
-@router.get("/api/supply-risk/report", dependencies=[Viewer], response_class=PlainTextResponse)
-async def supply_risk_report(db: Db, depot: str | None = None) -> str:
-    """The same warnings as a plain-text (Markdown) report for a supply manager."""
-    risks = await assess_all(db, await installed_base(db))
-    return supply_report([r for r in risks if depot is None or r.depot == depot], clock.now())
