@@ -25,6 +25,8 @@ fleet_app = typer.Typer(
 app.add_typer(db_app, name="db")
 app.add_typer(chargers_app, name="chargers")
 app.add_typer(fleet_app, name="fleet")
+ops_app = typer.Typer(help="Operations tools: the supply early warning's back-test.", no_args_is_help=True)
+app.add_typer(ops_app, name="ops")
 
 
 def _env(name: str) -> str:
@@ -351,6 +353,52 @@ def fleet_load(
         typer.echo(f"error: {path}: {exc}", err=True)
         raise typer.Exit(2) from None
     typer.echo("loaded " + ", ".join(f"{n} {name}" for name, n in counts.items() if n))
+
+
+@ops_app.command("backtest")
+def ops_backtest(
+    scenario: Annotated[
+        Path | None,
+        typer.Option(metavar="FILE", help="scenario (YAML or JSON, README 'Back-test'); default: generated"),
+    ] = None,
+    days: Annotated[int | None, typer.Option(min=1, max=3650, help="days to replay (default 365)")] = None,
+    seed: Annotated[int | None, typer.Option(help="random seed of the generated world (default 0)")] = None,
+    database_url: Annotated[
+        str | None, typer.Option(help="an EMPTY database to replay on (default: a temporary SQLite file)")
+    ] = None,
+) -> None:
+    """Replay the real ops code (tickets, stock, supply, warnings) over a simulated year; print the score."""
+    from chargeops.db.engine import make_engine
+    from chargeops.db.migrate import is_empty
+    from ops.backtest import ScenarioError, generated, read_scenario, run
+
+    try:
+        chosen = read_scenario(scenario) if scenario is not None else generated(seed or 0, days or 365)
+    except ScenarioError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
+    chosen = chosen.model_copy(
+        update={k: v for k, v in (("days", days), ("seed", seed)) if v is not None and scenario is not None}
+    )
+
+    async def replay() -> dict[str, Any]:
+        if database_url is not None:
+            engine = make_engine(database_url)
+            try:
+                if not await is_empty(engine):
+                    raise ScenarioError(
+                        "--database-url must name an empty database: a back-test writes into it"
+                    )
+            finally:
+                await engine.dispose()
+        return await run(chosen, database_url)
+
+    try:
+        result = asyncio.run(replay())
+    except ScenarioError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
+    typer.echo(json.dumps(result, indent=2))
 
 
 def main() -> None:

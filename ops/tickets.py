@@ -58,6 +58,15 @@ def ticket_view(t: Ticket) -> dict[str, Any]:
         "diagnosis": t.diagnosis,
         "parts": t.parts or ([{"sku": t.sku, "qty": t.qty}] if t.sku else []),
         "parts_used": t.parts_used,
+        "order": {
+            "supplier": t.supplier,
+            "qty": t.qty,
+            "received": t.received_qty,
+            "ordered_at": stored_iso(t.ordered_at),
+            "promised_at": stored_iso(t.promised_at),
+        }
+        if t.kind == "supply"
+        else None,
         "occurrences": t.occurrences,
         "assignee": t.assignee,
         "created_at": stored_iso(t.created_at),

@@ -202,6 +202,14 @@ class PartQty(BaseModel):
     qty: int
 
 
+class PurchaseOrder(BaseModel):
+    supplier: str | None
+    qty: int | None
+    received: int = Field(description="units received so far (deliveries may be partial)")
+    ordered_at: str | None
+    promised_at: str | None = Field(description="order date + the supplier's measured mean lead time")
+
+
 class TicketOut(BaseModel):
     id: int
     kind: Literal["maintenance", "supply"]
@@ -219,6 +227,7 @@ class TicketOut(BaseModel):
     parts_used: list[PartQty] | None = Field(
         default=None, description="what the crew reported using when it resolved the ticket (all resolves)"
     )
+    order: PurchaseOrder | None = Field(default=None, description="supply tickets: the purchase order")
     occurrences: int
     assignee: str | None
     created_at: str
@@ -323,3 +332,17 @@ class WarningChangeOut(BaseModel):
     actions: list[dict[str, Any]]
 
     model_config = ConfigDict(populate_by_name=True, serialize_by_alias=True)
+
+
+class WeakSpotOut(BaseModel):
+    """A structural weak spot of the spare-parts supply (`ops.weak_spots`): a diagnosis, not a warning."""
+
+    kind: Literal[
+        "single_source", "lead_time_variance", "supplier_on_time", "concentration", "failure_trend_by_model"
+    ]
+    severity: Literal["high", "medium", "low"]
+    sku: str | None = None
+    supplier: str | None = None
+    depots: list[str] | None = None
+    text: str
+    figures: dict[str, Any]

@@ -138,6 +138,8 @@ def score(rec: Recording, fill: dict[str, Any], tickets: int) -> dict[str, Any]:
             "warned_strict_systematic": _share(t["strict"]["systematic"], counts["systematic"]),
             "false_onset_share": _share(o["false"], judged),
             "onsets": o,
+            "warned": t["warned"],
+            "strict": t["strict"],
         }
     out["model"]["precision_by_level"] = {
         lv: {"onsets": v, "precision": _share(v["true"], v["true"] + v["false"])}
@@ -147,6 +149,8 @@ def score(rec: Recording, fill: dict[str, Any], tickets: int) -> dict[str, Any]:
         {
             "decile": f"{i / 10:.1f}-{(i + 1) / 10:.1f}",
             "days": int(b[0]),
+            "probability_sum": round(b[1], 4),
+            "followed": int(b[2]),
             "mean_probability": round(b[1] / b[0], 3) if b[0] else None,
             "observed": round(b[2] / b[0], 3) if b[0] else None,
             "within_10_points": abs(b[1] / b[0] - b[2] / b[0]) <= 0.10 if b[0] else None,
@@ -154,6 +158,7 @@ def score(rec: Recording, fill: dict[str, Any], tickets: int) -> dict[str, Any]:
         for i, b in enumerate(calib)
     ]
     out["fill_rate"] = round(fill["served"] / fill["reserved"], 4) if fill["reserved"] else None
+    out["units"] = {"reserved": fill["reserved"], "served": fill["served"]}
     consumed: dict[str, int] = fill["consumed"]
     out["units_consumed_not_used"] = sum(max(0, n - rec.fitted.get(sku, 0)) for sku, n in consumed.items())
     out["stock_held"] = {"mean_units": round(held_units, 1), "mean_value": round(held_value)}

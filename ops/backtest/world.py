@@ -53,6 +53,7 @@ class Day:
     level: str
     probability: float
     demand_per_day: float
+    on_order: int = 0
 
 
 @dataclass(slots=True)
@@ -281,6 +282,7 @@ class World:
                     level=w.level if w else "ok",
                     probability=w.probability if w else 0.0,
                     demand_per_day=float((w.figures or {}).get("demand_per_day") or 0.0) if w else 0.0,
+                    on_order=st.on_order if st else 0,
                 )
             )
 

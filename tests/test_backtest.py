@@ -1,0 +1,94 @@
+"""The supply back-test: `chargeops ops backtest` as a process, scenario errors as one line, and a short
+replay of a late sole supplier in which the real ops code notices the delay (overdue order, lead time
+measured, warning stored) before the stock runs out."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from sqlalchemy import select
+
+from chargeops.db.ops_models import SupplyWarning, SupplyWarningLog, Ticket
+from ops.backtest import Scenario, run
+from ops.backtest.scenario import DepotSpec, PartOverride, SupplierChange
+from ops.backtest.world import World
+from tests.conftest import migrated_sessions
+
+CLI = [sys.executable, "-m", "ops.cli", "ops", "backtest"]
+
+
+def test_backtest_command_prints_the_score_as_json() -> None:
+    done = subprocess.run([*CLI, "--days", "40", "--seed", "3"], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    score = json.loads(done.stdout)
+    assert score["scenario"] == "generated-3" and score["days"] == 40
+    assert score["faults"] > 0 and 0.9 <= score["tickets_per_fault"] <= 1.0
+    assert score["units_consumed_not_used"] == 0  # crews report what they used; nothing else is consumed
+    assert 0 < score["fill_rate"] <= 1 and score["stock_held"]["mean_units"] > 0
+    assert sum(b["days"] for b in score["calibration"]) > 0
+    for rule in ("model", "naive"):
+        assert set(score[rule]["onsets"]) == {"true", "false", "reactive", "censored"}
+
+
+def test_a_broken_scenario_file_is_one_line_naming_the_field(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("depots: [{id: D1, chargers: {dc-150: 5}}]\ntrends: [{sku: PM-30KW, start_day: -4}]\n")
+    done = subprocess.run([*CLI, "--scenario", str(bad)], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2 and done.stdout == ""
+    assert done.stderr.count("\n") == 1 and "trends.0.start_day" in done.stderr, done.stderr
+    unknown = tmp_path / "unknown.yaml"
+    unknown.write_text("depots: [{id: D1, chargers: {no-such-model: 5}}]\n")
+    done = subprocess.run([*CLI, "--scenario", str(unknown)], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2 and "unknown charger model no-such-model" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+LATE = Scenario(
+    name="late-supplier",
+    days=90,
+    seed=7,
+    depots=[DepotSpec(id="D1", chargers={"ac-22": 150})],
+    # The RFID reader (a busy part here) from one supplier whose lead time is 14 days in the catalogue and
+    # 60 from day 0.
+    parts=[
+        PartOverride(
+            sku="RFID-MF", suppliers=["Slow"], lead_time_days=14, lead_time_sd_days=2, annual_failure_rate=0.3
+        )
+    ],
+    supplier_changes=[
+        SupplierChange(supplier="Slow", start_day=0, end_day=90, lead_time_days=60, lead_time_sd_days=1)
+    ],
+)
+
+
+async def test_a_late_sole_supplier_is_measured_flagged_and_warned(sqlite_url: str) -> None:
+    async with migrated_sessions(sqlite_url) as sessions:
+        await World(LATE, sessions).run()
+        async with sessions() as session:
+            orders = (
+                await session.scalars(select(Ticket).where(Ticket.kind == "supply", Ticket.sku == "RFID-MF"))
+            ).all()
+            log = (
+                await session.scalars(select(SupplyWarningLog).where(SupplyWarningLog.sku == "RFID-MF"))
+            ).all()
+            now = await session.get(SupplyWarning, ("D1", "RFID-MF"))
+    assert now is not None
+    assert orders and all(o.received_qty == 0 for o in orders)  # nothing delivered within 60 days
+    opened = [e for e in log if e.change == "opened"]
+    assert opened, "the late supplier never raised a warning"
+    reasons = {r["code"] for r in now.reasons}
+    assert "order_overdue" in reasons
+    # Orders are promised after the measured lead time: later ones after more than the catalogue's 14 days.
+    promised = [(o.promised_at - o.ordered_at).days for o in orders if o.promised_at and o.ordered_at]
+    assert max(promised) > 14
+    expedite = [a for a in now.actions if a["action"] == "expedite"]
+    assert expedite and "overdue" in expedite[0]["text"]
+
+
+async def test_the_same_seed_replays_the_same_year() -> None:
+    short = LATE.model_copy(update={"days": 30, "supplier_changes": []})
+    first, second = await run(short), await run(short)
+    assert first == second
