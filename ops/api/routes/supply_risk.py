@@ -15,11 +15,11 @@ from sqlalchemy import select
 
 from chargeops import clock
 from chargeops.db.ops_models import SupplyWarning, SupplyWarningLog
-from ops import supply_warnings
+from ops import supply_warnings, weak_spots
 from ops.api.auth import Operator, Viewer
 from ops.api.context import Db
 from ops.api.errors import documented
-from ops.api.schemas import Items, RiskOut, WarningChangeOut
+from ops.api.schemas import Items, RiskOut, WarningChangeOut, WeakSpotOut
 from ops.planning import LEVELS
 from ops.report import supply_report
 from ops.supply_warnings import log_view, warning_view
@@ -93,3 +93,31 @@ async def review_now(db: Db) -> Items[WarningChangeOut]:
     out = Items(items=[WarningChangeOut.model_validate(log_view(e)) for e in changes])
     await db.commit()
     return out
+
+
+WeakSpotKind = Literal[
+    "single_source", "lead_time_variance", "supplier_on_time", "concentration", "failure_trend_by_model"
+]
+SkuQuery = Annotated[str | None, Query(min_length=1, max_length=64)]
+SupplierQuery = Annotated[str | None, Query(min_length=1, max_length=100)]
+
+
+@router.get("/api/supply-risk/weak-spots", dependencies=[Viewer])
+async def weak_spots_list(
+    db: Db, kind: WeakSpotKind | None = None, sku: SkuQuery = None, supplier: SupplierQuery = None
+) -> Items[WeakSpotOut]:
+    """Structural weak spots (single source, lead-time variance, on-time rate, supplier concentration,
+    failures rising within a charger model), most severe first: a diagnosis apart from the warnings."""
+    found = weak_spots.pick((await weak_spots.diagnose(db)).findings, kind, sku, supplier)
+    return Items(items=[WeakSpotOut.model_validate(f) for f in found])
+
+
+@router.get("/api/supply-risk/weak-spots/report", dependencies=[Viewer], response_class=PlainTextResponse)
+async def weak_spots_report(
+    db: Db, kind: WeakSpotKind | None = None, sku: SkuQuery = None, supplier: SupplierQuery = None
+) -> str:
+    """The weak spots as a plain-text (Markdown) report, with the fleet's supplier concentration (HHI)."""
+    now = clock.now()
+    diagnosis = await weak_spots.diagnose(db, now)
+    diagnosis.findings = weak_spots.pick(diagnosis.findings, kind, sku, supplier)
+    return weak_spots.report(diagnosis, now)
