@@ -127,10 +127,11 @@ async def _repeat(
 
 def _new_failure(ticket: Ticket, obs: Observation) -> bool:
     """A repeat that plausibly broke something again: the fault had been reported cleared before it, or
-    it is on another EVSE. A fault that never cleared is the same failure still there: no more parts."""
+    it is on another EVSE. A fault that never cleared is the same failure still there: no more parts.
+    EVSE 0 (or none) is the charger as a whole, not another EVSE."""
     if ticket.cleared_at is not None and stored_utc(ticket.cleared_at) <= stored_utc(obs.at):
         return True
-    return ticket.evse_id is not None and obs.evse_id is not None and obs.evse_id != ticket.evse_id
+    return bool(ticket.evse_id and obs.evse_id and obs.evse_id != ticket.evse_id)
 
 
 async def _reserve_more(session: AsyncSession, ticket: Ticket, rule: Rule) -> list[tuple[str, str, int]]:

@@ -161,6 +161,7 @@ async def test_closing_an_unresolved_ticket_releases_what_it_holds(sessions: Ses
 async def test_repeats_reserve_again_only_when_new_and_never_beyond_the_charger(sessions: Sessions) -> None:
     tid = await observe(sessions, hot("e1", 0))
     await observe(sessions, hot("e2", 1))  # still the same failure (never cleared, same EVSE)
+    await observe(sessions, hot("e2b", 1, evse=0))  # reported for the charger as a whole: not another EVSE
     assert (await ticket(sessions, tid)).parts == [{"sku": FAN, "qty": 1}, {"sku": FILTER, "qty": 1}]
     assert (await stock(sessions))[FAN] == (10, 1)
 
@@ -178,7 +179,7 @@ async def test_repeats_reserve_again_only_when_new_and_never_beyond_the_charger(
         await observe(sessions, hot(f"c{n + 3}", 10 + 2 * n, cleared=True))
         await observe(sessions, hot(f"f{n}", 11 + 2 * n))
     t = await ticket(sessions, tid)
-    assert t.parts == [{"sku": FAN, "qty": 3}, {"sku": FILTER, "qty": 2}] and t.occurrences == 8
+    assert t.parts == [{"sku": FAN, "qty": 3}, {"sku": FILTER, "qty": 2}] and t.occurrences == 9
     assert await stock(sessions) == {FAN: (10, 3), FILTER: (10, 2), MODULE: (20, 0)}
     assert sum(q for sku, kind, q in await moves(sessions, tid) if kind == "reserve" and sku == FAN) == 3
     await walk(sessions, tid, "assigned", "in_progress", "resolved", parts_used=[{"sku": FAN, "qty": 2}])
