@@ -55,7 +55,8 @@ def history(
 def test_gamma_poisson_demand_by_hand() -> None:
     # No failures yet: the catalogue prior, rate 0.0365 / unit-year × 100 units = 0.01 / day.
     quiet = forecast(history(), PAIR)
-    assert quiet.rate_per_unit_year == pytest.approx(0.0365 * 100 / (100 + quiet.exposure_unit_years))
+    e0 = PRIOR_UNIT_YEARS
+    assert quiet.rate_per_unit_year == pytest.approx(0.0365 * e0 / (e0 + quiet.exposure_unit_years))
     # Exposure: 100 units over a year, halved every HALF_LIFE_DAYS: 100 · h/ln2 · (1 − 2^(−365/h)) / 365.
     h = HALF_LIFE_DAYS
     assert quiet.exposure_unit_years == pytest.approx(100 * h / math.log(2) * (1 - 0.5 ** (365 / h)) / 365)
@@ -80,7 +81,8 @@ def test_a_trend_needs_a_significant_count_not_a_ratio() -> None:
     eight = forecast(history([(d, 1) for d in range(1, 30, 4)]), PAIR)
     assert eight.trend is not None and eight.trend.count == 8
     e = eight.trend.expected
-    assert e == pytest.approx(0.0365 * 100 / (100 + 100 * 335 / 365) * 100 * 30 / 365, rel=1e-6)
+    e0 = PRIOR_UNIT_YEARS
+    assert e == pytest.approx(0.0365 * e0 / (e0 + 100 * 335 / 365) * 100 * 30 / 365, rel=1e-6)
     assert eight.trend.p == pytest.approx(stats.poisson.sf(7, e)) and eight.trend.p < TREND_ALPHA
     assert eight.rate_per_unit_year == pytest.approx(8 / (100 * 30 / 365))
     assert "8 failures in 30 days" in eight.trend.text() and "p = " in eight.trend.text()
@@ -131,8 +133,22 @@ def test_reorder_point_on_the_inventory_position_by_hand() -> None:
     plans, _ = plan(h)
     p = plans[PAIR]
     d, var, lt = p.demand.per_day, p.demand.var_per_day, p.lead
-    s = d * lt.mean + 2.0 * math.sqrt(lt.mean * var + d**2 * lt.sd**2)
-    assert p.policy.reorder_point == pytest.approx(s) and p.policy.order_up_to == pytest.approx(s + d * 10)
+    mean, spread = d * lt.mean, lt.mean * var + d**2 * lt.sd**2
+    normal = mean + 2.0 * math.sqrt(spread)
+    # s is the larger of the normal approximation and the Φ(2) = 97.7 % quantile of the negative binomial
+    # with that mean and variance.
+    quantile = stats.nbinom.ppf(stats.norm.cdf(2.0), mean**2 / (spread - mean), mean / spread)
+    s = max(normal, quantile)
+    assert p.policy.reorder_point == pytest.approx(s)
+    # A slow mover (40 units): the normal approximation would reorder only with the shelf empty; the
+    # quantile keeps one more.
+    slow = plan(history(units=40))[0][PAIR]
+    m, v = (
+        slow.demand.per_day * slow.lead.mean,
+        slow.lead.mean * slow.demand.var_per_day + (slow.demand.per_day * slow.lead.sd) ** 2,
+    )
+    assert m + 2.0 * math.sqrt(v) < 1 and slow.policy.reorder_point == 1.0
+    assert p.policy.order_up_to == pytest.approx(s + d * 10)
     assert p.policy == policy(h.parts["PM"], p.demand, lt)
     pol = Policy(reorder_point=3.4, order_up_to=6.2)
     assert pol.quantity(4) == 0  # position above s

@@ -22,8 +22,8 @@ from scipy import stats
 
 from ops.planning.history import History, Pair
 
-PRIOR_UNIT_YEARS = 100.0
-HALF_LIFE_DAYS = 120.0
+PRIOR_UNIT_YEARS = 300.0
+HALF_LIFE_DAYS = 365.0
 TREND_WINDOW_DAYS = 30.0
 TREND_ALPHA = 0.001
 TREND_MIN_COUNT = 4
@@ -63,6 +63,10 @@ class Forecast:
     observed: float  # failures seen (decay-weighted) behind the posterior
     exposure_unit_years: float
     trend: Trend | None
+    # Units reserved for a repair and given back unused (a fan brought along for a filter): they leave the
+    # shelf for `hold_days` and come back, which a stock-out within the horizon still feels.
+    hold_per_day: float = 0.0
+    hold_days: float = 0.0
 
     @property
     def var_per_day(self) -> float:
@@ -76,12 +80,14 @@ class Forecast:
             return self.shape or 1.0, 1.0
         return self.shape, self.shape / (self.shape + mean)
 
-    def tail(self, days: float, more_than: float) -> float:
-        """P(demand over `days` > `more_than`)."""
+    def tail(self, days: float, more_than: float, with_holds: bool = False) -> float:
+        """P(demand over `days` > `more_than`); `with_holds`: counting every hold as if never given back."""
         if more_than < 0:
             return 1.0
-        n, p = self.nb(days)
-        return float(stats.nbinom.sf(math.floor(more_than), n, p)) if p < 1 else 0.0
+        mean = (self.per_day + (self.hold_per_day if with_holds else 0.0)) * days
+        if mean <= 0:
+            return 0.0
+        return float(stats.nbinom.sf(math.floor(more_than), self.shape, self.shape / (self.shape + mean)))
 
 
 def _weight(age_days: float) -> float:
@@ -167,9 +173,11 @@ def forecast(history: History, pair: Pair, fleet_trend: Trend | None = None) -> 
     if trend is not None:  # the recent rate, only as sure as the recent count makes it
         rate, shape = w.baseline * trend.factor, trend.count + 1
     n = history.installed_now(pair)
-    if n > 0:
-        return Forecast(n, rate * n / 365, rate, max(shape, 1e-6), cat, k, e, trend)
-    # Parts reserved for chargers of no known model: no exposure to divide by, so the depot's own daily rate.
     days = HALF_LIFE_DAYS / _LN2 * (1 - _weight((now - history.since).total_seconds() / 86400))
+    held = sum(h.qty * _weight((now - h.at).total_seconds() / 86400) for h in history.holds.get(pair, ()))
+    holds = {"hold_per_day": held / days if days > 0 else 0.0, "hold_days": history.hold_days}
+    if n > 0:
+        return Forecast(n, rate * n / 365, rate, max(shape, 1e-6), cat, k, e, trend, **holds)
+    # Parts reserved for chargers of no known model: no exposure to divide by, so the depot's own daily rate.
     per_day = k / days if days > 0 else 0.0
-    return Forecast(0, per_day, None, k + 0.5, cat, k, e, trend)
+    return Forecast(0, per_day, None, k + 0.5, cat, k, e, trend, **holds)

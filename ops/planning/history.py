@@ -23,6 +23,7 @@ from chargeops.db.ops_models import ChargerModel, ModelPart, Part, Site, Stock, 
 from ops.tickets import OPEN_STATES
 
 HISTORY_DAYS = 365  # demand and orders older than this no longer move a forecast
+DEFAULT_HOLD_DAYS = 3.0  # until the fleet has resolved tickets of its own
 Pair = tuple[str, str]  # (depot, SKU)
 S = TypeVar("S", bound=Select)  # type: ignore[type-arg]
 
@@ -78,6 +79,10 @@ class History:
     orders: list[Order]
     since: datetime  # when the fleet's own stock history starts (no movement before: no evidence)
     use_share: dict[tuple[str, str], float] = field(default_factory=dict)  # (rule, SKU) → used / reserved
+    # Reserved but not used (a fan brought along for a clogged filter): units that left `available` for the
+    # duration of a repair and came back; dated when the ticket was opened.
+    holds: dict[Pair, list[Demand]] = field(default_factory=dict)
+    hold_days: float = DEFAULT_HOLD_DAYS  # mean days from a ticket's opening to its resolution
 
     def installed_now(self, pair: Pair) -> int:
         return sum(units for _, units in self.installed.get(pair, ()))
@@ -119,7 +124,7 @@ async def load(session: AsyncSession, now: datetime | None = None, sku: str | No
     )
     for depot, part_sku, qty, joined in rows.all():
         installed[(str(depot), part_sku)].append((stored_utc(joined), int(qty or 0)))
-    demand, use_share = await _demand(session, since, sku)
+    demand, use_share, holds, hold_days = await _demand(session, since, sku)
     return History(
         now=now,
         parts=parts,
@@ -129,6 +134,8 @@ async def load(session: AsyncSession, now: datetime | None = None, sku: str | No
         orders=await _orders(session, since, sku),
         since=max(since, stored_utc(first)) if first else now,
         use_share=use_share,
+        holds=holds,
+        hold_days=hold_days,
     )
 
 
@@ -138,7 +145,8 @@ def _only(stmt: S, column: Any, sku: str | None) -> S:
 
 async def _demand(
     session: AsyncSession, since: datetime, sku: str | None
-) -> tuple[dict[Pair, list[Demand]], dict[tuple[str, str], float]]:
+) -> tuple[dict[Pair, list[Demand]], dict[tuple[str, str], float], dict[Pair, list[Demand]], float]:
+    finished_at = func.coalesce(Ticket.resolved_at, Ticket.closed_at)
     stmt = (
         select(
             StockMovement.ticket_id,
@@ -149,6 +157,7 @@ async def _demand(
             Ticket.rule,
             Ticket.status,
             Ticket.created_at,
+            finished_at,
         )
         .join(Ticket, Ticket.id == StockMovement.ticket_id)
         .where(
@@ -164,15 +173,19 @@ async def _demand(
             Ticket.rule,
             Ticket.status,
             Ticket.created_at,
+            finished_at,
         )
     )
     rows = await session.execute(_only(stmt, StockMovement.sku, sku))
     per_ticket: dict[tuple[int, str, str], dict[str, int]] = defaultdict(lambda: defaultdict(int))
     meta: dict[tuple[int, str, str], tuple[str, bool, datetime]] = {}
-    for ticket_id, depot, part_sku, kind, qty, rule, status, created in rows.all():
+    repairs: dict[int, float] = {}
+    for ticket_id, depot, part_sku, kind, qty, rule, status, created, finished in rows.all():
         key = (int(ticket_id or 0), str(depot), str(part_sku))
         per_ticket[key][kind] += int(qty or 0)
         meta[key] = (rule or "", status in OPEN_STATES, stored_utc(created))
+        if finished is not None and status not in OPEN_STATES:
+            repairs[key[0]] = (stored_utc(finished) - stored_utc(created)).total_seconds() / 86400
     used: dict[tuple[str, str], list[int]] = defaultdict(lambda: [0, 0])
     for key, moves in per_ticket.items():
         rule, is_open, _ = meta[key]
@@ -182,6 +195,7 @@ async def _demand(
     # Beta(1, 1)-style shrinkage: with no finished ticket yet, a reservation counts as likely used.
     share = {k: (c + 1) / (r + 1) for k, (c, r) in used.items()}
     demand: dict[Pair, list[Demand]] = defaultdict(list)
+    holds: dict[Pair, list[Demand]] = defaultdict(list)
     for key, moves in per_ticket.items():
         rule, is_open, created = meta[key]
         if is_open:
@@ -189,9 +203,12 @@ async def _demand(
             units = moves["consume"] + max(0, pending) * min(1.0, share.get((rule, key[2]), 1.0))
         else:
             units = moves["consume"]
+            if moves["release"] > 0:
+                holds[(key[1], key[2])].append(Demand(created, float(moves["release"])))
         if units > 0:
             demand[(key[1], key[2])].append(Demand(created, float(units)))
-    return dict(demand), share
+    hold_days = sum(repairs.values()) / len(repairs) if repairs else DEFAULT_HOLD_DAYS
+    return dict(demand), share, dict(holds), hold_days
 
 
 async def _orders(session: AsyncSession, since: datetime, sku: str | None) -> list[Order]:

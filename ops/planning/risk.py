@@ -63,21 +63,32 @@ def stockout_probability(
     horizon: int,
     rng: np.random.Generator,
 ) -> float:
-    """P(demand up to some day t ≤ horizon exceeds available + what has arrived by t).
+    """P(demand up to some day t ≤ horizon, plus the holds still out that day, exceeds available + what
+    has arrived by t).
 
     `arrivals`: per open order, its outstanding quantity and `PATHS` draws of its arrival (days from now)."""
     if available < 0:
         return 1.0
-    if demand.per_day <= 0:
+    if demand.per_day <= 0 and demand.hold_per_day <= 0:
         return 0.0
-    upper = demand.tail(horizon, available)  # nothing arrives in time
-    if upper < NEGLIGIBLE or not arrivals:
-        return upper
+    upper = demand.tail(horizon, available, with_holds=True)  # nothing arrives, no hold comes back
+    if upper < NEGLIGIBLE or (not arrivals and demand.hold_per_day <= 0):
+        return upper  # exact when nothing is on order and nothing is held
     lower = demand.tail(horizon, available + sum(q for q, _ in arrivals))  # everything arrives today
     if lower > 1 - NEGLIGIBLE:
         return lower
-    lam = rng.gamma(demand.shape, demand.per_day / demand.shape, PATHS)
+    lam = (
+        rng.gamma(demand.shape, demand.per_day / demand.shape, PATHS)
+        if demand.per_day > 0
+        else np.zeros(PATHS)
+    )
     used = np.cumsum(rng.poisson(lam[:, None], (PATHS, horizon)), axis=1)
+    if demand.hold_per_day > 0:  # holds taken each day, each back after hold_days
+        taken = np.cumsum(rng.poisson(demand.hold_per_day, (PATHS, horizon)), axis=1)
+        lag = max(1, math.ceil(demand.hold_days))
+        back = np.zeros_like(taken)
+        back[:, lag:] = taken[:, :-lag] if lag < horizon else 0
+        used = used + taken - back
     days = np.arange(1, horizon + 1)
     stock = np.full((PATHS, horizon), float(available))
     for qty, when in arrivals:
@@ -143,6 +154,7 @@ def assess(
         "installed_base": demand.installed,
         "demand_per_day": round(rate, 5),
         "demand_sd_per_day": round(math.sqrt(demand.var_per_day), 5),
+        "held_for_repairs_per_day": round(demand.hold_per_day, 5),
         "failure_rate_per_unit_year": round(demand.rate_per_unit_year, 5)
         if demand.rate_per_unit_year is not None
         else None,
