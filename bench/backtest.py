@@ -74,6 +74,10 @@ def pooled(runs: list[dict[str, Any]]) -> dict[str, Any]:
     out["units_consumed_not_used"] = sum(r["units_consumed_not_used"] for r in runs)
     out["stock_held_mean_units"] = round(sum(r["stock_held"]["mean_units"] for r in runs) / len(runs), 1)
     out["stock_held_mean_value"] = round(sum(r["stock_held"]["mean_value"] for r in runs) / len(runs))
+    trend_days = sum(r["false_trend"]["days"] for r in runs)
+    trend_onsets = sum(r["false_trend"]["onsets"] for r in runs)
+    per_year = round(trend_onsets / (trend_days / 365), 3) if trend_days else None
+    out["false_trend_onsets_per_part_year"] = per_year
     faults = sum(r["faults"] for r in runs)
     out["tickets_per_fault"] = _share(sum(r["tickets_per_fault"] * r["faults"] for r in runs), faults)
     return out

@@ -90,6 +90,11 @@ async def test_partial_receipts_several_orders_and_bad_receipts(api: httpx.Async
         "/api/stock/receipts", json={"depot": "D1", "sku": "PM-30KW", "qty": 1, "order": po["id"]}
     )
     assert r.status_code == 409 and r.json()["error"] == "order_closed"
+    # The supplier delivered at once: its measured lead time moves from the catalogue's 56 days toward 0
+    # (the catalogue weighs as two orders), and it was on time.
+    [infy] = (await api.get("/api/suppliers", params={"sku": "PM-30KW"})).json()["items"]
+    assert infy["supplier"] == "Infypower" and infy["orders_measured"] == 1 and infy["on_time_share"] == 1.0
+    assert infy["lead_time_days"] == pytest.approx(2 * 56 / 3, abs=0.1) and infy["open_orders"] == []
 
     # Closing an order that is still owed cancels the rest: no longer on order.
     fans = await orders(api, "FAN-120")

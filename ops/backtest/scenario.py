@@ -139,12 +139,13 @@ def read_scenario(path: Path) -> Scenario:
 
 
 def generated(seed: int, days: int = 365) -> Scenario:
-    """A year of four depots with what the field throws at a buyer: a bad batch of a DC part (failures ramp
-    to 3× over two months), a sole supplier whose lead time jumps from 14 to 60 days for a quarter, a depot
-    that grows by half, and stationary parts as controls. The seed picks the parts, depots and days."""
+    """A year of a regional operator (four depots, 140-220 chargers each) with what the field throws at a
+    buyer: a bad batch of a DC part (failures ramp to 3× over two months), a sole supplier whose lead time
+    jumps from 14 to 60 days for a quarter, a depot that grows by half, and stationary parts as controls.
+    The seed picks the parts, depots and days."""
     rnd = random.Random(seed)
     depots = [
-        DepotSpec(id=f"D{i + 1}", chargers={"dc-150": rnd.randint(25, 45), "ac-22": rnd.randint(20, 40)})
+        DepotSpec(id=f"D{i + 1}", chargers={"dc-150": rnd.randint(80, 120), "ac-22": rnd.randint(60, 100)})
         for i in range(4)
     ]
     bad = rnd.choice(["PM-30KW", "CT-250A", "CBL-CCS2-200A", "MDM-LTE"])

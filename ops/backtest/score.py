@@ -6,7 +6,8 @@ Per depot × SKU, with L, σ_L the part's catalogue lead time and deviation and 
   it; *strict*: ≥ `warning` on every one of the L days before;
 - **onset**: the first day of a run at ≥ a level; *reactive* when an episode is under way, *censored* when its
   horizon runs past the end, else **false** when no episode starts within (onset, onset + H];
-- **systematic**: the pair's demand or supply changed by design (trend, supplier change, growth);
+- **systematic**: the episode starts while the pair's demand or supply is changed by design (`changes`:
+  a trend or growth from its day on, a supplier change until its orders have arrived);
 - **calibration**: every day's probability (not in an episode, horizon inside the history) by decile against
   the share of those days followed by an episode start within H;
 - **naive rule**: available ÷ forecast daily demand < L, scored the same way.
@@ -27,21 +28,33 @@ def _horizon(rec: Recording, sku: str) -> tuple[int, int]:
     return lead, max(lead, math.ceil(part.lead_time_days + part.lead_time_sd_days))
 
 
-def systematic_pairs(rec: Recording) -> set[Pair]:
+def changes(rec: Recording) -> dict[Pair, list[tuple[int, int]]]:
+    """Per depot/SKU, the day spans in which its demand or supply is changed by design: a trend from its
+    first day on, a supplier's lead-time change from its first day until orders placed in it have had their
+    changed lead time (end + that lead time + its σ), growth from its day on."""
     s = rec.scenario
-    found: set[Pair] = set()
+    spans: dict[Pair, list[tuple[int, int]]] = {}
     for pair in rec.days:
         depot, sku = pair
         part = rec.parts[sku]
-        if any(t.sku == sku and (t.depots is None or depot in t.depots) for t in s.trends):
-            found.add(pair)
-        if any(
-            c.supplier in part.suppliers and (c.skus is None or sku in c.skus) for c in s.supplier_changes
-        ):
-            found.add(pair)
-        if any(g.depot == depot for g in s.growth):
-            found.add(pair)
-    return found
+        found = [
+            (t.start_day, s.days)
+            for t in s.trends
+            if t.sku == sku and (t.depots is None or depot in t.depots)
+        ]
+        found += [
+            (c.start_day, c.end_day + math.ceil(c.lead_time_days + c.lead_time_sd_days))
+            for c in s.supplier_changes
+            if c.supplier in part.suppliers and (c.skus is None or sku in c.skus)
+        ]
+        found += [(g.day, s.days) for g in s.growth if g.depot == depot]
+        if found:
+            spans[pair] = found
+    return spans
+
+
+def systematic(spans: dict[Pair, list[tuple[int, int]]], pair: Pair, day: int) -> bool:
+    return any(a <= day <= b for a, b in spans.get(pair, ()))
 
 
 def episodes(days: list[Day]) -> list[int]:
@@ -83,7 +96,7 @@ def _share(a: float, b: float) -> float | None:
 
 
 def score(rec: Recording, fill: dict[str, Any], tickets: int) -> dict[str, Any]:
-    systematic = systematic_pairs(rec)
+    spans = changes(rec)
     rule_names = ("model", "naive")
     tallies: dict[str, dict[str, Any]] = {
         name: {"warned": {"systematic": 0, "stationary": 0}, "strict": {"systematic": 0, "stationary": 0},
@@ -94,19 +107,21 @@ def score(rec: Recording, fill: dict[str, Any], tickets: int) -> dict[str, Any]:
     counts = {"systematic": 0, "stationary": 0}
     calib: list[list[float]] = [[0, 0.0, 0] for _ in range(10)]  # days, Σp, followed by an episode
     held_units = held_value = 0.0
+    trend_days = [0, 0, 0]  # on parts with no trend by design: days flagged, days, onsets of a flag
     n_days = max(len(d) for d in rec.days.values()) if rec.days else 0
     for pair, days in rec.days.items():
         sku = pair[1]
         lead, h = _horizon(rec, sku)
-        cause = "systematic" if pair in systematic else "stationary"
         starts = episodes(days)
-        counts[cause] += len(starts)
+        for e in starts:
+            counts["systematic" if systematic(spans, pair, e) else "stationary"] += 1
         flags = {
             "model": [LEVELS.index(d.level) >= LEVELS.index("warning") for d in days],
             "naive": [d.demand_per_day > 0 and d.available / d.demand_per_day < lead for d in days],
         }
         for name in rule_names:
             for e in starts:
+                cause = "systematic" if systematic(spans, pair, e) else "stationary"
                 ahead, strict = _warned(flags[name], e, lead, h)
                 tallies[name]["warned"][cause] += ahead
                 tallies[name]["strict"][cause] += strict
@@ -123,6 +138,10 @@ def score(rec: Recording, fill: dict[str, Any], tickets: int) -> dict[str, Any]:
             b[0] += 1
             b[1] += d.probability
             b[2] += any(i < e <= i + h for e in starts)
+        if pair not in spans or all(t.sku != sku for t in rec.scenario.trends):
+            trend_days[0] += sum(d.trend for d in days)
+            trend_days[1] += len(days)
+            trend_days[2] += len(onsets([d.trend for d in days]))
         unit_cost = rec.parts[sku].unit_cost or 0.0
         held_units += sum(d.on_hand for d in days) / max(1, len(days))
         held_value += unit_cost * sum(d.on_hand for d in days) / max(1, len(days))
@@ -162,6 +181,12 @@ def score(rec: Recording, fill: dict[str, Any], tickets: int) -> dict[str, Any]:
     consumed: dict[str, int] = fill["consumed"]
     out["units_consumed_not_used"] = sum(max(0, n - rec.fitted.get(sku, 0)) for sku, n in consumed.items())
     out["stock_held"] = {"mean_units": round(held_units, 1), "mean_value": round(held_value)}
+    out["false_trend"] = {
+        "share_of_days": _share(trend_days[0], trend_days[1]),
+        "onsets_per_part_year": round(trend_days[2] / (trend_days[1] / 365), 3) if trend_days[1] else None,
+        "onsets": trend_days[2],
+        "days": trend_days[1],
+    }
     out["faults"] = rec.failures
     out["tickets_per_fault"] = round(tickets / rec.failures, 3) if rec.failures else None
     return out

@@ -54,6 +54,7 @@ class Day:
     probability: float
     demand_per_day: float
     on_order: int = 0
+    trend: bool = False  # the planning saw a significant rise in failures
 
 
 @dataclass(slots=True)
@@ -283,6 +284,7 @@ class World:
                     probability=w.probability if w else 0.0,
                     demand_per_day=float((w.figures or {}).get("demand_per_day") or 0.0) if w else 0.0,
                     on_order=st.on_order if st else 0,
+                    trend=bool((w.figures or {}).get("trend")) if w else False,
                 )
             )
 

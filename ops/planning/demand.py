@@ -6,8 +6,9 @@ fleet's own failures over its exposure (unit-years, each charger counted from th
 evidence halved every `HALF_LIFE_DAYS`) update it. The predictive demand over t days is negative binomial,
 so the uncertainty of r is carried into every probability. Installed-base changes move n at once.
 
-A trend is tested, not guessed: failures in the last `TREND_WINDOW_DAYS` against what the rate before them
-predicts (one-sided Poisson test, p < `TREND_ALPHA`, at least `TREND_MIN_COUNT` failures). A bad batch shows
+A trend is tested, not guessed: failures in the last 30, 60 and 90 days (`TREND_WINDOWS`) against what the
+rate before each window predicts (one-sided Poisson test at `TREND_ALPHA` split over the windows, at least
+`TREND_MIN_COUNT` failures; the back-test reports how often it fires on stationary parts). A bad batch shows
 fleet-wide before it shows at one depot, so the test runs per depot and per SKU over the whole fleet; when it
 is significant the forecast moves to the recent rate, with the evidence in the reason.
 """
@@ -24,8 +25,9 @@ from ops.planning.history import History, Pair
 
 PRIOR_UNIT_YEARS = 300.0
 HALF_LIFE_DAYS = 365.0
-TREND_WINDOW_DAYS = 30.0
-TREND_ALPHA = 0.001
+TREND_WINDOWS = (30.0, 60.0, 90.0)
+TREND_WINDOW_DAYS = TREND_WINDOWS[0]  # the shortest: what a per-model diagnosis (`ops.weak_spots`) tests
+TREND_ALPHA = 0.003  # per depot or fleet-wide SKU and day, split evenly over the windows
 TREND_MIN_COUNT = 4
 _LN2 = math.log(2)
 
@@ -38,6 +40,7 @@ class Trend:
     count: float
     expected: float
     p: float
+    window_days: float
 
     @property
     def factor(self) -> float:
@@ -46,7 +49,7 @@ class Trend:
     def text(self) -> str:
         where = "at this depot" if self.scope == "depot" else "fleet-wide"
         return (
-            f"{self.count:.0f} failures in {TREND_WINDOW_DAYS:.0f} days {where} "
+            f"{self.count:.0f} failures in {self.window_days:.0f} days {where} "
             f"vs {self.expected:.2g} expected (p = {self.p:.2g})"
         )
 
@@ -125,36 +128,43 @@ class _Window:
     recent: float  # failures in the trend window
     expected: float  # what the rate before the window predicts for it
     baseline: float = 0.0  # that rate, per unit-year
+    exposure: float = 0.0  # unit-years in the window
 
 
-def _window(history: History, pair: Pair, cat_rate: float) -> _Window:
+def _window(history: History, pair: Pair, cat_rate: float, days: float) -> _Window:
     now, since = history.now, history.since
-    cut = now - timedelta(days=TREND_WINDOW_DAYS)
+    cut = now - timedelta(days=days)
     old_k = _count(history, pair, since, cut, None)
     old_e = _exposure(history, pair, since, cut, decay=False)
     baseline = (cat_rate * PRIOR_UNIT_YEARS + old_k) / (PRIOR_UNIT_YEARS + old_e)
-    recent_e = _exposure(history, pair, max(cut, since), now, decay=False, floor_days=TREND_WINDOW_DAYS / 2)
-    return _Window(_count(history, pair, max(cut, since), now, None), baseline * recent_e, baseline)
+    recent_e = _exposure(history, pair, max(cut, since), now, decay=False, floor_days=days / 2)
+    return _Window(_count(history, pair, max(cut, since), now, None), baseline * recent_e, baseline, recent_e)
 
 
-def _significant(scope: str, w: _Window) -> Trend | None:
-    if w.recent < TREND_MIN_COUNT or w.expected <= 0 or w.recent <= w.expected:
-        return None
-    p = float(stats.poisson.sf(math.ceil(w.recent) - 1, w.expected))
-    return Trend(scope, w.recent, w.expected, p) if p < TREND_ALPHA else None
+def _significant(scope: str, windows: dict[float, _Window]) -> Trend | None:
+    """The significant window with the highest recent rate (each tested at α / number of windows)."""
+    found = []
+    for days, w in windows.items():
+        if w.recent < TREND_MIN_COUNT or w.expected <= 0 or w.recent <= w.expected:
+            continue
+        p = float(stats.poisson.sf(math.ceil(w.recent) - 1, w.expected))
+        if p < TREND_ALPHA / len(TREND_WINDOWS):
+            found.append((w.recent / w.expected, Trend(scope, w.recent, w.expected, p, days)))
+    return max(found, key=lambda f: f[0])[1] if found else None
 
 
 def fleet_trends(history: History) -> dict[str, Trend]:
     """SKU → a significant fleet-wide rise in its failures."""
-    sums: dict[str, list[float]] = {}
+    sums: dict[str, dict[float, list[float]]] = {}
     for pair in history.pairs():
-        w = _window(history, pair, history.parts[pair[1]].annual_failure_rate)
-        acc = sums.setdefault(pair[1], [0.0, 0.0])
-        acc[0] += w.recent
-        acc[1] += w.expected
+        for days in TREND_WINDOWS:
+            w = _window(history, pair, history.parts[pair[1]].annual_failure_rate, days)
+            acc = sums.setdefault(pair[1], {}).setdefault(days, [0.0, 0.0])
+            acc[0] += w.recent
+            acc[1] += w.expected
     found = {}
-    for sku, (recent, expected) in sums.items():
-        trend = _significant("fleet", _Window(recent, expected))
+    for sku, by_window in sums.items():
+        trend = _significant("fleet", {d: _Window(k, e) for d, (k, e) in by_window.items()})
         if trend is not None:
             found[sku] = trend
     return found
@@ -168,10 +178,10 @@ def forecast(history: History, pair: Pair, fleet_trend: Trend | None = None) -> 
     e = _exposure(history, pair, history.since, now, decay=True)
     alpha, beta = cat * PRIOR_UNIT_YEARS + k, PRIOR_UNIT_YEARS + e
     rate, shape = (alpha / beta if beta > 0 else cat), alpha
-    w = _window(history, pair, cat)
-    trend = _significant("depot", w) or fleet_trend
+    windows = {days: _window(history, pair, cat, days) for days in TREND_WINDOWS}
+    trend = _significant("depot", windows) or fleet_trend
     if trend is not None:  # the recent rate, only as sure as the recent count makes it
-        rate, shape = w.baseline * trend.factor, trend.count + 1
+        rate, shape = windows[trend.window_days].baseline * trend.factor, trend.count + 1
     n = history.installed_now(pair)
     days = HALF_LIFE_DAYS / _LN2 * (1 - _weight((now - history.since).total_seconds() / 86400))
     held = sum(h.qty * _weight((now - h.at).total_seconds() / 86400) for h in history.holds.get(pair, ()))
