@@ -19,8 +19,9 @@ figures}`; only SKUs the fleet uses (installed, stocked, demanded or ordered) ar
   fleet's Herfindahl–Hirschman index Σ sᵢ² (1 = one supplier for everything) goes with every such
   finding and into the report.
 - `failure_trend_by_model`: a SKU whose failures rise within one charger model (a bad batch or design
-  shows there first): the Poisson trend test of `ops.planning.demand` (`TREND_WINDOW_DAYS`, `TREND_ALPHA`,
-  `TREND_MIN_COUNT`) over the parts consumed by that model's tickets against its installed units.
+  shows there first): `ops.planning.demand`'s own Poisson trend test (`TREND_WINDOWS`, `TREND_ALPHA`,
+  `TREND_MIN_COUNT`, run through `forecast`, so it stays the planning's test) over the parts consumed by
+  that model's tickets against its installed units.
   high: ≥ `TREND_HIGH_FACTOR` × the baseline.
 """
 
@@ -38,7 +39,7 @@ from chargeops import clock
 from chargeops.db.engine import stored_utc
 from chargeops.db.models import Charger
 from chargeops.db.ops_models import ChargerModel, ModelPart, Site, StockMovement, Ticket
-from ops.planning.demand import TREND_WINDOW_DAYS, forecast
+from ops.planning.demand import forecast
 from ops.planning.history import Demand, History, Pair, load
 from ops.planning.leadtime import LeadTime, lead_times
 
@@ -298,7 +299,7 @@ def failure_trend_by_model(data: ByModel) -> list[Finding]:
         model, sku = pair
         name = data.names.get(model, model)
         text = (
-            f"{sku} failing more on {name}: {trend.count:.0f} in {TREND_WINDOW_DAYS:.0f} days vs "
+            f"{sku} failing more on {name}: {trend.count:.0f} in {trend.window_days:.0f} days vs "
             f"{trend.expected:.2g} expected from its {data.history.installed_now(pair)} units "
             f"(×{trend.factor:.1f}, p = {trend.p:.2g})"
         )
@@ -309,7 +310,7 @@ def failure_trend_by_model(data: ByModel) -> list[Finding]:
             "expected": round(trend.expected, 4),
             "factor": round(trend.factor, 2),
             "p": trend.p,
-            "window_days": TREND_WINDOW_DAYS,
+            "window_days": trend.window_days,
             "installed_units": data.history.installed_now(pair),
         }
         severity = "high" if trend.factor >= TREND_HIGH_FACTOR else "medium"
@@ -444,6 +445,6 @@ def report(diagnosis: Diagnosis, now: datetime) -> str:
         f"(high ≥ {CV_HIGH}) or ≥ {SLOW_BY:.0%} slower than the catalogue (high ≥ {SLOW_BY_HIGH:.0%}).",
         f"On time: < {ON_TIME_FLAG:.0%} over ≥ {ON_TIME_MIN_ORDERS} orders (high < {ON_TIME_HIGH:.0%}). "
         f"Concentration: a supplier with ≥ {CONCENTRATION_SHARE:.0%} of units or SKUs; HHI = Σ share².",
-        "Failure trend by model: the planning's Poisson trend test within one charger model.",
+        "Failure trend by model: the planning's own Poisson trend test, within one charger model.",
     ]
     return "\n".join(lines) + "\n"

@@ -17,7 +17,7 @@ from sqlalchemy import update
 from chargeops.db.ops_models import Part, Ticket
 from chargeops.events import utcnow
 from ops import weak_spots
-from ops.planning.demand import TREND_ALPHA
+from ops.planning.demand import PRIOR_UNIT_YEARS, TREND_ALPHA, TREND_WINDOWS
 from ops.planning.history import Demand, History, Order
 from ops.rules import Observation
 from ops.runtime import Runtime
@@ -128,13 +128,15 @@ def test_failures_rising_within_one_model_use_the_planning_trend_test() -> None:
     data = weak_spots.by_model(h, exposure, failures, {"dc": "Generic DC150", "ac": "Generic AC22"})
     assert data.history.demand[("dc", "PM")][0] == Demand(NOW - timedelta(days=1), 1.0)
     (trend,) = weak_spots.failure_trend_by_model(data)
-    # Expected in the window: the rate before it, 0.0365 · 100 / (100 + 100 · 335/365) per unit-year,
-    # over 100 units for 30 days.
-    e = 0.0365 * 100 / (100 + 100 * 335 / 365) * 100 * 30 / 365
+    # The planning's windows all hold the same 8 failures; the shortest has the highest rate. Expected in
+    # it: the rate before it, 0.0365 · E₀ / (E₀ + 100 · 335/365) per unit-year (prior E₀ unit-years, 100
+    # units exposed for the 335 days before), over 100 units for 30 days.
+    e = 0.0365 * PRIOR_UNIT_YEARS / (PRIOR_UNIT_YEARS + 100 * 335 / 365) * 100 * 30 / 365
     f = trend["figures"]
     assert trend["sku"] == "PM" and f["model"] == "dc" and trend["depots"] == ["D1"] and f["count"] == 8
-    assert f["expected"] == pytest.approx(e, abs=1e-4) and f["p"] == pytest.approx(stats.poisson.sf(7, e))
-    assert f["p"] < TREND_ALPHA and trend["severity"] == "high" and "Generic DC150" in trend["text"]
+    assert f["window_days"] == min(TREND_WINDOWS) == 30 and f["expected"] == pytest.approx(e, abs=1e-4)
+    assert f["p"] == pytest.approx(stats.poisson.sf(7, e)) and f["p"] < TREND_ALPHA / len(TREND_WINDOWS)
+    assert trend["severity"] == "high" and "Generic DC150: 8 in 30 days" in trend["text"]
     # Three a model is below TREND_MIN_COUNT: no rise proven within either model.
     few = [("dc", "PM", 1, NOW - timedelta(days=d)) for d in (2, 9, 20)]
     few += [("ac", "PM", 1, NOW - timedelta(days=d)) for d in (3, 10, 21)]
