@@ -301,6 +301,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         "CHARGEOPS_ADMIN_TOKEN": ADMIN_TOKEN,
         "CHARGEOPS_FLEET_METRICS_INTERVAL": "1",
         "CHARGEOPS_OPS_INTERVAL": "1",
+        "CHARGEOPS_SUPPLY_INTERVAL": "2",
         "CHARGEOPS_SITE_PLAN_INTERVAL": "2",
     }
     procs: list[subprocess.Popen[bytes]] = []
@@ -390,7 +391,8 @@ def register_fleet(chargeops: str) -> None:
     drivers' id tokens are on the authorization list, so sessions start."""
     headers = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
     ids = [f"SIM{n:05d}" for n in range(CHARGERS)]
-    # Each site served by a depot holding a little stock, one SKU none at all (operations dashboard).
+    # Each site served by a depot holding few of the parts the simulated faults need (operations dashboard:
+    # crews wait for them, so supply warnings show).
     fleet = {
         "regions": [{"id": "west"}],
         "depots": [{"id": f"D-{site}", "region": "west"} for site in SITES],
@@ -413,7 +415,7 @@ def register_fleet(chargeops: str) -> None:
         "stock": [
             {"depot": f"D-{site}", "sku": sku, "on_hand": n}
             for site in SITES
-            for sku, n in (("PM-30KW", 2), ("RCD-B-40A", 1), ("FAN-120", 0))
+            for sku, n in (("PM-30KW", 1), ("RCD-B-40A", 0), ("FAN-120", 0), ("CT-250A", 0))
         ],
     }
     with httpx.Client(base_url=chargeops, headers=headers, timeout=10) as client:

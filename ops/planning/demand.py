@@ -26,7 +26,6 @@ from ops.planning.history import History, Pair
 PRIOR_UNIT_YEARS = 300.0
 HALF_LIFE_DAYS = 365.0
 TREND_WINDOWS = (30.0, 60.0, 90.0)
-TREND_WINDOW_DAYS = TREND_WINDOWS[0]  # the shortest: what a per-model diagnosis (`ops.weak_spots`) tests
 TREND_ALPHA = 0.003  # per depot or fleet-wide SKU and day, split evenly over the windows
 TREND_MIN_COUNT = 4
 _LN2 = math.log(2)
