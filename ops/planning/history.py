@@ -83,6 +83,9 @@ class History:
     # duration of a repair and came back; dated when the ticket was opened.
     holds: dict[Pair, list[Demand]] = field(default_factory=dict)
     hold_days: float = DEFAULT_HOLD_DAYS  # mean days from a ticket's opening to its resolution
+    # Open tickets' reservations as (units, chance each goes back unused, days the ticket has been open):
+    # part of what is reserved now returns to the shelf when the repair is done.
+    returns: dict[Pair, list[tuple[int, float, float]]] = field(default_factory=dict)
 
     def installed_now(self, pair: Pair) -> int:
         return sum(units for _, units in self.installed.get(pair, ()))
@@ -107,35 +110,41 @@ async def load(session: AsyncSession, now: datetime | None = None, sku: str | No
         (s.depot_id, s.sku): s for s in (await session.scalars(_only(select(Stock), Stock.sku, sku))).all()
     }
     first = await session.scalar(select(func.min(StockMovement.at)))
-    installed: dict[Pair, list[tuple[datetime, int]]] = defaultdict(list)
+    # Units per depot, SKU and day of joining: exposure needs no finer grain, and a fleet of thousands
+    # of chargers collapses to a few hundred rows.
+    by_day: dict[Pair, dict[datetime, int]] = defaultdict(lambda: defaultdict(int))
     rows = await session.execute(
         _only(
-            select(Site.depot_id, ModelPart.sku, ModelPart.qty, Charger.created_at)
+            select(Site.depot_id, ModelPart.sku, func.sum(ModelPart.qty), Charger.created_at)
             .select_from(Charger)
             .join(Site, Site.id == Charger.site)
             .join(
                 ChargerModel, (ChargerModel.vendor == Charger.vendor) & (ChargerModel.model == Charger.model)
             )
             .join(ModelPart, ModelPart.model_id == ChargerModel.id)
-            .where(Site.depot_id.is_not(None)),
+            .where(Site.depot_id.is_not(None))
+            .group_by(Site.depot_id, ModelPart.sku, Charger.created_at),
             ModelPart.sku,
             sku,
         )
     )
     for depot, part_sku, qty, joined in rows.all():
-        installed[(str(depot), part_sku)].append((stored_utc(joined), int(qty or 0)))
-    demand, use_share, holds, hold_days = await _demand(session, since, sku)
+        day = stored_utc(joined).replace(hour=0, minute=0, second=0, microsecond=0)
+        by_day[(str(depot), part_sku)][day] += int(qty or 0)
+    installed = {pair: sorted(days.items()) for pair, days in by_day.items()}
+    demand, use_share, holds, hold_days, returns = await _demand(session, since, sku, now)
     return History(
         now=now,
         parts=parts,
         stock=stock,
-        installed=dict(installed),
+        installed=installed,
         demand=demand,
         orders=await _orders(session, since, sku),
         since=max(since, stored_utc(first)) if first else now,
         use_share=use_share,
         holds=holds,
         hold_days=hold_days,
+        returns=returns,
     )
 
 
@@ -144,8 +153,14 @@ def _only(stmt: S, column: Any, sku: str | None) -> S:
 
 
 async def _demand(
-    session: AsyncSession, since: datetime, sku: str | None
-) -> tuple[dict[Pair, list[Demand]], dict[tuple[str, str], float], dict[Pair, list[Demand]], float]:
+    session: AsyncSession, since: datetime, sku: str | None, now: datetime
+) -> tuple[
+    dict[Pair, list[Demand]],
+    dict[tuple[str, str], float],
+    dict[Pair, list[Demand]],
+    float,
+    dict[Pair, list[tuple[int, float, float]]],
+]:
     finished_at = func.coalesce(Ticket.resolved_at, Ticket.closed_at)
     stmt = (
         select(
@@ -196,11 +211,16 @@ async def _demand(
     share = {k: (c + 1) / (r + 1) for k, (c, r) in used.items()}
     demand: dict[Pair, list[Demand]] = defaultdict(list)
     holds: dict[Pair, list[Demand]] = defaultdict(list)
+    returns: dict[Pair, list[tuple[int, float, float]]] = defaultdict(list)
     for key, moves in per_ticket.items():
         rule, is_open, created = meta[key]
         if is_open:
             pending = moves["reserve"] - moves["consume"] - moves["release"]
-            units = moves["consume"] + max(0, pending) * min(1.0, share.get((rule, key[2]), 1.0))
+            used_share = min(1.0, share.get((rule, key[2]), 1.0))
+            units = moves["consume"] + max(0, pending) * used_share
+            if pending > 0 and used_share < 1:
+                age = (now - created).total_seconds() / 86400
+                returns[(key[1], key[2])].append((pending, 1 - used_share, age))
         else:
             units = moves["consume"]
             if moves["release"] > 0:
@@ -208,7 +228,7 @@ async def _demand(
         if units > 0:
             demand[(key[1], key[2])].append(Demand(created, float(units)))
     hold_days = sum(repairs.values()) / len(repairs) if repairs else DEFAULT_HOLD_DAYS
-    return dict(demand), share, dict(holds), hold_days
+    return dict(demand), share, dict(holds), hold_days, dict(returns)
 
 
 async def _orders(session: AsyncSession, since: datetime, sku: str | None) -> list[Order]:

@@ -58,7 +58,7 @@ def horizon_days(lead_mean: float, lead_sd: float) -> int:
 
 def stockout_probability(
     available: int,
-    arrivals: list[tuple[int, np.ndarray]],
+    arrivals: list[tuple[int | np.ndarray, np.ndarray]],
     demand: Forecast,
     horizon: int,
     rng: np.random.Generator,
@@ -66,7 +66,8 @@ def stockout_probability(
     """P(demand up to some day t ≤ horizon, plus the holds still out that day, exceeds available + what
     has arrived by t).
 
-    `arrivals`: per open order, its outstanding quantity and `PATHS` draws of its arrival (days from now)."""
+    `arrivals`: per open order (or reservation likely to come back unused), its quantity (or `PATHS` draws
+    of it) and `PATHS` draws of its arrival (days from now)."""
     if available < 0:
         return 1.0
     if demand.per_day <= 0 and demand.hold_per_day <= 0:
@@ -74,7 +75,8 @@ def stockout_probability(
     upper = demand.tail(horizon, available, with_holds=True)  # nothing arrives, no hold comes back
     if upper < NEGLIGIBLE or (not arrivals and demand.hold_per_day <= 0):
         return upper  # exact when nothing is on order and nothing is held
-    lower = demand.tail(horizon, available + sum(q for q, _ in arrivals))  # everything arrives today
+    most = sum(int(np.max(q)) for q, _ in arrivals)
+    lower = demand.tail(horizon, available + most)  # everything arrives today
     if lower > 1 - NEGLIGIBLE:
         return lower
     lam = (
@@ -85,14 +87,14 @@ def stockout_probability(
     used = np.cumsum(rng.poisson(lam[:, None], (PATHS, horizon)), axis=1)
     if demand.hold_per_day > 0:  # holds taken each day, each back after hold_days
         taken = np.cumsum(rng.poisson(demand.hold_per_day, (PATHS, horizon)), axis=1)
-        lag = max(1, math.ceil(demand.hold_days))
+        lag = max(1, round(demand.hold_days))
         back = np.zeros_like(taken)
         back[:, lag:] = taken[:, :-lag] if lag < horizon else 0
         used = used + taken - back
     days = np.arange(1, horizon + 1)
     stock = np.full((PATHS, horizon), float(available))
     for qty, when in arrivals:
-        stock += qty * (np.ceil(when)[:, None] <= days[None, :])
+        stock += np.asarray(qty, dtype=float).reshape(-1, 1) * (np.ceil(when)[:, None] <= days[None, :])
     return float(np.mean(np.any(used > stock, axis=1)))
 
 
@@ -142,7 +144,11 @@ def assess(
                 "expected_in_days": round(lt.expected_arrival_days(o, now), 1),
             }
         )
-    p = stockout_probability(available, arrivals, demand, horizon, rng)
+    returning: list[tuple[int | np.ndarray, np.ndarray]] = list(arrivals)
+    for units, unused, age in history.returns.get(pair, ()):
+        back = max(1.0, history.hold_days - age)  # the repair's expected end
+        returning.append((rng.binomial(units, unused, PATHS), np.full(PATHS, back)))
+    p = stockout_probability(available, returning, demand, horizon, rng)
     rate = demand.per_day
     cover = available / rate if rate > 0 and available >= 0 else (0.0 if available < 0 else math.inf)
     figures: dict[str, Any] = {
