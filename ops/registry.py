@@ -81,7 +81,7 @@ class PartDoc(_Doc):
     category: str = Field(min_length=1, max_length=40)
     unit_cost: float | None = Field(default=None, ge=0)
     annual_failure_rate: float = Field(default=0.05, ge=0)
-    lead_time_days: float = Field(default=14, ge=0)
+    lead_time_days: float = Field(default=14, gt=0, description="days from order to delivery; 0 is refused")
     lead_time_sd_days: float = Field(default=0, ge=0)
     suppliers: list[str] = Field(default_factory=list)
     service_level_z: float = Field(default=1.65, ge=0, le=5)

@@ -68,6 +68,11 @@ async def test_partial_receipts_several_orders_and_bad_receipts(api: httpx.Async
         r = await api.post("/api/stock/receipts", json=body)
         assert r.status_code == status and r.json()["error"] == code, (body, r.text)
     assert await stock(api, "PM-30KW") == before
+    # A lead time of 0 days is no lead time: refused, the catalogue unchanged.
+    part = next(p for p in (await api.get("/api/parts")).json()["items"] if p["sku"] == "PM-30KW")
+    r = await api.put("/api/parts/PM-30KW", json={**part, "lead_time_days": 0})
+    assert r.status_code == 422 and "lead_time_days" in r.json()["detail"], r.text
+    assert next(p for p in (await api.get("/api/parts")).json()["items"] if p["sku"] == "PM-30KW") == part
 
     # A partial delivery against the order: the rest stays on order, the order stays open.
     r = await api.post(
