@@ -32,10 +32,14 @@ def _share(a: float, b: float) -> float | None:
 
 
 def pooled(runs: list[dict[str, Any]]) -> dict[str, Any]:
-    ep = {k: sum(r["episodes"][k] for r in runs) for k in ("systematic", "stationary", "total")}
+    ep = {
+        k: sum(r["episodes"][k] for r in runs) for k in ("systematic", "stationary", "total", "foreseeable")
+    }
     out: dict[str, Any] = {"runs": len(runs), "episodes": ep}
     for name in ("model", "naive"):
-        warned = {k: sum(r[name]["warned"][k] for r in runs) for k in ("systematic", "stationary")}
+        warned = {
+            k: sum(r[name]["warned"][k] for r in runs) for k in ("systematic", "stationary", "foreseeable")
+        }
         strict = sum(r[name]["strict"]["systematic"] for r in runs)
         onsets = {
             k: sum(r[name]["onsets"][k] for r in runs) for k in ("true", "false", "reactive", "censored")
@@ -44,6 +48,7 @@ def pooled(runs: list[dict[str, Any]]) -> dict[str, Any]:
             "warned_ahead_systematic": _share(warned["systematic"], ep["systematic"]),
             "warned_ahead_stationary": _share(warned["stationary"], ep["stationary"]),
             "warned_strict_systematic": _share(strict, ep["systematic"]),
+            "warned_ahead_foreseeable": _share(warned["foreseeable"], ep["foreseeable"]),
             "false_onset_share": _share(onsets["false"], onsets["true"] + onsets["false"]),
             "onsets": onsets,
         }

@@ -7,7 +7,8 @@ Per depot × SKU, with L, σ_L the part's catalogue lead time and deviation and 
 - **onset**: the first day of a run at ≥ a level; *reactive* when an episode is under way, *censored* when its
   horizon runs past the end, else **false** when no episode starts within (onset, onset + H];
 - **systematic**: the episode starts while the pair's demand or supply is changed by design (`changes`:
-  a trend or growth from its day on, a supplier change until its orders have arrived);
+  a trend or growth from its day on, a supplier change until its orders have arrived); *foreseeable* when
+  that change began at least L before the episode (the only ones a warning ≥ L ahead could catch);
 - **calibration**: every day's probability (not in an episode, horizon inside the history) by decile against
   the share of those days followed by an episode start within H;
 - **naive rule**: available ÷ forecast daily demand < L, scored the same way.
@@ -57,6 +58,13 @@ def systematic(spans: dict[Pair, list[tuple[int, int]]], pair: Pair, day: int) -
     return any(a <= day <= b for a, b in spans.get(pair, ()))
 
 
+def foreseeable(spans: dict[Pair, list[tuple[int, int]]], pair: Pair, day: int, lead: int) -> bool:
+    """A systematic episode whose change had begun at least a lead time before it: only then can any
+    warning built on what happened so far be ≥ L ahead (a stock-out 35 days into a bad batch of a part with a
+    56-day lead time cannot)."""
+    return any(a <= day <= b and day - a >= lead for a, b in spans.get(pair, ()))
+
+
 def episodes(days: list[Day]) -> list[int]:
     starts, short = [], False
     for i, d in enumerate(days):
@@ -99,12 +107,14 @@ def score(rec: Recording, fill: dict[str, Any], tickets: int) -> dict[str, Any]:
     spans = changes(rec)
     rule_names = ("model", "naive")
     tallies: dict[str, dict[str, Any]] = {
-        name: {"warned": {"systematic": 0, "stationary": 0}, "strict": {"systematic": 0, "stationary": 0},
+        name: {"warned": {"systematic": 0, "stationary": 0, "foreseeable": 0},
+               "strict": {"systematic": 0, "stationary": 0},
                "onsets": {"true": 0, "false": 0, "reactive": 0, "censored": 0}}
         for name in rule_names
     }  # fmt: skip
     per_level = {lv: {"true": 0, "false": 0, "reactive": 0, "censored": 0} for lv in LEVELS[1:]}
     counts = {"systematic": 0, "stationary": 0}
+    foreseen = 0  # systematic episodes whose change began ≥ L before them
     calib: list[list[float]] = [[0, 0.0, 0] for _ in range(10)]  # days, Σp, followed by an episode
     held_units = held_value = 0.0
     trend_days = [0, 0, 0]  # on parts with no trend by design: days flagged, days, onsets of a flag
@@ -115,6 +125,7 @@ def score(rec: Recording, fill: dict[str, Any], tickets: int) -> dict[str, Any]:
         starts = episodes(days)
         for e in starts:
             counts["systematic" if systematic(spans, pair, e) else "stationary"] += 1
+            foreseen += foreseeable(spans, pair, e, lead)
         flags = {
             "model": [LEVELS.index(d.level) >= LEVELS.index("warning") for d in days],
             "naive": [d.demand_per_day > 0 and d.available / d.demand_per_day < lead for d in days],
@@ -125,6 +136,7 @@ def score(rec: Recording, fill: dict[str, Any], tickets: int) -> dict[str, Any]:
                 ahead, strict = _warned(flags[name], e, lead, h)
                 tallies[name]["warned"][cause] += ahead
                 tallies[name]["strict"][cause] += strict
+                tallies[name]["warned"]["foreseeable"] += ahead and foreseeable(spans, pair, e, lead)
             for k, v in _classify(onsets(flags[name]), starts, days, h).items():
                 tallies[name]["onsets"][k] += v
         for lv in LEVELS[1:]:
@@ -146,7 +158,11 @@ def score(rec: Recording, fill: dict[str, Any], tickets: int) -> dict[str, Any]:
         held_units += sum(d.on_hand for d in days) / max(1, len(days))
         held_value += unit_cost * sum(d.on_hand for d in days) / max(1, len(days))
     out: dict[str, Any] = {"scenario": rec.scenario.name, "seed": rec.scenario.seed, "days": n_days}
-    out["episodes"] = {**counts, "total": counts["systematic"] + counts["stationary"]}
+    out["episodes"] = {
+        **counts,
+        "total": counts["systematic"] + counts["stationary"],
+        "foreseeable": foreseen,
+    }
     for name in rule_names:
         t = tallies[name]
         o = t["onsets"]
@@ -155,6 +171,7 @@ def score(rec: Recording, fill: dict[str, Any], tickets: int) -> dict[str, Any]:
             "warned_ahead_systematic": _share(t["warned"]["systematic"], counts["systematic"]),
             "warned_ahead_stationary": _share(t["warned"]["stationary"], counts["stationary"]),
             "warned_strict_systematic": _share(t["strict"]["systematic"], counts["systematic"]),
+            "warned_ahead_foreseeable": _share(t["warned"]["foreseeable"], foreseen),
             "false_onset_share": _share(o["false"], judged),
             "onsets": o,
             "warned": t["warned"],
