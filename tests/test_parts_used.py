@@ -241,7 +241,9 @@ async def api(db_url: str, start_runtime: StartRuntime) -> AsyncIterator[httpx.A
 
 
 async def test_bad_reports_are_refused_with_422_and_change_nothing(api: httpx.AsyncClient) -> None:
-    [tid] = [t["id"] for t in (await api.get("/api/tickets", params={"kind": "maintenance"})).json()["items"]]
+    tickets = (await api.get("/api/tickets", params={"kind": "maintenance"})).json()["items"]
+    assert len(tickets) == 1, [(t["charger_id"], t["rule"], t["fault"], t["created_at"]) for t in tickets]
+    [tid] = [t["id"] for t in tickets]
     # No fan in stock: the reservation raised a purchase request.
     orders = (await api.get("/api/tickets", params={"kind": "supply"})).json()["items"]
     [order] = [o for o in orders if o["parts"][0]["sku"] == FAN]
