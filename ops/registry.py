@@ -6,7 +6,6 @@ and `POST /api/fleet`; applying it upserts by id, so loading the same file twice
 
 from __future__ import annotations
 
-from collections import defaultdict
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -237,28 +236,3 @@ async def parts_for(
         if len(skus) == 1 or (skus and model_id is not None):
             out.append({"sku": skus[0], "qty": qty})
     return out
-
-
-async def installed_base(
-    session: AsyncSession, depot: str | None = None, sku: str | None = None
-) -> dict[tuple[str, str], int]:
-    """(depot, SKU) → units installed in the chargers of the sites that depot serves; the whole fleet, or
-    only one depot / SKU (a reorder check needs one figure, not a scan of every charger's parts)."""
-    stmt = (
-        select(Site.depot_id, ModelPart.sku, func.sum(ModelPart.qty))
-        .select_from(Charger)
-        .join(Site, Site.id == Charger.site)
-        .join(ChargerModel, (ChargerModel.vendor == Charger.vendor) & (ChargerModel.model == Charger.model))
-        .join(ModelPart, ModelPart.model_id == ChargerModel.id)
-        .where(Site.depot_id.is_not(None))
-        .group_by(Site.depot_id, ModelPart.sku)
-    )
-    if depot is not None:
-        stmt = stmt.where(Site.depot_id == depot)
-    if sku is not None:
-        stmt = stmt.where(ModelPart.sku == sku)
-    rows = await session.execute(stmt)
-    base: dict[tuple[str, str], int] = defaultdict(int)
-    for depot, sku, qty in rows.all():
-        base[(str(depot), sku)] += int(qty or 0)
-    return dict(base)

@@ -152,11 +152,9 @@ def maintenance_key(charger_id: str, rule: str, subject: str | None = None) -> s
     return f"maintenance:pack:{subject}:{rule}" if subject else f"maintenance:{charger_id}:{rule}"
 
 
-def supply_key(depot: str, sku: str) -> str:
-    return f"supply:{depot}:{sku}"
-
-
-def reopen_key(ticket: Ticket) -> str:
+def reopen_key(ticket: Ticket) -> str | None:
+    """A maintenance ticket back in an open state holds its key again; a purchase order holds none (several
+    may be open for one depot and SKU)."""
     if ticket.kind == "supply":
-        return supply_key(ticket.depot or "", ticket.sku or "")
+        return None
     return maintenance_key(ticket.charger_id or "", ticket.rule or "", ticket.subject)
