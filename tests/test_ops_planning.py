@@ -126,7 +126,8 @@ def test_lead_time_moves_from_the_catalogue_to_what_the_supplier_does() -> None:
     assert late.mean > as_if_arrived
     a = (45 - late.mean) / late.sd
     lam = stats.norm.pdf(a) / stats.norm.sf(a)
-    e1, e2 = late.mean + late.sd * lam, late.mean**2 + 2 * late.mean * late.sd * lam + late.sd**2 * (1 + a * lam)
+    e1 = late.mean + late.sd * lam
+    e2 = late.mean**2 + 2 * late.mean * late.sd * lam + late.sd**2 * (1 + a * lam)
     w = PRIOR_ORDERS + 4
     assert late.mean == pytest.approx((PRIOR_ORDERS * 16 + 30 + 34 + 14 + e1) / w, rel=1e-4)
     second = (PRIOR_ORDERS * (16**2 + 4**2) + 30**2 + 34**2 + 14**2 + e2) / w
