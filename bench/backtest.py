@@ -3,6 +3,7 @@
     python -m bench.backtest                      # generated scenarios, seeds 1-5, 365 days
     python -m bench.backtest --seeds 1-3 --days 180
     python -m bench.backtest --scenario bench/scenarios/regional.yaml --seeds 1-5
+    python -m bench.backtest --rules model,legacy  # the same histories under the old replenishment rule too
 
 Each run replays the real ops code on a throwaway SQLite database (`ops.backtest.run`); the pooled figures
 add the runs' counts up before dividing, so a seed with few stock-outs weighs what its stock-outs weigh.
@@ -93,19 +94,31 @@ async def main() -> None:
     ap.add_argument("--scenario", type=Path, help="a scenario file (default: generated from each seed)")
     ap.add_argument("--seeds", default="1-5", help="e.g. 1-5 or 1,4,9")
     ap.add_argument("--days", type=int, default=365)
+    ap.add_argument("--rules", default="model", help="replenishment rules to replay: model,legacy")
     ap.add_argument("--runs", action="store_true", help="print each run's figures too")
     args = ap.parse_args()
-    runs = []
+    rules = args.rules.split(",")
+    runs: dict[str, list[dict[str, Any]]] = {r: [] for r in rules}
     started = time.monotonic()
     for seed in _seeds(args.seeds):
         if args.scenario:
             scenario = read_scenario(args.scenario).model_copy(update={"seed": seed, "days": args.days})
         else:
             scenario = generated(seed, args.days)
-        runs.append(await run(scenario))
-    result = {"pooled": pooled(runs), "seconds": round(time.monotonic() - started, 1)}
+        for rule in rules:
+            runs[rule].append(await run(scenario, rule=rule))
+    result: dict[str, Any] = {rule: {"pooled": pooled(r)} for rule, r in runs.items()}
+    if "model" in runs and "legacy" in runs:
+        m, old = result["model"]["pooled"], result["legacy"]["pooled"]
+        result["model_vs_legacy"] = {
+            "fill_rate": [m["fill_rate"], old["fill_rate"]],
+            "stock_units_ratio": _share(m["stock_held_mean_units"], old["stock_held_mean_units"]),
+            "stock_value_ratio": _share(m["stock_held_mean_value"], old["stock_held_mean_value"]),
+        }
+    result["seconds"] = round(time.monotonic() - started, 1)
     if args.runs:
-        result["runs"] = runs
+        for rule, r in runs.items():
+            result[rule]["runs"] = r
     print(json.dumps(result, indent=2))
 
 

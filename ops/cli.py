@@ -366,6 +366,9 @@ def ops_backtest(
     database_url: Annotated[
         str | None, typer.Option(help="an EMPTY database to replay on (default: a temporary SQLite file)")
     ] = None,
+    rule: Annotated[
+        str, typer.Option(help="replenishment rule: model (the product's) or legacy (the baseline it beats)")
+    ] = "model",
 ) -> None:
     """Replay the real ops code (tickets, stock, supply, warnings) over a simulated year; print the score."""
     from chargeops.db.engine import make_engine
@@ -391,7 +394,7 @@ def ops_backtest(
                     )
             finally:
                 await engine.dispose()
-        return await run(chosen, database_url)
+        return await run(chosen, database_url, rule)
 
     try:
         result = asyncio.run(replay())

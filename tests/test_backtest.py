@@ -106,3 +106,22 @@ async def test_the_same_seed_replays_the_same_year() -> None:
     short = LATE.model_copy(update={"days": 30, "supplier_changes": []})
     first, second = await run(short), await run(short)
     assert first == second
+
+
+def test_the_legacy_rule_by_hand_and_one_order_at_a_time() -> None:
+    """The baseline the model's stock is compared with, by hand: demand 1 and 2 in the last 30 and 90 days."""
+    from ops.backtest.baseline import legacy_rule
+    from ops.planning import plan, policy
+    from tests.test_ops_planning import PAIR, history, order
+
+    h = history(demand=[(5, 1), (10, 1), (40, 1)])  # 100 units at 0.0365/unit-year; L 16, z 2, cover 10
+    # d = max((0.01·30 + 3) / 120, 2 / 30) = 0.0667; σ_d = max(pstdev, √d) = 0.258
+    # ROP = ⌈0.0667·16 + 2·0.258·√16⌉ = ⌈3.13⌉ = 4; target = 4 + ⌈0.667⌉ = 5; order when position < 4
+    with policy.use(legacy_rule):
+        p = plan(h)[0][PAIR].policy
+    assert p.quantity(3) == 2 and p.quantity(4) == 0
+    assert plan(h)[0][PAIR].policy != p  # outside the block, the model's own rule again
+    # One open order at a time: nothing more is ordered however low the position.
+    busy = history(demand=[(5, 1), (10, 1), (40, 1)], orders=[order(3, 16)])
+    with policy.use(legacy_rule):
+        assert plan(busy)[0][PAIR].policy.quantity(-5) == 0

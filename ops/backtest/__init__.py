@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import tempfile
 from collections import defaultdict
 from pathlib import Path
@@ -14,16 +15,25 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from chargeops.db.engine import make_engine, make_sessionmaker
 from chargeops.db.migrate import upgrade
 from chargeops.db.ops_models import StockMovement, Ticket
+from ops.backtest.baseline import RULES
 from ops.backtest.scenario import Scenario, ScenarioError, generated, read_scenario
 from ops.backtest.score import score
 from ops.backtest.world import World
+from ops.planning import policy
 
-__all__ = ["Scenario", "ScenarioError", "generated", "read_scenario", "run"]
+__all__ = ["RULES", "Scenario", "ScenarioError", "generated", "read_scenario", "run"]
 
 
-async def run(scenario: Scenario, database_url: str | None = None) -> dict[str, Any]:
-    """Replays `scenario` on `database_url` (an empty database; default: a temporary SQLite file)."""
-    with tempfile.TemporaryDirectory(prefix="chargeops-backtest-") as tmp:
+async def run(scenario: Scenario, database_url: str | None = None, rule: str = "model") -> dict[str, Any]:
+    """Replays `scenario` on `database_url` (an empty database; default: a temporary SQLite file) under the
+    replenishment rule `rule` (`RULES`: the model's, or the baseline it is compared with)."""
+    if rule not in RULES:
+        raise ScenarioError(f"unknown replenishment rule {rule!r}: one of {', '.join(RULES)}")
+    baseline = RULES[rule]
+    with (
+        tempfile.TemporaryDirectory(prefix="chargeops-backtest-") as tmp,
+        policy.use(baseline) if baseline is not None else contextlib.nullcontext(),
+    ):
         engine = make_engine(database_url or f"sqlite+aiosqlite:///{Path(tmp) / 'backtest.db'}")
         try:
             await upgrade(engine)
@@ -34,7 +44,7 @@ async def run(scenario: Scenario, database_url: str | None = None) -> dict[str, 
                 tickets = await session.scalar(
                     select(func.count()).select_from(Ticket).where(Ticket.kind == "maintenance")
                 )
-            return score(rec, fill, int(tickets or 0))
+            return {"rule": rule, **score(rec, fill, int(tickets or 0))}
         finally:
             await engine.dispose()
 

@@ -14,7 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from ops.planning.demand import Forecast, fleet_trends, forecast
 from ops.planning.history import History, Pair, load
 from ops.planning.leadtime import LeadTime, lead_times, preferred
-from ops.planning.policy import Policy, policy
+from ops.planning.policy import Policy, rule
 from ops.planning.risk import LEVELS, Risk, assess, propose_transfers
 
 __all__ = ["LEVELS", "History", "Pair", "Plan", "Risk", "assess_all", "load", "plan"]
@@ -34,11 +34,12 @@ def plan(history: History) -> tuple[dict[Pair, Plan], dict[tuple[str | None, str
     trends = fleet_trends(history)
     times = lead_times(history)
     plans = {}
+    replenish = rule()
     for pair in history.pairs():
         part = history.parts[pair[1]]
         d = forecast(history, pair, trends.get(pair[1]))
         lt = preferred(part.suppliers, pair[1], times)
-        plans[pair] = Plan(pair, d, lt, policy(part, d, lt))
+        plans[pair] = Plan(pair, d, lt, replenish(history, pair, part, d, lt))
     return plans, times
 
 

@@ -12,17 +12,24 @@ empty, and one more failure in the lead time is a stock-out 12 % of the time), s
 service-level quantile of a negative binomial with the same lead-time demand mean and variance.
 Several orders may be open at once: an order in transit counts in IP, so stock is topped up again as soon as
 demand eats into the position.
+
+The rule in force is replaceable for a block (`use`, like `chargeops.clock`), so the back-test can replay
+the same history under a baseline rule and compare stock and fill rate; the product only ever runs `policy`.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 
 from scipy import stats
 
 from chargeops.db.ops_models import Part
 from ops.planning.demand import Forecast
+from ops.planning.history import History, Pair
 from ops.planning.leadtime import LeadTime
 
 
@@ -58,3 +65,29 @@ def _quantile(mean: float, var: float, z: float) -> float:
 
 def position(on_hand: int, reserved: int, on_order: int) -> int:
     return on_hand - reserved + on_order
+
+
+# (snapshot, depot/SKU, part, forecast, preferred supplier's lead time) → the policy for that pair
+Rule = Callable[[History, Pair, Part, Forecast, LeadTime], Policy]
+
+
+def model_rule(history: History, pair: Pair, part: Part, demand: Forecast, lead: LeadTime) -> Policy:
+    return policy(part, demand, lead)
+
+
+_rule: ContextVar[Rule] = ContextVar("chargeops_replenishment_rule", default=model_rule)
+
+
+def rule() -> Rule:
+    """The replenishment rule in force (the model's, unless a back-test installed a baseline)."""
+    return _rule.get()
+
+
+@contextmanager
+def use(replenishment: Rule) -> Iterator[Rule]:
+    """Runs the block (and the tasks it starts) under another replenishment rule."""
+    token = _rule.set(replenishment)
+    try:
+        yield replenishment
+    finally:
+        _rule.reset(token)
