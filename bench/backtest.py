@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from ops.backtest import generated, read_scenario, run
+from ops.backtest import accuracy, generated, read_scenario, run
 
 
 def _seeds(text: str) -> list[int]:
@@ -84,6 +84,14 @@ def pooled(runs: list[dict[str, Any]]) -> dict[str, Any]:
     trend_onsets = sum(r["false_trend"]["onsets"] for r in runs)
     per_year = round(trend_onsets / (trend_days / 365), 3) if trend_days else None
     out["false_trend_onsets_per_part_year"] = per_year
+    sums: dict[str, dict[str, list[float]]] = {}
+    for r in runs:
+        for cls, by_method in r["forecast_accuracy"].items():
+            for m in accuracy.METHODS:
+                acc = sums.setdefault(cls, {}).setdefault(m, [0.0, 0.0, 0.0, 0.0])
+                for j, x in enumerate(by_method[m]["sums"]):
+                    acc[j] += x
+    out["forecast_accuracy"] = accuracy.summary(sums)
     faults = sum(r["faults"] for r in runs)
     out["tickets_per_fault"] = _share(sum(r["tickets_per_fault"] * r["faults"] for r in runs), faults)
     return out

@@ -10,6 +10,7 @@ import sys
 from datetime import timedelta
 from pathlib import Path
 
+import pytest
 from sqlalchemy import func, select
 
 from chargeops.db.ops_models import StockMovement, SupplyWarning, SupplyWarningLog, Ticket
@@ -125,3 +126,18 @@ def test_the_legacy_rule_by_hand_and_one_order_at_a_time() -> None:
     busy = history(demand=[(5, 1), (10, 1), (40, 1)], orders=[order(3, 16)])
     with policy.use(legacy_rule):
         assert plan(busy)[0][PAIR].policy.quantity(-5) == 0
+
+
+def test_sba_and_tsb_by_hand() -> None:
+    """The intermittent-demand methods the model's forecast is scored against, by hand (α = β = 0.1)."""
+    from ops.backtest.accuracy import pair_errors, sba, tsb
+
+    warm = [0, 2, 0, 0]  # one demand of 2 in 4 days, the last one 2 days before the warm-up ended
+    # SBA: size 2, interval 4; day 4 has demand 1 three days after the last: size 1.9, interval 3.9
+    assert sba([*warm, 1], warm=4) == pytest.approx([(1 - 0.05) * 1.9 / 3.9])
+    # TSB: probability 1/4 → 0.25 + 0.1·(1 − 0.25) = 0.325, size 1.9; then a quiet day decays the probability
+    assert tsb([*warm, 1, 0], warm=4) == pytest.approx([0.325 * 1.9, 0.2925 * 1.9])
+    # The errors: H = 2, a perfect forecast of 0.5 a day over alternating demand is off by nothing.
+    failed = [1, 0] * 40
+    cls, sums = pair_errors(failed, [0.5] * len(failed), 2)
+    assert cls == "intermittent" and sums["model"][0] == 0 and sums["model"][2] > 0

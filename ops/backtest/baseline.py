@@ -37,11 +37,11 @@ def legacy_rule(history: History, pair: Pair, part: Part, demand: Forecast, lead
     observed = max(1.0, (now - start).total_seconds() / 86400)
     daily = [0.0] * math.ceil(observed)
     recent = 0.0
-    for d in history.demand.get(pair, ()):
-        if start <= d.at <= now:
-            ago = (now - d.at).total_seconds() / 86400
-            daily[min(len(daily) - 1, int(ago))] += d.qty
-            recent += d.qty if ago < RECENT_DAYS else 0.0
+    for used in history.demand.get(pair, ()):
+        if start <= used.at <= now:
+            ago = (now - used.at).total_seconds() / 86400
+            daily[min(len(daily) - 1, int(ago))] += used.qty
+            recent += used.qty if ago < RECENT_DAYS else 0.0
     prior = history.installed_now(pair) * part.annual_failure_rate / 365
     blended = (prior * PRIOR_DAYS + sum(daily)) / (PRIOR_DAYS + observed)
     d = max(blended, recent / RECENT_DAYS)

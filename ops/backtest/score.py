@@ -11,7 +11,8 @@ Per depot × SKU, with L, σ_L the part's catalogue lead time and deviation and 
   that change began at least L before the episode (the only ones a warning ≥ L ahead could catch);
 - **calibration**: every day's probability (not in an episode, horizon inside the history) by decile against
   the share of those days followed by an episode start within H;
-- **naive rule**: available ÷ forecast daily demand < L, scored the same way.
+- **naive rule**: available ÷ forecast daily demand < L, scored the same way;
+- **forecast accuracy**: the model's H-day demand forecast against SBA and TSB (`ops.backtest.accuracy`).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from ops.backtest import accuracy
 from ops.backtest.world import Day, Pair, Recording
 from ops.planning.risk import LEVELS
 
@@ -119,6 +121,7 @@ def score(rec: Recording, fill: dict[str, Any], tickets: int) -> dict[str, Any]:
     held_units = held_value = 0.0
     trend_days = [0, 0, 0]  # on parts with no trend by design: days flagged, days, onsets of a flag
     n_days = max(len(d) for d in rec.days.values()) if rec.days else 0
+    errors: dict[str, dict[str, list[float]]] = {}  # class → method → sums (ops.backtest.accuracy)
     for pair, days in rec.days.items():
         sku = pair[1]
         lead, h = _horizon(rec, sku)
@@ -154,6 +157,11 @@ def score(rec: Recording, fill: dict[str, Any], tickets: int) -> dict[str, Any]:
             trend_days[0] += sum(d.trend for d in days)
             trend_days[1] += len(days)
             trend_days[2] += len(onsets([d.trend for d in days]))
+        cls, sums = accuracy.pair_errors([d.failed for d in days], [d.demand_per_day for d in days], h)
+        for method, figures in sums.items():
+            acc = errors.setdefault(cls, {}).setdefault(method, [0.0, 0.0, 0.0, 0.0])
+            for j, x in enumerate(figures):
+                acc[j] += x
         unit_cost = rec.parts[sku].unit_cost or 0.0
         held_units += sum(d.on_hand for d in days) / max(1, len(days))
         held_value += unit_cost * sum(d.on_hand for d in days) / max(1, len(days))
@@ -204,6 +212,7 @@ def score(rec: Recording, fill: dict[str, Any], tickets: int) -> dict[str, Any]:
         "onsets": trend_days[2],
         "days": trend_days[1],
     }
+    out["forecast_accuracy"] = accuracy.summary(errors)
     out["faults"] = rec.failures
     out["tickets_per_fault"] = round(tickets / rec.failures, 3) if rec.failures else None
     return out

@@ -55,6 +55,7 @@ class Day:
     demand_per_day: float
     on_order: int = 0
     trend: bool = False  # the planning saw a significant rise in failures
+    failed: int = 0  # units of the part that failed at the depot that day (the demand to forecast)
 
 
 @dataclass(slots=True)
@@ -96,6 +97,7 @@ class World:
         self.charger_depot: dict[str, str] = {}
         self.jobs: dict[int, _Job] = {}
         self.deliveries: dict[int, int] = {}  # order id → day it arrives
+        self.failed_today: dict[Pair, int] = defaultdict(int)
         self.rule_for = self._rules_by_category()
 
     def _at(self, day: int) -> datetime:
@@ -218,6 +220,7 @@ class World:
                         ticket = await maintenance.observe(session, obs, self.book)
                     rec.failures += 1
                     rec.used[sku] += 1
+                    self.failed_today[(depot, sku)] += 1
                     if ticket is not None:
                         job = self.jobs.setdefault(ticket.id, _Job([], day + self._repair_days()))
                         job.failed.append(sku)
@@ -274,6 +277,7 @@ class World:
                     )
             stock = {(s.depot_id, s.sku): s for s in (await session.scalars(select(Stock))).all()}
             warnings = {(w.depot_id, w.sku): w for w in (await session.scalars(select(SupplyWarning))).all()}
+        failed, self.failed_today = self.failed_today, defaultdict(int)
         for pair in sorted(set(stock) | set(warnings)):
             st, w = stock.get(pair), warnings.get(pair)
             rec.days[pair].append(
@@ -285,6 +289,7 @@ class World:
                     demand_per_day=float((w.figures or {}).get("demand_per_day") or 0.0) if w else 0.0,
                     on_order=st.on_order if st else 0,
                     trend=bool((w.figures or {}).get("trend")) if w else False,
+                    failed=failed.get(pair, 0),
                 )
             )
 
