@@ -1,12 +1,10 @@
 """Supplier lead times, measured: per supplier and SKU, from order to the receipt that completed it.
 
 The catalogue's lead time is the prior, N(L_cat, σ_cat) weighted as `PRIOR_ORDERS` orders; the last
-`RECENT_ORDERS` completed orders move it toward what the supplier really does. Every open order is evidence
-too: its lead time is at least its age (a right-censored observation). Mean and σ are the maximum-likelihood
-normal over prior, completed and censored orders (EM: a censored order counts as its expected lead time given
-that it is still out), so a supplier that has stopped delivering raises its own estimate — by more than the
-ages of its late orders — before a single late order arrives. An order is **overdue** past its promised date,
-or past L̂ + 2σ̂ when it has none.
+`RECENT_ORDERS` completed orders move it toward what the supplier really does. An open order already older
+than the estimate is evidence too (its lead time is at least its age), so a supplier that has stopped
+delivering raises its own estimate before a single late order arrives. An order is **overdue** past its
+promised date, or past L̂ + 2σ̂ when it has none.
 
 An open order's arrival is drawn conditional on it not having arrived yet: before L̂ from the normal
 lead time cut at its age; once it is later than L̂, the time still to wait is exponential with a mean of
@@ -76,8 +74,12 @@ def estimate(
     """The lead time of `supplier` for `sku` from its orders (any depot), oldest first."""
     done = [o for o in orders if o.lead_days is not None][-RECENT_ORDERS:]
     samples = [o.lead_days for o in done if o.lead_days is not None]
-    ages = [o.age_days(now) for o in orders if o.open and o.outstanding > 0]
-    mean, sd = censored_normal(cat_mean, cat_sd, samples, ages)
+    # Open orders already older than what the completed ones say are lower bounds worth counting.
+    provisional = _mean(cat_mean, samples)
+    samples += [o.age_days(now) for o in orders if o.open and o.age_days(now) > provisional]
+    mean = _mean(cat_mean, samples)
+    w = PRIOR_ORDERS + len(samples)
+    var = (PRIOR_ORDERS * (cat_sd**2 + (cat_mean - mean) ** 2) + sum((x - mean) ** 2 for x in samples)) / w
     promised = [o for o in done if o.promised_at is not None and o.completed_at is not None]
     on_time = (
         sum(
@@ -88,31 +90,11 @@ def estimate(
         if promised
         else None
     )
-    return LeadTime(supplier, sku, mean, sd, cat_mean, cat_sd, len(done), on_time)
+    return LeadTime(supplier, sku, mean, math.sqrt(var), cat_mean, cat_sd, len(done), on_time)
 
 
-def censored_normal(
-    prior_mean: float, prior_sd: float, samples: list[float], at_least: list[float], rounds: int = 50
-) -> tuple[float, float]:
-    """Mean and σ of a normal lead time from `PRIOR_ORDERS` pseudo-orders at the prior, completed lead times
-    `samples` and open orders known only to take longer than `at_least` (EM for right-censored data)."""
-    w = PRIOR_ORDERS + len(samples) + len(at_least)
-    m1 = PRIOR_ORDERS * prior_mean + sum(samples)  # Σx and Σx² of what is known exactly
-    m2 = PRIOR_ORDERS * (prior_mean**2 + prior_sd**2) + sum(x * x for x in samples)
-    mean = (m1 + sum(at_least)) / w
-    var = max(m2 / (w - len(at_least)) - (m1 / (w - len(at_least))) ** 2, 0.0)
-    for _ in range(rounds if at_least else 0):
-        sd = max(math.sqrt(var), 0.5)
-        a = (np.asarray(at_least) - mean) / sd
-        lam = np.exp(stats.norm.logpdf(a) - stats.norm.logsf(a))  # E[Z | Z > a]
-        e1 = mean + sd * lam
-        e2 = mean**2 + 2 * mean * sd * lam + sd**2 * (1 + a * lam)
-        new_mean = (m1 + float(e1.sum())) / w
-        var = max((m2 + float(e2.sum())) / w - new_mean**2, 0.0)
-        done, mean = abs(new_mean - mean) < 1e-6, new_mean
-        if done:
-            break
-    return mean, math.sqrt(var)
+def _mean(prior: float, samples: list[float]) -> float:
+    return (PRIOR_ORDERS * prior + sum(samples)) / (PRIOR_ORDERS + len(samples))
 
 
 def lead_times(history: History) -> dict[tuple[str | None, str], LeadTime]:
