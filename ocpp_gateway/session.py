@@ -31,6 +31,8 @@ from chargeops.events import (
     LogStatus,
     MeterValues,
     SecurityEvent,
+    TransactionEnded,
+    TransactionStarted,
     utcnow,
 )
 from chargeops.logs import for_charger
@@ -48,7 +50,7 @@ from ocpp_gateway.rpc import (
     parse_frame,
     validate,
 )
-from ocpp_gateway.store import ChargerAuth, TokenStatus
+from ocpp_gateway.store import ChargerAuth, TokenStatus, TxRecord
 from ocpp_gateway.times import ocpp_time, parse_time
 from ocpp_gateway.urls import url_problem
 from ocpp_gateway.versions import OcppVersion
@@ -195,6 +197,37 @@ class ChargerSession(ChargePoint):
         interval = settings.heartbeat_interval if status == "Accepted" else settings.boot_retry_interval
         self.log.info("boot %s (%s %s, firmware %s)", status, boot.vendor, boot.model, boot.firmware_version)
         return {"status": status, "currentTime": ocpp_time(), "interval": interval}
+
+    async def record_start(self, start: TransactionStarted, *, issue_id: bool = False) -> TxRecord:
+        """Store a transaction start, once; `issue_id`: the charger has no id for it (1.6), we issue one."""
+        return await self.ctx.store.start_transaction(
+            self.id,
+            transaction_id=None if issue_id else start.transaction_id,
+            evse_id=start.evse_id,
+            connector_id=start.connector_id,
+            id_token=start.id_token,
+            started_at=start.started_at,
+            meter_start_wh=start.meter_start_wh,
+        )
+
+    async def record_end(
+        self,
+        end: TransactionEnded,
+        id_token: str | None,
+        evse_id: int | None = None,
+        connector_id: int | None = None,
+    ) -> TxRecord:
+        """Store a transaction end, once (also of a transaction whose start we never saw)."""
+        return await self.ctx.store.end_transaction(
+            self.id,
+            end.transaction_id,
+            stopped_at=end.stopped_at,
+            meter_stop_wh=end.meter_stop_wh,
+            reason=end.reason,
+            id_token=id_token,
+            evse_id=evse_id,
+            connector_id=connector_id,
+        )
 
     async def authorize(self, id_token: str) -> TokenStatus:
         token = await self.ctx.store.id_token(id_token, utcnow())

@@ -95,28 +95,13 @@ class Session16(ChargerSession):
     async def on_start_transaction(self, p: Payload) -> Payload:
         start = transaction_start(p)
         info = await self.id_tag_info(p["idTag"])
-        tx = await self.ctx.store.start_transaction(
-            self.id,
-            transaction_id=None,
-            evse_id=start.evse_id,
-            connector_id=start.connector_id,
-            id_token=start.id_token,
-            started_at=start.started_at,
-            meter_start_wh=start.meter_start_wh,
-        )
+        tx = await self.record_start(start, issue_id=True)
         await self.emit(replace(start, transaction_id=tx.transaction_id), reported_at=start.started_at)
         return {"transactionId": int(tx.transaction_id), "idTagInfo": info}
 
     async def on_stop_transaction(self, p: Payload) -> Payload:
         end = transaction_end(p)
-        tx = await self.ctx.store.end_transaction(
-            self.id,
-            end.transaction_id,
-            stopped_at=end.stopped_at,
-            meter_stop_wh=end.meter_stop_wh,
-            reason=end.reason,
-            id_token=p.get("idTag"),
-        )
+        tx = await self.record_end(end, p.get("idTag"))
         evse, connector = tx.evse_id or 0, tx.connector_id or 0
         await self.emit(*meter_events(p.get("transactionData") or [], evse, connector, end.transaction_id))
         await self.emit(end, reported_at=end.stopped_at)

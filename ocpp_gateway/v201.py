@@ -147,28 +147,11 @@ class Session201(ChargerSession):
         if facts.event_type == "Started" or not await store.update_transaction(
             self.id, tx_id, seq_no=facts.seq_no, meter_wh=facts.meter_wh
         ):
-            await store.start_transaction(
-                self.id,
-                transaction_id=tx_id,
-                evse_id=start.evse_id,
-                connector_id=start.connector_id,
-                id_token=start.id_token,
-                started_at=start.started_at,
-                meter_start_wh=start.meter_start_wh,
-            )
+            await self.record_start(start)
             await store.update_transaction(self.id, tx_id, seq_no=facts.seq_no)
             events.append(start)
         if end is not None:
-            await store.end_transaction(
-                self.id,
-                tx_id,
-                stopped_at=end.stopped_at,
-                meter_stop_wh=end.meter_stop_wh,
-                reason=end.reason,
-                id_token=start.id_token,
-                evse_id=start.evse_id,
-                connector_id=start.connector_id,
-            )
+            await self.record_end(end, start.id_token, start.evse_id, start.connector_id)
             events.append(end)
         elif facts.update is not None:
             events.append(facts.update)

@@ -32,18 +32,16 @@ from ocpp_gateway.versions import V16, V21, V201
 from ops.runtime import Runtime
 from ops.site_power import SitePlanner, site_budget, water_fill
 from telemetry.site_telemetry import SiteTelemetrySubscriber
+from tests import waiting
 from tests.conftest import StartRuntime, migrated_sessions
 
 ADMIN = {"Authorization": "Bearer test-admin-token"}
 SITE = "solar-1"
 
 
-async def until(predicate: Callable[[], Awaitable[bool]], timeout: float = 20.0, what: str = "") -> None:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while not await predicate():
-        if asyncio.get_running_loop().time() > deadline:
-            raise TimeoutError(f"not reached within {timeout:g} s: {what}")
-        await asyncio.sleep(0.1)
+def until(predicate: Callable[[], Awaitable[bool]], timeout: float = 20.0, what: str = "") -> Awaitable[None]:
+    """Polls the database or the API: longer and less often than the default."""
+    return waiting.until(predicate, timeout, what, interval=0.1)
 
 
 class SiteStack:
