@@ -1,7 +1,10 @@
 """The version-neutral events every part of chargeops consumes.
 
 The OCPP gateway turns each charger message, whatever its protocol version, into these; the bus carries
-them; ingest stores them; ops reacts to them. Nothing outside `ocpp_gateway` sees an OCPP payload shape.
+them; ingest stores them; ops reacts to them. What ops sends back to chargers is in `chargeops.commands`.
+OCPP shapes leave the gateway only where chargeops keeps something as the charger sent it: `Reported` (a
+message with no feature yet), the operator API's raw command relay, and DER settings and vendor fields that
+keep the standard's names.
 """
 
 from __future__ import annotations

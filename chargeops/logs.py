@@ -1,11 +1,30 @@
-"""Process-wide logging: one line per record, key=value text or JSON, charge point id as its own field."""
+"""Process-wide logging: one line per record, key=value text or JSON, charge point id as its own field.
+
+Every line about one charger goes through `for_charger`, wherever it is written (gateway session, bus, ops):
+the id is the record's `charge_point_id` (its own field in JSON) and a `cp=` prefix of the text.
+"""
 
 from __future__ import annotations
 
 import logging
 import sys
+from collections.abc import MutableMapping
+from typing import Any
 
 import orjson
+
+
+class ChargerLog(logging.LoggerAdapter[logging.Logger]):
+    """Adds `charge_point_id` to the record and a `cp=` prefix to the message."""
+
+    def process(self, msg: Any, kwargs: MutableMapping[str, Any]) -> tuple[Any, MutableMapping[str, Any]]:
+        cp = self.extra["charge_point_id"] if self.extra else "-"
+        kwargs.setdefault("extra", {})["charge_point_id"] = cp
+        return f"cp={cp} {msg}", kwargs
+
+
+def for_charger(logger: logging.Logger, charger_id: str | None) -> ChargerLog:
+    return ChargerLog(logger, {"charge_point_id": charger_id})
 
 
 class JsonFormatter(logging.Formatter):

@@ -1,8 +1,8 @@
-"""Charger credentials: hashing, Basic-auth parsing, and the failed-login limiter that runs before any hash.
+"""Charger credentials at the handshake: Basic-auth parsing, password checks, and the failed-login limiter
+that runs before any hash.
 
-Charger passwords are machine secrets (OCPP asks for 16–40 random characters), so a light argon2id cost is
-enough, and a small cache of verified credentials means a reconnect storm after a restart hashes each
-password at most once.
+The hashing itself is `chargeops.passwords` (light argon2id); a small cache of verified credentials means a
+reconnect storm after a restart hashes each password at most once.
 """
 
 from __future__ import annotations
@@ -14,15 +14,9 @@ import os
 import time
 from collections import deque
 
-from argon2 import PasswordHasher
-from argon2.exceptions import InvalidHashError, VerificationError
+from chargeops.passwords import password_matches
 
-_hasher = PasswordHasher(time_cost=1, memory_cost=8192, parallelism=1)
 _cache_key = os.urandom(32)
-
-
-def hash_password(password: str) -> str:
-    return _hasher.hash(password)
 
 
 class Verifier:
@@ -43,9 +37,7 @@ class Verifier:
 
     def verify(self, charger_id: str, stored_hash: str, password: str) -> bool:
         """CPU-bound (argon2): call from a worker thread."""
-        try:
-            _hasher.verify(stored_hash, password)
-        except (VerificationError, InvalidHashError):
+        if not password_matches(stored_hash, password):
             return False
         if len(self._ok) >= self._capacity:
             self._ok.pop(next(iter(self._ok)))

@@ -5,13 +5,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from chargeops.settings import Settings
-from ocpp_gateway.store import GatewayStore
+from ocpp_gateway.store import Store
 from telemetry.bus import Bus
 
 
 @dataclass(slots=True)
 class GatewayContext:
     settings: Settings
-    store: GatewayStore
+    store: Store
     bus: Bus
     gateway_id: str

@@ -1,21 +1,14 @@
 """OCPP 2.1 DER control (part 2, functional block R) in version-neutral words, both ways.
 
-Ops (the site planner, the operator API) never build an OCPP payload; they send these bus actions, which the
-session holding the charger turns into its version's call (only 2.1 has DER control: on 1.6 / 2.0.1 they
-are refused with `NotSupported` before anything is sent):
+Ops (the site planner, the operator API) never build an OCPP payload: they send the neutral DER commands of
+`chargeops.commands`, which the session holding the charger turns into SetDERControl / ClearDERControl /
+GetDERControl here (only 2.1 has DER control: `ocpp_gateway.commands` refuses them with `NotSupported` on
+1.6 / 2.0.1 before anything is sent), and the answers back into neutral words. A charger's own DER messages
+(NotifyDERAlarm, NotifyDERStartStop, ReportDERControl) become events in `v21`.
 
-* `chargeops.SetDerControl` `{"control_id", "control_type", "is_default", "priority", "start_time"?,
-  "duration_s"?, "settings": {...}}` → SetDERControl; `settings` are the control's own parameters as the
-  standard names them (e.g. `{"pctMaxDischargePower": 40}`, or `{"yUnit", "curveData"}` for a curve).
-* `chargeops.SetDischargeLimit` `{"pct": 0..100}` → the site planner's LimitMaxDischarge: a default control
-  with a fixed id, so each new cap replaces the last one.
-* `chargeops.ClearDerControl` `{"is_default", "control_id"?, "control_type"?}` → ClearDERControl.
-* `chargeops.GetDerControls` `{"request_id", "is_default"?, "control_type"?, "control_id"?}` →
-  GetDERControl; the controls arrive as `DerControlsReported` events.
-
-Answers come back neutral: `{"status", "superseded_ids"?, "reason"?, "info"?}`. The payloads are built as
-plain dicts: `ocpp` 2.1.0's snake→camel conversion writes `fixedPfAbsorb` / `fixedPfInject` / `fixedPf` where
-the schema says `fixedPFAbsorb` / `fixedPFInject` / `fixedPF`, which a strict charger refuses.
+The payloads are built as plain dicts: `ocpp` 2.1.0's snake→camel conversion writes `fixedPfAbsorb` /
+`fixedPfInject` / `fixedPf` where the schema says `fixedPFAbsorb` / `fixedPFInject` / `fixedPF`, which a
+strict charger refuses.
 """
 
 from __future__ import annotations
@@ -23,22 +16,19 @@ from __future__ import annotations
 from typing import Any
 
 import orjson
-from ocpp.routing import on
 
-from chargeops.events import DerAlarm, DerControlsReported, DerControlStartStop
-from ocpp_gateway.times import parse_time
-from ocpp_gateway.versions import V21, OcppVersion
+from chargeops.commands import (
+    CLEAR_DER_CONTROL,
+    PLANNER_CONTROL_ID,
+    SET_DER_CONTROL,
+    SET_DISCHARGE_LIMIT,
+)
+from ocpp_gateway.versions import V21
 
 Payload = dict[str, Any]
 
-SET_DER_CONTROL = "chargeops.SetDerControl"
-SET_DISCHARGE_LIMIT = "chargeops.SetDischargeLimit"
-CLEAR_DER_CONTROL = "chargeops.ClearDerControl"
-GET_DER_CONTROLS = "chargeops.GetDerControls"
-DER_ACTIONS = frozenset({SET_DER_CONTROL, SET_DISCHARGE_LIMIT, CLEAR_DER_CONTROL, GET_DER_CONTROLS})
-# The planner's own discharge cap. Its priority number sits above 0, so an operator's (or a grid operator's)
+# The planner's discharge cap: its priority number sits above 0, so an operator's (or a grid operator's)
 # LimitMaxDischarge with a lower number takes precedence on the charger.
-PLANNER_CONTROL_ID = "chargeops-site-discharge"
 PLANNER_PRIORITY = 5
 
 
@@ -68,10 +58,6 @@ _REPORT_LISTS: dict[str, tuple[str | None, str]] = {
     "limitMaxDischarge": ("LimitMaxDischarge", "limitMaxDischarge"),
 }
 _TIMING = ("priority", "startTime", "duration")
-
-
-class Unsupported(ValueError):
-    """A neutral action this charger's OCPP version has no message for."""
 
 
 def set_der_control(p: Payload) -> Payload:
@@ -122,10 +108,8 @@ def _selection(p: Payload, *, default_flag: bool) -> Payload:
     return out
 
 
-def der_to_ocpp(version: OcppVersion, action: str, p: Payload) -> tuple[str, Payload]:
-    """A neutral DER action as the OCPP 2.1 call. Raises Unsupported before 2.1, ValueError for nonsense."""
-    if version is not V21:
-        raise Unsupported(f"DER control needs OCPP 2.1; this charger speaks {version.name}")
+def der_to_ocpp(action: str, p: Payload) -> tuple[str, Payload]:
+    """A neutral DER action as the OCPP 2.1 call; ValueError for nonsense."""
     if action == SET_DISCHARGE_LIMIT:
         return "SetDERControl", discharge_limit(p.get("pct"))
     if action == SET_DER_CONTROL:
@@ -168,33 +152,3 @@ def reported_controls(p: Payload) -> list[Payload]:
                 }
             )
     return controls
-
-
-class DerReports:
-    """Mixed into the OCPP 2.1 session: the charger's DER messages as neutral events."""
-
-    @on("NotifyDERAlarm")
-    async def on_notify_der_alarm(self, p: Payload) -> Payload:
-        alarm = DerAlarm(
-            p["controlType"], p.get("gridEventFault"), bool(p.get("alarmEnded")), p.get("extraInfo")
-        )
-        self.log.warning(  # type: ignore[attr-defined]
-            "DER alarm %s %s%s",
-            alarm.control_type,
-            alarm.grid_event_fault or "",
-            " ended" if alarm.ended else "",
-        )
-        await self.emit(alarm, reported_at=parse_time(p["timestamp"]))  # type: ignore[attr-defined]
-        return {}
-
-    @on("NotifyDERStartStop")
-    async def on_notify_der_start_stop(self, p: Payload) -> Payload:
-        event = DerControlStartStop(p["controlId"], p["started"], list(p.get("supersededIds") or ()))
-        await self.emit(event, reported_at=parse_time(p["timestamp"]))  # type: ignore[attr-defined]
-        return {}
-
-    @on("ReportDERControl")
-    async def on_report_der_control(self, p: Payload) -> Payload:
-        report = DerControlsReported(p["requestId"], reported_controls(p), bool(p.get("tbc")))
-        await self.emit(report)  # type: ignore[attr-defined]
-        return {}

@@ -18,14 +18,15 @@ from websockets.http11 import Request, Response
 
 from chargeops.events import Connected, Disconnected, Event
 from chargeops.ids import CHARGER_ID_RE
+from chargeops.logs import for_charger
 from ocpp_gateway.auth import FailureLimiter, Verifier, parse_basic
 from ocpp_gateway.context import GatewayContext
-from ocpp_gateway.logs import for_charger
 from ocpp_gateway.rpc import warm_up
 from ocpp_gateway.session import ChargerSession
 from ocpp_gateway.store import ChargerAuth
 from ocpp_gateway.v16 import Session16
-from ocpp_gateway.v201 import Session21, Session201
+from ocpp_gateway.v21 import Session21
+from ocpp_gateway.v201 import Session201
 from telemetry.metrics import CHARGERS_CONNECTED, CONNECTION_TAKEOVERS, HANDSHAKES_REFUSED
 
 log = logging.getLogger("chargeops.gateway")

@@ -1,8 +1,9 @@
 """The version-neutral charger session over the `ocpp` library's ChargePoint.
 
-One subclass per OCPP version supplies thin handlers that map payloads to events and answers; everything
-else — framing, central schema validation both ways, the registration gate, CALLERROR spelling, one
-outstanding outgoing call, metrics and logs — happens here, once.
+One subclass per OCPP version supplies its route table (`routes`) and thin handlers that map payloads to
+events and answers; everything else — framing, central schema validation both ways, the registration gate,
+CALLERROR spelling, one outstanding outgoing call, metrics and logs — happens here, once, as do the handlers
+every version shares.
 """
 
 from __future__ import annotations
@@ -11,30 +12,33 @@ import asyncio
 import logging
 import time
 import uuid
-from collections.abc import Awaitable, Callable
 from datetime import datetime
 from typing import Any, ClassVar
 
 from ocpp.charge_point import ChargePoint
-from ocpp.routing import create_route_map, on
 from sqlalchemy.exc import SQLAlchemyError
 from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import ConnectionClosed
 
+from chargeops.commands import CommandReply
 from chargeops.events import (
     Authorization,
     Body,
     Booted,
     Event,
+    FirmwareStatus,
     Heartbeat,
+    LogStatus,
     MeterValues,
-    Reported,
+    SecurityEvent,
+    TransactionEnded,
+    TransactionStarted,
     utcnow,
 )
+from chargeops.logs import for_charger
+from ocpp_gateway.commands import Unsupported, from_ocpp, to_ocpp
 from ocpp_gateway.context import GatewayContext
-from ocpp_gateway.der import DER_ACTIONS, Unsupported, reply_from_ocpp
-from ocpp_gateway.limits import to_ocpp
-from ocpp_gateway.logs import for_charger
+from ocpp_gateway.routes import NotSupported, Payload, Route, RouteTable
 from ocpp_gateway.rpc import (
     Call,
     CallError,
@@ -46,11 +50,10 @@ from ocpp_gateway.rpc import (
     parse_frame,
     validate,
 )
-from ocpp_gateway.store import ChargerAuth, TokenStatus
-from ocpp_gateway.times import ocpp_time
+from ocpp_gateway.store import ChargerAuth, TokenStatus, TxRecord
+from ocpp_gateway.times import ocpp_time, parse_time
 from ocpp_gateway.urls import url_problem
 from ocpp_gateway.versions import OcppVersion
-from telemetry.bus import CommandReply
 from telemetry.metrics import (
     FRAMES_REJECTED,
     OCPP_CALL_ERRORS,
@@ -62,38 +65,15 @@ from telemetry.metrics import (
 
 logger = logging.getLogger("chargeops.gateway")
 
-Handler = Callable[[Any, dict[str, Any]], Awaitable[dict[str, Any]]]
-
-# CSMS-initiated actions that make a charger fetch from or upload to a URL, and where that URL sits.
-URL_FIELDS: dict[str, tuple[str, ...]] = {
-    "UpdateFirmware": ("location", "firmware.location"),
-    "SignedUpdateFirmware": ("firmware.location",),
-    "GetDiagnostics": ("location",),
-    "GetLog": ("log.remoteLocation",),
-    "PublishFirmware": ("location",),
-}
-
-
-def store_only(response: dict[str, Any]) -> Handler:
-    """A handler for an action with no feature behind it yet: the message is stored, the answer is fixed."""
-
-    async def handler(session: ChargerSession, payload: dict[str, Any]) -> dict[str, Any]:
-        await session.emit(Reported(session.current_action, payload))
-        return response
-
-    return handler
-
 
 class ChargerSession(ChargePoint):
-    """One connected charger. Subclasses set `version`, add `@on(...)` handlers and `STORE_ONLY` answers."""
+    """One connected charger. Subclasses set `version` and `ROUTES` (see `routes`)."""
 
     version: ClassVar[OcppVersion]
-    STORE_ONLY: ClassVar[dict[str, dict[str, Any]]] = {}
-    _class_routes: ClassVar[dict[str, dict[str, Any]]]
+    ROUTES: ClassVar[RouteTable] = {}
 
     def __init__(self, charger_id: str, connection: ServerConnection, ctx: GatewayContext, auth: ChargerAuth):
         super().__init__(charger_id, connection, response_timeout=ctx.settings.call_timeout, logger=logger)
-        self.route_map = self.routes()  # shared per class: no per-connection route table
         self.ctx = ctx
         self.auth = auth
         self.session_id = str(uuid.uuid4())
@@ -102,15 +82,6 @@ class ChargerSession(ChargePoint):
         self.log = for_charger(logger, charger_id)
         self.current_action = ""
         self._waiting: tuple[str, str, asyncio.Future[CallResult | CallError]] | None = None
-
-    @classmethod
-    def routes(cls) -> dict[str, dict[str, Any]]:
-        if "_class_routes" not in cls.__dict__:
-            routes = create_route_map(cls)
-            for action, response in cls.STORE_ONLY.items():
-                routes.setdefault(action, {"_on_action": store_only(response)})
-            cls._class_routes = routes
-        return cls._class_routes
 
     # -- receiving ------------------------------------------------------------------------------------
 
@@ -144,17 +115,14 @@ class ChargerSession(ChargePoint):
                     "ignoring %s for unknown message id %s", type(frame).__name__, frame.unique_id
                 )
 
-    async def _handle_call(self, call: Call) -> None:  # type: ignore[override]
+    async def _handle_call(self, call: Call) -> None:
         started = time.perf_counter()
         action = call.action
-        route = self.route_map.get(action)
+        route = self.ROUTES.get(action)
+        handler = None if isinstance(route, NotSupported) else route
         try:
-            if route is None:
-                if action in self.version.known_actions():
-                    raise RpcError(
-                        "NotSupported", f"{action} is not supported from a charger", call.unique_id
-                    )
-                raise RpcError("NotImplemented", f"unknown action {action!r}", call.unique_id)
+            if handler is None:
+                raise self._refusal(action, route, call.unique_id)
             messages_in(action, "in").inc()
             if action != "BootNotification" and self.registration != "Accepted":
                 raise RpcError(
@@ -162,7 +130,7 @@ class ChargerSession(ChargePoint):
                 )
             validate(self.version, action, call.payload, response=False, unique_id=call.unique_id)
             self.current_action = action
-            response = await route["_on_action"](self, call.payload)
+            response = await handler(self, call.payload)
             try:
                 validate(self.version, action, response, response=True, unique_id=call.unique_id)
             except RpcError as bug:
@@ -184,14 +152,21 @@ class ChargerSession(ChargePoint):
             self.log.exception("%s handler failed", action)
             await self._send_error(RpcError("InternalError", "unexpected error", call.unique_id))
         finally:
-            if route is not None:
+            if handler is not None:
                 handling_seconds(action).observe(time.perf_counter() - started)
+
+    def _refusal(self, action: str, route: Route | None, unique_id: str) -> RpcError:
+        if isinstance(route, NotSupported):
+            return RpcError("NotSupported", f"{action}: {route.why}", unique_id)
+        if action in self.version.known_actions():
+            return RpcError("NotSupported", f"{action} is not supported from a charger", unique_id)
+        return RpcError("NotImplemented", f"unknown action {action!r}", unique_id)
 
     async def _send_error(self, err: RpcError) -> None:
         OCPP_CALL_ERRORS.labels(err.code, "out").inc()
         await self._send(pack_error(err))
 
-    async def _send(self, message: str) -> None:  # type: ignore[override]
+    async def _send(self, message: str) -> None:
         try:
             await self._connection.send(message)
         except ConnectionClosed:
@@ -209,12 +184,6 @@ class ChargerSession(ChargePoint):
             ]
         )
 
-    @on("Heartbeat")
-    async def on_heartbeat(self, p: dict[str, Any]) -> dict[str, Any]:
-        """Same in every version: refreshes last_seen, tells the time."""
-        await self.emit(Heartbeat())
-        return {"currentTime": ocpp_time()}
-
     async def register_boot(self, boot: Booted) -> dict[str, Any]:
         """Decide Accepted / Pending / Rejected from the operator's admission; the BootNotification answer
         (the same three fields in every version)."""
@@ -229,18 +198,71 @@ class ChargerSession(ChargePoint):
         self.log.info("boot %s (%s %s, firmware %s)", status, boot.vendor, boot.model, boot.firmware_version)
         return {"status": status, "currentTime": ocpp_time(), "interval": interval}
 
+    async def record_start(self, start: TransactionStarted, *, issue_id: bool = False) -> TxRecord:
+        """Store a transaction start, once; `issue_id`: the charger has no id for it (1.6), we issue one."""
+        return await self.ctx.store.start_transaction(
+            self.id,
+            transaction_id=None if issue_id else start.transaction_id,
+            evse_id=start.evse_id,
+            connector_id=start.connector_id,
+            id_token=start.id_token,
+            started_at=start.started_at,
+            meter_start_wh=start.meter_start_wh,
+        )
+
+    async def record_end(
+        self,
+        end: TransactionEnded,
+        id_token: str | None,
+        evse_id: int | None = None,
+        connector_id: int | None = None,
+    ) -> TxRecord:
+        """Store a transaction end, once (also of a transaction whose start we never saw)."""
+        return await self.ctx.store.end_transaction(
+            self.id,
+            end.transaction_id,
+            stopped_at=end.stopped_at,
+            meter_stop_wh=end.meter_stop_wh,
+            reason=end.reason,
+            id_token=id_token,
+            evse_id=evse_id,
+            connector_id=connector_id,
+        )
+
     async def authorize(self, id_token: str) -> TokenStatus:
         token = await self.ctx.store.id_token(id_token, utcnow())
         await self.emit(Authorization(id_token, token.status))
         return token
 
+    # -- handlers every version shares (the same payload fields in 1.6 and 2.x) ----------------------------
+
+    async def on_heartbeat(self, p: Payload) -> Payload:
+        """Refreshes last_seen, tells the time."""
+        await self.emit(Heartbeat())
+        return {"currentTime": ocpp_time()}
+
+    async def on_firmware_status(self, p: Payload) -> Payload:
+        """FirmwareStatusNotification (1.6 has no requestId)."""
+        await self.emit(FirmwareStatus(p["status"], p.get("requestId")))
+        return {}
+
+    async def on_log_status(self, p: Payload) -> Payload:
+        """LogStatusNotification (1.6 security extension and 2.x)."""
+        await self.emit(LogStatus(p["status"], p.get("requestId")))
+        return {}
+
+    async def on_security_event(self, p: Payload) -> Payload:
+        """SecurityEventNotification (1.6 security extension and 2.x)."""
+        await self.emit(SecurityEvent(p["type"], p.get("techInfo")), reported_at=parse_time(p["timestamp"]))
+        return {}
+
     # -- sending ------------------------------------------------------------------------------------------
 
     async def execute(self, action: str, payload: dict[str, Any], timeout: float) -> CommandReply:
         """Send one CSMS-initiated call (OCPP field names in and out) and wait for the charger's answer.
-        Neutral `chargeops.*` actions (see `limits`, `der`) are first turned into this version's OCPP call,
-        and a DER action's answer back into neutral words."""
-        neutral_der = action in DER_ACTIONS
+        Neutral `chargeops.*` commands are first turned into this version's OCPP call, and where they have
+        neutral answers (DER) the answer back into neutral words (`ocpp_gateway.commands`)."""
+        command = action
         try:
             action, payload = to_ocpp(self.version, action, payload)
         except Unsupported as err:
@@ -259,7 +281,7 @@ class ChargerSession(ChargePoint):
             return CommandReply(
                 "invalid", error_code=err.code, description=err.description, details=err.details
             )
-        problem = await url_problem(action, payload, URL_FIELDS, self.ctx.settings.allow_private_urls)
+        problem = await url_problem(action, payload, self.ctx.settings.allow_private_urls)
         if problem:
             return CommandReply("invalid", error_code="UrlRefused", description=problem)
         async with self._call_lock:
@@ -291,9 +313,7 @@ class ChargerSession(ChargePoint):
             return CommandReply(
                 "bad_response", payload=answer.payload, error_code=err.code, description=err.description
             )
-        return CommandReply(
-            "result", payload=reply_from_ocpp(answer.payload) if neutral_der else answer.payload
-        )
+        return CommandReply("result", payload=from_ocpp(command, answer.payload))
 
     async def close(self, code: int = 1000, reason: str = "") -> None:
         await self._connection.close(code, reason)

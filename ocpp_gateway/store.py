@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Protocol
 
 from sqlalchemy import bindparam, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -43,6 +44,65 @@ class TokenStatus:
     status: str
     expiry: datetime | None = None
     group_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class TxRecord:
+    """A transaction as the store holds it: the id it goes by (issued here for 1.6) and where it runs."""
+
+    transaction_id: str
+    evse_id: int | None
+    connector_id: int | None
+
+    @classmethod
+    def of(cls, row: Transaction) -> TxRecord:
+        return cls(row.transaction_id, row.evse_id, row.connector_id)
+
+
+class Store(Protocol):
+    """What sessions and the handshake ask of storage (`GatewayStore`; an in-memory one in the tests)."""
+
+    async def charger(self, charger_id: str) -> ChargerAuth | None: ...
+
+    async def admit_unknown(self, charger_id: str, admission: str) -> ChargerAuth: ...
+
+    async def record_boot(self, charger_id: str, boot: Booted, at: datetime) -> None: ...
+
+    async def id_token(self, id_token: str, now: datetime) -> TokenStatus: ...
+
+    async def start_transaction(
+        self,
+        charger_id: str,
+        *,
+        transaction_id: str | None,
+        evse_id: int,
+        connector_id: int,
+        id_token: str | None,
+        started_at: datetime,
+        meter_start_wh: float | None,
+    ) -> TxRecord: ...
+
+    async def update_transaction(
+        self,
+        charger_id: str,
+        transaction_id: str,
+        *,
+        seq_no: int | None = None,
+        meter_wh: float | None = None,
+    ) -> bool: ...
+
+    async def end_transaction(
+        self,
+        charger_id: str,
+        transaction_id: str,
+        *,
+        stopped_at: datetime,
+        meter_stop_wh: float | None,
+        reason: str | None,
+        id_token: str | None = None,
+        evse_id: int | None = None,
+        connector_id: int | None = None,
+    ) -> TxRecord: ...
 
 
 class GatewayStore:
@@ -91,12 +151,6 @@ class GatewayStore:
                 )
             )
 
-    async def set_firmware_version(self, charger_id: str, version: str) -> None:
-        async with self._sessions() as session, session.begin():
-            await session.execute(
-                update(Charger).where(Charger.id == charger_id).values(firmware_version=version)
-            )
-
     async def id_token(self, id_token: str, now: datetime) -> TokenStatus:
         """Accepted / Blocked / Expired / Invalid for this token as of `now`, with its expiry."""
         async with self._sessions() as session:
@@ -118,7 +172,7 @@ class GatewayStore:
         id_token: str | None,
         started_at: datetime,
         meter_start_wh: float | None,
-    ) -> Transaction:
+    ) -> TxRecord:
         """Record a transaction start, once. A 1.6 start (no `transaction_id`) gets the row's id as its id;
         a replay of the same start (same charger, connector, token, time, meter) returns the same row."""
         key = [charger_id, transaction_id, connector_id, id_token, started_at.isoformat(), meter_start_wh]
@@ -128,7 +182,7 @@ class GatewayStore:
                 await session.execute(select(Transaction).where(Transaction.start_key == start_key))
             ).scalar_one_or_none()
             if existing is not None:
-                return existing
+                return TxRecord.of(existing)
             if transaction_id is not None:
                 row = (
                     await session.execute(
@@ -146,7 +200,7 @@ class GatewayStore:
                     )
                     row.meter_start_wh = meter_start_wh if meter_start_wh is not None else row.meter_start_wh
                     row.start_key = start_key
-                    return row
+                    return TxRecord.of(row)
             row = Transaction(
                 charger_id=charger_id,
                 transaction_id=transaction_id or "",
@@ -162,7 +216,7 @@ class GatewayStore:
             await session.flush()
             if transaction_id is None:
                 row.transaction_id = str(row.id)
-            return row
+            return TxRecord.of(row)
 
     async def update_transaction(
         self,
@@ -194,7 +248,7 @@ class GatewayStore:
         id_token: str | None = None,
         evse_id: int | None = None,
         connector_id: int | None = None,
-    ) -> Transaction:
+    ) -> TxRecord:
         """Close a transaction, idempotently; an end whose start we never saw still makes a (closed) row."""
         async with self._sessions() as session, session.begin():
             row = await self._tx(session, charger_id, transaction_id)
@@ -217,7 +271,7 @@ class GatewayStore:
                     row.meter_last_wh is None or meter_stop_wh > row.meter_last_wh
                 ):
                     row.meter_last_wh = meter_stop_wh
-            return row
+            return TxRecord.of(row)
 
     async def _tx(self, session: AsyncSession, charger_id: str, transaction_id: str) -> Transaction | None:
         return (

@@ -1,4 +1,5 @@
-"""Battery swaps: OCPP 2.1 `BatterySwap`, and the same facts from 1.6 / 2.0.1 stations by DataTransfer.
+"""Battery swaps: OCPP 2.1 `BatterySwap`, and the same facts from 1.6 / 2.0.1 stations by DataTransfer; the
+neutral swap request (`chargeops.RequestBatterySwap`) as OCPP 2.1 RequestBatterySwap.
 
 Older stations send `DataTransfer` with vendorId `org.chargeops.swap`, messageId `BatterySwap` and
 `data` = the 2.1 BatterySwapRequest payload as a JSON string; it is validated against the 2.1 schema, so
@@ -11,9 +12,9 @@ from __future__ import annotations
 from typing import Any
 
 import orjson
-from ocpp.routing import on
 
 from chargeops.events import BatterySwapped, Reported
+from ocpp_gateway.routes import Reporting
 from ocpp_gateway.rpc import RpcError, validate
 from ocpp_gateway.versions import V21
 
@@ -70,17 +71,29 @@ def swap_from_data_transfer(data: Any) -> BatterySwapped | None:
     return swap_event(payload)
 
 
-class SwapReports:
-    """Mixed into every version's session: DataTransfer carrying a swap becomes a swap, any other
-    DataTransfer is stored as reported and answered UnknownVendorId."""
+async def on_data_transfer(session: Reporting, p: Payload) -> Payload:
+    """Every version's DataTransfer handler: one carrying a swap becomes a swap, any other is stored as
+    reported and answered UnknownVendorId."""
+    if p.get("vendorId") != SWAP_VENDOR_ID:
+        await session.emit(Reported("DataTransfer", p))
+        return {"status": "UnknownVendorId"}
+    swap = swap_from_data_transfer(p.get("data")) if p.get("messageId") == "BatterySwap" else None
+    if swap is None:
+        return {"status": "Rejected"}
+    await session.emit(swap)
+    return {"status": "Accepted"}
 
-    @on("DataTransfer")
-    async def on_data_transfer(self, p: Payload) -> Payload:
-        if p.get("vendorId") != SWAP_VENDOR_ID:
-            await self.emit(Reported("DataTransfer", p))  # type: ignore[attr-defined]
-            return {"status": "UnknownVendorId"}
-        swap = swap_from_data_transfer(p.get("data")) if p.get("messageId") == "BatterySwap" else None
-        if swap is None:
-            return {"status": "Rejected"}
-        await self.emit(swap)  # type: ignore[attr-defined]
-        return {"status": "Accepted"}
+
+async def on_battery_swap(session: Reporting, p: Payload) -> Payload:
+    """OCPP 2.1 BatterySwap: BatteryIn / BatteryOut / BatteryOutTimeout of a swap station (part 2, S)."""
+    await session.emit(swap_event(p))
+    return {}
+
+
+def request_battery_swap(p: Payload) -> Payload:
+    """The RequestBatterySwapRequest for a neutral `{"request_id", "id_token", "id_token_type"?}` (the
+    schema check follows in the session)."""
+    return {
+        "requestId": p.get("request_id"),
+        "idToken": {"idToken": p.get("id_token"), "type": p.get("id_token_type", "ISO14443")},
+    }

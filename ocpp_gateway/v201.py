@@ -1,35 +1,43 @@
-"""OCPP 2.0.1 (and 2.1, which extends it): thin handlers mapping payloads onto neutral events and answers."""
+"""OCPP 2.0.1 (which 2.1 extends, `v21`): pure mappings of 2.0.1 payloads onto neutral events, the thin
+handlers that store and answer them, and the route table."""
 
 from __future__ import annotations
 
-from typing import Any
-
-from ocpp.routing import on
+from dataclasses import dataclass
 
 from chargeops.events import (
     Body,
     Booted,
     FaultReported,
-    FirmwareStatus,
-    LogStatus,
+    MeterValues,
     Reported,
-    SecurityEvent,
     StatusChanged,
     TransactionEnded,
     TransactionStarted,
     TransactionUpdated,
 )
-from ocpp_gateway.der import DerReports
+from ocpp_gateway import swaps
 from ocpp_gateway.meter import energy_wh, meter_events, samples_of
+from ocpp_gateway.routes import Payload, StoreOnly
 from ocpp_gateway.session import ChargerSession
-from ocpp_gateway.swaps import SwapReports, swap_event
 from ocpp_gateway.times import ocpp_time, parse_time
-from ocpp_gateway.versions import V21, V201
-
-Payload = dict[str, Any]
+from ocpp_gateway.versions import V201
 
 # Component variables whose value "true" means something is broken (OCPP 2.0.1 part 2, appendix 3).
 PROBLEM_VARIABLES = frozenset({"Problem", "Fault", "Tripped", "Overheated", "Overload", "Failed", "Alarm"})
+
+# -- payload → neutral (pure) ---------------------------------------------------------------------------
+
+
+def boot_of(p: Payload) -> Booted:
+    station = p["chargingStation"]
+    return Booted(
+        vendor=station["vendorName"],
+        model=station["model"],
+        serial_number=station.get("serialNumber"),
+        firmware_version=station.get("firmwareVersion"),
+        reason=p["reason"],
+    )
 
 
 def fault_of(event: Payload) -> FaultReported | None:
@@ -52,135 +60,104 @@ def fault_of(event: Payload) -> FaultReported | None:
     )
 
 
-class Session201(SwapReports, ChargerSession):
+def notify_event_events(p: Payload) -> list[Body]:
+    """A NotifyEvent as sent (the device model is not interpreted yet), and the faults it reports."""
+    return [Reported("NotifyEvent", p), *(f for f in map(fault_of, p["eventData"]) if f is not None)]
+
+
+@dataclass(slots=True)
+class TransactionFacts:
+    """What one TransactionEvent says, in neutral words. Which of it is recorded is the handler's decision
+    with the store: an event of a transaction heard of for the first time starts it, whatever its type."""
+
+    event_type: str
+    seq_no: int
+    start: TransactionStarted  # meter_start_wh only from a Started event
+    end: TransactionEnded | None
+    update: TransactionUpdated | None
+    meter: list[MeterValues]
+    meter_wh: float | None  # the latest main energy register in the event
+
+
+def transaction_facts(p: Payload) -> TransactionFacts:
+    info = p["transactionInfo"]
+    tx_id = info["transactionId"]
+    at = parse_time(p["timestamp"])
+    evse = p.get("evse") or {}
+    evse_id, connector_id = evse.get("id", 0), evse.get("connectorId", 0)
+    token = (p.get("idToken") or {}).get("idToken")
+    samples = samples_of(p.get("meterValue") or [])
+    kind = p["eventType"]
+    meter_start = None
+    if kind == "Started":
+        meter_start = energy_wh(samples, "Transaction.Begin")
+        if meter_start is None:
+            meter_start = energy_wh(samples)
+    end = update = None
+    if kind == "Ended":
+        meter_stop = energy_wh(samples, "Transaction.End") or energy_wh(samples)
+        end = TransactionEnded(tx_id, at, meter_stop, info.get("stoppedReason", "Local"))
+    elif kind == "Updated":
+        offline = bool(p.get("offline"))
+        update = TransactionUpdated(tx_id, p["seqNo"], p["triggerReason"], info.get("chargingState"), offline)
+    return TransactionFacts(
+        event_type=kind,
+        seq_no=p["seqNo"],
+        start=TransactionStarted(tx_id, evse_id, connector_id, token, at, meter_start),
+        end=end,
+        update=update,
+        meter=meter_events(p.get("meterValue") or [], evse_id, connector_id, tx_id),
+        meter_wh=energy_wh(samples),
+    )
+
+
+# -- handlers -------------------------------------------------------------------------------------------
+
+
+class Session201(ChargerSession):
     version = V201
-    STORE_ONLY = {
-        "SignCertificate": {"status": "Rejected"},
-        "Get15118EVCertificate": {"status": "Failed", "exiResponse": ""},
-        "GetCertificateStatus": {"status": "Failed"},
-        "NotifyEVChargingNeeds": {"status": "Rejected"},
-        "NotifyEVChargingSchedule": {"status": "Accepted"},
-        **{
-            action: {}
-            for action in (
-                "ClearedChargingLimit",
-                "NotifyChargingLimit",
-                "NotifyCustomerInformation",
-                "NotifyDisplayMessages",
-                "NotifyMonitoringReport",
-                "NotifyReport",
-                "PublishFirmwareStatusNotification",
-                "ReportChargingProfiles",
-                "ReservationStatusUpdate",
-            )
-        },
-    }
 
-    @on("BootNotification")
     async def on_boot_notification(self, p: Payload) -> Payload:
-        station = p["chargingStation"]
-        boot = Booted(
-            vendor=station["vendorName"],
-            model=station["model"],
-            serial_number=station.get("serialNumber"),
-            firmware_version=station.get("firmwareVersion"),
-            reason=p["reason"],
-        )
-        return await self.register_boot(boot)
+        return await self.register_boot(boot_of(p))
 
-    @on("StatusNotification")
     async def on_status_notification(self, p: Payload) -> Payload:
-        await self.emit(
-            StatusChanged(p["evseId"], p["connectorId"], p["connectorStatus"]),
-            reported_at=parse_time(p["timestamp"]),
-        )
+        status = StatusChanged(p["evseId"], p["connectorId"], p["connectorStatus"])
+        await self.emit(status, reported_at=parse_time(p["timestamp"]))
         return {}
 
-    @on("NotifyEvent")
     async def on_notify_event(self, p: Payload) -> Payload:
-        faults = [f for f in map(fault_of, p["eventData"]) if f is not None]
-        await self.emit(Reported("NotifyEvent", p), *faults, reported_at=parse_time(p["generatedAt"]))
+        await self.emit(*notify_event_events(p), reported_at=parse_time(p["generatedAt"]))
         return {}
 
-    @on("MeterValues")
     async def on_meter_values(self, p: Payload) -> Payload:
         await self.emit(*meter_events(p["meterValue"], p["evseId"], 0, None))
         return {}
 
-    @on("Authorize")
     async def on_authorize(self, p: Payload) -> Payload:
         return {"idTokenInfo": await self.id_token_info(p["idToken"])}
 
-    @on("TransactionEvent")
     async def on_transaction_event(self, p: Payload) -> Payload:
-        info = p["transactionInfo"]
-        tx_id = info["transactionId"]
-        at = parse_time(p["timestamp"])
-        evse = p.get("evse") or {}
-        evse_id, connector_id = evse.get("id", 0), evse.get("connectorId", 0)
-        token = (p.get("idToken") or {}).get("idToken")
-        samples = samples_of(p.get("meterValue") or [])
-        store = self.ctx.store
+        facts = transaction_facts(p)
+        start, end, tx_id = facts.start, facts.end, facts.start.transaction_id
         response: Payload = {}
         if p.get("idToken"):
             response["idTokenInfo"] = await self.id_token_info(p["idToken"])
+        store = self.ctx.store
         events: list[Body] = []
-        kind = p["eventType"]
-        if kind == "Started" or not await store.update_transaction(
-            self.id, tx_id, seq_no=p["seqNo"], meter_wh=energy_wh(samples)
+        if facts.event_type == "Started" or not await store.update_transaction(
+            self.id, tx_id, seq_no=facts.seq_no, meter_wh=facts.meter_wh
         ):
-            meter_start = energy_wh(samples, "Transaction.Begin") if kind == "Started" else None
-            if meter_start is None and kind == "Started":
-                meter_start = energy_wh(samples)
-            await store.start_transaction(
-                self.id,
-                transaction_id=tx_id,
-                evse_id=evse_id,
-                connector_id=connector_id,
-                id_token=token,
-                started_at=at,
-                meter_start_wh=meter_start,
-            )
-            await store.update_transaction(self.id, tx_id, seq_no=p["seqNo"])
-            events.append(TransactionStarted(tx_id, evse_id, connector_id, token, at, meter_start))
-        if kind == "Ended":
-            meter_stop = energy_wh(samples, "Transaction.End") or energy_wh(samples)
-            reason = info.get("stoppedReason", "Local")
-            await store.end_transaction(
-                self.id,
-                tx_id,
-                stopped_at=at,
-                meter_stop_wh=meter_stop,
-                reason=reason,
-                id_token=token,
-                evse_id=evse_id,
-                connector_id=connector_id,
-            )
-            events.append(TransactionEnded(tx_id, at, meter_stop, reason))
-        elif kind == "Updated":
-            events.append(
-                TransactionUpdated(
-                    tx_id, p["seqNo"], p["triggerReason"], info.get("chargingState"), bool(p.get("offline"))
-                )
-            )
-        events.extend(meter_events(p.get("meterValue") or [], evse_id, connector_id, tx_id))
-        await self.emit(*events, reported_at=at)
+            await self.record_start(start)
+            await store.update_transaction(self.id, tx_id, seq_no=facts.seq_no)
+            events.append(start)
+        if end is not None:
+            await self.record_end(end, start.id_token, start.evse_id, start.connector_id)
+            events.append(end)
+        elif facts.update is not None:
+            events.append(facts.update)
+        events.extend(facts.meter)
+        await self.emit(*events, reported_at=start.started_at)
         return response
-
-    @on("FirmwareStatusNotification")
-    async def on_firmware_status(self, p: Payload) -> Payload:
-        await self.emit(FirmwareStatus(p["status"], p.get("requestId")))
-        return {}
-
-    @on("LogStatusNotification")
-    async def on_log_status(self, p: Payload) -> Payload:
-        await self.emit(LogStatus(p["status"], p.get("requestId")))
-        return {}
-
-    @on("SecurityEventNotification")
-    async def on_security_event(self, p: Payload) -> Payload:
-        await self.emit(SecurityEvent(p["type"], p.get("techInfo")), reported_at=parse_time(p["timestamp"]))
-        return {}
 
     async def id_token_info(self, id_token: Payload) -> Payload:
         """IdTokenInfo for an idToken; the central (non-local) token types are checked against our list."""
@@ -194,15 +171,34 @@ class Session201(SwapReports, ChargerSession):
             info["groupIdToken"] = {"idToken": token.group_id, "type": "Central"}
         return info
 
-
-class Session21(DerReports, Session201):
-    """OCPP 2.1 keeps 2.0.1's messages for everything 2.0.1 has; the additions come with their features
-    (battery swaps here, DER control in `der`)."""
-
-    version = V21
-
-    @on("BatterySwap")
-    async def on_battery_swap(self, p: Payload) -> Payload:
-        """BatteryIn / BatteryOut / BatteryOutTimeout of a swap station (OCPP 2.1 part 2, section S)."""
-        await self.emit(swap_event(p))
-        return {}
+    # Every charger-initiated action of OCPP 2.0.1. Those with no feature behind them yet are stored as
+    # sent and answered so that the charger goes on: no certificate authority, OCSP responder or ISO 15118
+    # backend (refused or Failed), no smart-charging negotiation with the EV (Rejected, or Accepted for a
+    # schedule it only reports), and device-model reports that are kept but not interpreted.
+    ROUTES = {
+        "Authorize": on_authorize,
+        "BootNotification": on_boot_notification,
+        "ClearedChargingLimit": StoreOnly({}),
+        "DataTransfer": swaps.on_data_transfer,
+        "FirmwareStatusNotification": ChargerSession.on_firmware_status,
+        "Get15118EVCertificate": StoreOnly({"status": "Failed", "exiResponse": ""}),
+        "GetCertificateStatus": StoreOnly({"status": "Failed"}),
+        "Heartbeat": ChargerSession.on_heartbeat,
+        "LogStatusNotification": ChargerSession.on_log_status,
+        "MeterValues": on_meter_values,
+        "NotifyChargingLimit": StoreOnly({}),
+        "NotifyCustomerInformation": StoreOnly({}),
+        "NotifyDisplayMessages": StoreOnly({}),
+        "NotifyEVChargingNeeds": StoreOnly({"status": "Rejected"}),
+        "NotifyEVChargingSchedule": StoreOnly({"status": "Accepted"}),
+        "NotifyEvent": on_notify_event,
+        "NotifyMonitoringReport": StoreOnly({}),
+        "NotifyReport": StoreOnly({}),
+        "PublishFirmwareStatusNotification": StoreOnly({}),
+        "ReportChargingProfiles": StoreOnly({}),
+        "ReservationStatusUpdate": StoreOnly({}),
+        "SecurityEventNotification": ChargerSession.on_security_event,
+        "SignCertificate": StoreOnly({"status": "Rejected"}),
+        "StatusNotification": on_status_notification,
+        "TransactionEvent": on_transaction_event,
+    }

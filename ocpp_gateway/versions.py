@@ -1,5 +1,10 @@
 """What differs between OCPP versions at the RPC layer: subprotocol, schema files, error-code spellings, and
-which side initiates each action. Nothing else in the gateway branches on a version string."""
+which side initiates each action.
+
+Not all version differences live here: each version has its session class (`v16`, `v201`, `v21`) with its
+route table and handlers; the neutral-command translations (`commands`, `limits`) branch on the version
+object where a message exists only in 2.1 or its payload differs; and `rpc` accepts the SEND and
+CALLRESULTERROR frames only on 2.1."""
 
 from __future__ import annotations
 

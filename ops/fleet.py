@@ -8,7 +8,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from chargeops.db.models import Charger
-from ocpp_gateway.auth import hash_password
+from chargeops.passwords import hash_password
 
 
 class ChargerExists(Exception):

@@ -22,6 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from chargeops import clock
 from chargeops.db.engine import stored_utc
 from chargeops.db.ops_models import ModelPart, Part, StockMovement, Ticket, TicketOccurrence
+from chargeops.logs import for_charger
 from ops import supply, tickets
 from ops.inventory import move
 from ops.registry import parts_for, placement
@@ -94,14 +95,7 @@ async def _open(session: AsyncSession, obs: Observation, book: RuleBook, rule: R
     )
     await tickets.create(session, ticket, "ops-engine", note=f"{obs.event} {obs.code}".strip())
     session.add(TicketOccurrence(ticket_id=ticket.id, event_id=obs.key))
-    log.info(
-        "cp=%s ticket %d opened: %s (%s)",
-        obs.charger_id,
-        ticket.id,
-        rule.id,
-        ticket.priority,
-        extra={"charge_point_id": obs.charger_id},
-    )
+    for_charger(log, obs.charger_id).info("ticket %d opened: %s (%s)", ticket.id, rule.id, ticket.priority)
     await _book(session, ticket, [(p["sku"], "reserve", int(p["qty"])) for p in ticket.parts], "ops-engine")
     return ticket
 
@@ -156,15 +150,13 @@ async def _reserve_more(session: AsyncSession, ticket: Ticket, rule: Rule) -> li
         cap = contains.get(sku, qty)
         extra = min(qty, cap - held.get(sku, 0))
         if extra <= 0:
-            log.info(
-                "cp=%s ticket %d: %s already holds %d %s (the charger has %d), none more reserved",
-                ticket.charger_id,
+            for_charger(log, ticket.charger_id).info(
+                "ticket %d: %s already holds %d %s (the charger has %d), none more reserved",
                 ticket.id,
                 rule.id,
                 held.get(sku, 0),
                 sku,
                 cap,
-                extra={"charge_point_id": ticket.charger_id},
             )
             continue
         mine = next((p for p in parts if p["sku"] == sku), None)
@@ -175,13 +167,8 @@ async def _reserve_more(session: AsyncSession, ticket: Ticket, rule: Rule) -> li
         added.append((sku, "reserve", extra))
     if added:
         ticket.parts = parts  # a new list: the JSON column sees the change
-        log.info(
-            "cp=%s ticket %d: new failure, reserved %s",
-            ticket.charger_id,
-            ticket.id,
-            ", ".join(f"{sku} × {qty}" for sku, _, qty in added),
-            extra={"charge_point_id": ticket.charger_id},
-        )
+        reserved = ", ".join(f"{sku} × {qty}" for sku, _, qty in added)
+        for_charger(log, ticket.charger_id).info("ticket %d: new failure, reserved %s", ticket.id, reserved)
     return added
 
 

@@ -28,10 +28,11 @@ from datetime import datetime, timedelta
 from sqlalchemy import delete
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from chargeops.commands import CLEAR_DER_CONTROL, PLANNER_CONTROL_ID, SET_DISCHARGE_LIMIT
 from chargeops.db.engine import insert_for, stored_utc
 from chargeops.db.ops_models import DischargeLimit, Site, SiteTelemetry
 from chargeops.events import utcnow
-from ocpp_gateway.der import CLEAR_DER_CONTROL, PLANNER_CONTROL_ID, SET_DISCHARGE_LIMIT
+from chargeops.logs import for_charger
 from ops.sharing import water_fill
 from telemetry import metrics as m
 from telemetry.bus import Bus
@@ -148,15 +149,13 @@ class DischargeControl:
         else:
             reply = await self._bus.request(c.id, SET_DISCHARGE_LIMIT, {"pct": pct}, self._timeout)
         status = str(reply.payload.get("status", "?")) if reply.outcome == "result" else reply.outcome
-        log.log(
+        for_charger(log, c.id).log(
             logging.INFO if status in ("Accepted", "NotFound") else logging.WARNING,
-            "cp=%s site=%s discharge cap %s: %s %s",
-            c.id,
+            "site=%s discharge cap %s: %s %s",
             site_id,
             "cleared" if pct is None else f"{pct:.0f} %",
             status,
             reply.description or "",
-            extra={"charge_point_id": c.id},
         )
         async with self._sessions() as session:
             if pct is None and status in ("Accepted", "NotFound"):

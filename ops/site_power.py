@@ -31,12 +31,13 @@ from datetime import datetime, timedelta
 from sqlalchemy import Float, Integer, String, bindparam, select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from chargeops.commands import SET_POWER_LIMIT
 from chargeops.db.engine import insert_for, stored_utc
 from chargeops.db.models import TZ, Charger, Transaction
 from chargeops.db.ops_models import ChargerLimit, DischargeLimit, Site, SiteTelemetry
 from chargeops.events import Booted, Event, TransactionEnded, TransactionStarted, utcnow
+from chargeops.logs import for_charger
 from chargeops.settings import Settings
-from ocpp_gateway.limits import POWER_LIMIT_ACTION
 from ops.sharing import water_fill
 from ops.site_discharge import DER_PROTOCOL, DischargeControl, DischargePlan, V2xCharger
 from telemetry import metrics as m
@@ -368,18 +369,11 @@ class SitePlanner(Periodic):
 
     async def _send_one(self, site_id: str, charger_id: str, watts: float) -> None:
         sent_at = utcnow()
-        reply = await self._bus.request(charger_id, POWER_LIMIT_ACTION, {"limit_w": watts}, self._timeout)
+        reply = await self._bus.request(charger_id, SET_POWER_LIMIT, {"limit_w": watts}, self._timeout)
         status = str(reply.payload.get("status", "?")) if reply.outcome == "result" else reply.outcome
         level = logging.INFO if status == "Accepted" else logging.WARNING
-        log.log(
-            level,
-            "cp=%s site=%s power limit %.0f W: %s %s",
-            charger_id,
-            site_id,
-            watts,
-            status,
-            reply.description or "",
-            extra={"charge_point_id": charger_id},
+        for_charger(log, charger_id).log(
+            level, "site=%s power limit %.0f W: %s %s", site_id, watts, status, reply.description or ""
         )
         async with self._sessions() as session:
             dialect = (await session.connection()).dialect.name

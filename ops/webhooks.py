@@ -39,7 +39,7 @@ from sqlalchemy.orm import aliased
 from chargeops.db.ops_models import OutboxMessage, WebhookSubscription
 from chargeops.events import utcnow
 from chargeops.settings import Settings
-from ocpp_gateway.urls import url_refusal
+from chargeops.urls import url_refusal
 from telemetry.metrics import DATABASE_ERRORS, WEBHOOK_DELIVERIES, WEBHOOK_OUTBOX_PENDING
 from telemetry.periodic import Background
 

@@ -10,9 +10,9 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from chargeops.commands import CommandReply
 from chargeops.events import Event
 from chargeops.settings import Settings
 from telemetry.metrics import events_published
@@ -20,18 +20,6 @@ from telemetry.metrics import events_published
 log = logging.getLogger(__name__)
 
 EventHandler = Callable[[Sequence[Event]], Awaitable[None]]
-
-
-@dataclass(slots=True)
-class CommandReply:
-    """Outcome of a CSMS-initiated call: `result` (payload as the charger sent it), `error` (its CALLERROR),
-    `invalid` (our side refused the payload), `timeout` or `not_connected`."""
-
-    outcome: str
-    payload: dict[str, Any] = field(default_factory=dict)
-    error_code: str | None = None
-    description: str | None = None
-    details: dict[str, Any] = field(default_factory=dict)
 
 
 CommandExecutor = Callable[[str, dict[str, Any], float], Awaitable[CommandReply]]

@@ -177,7 +177,7 @@ class SiteTelemetrySubscriber(Background):
         key = unquote(parts[-2])
         model, store, what = _KINDS[parts[-3]]
         try:
-            report = model.model_validate_json(msg.payload)  # type: ignore[arg-type]
+            report = model.model_validate_json(msg.payload)
         except ValidationError as exc:
             log.warning("%s=%s bad telemetry dropped: %s", what, key, _reason(exc))
             return

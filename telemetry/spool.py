@@ -128,7 +128,7 @@ class Spool:
 
     async def head(self, limit: int) -> list[tuple[int, str, bytes, int]]:
         """The oldest `limit` committed messages as `(id, topic, payload, events)`."""
-        return await self._run(self._head, limit)  # type: ignore[no-any-return]
+        return await self._run(self._head, limit)
 
     def _head(self, limit: int) -> list[tuple[int, str, bytes, int]]:
         assert self._db is not None

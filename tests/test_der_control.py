@@ -21,22 +21,22 @@ from ocpp.v21.datatypes import FixedPFGetType, FixedPFType
 from prometheus_client import REGISTRY
 from sqlalchemy import func, select
 
+from chargeops.commands import (
+    CLEAR_DER_CONTROL,
+    DER_CONTROL_TYPES,
+    GET_DER_CONTROLS,
+    PLANNER_CONTROL_ID,
+    SET_DER_CONTROL,
+    SET_DISCHARGE_LIMIT,
+)
 from chargeops.db.models import MeterSample, StoredEvent
 from chargeops.db.ops_models import DischargeLimit, Site, SiteTelemetry
 from chargeops.events import DerAlarm, Event, utcnow
 from firmware_stubs import EV, SimEnvironment, SimulatedCharger
 from firmware_stubs.der import DerControls
 from firmware_stubs.fleet import FleetConfig, build_fleet, run_fleet
-from ocpp_gateway.der import (
-    CLEAR_DER_CONTROL,
-    GET_DER_CONTROLS,
-    PLANNER_CONTROL_ID,
-    SET_DER_CONTROL,
-    SET_DISCHARGE_LIMIT,
-    Unsupported,
-    reported_controls,
-)
-from ocpp_gateway.limits import to_ocpp
+from ocpp_gateway.commands import Unsupported, to_ocpp
+from ocpp_gateway.der import SETTING_FIELD, reported_controls
 from ocpp_gateway.rpc import RpcError, validate
 from ocpp_gateway.versions import V16, V21, V201
 from ops.demo import seed_id_tokens
@@ -369,6 +369,8 @@ def test_neutral_der_actions_per_version() -> None:
     for version in (V16, V201):
         with pytest.raises(Unsupported):
             to_ocpp(version, SET_DISCHARGE_LIMIT, {"pct": 50})
+    # the kernel's control types (what ops may ask for) are the 2.1 schema's
+    assert set(SETTING_FIELD) == DER_CONTROL_TYPES
 
 
 def test_simulated_charger_reports_what_the_21_schema_says() -> None:

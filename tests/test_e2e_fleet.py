@@ -20,17 +20,10 @@ from ops.runtime import Runtime
 from tests.conftest import StartRuntime
 from tests.csms_payloads import V16_CALLS, V201_CALLS
 from tests.ocpp_client import raw_charger
+from tests.waiting import until
 
 ADMIN = {"Authorization": "Bearer test-admin-token"}
 PROTOCOLS = ["ocpp1.6", "ocpp2.0.1"]
-
-
-async def until(predicate: Callable[[], bool], timeout: float = 10.0) -> None:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while not predicate():
-        if asyncio.get_running_loop().time() > deadline:
-            raise TimeoutError("condition not reached")
-        await asyncio.sleep(0.05)
 
 
 class Stack:
@@ -57,7 +50,7 @@ class Stack:
 
     async def charger(
         self, cp_id: str, protocol: str, *, connectors: int = 2, password: str = "sim-password-1234"
-    ):  # type: ignore[no-untyped-def]
+    ) -> SimulatedCharger:
         r = await self.api.post("/api/chargers", json={"id": cp_id, "password": password, "site": "north"})
         assert r.status_code == 201, r.text
         cp = SimulatedCharger(

@@ -15,7 +15,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -36,6 +36,7 @@ from chargeops.settings import Settings
 from ops.runtime import Runtime
 from telemetry.bus import CommandReply
 from telemetry.mqtt_bus import MqttBus
+from tests.waiting import until
 
 BROKER = "mqtt://127.0.0.1:1883"
 ROOT = Path(__file__).resolve().parent.parent
@@ -99,13 +100,6 @@ class Collector:
         if self.hang:
             await asyncio.Event().wait()
         self.events.extend(events)
-
-
-async def until(check: Callable[[], bool], timeout: float = 5.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        assert time.monotonic() < deadline, "condition not met in time"
-        await asyncio.sleep(0.01)
 
 
 def sample_events(n: int, charger: str = "CP1") -> list[Event]:

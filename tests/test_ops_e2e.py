@@ -14,7 +14,8 @@ import pytest
 from firmware_stubs import SimEnvironment, SimulatedCharger
 from ops.runtime import Runtime
 from tests.conftest import StartRuntime
-from tests.test_webhooks import Receiver, until, verify
+from tests.test_webhooks import Receiver, verify
+from tests.waiting import until
 
 ADMIN = {"Authorization": "Bearer test-admin-token"}
 FLEET = {

@@ -19,6 +19,7 @@ from websockets.http11 import Request, Response
 from firmware_stubs import EV, SimEnvironment, SimulatedCharger
 from firmware_stubs.fleet import FleetConfig, build_fleet, run_fleet
 from tests.csms_payloads import V16_CALLS, V201_CALLS
+from tests.waiting import until
 
 Payload = dict[str, Any]
 
@@ -125,14 +126,6 @@ class MiniCSMS:
 
     def payloads(self, cp_id: str, action: str) -> list[Payload]:
         return [p for c, a, p, _ in self.received if c == cp_id and a == action]
-
-
-async def until(predicate: Callable[[], bool], timeout: float = 5.0) -> None:
-    async with asyncio.timeout(timeout):
-        while True:
-            if predicate():
-                return
-            await asyncio.sleep(0.02)
 
 
 @pytest.fixture

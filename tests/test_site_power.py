@@ -17,6 +17,7 @@ import pytest
 from prometheus_client import REGISTRY
 from sqlalchemy import func, select
 
+from chargeops.commands import SET_POWER_LIMIT
 from chargeops.db.engine import stored_utc
 from chargeops.db.models import MeterSample, Transaction
 from chargeops.db.ops_models import Battery, BatteryReading, ChargerLimit, Site, SiteTelemetry
@@ -24,24 +25,23 @@ from chargeops.events import utcnow
 from chargeops.settings import Settings
 from firmware_stubs import EV, SimEnvironment, SimulatedCharger
 from firmware_stubs.site_controller import SiteController
-from ocpp_gateway.limits import POWER_LIMIT_ACTION, set_charging_profile, to_ocpp
+from ocpp_gateway.commands import to_ocpp
+from ocpp_gateway.limits import set_charging_profile
 from ocpp_gateway.rpc import validate
 from ocpp_gateway.versions import V16, V21, V201
 from ops.runtime import Runtime
 from ops.site_power import SitePlanner, site_budget, water_fill
 from telemetry.site_telemetry import SiteTelemetrySubscriber
+from tests import waiting
 from tests.conftest import StartRuntime, migrated_sessions
 
 ADMIN = {"Authorization": "Bearer test-admin-token"}
 SITE = "solar-1"
 
 
-async def until(predicate: Callable[[], Awaitable[bool]], timeout: float = 20.0, what: str = "") -> None:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while not await predicate():
-        if asyncio.get_running_loop().time() > deadline:
-            raise TimeoutError(f"not reached within {timeout:g} s: {what}")
-        await asyncio.sleep(0.1)
+def until(predicate: Callable[[], Awaitable[bool]], timeout: float = 20.0, what: str = "") -> Awaitable[None]:
+    """Polls the database or the API: longer and less often than the default."""
+    return waiting.until(predicate, timeout, what, interval=0.1)
 
 
 class SiteStack:
@@ -461,10 +461,10 @@ def test_budget_formula_and_sharing() -> None:
 @pytest.mark.parametrize("version", [V16, V201, V21], ids=lambda v: v.name)
 def test_power_limit_payloads_match_the_schemas(version: Any) -> None:
     for watts in (0, 1300, 9000.0, 12_850.7, 22_000):
-        action, payload = to_ocpp(version, POWER_LIMIT_ACTION, {"limit_w": watts})
+        action, payload = to_ocpp(version, SET_POWER_LIMIT, {"limit_w": watts})
         assert action == "SetChargingProfile" and payload == set_charging_profile(version, watts)
         validate(version, action, payload, response=False, unique_id="t")
     assert to_ocpp(version, "Reset", {"type": "Hard"}) == ("Reset", {"type": "Hard"})
     for bad in ({}, {"limit_w": -1}, {"limit_w": "9000"}, {"limit_w": float("nan")}, {"limit_w": True}):
         with pytest.raises(ValueError):
-            to_ocpp(version, POWER_LIMIT_ACTION, bad)
+            to_ocpp(version, SET_POWER_LIMIT, bad)

@@ -11,7 +11,7 @@ import httpx
 from firmware_stubs import SimEnvironment
 from firmware_stubs.swap_station import SwapStation
 from tests.conftest import StartRuntime
-from tests.test_webhooks import until
+from tests.waiting import until
 
 ADMIN = {"Authorization": "Bearer test-admin-token"}
 

@@ -19,7 +19,7 @@ from ocpp.v21.datatypes import BatteryDataType, IdTokenType
 from ops.runtime import Runtime
 from tests.conftest import StartRuntime
 from tests.ocpp_client import assert_strictly_valid, raw_charger
-from tests.test_webhooks import until
+from tests.waiting import until
 
 ADMIN = {"Authorization": "Bearer test-admin-token"}
 FLEET = {

@@ -7,11 +7,10 @@ import asyncio
 import contextlib
 import hashlib
 import hmac
-import inspect
 import json
 import socket
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from datetime import timedelta
 from typing import Any
 
@@ -32,6 +31,7 @@ from ops.webhooks import WebhookDispatcher
 from telemetry.bus import InProcessBus
 from tests.conftest import migrated_sessions
 from tests.test_api_support import ADMIN_TOKEN, assert_error, bearer, issue_token
+from tests.waiting import until
 
 Sessions = async_sessionmaker[AsyncSession]
 
@@ -75,18 +75,6 @@ class Receiver:
         for headers, body in self.requests:
             seen.setdefault(headers["x-chargeops-delivery"], (headers, body))
         return list(seen.values())
-
-
-async def until(check: Callable[[], bool | Awaitable[bool]], timeout: float = 10.0) -> None:
-    """Poll `check` (plain or async) until it holds; fail after `timeout` seconds."""
-    deadline = time.monotonic() + timeout
-    while not await _value(check()):
-        assert time.monotonic() < deadline, "condition not met in time"
-        await asyncio.sleep(0.02)
-
-
-async def _value(result: bool | Awaitable[bool]) -> bool:
-    return await result if inspect.isawaitable(result) else result
 
 
 def metric(name: str, labels: dict[str, str] | None = None) -> float:

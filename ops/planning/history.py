@@ -25,7 +25,7 @@ from ops.tickets import OPEN_STATES
 HISTORY_DAYS = 365  # demand and orders older than this no longer move a forecast
 DEFAULT_HOLD_DAYS = 3.0  # until the fleet has resolved tickets of its own
 Pair = tuple[str, str]  # (depot, SKU)
-S = TypeVar("S", bound=Select)  # type: ignore[type-arg]
+S = TypeVar("S", bound=Select)
 
 
 @dataclass(slots=True)

@@ -11,13 +11,14 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Path, Query
 
+from chargeops.commands import CommandReply
 from chargeops.db.models import Charger
+from chargeops.logs import for_charger
 from ops.api.auth import Operator
 from ops.api.context import ApiContext, Ctx, Db
 from ops.api.errors import ApiError, documented
 from ops.api.routes.chargers import ChargerIdPath
 from ops.api.schemas import CommandResponse
-from telemetry.bus import CommandReply
 
 log = logging.getLogger(__name__)
 
@@ -53,9 +54,7 @@ async def ask_charger(
     await db.close()
     reply = await ctx.bus.request(charger_id, action, payload, timeout or ctx.settings.call_timeout)
     status = reply.payload.get("status", "") if reply.outcome == "result" else reply.error_code or ""
-    log.info(
-        "cp=%s %s: %s %s", charger_id, action, reply.outcome, status, extra={"charge_point_id": charger_id}
-    )
+    for_charger(log, charger_id).info("%s: %s %s", action, reply.outcome, status)
     return reply
 
 

@@ -1,8 +1,8 @@
 """DER control of bidirectional OCPP 2.1 chargers (part 2, block R): list, set and clear a charger's controls.
 
-The routes speak the neutral bus actions of `ocpp_gateway.der`; the gateway builds the OCPP messages. A list
-asks the charger (GetDERControl) and collects its ReportDERControl parts as they are stored (events of kind
-`der_controls_reported` with the request's id), so it shows what the charger holds, not what we believe.
+The routes speak the neutral DER commands of `chargeops.commands`; the gateway builds the OCPP messages.
+A list asks the charger (GetDERControl) and collects its ReportDERControl parts as they are stored (events of
+kind `der_controls_reported` with the request's id), so it shows what the charger holds, not what we believe.
 """
 
 from __future__ import annotations
@@ -16,16 +16,21 @@ from fastapi import APIRouter, Path, Query
 from pydantic import AwareDatetime, Field, field_validator
 from sqlalchemy import select
 
+from chargeops.commands import (
+    CLEAR_DER_CONTROL,
+    DER_CONTROL_TYPES,
+    GET_DER_CONTROLS,
+    SET_DER_CONTROL,
+    CommandReply,
+)
 from chargeops.db.models import StoredEvent
 from chargeops.events import EventKind, utcnow
-from ocpp_gateway.der import CLEAR_DER_CONTROL, GET_DER_CONTROLS, SET_DER_CONTROL, SETTING_FIELD
 from ops.api.auth import Operator, Viewer
 from ops.api.context import ApiContext, Ctx, Db
 from ops.api.errors import ApiError, documented
 from ops.api.routes.chargers import ChargerIdPath
 from ops.api.routes.commands import ask_charger, reply_to_http
 from ops.api.schemas import Input
-from telemetry.bus import CommandReply
 
 router = APIRouter(
     prefix="/api/chargers", tags=["DER control"], responses=documented(401, 403, 404, 409, 422, 502, 504)
@@ -36,8 +41,8 @@ REPORT_POLL_S = 0.1
 
 
 def _control_type(value: str | None) -> str | None:
-    if value is not None and value not in SETTING_FIELD:
-        raise ValueError(f"unknown control type; one of {', '.join(sorted(SETTING_FIELD))}")
+    if value is not None and value not in DER_CONTROL_TYPES:
+        raise ValueError(f"unknown control type; one of {', '.join(sorted(DER_CONTROL_TYPES))}")
     return value
 
 

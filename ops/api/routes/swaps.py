@@ -9,6 +9,7 @@ from fastapi import APIRouter, Query
 from pydantic import Field
 from sqlalchemy import select, tuple_
 
+from chargeops.commands import REQUEST_BATTERY_SWAP
 from chargeops.db.engine import insert_for, stored_iso
 from chargeops.db.ops_models import Battery, BatteryReading, BatterySwap
 from chargeops.events import utcnow
@@ -66,8 +67,8 @@ async def request_swap(body: SwapRequest, db: Db, ctx: Ctx) -> dict[str, Any]:
     """Asks an OCPP 2.1 station for a swap (RequestBatterySwap); its BatteryIn / BatteryOut fill the
     record."""
     request_id = secrets.randbelow(2**31 - 1) + 1
-    payload = {"requestId": request_id, "idToken": {"idToken": body.id_token, "type": body.id_token_type}}
-    reply = await ask_charger(ctx, db, body.station_id, "RequestBatterySwap", payload, what="station")
+    command = {"request_id": request_id, "id_token": body.id_token, "id_token_type": body.id_token_type}
+    reply = await ask_charger(ctx, db, body.station_id, REQUEST_BATTERY_SWAP, command, what="station")
     answer = reply_to_http(reply).response
     if answer.get("status") != "Accepted":
         raise ApiError(

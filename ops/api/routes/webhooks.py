@@ -16,7 +16,7 @@ from pydantic import BaseModel, Field
 from sqlalchemy import select
 
 from chargeops.db.ops_models import OutboxMessage, WebhookSubscription
-from ocpp_gateway.urls import url_refusal
+from chargeops.urls import url_refusal
 from ops.api.auth import Admin
 from ops.api.context import Ctx, Db
 from ops.api.errors import ApiError, documented

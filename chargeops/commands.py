@@ -1,0 +1,82 @@
+"""The version-neutral commands every part of chargeops may send a charger, and the reply it gets back.
+
+As `chargeops.events` holds what chargers report, this holds what ops may ask of them without knowing their
+OCPP version. The bus carries an action name and a JSON payload to whichever gateway process holds the
+charger; the charger's session turns a neutral `chargeops.*` action into its own version's OCPP call (an
+OCPP action name passes through unchanged: that is the operator API's raw relay, OCPP field names in and out).
+
+* `chargeops.SetPowerLimit` `{"limit_w"}` (watts per connector, from now) → SetChargingProfile, a
+  TxDefaultProfile on connector / EVSE 0;
+* `chargeops.SetDerControl` `{"control_id", "control_type", "is_default", "priority", "start_time"?,
+  "duration_s"?, "settings"}` → SetDERControl (2.1);
+* `chargeops.SetDischargeLimit` `{"pct"}` (0..100 % of the rated discharge power) → the site planner's
+  LimitMaxDischarge, a default control with a fixed id (`PLANNER_CONTROL_ID`) (2.1);
+* `chargeops.ClearDerControl` `{"is_default", "control_id"?, "control_type"?}` → ClearDERControl (2.1);
+* `chargeops.GetDerControls` `{"request_id", "is_default"?, "control_type"?, "control_id"?}` → GetDERControl
+  (2.1); the controls arrive as `DerControlsReported` events;
+* `chargeops.RequestBatterySwap` `{"request_id", "id_token", "id_token_type"?}` → RequestBatterySwap (2.1);
+  the station's BatteryIn / BatteryOut arrive as `BatterySwapped` events.
+
+DER `settings` are the control's own parameters as the standard names them (e.g. `{"pctMaxDischargePower":
+40}`, or `{"yUnit", "curveData"}` for a curve); DER answers come back neutral: `{"status",
+"superseded_ids"?, "reason"?, "info"?}`; every other answer comes back as the charger sent it. A charger
+^whose version has no message for an action gets nothing: the reply is `invalid` with code `NotSupported`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+SET_POWER_LIMIT = "chargeops.SetPowerLimit"
+SET_DER_CONTROL = "chargeops.SetDerControl"
+SET_DISCHARGE_LIMIT = "chargeops.SetDischargeLimit"
+CLEAR_DER_CONTROL = "chargeops.ClearDerControl"
+GET_DER_CONTROLS = "chargeops.GetDerControls"
+REQUEST_BATTERY_SWAP = "chargeops.RequestBatterySwap"
+DER_ACTIONS = frozenset({SET_DER_CONTROL, SET_DISCHARGE_LIMIT, CLEAR_DER_CONTROL, GET_DER_CONTROLS})
+
+# The site planner's own discharge cap: each new cap replaces the last one (same id), and clearing it leaves
+# an operator's controls alone.
+PLANNER_CONTROL_ID = "chargeops-site-discharge"
+
+# The DER control types (OCPP 2.1 DERControlEnumType; the gateway's tests hold this to the schema).
+DER_CONTROL_TYPES = frozenset(
+    {
+        "EnterService",
+        "FixedPFAbsorb",
+        "FixedPFInject",
+        "FixedVar",
+        "FreqDroop",
+        "FreqWatt",
+        "Gradients",
+        "HFMayTrip",
+        "HFMustTrip",
+        "HVMayTrip",
+        "HVMomCess",
+        "HVMustTrip",
+        "LFMustTrip",
+        "LimitMaxDischarge",
+        "LVMayTrip",
+        "LVMomCess",
+        "LVMustTrip",
+        "PowerMonitoringMustTrip",
+        "VoltVar",
+        "VoltWatt",
+        "WattPF",
+        "WattVar",
+    }
+)
+
+
+@dataclass(slots=True)
+class CommandReply:
+    """Outcome of a command: `result` (the answer: as the charger sent it, or neutral for a neutral DER
+    action), `error` (its CALLERROR), `bad_response` (its answer broke the schema), `invalid` (our side
+    refused the payload), `timeout` or `not_connected`."""
+
+    outcome: str
+    payload: dict[str, Any] = field(default_factory=dict)
+    error_code: str | None = None
+    description: str | None = None
+    details: dict[str, Any] = field(default_factory=dict)

@@ -1,0 +1,54 @@
+"""The neutral commands of `chargeops.commands` in each OCPP version's words, and their answers back.
+
+`to_ocpp` turns a neutral `chargeops.*` action into the OCPP call of the charger's version (an OCPP action
+passes through unchanged); `from_ocpp` turns the answer back where the command has neutral answers (DER).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from chargeops.commands import DER_ACTIONS, REQUEST_BATTERY_SWAP, SET_POWER_LIMIT
+from ocpp_gateway.der import der_to_ocpp, reply_from_ocpp
+from ocpp_gateway.limits import power_limit
+from ocpp_gateway.swaps import request_battery_swap
+from ocpp_gateway.versions import V21, OcppVersion
+
+Payload = dict[str, Any]
+Translation = Callable[[OcppVersion, str, Payload], tuple[str, Payload]]
+
+
+class Unsupported(ValueError):
+    """A neutral action this charger's OCPP version has no message for."""
+
+
+def _needs_v21(what: str, translate: Callable[[str, Payload], tuple[str, Payload]]) -> Translation:
+    def translation(version: OcppVersion, action: str, p: Payload) -> tuple[str, Payload]:
+        if version is not V21:
+            raise Unsupported(f"{what} needs OCPP 2.1; this charger speaks {version.name}")
+        return translate(action, p)
+
+    return translation
+
+
+_TRANSLATIONS: dict[str, Translation] = {
+    SET_POWER_LIMIT: lambda version, _, p: ("SetChargingProfile", power_limit(version, p)),
+    **dict.fromkeys(DER_ACTIONS, _needs_v21("DER control", der_to_ocpp)),
+    REQUEST_BATTERY_SWAP: _needs_v21(
+        "RequestBatterySwap", lambda _, p: ("RequestBatterySwap", request_battery_swap(p))
+    ),
+}
+
+
+def to_ocpp(version: OcppVersion, action: str, payload: Payload) -> tuple[str, Payload]:
+    """A neutral `chargeops.*` action as this version's OCPP call; OCPP actions pass through unchanged.
+    Raises ValueError for a neutral payload that makes no sense (`Unsupported` for an action this version
+    has no message for)."""
+    translate = _TRANSLATIONS.get(action)
+    return (action, payload) if translate is None else translate(version, action, payload)
+
+
+def from_ocpp(action: str, answer: Payload) -> Payload:
+    """The charger's answer to `action` (the neutral one) as the command's caller gets it."""
+    return reply_from_ocpp(answer) if action in DER_ACTIONS else answer
