@@ -123,8 +123,8 @@ V201 = OcppVersion(
     schema_dir=_SCHEMA_ROOT / "v201" / "schemas",
     request_suffix="Request",
     format_violation="FormatViolation",
-    # OCPP 2.0.1 keeps the 1.6 spelling; 2.1 corrects it (OCA errata, see README "CALLERROR codes").
-    occurrence_violation="OccurenceConstraintViolation",
+    # OCPP-J 2.0.1 (Part 4 §4.3) spells it correctly; only 1.6 keeps "Occurence" (README "CALLERROR codes").
+    occurrence_violation="OccurrenceConstraintViolation",
     rpc_framework_error="RpcFrameworkError",
     message_type_not_supported="MessageTypeNotSupported",
     charger_actions=_V2_CHARGER_ACTIONS,
@@ -135,7 +135,6 @@ V21 = replace(
     subprotocol="ocpp2.1",
     name="2.1",
     schema_dir=_SCHEMA_ROOT / "v21" / "schemas",
-    occurrence_violation="OccurrenceConstraintViolation",
     charger_actions=_V2_CHARGER_ACTIONS
     | frozenset(
         {

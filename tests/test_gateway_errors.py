@@ -84,7 +84,7 @@ BAD_PAYLOADS = [
         {"reason": "Bored", "chargingStation": {"model": "M", "vendorName": "V"}},
         "PropertyConstraintViolation",
     ),
-    ("ocpp2.0.1", "MeterValues", {"evseId": 1, "meterValue": []}, "OccurenceConstraintViolation"),
+    ("ocpp2.0.1", "MeterValues", {"evseId": 1, "meterValue": []}, "OccurrenceConstraintViolation"),
     ("ocpp1.6", "FooBar", {}, "NotImplemented"),
     ("ocpp2.0.1", "FooBar", {}, "NotImplemented"),
     ("ocpp1.6", "RemoteStartTransaction", {"idTag": "X"}, "NotSupported"),
