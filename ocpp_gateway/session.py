@@ -65,6 +65,9 @@ from telemetry.metrics import (
 
 logger = logging.getLogger("chargeops.gateway")
 
+REMOTE_TOKEN_ACTIONS = frozenset({"RequestStartTransaction", "RequestBatterySwap"})  # 2.x: idToken.idToken
+REMOTE_TOKENS_KEPT = 16  # per session: the latest remote starts (a charger runs a handful of EVSEs)
+
 
 class ChargerSession(ChargePoint):
     """One connected charger. Subclasses set `version` and `ROUTES` (see `routes`)."""
@@ -82,6 +85,8 @@ class ChargerSession(ChargePoint):
         self.log = for_charger(logger, charger_id)
         self.current_action = ""
         self._waiting: tuple[str, str, asyncio.Future[CallResult | CallError]] | None = None
+        # Id tokens we asked this charger to start (or swap) with; created on the first remote start.
+        self._remote_tokens: dict[str, None] | None = None
 
     # -- receiving ------------------------------------------------------------------------------------
 
@@ -230,7 +235,12 @@ class ChargerSession(ChargePoint):
         )
 
     async def authorize(self, id_token: str) -> TokenStatus:
+        """Every token is looked up, whatever its type (2.0.1 C01-C05). One we do not know but asked this
+        charger to start with ourselves (a remote start from the API or a relayed call) is Accepted: the
+        operator authorised it by sending it."""
         token = await self.ctx.store.id_token(id_token, utcnow())
+        if token.status == "Invalid" and self._remote_tokens is not None and id_token in self._remote_tokens:
+            token = TokenStatus("Accepted")
         await self.emit(Authorization(id_token, token.status))
         return token
 
@@ -258,6 +268,20 @@ class ChargerSession(ChargePoint):
 
     # -- sending ------------------------------------------------------------------------------------------
 
+    def _remember_remote_token(self, action: str, payload: dict[str, Any]) -> None:
+        if action == "RemoteStartTransaction":
+            token = payload.get("idTag")
+        elif action in REMOTE_TOKEN_ACTIONS:
+            token = (payload.get("idToken") or {}).get("idToken")
+        else:
+            return
+        if isinstance(token, str):
+            kept = self._remote_tokens = self._remote_tokens or {}
+            kept.pop(token, None)
+            kept[token] = None
+            while len(kept) > REMOTE_TOKENS_KEPT:
+                del kept[next(iter(kept))]
+
     async def execute(self, action: str, payload: dict[str, Any], timeout: float) -> CommandReply:
         """Send one CSMS-initiated call (OCPP field names in and out) and wait for the charger's answer.
         Neutral `chargeops.*` commands are first turned into this version's OCPP call, and where they have
@@ -284,6 +308,7 @@ class ChargerSession(ChargePoint):
         problem = await url_problem(action, payload, self.ctx.settings.allow_private_urls)
         if problem:
             return CommandReply("invalid", error_code="UrlRefused", description=problem)
+        self._remember_remote_token(action, payload)
         async with self._call_lock:
             unique_id = str(uuid.uuid4())
             fut: asyncio.Future[CallResult | CallError] = asyncio.get_running_loop().create_future()

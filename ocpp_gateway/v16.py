@@ -120,6 +120,8 @@ class Session16(ChargerSession):
         info: Payload = {"status": token.status}
         if token.expiry is not None:
             info["expiryDate"] = ocpp_time(token.expiry)
+        if token.group_id:
+            info["parentIdTag"] = token.group_id
         return info
 
     # Every charger-initiated action of OCPP 1.6 and its security extension.

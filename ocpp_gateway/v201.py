@@ -160,8 +160,9 @@ class Session201(ChargerSession):
         return response
 
     async def id_token_info(self, id_token: Payload) -> Payload:
-        """IdTokenInfo for an idToken; the central (non-local) token types are checked against our list."""
-        if id_token["type"] in ("NoAuthorization", "Central"):
+        """IdTokenInfo for an idToken: every type is looked up (Central too: C01-C05), except
+        NoAuthorization, which by definition carries no identity to check."""
+        if id_token["type"] == "NoAuthorization":
             return {"status": "Accepted"}
         token = await self.authorize(id_token["idToken"])
         info: Payload = {"status": token.status}

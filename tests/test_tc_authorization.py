@@ -1,0 +1,87 @@
+"""OCPP authorization as the OCA test cases check it (issue 11): every token type is looked up, Central
+included (2.0.1 C01-C05), with its group (2.0.1 groupIdToken, 1.6 parentIdTag), on Authorize and on
+TransactionEvent; a token the CSMS itself sent in a remote start is Accepted although it is not on the list."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from chargeops.db.models import IdToken
+from tests.conftest import StartRuntime
+from tests.ocpp_client import raw_charger
+
+
+async def _tokens(runtime: Any) -> None:
+    async with runtime.sessions() as session, session.begin():
+        session.add_all(
+            [
+                IdToken(id_token="APP-OK", status="Accepted", type="Central", group_id="FLEET-7"),
+                IdToken(id_token="APP-BLOCKED", status="Blocked", type="Central"),
+                IdToken(id_token="CARD-1", status="Accepted", type="ISO14443", group_id="FLEET-7"),
+            ]
+        )
+
+
+def _event(token: dict[str, str], tx: str = "TX-C") -> dict[str, Any]:
+    return {
+        "eventType": "Started",
+        "timestamp": "2026-11-25T10:00:00Z",
+        "triggerReason": "Authorized",
+        "seqNo": 0,
+        "transactionInfo": {"transactionId": tx},
+        "evse": {"id": 1, "connectorId": 1},
+        "idToken": token,
+    }
+
+
+async def test_tc_c_central_tokens_are_looked_up(start_runtime: StartRuntime) -> None:
+    runtime = await start_runtime(accept_unknown=True)
+    await _tokens(runtime)
+    async with raw_charger(runtime.gateway.port, "TC-C201", "ocpp2.0.1") as cp:  # type: ignore[union-attr]
+        await cp.boot()
+
+        async def info(token: str, kind: str = "Central") -> dict[str, Any]:
+            answer = await cp.result("Authorize", {"idToken": {"idToken": token, "type": kind}})
+            return answer["idTokenInfo"]
+
+        assert await info("APP-OK") == {
+            "status": "Accepted",
+            "groupIdToken": {"idToken": "FLEET-7", "type": "Central"},
+        }
+        assert (await info("APP-BLOCKED"))["status"] == "Blocked"  # test case C_06-like: blocked Central token
+        assert (await info("NOBODY"))["status"] == "Invalid"  # unknown Central token
+        assert (await info("", "NoAuthorization"))["status"] == "Accepted"  # no identity to check
+        started = await cp.result("TransactionEvent", _event({"idToken": "APP-BLOCKED", "type": "Central"}))
+        assert started["idTokenInfo"]["status"] == "Blocked"
+
+
+async def test_tc_1_6_parent_id_tag_is_returned(start_runtime: StartRuntime) -> None:
+    runtime = await start_runtime(accept_unknown=True)
+    await _tokens(runtime)
+    async with raw_charger(runtime.gateway.port, "TC-C16") as cp:  # type: ignore[union-attr]
+        await cp.boot()
+        answer = await cp.result("Authorize", {"idTag": "CARD-1"})
+        assert answer["idTagInfo"] == {"status": "Accepted", "parentIdTag": "FLEET-7"}
+        assert "parentIdTag" not in (await cp.result("Authorize", {"idTag": "NOBODY"}))["idTagInfo"]
+
+
+async def test_tc_f_a_remotely_started_token_is_accepted(start_runtime: StartRuntime) -> None:
+    """RequestStartTransaction with a token not on the list: the operator chose it, so the station's
+    TransactionEvent for it is Accepted; another unknown Central token still is not."""
+    runtime = await start_runtime(accept_unknown=True)
+    gateway = runtime.gateway
+    assert gateway is not None
+    async with raw_charger(gateway.port, "TC-F201", "ocpp2.0.1") as cp:
+        await cp.boot()
+        session = gateway.sessions["TC-F201"]
+        request = {"idToken": {"idToken": "REMOTE-9", "type": "Central"}, "remoteStartId": 3}
+        sent = asyncio.create_task(session.execute("RequestStartTransaction", request, timeout=5))
+        call = await cp.recv()
+        assert call[0] == 2 and call[2] == "RequestStartTransaction"
+        await cp.ws.send(f'[3, "{call[1]}", {{"status": "Accepted"}}]')
+        assert (await sent).outcome == "result"
+        started = await cp.result("TransactionEvent", _event({"idToken": "REMOTE-9", "type": "Central"}))
+        assert started["idTokenInfo"]["status"] == "Accepted"
+        other = await cp.result("Authorize", {"idToken": {"idToken": "REMOTE-10", "type": "Central"}})
+        assert other["idTokenInfo"]["status"] == "Invalid"
