@@ -1,6 +1,6 @@
 """OCPP authorization as the OCA test cases check it (issue 11): every token type is looked up, Central
 included (2.0.1 C01-C05), with its group (2.0.1 groupIdToken, 1.6 parentIdTag), on Authorize and on
-TransactionEvent; a token the CSMS itself sent in a remote start is Accepted although it is not on the list."""
+TransactionEvent; a token the CSMS itself sent in a remote start is Accepted though it is not on the list."""
 
 from __future__ import annotations
 
@@ -49,7 +49,7 @@ async def test_tc_c_central_tokens_are_looked_up(start_runtime: StartRuntime) ->
             "status": "Accepted",
             "groupIdToken": {"idToken": "FLEET-7", "type": "Central"},
         }
-        assert (await info("APP-BLOCKED"))["status"] == "Blocked"  # test case C_06-like: blocked Central token
+        assert (await info("APP-BLOCKED"))["status"] == "Blocked"  # a blocked Central token
         assert (await info("NOBODY"))["status"] == "Invalid"  # unknown Central token
         assert (await info("", "NoAuthorization"))["status"] == "Accepted"  # no identity to check
         started = await cp.result("TransactionEvent", _event({"idToken": "APP-BLOCKED", "type": "Central"}))
