@@ -85,6 +85,7 @@ class ChargerSession(ChargePoint):
         self.log = for_charger(logger, charger_id)
         self.current_action = ""
         self._waiting: tuple[str, str, asyncio.Future[CallResult | CallError]] | None = None
+        self._booted = False  # a BootNotification was answered on this connection
         # Id tokens we asked this charger to start (or swap) with; created on the first remote start.
         self._remote_tokens: dict[str, None] | None = None
 
@@ -191,7 +192,12 @@ class ChargerSession(ChargePoint):
 
     async def register_boot(self, boot: Booted) -> dict[str, Any]:
         """Decide Accepted / Pending / Rejected from the operator's admission; the BootNotification answer
-        (the same three fields in every version)."""
+        (the same three fields in every version). The first boot of a connection goes by what the handshake
+        just read; a later one (a Pending station retrying) reads the admission again, so an operator's accept
+        or reject reaches a station that never disconnected (B02/B03)."""
+        if self._booted:
+            self.auth = await self.ctx.store.charger(self.id) or self.auth
+        self._booted = True
         status = {"accepted": "Accepted", "pending": "Pending"}.get(self.auth.admission, "Rejected")
         boot.registration = status
         now = utcnow()

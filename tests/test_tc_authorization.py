@@ -85,3 +85,31 @@ async def test_tc_f_a_remotely_started_token_is_accepted(start_runtime: StartRun
         assert started["idTokenInfo"]["status"] == "Accepted"
         other = await cp.result("Authorize", {"idToken": {"idToken": "REMOTE-10", "type": "Central"}})
         assert other["idTokenInfo"]["status"] == "Invalid"
+
+
+async def _set_admission(runtime: Any, charger_id: str, admission: str) -> None:
+    from chargeops.db.models import Charger
+
+    async with runtime.sessions() as session, session.begin():
+        charger = await session.get(Charger, charger_id)
+        assert charger is not None
+        charger.admission = admission
+
+
+async def test_tc_b_02_03_operator_admission_reaches_the_next_boot_on_the_same_connection(
+    start_runtime: StartRuntime,
+) -> None:
+    """Pending → the operator accepts → the next BootNotification on the same connection is Accepted, and
+    the station is served; withdrawn → the next one is Rejected and other calls are refused again."""
+    runtime = await start_runtime(registration_policy="pending", boot_retry_interval=7)
+    for protocol in ("ocpp1.6", "ocpp2.0.1"):
+        cid = f"TC-B-{protocol[-3:]}"
+        async with raw_charger(runtime.gateway.port, cid, protocol) as cp:  # type: ignore[union-attr]
+            assert (await cp.boot())["status"] == "Pending"
+            assert (await cp.call("Heartbeat", {}))[2] == "SecurityError"
+            await _set_admission(runtime, cid, "accepted")
+            assert (await cp.boot())["status"] == "Accepted"
+            assert (await cp.call("Heartbeat", {}))[0] == 3
+            await _set_admission(runtime, cid, "rejected")
+            assert (await cp.boot())["status"] == "Rejected"
+            assert (await cp.call("Heartbeat", {}))[2] == "SecurityError"
