@@ -46,6 +46,7 @@ class EventKind(StrEnum):
     DER_ALARM = "der_alarm"
     DER_CONTROL_START_STOP = "der_control_start_stop"
     DER_CONTROLS_REPORTED = "der_controls_reported"
+    REBOOT_REQUESTED = "reboot_requested"
     REPORTED = "reported"
 
 
@@ -255,6 +256,15 @@ class DerControlsReported(Body):
 
 
 @dataclass(slots=True)
+class RebootRequested(Body):
+    """The central system asked the charger to restart or to boot again (`command`: "reset" or
+    "trigger_boot") and the charger agreed: the boot that follows is expected, not a fault."""
+
+    kind = EventKind.REBOOT_REQUESTED
+    command: str
+
+
+@dataclass(slots=True)
 class Reported(Body):
     """A charger message with no dedicated feature yet, stored as sent (OCPP field names)."""
 
@@ -284,6 +294,7 @@ BODY_TYPES: dict[EventKind, type[Body]] = {
         DerAlarm,
         DerControlStartStop,
         DerControlsReported,
+        RebootRequested,
         Reported,
     )
 }

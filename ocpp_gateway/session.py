@@ -30,6 +30,7 @@ from chargeops.events import (
     Heartbeat,
     LogStatus,
     MeterValues,
+    RebootRequested,
     SecurityEvent,
     TransactionEnded,
     TransactionStarted,
@@ -344,10 +345,22 @@ class ChargerSession(ChargePoint):
             return CommandReply(
                 "bad_response", payload=answer.payload, error_code=err.code, description=err.description
             )
+        if (reboot := _reboot_requested(action, payload, answer.payload)) is not None:
+            await self.emit(RebootRequested(reboot))
         return CommandReply("result", payload=from_ocpp(command, answer.payload))
 
     async def close(self, code: int = 1000, reason: str = "") -> None:
         await self._connection.close(code, reason)
+
+
+def _reboot_requested(action: str, payload: dict[str, Any], answer: dict[str, Any]) -> str | None:
+    """What restart the charger agreed to, if any (a Reset; a TriggerMessage for a BootNotification)."""
+    agreed = answer.get("status") in ("Accepted", "Scheduled")
+    if action == "Reset" and agreed:
+        return "reset"
+    if action == "TriggerMessage" and payload.get("requestedMessage") == "BootNotification" and agreed:
+        return "trigger_boot"
+    return None
 
 
 def _body_time(body: Body) -> datetime | None:

@@ -18,6 +18,7 @@ from sqlalchemy import DateTime, bindparam, func, select, text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from chargeops import clock
+from chargeops.db.engine import stored_utc
 from chargeops.db.models import Charger, StoredEvent
 from chargeops.db.ops_models import Battery, BatteryReading, BatterySwap, Stock, SupplyWarning, Ticket
 from chargeops.events import BatterySwapped, Booted, Connected, Event, EventKind, StatusChanged
@@ -37,6 +38,10 @@ from telemetry.metrics import (
 from telemetry.periodic import Periodic
 
 log = logging.getLogger("chargeops.ops")
+# Boots the charger says the central system asked for (OCPP 2.x BootReasonEnumType), and how long after a
+# reboot the charger agreed to its next boot is taken as that reboot.
+REQUESTED_BOOT_REASONS = frozenset({"RemoteReset", "Triggered", "ScheduledReset", "FirmwareUpdate"})
+REBOOT_EXCUSE_MINUTES = 10
 SOH_BANDS = (("90-100", 90.0), ("80-90", 80.0), ("70-80", 70.0), ("below 70", 0.0))
 # (energy registered, mean power drawn, mean power offered, mean SoC) over a window → what is wrong, or None
 WindowCheck = Callable[[float | None, float | None, float | None, float | None], str | None]
@@ -213,21 +218,43 @@ class OpsEngine(Periodic):
         return found
 
     async def _boot_loop(self, ev: Event) -> bool:
+        """`boot_loop.boots` boots within `boot_loop.minutes`, not counting the ones the central system
+        asked for: a boot the charger gives a requested reason for (2.x RemoteReset, Triggered, ...), and
+        for each reboot it agreed to (`RebootRequested`: Reset, TriggerMessage BootNotification; 1.6 boots
+        give no reason) the first boot after it."""
         loop = self.book.settings.boot_loop
         since = clock.now() - timedelta(minutes=loop.minutes)
+        kinds = (EventKind.BOOTED.value, EventKind.REBOOT_REQUESTED.value)
         async with self.sessions() as session:
-            ids = set(
-                (
-                    await session.scalars(
-                        select(StoredEvent.event_id).where(
-                            StoredEvent.charger_id == ev.charger_id,
-                            StoredEvent.kind == EventKind.BOOTED.value,
-                            StoredEvent.received_at >= since,
-                        )
+            rows = (
+                await session.execute(
+                    select(StoredEvent.event_id, StoredEvent.kind, StoredEvent.received_at, StoredEvent.data)
+                    .where(
+                        StoredEvent.charger_id == ev.charger_id,
+                        StoredEvent.kind.in_(kinds),
+                        StoredEvent.received_at >= since - timedelta(minutes=REBOOT_EXCUSE_MINUTES),
                     )
-                ).all()
-            )
-        return len(ids | {ev.event_id}) >= loop.boots
+                    .order_by(StoredEvent.received_at)
+                )
+            ).all()
+        boots: dict[str, tuple[datetime, str | None]] = {}
+        requests: list[datetime] = []
+        for event_id, kind, at, data in rows:
+            if kind == EventKind.REBOOT_REQUESTED.value:
+                requests.append(stored_utc(at))
+            else:
+                boots[event_id] = (stored_utc(at), (data or {}).get("reason"))
+        if isinstance(ev.body, Booted):
+            boots.setdefault(ev.event_id, (ev.received_at, ev.body.reason))
+        counted = 0
+        excuses, grace = sorted(requests), timedelta(minutes=REBOOT_EXCUSE_MINUTES)
+        for at, reason in sorted(boots.values(), key=lambda b: b[0]):
+            excuse = next((r for r in excuses if r <= at <= r + grace), None)
+            if excuse is not None:
+                excuses.remove(excuse)
+            elif reason not in REQUESTED_BOOT_REASONS and at >= since:
+                counted += 1
+        return counted >= loop.boots
 
     async def _clear_connector(self, ev: Event, body: StatusChanged) -> None:
         """1.6 clears a connector's error with a status without one: note it on the connector's tickets."""

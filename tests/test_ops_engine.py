@@ -20,6 +20,7 @@ from chargeops.events import (
     Event,
     FaultReported,
     FirmwareStatus,
+    RebootRequested,
     SecurityEvent,
     StatusChanged,
     utcnow,
@@ -199,3 +200,43 @@ async def test_charging_with_flat_energy_or_far_below_the_offer(engine: OpsEngin
     assert set(by_rule) == {"energy-stalled", "power-low"}
     assert by_rule["power-low"].occurrences == 1 and by_rule["energy-stalled"].occurrences == 1
     assert by_rule["power-low"].description == "drawing 2.0 kW of 22.0 kW offered"
+
+
+async def test_reboots_the_central_system_asked_for_are_no_boot_loop(engine: OpsEngine) -> None:
+    """Issue 11: a Reset or TriggerMessage BootNotification the charger agreed to excuses the next boot, and a
+    2.x boot with a requested reason (RemoteReset, Triggered, ...) is not counted: no false ticket."""
+    now = utcnow()
+    requested = [
+        Event("CP1", RebootRequested("reset"), reported_at=now - timedelta(seconds=60 - i)) for i in (0, 1)
+    ]
+    boots = [
+        Event("CP1", Booted("Generic", "AC22"), reported_at=now - timedelta(seconds=50)),
+        Event("CP1", Booted("Generic", "AC22"), reported_at=now - timedelta(seconds=40)),
+        Event(
+            "CP1", Booted("Generic", "AC22", reason="RemoteReset"), reported_at=now - timedelta(seconds=30)
+        ),
+    ]
+    async with engine.sessions() as session, session.begin():
+        session.add_all(
+            StoredEvent(
+                event_id=e.event_id,
+                charger_id="CP1",
+                kind=e.kind.value,
+                received_at=e.reported_at,
+                data={"reason": getattr(e.body, "reason", None)},
+            )
+            for e in [*requested, *boots[:2]]
+        )
+    await engine.handle(boots[2:])
+    assert [t.rule for t in await tickets(engine.sessions)] == []
+    # One boot of its own on top is still not three unrequested ones; three are.
+    own = [Event("CP2", Booted("Generic", "AC22"), reported_at=now - timedelta(seconds=i)) for i in (3, 2, 1)]
+    for e in own:
+        await engine.handle([e])
+        async with engine.sessions() as session, session.begin():
+            session.add(
+                StoredEvent(
+                    event_id=e.event_id, charger_id="CP2", kind=e.kind.value, received_at=utcnow(), data={}
+                )
+            )
+    assert [t.rule for t in await tickets(engine.sessions)] == ["boot-loop"]

@@ -1,6 +1,7 @@
-"""OCPP authorization as the OCA test cases check it (issue 11): every token type is looked up, Central
-included (2.0.1 C01-C05), with its group (2.0.1 groupIdToken, 1.6 parentIdTag), on Authorize and on
-TransactionEvent; a token the CSMS itself sent in a remote start is Accepted though it is not on the list."""
+"""What the OCA's certification test cases check of a CSMS and chargeops decides on its own (issue 11): every
+id token type looked up, Central included (2.0.1 C01-C05), with its group (groupIdToken, 1.6 parentIdTag);
+a token the CSMS itself sent in a remote start Accepted; an operator's admission change reaching the next
+BootNotification (B02/B03); requested reboots told apart from boot loops."""
 
 from __future__ import annotations
 
@@ -113,3 +114,41 @@ async def test_tc_b_02_03_operator_admission_reaches_the_next_boot_on_the_same_c
             await _set_admission(runtime, cid, "rejected")
             assert (await cp.boot())["status"] == "Rejected"
             assert (await cp.call("Heartbeat", {}))[2] == "SecurityError"
+
+
+async def test_a_reset_the_charger_accepts_is_recorded_as_a_requested_reboot(
+    start_runtime: StartRuntime,
+) -> None:
+    """The boot-loop rule excuses requested reboots (tests/test_ops_engine.py); the gateway tells it which:
+    a Reset or a TriggerMessage BootNotification the charger accepted, not one it rejected."""
+    from sqlalchemy import select
+
+    from chargeops.db.models import StoredEvent
+    from tests.waiting import until
+
+    runtime = await start_runtime(accept_unknown=True)
+    gateway = runtime.gateway
+    assert gateway is not None
+    async with raw_charger(gateway.port, "TC-RESET") as cp:
+        await cp.boot()
+        session = gateway.sessions["TC-RESET"]
+        for action, payload, status in (
+            ("Reset", {"type": "Soft"}, "Accepted"),
+            ("TriggerMessage", {"requestedMessage": "BootNotification"}, "Rejected"),
+            ("TriggerMessage", {"requestedMessage": "BootNotification"}, "Accepted"),
+        ):
+            sent = asyncio.create_task(session.execute(action, payload, timeout=5))
+            call = await cp.recv()
+            await cp.ws.send(f'[3, "{call[1]}", {{"status": "{status}"}}]')
+            assert (await sent).outcome == "result"
+
+    async def requested() -> list[str]:
+        async with runtime.sessions() as s:
+            query = select(StoredEvent.data).where(StoredEvent.kind == "reboot_requested")
+            return sorted(d["command"] for d in (await s.scalars(query)).all())
+
+    async def two() -> bool:
+        return len(await requested()) == 2
+
+    await until(two, what="two requested reboots stored")
+    assert await requested() == ["reset", "trigger_boot"]
