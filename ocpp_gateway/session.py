@@ -60,6 +60,7 @@ from telemetry.metrics import (
     OCPP_CALL_ERRORS,
     OCPP_MESSAGES,
     OCPP_OUTGOING_SECONDS,
+    TRANSACTION_CONFLICTS,
     handling_seconds,
     messages_in,
 )
@@ -228,9 +229,12 @@ class ChargerSession(ChargePoint):
         id_token: str | None,
         evse_id: int | None = None,
         connector_id: int | None = None,
-    ) -> TxRecord:
-        """Store a transaction end, once (also of a transaction whose start we never saw)."""
-        return await self.ctx.store.end_transaction(
+        *,
+        issued_here: bool = False,
+    ) -> TxRecord | None:
+        """Store a transaction end, once (also of a transaction whose start we never saw). None: the id is
+        another charger's (`issued_here`: ids we issue are unique over the fleet); nothing was written."""
+        tx = await self.ctx.store.end_transaction(
             self.id,
             end.transaction_id,
             stopped_at=end.stopped_at,
@@ -239,7 +243,18 @@ class ChargerSession(ChargePoint):
             id_token=id_token,
             evse_id=evse_id,
             connector_id=connector_id,
+            issued_here=issued_here,
         )
+        if tx is None:
+            TRANSACTION_CONFLICTS.labels("foreign_transaction").inc()
+            self.log.warning("end of transaction %s ignored: it is another charger's", end.transaction_id)
+        elif tx.second_stop:
+            TRANSACTION_CONFLICTS.labels("second_stop").inc()
+            self.log.warning(
+                "transaction %s already ended; a different end (%s, %s Wh, %s) is not applied",
+                end.transaction_id, end.stopped_at.isoformat(), end.meter_stop_wh, end.reason,
+            )  # fmt: skip
+        return tx
 
     async def authorize(self, id_token: str) -> TokenStatus:
         """Every token is looked up, whatever its type (2.0.1 C01-C05). One we do not know but asked this

@@ -53,10 +53,12 @@ class TxRecord:
     transaction_id: str
     evse_id: int | None
     connector_id: int | None
+    # An end that differs from the one already recorded (kept: the first; this one was not applied).
+    second_stop: bool = False
 
     @classmethod
-    def of(cls, row: Transaction) -> TxRecord:
-        return cls(row.transaction_id, row.evse_id, row.connector_id)
+    def of(cls, row: Transaction, second_stop: bool = False) -> TxRecord:
+        return cls(row.transaction_id, row.evse_id, row.connector_id, second_stop)
 
 
 class Store(Protocol):
@@ -102,7 +104,8 @@ class Store(Protocol):
         id_token: str | None = None,
         evse_id: int | None = None,
         connector_id: int | None = None,
-    ) -> TxRecord: ...
+        issued_here: bool = False,
+    ) -> TxRecord | None: ...
 
 
 class GatewayStore:
@@ -248,10 +251,26 @@ class GatewayStore:
         id_token: str | None = None,
         evse_id: int | None = None,
         connector_id: int | None = None,
-    ) -> TxRecord:
-        """Close a transaction, idempotently; an end whose start we never saw still makes a (closed) row."""
+        issued_here: bool = False,
+    ) -> TxRecord | None:
+        """Close a transaction, idempotently; an end whose start we never saw still makes a (closed) row.
+        `issued_here`: the id is one we issued (1.6), unique over all chargers, so an end for an id another
+        charger holds is not this charger's to change: None, nothing written. A second end that differs
+        from the first changes nothing either (`second_stop`)."""
         async with self._sessions() as session, session.begin():
             row = await self._tx(session, charger_id, transaction_id)
+            if row is None and issued_here:
+                held = select(Transaction.charger_id).where(Transaction.transaction_id == transaction_id)
+                owner = await session.scalar(held.limit(1))
+                if owner is not None:
+                    return None
+            if row is not None and not row.active and row.stopped_at is not None:
+                differs = (stored_utc(row.stopped_at), row.meter_stop_wh, row.stop_reason) != (
+                    stopped_at,
+                    meter_stop_wh,
+                    reason,
+                )
+                return TxRecord.of(row, second_stop=differs)
             if row is None:
                 row = Transaction(
                     charger_id=charger_id,

@@ -101,11 +101,15 @@ class Session16(ChargerSession):
 
     async def on_stop_transaction(self, p: Payload) -> Payload:
         end = transaction_end(p)
-        tx = await self.record_end(end, p.get("idTag"))
+        tx = await self.record_end(end, p.get("idTag"), issued_here=True)
+        answer = {"idTagInfo": await self.id_tag_info(p["idTag"])} if p.get("idTag") else {}
+        if tx is None:  # another charger's transaction: answered (or it retries forever), nothing changed
+            return answer
         evse, connector = tx.evse_id or 0, tx.connector_id or 0
         await self.emit(*meter_events(p.get("transactionData") or [], evse, connector, end.transaction_id))
-        await self.emit(end, reported_at=end.stopped_at)
-        return {"idTagInfo": await self.id_tag_info(p["idTag"])} if p.get("idTag") else {}
+        if not tx.second_stop:
+            await self.emit(end, reported_at=end.stopped_at)
+        return answer
 
     async def on_diagnostics_status(self, p: Payload) -> Payload:
         await self.emit(LogStatus(p["status"]))

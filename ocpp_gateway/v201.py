@@ -151,8 +151,9 @@ class Session201(ChargerSession):
             await store.update_transaction(self.id, tx_id, seq_no=facts.seq_no)
             events.append(start)
         if end is not None:
-            await self.record_end(end, start.id_token, start.evse_id, start.connector_id)
-            events.append(end)
+            tx = await self.record_end(end, start.id_token, start.evse_id, start.connector_id)
+            if tx is not None and not tx.second_stop:
+                events.append(end)
         elif facts.update is not None:
             events.append(facts.update)
         events.extend(facts.meter)

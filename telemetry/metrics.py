@@ -58,6 +58,12 @@ HANDSHAKES_REFUSED = Counter(
 CONNECTION_TAKEOVERS = Counter(
     "chargeops_connection_takeovers_total", "Authenticated connections that replaced a live one"
 )
+TRANSACTION_CONFLICTS = Counter(
+    "chargeops_transaction_conflicts_total",
+    "Transaction messages kept out of the record: an end for another charger's transaction "
+    "(foreign_transaction), a second, different end of an ended one (second_stop)",
+    ["kind"],
+)
 FRAMES_REJECTED = Counter(
     "chargeops_ocpp_frames_rejected_total", "Frames that were not valid OCPP-J, by reason", ["reason"]
 )

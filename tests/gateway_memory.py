@@ -107,7 +107,11 @@ class MemoryStore:
         id_token: str | None = None,
         evse_id: int | None = None,
         connector_id: int | None = None,
-    ) -> TxRecord:
+        issued_here: bool = False,
+    ) -> TxRecord | None:
+        if issued_here and (charger_id, transaction_id) not in self.transactions:
+            if any(tid == transaction_id for _, tid in self.transactions):
+                return None
         tx = self.transactions.setdefault(
             (charger_id, transaction_id), MemoryTx(TxRecord(transaction_id, evse_id, connector_id), id_token)
         )

@@ -152,3 +152,39 @@ async def test_a_reset_the_charger_accepts_is_recorded_as_a_requested_reboot(
 
     await until(two, what="two requested reboots stored")
     assert await requested() == ["reset", "trigger_boot"]
+
+
+async def test_a_transaction_belongs_to_one_charger_and_ends_once(start_runtime: StartRuntime) -> None:
+    """A 1.6 StopTransaction carrying another charger's transaction id changes nothing (no second row with
+    no start); a second, different stop of an ended transaction keeps the first. Both are counted."""
+    from prometheus_client import REGISTRY
+    from sqlalchemy import select
+
+    from chargeops.db.models import Transaction
+
+    def conflicts(kind: str) -> float:
+        return REGISTRY.get_sample_value("chargeops_transaction_conflicts_total", {"kind": kind}) or 0.0
+
+    before = conflicts("foreign_transaction"), conflicts("second_stop")
+    runtime = await start_runtime(accept_unknown=True)
+    port = runtime.gateway.port  # type: ignore[union-attr]
+    start = {"connectorId": 1, "idTag": "ANY", "meterStart": 1_000, "timestamp": "2026-11-25T10:00:00Z"}
+
+    def stop(tx: int, wh: int, at: str) -> dict[str, Any]:
+        return {"transactionId": tx, "meterStop": wh, "timestamp": at, "reason": "Local"}
+
+    async with raw_charger(port, "TX-OWNER") as owner, raw_charger(port, "TX-OTHER") as other:
+        await owner.boot()
+        await other.boot()
+        tx = (await owner.result("StartTransaction", start))["transactionId"]
+        assert await other.result("StopTransaction", stop(tx, 9_999, "2026-11-25T10:05:00Z")) == {}
+        async with runtime.sessions() as session:
+            rows = (await session.scalars(select(Transaction))).all()
+        assert [(r.charger_id, r.active) for r in rows] == [("TX-OWNER", True)]
+        await owner.result("StopTransaction", stop(tx, 3_000, "2026-11-25T10:30:00Z"))
+        await owner.result("StopTransaction", stop(tx, 3_000, "2026-11-25T10:30:00Z"))  # a replay: no conflict
+        await owner.result("StopTransaction", stop(tx, 4_500, "2026-11-25T10:45:00Z"))  # different: kept out
+    async with runtime.sessions() as session:
+        row = (await session.scalars(select(Transaction))).one()
+    assert (row.active, row.meter_stop_wh, row.charger_id) == (False, 3_000, "TX-OWNER")
+    assert (conflicts("foreign_transaction"), conflicts("second_stop")) == (before[0] + 1, before[1] + 1)
