@@ -135,8 +135,8 @@ class MeterValues(Body):
 class TransactionStarted(Body):
     kind = EventKind.TRANSACTION_STARTED
     transaction_id: str
-    evse_id: int
-    connector_id: int
+    evse_id: int | None  # None: not said (2.x may start a transaction before an EVSE is chosen)
+    connector_id: int | None
     id_token: str | None
     started_at: datetime
     meter_start_wh: float | None = None

@@ -77,8 +77,8 @@ class Store(Protocol):
         charger_id: str,
         *,
         transaction_id: str | None,
-        evse_id: int,
-        connector_id: int,
+        evse_id: int | None,
+        connector_id: int | None,
         id_token: str | None,
         started_at: datetime,
         meter_start_wh: float | None,
@@ -170,8 +170,8 @@ class GatewayStore:
         charger_id: str,
         *,
         transaction_id: str | None,
-        evse_id: int,
-        connector_id: int,
+        evse_id: int | None,
+        connector_id: int | None,
         id_token: str | None,
         started_at: datetime,
         meter_start_wh: float | None,
@@ -195,8 +195,8 @@ class GatewayStore:
                     )
                 ).scalar_one_or_none()
                 if row is not None:  # known from an earlier Updated/Ended; fill in what the start adds
-                    row.evse_id = evse_id
-                    row.connector_id = connector_id
+                    row.evse_id = evse_id if evse_id is not None else row.evse_id
+                    row.connector_id = connector_id if connector_id is not None else row.connector_id
                     row.id_token = row.id_token or id_token
                     row.started_at = (
                         min(stored_utc(row.started_at), started_at) if row.started_at else started_at

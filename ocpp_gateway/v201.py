@@ -84,7 +84,7 @@ def transaction_facts(p: Payload) -> TransactionFacts:
     tx_id = info["transactionId"]
     at = parse_time(p["timestamp"])
     evse = p.get("evse") or {}
-    evse_id, connector_id = evse.get("id", 0), evse.get("connectorId", 0)
+    evse_id, connector_id = evse.get("id"), evse.get("connectorId")  # unknown stays unknown, not 0
     token = (p.get("idToken") or {}).get("idToken")
     samples = samples_of(p.get("meterValue") or [])
     kind = p["eventType"]
@@ -106,7 +106,7 @@ def transaction_facts(p: Payload) -> TransactionFacts:
         start=TransactionStarted(tx_id, evse_id, connector_id, token, at, meter_start),
         end=end,
         update=update,
-        meter=meter_events(p.get("meterValue") or [], evse_id, connector_id, tx_id),
+        meter=meter_events(p.get("meterValue") or [], evse_id or 0, connector_id or 0, tx_id),
         meter_wh=energy_wh(samples),
     )
 

@@ -182,9 +182,30 @@ async def test_a_transaction_belongs_to_one_charger_and_ends_once(start_runtime:
             rows = (await session.scalars(select(Transaction))).all()
         assert [(r.charger_id, r.active) for r in rows] == [("TX-OWNER", True)]
         await owner.result("StopTransaction", stop(tx, 3_000, "2026-11-25T10:30:00Z"))
-        await owner.result("StopTransaction", stop(tx, 3_000, "2026-11-25T10:30:00Z"))  # a replay: no conflict
-        await owner.result("StopTransaction", stop(tx, 4_500, "2026-11-25T10:45:00Z"))  # different: kept out
+        await owner.result("StopTransaction", stop(tx, 3_000, "2026-11-25T10:30:00Z"))  # a replay
+        await owner.result("StopTransaction", stop(tx, 4_500, "2026-11-25T10:45:00Z"))  # different
     async with runtime.sessions() as session:
         row = (await session.scalars(select(Transaction))).one()
     assert (row.active, row.meter_stop_wh, row.charger_id) == (False, 3_000, "TX-OWNER")
     assert (conflicts("foreign_transaction"), conflicts("second_stop")) == (before[0] + 1, before[1] + 1)
+
+
+async def test_a_2_0_1_session_without_a_connector_id_is_stored_with_none(
+    start_runtime: StartRuntime,
+) -> None:
+    from sqlalchemy import select
+
+    from chargeops.db.models import Transaction
+
+    runtime = await start_runtime(accept_unknown=True)
+    async with raw_charger(runtime.gateway.port, "TX-NOCONN", "ocpp2.0.1") as cp:  # type: ignore[union-attr]
+        await cp.boot()
+        on_evse = {**_event({"idToken": "X", "type": "NoAuthorization"}, "TX-E"), "evse": {"id": 2}}
+        await cp.result("TransactionEvent", on_evse)
+        no_evse = _event({"idToken": "X", "type": "NoAuthorization"}, "TX-N")
+        del no_evse["evse"]
+        await cp.result("TransactionEvent", no_evse)
+    async with runtime.sessions() as session:
+        txs = await session.scalars(select(Transaction))
+        rows = {t.transaction_id: (t.evse_id, t.connector_id) for t in txs}
+    assert rows == {"TX-E": (2, None), "TX-N": (None, None)}
