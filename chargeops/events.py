@@ -47,6 +47,7 @@ class EventKind(StrEnum):
     DER_CONTROL_START_STOP = "der_control_start_stop"
     DER_CONTROLS_REPORTED = "der_controls_reported"
     REBOOT_REQUESTED = "reboot_requested"
+    SIGNED_METER_VALUES = "signed_meter_values"
     REPORTED = "reported"
 
 
@@ -129,6 +130,21 @@ class MeterValues(Body):
     connector_id: int
     transaction_id: str | None
     samples: list[Sample] = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class SignedMeterValues(Body):
+    """Signed readings (OCMF and the like) as the meter signed them, kept for billing disputes: 2.x
+    `signedMeterValue`, 1.6 values of format `SignedData`. One dict per reading: `sampled_at` (ISO),
+    `measurand`, `context`, `phase`, `value` (the numeric reading beside it, if any), `signed_meter_data`,
+    `signing_method`, `encoding_method`, `public_key` (what the charger sent; 1.6 has only the data).
+    Apart from `MeterValues` so unsigned meter events keep their ids and their hot path."""
+
+    kind = EventKind.SIGNED_METER_VALUES
+    evse_id: int
+    connector_id: int
+    transaction_id: str | None
+    readings: list[dict[str, Any]] = field(default_factory=list)
 
 
 @dataclass(slots=True)
@@ -295,6 +311,7 @@ BODY_TYPES: dict[EventKind, type[Body]] = {
         DerControlStartStop,
         DerControlsReported,
         RebootRequested,
+        SignedMeterValues,
         Reported,
     )
 }
@@ -322,10 +339,11 @@ class Event:
         """Same charger, kind, report time and content → same id, so a replayed message is stored once.
 
         Connection events are not replays of anything: they get their receive time in the key. A swap step
-        carries no time of its own but is unique by itself (station, requestId, event type, packs).
+        carries no time of its own but is unique by itself (station, requestId, event type, packs), as is a
+        signed reading (its time and signature are in it).
         """
         stamp = self.reported_at
-        if self.body.kind is EventKind.BATTERY_SWAP:
+        if self.body.kind in (EventKind.BATTERY_SWAP, EventKind.SIGNED_METER_VALUES):
             stamp = None
         elif stamp is None or self.body.kind in (
             EventKind.CONNECTED,

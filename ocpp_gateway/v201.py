@@ -9,7 +9,6 @@ from chargeops.events import (
     Body,
     Booted,
     FaultReported,
-    MeterValues,
     Reported,
     StatusChanged,
     TransactionEnded,
@@ -75,7 +74,7 @@ class TransactionFacts:
     start: TransactionStarted  # meter_start_wh only from a Started event
     end: TransactionEnded | None
     update: TransactionUpdated | None
-    meter: list[MeterValues]
+    meter: list[Body]  # MeterValues, and SignedMeterValues where the meter signed
     meter_wh: float | None  # the latest main energy register in the event
 
 

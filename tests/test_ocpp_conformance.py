@@ -209,3 +209,69 @@ async def test_a_2_0_1_session_without_a_connector_id_is_stored_with_none(
         txs = await session.scalars(select(Transaction))
         rows = {t.transaction_id: (t.evse_id, t.connector_id) for t in txs}
     assert rows == {"TX-E": (2, None), "TX-N": (None, None)}
+
+
+async def test_signed_meter_values_are_kept_and_shown_on_the_transaction(start_runtime: StartRuntime) -> None:
+    """2.0.1 `signedMeterValue` and 1.6 `SignedData` are kept as the meter signed them and come back on
+    GET /api/transactions/{charger}/{transaction} (billing disputes need them)."""
+    import httpx
+
+    from tests.waiting import until
+
+    runtime = await start_runtime(accept_unknown=True)
+    port = runtime.gateway.port  # type: ignore[union-attr]
+    ocmf = 'OCMF|{"FV":"1.0","RD":[{"RV":2.935,"RU":"kWh"}]}|{"SD":"3045022100ab"}'
+    begin = {
+        "timestamp": "2026-11-25T10:00:00Z",
+        "sampledValue": [
+            {
+                "value": 2935,
+                "context": "Transaction.Begin",
+                "measurand": "Energy.Active.Import.Register",
+                "unitOfMeasure": {"unit": "Wh"},
+                "signedMeterValue": {
+                    "signedMeterData": ocmf,
+                    "signingMethod": "ECDSA-secp256r1-SHA256",
+                    "encodingMethod": "OCMF",
+                    "publicKey": "3059301306072a8648ce3d0201",
+                },
+            }
+        ],
+    }
+    async with raw_charger(port, "SIGN201", "ocpp2.0.1") as cp:
+        await cp.boot()
+        await cp.result(
+            "TransactionEvent",
+            {**_event({"idToken": "X", "type": "NoAuthorization"}, "TX-S"), "meterValue": [begin]},
+        )
+    signed16 = {"value": "AP;0;3;ALCV3ABBBISB", "format": "SignedData", "context": "Transaction.End"}
+    async with raw_charger(port, "SIGN16") as cp:
+        await cp.boot()
+        start = {"connectorId": 1, "idTag": "ANY", "meterStart": 0, "timestamp": "2026-11-25T10:00:00Z"}
+        tx = (await cp.result("StartTransaction", start))["transactionId"]
+        await cp.result(
+            "StopTransaction",
+            {
+                "transactionId": tx, "meterStop": 500, "timestamp": "2026-11-25T10:30:00Z",
+                "transactionData": [{"timestamp": "2026-11-25T10:30:00Z", "sampledValue": [signed16]}],
+            },
+        )  # fmt: skip
+    headers = {"Authorization": "Bearer test-admin-token"}
+    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{runtime.http_port}", headers=headers) as api:
+
+        async def signed(charger: str, tx_id: str) -> list[dict[str, Any]]:
+            r = await api.get(f"/api/transactions/{charger}/{tx_id}")
+            assert r.status_code == 200, r.text
+            return r.json()["signed_meter_values"]
+
+        async def both_stored() -> bool:
+            return bool(await signed("SIGN201", "TX-S")) and bool(await signed("SIGN16", str(tx)))
+
+        await until(both_stored, what="the signed readings stored")
+        [v2] = await signed("SIGN201", "TX-S")
+        assert (v2["signed_meter_data"], v2["encoding_method"], v2["value"]) == (ocmf, "OCMF", 2935)
+        assert v2["context"] == "Transaction.Begin" and v2["public_key"].startswith("3059")
+        [v1] = await signed("SIGN16", str(tx))
+        assert (v1["signed_meter_data"], v1["value"], v1["signing_method"]) == (signed16["value"], None, None)
+        missing = await api.get("/api/transactions/SIGN16/999999")
+        assert missing.status_code == 404 and missing.json()["error"] == "not_found"

@@ -152,6 +152,25 @@ class TransactionOut(BaseModel):
     active: bool
 
 
+class SignedReadingOut(BaseModel):
+    """A signed meter reading as the meter signed it (OCMF or the charger's format): check it with the
+    meter's public key, e.g. in the S.A.F.E. transparency software."""
+
+    sampled_at: str
+    measurand: str
+    context: str | None
+    phase: str | None
+    value: float | None
+    signed_meter_data: str
+    signing_method: str | None
+    encoding_method: str | None
+    public_key: str | None
+
+
+class TransactionDetailOut(TransactionOut):
+    signed_meter_values: list[SignedReadingOut]
+
+
 class ApiTokenCreate(Input):
     name: Annotated[str, Field(min_length=1, max_length=100)]
     role: Role
