@@ -15,7 +15,10 @@ OCPP action name passes through unchanged: that is the operator API's raw relay,
 * `chargeops.GetDerControls` `{"request_id", "is_default"?, "control_type"?, "control_id"?}` → GetDERControl
   (2.1); the controls arrive as `DerControlsReported` events;
 * `chargeops.RequestBatterySwap` `{"request_id", "id_token", "id_token_type"?}` → RequestBatterySwap (2.1);
-  the station's BatteryIn / BatteryOut arrive as `BatterySwapped` events.
+  the station's BatteryIn / BatteryOut arrive as `BatterySwapped` events;
+* `chargeops.SetChargerPassword` `{"password"}` → 1.6 ChangeConfiguration AuthorizationKey (hex) / 2.x
+  SetVariables SecurityCtrlr.BasicAuthPassword; answered `{"status"}`. The gateway keeps the new password
+  once the charger accepts it (the old one works until the charger connects with the new one).
 
 DER `settings` are the control's own parameters as the standard names them (e.g. `{"pctMaxDischargePower":
 40}`, or `{"yUnit", "curveData"}` for a curve); DER answers come back neutral: `{"status",
@@ -34,6 +37,7 @@ SET_DISCHARGE_LIMIT = "chargeops.SetDischargeLimit"
 CLEAR_DER_CONTROL = "chargeops.ClearDerControl"
 GET_DER_CONTROLS = "chargeops.GetDerControls"
 REQUEST_BATTERY_SWAP = "chargeops.RequestBatterySwap"
+SET_CHARGER_PASSWORD = "chargeops.SetChargerPassword"
 DER_ACTIONS = frozenset({SET_DER_CONTROL, SET_DISCHARGE_LIMIT, CLEAR_DER_CONTROL, GET_DER_CONTROLS})
 
 # The site planner's own discharge cap: each new cap replaces the last one (same id), and clearing it leaves

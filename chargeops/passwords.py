@@ -6,6 +6,9 @@ enough. Both calls are CPU-bound: call them from a worker thread.
 
 from __future__ import annotations
 
+import secrets
+import string
+
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 
@@ -22,3 +25,13 @@ def password_matches(stored_hash: str, password: str) -> bool:
     except (VerificationError, InvalidHashError):
         return False
     return True
+
+
+# OCPP 2.0.1 A01's passwordString characters; 20 of them fit 1.6 (16-20 bytes) and 2.x (16-40) alike.
+ALPHABET = string.ascii_letters + string.digits + "*-_=:+|@."
+GENERATED_LENGTH = 20
+
+
+def generate_password() -> str:
+    """A random charger password valid for every OCPP version (the API's password rotation)."""
+    return "".join(secrets.choice(ALPHABET) for _ in range(GENERATED_LENGTH))

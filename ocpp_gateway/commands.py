@@ -9,7 +9,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from chargeops.commands import DER_ACTIONS, REQUEST_BATTERY_SWAP, SET_POWER_LIMIT
+from chargeops.commands import DER_ACTIONS, REQUEST_BATTERY_SWAP, SET_CHARGER_PASSWORD, SET_POWER_LIMIT
+from ocpp_gateway import passwords
 from ocpp_gateway.der import der_to_ocpp, reply_from_ocpp
 from ocpp_gateway.limits import power_limit
 from ocpp_gateway.swaps import request_battery_swap
@@ -38,7 +39,15 @@ _TRANSLATIONS: dict[str, Translation] = {
     REQUEST_BATTERY_SWAP: _needs_v21(
         "RequestBatterySwap", lambda _, p: ("RequestBatterySwap", request_battery_swap(p))
     ),
+    SET_CHARGER_PASSWORD: lambda version, _, p: _set_password(version, p),
 }
+
+
+def _set_password(version: OcppVersion, p: Payload) -> tuple[str, Payload]:
+    password = str(p.get("password", ""))
+    if (why := passwords.problem(version, password)) is not None:
+        raise ValueError(why)
+    return passwords.set_password_call(version, password)
 
 
 def to_ocpp(version: OcppVersion, action: str, payload: Payload) -> tuple[str, Payload]:
@@ -51,4 +60,9 @@ def to_ocpp(version: OcppVersion, action: str, payload: Payload) -> tuple[str, P
 
 def from_ocpp(action: str, answer: Payload) -> Payload:
     """The charger's answer to `action` (the neutral one) as the command's caller gets it."""
+    if action == SET_CHARGER_PASSWORD:
+        accepted = answer.get("status") or next(
+            (r.get("attributeStatus") for r in answer.get("setVariableResult", ())), "Rejected"
+        )
+        return {"status": accepted}
     return reply_from_ocpp(answer) if action in DER_ACTIONS else answer

@@ -215,8 +215,15 @@ class GatewayServer:
             return "user_mismatch"
         if self._verifier.cached(auth.id, auth.password_hash, password):
             return None
-        ok = await asyncio.to_thread(self._verifier.verify, auth.id, auth.password_hash, password)
-        return None if ok else "bad_credentials"
+        if await asyncio.to_thread(self._verifier.verify, auth.id, auth.password_hash, password):
+            return None
+        # A rotated password the charger accepted: its first connection with it retires the old one.
+        pending = auth.pending_password_hash
+        if pending is not None and await asyncio.to_thread(self._verifier.verify, auth.id, pending, password):
+            await self.ctx.store.promote_password(auth.id, pending)
+            for_charger(log, auth.id).info("connected with its new password; the old one is retired")
+            return None
+        return "bad_credentials"
 
     # -- sessions -------------------------------------------------------------------------------------
 

@@ -37,6 +37,8 @@ from chargeops.events import (
     utcnow,
 )
 from chargeops.logs import for_charger
+from chargeops.passwords import hash_password
+from ocpp_gateway import passwords
 from ocpp_gateway.commands import Unsupported, from_ocpp, to_ocpp
 from ocpp_gateway.context import GatewayContext
 from ocpp_gateway.routes import NotSupported, Payload, Route, RouteTable
@@ -362,6 +364,12 @@ class ChargerSession(ChargePoint):
             )
         if (reboot := _reboot_requested(action, payload, answer.payload)) is not None:
             await self.emit(RebootRequested(reboot))
+        new_password = passwords.password_set_by(action, payload)
+        if new_password is not None and passwords.accepted(action, answer.payload):
+            await self.ctx.store.set_pending_password(
+                self.id, await asyncio.to_thread(hash_password, new_password)
+            )
+            self.log.info("accepted a new password; the old one works until it connects with the new one")
         return CommandReply("result", payload=from_ocpp(command, answer.payload))
 
     async def close(self, code: int = 1000, reason: str = "") -> None:

@@ -28,6 +28,7 @@ class ChargerAuth:
     security_profile: int
     admission: str
     registration_status: str | None
+    pending_password_hash: str | None = None  # accepted by the charger, not yet used by it
 
 
 _AUTH_QUERY = select(
@@ -36,6 +37,7 @@ _AUTH_QUERY = select(
     Charger.security_profile,
     Charger.admission,
     Charger.registration_status,
+    Charger.pending_password_hash,
 ).where(Charger.id == bindparam("cid"))
 
 
@@ -69,6 +71,10 @@ class Store(Protocol):
     async def admit_unknown(self, charger_id: str, admission: str) -> ChargerAuth: ...
 
     async def record_boot(self, charger_id: str, boot: Booted, at: datetime) -> None: ...
+
+    async def set_pending_password(self, charger_id: str, password_hash: str) -> None: ...
+
+    async def promote_password(self, charger_id: str, password_hash: str) -> None: ...
 
     async def id_token(self, id_token: str, now: datetime) -> TokenStatus: ...
 
@@ -119,6 +125,22 @@ class GatewayStore:
         async with self._sessions() as session:
             row = (await session.execute(_AUTH_QUERY, {"cid": charger_id})).first()
         return ChargerAuth(*row) if row is not None else None
+
+    async def set_pending_password(self, charger_id: str, password_hash: str) -> None:
+        """The charger accepted a new password: keep it beside the one it still connects with."""
+        async with self._sessions() as session, session.begin():
+            await session.execute(
+                update(Charger).where(Charger.id == charger_id).values(pending_password_hash=password_hash)
+            )
+
+    async def promote_password(self, charger_id: str, password_hash: str) -> None:
+        """The charger connected with its new password (`password_hash`): it is now the only one."""
+        async with self._sessions() as session, session.begin():
+            await session.execute(
+                update(Charger)
+                .where(Charger.id == charger_id, Charger.pending_password_hash == password_hash)
+                .values(password_hash=password_hash, pending_password_hash=None)
+            )
 
     async def admit_unknown(self, charger_id: str, admission: str) -> ChargerAuth:
         """Create a record for an unknown charger let in by `--accept-unknown` or the `pending` policy."""

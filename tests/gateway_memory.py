@@ -39,6 +39,7 @@ class MemoryStore:
 
     tokens: dict[str, TokenStatus] = field(default_factory=dict)
     boots: list[tuple[str, Booted]] = field(default_factory=list)
+    pending_passwords: dict[str, str] = field(default_factory=dict)
     transactions: dict[tuple[str, str], MemoryTx] = field(default_factory=dict)
     _starts: dict[str, TxRecord] = field(default_factory=dict)
     _ids: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
@@ -51,6 +52,12 @@ class MemoryStore:
 
     async def record_boot(self, charger_id: str, boot: Booted, at: datetime) -> None:
         self.boots.append((charger_id, boot))
+
+    async def set_pending_password(self, charger_id: str, password_hash: str) -> None:
+        self.pending_passwords[charger_id] = password_hash
+
+    async def promote_password(self, charger_id: str, password_hash: str) -> None:
+        self.pending_passwords.pop(charger_id, None)
 
     async def id_token(self, id_token: str, now: datetime) -> TokenStatus:
         return self.tokens.get(id_token, TokenStatus("Invalid"))

@@ -27,6 +27,8 @@ class Charger(Base):
 
     id: Mapped[str] = mapped_column(String(48), primary_key=True)
     password_hash: Mapped[str | None] = mapped_column(String(200))
+    # A new password the charger accepted but has not connected with yet; the old one works until it does.
+    pending_password_hash: Mapped[str | None] = mapped_column(String(200))
     security_profile: Mapped[int] = mapped_column(Integer, default=1)
     site: Mapped[str | None] = mapped_column(String(64), index=True)
     kind: Mapped[str] = mapped_column(String(20), default="charger")

@@ -10,10 +10,12 @@ import logging
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Path, Query
+from pydantic import BaseModel, ConfigDict, Field
 
-from chargeops.commands import CommandReply
+from chargeops.commands import SET_CHARGER_PASSWORD, CommandReply
 from chargeops.db.models import Charger
 from chargeops.logs import for_charger
+from chargeops.passwords import generate_password
 from ops.api.auth import Operator
 from ops.api.context import ApiContext, Ctx, Db
 from ops.api.errors import ApiError, documented
@@ -91,3 +93,33 @@ async def send_ocpp(
 ) -> CommandResponse:
     """Send `action` to the charger and answer with its reply exactly as sent."""
     return reply_to_http(await ask_charger(ctx, db, charger_id, action, payload, timeout))
+
+
+class PasswordRotation(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    password: str | None = Field(
+        default=None, min_length=16, max_length=40, description="the new password; default: generated"
+    )
+
+
+@router.post(
+    "/{charger_id}/rotate-password", dependencies=[Operator], responses=documented(404, 409, 502, 504)
+)
+async def rotate_password(
+    charger_id: ChargerIdPath, ctx: Ctx, db: Db, body: PasswordRotation | None = None
+) -> dict[str, Any]:
+    """Give the charger a new Basic-auth password (1.6 AuthorizationKey, hex-encoded; 2.x
+    SecurityCtrlr.BasicAuthPassword): generated (20 characters, valid for every version) or the one given.
+    Stored once the charger accepts it; the old one keeps working until the charger connects with the new
+    one. A generated password is shown once, in this answer."""
+    given = body.password if body is not None else None
+    password = given or generate_password()
+    answer = reply_to_http(
+        await ask_charger(ctx, db, charger_id, SET_CHARGER_PASSWORD, {"password": password})
+    )
+    status = answer.response.get("status")
+    if status not in ("Accepted", "RebootRequired"):
+        raise ApiError(
+            409, "password_rejected", f"the charger answered {status}", extra={"response": answer.response}
+        )
+    return {"charger_id": charger_id, "status": status, "password": None if given else password}
