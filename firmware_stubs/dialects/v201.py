@@ -307,12 +307,6 @@ class V201(Dialect):
         payload = {"evseId": c.index, "meterValue": [_meter_value(samples, context)]}
         cp.emit("MeterValues", payload, triggered=True)
 
-    def _next_event_id(self, cp: SimulatedCharger) -> int:
-        extras = cp.extras()
-        extras["event_id"] = extras.get("event_id", 0) + 1
-        event_id: int = extras["event_id"]
-        return event_id
-
     def fault_changed(self, cp: SimulatedCharger, c: Connector, raised: bool) -> None:
         code = c.fault or "OtherError"
         name, variable = _FAULT_COMPONENT.get(
@@ -322,7 +316,7 @@ class V201(Dialect):
         if c.index:
             component["evse"] = {"id": c.index, "connectorId": 1}
         event: Payload = {
-            "eventId": self._next_event_id(cp),
+            "eventId": cp.device.next_event_id(),
             "timestamp": iso(utc_now()),
             "trigger": "Alerting",
             "actualValue": "true" if raised else "false",
@@ -503,7 +497,7 @@ class V201(Dialect):
 
     # ------------------------------------------------------------------ monitoring
     def on_SetVariableMonitoring(self, cp: SimulatedCharger, p: Payload) -> Payload:
-        monitors: dict[int, Payload] = cp.extras().setdefault("monitors", {})
+        monitors = cp.device.monitors
         results = []
         for item in p["setMonitoringData"]:
             status, _, _ = self._lookup(cp, item["component"], item["variable"])
@@ -522,20 +516,20 @@ class V201(Dialect):
         return {"setMonitoringResult": results}
 
     def on_ClearVariableMonitoring(self, cp: SimulatedCharger, p: Payload) -> Payload:
-        monitors: dict[int, Payload] = cp.extras().setdefault("monitors", {})
+        monitors = cp.device.monitors
         results = [{"id": i, "status": "Accepted" if monitors.pop(i, None) else "NotFound"} for i in p["id"]]
         return {"clearMonitoringResult": results}
 
     def on_SetMonitoringBase(self, cp: SimulatedCharger, p: Payload) -> Payload:
-        cp.extras()["monitoring_base"] = p["monitoringBase"]
+        cp.device.monitoring_base = p["monitoringBase"]
         return {"status": "Accepted"}
 
     def on_SetMonitoringLevel(self, cp: SimulatedCharger, p: Payload) -> Payload:
-        cp.extras()["monitoring_level"] = p["severity"]
+        cp.device.monitoring_level = p["severity"]
         return {"status": "Accepted"}
 
     def on_GetMonitoringReport(self, cp: SimulatedCharger, p: Payload) -> Payload:
-        monitors: dict[int, Payload] = cp.extras().get("monitors", {})
+        monitors = cp.device.monitors
         if not monitors:
             return {"status": "EmptyResultSet"}
         report = [
@@ -761,11 +755,11 @@ class V201(Dialect):
 
     # ------------------------------------------------ display messages, network, certificates
     def on_SetDisplayMessage(self, cp: SimulatedCharger, p: Payload) -> Payload:
-        cp.extras().setdefault("display", {})[p["message"]["id"]] = p["message"]
+        cp.device.display[p["message"]["id"]] = p["message"]
         return {"status": "Accepted"}
 
     def on_GetDisplayMessages(self, cp: SimulatedCharger, p: Payload) -> Payload:
-        messages: dict[int, Payload] = cp.extras().get("display", {})
+        messages = cp.device.display
         found = [
             m
             for i, m in messages.items()
@@ -779,11 +773,11 @@ class V201(Dialect):
         return {"status": "Accepted"}
 
     def on_ClearDisplayMessage(self, cp: SimulatedCharger, p: Payload) -> Payload:
-        messages: dict[int, Payload] = cp.extras().get("display", {})
+        messages = cp.device.display
         return {"status": "Accepted" if messages.pop(p["id"], None) else "Unknown"}
 
     def on_SetNetworkProfile(self, cp: SimulatedCharger, p: Payload) -> Payload:
-        cp.extras().setdefault("network_profiles", {})[p["configurationSlot"]] = p["connectionData"]
+        cp.device.network_profiles[p["configurationSlot"]] = p["connectionData"]
         return {"status": "Accepted"}
 
     def on_GetInstalledCertificateIds(self, cp: SimulatedCharger, p: Payload) -> Payload:
