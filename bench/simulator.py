@@ -8,7 +8,7 @@ Prints one JSON document.
     python -m bench.simulator --chargers 10000 --offline
 
 ``--offline`` needs no server and measures the charger objects alone, so a refactor of the charger shows up
-undiluted by sockets and tasks: memory per charger of the same fleet ``build_fleet`` makes (the RSS delta,
+undiluted by sockets and tasks: memory per charger of the same fleet ``build_fleet`` makes (the RSS growth,
 and the Python allocations tracemalloc sees, which do not vary from run to run), then how many charger
 ticks per second the core runs with a session on every connector (physics, status, periodic samples; the
 samples are queued as offline calls and discarded after each round).
@@ -85,13 +85,15 @@ def _config(args: argparse.Namespace, chargers: int | None = None) -> FleetConfi
 
 async def offline(args: argparse.Namespace) -> dict[str, Any]:
     """Memory per charger object and core ticks per second, without a server (see the module docstring)."""
-    build_fleet(_config(args, 1))  # one-time costs (the dialects' lazy import) are not per charger
+    # RSS: the growth from a second fleet while the first is alive, so one-time costs (imports, and the
+    # heap holes they leave, which shift by a megabyte with the module layout) are not counted per charger
+    warm = build_fleet(_config(args))
     gc.collect()
     base = rss_kib("self")
     fleet = build_fleet(_config(args))
     gc.collect()
     rss_per_charger = (rss_kib("self") - base) * 1024 / len(fleet)
-    del fleet
+    del fleet, warm
     gc.collect()
     tracemalloc.start()
     before = tracemalloc.get_traced_memory()[0]
