@@ -89,7 +89,8 @@ def _rejected(reason: str, info: str) -> Payload:
 
 
 class DerControls:
-    """One charger's DER controls (in the charger's `extras()`, so chargers without any pay nothing)."""
+    """One charger's DER controls (made by its first DER control message, so chargers without any pay
+    nothing)."""
 
     __slots__ = ("controls",)
 

@@ -36,7 +36,7 @@ from typing import Any
 
 import orjson
 
-from firmware_stubs.charger import Connector, SimEnvironment, SimulatedCharger, _chance
+from firmware_stubs.charger import Connector, SimEnvironment, SimulatedCharger, chance
 from firmware_stubs.model import EV, iso
 
 Payload = dict[str, Any]
@@ -379,5 +379,5 @@ class SwapStation(SimulatedCharger):
             ev = c.ev
             if ev is not None and ev.soc < 100.0 and c.tx is None and _usable(c):
                 self._begin_tx(c, "")
-        if self.swap_rate > 0 and self.rng.random() < _chance(self.swap_rate, elapsed / 3600.0):
+        if self.swap_rate > 0 and self.rng.random() < chance(self.swap_rate, elapsed / 3600.0):
             self._local_swap(self.rng.choice(self.env.id_tags), None, take=self._takes())

@@ -156,7 +156,7 @@ async def test_planner_caps_v2x_discharge_with_der_control(site_stack: SiteStack
         await until(lambda: capped(100.0, RATED_W), 30, "cap relaxed to 100 %")
         await stack.site(30, **(body | {"grid_export_limit_kw": None}))
         await until(lambda: _gone(stack, v2x.id), 30, "cap cleared")
-        assert v2x.extras()["der"].controls == {}
+        assert v2x.der_controls.controls == {}
         assert [a for a, _ in v2x.received_calls if a == "ClearDERControl"]
     finally:
         reporting.cancel()

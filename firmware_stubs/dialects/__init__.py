@@ -11,7 +11,7 @@ _DIALECTS: dict[str, Dialect] = {"ocpp1.6": V16(), "ocpp2.0.1": V201(), "ocpp2.1
 
 
 def dialect_for(protocol: str) -> Dialect:
-    """The shared (stateless) dialect instance for a websocket subprotocol name."""
+    """The dialect instance, shared by every charger, for a websocket subprotocol name."""
     try:
         return _DIALECTS[protocol]
     except KeyError:

@@ -27,7 +27,9 @@ def schedule_periods(periods: list[Period]) -> list[Payload]:
 
 
 class Dialect(ABC):
-    """Stateless and shared by all chargers of a version; per-charger state lives in the charger."""
+    """One instance serves every charger of a version, so it keeps nothing per charger: what a version must
+    remember per station (2.x monitors and display messages, DER controls) is a typed component of the
+    charger (``cp.device``, ``cp.der_controls``), made on first use."""
 
     version: str
     subprotocol: str

@@ -10,7 +10,6 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from firmware_stubs import rpc
-from firmware_stubs.der import DerControls
 from firmware_stubs.dialects.base import Payload
 from firmware_stubs.dialects.v201 import V201
 from firmware_stubs.model import MEASURANDS, V2X_MEASURANDS, KeyDef, iso, utc_now
@@ -20,11 +19,6 @@ if TYPE_CHECKING:
     from firmware_stubs.der import DerControl
 
 _ALLOWED = MEASURANDS + V2X_MEASURANDS
-
-
-def _controls(cp: SimulatedCharger) -> DerControls:
-    controls: DerControls = cp.extras().setdefault("der", DerControls())
-    return controls
 
 
 def _v2x(cp: SimulatedCharger) -> None:
@@ -56,29 +50,29 @@ class V21(V201):
     # ------------------------------------------------------------------ DER control (block R)
     def on_SetDERControl(self, cp: SimulatedCharger, p: Payload) -> Payload:
         _v2x(cp)
-        answer = _controls(cp).set(p, utc_now())
+        answer = cp.der_controls.set(p, utc_now())
         cp.log.info("SetDERControl %s %s: %s", p["controlType"], p["controlId"], answer["status"])
         self.der_tick(cp)  # a control whose window is already open starts now
         return answer
 
     def on_GetDERControl(self, cp: SimulatedCharger, p: Payload) -> Payload:
         _v2x(cp)
-        found = _controls(cp).select(p)
+        found = cp.der_controls.select(p)
         if not found:
             return {"status": "NotFound"}
-        cp.emit("ReportDERControl", _controls(cp).report(p["requestId"], found), triggered=True)
+        cp.emit("ReportDERControl", cp.der_controls.report(p["requestId"], found), triggered=True)
         return {"status": "Accepted"}
 
     def on_ClearDERControl(self, cp: SimulatedCharger, p: Payload) -> Payload:
         _v2x(cp)
-        removed = _controls(cp).clear(p)
+        removed = cp.der_controls.clear(p)
         for control in removed:
             if control.running:
                 self._start_stop(cp, control, started=False)
         return {"status": "Accepted" if removed else "NotFound"}
 
     def der_tick(self, cp: SimulatedCharger) -> None:
-        for control, started in _controls(cp).transitions(utc_now()):
+        for control, started in cp.der_controls.transitions(utc_now()):
             self._start_stop(cp, control, started=started)
 
     def _start_stop(self, cp: SimulatedCharger, control: DerControl, *, started: bool) -> None:
