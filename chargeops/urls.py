@@ -12,16 +12,32 @@ ALLOWED_SCHEMES = frozenset({"http", "https", "ftp", "ftps", "sftp"})
 _LOCAL_NAMES = (".localhost", ".local", ".internal", ".localdomain")
 
 
+NAT64 = ipaddress.ip_network("64:ff9b::/96")  # RFC 6052's well-known prefix: the last 32 bits are IPv4
+
+
+def _embedded_v4(ip: ipaddress.IPv6Address) -> ipaddress.IPv4Address | None:
+    """The IPv4 address an IPv6 one carries (IPv4-mapped, 6to4, Teredo, NAT64), which is where it goes."""
+    if ip.ipv4_mapped is not None:
+        return ip.ipv4_mapped
+    if ip.sixtofour is not None:
+        return ip.sixtofour
+    if ip.teredo is not None:
+        return ip.teredo[1]  # (server, client): the client is the host behind it
+    if ip in NAT64:
+        return ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)
+    return None
+
+
 def _is_private(addr: str) -> bool:
+    """Anything but a globally routable unicast address: private, loopback, link-local, shared (carrier-grade
+    NAT 100.64.0.0/10, where cloud metadata services live), reserved, documentation, multicast — also when
+    wrapped in an IPv6 form that reaches an IPv4 address."""
     ip = ipaddress.ip_address(addr)
-    return (
-        ip.is_loopback
-        or ip.is_link_local
-        or ip.is_private
-        or ip.is_unspecified
-        or ip.is_reserved
-        or ip.is_multicast
-    )
+    if isinstance(ip, ipaddress.IPv6Address):
+        inner = _embedded_v4(ip)
+        if inner is not None:
+            return _is_private(str(inner))
+    return not ip.is_global or ip.is_multicast
 
 
 async def url_refusal(url: str, allow_private: bool) -> str | None:
@@ -43,7 +59,7 @@ async def url_refusal(url: str, allow_private: bool) -> str | None:
         return None  # unresolvable here: the charger cannot reach a private address through it either
     private = [a for a in addrs if _is_private(a)]
     if private:
-        return f"host {host} is a loopback, link-local or private address ({private[0]})"
+        return f"host {host} is not a public address ({private[0]}: private, loopback, link-local or shared)"
     return None
 
 
