@@ -29,6 +29,12 @@ class Verifier:
     def _digest(self, password: str) -> bytes:
         return hmac.new(_cache_key, password.encode(), hashlib.sha256).digest()
 
+    def last_good(self, charger_id: str, password: str) -> bool:
+        """Whether `password` is the one this charger last proved with (before anything is read): the
+        genuine charger's way past the failed-login limiter while someone else attacks its id."""
+        hit = self._ok.get(charger_id)
+        return hit is not None and hmac.compare_digest(hit[1], self._digest(password))
+
     def cached(self, charger_id: str, stored_hash: str, password: str) -> bool:
         hit = self._ok.get(charger_id)
         return (
@@ -59,7 +65,9 @@ def parse_basic(header: str | None) -> tuple[str, str] | None:
 
 class FailureLimiter:
     """Counts failed logins per key (charger id, remote address) in a sliding window; past the limit a key
-    is refused outright for a back-off period, without looking at its password."""
+    is refused outright for a back-off period, without looking at its password. An attempt is counted
+    *before* its password is hashed (and taken back if good), so however many arrive at once no more than
+    the limit are ever hashed."""
 
     def __init__(self, limit: int, window: float = 60.0, backoff: float = 60.0, max_keys: int = 200_000):
         self.limit = limit
@@ -93,3 +101,9 @@ class FailureLimiter:
 
     def succeed(self, key: str) -> None:
         self._failures.pop(key, None)
+
+    def forgive(self, key: str) -> None:
+        """Takes back the latest attempt counted for `key` (it turned out good)."""
+        q = self._failures.get(key)
+        if q:
+            q.pop()

@@ -141,7 +141,13 @@ class GatewayServer:
                 connection, HTTPStatus.BAD_REQUEST, "subprotocol", f"offer one of {', '.join(SUBPROTOCOLS)}"
             )
         address = str((connection.remote_address or ("?",))[0])
-        if self._by_id.blocked(charger_id) or self._by_addr.blocked(address):
+        creds = parse_basic(request.headers.get("Authorization"))
+        # The charger presenting the password it last proved with goes past the limiter (still checked
+        # against the stored hash below): an attacker who knows its id cannot keep it off.
+        known = (
+            creds is not None and creds[0] == charger_id and self._verifier.last_good(charger_id, creds[1])
+        )
+        if not known and self._limited(charger_id, address):
             return self._refuse(
                 connection, HTTPStatus.TOO_MANY_REQUESTS, "rate_limited", "too many failed logins"
             )
@@ -173,9 +179,14 @@ class GatewayServer:
             self._failed(charger_id, address)
             clog.warning("unknown charger refused from %s", address)
             return self._refuse(connection, HTTPStatus.NOT_FOUND, "unknown_charger", "unknown charge point")
-        refusal = await self._authenticate(connection, request, auth)
+        refusal = await self._authenticate(connection, request, auth, address)
+        if refusal == "rate_limited":
+            return self._refuse(
+                connection, HTTPStatus.TOO_MANY_REQUESTS, "rate_limited", "too many failed logins"
+            )
         if refusal is not None:
-            self._failed(charger_id, address)
+            if refusal != "bad_credentials":  # a bad password was counted before it was hashed
+                self._failed(charger_id, address)
             clog.warning("login refused from %s: %s", address, refusal)
             return self._refuse(connection, HTTPStatus.UNAUTHORIZED, refusal, "authentication failed")
         self._by_id.succeed(charger_id)
@@ -190,12 +201,15 @@ class GatewayServer:
             return await self.ctx.store.admit_unknown(charger_id, "pending")
         return None
 
+    def _limited(self, charger_id: str, address: str) -> bool:
+        return self._by_id.blocked(charger_id) or self._by_addr.blocked(address)
+
     def _failed(self, charger_id: str, address: str) -> None:
         self._by_id.fail(charger_id)
         self._by_addr.fail(address)
 
     async def _authenticate(
-        self, connection: ServerConnection, request: Request, auth: ChargerAuth
+        self, connection: ServerConnection, request: Request, auth: ChargerAuth, address: str
     ) -> str | None:
         """None if the charger proved who it is for its security profile, else the refusal reason."""
         tls = connection.transport.get_extra_info("ssl_object") is not None
@@ -215,15 +229,22 @@ class GatewayServer:
             return "user_mismatch"
         if self._verifier.cached(auth.id, auth.password_hash, password):
             return None
-        if await asyncio.to_thread(self._verifier.verify, auth.id, auth.password_hash, password):
-            return None
+        # Counted before hashing (others may have filled the limit while this one waited for its slot).
+        if self._limited(auth.id, address):
+            return "rate_limited"
+        self._failed(auth.id, address)
+        ok = await asyncio.to_thread(self._verifier.verify, auth.id, auth.password_hash, password)
         # A rotated password the charger accepted: its first connection with it retires the old one.
         pending = auth.pending_password_hash
-        if pending is not None and await asyncio.to_thread(self._verifier.verify, auth.id, pending, password):
-            await self.ctx.store.promote_password(auth.id, pending)
-            for_charger(log, auth.id).info("connected with its new password; the old one is retired")
-            return None
-        return "bad_credentials"
+        if not ok and pending is not None:
+            ok = await asyncio.to_thread(self._verifier.verify, auth.id, pending, password)
+            if ok:
+                await self.ctx.store.promote_password(auth.id, pending)
+                for_charger(log, auth.id).info("connected with its new password; the old one is retired")
+        if not ok:
+            return "bad_credentials"
+        self._by_addr.forgive(address)
+        return None
 
     # -- sessions -------------------------------------------------------------------------------------
 

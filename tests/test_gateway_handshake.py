@@ -237,3 +237,34 @@ async def test_a_reconnect_storm_is_admitted_in_bounded_batches(start_runtime: S
             return str((await cp.boot())["status"])
 
     assert set(await asyncio.gather(*(one(n) for n in range(60)))) == {"Accepted"}
+
+
+async def test_a_crowd_of_guesses_is_hashed_at_most_the_limit_and_the_charger_still_gets_in(
+    start_runtime: StartRuntime,
+) -> None:
+    """Issue 12: 60 wrong passwords at once for one id hash at most `login_failures_allowed` of them (an
+    attempt is counted before it is hashed), and meanwhile the genuine charger, presenting the password it
+    last connected with, is let in."""
+    import asyncio
+
+    runtime = await start_runtime(login_failures_allowed=10, login_backoff_seconds=60)
+    await register(runtime, "CP-CROWD", password=PASSWORD)
+    port = runtime.gateway.port  # type: ignore[union-attr]
+    async with raw_charger(port, "CP-CROWD", additional_headers=basic("CP-CROWD", PASSWORD)) as cp:
+        await cp.boot()  # the genuine charger has connected once
+    hashed = 0
+    real_verify = Verifier.verify
+
+    def counting(self: Verifier, charger_id: str, stored_hash: str, password: str) -> bool:
+        nonlocal hashed
+        hashed += 1
+        return real_verify(self, charger_id, stored_hash, password)
+
+    with patch.object(Verifier, "verify", counting):
+        guesses = [
+            refused(port, "CP-CROWD", additional_headers=basic("CP-CROWD", f"guess{i}")) for i in range(60)
+        ]
+        codes = await asyncio.gather(*guesses)
+        assert hashed <= 10 and codes.count(429) >= 50, (hashed, codes)
+        async with raw_charger(port, "CP-CROWD", additional_headers=basic("CP-CROWD", PASSWORD)) as cp:
+            assert (await cp.boot())["status"] == "Accepted"
