@@ -33,6 +33,23 @@ def problem(version: OcppVersion, password: str) -> str | None:
     return None
 
 
+def call_problem(version: OcppVersion, action: str, payload: Payload) -> str | None:
+    """Why a password-setting call (relayed raw, or built here) breaks the version's key rules; None if it
+    sets no password or a valid one. 1.6's AuthorizationKey must be hex of 16-20 bytes."""
+    password = password_set_by(action, payload)
+    if password is None:
+        return None
+    if action == "ChangeConfiguration":
+        value = str(payload.get("value", ""))
+        try:
+            raw = binascii.unhexlify(value)
+        except (binascii.Error, ValueError):
+            return "AuthorizationKey must be hex-encoded (16-20 bytes: 32-40 hex digits)"
+        if not 16 <= len(raw) <= 20:
+            return f"AuthorizationKey must be 16-20 bytes, not {len(raw)}"
+    return problem(version, password)
+
+
 def set_password_call(version: OcppVersion, password: str) -> tuple[str, Payload]:
     if version is V16:
         value = password.encode().hex().upper()

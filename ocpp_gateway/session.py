@@ -332,6 +332,8 @@ class ChargerSession(ChargePoint):
         problem = await url_problem(action, payload, self.ctx.settings.allow_private_urls)
         if problem:
             return CommandReply("invalid", error_code="UrlRefused", description=problem)
+        if (bad_key := passwords.call_problem(self.version, action, payload)) is not None:
+            return CommandReply("invalid", error_code="PropertyConstraintViolation", description=bad_key)
         self._remember_remote_token(action, payload)
         async with self._call_lock:
             unique_id = str(uuid.uuid4())

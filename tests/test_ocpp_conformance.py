@@ -356,3 +356,38 @@ async def test_password_rotation_keeps_the_old_one_until_the_new_one_is_used(
         assert (await relay).status_code == 200
     async with raw_charger(port, "ROT201", "ocpp2.0.1", additional_headers=basic("ROT201", chosen)) as cp:
         await cp.boot()
+
+
+async def test_password_keys_outside_the_rules_are_refused_before_sending(
+    start_runtime: StartRuntime,
+) -> None:
+    """Issue 12: a relayed key of 15 or 41 characters, or non-hex where 1.6 wants hex, is refused with 422
+    and never reaches the charger."""
+    import httpx
+
+    runtime = await start_runtime(accept_unknown=True)
+    port = runtime.gateway.port  # type: ignore[union-attr]
+    headers = {"Authorization": "Bearer test-admin-token"}
+
+    def pw_var(value: str) -> dict[str, Any]:
+        entry = {
+            "attributeValue": value,
+            "component": {"name": "SecurityCtrlr"},
+            "variable": {"name": "BasicAuthPassword"},
+        }
+        return {"setVariableData": [entry]}
+
+    api = httpx.AsyncClient(base_url=f"http://127.0.0.1:{runtime.http_port}", headers=headers, timeout=20)
+    async with api, raw_charger(port, "KEY16") as c16, raw_charger(port, "KEY201", "ocpp2.0.1") as c201:
+        await c16.boot()
+        await c201.boot()
+        for charger, action, payload in (
+            ("KEY16", "ChangeConfiguration", {"key": "AuthorizationKey", "value": "ab" * 15}),
+            ("KEY16", "ChangeConfiguration", {"key": "AuthorizationKey", "value": "not-hex-at-all-but-long"}),
+            ("KEY201", "SetVariables", pw_var("x" * 15)),
+            ("KEY201", "SetVariables", pw_var("x" * 41)),
+        ):
+            r = await api.post(f"/api/chargers/{charger}/ocpp/{action}", json=payload)
+            assert r.status_code == 422 and r.json()["error"] == "invalid_payload", (payload, r.text)
+        # nothing was sent: the next thing each charger hears is its own answer
+        assert (await c16.call("Heartbeat", {}))[0] == 3 and (await c201.call("Heartbeat", {}))[0] == 3
