@@ -107,3 +107,12 @@ async def test_unhandled_exception_is_a_bare_500(
         assert "boom" not in r.text and "Traceback" not in r.text
         assert "RuntimeError" in caplog.text
         assert (await c.get("/healthz")).status_code == 200  # the app keeps serving
+
+
+@pytest.mark.parametrize(
+    "path", ["/api/tickets/99999999999999999999999", "/api/transactions?offset=10000000000000000000000"]
+)
+async def test_numbers_beyond_64_bits_are_422_not_500(admin: httpx.AsyncClient, path: str) -> None:
+    """Issue 12: an integer the database cannot hold is the caller's mistake (SQLite and Postgres alike)."""
+    r = await admin.get(path)
+    assert r.status_code == 422 and r.json()["error"] in ("invalid_request", "out_of_range"), r.text

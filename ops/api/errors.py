@@ -6,6 +6,7 @@ for oversized bodies and unexpected exceptions.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -13,7 +14,10 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
+from sqlalchemy.exc import DataError
 from starlette.exceptions import HTTPException
+
+log = logging.getLogger("chargeops.api")
 
 _HTTP_CODES = {
     400: "bad_request",
@@ -107,7 +111,21 @@ async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
     return error_response(422, "invalid_request", describe_validation(errors))
 
 
+async def _out_of_range(request: Request, exc: Exception) -> JSONResponse:
+    """A number the database cannot hold (an id beyond 64 bits, say): the caller's mistake, not a 500, and
+    one log line without the SQL or its parameters."""
+    log.warning(
+        "%s %s: a value out of the database's range (%s)",
+        request.method,
+        request.url.path,
+        type(exc).__name__,
+    )
+    return error_response(422, "out_of_range", "a number in the request is out of range")
+
+
 def install(app: FastAPI) -> None:
+    app.add_exception_handler(OverflowError, _out_of_range)
+    app.add_exception_handler(DataError, _out_of_range)
     app.add_exception_handler(ApiError, _api_error)
     app.add_exception_handler(HTTPException, _http_error)
     app.add_exception_handler(RequestValidationError, _validation_error)

@@ -8,6 +8,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Annotated, Any, Generic, Literal, Self, TypeVar
 
+from fastapi import Path
 from pydantic import (
     AfterValidator,
     AwareDatetime,
@@ -50,6 +51,10 @@ IdTokenType = Literal[
     "Central", "eMAID", "ISO14443", "ISO15693", "KeyCode", "Local", "MacAddress", "NoAuthorization"
 ]
 IdTokenStatus = Literal["Accepted", "Blocked", "Expired", "Invalid"]
+
+
+MAX_DB_INT = 2**63 - 1  # ids and counts are 64-bit in the database; larger numbers are the caller's mistake
+IdPath = Annotated[int, Path(ge=1, le=MAX_DB_INT, description="a database id")]
 
 
 class Input(BaseModel):
@@ -313,6 +318,8 @@ class Receipt(Input):
     qty: Annotated[int, Field(ge=1, le=1_000_000)]
     order: int | None = Field(
         default=None,
+        ge=1,
+        le=MAX_DB_INT,
         description="the purchase order (supply ticket id) delivered; default: oldest open first",
     )
     note: Annotated[str, Field(max_length=2000)] | None = None

@@ -16,7 +16,7 @@ from ops import maintenance
 from ops.api.auth import Caller, CrewMember, Principal, Role
 from ops.api.context import Db
 from ops.api.errors import ApiError, documented
-from ops.api.schemas import Items, Me, TicketDetail, TicketLogOut, TicketOut, TicketTransition
+from ops.api.schemas import IdPath, Items, Me, TicketDetail, TicketLogOut, TicketOut, TicketTransition
 from ops.tickets import OPEN_STATES, IllegalTransition, ticket_view
 
 router = APIRouter(tags=["tickets"], responses=documented(401, 403, 422))
@@ -78,7 +78,7 @@ async def _one(db: Db, ticket_id: int, caller: Principal, *, lock: bool = False)
 
 
 @router.get("/api/tickets/{ticket_id}", responses=documented(404))
-async def get_ticket(ticket_id: int, db: Db, caller: Caller) -> TicketDetail:
+async def get_ticket(ticket_id: IdPath, db: Db, caller: Caller) -> TicketDetail:
     ticket = await _one(db, ticket_id, caller)
     log = (
         await db.scalars(select(TicketLog).where(TicketLog.ticket_id == ticket_id).order_by(TicketLog.id))
@@ -89,7 +89,7 @@ async def get_ticket(ticket_id: int, db: Db, caller: Caller) -> TicketDetail:
 
 
 @router.post("/api/tickets/{ticket_id}/transition", responses=documented(404, 409, 422))
-async def transition(ticket_id: int, body: TicketTransition, db: Db, caller: CrewMember) -> TicketOut:
+async def transition(ticket_id: IdPath, body: TicketTransition, db: Db, caller: CrewMember) -> TicketOut:
     """One lifecycle step (open → assigned → in_progress → resolved → closed); an illegal step is 409, and so
     is a step from a status the ticket has left (`from`: what the caller last saw).
     Resolving a maintenance ticket takes `parts_used` (required if it lists parts, 422 otherwise): those are

@@ -12,7 +12,7 @@ from chargeops.events import EventKind
 from ops.api.auth import Viewer
 from ops.api.context import Db
 from ops.api.errors import ApiError, documented
-from ops.api.schemas import Items, SignedReadingOut, TransactionDetailOut, TransactionOut
+from ops.api.schemas import MAX_DB_INT, Items, SignedReadingOut, TransactionDetailOut, TransactionOut
 
 router = APIRouter(prefix="/api/transactions", tags=["transactions"], responses=documented(401, 403, 422))
 
@@ -23,7 +23,7 @@ async def list_transactions(
     charger_id: str | None = None,
     active: bool | None = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query(ge=0, le=MAX_DB_INT)] = 0,
 ) -> Items[TransactionOut]:
     query = select(Transaction)
     if charger_id is not None:

@@ -11,7 +11,7 @@ import secrets
 from typing import Annotated, Literal
 from urllib.parse import urlsplit
 
-from fastapi import APIRouter, Path, Query
+from fastapi import APIRouter, Query
 from pydantic import BaseModel, Field
 from sqlalchemy import select
 
@@ -20,12 +20,12 @@ from chargeops.urls import url_refusal
 from ops.api.auth import Admin
 from ops.api.context import Ctx, Db
 from ops.api.errors import ApiError, documented
-from ops.api.schemas import Input, Items, UtcTime
+from ops.api.schemas import IdPath, Input, Items, UtcTime
 
 router = APIRouter(prefix="/api/webhooks", tags=["webhooks"], responses=documented(401, 403, 422))
 
 EventType = Annotated[str, Field(pattern=r"^[a-z_]+\.[a-z_]+$", max_length=64, examples=["ticket.created"])]
-SubscriptionId = Annotated[int, Path(ge=1)]
+SubscriptionId = IdPath
 
 
 class WebhookCreate(Input):
