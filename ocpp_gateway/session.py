@@ -70,6 +70,7 @@ from telemetry.metrics import (
 logger = logging.getLogger("chargeops.gateway")
 
 REMOTE_TOKEN_ACTIONS = frozenset({"RequestStartTransaction", "RequestBatterySwap"})  # 2.x: idToken.idToken
+BAD_FRAME_LOG_BURST = 5  # bad frames logged per charger and minute; the rest are counted
 REMOTE_TOKENS_KEPT = 16  # per session: the latest remote starts (a charger runs a handful of EVSEs)
 
 
@@ -90,6 +91,7 @@ class ChargerSession(ChargePoint):
         self.current_action = ""
         self._waiting: tuple[str, str, asyncio.Future[CallResult | CallError]] | None = None
         self._booted = False  # a BootNotification was answered on this connection
+        self._bad_frames = [0.0, 0, 0]  # [minute started, bad frames in it, of them not logged]
         # Id tokens we asked this charger to start (or swap) with; created on the first remote start.
         self._remote_tokens: dict[str, None] | None = None
 
@@ -111,7 +113,7 @@ class ChargerSession(ChargePoint):
             frame = parse_frame(raw, self.version)
         except RpcError as err:
             FRAMES_REJECTED.labels(err.code).inc()
-            self.log.warning("bad frame answered with %s: %s", err.code, err.description)
+            self._log_bad_frame(err)
             await self._send_error(err)
             return
         if isinstance(frame, Call):
@@ -124,6 +126,21 @@ class ChargerSession(ChargePoint):
                 self.log.warning(
                     "ignoring %s for unknown message id %s", type(frame).__name__, frame.unique_id
                 )
+
+    def _log_bad_frame(self, err: RpcError) -> None:
+        """The first `BAD_FRAME_LOG_BURST` bad frames of a minute each get a line, then one line says how
+        many more were answered (all are counted in `chargeops_ocpp_frames_rejected_total`): a charger
+        sending garbage in a loop must not flood the log."""
+        now = time.monotonic()
+        if now - self._bad_frames[0] >= 60.0:
+            if self._bad_frames[2]:
+                self.log.warning("%d more bad frames answered in the last minute", self._bad_frames[2])
+            self._bad_frames = [now, 0, 0]
+        self._bad_frames[1] += 1
+        if self._bad_frames[1] <= BAD_FRAME_LOG_BURST:
+            self.log.warning("bad frame answered with %s: %s", err.code, err.description)
+        else:
+            self._bad_frames[2] += 1
 
     async def _handle_call(self, call: Call) -> None:
         started = time.perf_counter()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 
 import pytest
 from prometheus_client import REGISTRY
@@ -172,3 +173,18 @@ async def test_every_session_log_line_names_the_charge_point(
     assert len(records) >= 4  # connected, boot, two refusals (and disconnected)
     assert all(getattr(r, "charge_point_id", None) == "CP-LOG" for r in records)
     assert all("cp=CP-LOG" in r.getMessage() for r in records)
+
+
+async def test_a_flood_of_bad_frames_is_counted_but_logged_a_few_times(
+    start_runtime: StartRuntime, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Issue 12: 30 malformed frames get 30 CALLERRORs and 30 counts, but only the first 5 log lines."""
+    runtime = await start_runtime(accept_unknown=True)
+    before = metric("chargeops_ocpp_frames_rejected_total", reason="FormationViolation")
+    with caplog.at_level(logging.WARNING, logger="chargeops.gateway"):
+        async with raw_charger(runtime.gateway.port, "CP-FLOOD") as cp:  # type: ignore[union-attr]
+            for _ in range(30):
+                assert (await cp.send_raw("not json"))[0] == 4
+    lines = [r for r in caplog.records if "bad frame answered" in r.getMessage()]
+    assert len(lines) == 5
+    assert metric("chargeops_ocpp_frames_rejected_total", reason="FormationViolation") == before + 30
