@@ -31,7 +31,7 @@ from chargeops.events import Event
 from chargeops.settings import Settings
 from telemetry.bus import EventHandler
 from telemetry.ingest import BatchWriter
-from telemetry.mqtt_bus import MqttBus
+from telemetry.mqtt import MqttBus
 from tests.conftest import PG_ADMIN_DSN
 from tests.test_pipeline_exactly_once import PrivateMosquitto, end_session
 

@@ -29,7 +29,7 @@ from chargeops.db.ops_models import Battery, BatteryReading, Site, SiteTelemetry
 from chargeops.events import utcnow
 from chargeops.settings import Settings
 from telemetry.metrics import BUS_ERRORS
-from telemetry.mqtt_bus import Broker, backoff
+from telemetry.mqtt import Broker, backoff
 from telemetry.periodic import Background
 
 log = logging.getLogger(__name__)

@@ -35,7 +35,7 @@ from chargeops.events import Event, Heartbeat, MeterValues, Sample, StatusChange
 from chargeops.settings import Settings
 from ops.runtime import Runtime
 from telemetry.bus import CommandReply
-from telemetry.mqtt_bus import MqttBus
+from telemetry.mqtt import MqttBus
 
 BROKER = "mqtt://127.0.0.1:1883"
 ROOT = Path(__file__).resolve().parent.parent

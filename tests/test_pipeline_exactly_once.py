@@ -50,7 +50,7 @@ from firmware_stubs import SimEnvironment
 from firmware_stubs.fleet import FleetConfig, build_fleet, run_fleet
 from ocpp_gateway.meter import samples_of
 from telemetry.metrics import BUS_ERRORS
-from telemetry.mqtt_bus import MqttBus
+from telemetry.mqtt import MqttBus
 from telemetry.spool import SpoolFull
 from tests.test_mqtt_bus import Collector, sample_events, until
 

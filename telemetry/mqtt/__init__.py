@@ -1,0 +1,5 @@
+"""The bus over an MQTT 5 broker, for roles running in separate processes (`CHARGEOPS_MQTT_URL`)."""
+
+from telemetry.mqtt.bus import Broker, MqttBus, backoff, decode_batch, encode_batches
+
+__all__ = ["Broker", "MqttBus", "backoff", "decode_batch", "encode_batches"]
