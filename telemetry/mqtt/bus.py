@@ -56,18 +56,24 @@ from collections.abc import Awaitable, Iterable, MutableMapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote, unquote, urlsplit
+from urllib.parse import quote, unquote
 
 import aiomqtt
 import orjson
-import paho.mqtt.client as mqtt
-from paho.mqtt.packettypes import PacketTypes
-from paho.mqtt.properties import Properties
 
 from chargeops.events import Event
 from chargeops.settings import Settings
 from telemetry.bus import CommandExecutor, CommandReply, EventHandler
 from telemetry.metrics import BUS_ERRORS, EVENTS_PUBLISHED
+from telemetry.mqtt.client import (
+    Broker,
+    Connection,
+    Inbox,
+    Received,
+    backoff,
+    publish_properties,
+    retrieve,
+)
 from telemetry.spool import Message, Spool, SpoolFull
 
 log = logging.getLogger(__name__)
@@ -82,11 +88,6 @@ BATCH_MAX_EVENTS = 500  # events per message: a few hundred KiB at most, far bel
 BATCH_MAX_MESSAGES = 5000
 _SUBSCRIBE_CHUNK = 500  # topics per SUBSCRIBE / UNSUBSCRIBE packet
 _SEEN_REQUESTS = 10_000  # request ids remembered against QoS 1 redelivery
-# A dead link is noticed within two keepalives even when no read ever reports it: under uvloop, a
-# socket callback that aiomqtt schedules for a connection the broker just closed can leave the client
-# waiting on a socket it no longer polls (seen across a broker restart: the ingest never resubscribed).
-KEEPALIVE_SECONDS = 5
-_NO_MATCHING_SUBSCRIBERS = 16  # MQTT 5 PUBACK reason: accepted, but nobody will ever get the message
 
 
 class _ChargerLog(logging.LoggerAdapter):  # type: ignore[type-arg]
@@ -123,82 +124,6 @@ class _Pending:
     reply: asyncio.Future[CommandReply]
 
 
-class NoSubscriber(ConnectionError):
-    """The broker acked an event with "no matching subscribers": it is gone unless we keep it.
-
-    Happens before any ingest session subscribed, and after a Mosquitto 2.0 restart until ingest
-    re-subscribes (Mosquitto restores persistent sessions and their queued messages, but not their
-    shared subscriptions)."""
-
-
-class _Conn:
-    """One broker connection; `lost` completes when it ends, so waits on it fail fast.
-
-    Publishes go to paho directly and PUBACKs resolve futures by message id: aiomqtt's `publish` scans
-    every pending call on each publish, which caps a busy gateway at a few thousand events a second.
-    """
-
-    def __init__(self, client: aiomqtt.Client) -> None:
-        self.client = client
-        self.lost: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._acks: dict[int, tuple[asyncio.Future[None], bool]] = {}
-        client._client.on_publish = self._on_publish
-
-    def send(
-        self,
-        topic: str,
-        payload: bytes,
-        *,
-        retain: bool = False,
-        properties: Properties | None = None,
-        subscribed: bool = False,
-    ) -> asyncio.Future[None]:
-        """QoS 1 publish; the future completes with the broker's PUBACK. With `subscribed`, a PUBACK
-        saying nobody subscribed is a failure (`NoSubscriber`): the message was dropped."""
-        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        info = self.client._client.publish(topic, payload, qos=1, retain=retain, properties=properties)
-        if info.rc != mqtt.MQTT_ERR_SUCCESS:
-            fut.set_exception(ConnectionError(f"MQTT publish refused: {mqtt.error_string(info.rc)}"))
-        elif info.is_published():
-            fut.set_result(None)
-        else:
-            self._acks[info.mid] = (fut, subscribed)
-        return fut
-
-    def _on_publish(self, _client: Any, _userdata: Any, mid: int, reason: Any, _props: Any) -> None:
-        fut, subscribed = self._acks.pop(mid, (None, False))
-        if fut is None or fut.done():
-            return
-        if getattr(reason, "is_failure", False):
-            fut.set_exception(ConnectionError(f"broker refused the message: {reason}"))
-        elif subscribed and getattr(reason, "value", 0) == _NO_MATCHING_SUBSCRIBERS:
-            fut.set_exception(NoSubscriber("the broker has no subscriber for the event (is ingest up?)"))
-        else:
-            fut.set_result(None)
-
-
-class _Inbox:
-    """What the durable connection received and has not handed to the handler yet.
-
-    Taken from paho's callback straight into a deque: aiomqtt's message iterator costs a `Message`, a
-    queue put and get and a task wake-up per message, about a tenth of the ingest's CPU."""
-
-    def __init__(self, client: aiomqtt.Client) -> None:
-        self.messages: deque[mqtt.MQTTMessage] = deque()
-        self.arrived = asyncio.Event()
-        client._client.on_message = self._receive
-
-    def _receive(self, _client: Any, _userdata: Any, msg: mqtt.MQTTMessage) -> None:
-        self.messages.append(msg)
-        self.arrived.set()
-
-
-def _retrieve(fut: asyncio.Future[Any]) -> None:
-    """An abandoned wait's outcome is known already (the connection is gone): keep asyncio quiet."""
-    if not fut.cancelled():
-        fut.exception()
-
-
 def _fail(waiting: Iterable[tuple[Any, asyncio.Future[None]]], exc: BaseException) -> None:
     for _, fut in waiting:
         if not fut.done():
@@ -229,69 +154,6 @@ def decode_batch(payload: bytes, topic: str) -> list[Event]:
         except Exception as exc:
             log.error("undecodable event on %s dropped: %s", topic, exc)
     return events
-
-
-@dataclass(frozen=True, slots=True)
-class Broker:
-    """Where CHARGEOPS_MQTT_URL points (`mqtt://[user:password@]host[:port][/root]`), and how every chargeops
-    MQTT client connects to it: MQTT 5, the short keepalive, no in-flight cap."""
-
-    host: str
-    port: int
-    username: str | None
-    password: str | None
-    root: str
-
-    @classmethod
-    def from_url(cls, mqtt_url: str | None) -> Broker:
-        url = urlsplit(mqtt_url or "")
-        if url.scheme != "mqtt":
-            raise ValueError(
-                f"CHARGEOPS_MQTT_URL must look like mqtt://host:port[/root], got {url.scheme}://"
-            )
-        return cls(
-            url.hostname or "127.0.0.1",
-            url.port or 1883,
-            unquote(url.username) if url.username else None,
-            unquote(url.password) if url.password else None,
-            url.path.strip("/") or "chargeops",
-        )
-
-    def client(self, identifier: str, *, clean: bool, session_expiry: int, timeout: float) -> aiomqtt.Client:
-        """A client; with `clean` off its session (and what is queued for it) outlives `session_expiry` s
-        of absence."""
-        client = aiomqtt.Client(
-            self.host,
-            self.port,
-            username=self.username,
-            password=self.password,
-            identifier=identifier,
-            protocol=aiomqtt.ProtocolVersion.V5,
-            clean_start=clean,
-            properties=_props(
-                PacketTypes.CONNECT,
-                SessionExpiryInterval=0 if clean else session_expiry,
-                ReceiveMaximum=65535,
-            ),
-            timeout=timeout,
-            keepalive=KEEPALIVE_SECONDS,
-            max_inflight_messages=0,  # unlimited: paho rescans its whole queue per PUBACK otherwise
-        )
-        client.pending_calls_threshold = 1 << 30  # many concurrent publishes are normal here, not a warning
-        return client
-
-
-async def backoff(delay: float) -> float:
-    """Back-off for reconnects and retried writes: sleep `delay`, return the next (doubling up to 10 s)."""
-    await asyncio.sleep(delay)
-    return min(delay * 2, 10.0)
-
-
-def _props(packet: int, **values: Any) -> Properties:
-    props = Properties(packet)
-    for name, value in values.items():
-        setattr(props, name, value)
-    return props
 
 
 class MqttBus:
@@ -338,7 +200,7 @@ class MqttBus:
         self._op_timeout = op_timeout
         self._listener_queue = listener_queue
 
-        self._conn: _Conn | None = None
+        self._conn: Connection | None = None
         self._up = asyncio.Event()
         self._listeners: list[asyncio.Queue[Event]] = []
         self._durable: EventHandler | None = None
@@ -421,7 +283,7 @@ class MqttBus:
         delay = 0.2
         while True:
             client = self._new_client(self._client_id, clean=True)
-            conn = _Conn(client)
+            conn = Connection(client, self._op_timeout)
             try:
                 async with client:
                     self._subscribed.clear()
@@ -454,21 +316,6 @@ class MqttBus:
 
     # -- events ---------------------------------------------------------------------------------------
 
-    async def _confirmed(self, conn: _Conn, acks: Iterable[asyncio.Future[None]]) -> None:
-        """Wait for the broker's acks, failing as soon as the connection drops or `op_timeout` passes."""
-        done: asyncio.Future[Any] = asyncio.gather(*acks)
-        try:
-            await asyncio.wait(
-                {done, conn.lost}, timeout=self._op_timeout, return_when=asyncio.FIRST_COMPLETED
-            )
-            if not done.done():
-                raise ConnectionError("the MQTT broker did not confirm (connection lost or too slow)")
-            done.result()
-        finally:
-            if not done.done():
-                done.cancel()
-                done.add_done_callback(_retrieve)
-
     async def publish(self, events: Sequence[Event]) -> None:
         """Returns once the broker acknowledged every event (QoS 1) or, in a gateway, once they are in
         the spool; raises ConnectionError (`SpoolFull` when the spool is full) otherwise.
@@ -478,7 +325,7 @@ class MqttBus:
         if not events:
             return
         fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        fut.add_done_callback(_retrieve)  # a caller cancelled meanwhile must not leave a loud orphan
+        fut.add_done_callback(retrieve)  # a caller cancelled meanwhile must not leave a loud orphan
         self._outgoing.append((events, fut))
         if len(self._outgoing) == 1:
             asyncio.get_running_loop().call_later(self._linger, self._flush_outgoing)
@@ -508,7 +355,7 @@ class MqttBus:
         conn = self._conn
         if conn is not None and (self.spool is None or len(self.spool) == 0):
             try:
-                await self._confirmed(conn, (conn.send(t, body, subscribed=True) for t, body, _ in items))
+                await conn.confirm((conn.send(t, body, subscribed=True) for t, body, _ in items))
             except ConnectionError:
                 BUS_ERRORS.labels("publish").inc()
                 if not (self._spool_enabled and self._running):
@@ -556,7 +403,7 @@ class MqttBus:
                 continue
             messages = self._current([(t, body, n) for _, t, body, n in rows])
             try:
-                await self._confirmed(conn, (conn.send(t, body, subscribed=True) for t, body, _ in messages))
+                await conn.confirm((conn.send(t, body, subscribed=True) for t, body, _ in messages))
             except ConnectionError as exc:
                 BUS_ERRORS.labels("replay").inc()
                 log.warning("replaying the spool failed: %s; retrying after reconnect", exc)
@@ -624,9 +471,7 @@ class MqttBus:
         delay = 0.2
         while True:
             client = self._new_client(self.durable_client_id, clean=False)
-            # paho acks QoS 1 messages itself unless told not to; aiomqtt has no switch for it.
-            client._client.manual_ack_set(True)
-            inbox = _Inbox(client)  # before connecting: a persistent session's backlog comes at once
+            inbox = Inbox(client)  # before connecting: a persistent session's backlog comes at once
             try:
                 async with client:
                     await client.subscribe(self.shared_filter, qos=1)
@@ -635,7 +480,7 @@ class MqttBus:
                         "durable shared subscription %s as %s", self.shared_filter, self.durable_client_id
                     )
                     delay = 0.2
-                    await self._consume(client, inbox, handler)
+                    await self._consume(inbox, handler)
             except aiomqtt.MqttError as exc:
                 BUS_ERRORS.labels("connect").inc()
                 log.warning("durable subscription lost: %s; reconnecting in %.1f s", exc, delay)
@@ -643,7 +488,7 @@ class MqttBus:
                 self.durable_ready.clear()
             delay = await backoff(delay)
 
-    async def _consume(self, client: aiomqtt.Client, inbox: _Inbox, handler: EventHandler) -> None:
+    async def _consume(self, inbox: Inbox, handler: EventHandler) -> None:
         """Batches what has arrived and hands up to `ingest_pipeline` batches to the handler at once (it
         group-commits them); acks each batch, in arrival order, once it and all before it are stored.
 
@@ -652,12 +497,13 @@ class MqttBus:
         reconnect; ingest stores by event id, so a batch that was stored but not acked is not stored twice.
         """
         messages, arrived = inbox.messages, inbox.arrived
-        lost = client._disconnected
-        storing: deque[tuple[list[mqtt.MQTTMessage], asyncio.Task[None]]] = deque()
+        lost = inbox.lost()
+        storing: deque[tuple[list[Received], asyncio.Task[None]]] = deque()
         try:
             while True:
                 while storing and storing[0][1].done():
-                    self._ack(client, storing.popleft()[0])
+                    if unacked := inbox.ack(storing.popleft()[0]):
+                        BUS_ERRORS.labels("ack").inc(unacked)  # the connection is going: redelivered
                 if lost.done():
                     break  # the connection ended: the broker redelivers what is unacked, ack nothing
                 if messages and len(storing) < self._pipeline:
@@ -665,7 +511,7 @@ class MqttBus:
                         await asyncio.sleep(self._batch_wait)  # let a burst gather into one commit
                     # at most `max_batch` events and BATCH_MAX_MESSAGES messages; an undecodable message or
                     # event is left out and acked, or it would block the session
-                    batch: list[mqtt.MQTTMessage] = []
+                    batch: list[Received] = []
                     events: list[Event] = []
                     while messages and len(events) < self._max_batch and len(batch) < BATCH_MAX_MESSAGES:
                         batch.append(msg := messages.popleft())
@@ -689,12 +535,6 @@ class MqttBus:
             await asyncio.gather(*(task for _, task in storing), return_exceptions=True)
         lost.result()  # raises the MqttError that ended the connection
         raise aiomqtt.MqttError("message stream ended")
-
-    @staticmethod
-    def _ack(client: aiomqtt.Client, batch: list[mqtt.MQTTMessage]) -> None:
-        for msg in batch:
-            if client._client.ack(msg.mid, msg.qos) != mqtt.MQTT_ERR_SUCCESS:
-                BUS_ERRORS.labels("ack").inc()  # the connection is going: the broker redelivers
 
     async def _store(self, events: list[Event], handler: EventHandler) -> None:
         delay = 0.1
@@ -733,7 +573,7 @@ class MqttBus:
         topics.update(self.command_topic(cid) for cid, h in self._held.items() if not h.superseded)
         return topics
 
-    async def _sync_forever(self, conn: _Conn) -> None:
+    async def _sync_forever(self, conn: Connection) -> None:
         while True:
             await self._dirty.wait()
             try:
@@ -743,7 +583,7 @@ class MqttBus:
                 await asyncio.sleep(1.0)  # cancelled with the connection if that is what failed
                 self._dirty.set()
 
-    async def _sync(self, conn: _Conn) -> None:
+    async def _sync(self, conn: Connection) -> None:
         """Brings the broker's subscriptions in line with what this process holds, in batches, then
         announces new holds and deletes the notices of released ones."""
         self._dirty.clear()
@@ -778,7 +618,7 @@ class MqttBus:
         ]
         notices += [conn.send(self.command_topic(c), b"", retain=True) for c in cleared]
         try:
-            await self._confirmed(conn, notices)
+            await conn.confirm(notices)
         except ConnectionError:
             self._clear |= cleared - self._held.keys()
             raise
@@ -788,7 +628,7 @@ class MqttBus:
 
     # -- commands: the gateway side -------------------------------------------------------------------
 
-    def _dispatch(self, conn: _Conn, msg: aiomqtt.Message) -> None:
+    def _dispatch(self, conn: Connection, msg: aiomqtt.Message) -> None:
         topic = str(msg.topic)
         if topic == self.reply_topic:
             self._on_reply(msg.payload)  # type: ignore[arg-type]
@@ -798,7 +638,7 @@ class MqttBus:
         elif topic.startswith(f"{self._base}/events/"):
             self._on_event(msg)
 
-    def _on_command(self, conn: _Conn, charger_id: str, raw: bytes) -> None:
+    def _on_command(self, conn: Connection, charger_id: str, raw: bytes) -> None:
         hold = self._held.get(charger_id)
         if hold is None or not raw:
             return
@@ -831,13 +671,13 @@ class MqttBus:
             return
         self._spawn(self._execute(conn, charger_id, hold.executor, doc), f"mqtt-command-{request_id}")
 
-    async def _execute(self, conn: _Conn, charger_id: str, executor: CommandExecutor, doc: Any) -> None:
+    async def _execute(self, conn: Connection, charger_id: str, executor: CommandExecutor, doc: Any) -> None:
         clog = _clog(charger_id)
         request_id, action, reply_to = str(doc["request_id"]), str(doc["action"]), str(doc["reply_to"])
-        props = _props(PacketTypes.PUBLISH, CorrelationData=request_id.encode())
+        props = publish_properties(CorrelationData=request_id.encode())
         try:
             ack = orjson.dumps({"type": "accepted", "request_id": request_id, "holder": self.instance_id})
-            await self._confirmed(conn, [conn.send(reply_to, ack, properties=props)])
+            await conn.confirm([conn.send(reply_to, ack, properties=props)])
             clog.info("%s (request %s) accepted", action, request_id)
             try:
                 reply = await executor(action, doc["payload"], float(doc["timeout"]))
@@ -846,7 +686,7 @@ class MqttBus:
                 reply = CommandReply("error", error_code="InternalError", description=str(exc))
             body = orjson.dumps({"type": "reply", "request_id": request_id, **asdict(reply)})
             conn = self._conn or conn  # the charger may have been slow across a reconnect
-            await self._confirmed(conn, [conn.send(reply_to, body, properties=props)])
+            await conn.confirm([conn.send(reply_to, body, properties=props)])
             clog.info("%s (request %s) answered: %s", action, request_id, reply.outcome)
         except ConnectionError as exc:
             clog.warning(
@@ -891,15 +731,14 @@ class MqttBus:
             "reply_to": self.reply_topic,
             "expires_at": time.time() + self._ack_timeout,
         }
-        props = _props(
-            PacketTypes.PUBLISH,
+        props = publish_properties(
             ResponseTopic=self.reply_topic,
             CorrelationData=request_id.encode(),
             MessageExpiryInterval=max(1, math.ceil(self._ack_timeout)),
         )
         try:
             topic = self.command_topic(charger_id)
-            await self._confirmed(conn, [conn.send(topic, orjson.dumps(doc), properties=props)])
+            await conn.confirm([conn.send(topic, orjson.dumps(doc), properties=props)])
             try:
                 await asyncio.wait_for(asyncio.shield(pending.accepted), self._ack_timeout)
             except TimeoutError:
