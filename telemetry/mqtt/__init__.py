@@ -1,6 +1,7 @@
 """The bus over an MQTT 5 broker, for roles running in separate processes (`CHARGEOPS_MQTT_URL`)."""
 
-from telemetry.mqtt.bus import MqttBus, decode_batch, encode_batches
-from telemetry.mqtt.client import Broker, backoff
+from telemetry.mqtt.bus import MqttBus
+from telemetry.mqtt.client import Broker, NoSubscriber, backoff
+from telemetry.mqtt.events import decode_batch, encode_batches
 
-__all__ = ["Broker", "MqttBus", "backoff", "decode_batch", "encode_batches"]
+__all__ = ["Broker", "MqttBus", "NoSubscriber", "backoff", "decode_batch", "encode_batches"]
