@@ -35,7 +35,7 @@ from chargeops.events import Event, Heartbeat, MeterValues, Sample, StatusChange
 from chargeops.settings import Settings
 from ops.runtime import Runtime
 from telemetry.bus import CommandReply
-from telemetry.mqtt import MqttBus
+from telemetry.mqtt import BusTuning, MqttBus
 
 BROKER = "mqtt://127.0.0.1:1883"
 ROOT = Path(__file__).resolve().parent.parent
@@ -51,9 +51,9 @@ class Buses:
         self.started: list[MqttBus] = []
         self.sessions: set[str] = set()
 
-    async def start(self, name: str, **kw: Any) -> MqttBus:
-        kw.setdefault("spool_dir", self.spool_dir)
-        bus = MqttBus(Settings(mqtt_url=self.url, gateway_id=name, node_id=name), **kw)
+    async def start(self, name: str, *, durable_group: str = "ingest", **tuning: Any) -> MqttBus:
+        settings = Settings(mqtt_url=self.url, gateway_id=name, node_id=name, spool_dir=self.spool_dir)
+        bus = MqttBus(settings, BusTuning(**tuning), durable_group=durable_group)
         await bus.start()
         self.started.append(bus)
         self.sessions.add(bus.durable_client_id)
@@ -268,7 +268,7 @@ async def test_each_consumer_group_gets_every_event_once(buses: Buses) -> None:
 
 
 async def test_publish_raises_when_the_broker_is_unreachable() -> None:
-    bus = MqttBus(Settings(mqtt_url="mqtt://127.0.0.1:1"), connect_timeout=0.5)
+    bus = MqttBus(Settings(mqtt_url="mqtt://127.0.0.1:1"), BusTuning(connect_timeout=0.5))
     with pytest.raises(ConnectionError):
         await bus.start()
     with pytest.raises(ConnectionError):

@@ -605,7 +605,7 @@ async def test_every_sample_is_stored_once_by_two_ingest_processes_sharing_the_l
 
 async def _bus(broker: PrivateMosquitto, root: str, name: str, spool_dir: Path, **kw: Any) -> MqttBus:
     bus = MqttBus(
-        Settings(mqtt_url=broker.url(root), gateway_id=name, node_id=name), spool_dir=spool_dir, **kw
+        Settings(mqtt_url=broker.url(root), gateway_id=name, node_id=name, spool_dir=spool_dir, **kw)
     )
     await bus.start()
     return bus

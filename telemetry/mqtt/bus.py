@@ -11,6 +11,7 @@ import asyncio
 import logging
 import uuid
 from collections.abc import Awaitable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -55,34 +56,31 @@ class Subscriptions:
             self.current.difference_update(chunk)
 
 
+@dataclass(frozen=True, slots=True)
+class BusTuning:
+    """Timeouts and sizes of an `MqttBus`. The defaults are what runs in production; tests shorten some."""
+
+    ack_timeout: float = 2.0  # s for a holding gateway to accept a command; none: `not_connected`
+    reply_margin: float = 5.0  # s beyond the call's own timeout to wait for the reply; none: `timeout`
+    session_expiry: int = 7 * 86400  # s a durable session, and what is queued for it, outlives its absence
+    max_batch: int = 20000  # events per handler call, durable and listeners
+    batch_wait: float = 0.002  # s a durable batch gathers before it is cut (one commit for a burst)
+    ingest_pipeline: int = 4  # durable batches with the handler at once (the BatchWriter group-commits)
+    connect_timeout: float = 10.0  # s `start` waits for the broker
+    op_timeout: float = 10.0  # s for the broker to confirm a publish or a subscription
+    listener_queue: int = 100_000  # events a listener may lag behind; beyond, they are dropped
+    replay_batch: int = 2000  # spooled events sent per replay step
+
+
 class MqttBus:
     """`Bus` over MQTT 5: events out through `Linger` and `Outbox`, in through a `DurableConsumer` or
-    `Listeners`; commands through `Holds`, `Executions` and `Requests`."""
+    `Listeners`; commands through `Holds`, `Executions` and `Requests`. The gateway's spool is configured
+    in `Settings` (`spool_dir`, `spool_max_events`); `durable_group` names the consumer group of the
+    durable subscription."""
 
     def __init__(
-        self,
-        settings: Settings,
-        *,
-        ack_timeout: float = 2.0,
-        reply_margin: float = 5.0,
-        session_expiry: int = 7 * 86400,
-        max_batch: int = 20000,
-        batch_wait: float = 0.002,
-        ingest_pipeline: int = 4,
-        connect_timeout: float = 10.0,
-        op_timeout: float = 10.0,
-        listener_queue: int = 100_000,
-        spool_dir: Path | None = None,
-        spool_max_events: int | None = None,
-        replay_batch: int = 2000,
-        durable_group: str = "ingest",
+        self, settings: Settings, tuning: BusTuning = BusTuning(), *, durable_group: str = "ingest"
     ) -> None:
-        settings = settings.model_copy(
-            update={
-                "spool_dir": spool_dir or settings.spool_dir,
-                "spool_max_events": spool_max_events or settings.spool_max_events,
-            }
-        )
         self._broker = Broker.from_url(settings.mqtt_url)
         root = self._broker.root
         self.topics = Topics(root)
@@ -95,24 +93,21 @@ class MqttBus:
         self.durable_client_id = f"{root}-{durable_group}-{settings.node_id}"
         self.shared_filter = self.topics.shared_events(durable_group)
         self.durable_ready = asyncio.Event()  # set while the shared subscription is confirmed
-        self._session_expiry = session_expiry
-        self._max_batch = max_batch
-        self._batch_wait = batch_wait
-        self._pipeline = ingest_pipeline
-        self._connect_timeout = connect_timeout
-        self._op_timeout = op_timeout
+        self._tuning = tuning
 
         self._tasks: set[asyncio.Task[Any]] = set()
         self._link = Link()
         self._dirty = asyncio.Event()  # the subscriptions or hold notices need an update
         self._subscriptions = Subscriptions()
         self._durable: DurableConsumer[Event] | None = None
-        self._listeners = Listeners(listener_queue, max_batch, self._spawn)
-        self._outbox = Outbox(settings, self.topics, self._link, self._spawn, replay_batch)
+        self._listeners = Listeners(tuning.listener_queue, tuning.max_batch, self._spawn)
+        self._outbox = Outbox(settings, self.topics, self._link, self._spawn, tuning.replay_batch)
         self._linger = Linger(settings.bus_linger_ms / 1000, self._outbox.send, self._spawn)
         self._holds = Holds(self.instance_id, self.topics, self._dirty)
         self._executions = Executions(self.instance_id, self._holds, self._link, self._spawn)
-        self._requests = Requests(self.topics, self.reply_topic, self._link, ack_timeout, reply_margin)
+        self._requests = Requests(
+            self.topics, self.reply_topic, self._link, tuning.ack_timeout, tuning.reply_margin
+        )
 
     def command_topic(self, charger_id: str) -> str:
         return self.topics.commands(charger_id)
@@ -142,7 +137,9 @@ class MqttBus:
         await self._outbox.start()
         main = self._spawn(self._run_main(), "mqtt-bus")
         up = asyncio.ensure_future(self._link.up.wait())
-        await asyncio.wait({main, up}, timeout=self._connect_timeout, return_when=asyncio.FIRST_COMPLETED)
+        await asyncio.wait(
+            {main, up}, timeout=self._tuning.connect_timeout, return_when=asyncio.FIRST_COMPLETED
+        )
         if not self._link.up.is_set():
             up.cancel()
             await self.close()
@@ -166,10 +163,11 @@ class MqttBus:
     async def _run_main(self) -> None:
         delay = 0.2
         while True:
+            t = self._tuning
             client = self._broker.client(
-                self.client_id, clean=True, session_expiry=self._session_expiry, timeout=self._op_timeout
+                self.client_id, clean=True, session_expiry=t.session_expiry, timeout=t.op_timeout
             )
-            conn = Connection(client, self._op_timeout)
+            conn = Connection(client, t.op_timeout)
             try:
                 async with client:
                     self._subscriptions.current.clear()
@@ -244,7 +242,8 @@ class MqttBus:
         if durable:
             if self._durable is not None:
                 raise ValueError("MqttBus carries one durable subscriber per process (the ingest role)")
-            batching = Batching(self._max_batch, BATCH_MAX_MESSAGES, self._batch_wait, self._pipeline)
+            t = self._tuning
+            batching = Batching(t.max_batch, BATCH_MAX_MESSAGES, t.batch_wait, t.ingest_pipeline)
             self._durable = DurableConsumer(
                 self._broker,
                 self.durable_client_id,
@@ -252,8 +251,8 @@ class MqttBus:
                 decode_batch,
                 handler,
                 batching,
-                session_expiry=self._session_expiry,
-                op_timeout=self._op_timeout,
+                session_expiry=t.session_expiry,
+                op_timeout=t.op_timeout,
                 name=self._durable_group,
                 ready=self.durable_ready,
             )
