@@ -49,7 +49,7 @@ from chargeops.db.engine import make_engine, make_sessionmaker
 from chargeops.db.migrate import upgrade
 from chargeops.events import Event, MeterValues, Sample
 from telemetry.ingest import store_events
-from telemetry.mqtt_bus import encode_batches
+from telemetry.mqtt import encode_batches
 from telemetry.rollups import run_rollups
 from tests.test_pipeline_exactly_once import PrivateMosquitto
 

@@ -31,7 +31,7 @@ from chargeops.events import Event
 from chargeops.settings import Settings
 from telemetry.bus import EventHandler
 from telemetry.ingest import BatchWriter
-from telemetry.mqtt_bus import MqttBus
+from telemetry.mqtt import BusTuning, MqttBus
 from tests.conftest import PG_ADMIN_DSN
 from tests.test_pipeline_exactly_once import PrivateMosquitto, end_session
 
@@ -46,7 +46,7 @@ async def drain_rate(broker: PrivateMosquitto, events: int, handler: EventHandle
     """Events/s from the ingest connecting to the handler having returned for the last event."""
     root = f"chargeops-bench-{uuid.uuid4().hex[:10]}"
     settings = Settings(mqtt_url=broker.url(root), gateway_id="bench", node_id="bench")
-    ingest = MqttBus(settings, ingest_pipeline=pipeline)
+    ingest = MqttBus(settings, BusTuning(ingest_pipeline=pipeline))
     await ingest.start()
     ingest.subscribe(handler, durable=True)
     await ingest.ready(5)
@@ -68,7 +68,7 @@ async def drain_rate(broker: PrivateMosquitto, events: int, handler: EventHandle
         if stored >= events:
             done.set()
 
-    ingest = MqttBus(settings, ingest_pipeline=pipeline)
+    ingest = MqttBus(settings, BusTuning(ingest_pipeline=pipeline))
     started = time.perf_counter()
     await ingest.start()
     ingest.subscribe(counting, durable=True)

@@ -124,7 +124,7 @@ def make_bus(settings: Settings, durable_group: str = "ingest") -> Bus:
     `durable_group` names the MQTT consumer group of the bus's durable subscription: every group gets each
     event once, shared among that group's processes."""
     if settings.mqtt_url:
-        from telemetry.mqtt_bus import MqttBus
+        from telemetry.mqtt import MqttBus
 
         return MqttBus(settings, durable_group=durable_group)
     return InProcessBus()

@@ -1,17 +1,14 @@
 """Site controller telemetry (PV, storage, grid) and battery-pack telemetry from MQTT into the database.
 
-Topics `{root}/v1/sites/{site}/telemetry` (JSON `SiteReport`) and `{root}/v1/batteries/{serial}/telemetry`
-(JSON `BatteryReport`, from a pack's BMS or a station's battery monitor), ids percent-encoded, `{root}` the
-path of CHARGEOPS_MQTT_URL (`chargeops` by default), QoS 1. The subscriber holds a persistent session
-and a shared subscription, so several processes split the reports and none is lost while one restarts;
-each message is acked only after its row is committed, and rows are keyed by (id, at), so a redelivered
-report is stored once. A payload that fails validation is logged and acked (dropped): it would never get
-better.
+Topics, payloads and the session: docs/bus.md, "Site telemetry". Several processes split the reports (a
+shared subscription on a persistent session, `telemetry/mqtt/consumer.py`); each message is acked only
+after its row is committed, and rows are keyed by (id, at), so a redelivered report is stored once. A
+payload that fails validation, or names an unregistered site, is logged and acked (dropped): it would
+never get better.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import uuid
 from collections.abc import Awaitable, Callable
@@ -19,7 +16,6 @@ from datetime import UTC, timedelta
 from typing import Any
 from urllib.parse import unquote
 
-import aiomqtt
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError, field_validator
 from sqlalchemy import update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -28,8 +24,8 @@ from chargeops.db.engine import insert_for
 from chargeops.db.ops_models import Battery, BatteryReading, Site, SiteTelemetry
 from chargeops.events import utcnow
 from chargeops.settings import Settings
-from telemetry.metrics import BUS_ERRORS
-from telemetry.mqtt_bus import Broker, backoff
+from telemetry.mqtt.client import Broker
+from telemetry.mqtt.consumer import ONE_BY_ONE, DurableConsumer
 from telemetry.periodic import Background
 
 log = logging.getLogger(__name__)
@@ -128,7 +124,8 @@ async def store_report(session: AsyncSession, site_id: str, report: SiteReport) 
 
 
 class SiteTelemetrySubscriber(Background):
-    """Stores what site controllers publish; reconnects with back-off (0.2 s doubling up to 10 s)."""
+    """Stores what site controllers and battery monitors publish, one report at a time, through the shared
+    durable consumer (`telemetry/mqtt/consumer.py`: reconnects, acks after the commit)."""
 
     name = "site-telemetry"
 
@@ -138,80 +135,61 @@ class SiteTelemetrySubscriber(Background):
         if not settings.mqtt_url:
             raise ValueError("site telemetry over MQTT needs CHARGEOPS_MQTT_URL")
         self._sessions = sessions
-        self._broker = Broker.from_url(settings.mqtt_url)
-        self.root = self._broker.root
+        broker = Broker.from_url(settings.mqtt_url)
+        self.root = broker.root
         self.client_id = f"{self.root}-site-telemetry-{settings.node_id}"
         self.topic_filters = [
             f"$share/{GROUP}/{self.root}/{TOPIC_VERSION}/{kind}/+/telemetry" for kind in _KINDS
         ]
-        self._expiry = session_expiry
-        self.subscribed = asyncio.Event()
+        self._consumer = DurableConsumer(
+            broker,
+            self.client_id,
+            self.topic_filters,
+            _decode,
+            self._store,
+            ONE_BY_ONE,
+            session_expiry=session_expiry,
+            op_timeout=OP_TIMEOUT,
+            name="site telemetry",
+            error_label="site_telemetry",
+        )
+        self.subscribed = self._consumer.ready
 
     async def _run(self) -> None:
-        delay = 0.2
-        while True:
-            client = self._broker.client(
-                self.client_id, clean=False, session_expiry=self._expiry, timeout=OP_TIMEOUT
-            )
-            client._client.manual_ack_set(True)  # ack after the commit, not on receipt
+        await self._consumer.run()
+
+    async def _store(self, reports: list[_Report]) -> None:
+        """A database failure raises (the consumer retries with back-off, nothing is acked meanwhile); a
+        report for an unregistered site is dropped."""
+        for what, key, store, report in reports:
             try:
-                async with client:
-                    await client.subscribe([(f, 1) for f in self.topic_filters])
-                    self.subscribed.set()
-                    log.info("site telemetry: subscribed %s as %s", self.topic_filters, self.client_id)
-                    delay = 0.2
-                    async for msg in client.messages:
-                        await self._store(msg)
-                        client._client.ack(msg.mid, msg.qos)
-            except aiomqtt.MqttError as exc:
-                BUS_ERRORS.labels("site_telemetry").inc()
-                log.warning("site telemetry subscription lost: %s; reconnecting in %.1f s", exc, delay)
-            finally:
-                self.subscribed.clear()
-            delay = await backoff(delay)
-
-    async def _store(self, msg: aiomqtt.Message) -> None:
-        """Store one report; a database failure is retried (nothing is acked meanwhile), a report that does
-        not validate or names an unregistered site is dropped."""
-        parts = msg.topic.value.split("/")
-        key = unquote(parts[-2])
-        model, store, what = _KINDS[parts[-3]]
-        try:
-            report = model.model_validate_json(msg.payload)
-        except ValidationError as exc:
-            log.warning("%s=%s bad telemetry dropped: %s", what, key, _reason(exc))
-            return
-        try:
-            await _retrying(f"{what}={key}", lambda session: store(session, key, report), self._sessions)
-        except UnknownSite:
-            log.warning("%s=%s telemetry for an unregistered site dropped", what, key)
+                async with self._sessions() as session:
+                    await store(session, key, report)
+            except UnknownSite:
+                log.warning("%s=%s telemetry for an unregistered site dropped", what, key)
 
 
+_Store = Callable[[AsyncSession, str, Any], Awaitable[object]]
 # topic level → (payload model, what stores it, the id's name in log lines)
-_KINDS: dict[str, tuple[type[BaseModel], Callable[[AsyncSession, str, Any], Awaitable[object]], str]] = {
+_KINDS: dict[str, tuple[type[BaseModel], _Store, str]] = {
     "sites": (SiteReport, store_report, "site"),
     "batteries": (BatteryReport, store_battery_report, "battery"),
 }
+# a validated report: (the id's name, the id, what stores it, the report)
+_Report = tuple[str, str, _Store, BaseModel]
 
 
-async def _retrying(
-    what: str,
-    store: Callable[[AsyncSession], Awaitable[object]],
-    sessions: async_sessionmaker[AsyncSession],
-) -> None:
-    """Retries a failing database write with back-off (the message stays unacked meanwhile); a LookupError
-    (an unregistered id) is the caller's to handle."""
-    delay = 0.1
-    while True:
-        try:
-            async with sessions() as session:
-                await store(session)
-            return
-        except LookupError:
-            raise
-        except Exception as exc:
-            log.warning("%s storing telemetry failed (%s); retrying in %.1f s", what, exc, delay)
-            delay = await backoff(delay)
+def _decode(payload: bytes, topic: str) -> list[_Report]:
+    """The report of one message, or none when it does not validate (dropped: it would never get better)."""
+    parts = topic.split("/")
+    key = unquote(parts[-2])
+    model, store, what = _KINDS[parts[-3]]
+    try:
+        report = model.model_validate_json(payload)
+    except ValidationError as exc:
+        log.warning("%s=%s bad telemetry dropped: %s", what, key, _reason(exc))
+        return []
+    return [(what, key, store, report)]
 
 
 def _reason(exc: ValidationError) -> str:

@@ -35,7 +35,7 @@ from chargeops.events import Event, Heartbeat, MeterValues, Sample, StatusChange
 from chargeops.settings import Settings
 from ops.runtime import Runtime
 from telemetry.bus import CommandReply
-from telemetry.mqtt_bus import MqttBus
+from telemetry.mqtt import BusTuning, MqttBus
 from tests.waiting import until
 
 BROKER = "mqtt://127.0.0.1:1883"
@@ -52,9 +52,9 @@ class Buses:
         self.started: list[MqttBus] = []
         self.sessions: set[str] = set()
 
-    async def start(self, name: str, **kw: Any) -> MqttBus:
-        kw.setdefault("spool_dir", self.spool_dir)
-        bus = MqttBus(Settings(mqtt_url=self.url, gateway_id=name, node_id=name), **kw)
+    async def start(self, name: str, *, durable_group: str = "ingest", **tuning: Any) -> MqttBus:
+        settings = Settings(mqtt_url=self.url, gateway_id=name, node_id=name, spool_dir=self.spool_dir)
+        bus = MqttBus(settings, BusTuning(**tuning), durable_group=durable_group)
         await bus.start()
         self.started.append(bus)
         self.sessions.add(bus.durable_client_id)
@@ -210,7 +210,7 @@ async def test_a_non_durable_listener_sees_every_event(buses: Buses) -> None:
     got = Collector()
     listener.subscribe(got)
     gateway = await buses.start("gw-a")
-    await until(lambda: f"{buses.root}/v2/events/#" in listener._subscribed)
+    await until(lambda: f"{buses.root}/v2/events/#" in listener._subscriptions.current)
     sent = sample_events(10)
     await gateway.publish(sent)
     await until(lambda: len(got.events) == len(sent))
@@ -262,7 +262,7 @@ async def test_each_consumer_group_gets_every_event_once(buses: Buses) -> None:
 
 
 async def test_publish_raises_when_the_broker_is_unreachable() -> None:
-    bus = MqttBus(Settings(mqtt_url="mqtt://127.0.0.1:1"), connect_timeout=0.5)
+    bus = MqttBus(Settings(mqtt_url="mqtt://127.0.0.1:1"), BusTuning(connect_timeout=0.5))
     with pytest.raises(ConnectionError):
         await bus.start()
     with pytest.raises(ConnectionError):
@@ -349,7 +349,7 @@ async def test_a_request_reaches_the_executor_of_the_holding_bus(buses: Buses) -
     gw_a, api = await buses.start("gw-a"), await buses.start("api")
     charger = Charger("a")
     gw_a.hold("CP1", charger.execute)
-    await until(lambda: gw_a._held["CP1"].holding)
+    await until(lambda: gw_a._holds.held["CP1"].holding)
     reply = await api.request("CP1", "Reset", {"type": "Soft"}, 5)
     assert reply == CommandReply("result", payload={"status": "Accepted", "by": "a"})
     assert charger.calls == [("Reset", {"type": "Soft"})]
@@ -369,7 +369,7 @@ async def test_a_slow_charger_is_a_timeout_not_not_connected(buses: Buses) -> No
     api = await buses.start("api", reply_margin=0.5)
     charger = Charger("a", delay=5)
     gw_a.hold("CP1", charger.execute)
-    await until(lambda: gw_a._held["CP1"].holding)
+    await until(lambda: gw_a._holds.held["CP1"].holding)
     started = time.monotonic()
     reply = await api.request("CP1", "Reset", {"type": "Soft"}, 1)
     assert reply.outcome == "timeout"
@@ -381,12 +381,12 @@ async def test_after_a_move_between_gateways_only_the_new_holder_executes(buses:
     gw_a, gw_c, api = await buses.start("gw-a"), await buses.start("gw-c"), await buses.start("api")
     on_a, on_c = Charger("a"), Charger("c")
     gw_a.hold("CP1", on_a.execute)
-    await until(lambda: gw_a._held["CP1"].holding)
+    await until(lambda: gw_a._holds.held["CP1"].holding)
     assert (await api.request("CP1", "Reset", {}, 5)).payload["by"] == "a"
 
     gw_a.release("CP1", on_a.execute)
     gw_c.hold("CP1", on_c.execute)
-    await until(lambda: gw_c._held["CP1"].holding)
+    await until(lambda: gw_c._holds.held["CP1"].holding)
     for _ in range(5):
         assert (await api.request("CP1", "Reset", {}, 5)).payload["by"] == "c"
     assert len(on_a.calls) == 1 and len(on_c.calls) == 5
@@ -398,10 +398,10 @@ async def test_a_takeover_before_the_old_gateway_releases_never_executes_twice(b
     gw_a, gw_c, api = await buses.start("gw-a"), await buses.start("gw-c"), await buses.start("api")
     on_a, on_c = Charger("a"), Charger("c")
     gw_a.hold("CP1", on_a.execute)
-    await until(lambda: gw_a._held["CP1"].holding)
+    await until(lambda: gw_a._holds.held["CP1"].holding)
     gw_c.hold("CP1", on_c.execute)
-    await until(lambda: gw_c._held["CP1"].holding and gw_a._held["CP1"].superseded)
-    await until(lambda: gw_a.command_topic("CP1") not in gw_a._subscribed)
+    await until(lambda: gw_c._holds.held["CP1"].holding and gw_a._holds.held["CP1"].superseded)
+    await until(lambda: gw_a.command_topic("CP1") not in gw_a._subscriptions.current)
     replies = await asyncio.gather(*(api.request("CP1", "Reset", {}, 5) for _ in range(10)))
     assert [r.payload["by"] for r in replies] == ["c"] * 10
     assert on_a.calls == [] and len(on_c.calls) == 10
@@ -416,7 +416,7 @@ async def test_commands_racing_a_takeover_run_exactly_once(buses: Buses) -> None
     gw_a, gw_c, api = await buses.start("gw-a"), await buses.start("gw-c"), await buses.start("api")
     on_a, on_c = Charger("a"), Charger("c")
     gw_a.hold("CP1", on_a.execute)
-    await until(lambda: gw_a._held["CP1"].holding)
+    await until(lambda: gw_a._holds.held["CP1"].holding)
     requests = [asyncio.ensure_future(api.request("CP1", "Reset", {"n": i}, 5)) for i in range(40)]
     await asyncio.sleep(0.005)
     gw_c.hold("CP1", on_c.execute)
@@ -457,11 +457,11 @@ async def test_a_gateway_that_lost_the_broker_reconnects_and_keeps_its_chargers(
     gw_a, api = await buses.start("gw-a"), await buses.start("api")
     on_a = Charger("a")
     gw_a.hold("CP1", on_a.execute)
-    await until(lambda: gw_a._held["CP1"].holding)
-    await kick(gw_a._client_id)
-    await until(lambda: gw_a._conn is None)
+    await until(lambda: gw_a._holds.held["CP1"].holding)
+    await kick(gw_a.client_id)
+    await until(lambda: gw_a._link.conn is None)
     await gw_a.publish(sample_events(1))  # spooled
-    await until(lambda: gw_a._conn is not None and gw_a._held["CP1"].announced)
+    await until(lambda: gw_a._link.conn is not None and gw_a._holds.held["CP1"].announced)
     assert (await api.request("CP1", "Reset", {}, 5)).payload["by"] == "a"
     await gw_a.publish(sample_events(1))
     gw_a.release("CP1", on_a.execute)

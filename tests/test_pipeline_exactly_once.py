@@ -50,7 +50,7 @@ from firmware_stubs import SimEnvironment
 from firmware_stubs.fleet import FleetConfig, build_fleet, run_fleet
 from ocpp_gateway.meter import samples_of
 from telemetry.metrics import BUS_ERRORS
-from telemetry.mqtt_bus import MqttBus
+from telemetry.mqtt import MqttBus
 from telemetry.spool import SpoolFull
 from tests.test_mqtt_bus import Collector, sample_events, until
 
@@ -605,7 +605,7 @@ async def test_every_sample_is_stored_once_by_two_ingest_processes_sharing_the_l
 
 async def _bus(broker: PrivateMosquitto, root: str, name: str, spool_dir: Path, **kw: Any) -> MqttBus:
     bus = MqttBus(
-        Settings(mqtt_url=broker.url(root), gateway_id=name, node_id=name), spool_dir=spool_dir, **kw
+        Settings(mqtt_url=broker.url(root), gateway_id=name, node_id=name, spool_dir=spool_dir, **kw)
     )
     await bus.start()
     return bus
@@ -633,7 +633,7 @@ async def test_events_published_while_the_broker_is_down_are_spooled_and_replaye
     try:
         await gateway.publish(sent[:100])
         await asyncio.to_thread(restart_broker.stop)
-        await until(lambda: gateway._conn is None)
+        await until(lambda: gateway._link.conn is None)
         for i in range(100, 300, 20):
             await gateway.publish(sent[i : i + 20])  # returns: the events are on disk
         assert gateway.spool is not None and len(gateway.spool) == 200
@@ -663,7 +663,7 @@ async def test_a_full_spool_refuses_the_events_and_counts_it(
     full_before = BUS_ERRORS.labels("spool_full")._value.get()
     try:
         await asyncio.to_thread(restart_broker.stop)
-        await until(lambda: gateway._conn is None)
+        await until(lambda: gateway._link.conn is None)
         await gateway.publish(sample_events(10))
         with pytest.raises(SpoolFull):
             await gateway.publish(sample_events(1, charger="CP2"))
@@ -709,7 +709,7 @@ async def test_a_spool_left_by_a_stopped_gateway_is_replayed_when_it_starts_agai
     sent = sample_events(50)
     try:
         await asyncio.to_thread(restart_broker.stop)
-        await until(lambda: gateway._conn is None)
+        await until(lambda: gateway._link.conn is None)
         await gateway.publish(sent)
         await gateway.close()  # the process stops before the broker is back
         await asyncio.to_thread(restart_broker.start)

@@ -1,0 +1,40 @@
+"""The bus's topic names under one root, in one place (what they carry: docs/bus.md, "Topic tree")."""
+
+from __future__ import annotations
+
+from urllib.parse import quote, unquote
+
+VERSION = "v2"
+
+
+class Topics:
+    """`{root}/v2/...`; ids are percent-encoded so `/`, `+` and `#` cannot break the tree."""
+
+    __slots__ = ("base", "commands_prefix", "events_all", "events_prefix", "root")
+
+    def __init__(self, root: str) -> None:
+        self.root = root
+        self.base = f"{root}/{VERSION}"
+        self.events_prefix = f"{self.base}/events/"
+        self.events_all = f"{self.events_prefix}#"
+        self.commands_prefix = f"{self.base}/commands/"
+
+    def events(self, gateway_id: str) -> str:
+        """Where the gateway `gateway_id` publishes its event batches."""
+        return f"{self.events_prefix}{quote(gateway_id, safe='')}"
+
+    def shared_events(self, group: str) -> str:
+        """Every gateway's events, shared among the sessions of one consumer group (ingest, ops)."""
+        return f"$share/chargeops-{group}/{self.events_all}"
+
+    def commands(self, charger_id: str) -> str:
+        """Hold notices and commands for one charger."""
+        return f"{self.commands_prefix}{quote(charger_id, safe='')}"
+
+    @staticmethod
+    def charger_of(command_topic: str) -> str:
+        return unquote(command_topic.rsplit("/", 1)[1])
+
+    def replies(self, bus_id: str) -> str:
+        """Acks and replies for the bus instance that asked."""
+        return f"{self.base}/replies/{bus_id}"
