@@ -43,6 +43,12 @@ class Settings(BaseSettings):
     handshake_backlog: int = Field(
         default=2000, description="handshakes allowed to wait; beyond it chargers get 503 and retry"
     )
+    ws_ping_interval: float = Field(
+        default=20.0, gt=0, description="seconds between WebSocket pings to each charger"
+    )
+    ws_ping_timeout: float = Field(
+        default=20.0, gt=0, description="seconds to answer a ping before the link counts as dead"
+    )
     login_failures_allowed: int = Field(default=10, description="failed logins per id / address per minute")
     login_backoff_seconds: float = Field(default=60.0, description="refusal period after too many failures")
 

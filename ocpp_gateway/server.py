@@ -30,6 +30,7 @@ from ocpp_gateway.v201 import Session201
 from telemetry.metrics import CHARGERS_CONNECTED, CONNECTION_TAKEOVERS, HANDSHAKES_REFUSED
 
 log = logging.getLogger("chargeops.gateway")
+CLOSE_TIMEOUT = 2.0  # seconds a closing connection gets to answer the close before its socket is dropped
 
 SESSION_CLASSES: dict[str, type[ChargerSession]] = {
     cls.version.subprotocol: cls for cls in (Session16, Session201, Session21)
@@ -59,6 +60,7 @@ class GatewayServer:
         self._by_addr = FailureLimiter(s.login_failures_allowed, backoff=s.login_backoff_seconds)
         self._server: Server | None = None
         self._auth: dict[int, ChargerAuth] = {}
+        self._closing: set[asyncio.Task[None]] = set()  # replaced connections being closed
         # Admission control for reconnect storms: a bounded number of handshakes touch the database at
         # once, a bounded number wait, and the rest are told 503 at once (chargers retry with back-off)
         # instead of queueing until every one of them times out.
@@ -80,8 +82,9 @@ class GatewayServer:
             compression=None,  # permessage-deflate costs ~40 KiB per idle connection
             max_size=s.max_frame_bytes,
             max_queue=4,
-            ping_interval=60,
-            ping_timeout=60,
+            ping_interval=s.ws_ping_interval,  # a silently dead link is noticed within interval + timeout
+            ping_timeout=s.ws_ping_timeout,
+            close_timeout=CLOSE_TIMEOUT,  # a dead link does not answer a close either: don't wait 10 s for it
             ssl=self._ssl_context(),
             server_header="chargeops",
         )
@@ -258,7 +261,11 @@ class GatewayServer:
         if old is not None:
             CONNECTION_TAKEOVERS.inc()
             session.log.warning("new authenticated connection replaces the live one")
-            await old.close(1000, "replaced by a new connection")
+            # Closed beside the new session, not before it: the old link is often half-open and would hold
+            # the new one unread until its close times out (a command accepted at once came back as 504).
+            closing = asyncio.create_task(old.close(1000, "replaced by a new connection"))
+            self._closing.add(closing)
+            closing.add_done_callback(self._closing.discard)
         CHARGERS_CONNECTED.labels(protocol).inc()
         session.log.info("connected (%s) from %s", protocol, (connection.remote_address or ("?",))[0])
         gw = self.ctx.gateway_id

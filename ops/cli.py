@@ -147,6 +147,12 @@ def serve(
     handshake_backlog: Annotated[
         int | None, Opt("handshake_backlog", "handshakes allowed to wait; beyond it chargers get 503")
     ] = None,
+    ws_ping_interval: Annotated[
+        float | None, Opt("ws_ping_interval", "seconds between WebSocket pings to each charger (20)")
+    ] = None,
+    ws_ping_timeout: Annotated[
+        float | None, Opt("ws_ping_timeout", "seconds to answer a ping before the link counts as dead (20)")
+    ] = None,
     rules_file: Annotated[
         Path | None, Opt("rules_file", "fault rules (YAML) replacing the built-in ops/rules.yaml")
     ] = None,

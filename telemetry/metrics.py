@@ -44,7 +44,8 @@ OCPP_HANDLING_SECONDS = Histogram(
     "chargeops_ocpp_handling_seconds",
     "Time from receiving a charger CALL to sending its answer",
     ["action"],
-    buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
+    # up to a minute: when a whole fleet reconnects at once, answers take tens of seconds
+    buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
 )
 OCPP_OUTGOING_SECONDS = Histogram(
     "chargeops_ocpp_outgoing_call_seconds",

@@ -268,3 +268,50 @@ async def test_a_crowd_of_guesses_is_hashed_at_most_the_limit_and_the_charger_st
         assert hashed <= 10 and codes.count(429) >= 50, (hashed, codes)
         async with raw_charger(port, "CP-CROWD", additional_headers=basic("CP-CROWD", PASSWORD)) as cp:
             assert (await cp.boot())["status"] == "Accepted"
+
+
+async def test_a_silently_dead_link_is_noticed_within_ping_interval_and_timeout(
+    start_runtime: StartRuntime,
+) -> None:
+    """Issue 12: a charger that stops answering (its side reads nothing, so no pong) is dropped after
+    `ws_ping_interval` + `ws_ping_timeout`, not after minutes."""
+    import time
+
+    from tests.waiting import until
+
+    runtime = await start_runtime(accept_unknown=True, ws_ping_interval=0.5, ws_ping_timeout=0.5)
+    gateway = runtime.gateway
+    assert gateway is not None
+    async with raw_charger(gateway.port, "CP-DEAD") as cp:
+        await cp.boot()
+        assert "CP-DEAD" in gateway.sessions
+        cp.ws.transport.pause_reading()  # the link goes silent: pings arrive, nothing answers
+        started = time.monotonic()
+        await until(lambda: "CP-DEAD" not in gateway.sessions, timeout=10, what="the dead link dropped")
+        assert time.monotonic() - started < 5  # 0.5 s ping + 0.5 s timeout + 2 s for a close never answered
+        cp.ws.transport.resume_reading()
+
+
+async def test_a_reconnect_over_a_half_open_link_is_served_at_once(start_runtime: StartRuntime) -> None:
+    """Issue 12: the charger reconnects while its old link is half-open (the old socket reads nothing): the
+    new connection is served at once, the old one closed beside it."""
+    import asyncio
+    import json
+    import time
+
+    runtime = await start_runtime(accept_unknown=True)
+    gateway = runtime.gateway
+    assert gateway is not None
+    async with raw_charger(gateway.port, "CP-HALF") as old:
+        await old.boot()
+        old.ws.transport.pause_reading()  # half-open: the close the server sends is never answered
+        async with raw_charger(gateway.port, "CP-HALF") as new:
+            started = time.monotonic()
+            await new.boot()
+            session = gateway.sessions["CP-HALF"]
+            sent = asyncio.create_task(session.execute("Reset", {"type": "Soft"}, timeout=5))
+            call = await new.recv()
+            await new.ws.send(json.dumps([3, call[1], {"status": "Accepted"}]))
+            assert (await sent).outcome == "result"
+            assert time.monotonic() - started < 1.5
+        old.ws.transport.resume_reading()
