@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import secrets
 import ssl
 from collections.abc import Sequence
 from http import HTTPStatus
@@ -30,6 +31,8 @@ from ocpp_gateway.v201 import Session201
 from telemetry.metrics import CHARGERS_CONNECTED, CONNECTION_TAKEOVERS, HANDSHAKES_REFUSED
 
 log = logging.getLogger("chargeops.gateway")
+HANDSHAKE_WAIT = 5.0  # seconds a handshake may wait for a slot (websockets drops it unanswered at 10)
+RETRY_AFTER_MIN, RETRY_AFTER_SPREAD = 5, 25  # 503s say: retry in 5-29 s
 CLOSE_TIMEOUT = 2.0  # seconds a closing connection gets to answer the close before its socket is dropped
 
 SESSION_CLASSES: dict[str, type[ChargerSession]] = {
@@ -130,6 +133,8 @@ class GatewayServer:
         response = connection.respond(status, text + "\n")
         if status == HTTPStatus.UNAUTHORIZED:
             response.headers["WWW-Authenticate"] = 'Basic realm="chargeops", charset="UTF-8"'
+        if status == HTTPStatus.SERVICE_UNAVAILABLE:  # spread the retries of a storm over half a minute
+            response.headers["Retry-After"] = str(RETRY_AFTER_MIN + secrets.randbelow(RETRY_AFTER_SPREAD))
         return response
 
     async def _process_request(self, connection: ServerConnection, request: Request) -> Response | None:
@@ -158,7 +163,12 @@ class GatewayServer:
             return self._refuse(connection, HTTPStatus.SERVICE_UNAVAILABLE, "busy", "busy; retry later")
         self._handshakes_waiting += 1
         try:
-            await self._handshake_slots.acquire()
+            # Shed before websockets' own open timeout would drop the connection with a bare TCP reset.
+            await asyncio.wait_for(self._handshake_slots.acquire(), HANDSHAKE_WAIT)
+        except TimeoutError:
+            return self._refuse(
+                connection, HTTPStatus.SERVICE_UNAVAILABLE, "overloaded", "overloaded; retry later"
+            )
         finally:
             self._handshakes_waiting -= 1
         try:

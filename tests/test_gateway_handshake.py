@@ -315,3 +315,44 @@ async def test_a_reconnect_over_a_half_open_link_is_served_at_once(start_runtime
             assert (await sent).outcome == "result"
             assert time.monotonic() - started < 1.5
         old.ws.transport.resume_reading()
+
+
+async def test_a_handshake_waiting_too_long_is_shed_with_retry_after(
+    start_runtime: StartRuntime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 12: a handshake that cannot get a slot in time is answered 503 with Retry-After and counted
+    (`overloaded`), before websockets' open timeout would drop it with a bare TCP reset."""
+    import asyncio
+
+    from ocpp_gateway import server
+    from ocpp_gateway.store import GatewayStore
+
+    monkeypatch.setattr(server, "HANDSHAKE_WAIT", 0.3)
+    runtime = await start_runtime(accept_unknown=True, handshake_concurrency=1)
+    port = runtime.gateway.port  # type: ignore[union-attr]
+    real = GatewayStore.charger
+
+    async def slow(self: GatewayStore, charger_id: str) -> object:
+        if charger_id == "CP-SLOW":
+            await asyncio.sleep(1.5)  # holds the only slot
+        return await real(self, charger_id)
+
+    monkeypatch.setattr(GatewayStore, "charger", slow)
+    before = metric("chargeops_handshakes_refused_total", reason="overloaded")
+    holder = asyncio.create_task(refused_or_ok(port, "CP-SLOW"))
+    await asyncio.sleep(0.1)
+    with pytest.raises(InvalidStatus) as info:
+        async with connect(f"ws://127.0.0.1:{port}/ocpp/CP-WAITS", subprotocols=["ocpp1.6"]):  # type: ignore[list-item]
+            pass
+    response = info.value.response
+    assert response.status_code == 503 and 5 <= int(response.headers["Retry-After"]) < 30
+    assert metric("chargeops_handshakes_refused_total", reason="overloaded") == before + 1
+    assert await holder == 101  # the slow one still got in
+
+
+async def refused_or_ok(port: int, charger_id: str) -> int:
+    try:
+        async with connect(f"ws://127.0.0.1:{port}/ocpp/{charger_id}", subprotocols=["ocpp1.6"]):  # type: ignore[list-item]
+            return 101
+    except InvalidStatus as exc:
+        return exc.response.status_code
