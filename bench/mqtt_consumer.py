@@ -30,8 +30,8 @@ from chargeops.db.migrate import upgrade
 from chargeops.events import Event
 from chargeops.settings import Settings
 from telemetry.bus import EventHandler
-from telemetry.ingest import BatchWriter
 from telemetry.mqtt import BusTuning, MqttBus
+from telemetry.writer import BatchWriter
 from tests.conftest import PG_ADMIN_DSN
 from tests.test_pipeline_exactly_once import PrivateMosquitto, end_session
 

@@ -7,6 +7,8 @@ import contextlib
 import gc
 import logging
 import sys
+import time
+from collections.abc import Awaitable, Callable
 
 import uvicorn
 from fastapi import FastAPI
@@ -24,11 +26,12 @@ from ops.site_power import SitePlanner
 from ops.webhooks import WebhookDispatcher
 from telemetry.bus import Bus, make_bus
 from telemetry.fleet_metrics import FleetMetrics
-from telemetry.ingest import BatchWriter
 from telemetry.retention import Maintenance
 from telemetry.site_telemetry import SiteTelemetrySubscriber
+from telemetry.writer import BatchWriter
 
 log = logging.getLogger("chargeops")
+STOP_SECONDS = 25.0  # the whole shutdown; an orchestrator's SIGKILL usually follows SIGTERM after 30 s
 
 
 def metrics() -> Response:
@@ -160,30 +163,42 @@ class Runtime:
         return int(self._http.servers[0].sockets[0].getsockname()[1])
 
     async def stop(self) -> None:
-        if self._http is not None and self._http_task is not None:
-            self._http.should_exit = True
+        """Shut down in the order that loses nothing acknowledged: stop taking API requests, stop accepting
+        chargers and close them (1001) letting in-flight calls finish, stop the ops roles, commit what ingest
+        was handed, then close the bus and the database. Each step is bounded (`STOP_SECONDS` in all), so a
+        stuck part cannot hold the process: SIGTERM under load exits."""
+        deadline = time.monotonic() + STOP_SECONDS
+        steps: list[tuple[str, Callable[[], Awaitable[None]] | None]] = [
+            ("http", self._stop_http if self._http is not None else None),
+            ("gateway", self.gateway.stop if self.gateway is not None else None),
+            ("fleet metrics", self.fleet_metrics.stop if self.fleet_metrics is not None else None),
+            ("ops", self.ops.stop if self.ops is not None else None),
+            ("webhooks", self.webhooks.stop if self.webhooks is not None else None),
+            ("site planner", self.site_planner.stop if self.site_planner is not None else None),
+            ("site telemetry", self.site_telemetry.stop if self.site_telemetry is not None else None),
+            ("ops bus", self._ops_bus.close if self._ops_bus is not None else None),
+            ("maintenance", self.maintenance.stop if self.maintenance is not None else None),
+            ("ingest", self.writer.stop if self.writer is not None else None),
+            ("bus", self.bus.close),
+            ("database", self.engine.dispose),
+        ]
+        for name, step in steps:
+            if step is None:
+                continue
+            left = max(0.5, deadline - time.monotonic())
+            try:
+                await asyncio.wait_for(step(), left)
+            except TimeoutError:
+                log.warning("shutdown: %s did not stop within %.1f s; going on", name, left)
+            except Exception as exc:  # one part failing to stop must not keep the others running
+                log.warning("shutdown: stopping %s failed: %s", name, exc)
+
+    async def _stop_http(self) -> None:
+        assert self._http is not None
+        self._http.should_exit = True
+        if self._http_task is not None:
             with contextlib.suppress(Exception):
                 await self._http_task
-        if self.gateway is not None:
-            await self.gateway.stop()
-        if self.fleet_metrics is not None:
-            await self.fleet_metrics.stop()
-        if self.ops is not None:
-            await self.ops.stop()
-        if self.webhooks is not None:
-            await self.webhooks.stop()
-        if self.site_planner is not None:
-            await self.site_planner.stop()
-        if self.site_telemetry is not None:
-            await self.site_telemetry.stop()
-        if self._ops_bus is not None:
-            await self._ops_bus.close()
-        if self.maintenance is not None:
-            await self.maintenance.stop()
-        if self.writer is not None:
-            await self.writer.stop()
-        await self.bus.close()
-        await self.engine.dispose()
 
     async def run_forever(self) -> None:
         await self.start()

@@ -140,3 +140,22 @@ async def test_large_batch(sessions: Sessions) -> None:
     assert await count(sessions, MeterSample) == 30_000
     await store_events(sessions, batch[::7])
     assert await count(sessions, MeterSample) == 30_000
+
+
+async def test_the_writer_commits_what_it_was_handed_then_refuses_more(sessions: Sessions) -> None:
+    """Issue 12, graceful shutdown: `stop` commits every write already handed in (nothing acknowledged is
+    lost) and a write after it fails at once instead of waiting forever (a stuck handler blocked exit)."""
+    from telemetry.writer import BatchWriter
+
+    writer = BatchWriter(sessions, max_wait=0.05)
+    writer.start()
+    t0 = datetime(2026, 11, 25, 10, tzinfo=UTC)
+    handed = [asyncio.create_task(writer.write([meter(f"CP{i}", t0, 1000.0 + i)])) for i in range(20)]
+    await asyncio.sleep(0)  # handed in, not yet committed (the batch waits 50 ms for company)
+    await writer.stop()
+    assert all(t.done() and t.exception() is None for t in handed)
+    async with sessions() as s:
+        stored = await s.scalar(select(func.count()).select_from(StoredEvent))
+    assert stored == 20
+    with pytest.raises(ConnectionError):
+        await asyncio.wait_for(writer.write([meter("CP-LATE", t0, 1.0)]), 1.0)

@@ -1,0 +1,125 @@
+"""The group-committing writer in front of `telemetry.ingest.store_events`.
+
+Concurrent publishers share one commit: a charger's answer waits a few milliseconds for the batch it is in,
+and one transaction stores the events of hundreds of chargers. `write` returns only once its events are
+durable; on shutdown the writer takes no more work and commits what it was already handed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import time
+from collections import deque
+from collections.abc import Sequence
+from datetime import datetime
+
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from chargeops.events import Event
+from telemetry.ingest import store_events
+from telemetry.metrics import DATABASE_ERRORS, INGEST_BATCH_SIZE, INGEST_COMMIT_SECONDS, INGEST_ERRORS
+
+log = logging.getLogger("telemetry.ingest")
+
+
+class BatchWriter:
+    """Group-commits events; `write` returns when its events are durable, or raises if the commit failed.
+
+    `last_seen` is not worth a write per message: it is gathered in memory and written with the first batch
+    after `touch_interval` seconds.
+    """
+
+    def __init__(
+        self,
+        sessions: async_sessionmaker[AsyncSession],
+        max_batch: int = 5000,
+        max_wait: float = 0.002,
+        touch_interval: float = 2.0,
+        touch_chunk: int = 500,
+    ):
+        self._sessions = sessions
+        self._max_batch = max_batch
+        self._max_wait = max_wait
+        self._touch_interval = touch_interval
+        self._touch_chunk = touch_chunk
+        self._pending: deque[tuple[Sequence[Event], asyncio.Future[None]]] = deque()
+        self._last_seen: dict[str, datetime] = {}
+        self._touched_at = 0.0
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._inflight: list[asyncio.Future[None]] = []  # the batch being committed
+        self._closed = False
+
+    def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._run(), name="ingest-writer")
+
+    async def stop(self, drain_seconds: float = 10.0) -> None:
+        """Takes no more work, commits what was already handed in (for up to `drain_seconds`), then stops;
+        whatever is left fails, so no caller waits forever and nothing unwritten is acknowledged."""
+        self._closed = True
+        waiting = [fut for _, fut in self._pending] + self._inflight
+        if self._task and not self._task.done() and waiting:
+            self._wake.set()
+            await asyncio.wait(waiting, timeout=drain_seconds)
+        if self._task:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+        for fut in [fut for _, fut in self._pending] + self._inflight:
+            if not fut.done():
+                fut.set_exception(ConnectionError("ingest stopped"))
+        self._pending.clear()
+
+    async def write(self, events: Sequence[Event]) -> None:
+        if self._closed:
+            raise ConnectionError("ingest stopped")
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._pending.append((events, fut))
+        self._wake.set()
+        await fut
+
+    async def _run(self) -> None:
+        while True:
+            await self._wake.wait()
+            await asyncio.sleep(self._max_wait)  # let concurrent publishers join this batch
+            self._wake.clear()
+            batch: list[tuple[Sequence[Event], asyncio.Future[None]]] = []
+            count = 0
+            while self._pending and count < self._max_batch:
+                item = self._pending.popleft()
+                batch.append(item)
+                count += len(item[0])
+            if self._pending:
+                self._wake.set()
+            self._inflight = [fut for _, fut in batch]
+            events = [ev for evs, _ in batch for ev in evs]
+            for ev in events:
+                seen = self._last_seen.get(ev.charger_id)
+                if seen is None or ev.received_at > seen:
+                    self._last_seen[ev.charger_id] = ev.received_at
+            touch: dict[str, datetime] = {}
+            if self._last_seen and time.monotonic() - self._touched_at >= self._touch_interval:
+                # a bounded slice per batch, so 10,000 chargers' last_seen never stall one commit
+                for charger_id in list(itertools.islice(self._last_seen, self._touch_chunk)):
+                    touch[charger_id] = self._last_seen.pop(charger_id)
+            started = time.perf_counter()
+            try:
+                await store_events(self._sessions, events, touch)
+            except Exception as exc:
+                INGEST_ERRORS.inc()
+                DATABASE_ERRORS.labels("ingest").inc()
+                log.error("ingest batch of %d events failed: %s", len(events), exc)
+                for k, v in touch.items():
+                    self._last_seen.setdefault(k, v)
+                for _, fut in batch:
+                    if not fut.done():
+                        fut.set_exception(ConnectionError(f"database write failed: {exc}"))
+                continue
+            if touch and not self._last_seen:
+                self._touched_at = time.monotonic()
+            INGEST_BATCH_SIZE.observe(len(events))
+            INGEST_COMMIT_SECONDS.observe(time.perf_counter() - started)
+            for _, fut in batch:
+                if not fut.done():
+                    fut.set_result(None)
