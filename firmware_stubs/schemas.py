@@ -56,7 +56,7 @@ def _validator(version: str, name: str) -> Validator | None:
     if loaded is None:
         return None
     cls = validator_for(loaded)
-    return cls(loaded, format_checker=FORMAT_CHECKER)  # type: ignore[no-any-return]
+    return cls(loaded, format_checker=FORMAT_CHECKER)
 
 
 def schema_name(version: str, action: str, response: bool) -> str:

@@ -145,7 +145,7 @@ async def test_what_callers_publish_together_goes_out_as_one_message(buses: Buse
 
         async def read() -> None:
             async for msg in raw.messages:
-                doc = orjson.loads(msg.payload)  # type: ignore[arg-type]
+                doc = orjson.loads(msg.payload)
                 assert doc["v"] == 2
                 messages.append((str(msg.topic), doc["events"]))
 

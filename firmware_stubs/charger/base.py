@@ -28,7 +28,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger("firmware_stubs")
 
 
-class CpLogger(logging.LoggerAdapter):  # type: ignore[type-arg]
+class CpLogger(logging.LoggerAdapter):
     """Prefixes messages with the charge point id and adds it as ``extra['charge_point_id']``."""
 
     def process(self, msg: Any, kwargs: MutableMapping[str, Any]) -> tuple[Any, MutableMapping[str, Any]]:

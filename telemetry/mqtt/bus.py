@@ -200,11 +200,11 @@ class MqttBus:
     def _dispatch(self, conn: Connection, msg: aiomqtt.Message) -> None:
         topic = str(msg.topic)
         if topic == self.reply_topic:
-            self._requests.on_reply(msg.payload)  # type: ignore[arg-type]
+            self._requests.on_reply(msg.payload)
         elif topic.startswith(self.topics.commands_prefix):
-            self._executions.on_message(conn, Topics.charger_of(topic), msg.payload)  # type: ignore[arg-type]
+            self._executions.on_message(conn, Topics.charger_of(topic), msg.payload)
         elif topic.startswith(self.topics.events_prefix):
-            self._listeners.deliver(msg.payload, topic)  # type: ignore[arg-type]
+            self._listeners.deliver(msg.payload, topic)
 
     # -- the clean session's subscriptions and hold notices -------------------------------------------
 
