@@ -107,3 +107,28 @@ async def test_without_configured_admin_token_nobody_is_admin(
         async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://api") as c:
             for header in (bearer(ADMIN_TOKEN), {"Authorization": "Bearer "}):
                 assert_error(await c.get("/api/tokens", headers=header), 401, "unauthorized")
+
+
+async def test_refused_calls_are_audited_without_the_secret_and_limited(
+    admin: httpx.AsyncClient, anonymous: httpx.AsyncClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Issue 12: every 401 / 403 is one `chargeops.audit` line (path, address, reason, the token's id — never
+    its secret), at most `audit.BURST` a minute per address, however many are refused."""
+    import logging
+
+    from ops.api import audit
+
+    viewer = await issue_token(admin, "viewer")
+    audit._limiter = audit._Limiter()  # a fresh minute for this test
+    with caplog.at_level(logging.WARNING, logger="chargeops.audit"):
+        r = await anonymous.post("/api/tokens", json={"name": "x", "role": "admin"}, headers=bearer(viewer))
+        assert r.status_code == 403
+        for i in range(30):
+            r = await anonymous.get("/api/chargers", headers=bearer(f"cop_guess{i}"))
+            assert r.status_code == 401
+    lines = [rec.getMessage() for rec in caplog.records if rec.name == "chargeops.audit"]
+    assert len(lines) == audit.BURST
+    assert "API 403 POST /api/tokens" in lines[0] and "needs admin, has viewer" in lines[0]
+    assert "token " in lines[0] and viewer not in lines[0]
+    assert all("API 401 GET /api/chargers" in line and "unknown token" in line for line in lines[1:])
+    assert not any("cop_guess" in line for line in lines)

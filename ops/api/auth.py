@@ -15,11 +15,12 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Annotated
 
-from fastapi import Depends
+from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy import select
 
 from chargeops.db.models import ApiToken
+from ops.api import audit
 from ops.api.context import Ctx, Db
 from ops.api.errors import ApiError
 
@@ -60,9 +61,13 @@ def _unauthorized(detail: str) -> ApiError:
 
 
 async def authenticate(
-    ctx: Ctx, db: Db, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
+    request: Request,
+    ctx: Ctx,
+    db: Db,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> Principal:
     if credentials is None or not credentials.credentials:
+        audit.refused(request, 401, "missing bearer token")
         raise _unauthorized("missing bearer token")
     token = credentials.credentials.encode()
     admin = ctx.settings.admin_token.get_secret_value() if ctx.settings.admin_token else ""
@@ -74,6 +79,8 @@ async def authenticate(
         )
     ).scalar_one_or_none()
     if row is None or row.revoked_at is not None or row.role not in _RANK:
+        known = row is not None
+        audit.refused(request, 401, "revoked token" if known else "unknown token", row.id if row else None)
         raise _unauthorized("unknown or revoked token")
     return Principal(row.name, Role(row.role), row.id, row.region)
 
@@ -81,8 +88,10 @@ async def authenticate(
 def require(minimum: Role) -> Callable[..., Awaitable[Principal]]:
     """Dependency: a caller holding at least `minimum` (admin > operator > crew > viewer)."""
 
-    async def check(principal: Annotated[Principal, Depends(authenticate)]) -> Principal:
+    async def check(request: Request, principal: Annotated[Principal, Depends(authenticate)]) -> Principal:
         if _RANK[principal.role] < _RANK[minimum]:
+            why = f"needs {minimum}, has {principal.role}"
+            audit.refused(request, 403, why, principal.token_id, principal.name)
             raise ApiError(403, "forbidden", f"this needs the {minimum} role; the token has {principal.role}")
         return principal
 
