@@ -22,6 +22,9 @@ class Settings(BaseSettings):
     )
     mqtt_url: str | None = Field(default=None, description="mqtt://host:port; unset = in-process bus")
     admin_token: SecretStr | None = Field(default=None, description="bearer token with the admin role")
+    metrics_token: SecretStr | None = Field(
+        default=None, description="when set, /metrics answers only `Authorization: Bearer` with this token"
+    )
     roles: str = Field(default=",".join(ROLES), description="comma-separated roles this process runs")
 
     ocpp_host: str = "127.0.0.1"

@@ -5,13 +5,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
+import hmac
 import logging
 import sys
 import time
 from collections.abc import Awaitable, Callable
 
 import uvicorn
-from fastapi import FastAPI
+from fastapi import FastAPI, Request
 from fastapi.responses import Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
@@ -34,9 +35,19 @@ log = logging.getLogger("chargeops")
 STOP_SECONDS = 25.0  # the whole shutdown; an orchestrator's SIGKILL usually follows SIGTERM after 30 s
 
 
-def metrics() -> Response:
-    """Prometheus exposition at exactly `/metrics` (a mounted app would redirect to `/metrics/`)."""
-    return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+def metrics_endpoint(token: str | None) -> Callable[[Request], Response]:
+    """Prometheus exposition at exactly `/metrics` (a mounted app would redirect to `/metrics/`); with a
+    `token`, only for `Authorization: Bearer <token>` (compared in constant time)."""
+    expected = f"Bearer {token}".encode() if token else None
+
+    def metrics(request: Request) -> Response:
+        if expected is not None:
+            given = request.headers.get("authorization", "").encode()
+            if not hmac.compare_digest(given, expected):
+                return Response("metrics need the metrics token\n", status_code=401)
+        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+
+    return metrics
 
 
 def tune_interpreter() -> None:
@@ -135,7 +146,8 @@ class Runtime:
             app = create_app(self.sessions, self.bus, self.settings)
         else:
             app = FastAPI(title="chargeops")
-        app.add_api_route("/metrics", metrics, methods=["GET"], include_in_schema=False)
+        token = self.settings.metrics_token.get_secret_value() if self.settings.metrics_token else None
+        app.add_api_route("/metrics", metrics_endpoint(token), methods=["GET"], include_in_schema=False)
         return app
 
     async def _start_http(self) -> None:

@@ -12,6 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from chargeops.settings import Settings
 from ops.api import create_app
 from telemetry.bus import InProcessBus
+from tests.conftest import StartRuntime
 from tests.test_api_support import ADMIN_TOKEN, assert_error, bearer, issue_token
 
 pytest_plugins = ("tests.test_api_support",)
@@ -132,3 +133,14 @@ async def test_refused_calls_are_audited_without_the_secret_and_limited(
     assert "token " in lines[0] and viewer not in lines[0]
     assert all("API 401 GET /api/chargers" in line and "unknown token" in line for line in lines[1:])
     assert not any("cop_guess" in line for line in lines)
+
+
+async def test_metrics_can_be_kept_behind_a_token(start_runtime: StartRuntime) -> None:
+    """Issue 12: with `metrics_token` set, /metrics answers only that bearer token (default: open)."""
+    runtime = await start_runtime(metrics_token=SecretStr("metrics-secret-123"))
+    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{runtime.http_port}") as http:
+        assert (await http.get("/metrics")).status_code == 401
+        assert (await http.get("/metrics", headers=bearer("wrong"))).status_code == 401
+        r = await http.get("/metrics", headers=bearer("metrics-secret-123"))
+        assert r.status_code == 200 and "chargeops_" in r.text
+        assert (await http.get("/healthz")).status_code in (200, 503)  # health stays open
