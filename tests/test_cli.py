@@ -24,7 +24,7 @@ from tests.conftest import StartRuntime
 
 runner = CliRunner()
 ROOT = Path(__file__).resolve().parent.parent
-SECRET_ONLY_IN_ENVIRONMENT = {"admin_token", "metrics_token"}  # a token on the command line would show in `ps`
+SECRET_ONLY_IN_ENVIRONMENT = {"admin_token", "metrics_token"}  # on the command line a token shows in `ps`
 
 
 @pytest.fixture(autouse=True)
