@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import tempfile
 from collections import defaultdict
 from pathlib import Path
@@ -29,11 +28,7 @@ async def run(scenario: Scenario, database_url: str | None = None, rule: str = "
     replenishment rule `rule` (`RULES`: the model's, or the baseline it is compared with)."""
     if rule not in RULES:
         raise ScenarioError(f"unknown replenishment rule {rule!r}: one of {', '.join(RULES)}")
-    baseline = RULES[rule]
-    with (
-        tempfile.TemporaryDirectory(prefix="chargeops-backtest-") as tmp,
-        policy.use(baseline) if baseline is not None else contextlib.nullcontext(),
-    ):
+    with tempfile.TemporaryDirectory(prefix="chargeops-backtest-") as tmp, policy.use(RULES[rule]):
         engine = make_engine(database_url or f"sqlite+aiosqlite:///{Path(tmp) / 'backtest.db'}")
         try:
             await upgrade(engine)

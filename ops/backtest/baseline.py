@@ -21,7 +21,7 @@ from chargeops.db.ops_models import Part
 from ops.planning.demand import Forecast
 from ops.planning.history import History, Pair
 from ops.planning.leadtime import LeadTime
-from ops.planning.policy import Policy
+from ops.planning.policy import Policy, Rule, model_rule
 
 WINDOW_DAYS = 90
 RECENT_DAYS = 30
@@ -51,4 +51,4 @@ def legacy_rule(history: History, pair: Pair, part: Part, demand: Forecast, lead
     return Policy(rop - 1, rop + math.ceil(d * part.cover_days))
 
 
-RULES = {"model": None, "legacy": legacy_rule}  # None: the product's own rule
+RULES: dict[str, Rule] = {"model": model_rule, "legacy": legacy_rule}
