@@ -7,6 +7,7 @@ the id is the record's `charge_point_id` (its own field in JSON) and a `cp=` pre
 from __future__ import annotations
 
 import logging
+import math
 import sys
 from collections.abc import MutableMapping
 from typing import Any
@@ -54,3 +55,26 @@ def setup(level: str = "INFO", fmt: str = "text") -> None:
     root.setLevel(level.upper())
     for noisy in ("websockets", "ocpp", "aiosqlite", "uvicorn.access"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))
+
+
+class LineBudget:
+    """At most `burst` log lines a minute for one source; `spend(now)` says whether this line may be written
+    and how many lines the minute that just ended held back (write one summary line for them)."""
+
+    __slots__ = ("_burst", "_held", "_started", "_used")
+
+    def __init__(self, burst: int) -> None:
+        self._burst = burst
+        self._started = -math.inf
+        self._used = 0
+        self._held = 0
+
+    def spend(self, now: float) -> tuple[bool, int]:
+        held = 0
+        if now - self._started >= 60.0:
+            held, self._started, self._used, self._held = self._held, now, 0, 0
+        self._used += 1
+        if self._used > self._burst:
+            self._held += 1
+            return False, held
+        return True, held

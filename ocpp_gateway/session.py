@@ -36,7 +36,7 @@ from chargeops.events import (
     TransactionStarted,
     utcnow,
 )
-from chargeops.logs import for_charger
+from chargeops.logs import LineBudget, for_charger
 from chargeops.passwords import hash_password
 from ocpp_gateway import passwords
 from ocpp_gateway.commands import Unsupported, from_ocpp, to_ocpp
@@ -91,7 +91,7 @@ class ChargerSession(ChargePoint):
         self.current_action = ""
         self._waiting: tuple[str, str, asyncio.Future[CallResult | CallError]] | None = None
         self._booted = False  # a BootNotification was answered on this connection
-        self._bad_frames = [0.0, 0, 0]  # [minute started, bad frames in it, of them not logged]
+        self._bad_frame_lines = LineBudget(BAD_FRAME_LOG_BURST)
         # Id tokens we asked this charger to start (or swap) with; created on the first remote start.
         self._remote_tokens: dict[str, None] | None = None
 
@@ -131,16 +131,11 @@ class ChargerSession(ChargePoint):
         """The first `BAD_FRAME_LOG_BURST` bad frames of a minute each get a line, then one line says how
         many more were answered (all are counted in `chargeops_ocpp_frames_rejected_total`): a charger
         sending garbage in a loop must not flood the log."""
-        now = time.monotonic()
-        if now - self._bad_frames[0] >= 60.0:
-            if self._bad_frames[2]:
-                self.log.warning("%d more bad frames answered in the last minute", self._bad_frames[2])
-            self._bad_frames = [now, 0, 0]
-        self._bad_frames[1] += 1
-        if self._bad_frames[1] <= BAD_FRAME_LOG_BURST:
+        write, held = self._bad_frame_lines.spend(time.monotonic())
+        if held:
+            self.log.warning("%d more bad frames answered in the last minute", held)
+        if write:
             self.log.warning("bad frame answered with %s: %s", err.code, err.description)
-        else:
-            self._bad_frames[2] += 1
 
     async def _handle_call(self, call: Call) -> None:
         started = time.perf_counter()

@@ -12,29 +12,27 @@ import time
 
 from fastapi import Request
 
+from chargeops.logs import LineBudget
+
 log = logging.getLogger("chargeops.audit")
 BURST = 10  # lines per client address and minute
 _MAX_ADDRESSES = 10_000
 
 
 class _Limiter:
+    """A `LineBudget` per client address (the oldest address forgotten beyond `_MAX_ADDRESSES`)."""
+
     def __init__(self) -> None:
-        self._windows: dict[str, list[float]] = {}  # address → [minute started, lines, suppressed]
+        self._budgets: dict[str, LineBudget] = {}
 
     def allow(self, address: str, now: float) -> tuple[bool, int]:
-        """(log this one?, lines suppressed in the window that just ended)."""
-        w = self._windows.get(address)
-        suppressed = 0
-        if w is None or now - w[0] >= 60.0:
-            suppressed = int(w[2]) if w is not None else 0
-            if w is None and len(self._windows) >= _MAX_ADDRESSES:
-                self._windows.pop(next(iter(self._windows)))
-            w = self._windows[address] = [now, 0, 0]
-        w[1] += 1
-        if w[1] > BURST:
-            w[2] += 1
-            return False, suppressed
-        return True, suppressed
+        """(log this one?, lines held back in the address's minute that just ended)."""
+        budget = self._budgets.get(address)
+        if budget is None:
+            if len(self._budgets) >= _MAX_ADDRESSES:
+                self._budgets.pop(next(iter(self._budgets)))
+            budget = self._budgets[address] = LineBudget(BURST)
+        return budget.spend(now)
 
 
 _limiter = _Limiter()
