@@ -5,10 +5,21 @@ from __future__ import annotations
 import socket
 from pathlib import Path
 
-from pydantic import Field, SecretStr
+from limits import RateLimitItem, parse_many
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 ROLES = ("gateway", "ingest", "ops", "api")
+
+
+def parse_rate_limit(spec: str) -> list[RateLimitItem]:
+    """The windows of a rate limit such as `20/second;600/minute` (`off`: none); ValueError says the form."""
+    if spec.strip().lower() == "off":
+        return []
+    try:
+        return list(parse_many(spec))
+    except ValueError as exc:
+        raise ValueError(f"{spec!r} is not a rate limit like '20/second;600/minute' or 'off'") from exc
 
 
 class Settings(BaseSettings):
@@ -31,6 +42,13 @@ class Settings(BaseSettings):
     ocpp_port: int = 9000
     http_host: str = "127.0.0.1"
     http_port: int = 8000
+    api_db_pool: int = Field(
+        default=4, ge=1, description="database connections the HTTP API may hold (its own pool, not ingest's)"
+    )
+    api_rate_limit: str = Field(
+        default="20/second;600/minute",
+        description="requests per API token (per address for bad tokens), e.g. 20/second;600/minute, or off",
+    )
 
     accept_unknown: bool = Field(default=False, description="accept chargers that are not registered")
     registration_policy: str = Field(
@@ -105,6 +123,12 @@ class Settings(BaseSettings):
         description="seconds between supply reviews (reorders, stock-out probabilities, stored warnings)",
     )
     log_level: str = "INFO"
+
+    @field_validator("api_rate_limit")
+    @classmethod
+    def _rate_limit(cls, value: str) -> str:
+        parse_rate_limit(value)
+        return value
 
     def role_set(self) -> set[str]:
         """The roles named in `roles`, checked against the known ones."""

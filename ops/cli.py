@@ -94,6 +94,13 @@ def serve(
     ocpp_port: Annotated[int | None, Opt("ocpp_port", "OCPP WebSocket port (default 9000)")] = None,
     http_host: Annotated[str | None, Opt("http_host", "HTTP API / metrics bind address")] = None,
     http_port: Annotated[int | None, Opt("http_port", "HTTP API / metrics port (default 8000)")] = None,
+    api_db_pool: Annotated[
+        int | None, Opt("api_db_pool", "database connections the HTTP API may hold, apart from ingest (4)")
+    ] = None,
+    api_rate_limit: Annotated[
+        str | None,
+        Opt("api_rate_limit", "requests per API token, e.g. 20/second;600/minute (default), or off"),
+    ] = None,
     database_url: DatabaseUrl = None,
     mqtt_url: Annotated[str | None, Opt("mqtt_url", "mqtt://host:port (default: in-process bus)")] = None,
     accept_unknown: Annotated[

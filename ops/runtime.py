@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import gc
 import hmac
 import logging
@@ -11,10 +10,10 @@ import sys
 import time
 from collections.abc import Awaitable, Callable
 
-import uvicorn
 from fastapi import FastAPI, Request
 from fastapi.responses import Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from chargeops.db.engine import make_engine, make_sessionmaker
 from chargeops.db.migrate import is_empty, upgrade
@@ -22,6 +21,9 @@ from chargeops.settings import ROLES, Settings
 from ocpp_gateway.context import GatewayContext
 from ocpp_gateway.server import GatewayServer
 from ocpp_gateway.store import GatewayStore
+from ops.api import create_app
+from ops.api.context import Commands
+from ops.api.worker import ApiThread, LoopBus
 from ops.engine import OpsEngine
 from ops.site_power import SitePlanner
 from ops.webhooks import WebhookDispatcher
@@ -85,8 +87,8 @@ class Runtime:
         self.site_planner: SitePlanner | None = None
         self.site_telemetry: SiteTelemetrySubscriber | None = None
         self._ops_bus: Bus | None = None
-        self._http: uvicorn.Server | None = None
-        self._http_task: asyncio.Task[None] | None = None
+        self._http: ApiThread | None = None
+        self._http_port: int | None = None
 
     async def start(self) -> None:
         await self.bus.start()
@@ -139,11 +141,9 @@ class Runtime:
         self.bus.subscribe(self.site_planner.handle)
         self.site_planner.start()
 
-    def http_app(self) -> FastAPI:
+    def http_app(self, sessions: async_sessionmaker[AsyncSession], bus: Commands) -> FastAPI:
         if "api" in self.roles:
-            from ops.api import create_app
-
-            app = create_app(self.sessions, self.bus, self.settings)
+            app = create_app(sessions, bus, self.settings)
         else:
             app = FastAPI(title="chargeops")
         token = self.settings.metrics_token.get_secret_value() if self.settings.metrics_token else None
@@ -151,28 +151,32 @@ class Runtime:
         return app
 
     async def _start_http(self) -> None:
+        """The API and `/metrics` on their own thread, loop and database pool (`ops/api/worker.py`): heavy
+        reads cannot hold up the chargers' answers, nor take the connections ingest commits through."""
         s = self.settings
-        config = uvicorn.Config(
-            self.http_app(),
-            host=s.http_host,
-            port=s.http_port,
-            log_config=None,
-            access_log=False,
-            lifespan="off",
+        engine = make_engine(s.database_url, pool_size=s.api_db_pool, max_overflow=0, pool_timeout=5)
+        loop = asyncio.get_running_loop()
+        bus = LoopBus(self.bus, loop)
+        self._http = ApiThread(
+            lambda: self.http_app(make_sessionmaker(engine), bus),
+            engine,
+            s.http_host,
+            s.http_port,
+            loop_factory=type(loop),
         )
-        self._http = uvicorn.Server(config)
-        self._http_task = asyncio.get_running_loop().create_task(self._http.serve())
-        while not self._http.started:
-            if self._http_task.done():
-                self._http_task.result()
-                raise RuntimeError("HTTP server stopped during start-up")
-            await asyncio.sleep(0.02)
+        self._http_port = await self._http.start()
         log.info("HTTP API on http://%s:%s (docs /docs, metrics /metrics)", s.http_host, self.http_port)
 
     @property
     def http_port(self) -> int:
-        assert self._http is not None
-        return int(self._http.servers[0].sockets[0].getsockname()[1])
+        assert self._http_port is not None
+        return self._http_port
+
+    @property
+    def api_loop(self) -> asyncio.AbstractEventLoop:
+        """The event loop the HTTP API runs on (not the gateway's)."""
+        assert self._http is not None and self._http.loop is not None
+        return self._http.loop
 
     async def stop(self) -> None:
         """Shut down in the order that loses nothing acknowledged: stop taking API requests, stop accepting
@@ -181,7 +185,7 @@ class Runtime:
         stuck part cannot hold the process: SIGTERM under load exits."""
         deadline = time.monotonic() + STOP_SECONDS
         steps: list[tuple[str, Callable[[], Awaitable[None]] | None]] = [
-            ("http", self._stop_http if self._http is not None else None),
+            ("http", self._http.stop if self._http is not None else None),
             ("gateway", self.gateway.stop if self.gateway is not None else None),
             ("fleet metrics", self.fleet_metrics.stop if self.fleet_metrics is not None else None),
             ("ops", self.ops.stop if self.ops is not None else None),
@@ -204,13 +208,6 @@ class Runtime:
                 log.warning("shutdown: %s did not stop within %.1f s; going on", name, left)
             except Exception as exc:  # one part failing to stop must not keep the others running
                 log.warning("shutdown: stopping %s failed: %s", name, exc)
-
-    async def _stop_http(self) -> None:
-        assert self._http is not None
-        self._http.should_exit = True
-        if self._http_task is not None:
-            with contextlib.suppress(Exception):
-                await self._http_task
 
     async def run_forever(self) -> None:
         await self.start()

@@ -56,6 +56,11 @@ OCPP_OUTGOING_SECONDS = Histogram(
 HANDSHAKES_REFUSED = Counter(
     "chargeops_handshakes_refused_total", "WebSocket handshakes refused, by reason", ["reason"]
 )
+API_REFUSED = Counter(
+    "chargeops_api_requests_refused_total",
+    "Operator API requests refused before any work: rate_limited (429) or overloaded (503)",
+    ["reason"],
+)
 CONNECTION_TAKEOVERS = Counter(
     "chargeops_connection_takeovers_total", "Authenticated connections that replaced a live one"
 )

@@ -22,6 +22,10 @@ from ops.runtime import Runtime
 
 PG_ADMIN_DSN = os.environ.get("CHARGEOPS_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
 
+# Tests fire API requests faster than any operator; the rate limit is tested where it is the subject
+# (tests/test_api_limits.py), with the limit given explicitly, and stays out of the way elsewhere.
+os.environ.setdefault("CHARGEOPS_API_RATE_LIMIT", "off")
+
 
 @pytest.fixture
 def sqlite_url(tmp_path: Any) -> str:

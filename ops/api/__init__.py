@@ -8,8 +8,9 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from chargeops.settings import Settings
 from ops.api import errors, health
-from ops.api.context import ApiContext
+from ops.api.context import ApiContext, Commands
 from ops.api.middleware import BodyLimitMiddleware, CatchAllMiddleware
+from ops.api.ratelimit import RateLimiter
 from ops.api.routes import (
     chargers,
     commands,
@@ -27,7 +28,6 @@ from ops.api.routes import (
     transactions,
     webhooks,
 )
-from telemetry.bus import Bus
 
 __all__ = ["create_app"]
 
@@ -35,15 +35,15 @@ __all__ = ["create_app"]
 MAX_BODY_BYTES = 1 << 20
 
 
-def create_app(sessions: async_sessionmaker[AsyncSession], bus: Bus, settings: Settings) -> FastAPI:
-    """An app bound to one database and bus; `/metrics` is mounted on it by the caller."""
+def create_app(sessions: async_sessionmaker[AsyncSession], bus: Commands, settings: Settings) -> FastAPI:
+    """An app bound to one database and a way to reach chargers; `/metrics` is mounted on it by the caller."""
     app = FastAPI(
         title="chargeops operator API",
         version="0.1.0",
         description="`Authorization: Bearer TOKEN` on every /api/ route; errors are "
         '`{"error": CODE, "detail": TEXT}`.',
     )
-    app.state.chargeops = ApiContext(sessions, bus, settings)
+    app.state.chargeops = ApiContext(sessions, bus, settings, RateLimiter(settings.api_rate_limit))
     errors.install(app)
     app.add_middleware(CatchAllMiddleware)
     app.add_middleware(BodyLimitMiddleware, limit=MAX_BODY_BYTES)

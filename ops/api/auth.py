@@ -23,6 +23,7 @@ from chargeops.db.models import ApiToken
 from ops.api import audit
 from ops.api.context import Ctx, Db
 from ops.api.errors import ApiError
+from telemetry.metrics import API_REFUSED
 
 
 class Role(StrEnum):
@@ -66,13 +67,15 @@ async def authenticate(
     db: Db,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> Principal:
-    if credentials is None or not credentials.credentials:
+    if credentials is None or not credentials.credentials:  # costs no lookup: not limited
         audit.refused(request, 401, "missing bearer token")
         raise _unauthorized("missing bearer token")
     token = credentials.credentials.encode()
     admin = ctx.settings.admin_token.get_secret_value() if ctx.settings.admin_token else ""
     if admin and hmac.compare_digest(token, admin.encode()):
+        _limit(ctx, request, "admin")
         return Principal("admin", Role.ADMIN)
+    _limit(ctx, request, _address_key(request), count=False)  # a guessing address is refused unhashed
     row = (
         await db.execute(
             select(ApiToken).where(ApiToken.token_sha256 == token_digest(credentials.credentials))
@@ -80,9 +83,28 @@ async def authenticate(
     ).scalar_one_or_none()
     if row is None or row.revoked_at is not None or row.role not in _RANK:
         known = row is not None
+        _limit(ctx, request, _address_key(request))
         audit.refused(request, 401, "revoked token" if known else "unknown token", row.id if row else None)
         raise _unauthorized("unknown or revoked token")
+    _limit(ctx, request, f"token:{row.id}")
     return Principal(row.name, Role(row.role), row.id, row.region)
+
+
+def _address_key(request: Request) -> str:
+    return f"address:{request.client.host if request.client else '?'}"
+
+
+def _limit(ctx: Ctx, request: Request, key: str, *, count: bool = True) -> None:
+    """429 with `Retry-After` once `key` has used up its rate (`api_rate_limit`)."""
+    wait = ctx.limiter.retry_after(key) if count else ctx.limiter.exhausted(key)
+    if wait is not None:
+        API_REFUSED.labels("rate_limited").inc()
+        raise ApiError(
+            429,
+            "rate_limited",
+            f"more requests than {ctx.settings.api_rate_limit} allows; retry in {wait} s",
+            headers={"Retry-After": str(wait)},
+        )
 
 
 def require(minimum: Role) -> Callable[..., Awaitable[Principal]]:

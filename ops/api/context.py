@@ -4,20 +4,30 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from typing import Annotated
+from typing import Annotated, Any, Protocol
 
 from fastapi import Depends, Request
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from chargeops.commands import CommandReply
 from chargeops.settings import Settings
-from telemetry.bus import Bus
+from ops.api.ratelimit import RateLimiter
+
+
+class Commands(Protocol):
+    """All the API needs of the bus: ask one charger something (a `telemetry.bus.Bus` is one)."""
+
+    async def request(
+        self, charger_id: str, action: str, payload: dict[str, Any], timeout: float
+    ) -> CommandReply: ...
 
 
 @dataclass(frozen=True, slots=True)
 class ApiContext:
     sessions: async_sessionmaker[AsyncSession]
-    bus: Bus
+    bus: Commands
     settings: Settings
+    limiter: RateLimiter
 
 
 def api_context(request: Request) -> ApiContext:

@@ -7,6 +7,7 @@ for oversized bodies and unexpected exceptions.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -15,9 +16,17 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 from sqlalchemy.exc import DataError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException
 
+from chargeops.logs import LineBudget
+from telemetry.metrics import API_REFUSED
+
 log = logging.getLogger("chargeops.api")
+
+# Seconds an overloaded API asks clients to wait.
+OVERLOADED_RETRY_AFTER = 2
+_overload_lines = LineBudget(10)
 
 _HTTP_CODES = {
     400: "bad_request",
@@ -27,6 +36,7 @@ _HTTP_CODES = {
     405: "method_not_allowed",
     406: "not_acceptable",
     413: "payload_too_large",
+    429: "rate_limited",
     415: "unsupported_media_type",
 }
 
@@ -123,7 +133,25 @@ async def _out_of_range(request: Request, exc: Exception) -> JSONResponse:
     return error_response(422, "out_of_range", "a number in the request is out of range")
 
 
+async def _pool_exhausted(request: Request, exc: Exception) -> JSONResponse:
+    """Every API database connection stayed busy for the pool's timeout: the API is overloaded, which is
+    not the caller's fault nor a bug; 503 tells clients to come back (the chargers' pool is not touched)."""
+    API_REFUSED.labels("overloaded").inc()
+    write, held = _overload_lines.spend(time.monotonic())
+    if held:
+        log.warning("%d more requests refused as overloaded in the last minute", held)
+    if write:
+        log.warning("%s %s: the API's database connections are all busy", request.method, request.url.path)
+    return error_response(
+        503,
+        "overloaded",
+        "the API's database connections are all busy; retry shortly",
+        headers={"Retry-After": str(OVERLOADED_RETRY_AFTER)},
+    )
+
+
 def install(app: FastAPI) -> None:
+    app.add_exception_handler(PoolTimeout, _pool_exhausted)
     app.add_exception_handler(OverflowError, _out_of_range)
     app.add_exception_handler(DataError, _out_of_range)
     app.add_exception_handler(ApiError, _api_error)

@@ -15,7 +15,6 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
-    PlainSerializer,
     model_validator,
 )
 
@@ -30,11 +29,9 @@ def as_utc(value: datetime) -> datetime:
     return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
-def _iso_z(value: datetime) -> str:
-    return as_utc(value).isoformat().replace("+00:00", "Z")
-
-
-UtcTime = Annotated[datetime, PlainSerializer(_iso_z, return_type=str)]
+# Made aware UTC when the model is built; pydantic's own (Rust) serialiser then writes it with `Z`, which
+# for a 1,000-row page is a sixth of the time a Python serialiser per field took (bench/api_load.py).
+UtcTime = Annotated[datetime, AfterValidator(as_utc)]
 UtcInput = Annotated[AwareDatetime, AfterValidator(as_utc)]
 ChargerId = Annotated[
     str, Field(pattern=CHARGER_ID_PATTERN, description="1–48 of A-Z a-z 0-9 . _ : * + - | @ =")
