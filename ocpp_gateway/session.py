@@ -270,14 +270,16 @@ class ChargerSession(ChargePoint):
             )  # fmt: skip
         return tx
 
-    async def authorize(self, id_token: str) -> TokenStatus:
+    async def authorize(self, id_token: str, *, record: bool = True) -> TokenStatus:
         """Every token is looked up, whatever its type (2.0.1 C01-C05). One we do not know but asked this
         charger to start with ourselves (a remote start from the API or a relayed call) is Accepted: the
-        operator authorised it by sending it."""
+        operator authorised it by sending it. `record=False`: answering a copy of a message already stored,
+        so no second Authorization event."""
         token = await self.ctx.store.id_token(id_token, utcnow())
         if token.status == "Invalid" and self._remote_tokens is not None and id_token in self._remote_tokens:
             token = TokenStatus("Accepted")
-        await self.emit(Authorization(id_token, token.status))
+        if record:
+            await self.emit(Authorization(id_token, token.status))
         return token
 
     # -- handlers every version shares (the same payload fields in 1.6 and 2.x) ----------------------------
