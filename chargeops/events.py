@@ -273,8 +273,9 @@ class DerControlsReported(Body):
 
 @dataclass(slots=True)
 class RebootRequested(Body):
-    """The central system asked the charger to restart or to boot again (`command`: "reset" or
-    "trigger_boot") and the charger agreed: the boot that follows is expected, not a fault."""
+    """The central system asked the charger to restart or to boot again (`command`: "reset",
+    "trigger_boot", or "firmware_update": installing reboots) and the charger agreed: the boot that follows,
+    and the security events a reset or a new firmware raise, are expected, not a fault."""
 
     kind = EventKind.REBOOT_REQUESTED
     command: str

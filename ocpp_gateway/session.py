@@ -72,6 +72,7 @@ logger = logging.getLogger("chargeops.gateway")
 REMOTE_TOKEN_ACTIONS = frozenset({"RequestStartTransaction", "RequestBatterySwap"})  # 2.x: idToken.idToken
 BAD_FRAME_LOG_BURST = 5  # bad frames logged per charger and minute; the rest are counted
 REMOTE_TOKENS_KEPT = 16  # per session: the latest remote starts (a charger runs a handful of EVSEs)
+FIRMWARE_UPDATES = frozenset({"UpdateFirmware", "SignedUpdateFirmware"})  # 1.6 (security extension), 2.x
 
 
 class ChargerSession(ChargePoint):
@@ -393,12 +394,15 @@ class ChargerSession(ChargePoint):
 
 
 def _reboot_requested(action: str, payload: dict[str, Any], answer: dict[str, Any]) -> str | None:
-    """What restart the charger agreed to, if any (a Reset; a TriggerMessage for a BootNotification)."""
+    """What restart the charger agreed to, if any: a Reset; a TriggerMessage for a BootNotification; a
+    firmware update, which installs with a reboot (1.6 UpdateFirmware is answered without a status)."""
     agreed = answer.get("status") in ("Accepted", "Scheduled")
     if action == "Reset" and agreed:
         return "reset"
     if action == "TriggerMessage" and payload.get("requestedMessage") == "BootNotification" and agreed:
         return "trigger_boot"
+    if action in FIRMWARE_UPDATES and answer.get("status", "Accepted") in ("Accepted", "AcceptedCanceled"):
+        return "firmware_update"
     return None
 
 
