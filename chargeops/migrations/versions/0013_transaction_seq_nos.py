@@ -4,9 +4,10 @@ A late `offline: true` copy of a TransactionEvent already stored (same transacti
 id) added a second `transaction_updated` event row. The gateway now notes each (charger, transaction, seqNo)
 once its events are stored and answers a copy without storing it again.
 
-Nothing is filled in from the `events` table (that would scan every event, which has no index on its kind):
-a copy of an event stored before this migration is still stored once, because the event id of an update
-leaves its `offline` flag out. Duplicate rows stored before this migration are left as they are.
+Nothing is filled in from the `events` table (that would scan every event: there is no index on its kind).
+A copy of an event stored before this migration still adds no transaction or meter row (same event ids:
+an update's id leaves its `offline` flag out), though it goes through the full handler once more. Duplicate
+rows stored before this migration are left as they are (the history as it was received).
 
 Revision ID: 0013
 Revises: 0012
