@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import uuid
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any, ClassVar
@@ -273,8 +273,9 @@ class DerControlsReported(Body):
 
 @dataclass(slots=True)
 class RebootRequested(Body):
-    """The central system asked the charger to restart or to boot again (`command`: "reset" or
-    "trigger_boot") and the charger agreed: the boot that follows is expected, not a fault."""
+    """The central system asked the charger to restart or to boot again (`command`: "reset",
+    "trigger_boot", or "firmware_update": installing reboots) and the charger agreed: the boot that follows,
+    and the security events a reset or a new firmware raise, are expected, not a fault."""
 
     kind = EventKind.REBOOT_REQUESTED
     command: str
@@ -340,8 +341,13 @@ class Event:
 
         Connection events are not replays of anything: they get their receive time in the key. A swap step
         carries no time of its own but is unique by itself (station, requestId, event type, packs), as is a
-        signed reading (its time and signature are in it).
+        signed reading (its time and signature are in it). A transaction update resent `offline` is the same
+        update: the flag is left out of the key. The gateway already stores a (transaction, seqNo) once; this
+        keeps a copy it has no note of (stored before migration 0013, or the note failed) to one row.
         """
+        body = self.body
+        if isinstance(body, TransactionUpdated) and body.offline:
+            body = replace(body, offline=False)
         stamp = self.reported_at
         if self.body.kind in (EventKind.BATTERY_SWAP, EventKind.SIGNED_METER_VALUES):
             stamp = None
@@ -351,7 +357,7 @@ class Event:
             EventKind.HEARTBEAT,
         ):
             stamp = self.received_at
-        key = orjson.dumps([self.charger_id, self.body.kind, stamp, self.body])
+        key = orjson.dumps([self.charger_id, body.kind, stamp, body])
         return str(uuid.UUID(bytes=hashlib.sha1(_EVENT_NS.bytes + key).digest()[:16], version=5))
 
     def to_doc(self) -> dict[str, Any]:

@@ -72,6 +72,7 @@ logger = logging.getLogger("chargeops.gateway")
 REMOTE_TOKEN_ACTIONS = frozenset({"RequestStartTransaction", "RequestBatterySwap"})  # 2.x: idToken.idToken
 BAD_FRAME_LOG_BURST = 5  # bad frames logged per charger and minute; the rest are counted
 REMOTE_TOKENS_KEPT = 16  # per session: the latest remote starts (a charger runs a handful of EVSEs)
+FIRMWARE_UPDATES = frozenset({"UpdateFirmware", "SignedUpdateFirmware"})  # 1.6 (security extension), 2.x
 
 
 class ChargerSession(ChargePoint):
@@ -270,14 +271,16 @@ class ChargerSession(ChargePoint):
             )  # fmt: skip
         return tx
 
-    async def authorize(self, id_token: str) -> TokenStatus:
+    async def authorize(self, id_token: str, *, record: bool = True) -> TokenStatus:
         """Every token is looked up, whatever its type (2.0.1 C01-C05). One we do not know but asked this
         charger to start with ourselves (a remote start from the API or a relayed call) is Accepted: the
-        operator authorised it by sending it."""
+        operator authorised it by sending it. `record=False`: answering a copy of a message already stored,
+        so no second Authorization event."""
         token = await self.ctx.store.id_token(id_token, utcnow())
         if token.status == "Invalid" and self._remote_tokens is not None and id_token in self._remote_tokens:
             token = TokenStatus("Accepted")
-        await self.emit(Authorization(id_token, token.status))
+        if record:
+            await self.emit(Authorization(id_token, token.status))
         return token
 
     # -- handlers every version shares (the same payload fields in 1.6 and 2.x) ----------------------------
@@ -391,12 +394,15 @@ class ChargerSession(ChargePoint):
 
 
 def _reboot_requested(action: str, payload: dict[str, Any], answer: dict[str, Any]) -> str | None:
-    """What restart the charger agreed to, if any (a Reset; a TriggerMessage for a BootNotification)."""
+    """What restart the charger agreed to, if any: a Reset; a TriggerMessage for a BootNotification; a
+    firmware update, which installs with a reboot (1.6 UpdateFirmware is answered without a status)."""
     agreed = answer.get("status") in ("Accepted", "Scheduled")
     if action == "Reset" and agreed:
         return "reset"
     if action == "TriggerMessage" and payload.get("requestedMessage") == "BootNotification" and agreed:
         return "trigger_boot"
+    if action in FIRMWARE_UPDATES and answer.get("status", "Accepted") in ("Accepted", "AcceptedCanceled"):
+        return "firmware_update"
     return None
 
 

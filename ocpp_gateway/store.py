@@ -15,7 +15,7 @@ from sqlalchemy import bindparam, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from chargeops.db.engine import insert_for, stored_utc
-from chargeops.db.models import Charger, IdToken, Transaction
+from chargeops.db.models import Charger, IdToken, Transaction, TransactionSeqNo
 from chargeops.events import Booted, utcnow
 
 
@@ -39,6 +39,13 @@ _AUTH_QUERY = select(
     Charger.registration_status,
     Charger.pending_password_hash,
 ).where(Charger.id == bindparam("cid"))
+
+
+_SEQ_NO_QUERY = select(TransactionSeqNo.seq_no).where(
+    TransactionSeqNo.charger_id == bindparam("cid"),
+    TransactionSeqNo.transaction_id == bindparam("tid"),
+    TransactionSeqNo.seq_no == bindparam("seq"),
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,6 +119,10 @@ class Store(Protocol):
         connector_id: int | None = None,
         issued_here: bool = False,
     ) -> TxRecord | None: ...
+
+    async def seq_no_stored(self, charger_id: str, transaction_id: str, seq_no: int) -> bool: ...
+
+    async def note_seq_no(self, charger_id: str, transaction_id: str, seq_no: int) -> None: ...
 
 
 class GatewayStore:
@@ -313,6 +324,26 @@ class GatewayStore:
                 ):
                     row.meter_last_wh = meter_stop_wh
             return TxRecord.of(row)
+
+    async def seq_no_stored(self, charger_id: str, transaction_id: str, seq_no: int) -> bool:
+        """Whether the TransactionEvent with this seqNo is stored already (a copy is not stored again)."""
+        async with self._sessions() as session:
+            found = await session.scalar(
+                _SEQ_NO_QUERY, {"cid": charger_id, "tid": transaction_id, "seq": seq_no}
+            )
+        return found is not None
+
+    async def note_seq_no(self, charger_id: str, transaction_id: str, seq_no: int) -> None:
+        """Note a TransactionEvent whose events are stored. Noted after they are, never before: a charger
+        retrying an event whose storing failed must not find it noted."""
+        async with self._sessions() as session, session.begin():
+            await session.execute(
+                insert_for(session.get_bind().dialect.name, TransactionSeqNo)
+                .values(
+                    charger_id=charger_id, transaction_id=transaction_id, seq_no=seq_no, received_at=utcnow()
+                )
+                .on_conflict_do_nothing()
+            )
 
     async def _tx(self, session: AsyncSession, charger_id: str, transaction_id: str) -> Transaction | None:
         return (

@@ -136,12 +136,21 @@ class Session201(ChargerSession):
         return {"idTokenInfo": await self.id_token_info(p["idToken"])}
 
     async def on_transaction_event(self, p: Payload) -> Payload:
+        """A (transaction, seqNo) is stored once: a copy of an event already stored (resent `offline: true`,
+        or again because our answer was lost) is answered as before and changes nothing. It is noted only
+        after its events are stored, so a retry of one that failed is stored then."""
         facts = transaction_facts(p)
         start, end, tx_id = facts.start, facts.end, facts.start.transaction_id
+        store = self.ctx.store
+        copy = await store.seq_no_stored(self.id, tx_id, facts.seq_no)
         response: Payload = {}
         if p.get("idToken"):
-            response["idTokenInfo"] = await self.id_token_info(p["idToken"])
-        store = self.ctx.store
+            response["idTokenInfo"] = await self.id_token_info(p["idToken"], record=not copy)
+        if copy:
+            self.log.info(
+                "TransactionEvent %s seqNo %d is stored already; answered again", tx_id, facts.seq_no
+            )
+            return response
         events: list[Body] = []
         if facts.event_type == "Started" or not await store.update_transaction(
             self.id, tx_id, seq_no=facts.seq_no, meter_wh=facts.meter_wh
@@ -157,14 +166,15 @@ class Session201(ChargerSession):
             events.append(facts.update)
         events.extend(facts.meter)
         await self.emit(*events, reported_at=start.started_at)
+        await store.note_seq_no(self.id, tx_id, facts.seq_no)
         return response
 
-    async def id_token_info(self, id_token: Payload) -> Payload:
+    async def id_token_info(self, id_token: Payload, *, record: bool = True) -> Payload:
         """IdTokenInfo for an idToken: every type is looked up (Central too: C01-C05), except
         NoAuthorization, which by definition carries no identity to check."""
         if id_token["type"] == "NoAuthorization":
             return {"status": "Accepted"}
-        token = await self.authorize(id_token["idToken"])
+        token = await self.authorize(id_token["idToken"], record=record)
         info: Payload = {"status": token.status}
         if token.expiry is not None:
             info["cacheExpiryDateTime"] = ocpp_time(token.expiry)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from datetime import datetime, timedelta
 from pathlib import Path
 
@@ -21,8 +22,8 @@ from chargeops import clock
 from chargeops.db.engine import stored_utc
 from chargeops.db.models import Charger, StoredEvent
 from chargeops.db.ops_models import Battery, BatteryReading, BatterySwap, Stock, SupplyWarning, Ticket
-from chargeops.events import BatterySwapped, Booted, Connected, Event, EventKind, StatusChanged
-from ops import maintenance, supply_warnings
+from chargeops.events import BatterySwapped, Booted, Connected, Event, EventKind, SecurityEvent, StatusChanged
+from ops import maintenance, security_events, supply_warnings
 from ops.registry import seed_catalogue
 from ops.rules import Observation, ObservationKind, RuleBook, load_rules, observations, observed
 from ops.tickets import OPEN_STATES
@@ -120,6 +121,8 @@ class OpsEngine(Periodic):
                     await self._clear_connector(ev, body)
             elif isinstance(body, BatterySwapped):
                 found += await self._battery_checks(ev, body)
+            elif isinstance(body, SecurityEvent) and await self._expected(ev, body):
+                found = [replace(obs, expected=True) for obs in found]
             for obs in found:
                 ticket = await self.apply(obs)
                 if ticket is not None and ticket.component == "Connector" and ticket.evse_id is not None:
@@ -216,6 +219,13 @@ class OpsEngine(Periodic):
                         if spread >= limit:
                             pack_obs(code, serial, slot, f"cell spread {spread:.3g} {unit} (limit {limit:g})")
         return found
+
+    async def _expected(self, ev: Event, body: SecurityEvent) -> bool:
+        """Whether the central system asked for what a security event reports, or a crew explains it."""
+        async with self.sessions() as session:
+            return await security_events.expected(
+                session, ev, body, self.book.settings.security.expected_hours
+            )
 
     async def _boot_loop(self, ev: Event) -> bool:
         """`boot_loop.boots` boots within `boot_loop.minutes`, not counting the ones the central system

@@ -52,6 +52,7 @@ class Observation:
     description: str | None = None
     cleared: bool = False
     subject: str | None = None  # what the ticket is about beyond the charger (a battery pack's serial)
+    expected: bool = False  # the central system asked for it or a crew is at work (`ops.security_events`)
 
 
 class _Strict(BaseModel):
@@ -64,9 +65,10 @@ class Match(_Strict):
     component: str | None = None
     vendor_code: str | None = None
     description: str | None = None
+    expected: bool | None = None
 
     def fits(self, obs: Observation) -> bool:
-        if self.event != obs.event:
+        if self.event != obs.event or self.expected not in (None, obs.expected):
             return False
         checks = (
             (self.code, obs.code),
@@ -128,6 +130,10 @@ class SwapTimeouts(_Strict):
     hours: float = Field(default=24, gt=0)
 
 
+class SecuritySettings(_Strict):
+    expected_hours: float = Field(default=24, gt=0)
+
+
 class RuleSettings(_Strict):
     offline_after_minutes: float = Field(default=30, gt=0)
     boot_loop: BootLoop = Field(default_factory=BootLoop)
@@ -135,6 +141,7 @@ class RuleSettings(_Strict):
     power_low: PowerLow = Field(default_factory=PowerLow)
     battery: BatteryLimits = Field(default_factory=BatteryLimits)
     swap_timeouts: SwapTimeouts = Field(default_factory=SwapTimeouts)
+    security: SecuritySettings = Field(default_factory=SecuritySettings)
     sla_hours: dict[str, float] = Field(
         default_factory=lambda: {"P1": 8.0, "P2": 24.0, "P3": 72.0, "P4": 168.0}
     )

@@ -41,6 +41,7 @@ class MemoryStore:
     boots: list[tuple[str, Booted]] = field(default_factory=list)
     pending_passwords: dict[str, str] = field(default_factory=dict)
     transactions: dict[tuple[str, str], MemoryTx] = field(default_factory=dict)
+    seq_nos: set[tuple[str, str, int]] = field(default_factory=set)
     _starts: dict[str, TxRecord] = field(default_factory=dict)
     _ids: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
 
@@ -125,6 +126,12 @@ class MemoryStore:
         if tx.stopped_at is None:
             tx.stopped_at, tx.meter_stop_wh, tx.reason = stopped_at, meter_stop_wh, reason
         return tx.record
+
+    async def seq_no_stored(self, charger_id: str, transaction_id: str, seq_no: int) -> bool:
+        return (charger_id, transaction_id, seq_no) in self.seq_nos
+
+    async def note_seq_no(self, charger_id: str, transaction_id: str, seq_no: int) -> None:
+        self.seq_nos.add((charger_id, transaction_id, seq_no))
 
 
 _: type[Store] = MemoryStore  # the interface, checked where a type checker reads this file

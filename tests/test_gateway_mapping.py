@@ -14,6 +14,7 @@ from chargeops.events import (
     Authorization,
     BatterySwapped,
     DerAlarm,
+    Event,
     FaultReported,
     LogStatus,
     MeterValues,
@@ -190,6 +191,17 @@ def test_201_transaction_facts() -> None:
     ended = v201.transaction_facts(tx_event("Ended", 4, end, info={"stoppedReason": "EVDisconnected"}))
     assert ended.end == TransactionEnded("tx-9", AT, 5000.0, "EVDisconnected")
     assert [type(m) for m in ended.meter] == [MeterValues]
+
+
+def test_an_offline_copy_of_an_update_keeps_the_update_s_event_id() -> None:
+    """Behind the gateway's note of stored (transaction, seqNo): a copy it has no note of (stored before the
+    note existed) is still stored once, by event id. Another seqNo is another event."""
+
+    def event_id(seq_no: int, offline: bool) -> str:
+        update = TransactionUpdated("tx-9", seq_no, "MeterValuePeriodic", "Charging", offline)
+        return Event("CP", update, reported_at=AT).event_id
+
+    assert event_id(3, True) == event_id(3, False) != event_id(4, True)
 
 
 # -- handlers against the in-memory store -------------------------------------------------------------------

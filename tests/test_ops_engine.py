@@ -27,6 +27,7 @@ from chargeops.events import (
 )
 from firmware_stubs.charger import FAULT_CODES
 from ops.engine import OpsEngine
+from ops.maintenance import transition
 from ops.registry import FleetDoc, apply_fleet
 from ops.rules import Observation, load_rules
 from tests.conftest import migrated_sessions
@@ -240,3 +241,66 @@ async def test_reboots_the_central_system_asked_for_are_no_boot_loop(engine: Ops
                 )
             )
     assert [t.rule for t in await tickets(engine.sessions)] == ["boot-loop"]
+
+
+async def test_critical_security_events_open_tickets_unless_we_explain_them(engine: OpsEngine) -> None:
+    """Issue 12: a critical security event that means compromise or a state nobody explains opens a ticket as
+    tamper does; the routine critical ones (a boot, a clock sync, the reset we asked for, the firmware update
+    we sent, a crew logging in at work) and the non-critical ones do not."""
+    now = utcnow()
+
+    def security(cp: str, kind: str) -> Event:
+        return Event(cp, SecurityEvent(kind, "info"), reported_at=now)
+
+    async with engine.sessions() as session, session.begin():
+        for cp, command, ago in (
+            ("CP1", "reset", timedelta(minutes=5)),
+            ("CP2", "firmware_update", timedelta(hours=3)),  # scheduled: installed hours later
+            ("CP5", "reset", timedelta(hours=25)),  # too long ago to explain a reboot now
+        ):
+            request = Event(cp, RebootRequested(command), reported_at=now - ago, received_at=now - ago)
+            session.add(
+                StoredEvent(
+                    event_id=request.event_id,
+                    charger_id=cp,
+                    kind=request.kind.value,
+                    received_at=now - ago,
+                    data={"command": command},
+                )
+            )
+    await engine.handle([Event("CP3", FaultReported(1, 1, "Connector", "GroundFailure"), reported_at=now)])
+    [crew_job] = await tickets(engine.sessions)
+    async with engine.sessions() as session, session.begin():
+        job = await session.get(Ticket, crew_job.id)
+        assert job is not None
+        await transition(session, job, "in_progress", "crew")
+    routine = [
+        *(security("CP1", k) for k in ("StartupOfTheDevice", "SettingSystemTime", "ResetOrReboot")),
+        *(security("CP2", k) for k in ("ResetOrReboot", "FirmwareUpdated")),
+        *(security("CP3", k) for k in ("MaintenanceLoginAccepted", "ResetOrReboot", "FirmwareUpdated")),
+        *(
+            security("CP1", k)
+            for k in ("InvalidMessages", "AttemptedReplayAttacks", "CsmsFailedToAuthenticate")
+        ),
+    ]
+    await engine.handle(routine)
+    assert [t.rule for t in await tickets(engine.sessions)] == ["earth-fault"]
+    await engine.handle(
+        [
+            security("CP1", "SecurityLogWasCleared"),
+            security("CP1", "FirmwareUpdated"),  # CP1 was asked to reset, not to update
+            security("CP2", "MemoryExhaustion"),
+            security("CP4", "MaintenanceLoginAccepted"),  # nobody at work on CP4
+            security("CP4", "ResetOrReboot"),
+            security("CP5", "ResetOrReboot"),
+        ]
+    )
+    opened = {(t.charger_id, t.rule): (t.priority, t.occurrences) for t in await tickets(engine.sessions)}
+    assert opened == {
+        ("CP3", "earth-fault"): ("P1", 1),
+        ("CP1", "security"): ("P1", 2),
+        ("CP2", "security-state"): ("P2", 1),
+        ("CP4", "security"): ("P1", 1),
+        ("CP4", "security-state"): ("P2", 1),
+        ("CP5", "security-state"): ("P2", 1),
+    }

@@ -3,11 +3,22 @@ energy counted once — on SQLite and on Postgres."""
 
 from __future__ import annotations
 
+import json
+import uuid
+from collections import Counter
+from collections.abc import Sequence
+from typing import Any
+
+import pytest
+from prometheus_client import REGISTRY
 from sqlalchemy import func, select
 
-from chargeops.db.models import IdToken, MeterSample, Transaction
+from chargeops.db.models import IdToken, MeterSample, StoredEvent, Transaction, TransactionSeqNo
+from chargeops.events import Event, EventKind
 from tests.conftest import StartRuntime
-from tests.ocpp_client import raw_charger
+from tests.ocpp_client import RawCharger, assert_strictly_valid, raw_charger
+
+PRESENCE = (EventKind.CONNECTED, EventKind.DISCONNECTED, EventKind.BOOTED)
 
 
 def mv(ts: str, wh: float, context: str = "Sample.Periodic", v2: bool = False) -> dict:
@@ -143,6 +154,91 @@ async def test_v201_transaction_events_are_idempotent_by_seq_no(
     assert not tx.active and tx.stop_reason == "EVDisconnected"
     assert (tx.meter_start_wh, tx.meter_stop_wh, tx.energy_wh) == (2_000, 8_000, 6_000)
     assert samples == 20  # four distinct readings of five values
+
+
+async def resend_offline(cp: RawCharger, payload: dict[str, Any]) -> dict[str, Any]:
+    """Send a TransactionEvent as a charger's queue does after a reconnect: `offline: true`, under a message
+    id of its own; the answer must be a CALLRESULT valid for the schema."""
+    message_id = f"resent-{uuid.uuid4().hex[:8]}"
+    frame = await cp.send_raw(json.dumps([2, message_id, "TransactionEvent", {**payload, "offline": True}]))
+    assert frame[:2] == [3, message_id], frame
+    assert_strictly_valid(cp.protocol, "TransactionEvent", frame[2], response=True)
+    return dict(frame[2])
+
+
+@pytest.mark.parametrize("protocol", ["ocpp2.0.1", "ocpp2.1"])
+async def test_a_late_offline_copy_of_a_stored_transaction_event_is_answered_and_stored_once(
+    start_runtime: StartRuntime, db_url: str, protocol: str
+) -> None:
+    """Issue 12: a copy of a TransactionEvent already stored (same transaction and seqNo, `offline: true`, a
+    new message id) gets the answer the original got and adds nothing: no event row, no energy counted
+    twice, nothing published for ops to react to. An offline event with a seqNo not seen before is stored."""
+    runtime = await start_runtime(database_url=db_url, accept_unknown=True)
+    await add_token(runtime, "GOOD")
+    published: list[Event] = []
+
+    async def record(events: Sequence[Event]) -> None:
+        published.extend(e for e in events if e.kind not in PRESENCE)
+
+    runtime.bus.subscribe(record, durable=True)  # durable: awaited before the charger is answered
+    port = runtime.gateway.port  # type: ignore[union-attr]
+    base = {"transactionInfo": {"transactionId": "TX-OFF"}, "evse": {"id": 1, "connectorId": 1}}
+    started = {
+        **base,
+        "eventType": "Started",
+        "timestamp": "2026-11-25T10:00:00Z",
+        "triggerReason": "Authorized",
+        "seqNo": 0,
+        "idToken": {"idToken": "GOOD", "type": "ISO14443"},
+        "meterValue": [mv("2026-11-25T10:00:00Z", 2_000, "Transaction.Begin", v2=True)],
+    }
+    updated = {
+        **base,
+        "eventType": "Updated",
+        "timestamp": "2026-11-25T10:15:00Z",
+        "triggerReason": "MeterValuePeriodic",
+        "seqNo": 1,
+        "meterValue": [mv("2026-11-25T10:15:00Z", 5_000, v2=True)],
+    }
+    queued = {**updated, "seqNo": 2, "timestamp": "2026-11-25T10:20:00Z"}
+    queued["meterValue"] = [mv("2026-11-25T10:20:00Z", 6_000, v2=True)]
+
+    def site_energy() -> float:
+        return REGISTRY.get_sample_value("chargeops_site_energy_wh_total", {"site": ""}) or 0.0
+
+    energy_before = site_energy()
+    async with raw_charger(port, "CP-OFF", protocol) as cp:
+        await cp.boot()
+        first = await cp.result("TransactionEvent", started)
+        assert first == {"idTokenInfo": {"status": "Accepted"}}
+        assert await cp.result("TransactionEvent", updated) == {}
+    originals = len(published)
+    assert originals == 5  # authorization, started, its meter values, updated, its meter values
+    async with raw_charger(port, "CP-OFF", protocol) as cp:  # back online: the charger sends its queue
+        assert await resend_offline(cp, started) == first
+        assert await resend_offline(cp, updated) == {}
+        assert published[originals:] == []  # nothing stored, nothing for ops
+        assert await resend_offline(cp, queued) == {}
+    assert [(e.kind, getattr(e.body, "seq_no", None)) for e in published[originals:]] == [
+        (EventKind.TRANSACTION_UPDATED, 2),
+        (EventKind.METER_VALUES, None),
+    ]
+    async with runtime.sessions() as session:
+        kinds = Counter(
+            (await session.scalars(select(StoredEvent.kind).where(StoredEvent.charger_id == "CP-OFF"))).all()
+        )
+        samples = (await session.execute(select(func.count()).select_from(MeterSample))).scalar_one()
+        seq_nos = (await session.scalars(select(TransactionSeqNo.seq_no).order_by("seq_no"))).all()
+        tx = (await session.execute(select(Transaction))).scalar_one()
+    assert {k: n for k, n in kinds.items() if k not in PRESENCE} == {
+        "authorization": 1,
+        "transaction_started": 1,
+        "transaction_updated": 2,
+        "meter_values": 3,
+    }
+    assert samples == 15 and seq_nos == [0, 1, 2]
+    assert (tx.meter_start_wh, tx.energy_counted_wh, tx.energy_wh, tx.last_seq_no) == (2_000, 6_000, 4_000, 2)
+    assert site_energy() - energy_before == 4_000
 
 
 async def test_v201_ended_without_started_still_makes_a_closed_transaction(

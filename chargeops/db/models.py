@@ -110,6 +110,18 @@ class Transaction(Base):
         return max(0.0, end - self.meter_start_wh)
 
 
+class TransactionSeqNo(Base):
+    """The (transaction, seqNo) of every 2.x TransactionEvent stored. A resent copy of one (`offline: true`,
+    a new message id) is known by it and answered without being stored or reacted to again."""
+
+    __tablename__ = "transaction_seq_nos"
+
+    charger_id: Mapped[str] = mapped_column(String(48), primary_key=True)
+    transaction_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    seq_no: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    received_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
 class StoredEvent(Base):
     """Every version-neutral event, once (primary key = the event's deterministic id)."""
 
