@@ -39,7 +39,7 @@ from sqlalchemy.orm import aliased
 from chargeops.db.ops_models import OutboxMessage, WebhookSubscription
 from chargeops.events import utcnow
 from chargeops.settings import Settings
-from chargeops.urls import url_refusal
+from chargeops.urls import destination
 from telemetry.metrics import DATABASE_ERRORS, WEBHOOK_DELIVERIES, WEBHOOK_OUTBOX_PENDING
 from telemetry.periodic import Background
 
@@ -231,11 +231,12 @@ class WebhookDispatcher(Background):
         )
 
     async def _send(self, client: httpx.AsyncClient, msg: _Message) -> str | None:
-        """None if the receiver took the message (2xx), else why not. The URL is checked again at each send:
-        a name that resolved to a public address when the subscription was made may not any more."""
-        refusal = await url_refusal(msg.url, self._settings.allow_private_urls)
-        if refusal:
-            return f"url refused: {refusal}"
+        """None if the receiver took the message (2xx), else why not. The URL is checked again at each send
+        (a name that resolved to a public address when the subscription was made may not any more) and the
+        request goes to the address that was checked, not to a second lookup's answer."""
+        dest = await destination(msg.url, self._settings.allow_private_urls)
+        if isinstance(dest, str):
+            return f"url refused: {dest}"
         body = orjson.dumps(msg.payload)
         timestamp = int(time.time())
         headers = {
@@ -244,10 +245,12 @@ class WebhookDispatcher(Background):
             "X-Chargeops-Delivery": str(msg.id),
             "X-Chargeops-Timestamp": str(timestamp),
             "X-Chargeops-Signature": sign(msg.secret, timestamp, body),
+            "Host": dest.host,
         }
+        extensions = {"sni_hostname": dest.sni} if dest.sni else None
         try:
             async with asyncio.timeout(self._timeout):  # httpx times each phase; this bounds the whole send
-                response = await client.post(msg.url, content=body, headers=headers)
+                response = await client.post(dest.url, content=body, headers=headers, extensions=extensions)
         except (httpx.HTTPError, TimeoutError) as exc:
             return f"{type(exc).__name__}: {exc}"[:_ERROR_CHARS].rstrip(": ")
         return None if response.is_success else f"HTTP {response.status_code}"

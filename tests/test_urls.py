@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from chargeops.urls import url_refusal
+from chargeops.urls import Destination, destination, url_refusal
 
 REFUSED = [
     "http://100.64.0.1/x",  # shared address space (carrier-grade NAT)
@@ -34,3 +34,36 @@ async def test_non_public_addresses_are_refused(url: str) -> None:
 @pytest.mark.parametrize("url", ALLOWED)
 async def test_public_addresses_pass(url: str) -> None:
     assert await url_refusal(url, allow_private=False) is None
+
+
+async def test_webhook_destination_is_pinned_to_the_checked_address() -> None:
+    """DNS rebinding: the name is resolved once, checked, and the request goes to that address (Host header
+    and TLS server name keep the name); a second lookup that now answers 127.0.0.1 is never made."""
+    answers = [["93.184.216.34"], ["127.0.0.1"]]
+
+    async def rebinding(host: str) -> list[str]:
+        assert host == "hooks.example.com"
+        return answers.pop(0)
+
+    dest = await destination("https://hooks.example.com:8443/in?x=1", False, rebinding)
+    assert isinstance(dest, Destination)
+    assert dest.url == "https://93.184.216.34:8443/in?x=1"
+    assert (dest.host, dest.sni) == ("hooks.example.com:8443", "hooks.example.com")
+    assert answers == [["127.0.0.1"]]  # one lookup only
+
+    plain = await destination("http://hooks.example.com/in", False, rebinding)
+    assert isinstance(plain, str) and "127.0.0.1" in plain  # the next lookup's private answer is refused
+
+
+async def test_webhook_destination_refuses_what_does_not_resolve() -> None:
+    async def nowhere(host: str) -> list[str]:
+        raise OSError("no such host")
+
+    assert await destination("https://hooks.example.com/in", False, nowhere) == (
+        "host hooks.example.com does not resolve"
+    )
+    # a URL for a charger to fetch is not refused for that: the charger resolves it itself
+    assert await url_refusal("https://fw.example.invalid/x.bin", allow_private=False) is None
+    with_ip = await destination("http://8.8.8.8:8080/in", False, nowhere)
+    assert isinstance(with_ip, Destination) and with_ip.url == "http://8.8.8.8:8080/in"
+    assert with_ip.host == "8.8.8.8:8080" and with_ip.sni is None
