@@ -10,6 +10,7 @@ tables below cannot fill, or a list the seed leaves empty, fails the test until 
 
 from __future__ import annotations
 
+import logging
 from datetime import UTC, datetime
 from typing import Any, cast
 
@@ -29,7 +30,7 @@ from chargeops.db.ops_models import (
     WebhookSubscription,
 )
 from chargeops.settings import Settings
-from ops.api import create_app
+from ops.api import audit, create_app
 from ops.api.scope import region_scope
 from telemetry.bus import CommandReply, InProcessBus
 from tests.test_api_support import ADMIN_TOKEN, bearer
@@ -317,3 +318,15 @@ async def test_writes_aimed_at_another_region_are_refused_and_change_nothing(
     assert r.status_code == 404 and r.json()["detail"] == f"no purchase order {world['south_order']}"
     assert await _snapshot(admin) == before
     assert [c.calls for c in world["chargers"].values()] == [0, 0, 0, 0]
+
+
+async def test_out_of_scope_refusals_are_audited(
+    admin: httpx.AsyncClient, world: dict[str, Any], caplog: pytest.LogCaptureFixture
+) -> None:
+    audit._limiter = audit._Limiter()  # a fresh minute for this test
+    with caplog.at_level(logging.WARNING, logger="chargeops.audit"):
+        r = await admin.post("/api/supply-risk/review", headers=world["tokens"]["operator"])
+    assert r.status_code == 403 and "whole fleet" in r.json()["detail"]
+    (line,) = [rec.getMessage() for rec in caplog.records if rec.name == "chargeops.audit"]
+    assert "API 403 POST /api/supply-risk/review" in line and "out of scope north" in line, line
+    assert "scoped-operator" in line
