@@ -15,6 +15,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import delete, func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.sql import ColumnElement
 
 from chargeops.db.models import Charger
 from chargeops.db.ops_models import (
@@ -205,20 +206,26 @@ class Placement:
     model_id: str | None
 
 
+def site_region() -> ColumnElement[str | None]:
+    """A site's region (in a query over `sites`): its own, else its depot's, since a fleet document may
+    name only the depot. Tickets record it, and region-scoped API tokens see a site's data by it."""
+    depot_region = select(Depot.region_id).where(Depot.id == Site.depot_id).scalar_subquery()
+    return func.coalesce(Site.region_id, depot_region)
+
+
 async def placement(session: AsyncSession, charger_id: str) -> Placement:
     charger = await session.get(Charger, charger_id)
     if charger is None:
         return Placement(None, None, None, None)
-    site = await session.get(Site, charger.site) if charger.site else None
+    where = select(Site.depot_id, site_region()).where(Site.id == charger.site)
+    site = (await session.execute(where)).one_or_none() if charger.site else None
     model_id = await session.scalar(
         select(ChargerModel.id).where(
             ChargerModel.vendor == charger.vendor, ChargerModel.model == charger.model
         )
     )
-    region = site.region_id if site else None
-    if site is not None and region is None and site.depot_id:
-        region = await session.scalar(select(Depot.region_id).where(Depot.id == site.depot_id))
-    return Placement(charger.site, site.depot_id if site else None, region, model_id)
+    depot, region = site if site is not None else (None, None)
+    return Placement(charger.site, depot, region, model_id)
 
 
 async def parts_for(

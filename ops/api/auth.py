@@ -42,7 +42,7 @@ class Principal:
     name: str
     role: Role
     token_id: int | None = None
-    region: str | None = None  # a crew token sees and updates only its region's tickets
+    region: str | None = None  # a token bound to a region sees only that region (`ops.api.scope`)
 
     @property
     def at_least_operator(self) -> bool:

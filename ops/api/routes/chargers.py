@@ -20,6 +20,7 @@ from ops.api.auth import Operator, Viewer
 from ops.api.context import Db
 from ops.api.errors import ApiError, documented
 from ops.api.schemas import ChargerCreate, ChargerOut, ChargerPatch, ConnectorOut, Items
+from ops.api.scope import Scoped
 from ops.fleet import ChargerExists, InvalidRegistration, add_charger, check_profile, hash_secret
 
 router = APIRouter(prefix="/api/chargers", tags=["chargers"], responses=documented(401, 403, 422))
@@ -89,13 +90,6 @@ def _by_charger(connectors: Iterable[Connector]) -> dict[str, list[Connector]]:
     return grouped
 
 
-async def _one(db: Db, charger_id: str) -> Charger:
-    row = await db.get(Charger, charger_id)
-    if row is None:
-        raise ApiError(404, "not_found", f"no charger {charger_id}")
-    return row
-
-
 async def _out(db: Db, row: Charger) -> ChargerOut:
     connectors = (await db.scalars(_connectors_of(Charger.id == row.id))).all()
     return charger_out(row, connectors)
@@ -109,8 +103,9 @@ def _check_profile(profile: int, has_password: bool) -> None:
 
 
 @router.post("", status_code=201, dependencies=[Operator], responses=documented(409))
-async def register_charger(body: ChargerCreate, db: Db) -> ChargerOut:
+async def register_charger(body: ChargerCreate, db: Db, scope: Scoped) -> ChargerOut:
     """Register a charger; it may connect once registered (unless the gateway accepts unknown ones)."""
+    await scope.place(db, body.site)
     try:
         row = await add_charger(
             db,
@@ -132,9 +127,11 @@ async def register_charger(body: ChargerCreate, db: Db) -> ChargerOut:
 
 
 @router.get("", dependencies=[Viewer])
-async def list_chargers(db: Db, site: str | None = None, connected: bool | None = None) -> Items[ChargerOut]:
-    """The fleet, optionally one site's or only the (dis)connected chargers, ordered by id."""
-    conditions: list[ColumnElement[bool]] = []
+async def list_chargers(
+    db: Db, scope: Scoped, site: str | None = None, connected: bool | None = None
+) -> Items[ChargerOut]:
+    """The fleet (the token's region's), optionally one site's or only the (dis)connected chargers, by id."""
+    conditions: list[ColumnElement[bool]] = [scope.sites(Charger.site)]
     if site is not None:
         conditions.append(Charger.site == site)
     if connected is not None:
@@ -145,16 +142,18 @@ async def list_chargers(db: Db, site: str | None = None, connected: bool | None 
 
 
 @router.get("/{charger_id}", dependencies=[Viewer], responses=documented(404))
-async def get_charger(charger_id: ChargerIdPath, db: Db) -> ChargerOut:
-    return await _out(db, await _one(db, charger_id))
+async def get_charger(charger_id: ChargerIdPath, db: Db, scope: Scoped) -> ChargerOut:
+    return await _out(db, await scope.charger(db, charger_id))
 
 
 @router.patch("/{charger_id}", dependencies=[Operator], responses=documented(404))
-async def update_charger(charger_id: ChargerIdPath, body: ChargerPatch, db: Db) -> ChargerOut:
+async def update_charger(charger_id: ChargerIdPath, body: ChargerPatch, db: Db, scope: Scoped) -> ChargerOut:
     """Change what was sent. A new password takes effect at the charger's next connection; setting one on a
     profile-0 charger moves it to profile 1 unless a profile is given too."""
-    row = await _one(db, charger_id)
+    row = await scope.charger(db, charger_id)
     changes = body.model_dump(exclude_unset=True)
+    if "site" in changes:
+        await scope.place(db, changes["site"])
     if "password" in changes:
         password = changes.pop("password")
         row.password_hash = await hash_secret(password) if password is not None else None
@@ -171,10 +170,10 @@ async def update_charger(charger_id: ChargerIdPath, body: ChargerPatch, db: Db) 
 
 
 @router.delete("/{charger_id}", status_code=204, dependencies=[Operator], responses=documented(404))
-async def delete_charger(charger_id: ChargerIdPath, db: Db) -> None:
+async def delete_charger(charger_id: ChargerIdPath, db: Db, scope: Scoped) -> None:
     """Forget a charger and its connector states; its transactions stay as history. A live connection is
     not cut, but the charger cannot connect again (unless the gateway accepts unknown chargers)."""
-    row = await _one(db, charger_id)
+    row = await scope.charger(db, charger_id)
     await db.execute(delete(Connector).where(Connector.charger_id == charger_id))
     await db.delete(row)
     await db.commit()

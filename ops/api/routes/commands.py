@@ -13,7 +13,6 @@ from fastapi import APIRouter, Body, Path, Query
 from pydantic import BaseModel, ConfigDict, Field
 
 from chargeops.commands import SET_CHARGER_PASSWORD, CommandReply
-from chargeops.db.models import Charger
 from chargeops.logs import for_charger
 from chargeops.passwords import generate_password
 from ops.api.auth import Operator
@@ -21,6 +20,7 @@ from ops.api.context import ApiContext, Ctx, Db
 from ops.api.errors import ApiError, documented
 from ops.api.routes.chargers import ChargerIdPath
 from ops.api.schemas import CommandResponse
+from ops.api.scope import Scope, Scoped
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +41,7 @@ def _invalid_code(reply: CommandReply) -> str:
 async def ask_charger(
     ctx: ApiContext,
     db: Db,
+    scope: Scope,
     charger_id: str,
     action: str,
     payload: dict[str, Any],
@@ -48,11 +49,10 @@ async def ask_charger(
     *,
     what: str = "charger",
 ) -> CommandReply:
-    """Send `action` to a registered charger over the bus (404 `not_found` for an unknown one) and log the
-    outcome, not the payload. No database connection is held while the charger takes its time; the session
-    can be used again afterwards."""
-    if await db.get(Charger, charger_id) is None:
-        raise ApiError(404, "not_found", f"no {what} {charger_id}")
+    """Send `action` to a registered charger in the caller's scope over the bus (404 `not_found` for any
+    other) and log the outcome, not the payload. No database connection is held while the charger takes
+    its time; the session can be used again afterwards."""
+    await scope.charger(db, charger_id, what)
     await db.close()
     reply = await ctx.bus.request(charger_id, action, payload, timeout or ctx.settings.call_timeout)
     status = reply.payload.get("status", "") if reply.outcome == "result" else reply.error_code or ""
@@ -89,10 +89,11 @@ async def send_ocpp(
     payload: Annotated[dict[str, Any], Body(description="the OCPP request payload (OCPP field names)")],
     ctx: Ctx,
     db: Db,
+    scope: Scoped,
     timeout: Annotated[float | None, Query(ge=1, le=300, description="seconds; default call_timeout")] = None,
 ) -> CommandResponse:
     """Send `action` to the charger and answer with its reply exactly as sent."""
-    return reply_to_http(await ask_charger(ctx, db, charger_id, action, payload, timeout))
+    return reply_to_http(await ask_charger(ctx, db, scope, charger_id, action, payload, timeout))
 
 
 class PasswordRotation(BaseModel):
@@ -106,7 +107,7 @@ class PasswordRotation(BaseModel):
     "/{charger_id}/rotate-password", dependencies=[Operator], responses=documented(404, 409, 502, 504)
 )
 async def rotate_password(
-    charger_id: ChargerIdPath, ctx: Ctx, db: Db, body: PasswordRotation | None = None
+    charger_id: ChargerIdPath, ctx: Ctx, db: Db, scope: Scoped, body: PasswordRotation | None = None
 ) -> dict[str, Any]:
     """Give the charger a new Basic-auth password (1.6 AuthorizationKey, hex-encoded; 2.x
     SecurityCtrlr.BasicAuthPassword): generated (20 characters, valid for every version) or the one given.
@@ -115,7 +116,7 @@ async def rotate_password(
     given = body.password if body is not None else None
     password = given or generate_password()
     answer = reply_to_http(
-        await ask_charger(ctx, db, charger_id, SET_CHARGER_PASSWORD, {"password": password})
+        await ask_charger(ctx, db, scope, charger_id, SET_CHARGER_PASSWORD, {"password": password})
     )
     status = answer.response.get("status")
     if status not in ("Accepted", "RebootRequired"):

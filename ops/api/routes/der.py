@@ -31,6 +31,7 @@ from ops.api.errors import ApiError, documented
 from ops.api.routes.chargers import ChargerIdPath
 from ops.api.routes.commands import ask_charger, reply_to_http
 from ops.api.schemas import Input
+from ops.api.scope import Scope, Scoped
 
 router = APIRouter(
     prefix="/api/chargers", tags=["DER control"], responses=documented(401, 403, 404, 409, 422, 502, 504)
@@ -70,10 +71,10 @@ class DerControlIn(Input):
 
 
 async def _call(
-    ctx: ApiContext, db: Db, charger_id: str, action: str, payload: dict[str, Any]
+    ctx: ApiContext, db: Db, scope: Scope, charger_id: str, action: str, payload: dict[str, Any]
 ) -> dict[str, Any]:
     """Send a neutral DER action; the charger's neutral answer, or the HTTP error for what went wrong."""
-    reply = await ask_charger(ctx, db, charger_id, action, payload)
+    reply = await ask_charger(ctx, db, scope, charger_id, action, payload)
     if _not_supported(reply):
         raise ApiError(409, "der_not_supported", reply.description or "the charger has no DER control")
     answer = reply_to_http(reply).response
@@ -95,6 +96,7 @@ async def list_der_controls(
     charger_id: ChargerIdPath,
     ctx: Ctx,
     db: Db,
+    scope: Scoped,
     control_type: str | None = None,
     is_default: bool | None = None,
 ) -> dict[str, Any]:
@@ -104,7 +106,7 @@ async def list_der_controls(
     request_id = secrets.randbelow(2**31 - 1) + 1
     since = utcnow() - timedelta(seconds=1)
     query = {"request_id": request_id, "control_type": control_type, "is_default": is_default}
-    answer = await _call(ctx, db, charger_id, GET_DER_CONTROLS, query)
+    answer = await _call(ctx, db, scope, charger_id, GET_DER_CONTROLS, query)
     if answer["status"] == "NotFound":
         return {"charger_id": charger_id, "request_id": request_id, "items": []}
     items = await _report(ctx, charger_id, request_id, since)
@@ -131,7 +133,9 @@ async def _report(ctx: ApiContext, charger_id: str, request_id: int, since: Any)
 
 
 @router.post("/{charger_id}/der-controls", dependencies=[Operator], status_code=201)
-async def set_der_control(charger_id: ChargerIdPath, body: DerControlIn, ctx: Ctx, db: Db) -> dict[str, Any]:
+async def set_der_control(
+    charger_id: ChargerIdPath, body: DerControlIn, ctx: Ctx, db: Db, scope: Scoped
+) -> dict[str, Any]:
     """Installs a DER control (SetDERControl). 409 `der_control_rejected` with the charger's reason, 409
     `der_not_supported` for a charger (or control type) without it, 422 for a control the 2.1 schema
     refuses (`ocpp_error`, `field`)."""
@@ -139,7 +143,7 @@ async def set_der_control(charger_id: ChargerIdPath, body: DerControlIn, ctx: Ct
     payload = body.model_dump(exclude_none=True) | {"control_id": control_id}
     if body.start_time is not None:
         payload["start_time"] = body.start_time.isoformat()
-    answer = await _call(ctx, db, charger_id, SET_DER_CONTROL, payload)
+    answer = await _call(ctx, db, scope, charger_id, SET_DER_CONTROL, payload)
     return {"charger_id": charger_id, "control_id": control_id, **answer}
 
 
@@ -149,11 +153,12 @@ async def clear_der_control(
     control_id: ControlId,
     ctx: Ctx,
     db: Db,
+    scope: Scoped,
     is_default: Annotated[bool, Query(description="false for a scheduled control")] = True,
 ) -> dict[str, Any]:
     """Removes one control (ClearDERControl); 404 when the charger holds no such control."""
     query = {"is_default": is_default, "control_id": control_id}
-    return await _clear(ctx, db, charger_id, query)
+    return await _clear(ctx, db, scope, charger_id, query)
 
 
 @router.delete("/{charger_id}/der-controls", dependencies=[Operator])
@@ -161,16 +166,20 @@ async def clear_der_controls(
     charger_id: ChargerIdPath,
     ctx: Ctx,
     db: Db,
+    scope: Scoped,
     control_type: str,
     is_default: bool = True,
 ) -> dict[str, Any]:
     """Removes every default (or every scheduled) control of one type."""
     _query_type(control_type)
-    return await _clear(ctx, db, charger_id, {"is_default": is_default, "control_type": control_type})
+    query = {"is_default": is_default, "control_type": control_type}
+    return await _clear(ctx, db, scope, charger_id, query)
 
 
-async def _clear(ctx: ApiContext, db: Db, charger_id: str, query: dict[str, Any]) -> dict[str, Any]:
-    answer = await _call(ctx, db, charger_id, CLEAR_DER_CONTROL, query)
+async def _clear(
+    ctx: ApiContext, db: Db, scope: Scope, charger_id: str, query: dict[str, Any]
+) -> dict[str, Any]:
+    answer = await _call(ctx, db, scope, charger_id, CLEAR_DER_CONTROL, query)
     if answer["status"] == "NotFound":
         raise ApiError(404, "not_found", f"{charger_id} holds no such DER control")
     return {"charger_id": charger_id, **answer}

@@ -1,7 +1,8 @@
 """The authorization list that Authorize, StartTransaction and TransactionEvent are checked against.
 
 Tokens are up to 36 printable ASCII characters (the OCPP 2.0.1 limit); a 1.6 charger can only present an
-idTag of at most 20, so longer tokens are usable only by 2.0.1 chargers.
+idTag of at most 20, so longer tokens are usable only by 2.0.1 chargers. The list is one for the whole
+fleet (a card works at every region's chargers): every token reads it, only an unscoped one changes it.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from ops.api.auth import Operator, Viewer
 from ops.api.context import Db
 from ops.api.errors import ApiError, documented
 from ops.api.schemas import ID_TOKEN_PATTERN, IdTokenOut, IdTokenPut, Items
+from ops.api.scope import Scoped
 
 router = APIRouter(prefix="/api/id-tokens", tags=["id tokens"], responses=documented(401, 403, 422))
 
@@ -34,8 +36,11 @@ async def _one(db: Db, id_token: str) -> IdToken:
 
 
 @router.put("/{id_token}", dependencies=[Operator], responses={201: {"model": IdTokenOut}})
-async def put_id_token(id_token: IdTokenPath, body: IdTokenPut, db: Db, response: Response) -> IdTokenOut:
+async def put_id_token(
+    id_token: IdTokenPath, body: IdTokenPut, db: Db, response: Response, scope: Scoped
+) -> IdTokenOut:
     """Create (201) or replace (200) a token's entry; fields left out go back to their defaults."""
+    scope.fleet_wide("the authorization list")
     for attempt in range(2):  # a concurrent PUT may create the row between our read and our insert
         row = await db.get(IdToken, id_token)
         created = row is None
@@ -69,7 +74,8 @@ async def get_id_token(id_token: IdTokenPath, db: Db) -> IdTokenOut:
 
 
 @router.delete("/{id_token}", status_code=204, dependencies=[Operator], responses=documented(404))
-async def delete_id_token(id_token: IdTokenPath, db: Db) -> None:
+async def delete_id_token(id_token: IdTokenPath, db: Db, scope: Scoped) -> None:
     """Remove a token: chargers asking about it are then told Invalid."""
+    scope.fleet_wide("the authorization list")
     await db.delete(await _one(db, id_token))
     await db.commit()

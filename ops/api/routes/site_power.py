@@ -9,11 +9,12 @@ from fastapi import APIRouter, Path
 from sqlalchemy import select
 
 from chargeops.db.engine import stored_iso
-from chargeops.db.ops_models import ChargerLimit, DischargeLimit, Site
+from chargeops.db.ops_models import ChargerLimit, DischargeLimit
 from chargeops.events import utcnow
 from ops.api.auth import Operator, Viewer
 from ops.api.context import Ctx, Db
 from ops.api.errors import ApiError, documented
+from ops.api.scope import Scoped
 from ops.site_discharge import discharge_allowance
 from ops.site_power import TELEMETRY_MAX_AGE, latest_report, site_budget
 from telemetry.site_telemetry import SiteReport, UnknownSite, store_report
@@ -24,9 +25,10 @@ SiteIdPath = Annotated[str, Path(min_length=1, max_length=64, pattern=r"^[A-Za-z
 
 
 @router.post("/{site_id}/telemetry", dependencies=[Operator], status_code=201)
-async def post_telemetry(site_id: SiteIdPath, report: SiteReport, db: Db) -> dict[str, bool]:
+async def post_telemetry(site_id: SiteIdPath, report: SiteReport, db: Db, scope: Scoped) -> dict[str, bool]:
     """One site controller report, as on MQTT `{root}/v1/sites/{site}/telemetry` (for a deployment without a
     broker). `stored` is false when a report for the same `at` was already stored."""
+    await scope.site(db, site_id)
     try:
         return {"stored": await store_report(db, site_id, report)}
     except UnknownSite:
@@ -34,12 +36,10 @@ async def post_telemetry(site_id: SiteIdPath, report: SiteReport, db: Db) -> dic
 
 
 @router.get("/{site_id}/power", dependencies=[Viewer])
-async def site_power(site_id: SiteIdPath, db: Db, ctx: Ctx) -> dict[str, Any]:
+async def site_power(site_id: SiteIdPath, db: Db, ctx: Ctx, scope: Scoped) -> dict[str, Any]:
     """The latest telemetry, the charging budget computed from it and the limit each charger was given; the
     discharge its bidirectional (OCPP 2.1) chargers may give and the cap each one was given."""
-    site = await db.get(Site, site_id)
-    if site is None:
-        raise ApiError(404, "not_found", f"no site {site_id}")
+    site = await scope.site(db, site_id)
     report = await latest_report(db, site_id)
     limits = await db.scalars(
         select(ChargerLimit).where(ChargerLimit.site_id == site_id).order_by(ChargerLimit.charger_id)

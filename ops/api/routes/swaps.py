@@ -1,4 +1,7 @@
-"""Battery swaps and packs (SPEC §5): swap records, one pack's history, operator-requested swaps."""
+"""Battery swaps and packs (SPEC §5): swap records, one pack's history, operator-requested swaps.
+
+Swaps and readings are scoped by their station; a pack by the station it is in, or the one it last left
+(`_pack_station`), and a region-scoped token sees only the part of its history at its region's stations."""
 
 from __future__ import annotations
 
@@ -7,7 +10,8 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query
 from pydantic import Field
-from sqlalchemy import select, tuple_
+from sqlalchemy import func, select, tuple_
+from sqlalchemy.sql import ColumnElement
 
 from chargeops.commands import REQUEST_BATTERY_SWAP
 from chargeops.db.engine import insert_for, stored_iso
@@ -18,6 +22,7 @@ from ops.api.context import Ctx, Db
 from ops.api.errors import ApiError, documented
 from ops.api.routes.commands import ask_charger, reply_to_http
 from ops.api.schemas import ID_TOKEN_PATTERN, ChargerId, Input, Items
+from ops.api.scope import Scoped
 
 router = APIRouter(tags=["battery swaps"], responses=documented(401, 403, 422))
 
@@ -41,12 +46,14 @@ def _swap(s: BatterySwap) -> dict[str, Any]:
 @router.get("/api/swaps", dependencies=[Viewer])
 async def list_swaps(
     db: Db,
+    scope: Scoped,
     station_id: str | None = None,
     status: Literal["requested", "in_progress", "completed", "out_timeout", "out_only"] | None = None,
     limit: int = Query(200, ge=1, le=5000),
 ) -> Items[dict[str, Any]]:
     """Swap records, newest first; `out_timeout` ones are orphans (a charged pack left in its slot)."""
-    stmt = select(BatterySwap).order_by(BatterySwap.id.desc()).limit(limit)
+    stmt = select(BatterySwap).where(scope.chargers(BatterySwap.station_id))
+    stmt = stmt.order_by(BatterySwap.id.desc()).limit(limit)
     if station_id is not None:
         stmt = stmt.where(BatterySwap.station_id == station_id)
     if status is not None:
@@ -63,12 +70,12 @@ class SwapRequest(Input):
 @router.post(
     "/api/swaps/request", dependencies=[Operator], status_code=201, responses=documented(404, 409, 502)
 )
-async def request_swap(body: SwapRequest, db: Db, ctx: Ctx) -> dict[str, Any]:
+async def request_swap(body: SwapRequest, db: Db, ctx: Ctx, scope: Scoped) -> dict[str, Any]:
     """Asks an OCPP 2.1 station for a swap (RequestBatterySwap); its BatteryIn / BatteryOut fill the
     record."""
     request_id = secrets.randbelow(2**31 - 1) + 1
     command = {"request_id": request_id, "id_token": body.id_token, "id_token_type": body.id_token_type}
-    reply = await ask_charger(ctx, db, body.station_id, REQUEST_BATTERY_SWAP, command, what="station")
+    reply = await ask_charger(ctx, db, scope, body.station_id, REQUEST_BATTERY_SWAP, command, what="station")
     answer = reply_to_http(reply).response
     if answer.get("status") != "Accepted":
         raise ApiError(
@@ -97,12 +104,24 @@ async def request_swap(body: SwapRequest, db: Db, ctx: Ctx) -> dict[str, Any]:
 
 @router.get("/api/batteries", dependencies=[Viewer])
 async def list_batteries(
-    db: Db, station_id: str | None = None, limit: int = Query(500, ge=1, le=5000)
+    db: Db, scope: Scoped, station_id: str | None = None, limit: int = Query(500, ge=1, le=5000)
 ) -> Items[dict[str, Any]]:
-    stmt = select(Battery).order_by(Battery.serial).limit(limit)
+    stmt = select(Battery).where(scope.chargers(_pack_station())).order_by(Battery.serial).limit(limit)
     if station_id is not None:
         stmt = stmt.where(Battery.station_id == station_id)
     return Items(items=[_pack(b) for b in (await db.scalars(stmt)).all()])
+
+
+def _pack_station() -> ColumnElement[str | None]:
+    """The station a pack is in, else the one it was last read at (in a vehicle, a pack is at none)."""
+    last = (
+        select(BatteryReading.station_id)
+        .where(BatteryReading.serial == Battery.serial)
+        .order_by(BatteryReading.at.desc())
+        .limit(1)
+        .scalar_subquery()
+    )
+    return func.coalesce(Battery.station_id, last)
 
 
 def _pack(b: Battery) -> dict[str, Any]:
@@ -122,15 +141,16 @@ def _pack(b: Battery) -> dict[str, Any]:
 
 
 @router.get("/api/batteries/{serial}", dependencies=[Viewer], responses=documented(404))
-async def battery(serial: str, db: Db, limit: int = Query(200, ge=1, le=5000)) -> dict[str, Any]:
+async def battery(
+    serial: str, db: Db, scope: Scoped, limit: int = Query(200, ge=1, le=5000)
+) -> dict[str, Any]:
     """One pack: where it is, its condition, its SoH / temperature history and its swaps."""
-    pack = await db.get(Battery, serial)
-    if pack is None:
-        raise ApiError(404, "not_found", f"no battery {serial}")
+    where = (Battery.serial == serial, scope.chargers(_pack_station()))
+    pack = await scope.one(db, Battery, *where, what=f"battery {serial}")
     readings = (
         await db.scalars(
             select(BatteryReading)
-            .where(BatteryReading.serial == serial)
+            .where(BatteryReading.serial == serial, scope.chargers(BatteryReading.station_id))
             .order_by(BatteryReading.at.desc())
             .limit(limit)
         )
@@ -155,7 +175,10 @@ async def battery(serial: str, db: Db, limit: int = Query(200, ge=1, le=5000)) -
     )
     swaps = await db.scalars(
         select(BatterySwap)
-        .where(tuple_(BatterySwap.station_id, BatterySwap.request_id).in_(in_swaps))
+        .where(
+            tuple_(BatterySwap.station_id, BatterySwap.request_id).in_(in_swaps),
+            scope.chargers(BatterySwap.station_id),
+        )
         .order_by(BatterySwap.id.desc())
         .limit(limit)
     )

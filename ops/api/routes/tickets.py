@@ -1,6 +1,7 @@
 """Maintenance and supply tickets (SPEC §5): list, one with its audit trail, lifecycle steps.
 
-A crew token bound to a region sees and moves only that region's tickets, and only maintenance ones.
+A region-scoped token sees and moves only its region's tickets (`ops.api.scope`); a crew token bound to a
+region, the crew page's, only maintenance ones.
 """
 
 from __future__ import annotations
@@ -13,10 +14,11 @@ from sqlalchemy.exc import IntegrityError
 
 from chargeops.db.ops_models import Ticket, TicketLog
 from ops import maintenance
-from ops.api.auth import Caller, CrewMember, Principal, Role
+from ops.api.auth import Caller, CrewMember, Role
 from ops.api.context import Db
 from ops.api.errors import ApiError, documented
 from ops.api.schemas import IdPath, Items, Me, TicketDetail, TicketLogOut, TicketOut, TicketTransition
+from ops.api.scope import Scope, Scoped
 from ops.tickets import OPEN_STATES, IllegalTransition, ticket_view
 
 router = APIRouter(tags=["tickets"], responses=documented(401, 403, 422))
@@ -30,16 +32,17 @@ async def me(caller: Caller) -> Me:
     return Me(name=caller.name, role=caller.role, region=caller.region)
 
 
-def _scoped(stmt: Select[Any], caller: Principal) -> Select[Any]:
-    if caller.role == Role.CREW and caller.region is not None:
-        stmt = stmt.where(Ticket.region == caller.region, Ticket.kind == "maintenance")
+def _visible(stmt: Select[Any], scope: Scope) -> Select[Any]:
+    stmt = stmt.where(scope.regions(Ticket.region))
+    if scope.principal.role == Role.CREW and not scope.whole_fleet:
+        stmt = stmt.where(Ticket.kind == "maintenance")
     return stmt
 
 
 @router.get("/api/tickets")
 async def list_tickets(
     db: Db,
-    caller: Caller,
+    scope: Scoped,
     kind: Literal["maintenance", "supply"] | None = None,
     status: str | None = Query(None, description="one status or several, comma-separated"),
     open: bool | None = Query(None, description="only open (open, assigned, in_progress) or only not"),
@@ -50,7 +53,7 @@ async def list_tickets(
     limit: int = Query(500, ge=1, le=5000),
 ) -> Items[TicketOut]:
     """Most urgent first: priority, then SLA due time."""
-    stmt = _scoped(select(Ticket), caller)
+    stmt = _visible(select(Ticket), scope)
     for column, value in (
         (Ticket.kind, kind),
         (Ticket.charger_id, charger_id),
@@ -69,8 +72,8 @@ async def list_tickets(
     return Items(items=[TicketOut.model_validate(ticket_view(t)) for t in rows])
 
 
-async def _one(db: Db, ticket_id: int, caller: Principal, *, lock: bool = False) -> Ticket:
-    stmt = _scoped(select(Ticket).where(Ticket.id == ticket_id), caller)
+async def _one(db: Db, ticket_id: int, scope: Scope, *, lock: bool = False) -> Ticket:
+    stmt = _visible(select(Ticket).where(Ticket.id == ticket_id), scope)
     ticket: Ticket | None = await db.scalar(stmt.with_for_update() if lock else stmt)
     if ticket is None:
         raise ApiError(404, "not_found", f"no ticket {ticket_id}")
@@ -78,8 +81,8 @@ async def _one(db: Db, ticket_id: int, caller: Principal, *, lock: bool = False)
 
 
 @router.get("/api/tickets/{ticket_id}", responses=documented(404))
-async def get_ticket(ticket_id: IdPath, db: Db, caller: Caller) -> TicketDetail:
-    ticket = await _one(db, ticket_id, caller)
+async def get_ticket(ticket_id: IdPath, db: Db, scope: Scoped) -> TicketDetail:
+    ticket = await _one(db, ticket_id, scope)
     log = (
         await db.scalars(select(TicketLog).where(TicketLog.ticket_id == ticket_id).order_by(TicketLog.id))
     ).all()
@@ -89,12 +92,14 @@ async def get_ticket(ticket_id: IdPath, db: Db, caller: Caller) -> TicketDetail:
 
 
 @router.post("/api/tickets/{ticket_id}/transition", responses=documented(404, 409, 422))
-async def transition(ticket_id: IdPath, body: TicketTransition, db: Db, caller: CrewMember) -> TicketOut:
+async def transition(
+    ticket_id: IdPath, body: TicketTransition, db: Db, caller: CrewMember, scope: Scoped
+) -> TicketOut:
     """One lifecycle step (open → assigned → in_progress → resolved → closed); an illegal step is 409, and so
     is a step from a status the ticket has left (`from`: what the caller last saw).
     Resolving a maintenance ticket takes `parts_used` (required if it lists parts, 422 otherwise): those are
     consumed, the rest of its reservation released. Closing an unresolved one releases what it holds."""
-    ticket = await _one(db, ticket_id, caller, lock=True)
+    ticket = await _one(db, ticket_id, scope, lock=True)
     if not caller.at_least_operator and ticket.kind != "maintenance":
         raise ApiError(403, "forbidden", "crew tokens move maintenance tickets only")
     if body.from_ is not None and body.from_ != ticket.status:

@@ -11,8 +11,9 @@ from chargeops.db.models import StoredEvent, Transaction
 from chargeops.events import EventKind
 from ops.api.auth import Viewer
 from ops.api.context import Db
-from ops.api.errors import ApiError, documented
+from ops.api.errors import documented
 from ops.api.schemas import MAX_DB_INT, Items, SignedReadingOut, TransactionDetailOut, TransactionOut
+from ops.api.scope import Scoped
 
 router = APIRouter(prefix="/api/transactions", tags=["transactions"], responses=documented(401, 403, 422))
 
@@ -20,12 +21,13 @@ router = APIRouter(prefix="/api/transactions", tags=["transactions"], responses=
 @router.get("", dependencies=[Viewer])
 async def list_transactions(
     db: Db,
+    scope: Scoped,
     charger_id: str | None = None,
     active: bool | None = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     offset: Annotated[int, Query(ge=0, le=MAX_DB_INT)] = 0,
 ) -> Items[TransactionOut]:
-    query = select(Transaction)
+    query = select(Transaction).where(scope.chargers(Transaction.charger_id))
     if charger_id is not None:
         query = query.where(Transaction.charger_id == charger_id)
     if active is not None:
@@ -36,16 +38,19 @@ async def list_transactions(
 
 
 @router.get("/{charger_id}/{transaction_id}", dependencies=[Viewer], responses=documented(404))
-async def get_transaction(db: Db, charger_id: str, transaction_id: str) -> TransactionDetailOut:
+async def get_transaction(
+    db: Db, scope: Scoped, charger_id: str, transaction_id: str
+) -> TransactionDetailOut:
     """One session with the signed meter readings the charger sent for it (2.x `signedMeterValue`, 1.6
     `SignedData`), oldest first: the evidence a billing dispute needs."""
-    row = await db.scalar(
-        select(Transaction).where(
-            Transaction.charger_id == charger_id, Transaction.transaction_id == transaction_id
-        )
+    row = await scope.one(
+        db,
+        Transaction,
+        Transaction.charger_id == charger_id,
+        Transaction.transaction_id == transaction_id,
+        scope.chargers(Transaction.charger_id),
+        what=f"transaction {transaction_id} of charger {charger_id}",
     )
-    if row is None:
-        raise ApiError(404, "not_found", f"no transaction {transaction_id} of charger {charger_id}")
     events = await db.scalars(
         select(StoredEvent.data)
         .where(
