@@ -12,6 +12,7 @@ from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from chargeops.db.models import Charger, Connector
+from ops.api.schemas import ChargerOut, Page
 from tests.test_api_support import assert_error, bearer, issue_token
 
 pytest_plugins = ("tests.test_api_support",)
@@ -112,7 +113,7 @@ async def test_bad_registrations_are_422(admin: httpx.AsyncClient, body: object)
     r = await admin.post("/api/chargers", json=body)
     detail = assert_error(r, 422, "invalid_request")["detail"]
     assert "short" not in detail and "ppppppppp" not in detail  # passwords are not echoed
-    assert (await admin.get("/api/chargers")).json() == {"items": []}
+    assert (await admin.get("/api/chargers")).json() == {"items": [], "next": None}
 
 
 @pytest.mark.parametrize("charger_id", ["a", "x" * 48, "A.b_c:d*e+f-g|h@i=9"])
@@ -192,6 +193,33 @@ async def test_list_filters_and_connector_status(
     assert await ids("site=nowhere") == []
     assert_error(await admin.get("/api/chargers?connected=maybe"), 422, "invalid_request")
     assert (await admin.get("/api/chargers/B")).json() == fleet["B"]
+    # the charger-wide status as shown: C has an Occupied and a (better) Reserved connector
+    assert await ids("status=Faulted") == ["A"]
+    assert await ids("status=Occupied") == ["C"]
+    assert await ids("status=Reserved") == []
+    assert await ids("protocol=ocpp2.0.1") == ["A"]
+    assert await ids("q=b") == ["B"]  # part of the id, any case
+    assert await ids("q=%25") == []  # a LIKE wildcard is taken literally
+    # the list is written without building models; it must read back as the documented model
+    body = (await admin.get("/api/chargers")).content
+    assert Page[ChargerOut].model_validate_json(body).model_dump_json().encode() == body
+
+
+async def test_the_list_pages_by_cursor(admin: httpx.AsyncClient) -> None:
+    for i in range(7):
+        assert (await admin.post("/api/chargers", json={"id": f"P{i}"})).status_code == 201
+    seen, cursor, pages = [], None, 0
+    while True:
+        r = await admin.get("/api/chargers", params={"limit": 3, **({"cursor": cursor} if cursor else {})})
+        page = r.json()
+        seen += [c["id"] for c in page["items"]]
+        pages += 1
+        cursor = page["next"]
+        if cursor is None:
+            break
+    assert seen == [f"P{i}" for i in range(7)] and pages == 3
+    assert_error(await admin.get("/api/chargers?limit=1001"), 422, "invalid_request")
+    assert_error(await admin.get("/api/chargers?limit=0"), 422, "invalid_request")
 
 
 async def test_unknown_charger_is_404(admin: httpx.AsyncClient) -> None:

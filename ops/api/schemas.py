@@ -8,7 +8,8 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Annotated, Any, Generic, Literal, Self, TypeVar
 
-from fastapi import Path
+import orjson
+from fastapi import Path, Response
 from pydantic import (
     AfterValidator,
     AwareDatetime,
@@ -197,6 +198,24 @@ T = TypeVar("T")
 
 class Items(BaseModel, Generic[T]):
     items: list[T]
+
+
+class Page(BaseModel, Generic[T]):
+    """One page of a long list: ask again with `cursor=next` until `next` is null."""
+
+    items: list[T]
+    next: str | None
+
+
+MAX_PAGE = 1000  # rows per page at most: a bigger answer holds the API (and its pool) too long
+
+
+def json_response(doc: Any) -> Response:
+    """`doc` as JSON the way the response models write it (times in UTC with `Z`, naive ones being UTC),
+    for the lists big enough that building models first would double their cost."""
+    return Response(
+        orjson.dumps(doc, option=orjson.OPT_NAIVE_UTC | orjson.OPT_UTC_Z), media_type="application/json"
+    )
 
 
 class CommandResponse(BaseModel):
