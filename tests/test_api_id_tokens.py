@@ -44,6 +44,10 @@ async def test_list_get_delete(admin: httpx.AsyncClient) -> None:
         "B",
         "x" * 36,
     ]
+    first = (await admin.get("/api/id-tokens?limit=2")).json()
+    assert [t["id_token"] for t in first["items"]] == ["A", "B"] and first["next"] == "B"
+    rest = (await admin.get("/api/id-tokens", params={"limit": 2, "cursor": first["next"]})).json()
+    assert [t["id_token"] for t in rest["items"]] == ["x" * 36] and rest["next"] is None
     assert (await admin.delete("/api/id-tokens/A")).status_code == 204
     assert_error(await admin.get("/api/id-tokens/A"), 404, "not_found")
     assert_error(await admin.delete("/api/id-tokens/A"), 404, "not_found")
@@ -66,7 +70,7 @@ async def test_list_get_delete(admin: httpx.AsyncClient) -> None:
 )
 async def test_bad_puts_are_422(admin: httpx.AsyncClient, token: str, body: dict[str, object]) -> None:
     assert_error(await admin.put(f"/api/id-tokens/{token}", json=body), 422, "invalid_request")
-    assert (await admin.get("/api/id-tokens")).json() == {"items": []}
+    assert (await admin.get("/api/id-tokens")).json() == {"items": [], "next": None}
 
 
 async def test_viewer_reads_operator_writes(admin: httpx.AsyncClient) -> None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Path, Response
+from fastapi import APIRouter, Path, Query, Response
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
@@ -18,7 +18,7 @@ from chargeops.events import utcnow
 from ops.api.auth import Operator, Viewer
 from ops.api.context import Db
 from ops.api.errors import ApiError, documented
-from ops.api.schemas import ID_TOKEN_PATTERN, IdTokenOut, IdTokenPut, Items
+from ops.api.schemas import ID_TOKEN_PATTERN, MAX_PAGE, IdTokenOut, IdTokenPut, Page
 from ops.api.scope import Scoped
 
 router = APIRouter(prefix="/api/id-tokens", tags=["id tokens"], responses=documented(401, 403, 422))
@@ -63,9 +63,19 @@ async def put_id_token(
 
 
 @router.get("", dependencies=[Viewer])
-async def list_id_tokens(db: Db) -> Items[IdTokenOut]:
-    rows = (await db.scalars(select(IdToken).order_by(IdToken.id_token))).all()
-    return Items(items=[IdTokenOut.model_validate(r, from_attributes=True) for r in rows])
+async def list_id_tokens(
+    db: Db,
+    limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 500,
+    cursor: Annotated[str | None, Query(max_length=36, description="`next` of the previous page")] = None,
+) -> Page[IdTokenOut]:
+    """The list by token, a page at a time (a fleet's list can hold a city's cards): pass `next` as
+    `cursor` until it is null."""
+    query = select(IdToken).order_by(IdToken.id_token).limit(limit + 1)
+    if cursor is not None:
+        query = query.where(IdToken.id_token > cursor)
+    rows = (await db.scalars(query)).all()
+    items = [IdTokenOut.model_validate(r, from_attributes=True) for r in rows[:limit]]
+    return Page(items=items, next=rows[limit - 1].id_token if len(rows) > limit else None)
 
 
 @router.get("/{id_token}", dependencies=[Viewer], responses=documented(404))

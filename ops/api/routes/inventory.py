@@ -16,7 +16,7 @@ from ops import supply
 from ops.api.auth import Operator, OperatorUser, Viewer
 from ops.api.context import Db
 from ops.api.errors import ApiError, documented
-from ops.api.schemas import Items, Receipt, ReceiptOut, StockOut
+from ops.api.schemas import MAX_PAGE, Items, Receipt, ReceiptOut, StockOut
 from ops.api.scope import Scoped
 from ops.registry import PartDoc
 
@@ -94,7 +94,7 @@ async def movements(
     scope: Scoped,
     depot: str | None = None,
     sku: str | None = None,
-    limit: int = Query(200, ge=1, le=5000),
+    limit: int = Query(200, ge=1, le=MAX_PAGE),
 ) -> Items[dict[str, Any]]:
     stmt = select(StockMovement).where(scope.depots(StockMovement.depot_id))
     stmt = stmt.order_by(StockMovement.id.desc()).limit(limit)

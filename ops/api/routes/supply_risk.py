@@ -21,7 +21,7 @@ from ops import supply_warnings, weak_spots
 from ops.api.auth import Operator, Viewer
 from ops.api.context import Db
 from ops.api.errors import documented
-from ops.api.schemas import Items, RiskOut, WarningChangeOut, WeakSpotOut
+from ops.api.schemas import MAX_PAGE, Items, RiskOut, WarningChangeOut, WeakSpotOut
 from ops.api.scope import Scope, Scoped
 from ops.planning import LEVELS
 from ops.report import supply_report
@@ -69,7 +69,7 @@ async def supply_risk_history(
     depot: str | None = None,
     sku: str | None = None,
     since: Annotated[datetime | None, Query(description="changes at or after this time (ISO 8601)")] = None,
-    limit: int = Query(500, ge=1, le=5000),
+    limit: int = Query(500, ge=1, le=MAX_PAGE),
 ) -> Items[WarningChangeOut]:
     """Every level change (opened, escalated, deescalated, cleared), newest first, with the probability,
     reasons, figures and proposed actions of that moment."""

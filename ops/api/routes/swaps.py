@@ -21,7 +21,7 @@ from ops.api.auth import Operator, Viewer
 from ops.api.context import Ctx, Db
 from ops.api.errors import ApiError, documented
 from ops.api.routes.commands import ask_charger, reply_to_http
-from ops.api.schemas import ID_TOKEN_PATTERN, ChargerId, Input, Items
+from ops.api.schemas import ID_TOKEN_PATTERN, MAX_PAGE, ChargerId, Input, Items
 from ops.api.scope import Scoped
 
 router = APIRouter(tags=["battery swaps"], responses=documented(401, 403, 422))
@@ -49,7 +49,7 @@ async def list_swaps(
     scope: Scoped,
     station_id: str | None = None,
     status: Literal["requested", "in_progress", "completed", "out_timeout", "out_only"] | None = None,
-    limit: int = Query(200, ge=1, le=5000),
+    limit: int = Query(200, ge=1, le=MAX_PAGE),
 ) -> Items[dict[str, Any]]:
     """Swap records, newest first; `out_timeout` ones are orphans (a charged pack left in its slot)."""
     stmt = select(BatterySwap).where(scope.chargers(BatterySwap.station_id))
@@ -104,7 +104,7 @@ async def request_swap(body: SwapRequest, db: Db, ctx: Ctx, scope: Scoped) -> di
 
 @router.get("/api/batteries", dependencies=[Viewer])
 async def list_batteries(
-    db: Db, scope: Scoped, station_id: str | None = None, limit: int = Query(500, ge=1, le=5000)
+    db: Db, scope: Scoped, station_id: str | None = None, limit: int = Query(500, ge=1, le=MAX_PAGE)
 ) -> Items[dict[str, Any]]:
     stmt = select(Battery).where(scope.chargers(_pack_station())).order_by(Battery.serial).limit(limit)
     if station_id is not None:
@@ -142,7 +142,7 @@ def _pack(b: Battery) -> dict[str, Any]:
 
 @router.get("/api/batteries/{serial}", dependencies=[Viewer], responses=documented(404))
 async def battery(
-    serial: str, db: Db, scope: Scoped, limit: int = Query(200, ge=1, le=5000)
+    serial: str, db: Db, scope: Scoped, limit: int = Query(200, ge=1, le=MAX_PAGE)
 ) -> dict[str, Any]:
     """One pack: where it is, its condition, its SoH / temperature history and its swaps."""
     where = (Battery.serial == serial, scope.chargers(_pack_station()))

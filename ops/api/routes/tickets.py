@@ -17,7 +17,16 @@ from ops import maintenance
 from ops.api.auth import Caller, CrewMember, Role
 from ops.api.context import Db
 from ops.api.errors import ApiError, documented
-from ops.api.schemas import IdPath, Items, Me, TicketDetail, TicketLogOut, TicketOut, TicketTransition
+from ops.api.schemas import (
+    MAX_PAGE,
+    IdPath,
+    Items,
+    Me,
+    TicketDetail,
+    TicketLogOut,
+    TicketOut,
+    TicketTransition,
+)
 from ops.api.scope import Scope, Scoped
 from ops.tickets import OPEN_STATES, IllegalTransition, ticket_view
 
@@ -50,7 +59,7 @@ async def list_tickets(
     site: str | None = None,
     region: str | None = None,
     depot: str | None = None,
-    limit: int = Query(500, ge=1, le=5000),
+    limit: int = Query(500, ge=1, le=MAX_PAGE),
 ) -> Items[TicketOut]:
     """Most urgent first: priority, then SLA due time."""
     stmt = _visible(select(Ticket), scope)

@@ -12,7 +12,14 @@ from chargeops.events import EventKind
 from ops.api.auth import Viewer
 from ops.api.context import Db
 from ops.api.errors import documented
-from ops.api.schemas import MAX_DB_INT, Items, SignedReadingOut, TransactionDetailOut, TransactionOut
+from ops.api.schemas import (
+    MAX_DB_INT,
+    MAX_PAGE,
+    Items,
+    SignedReadingOut,
+    TransactionDetailOut,
+    TransactionOut,
+)
 from ops.api.scope import Scoped
 
 router = APIRouter(prefix="/api/transactions", tags=["transactions"], responses=documented(401, 403, 422))
@@ -24,7 +31,7 @@ async def list_transactions(
     scope: Scoped,
     charger_id: str | None = None,
     active: bool | None = None,
-    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 100,
     offset: Annotated[int, Query(ge=0, le=MAX_DB_INT)] = 0,
 ) -> Items[TransactionOut]:
     query = select(Transaction).where(scope.chargers(Transaction.charger_id))
