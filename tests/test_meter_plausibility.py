@@ -5,9 +5,11 @@ The check itself (`ocpp_gateway.plausibility`) is pure and tested on its own fir
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -376,3 +378,48 @@ async def test_v201_implausible_readings_are_flagged_not_billed_shown_and_ticket
     good = await server.transaction("MP201-OK", "TX-201")
     assert good["energy_wh"] == 12_000 and good["meter_flags"] == []
     assert await server.tickets("MP201-OK") == []
+
+
+async def test_roles_split_over_mqtt_judge_in_the_gateway_and_keep_the_state_across_gateways(
+    pg_url: str, start_runtime: StartRuntime, tmp_path: Path
+) -> None:
+    """Ingest, ops and the API in one process, two gateways in others: the charger moves from one gateway
+    to the other mid-session, and the second judges by the last plausible reading the first stored."""
+    root = f"chargeops-test-{uuid.uuid4().hex[:10]}"
+    bus = {"mqtt_url": f"mqtt://127.0.0.1:1883/{root}", "accept_unknown": True}
+    backend = await start_runtime(pg_url, roles="ingest,ops,api", node_id=f"{root}-be", **bus)
+    gateways = [
+        await start_runtime(
+            pg_url, roles="gateway", gateway_id=gw, node_id=f"{root}-{gw}", spool_dir=tmp_path / gw, **bus
+        )
+        for gw in ("gw-a", "gw-b")
+    ]
+    ports = [gw.gateway.port for gw in gateways]  # type: ignore[union-attr]
+    t0 = minutes_ago(30)
+    start = {"connectorId": 1, "idTag": "DRIVER", "meterStart": 10_000, "timestamp": ts(t0)}
+    async with httpx.AsyncClient(
+        base_url=f"http://127.0.0.1:{backend.http_port}", headers=ADMIN, timeout=30
+    ) as api:
+        assert (await api.put("/api/id-tokens/DRIVER", json={"status": "Accepted"})).status_code == 201
+        async with raw_charger(ports[0], "MPQ") as cp:
+            await boot16(cp, "RawQ")
+            tx = int((await cp.result("StartTransaction", start))["transactionId"])
+            await meter16(cp, tx, t0 + timedelta(minutes=5), 12_000)
+            await meter16(cp, tx, t0 + timedelta(minutes=10), 120_000)  # beyond the 400 kW ceiling × 5 min
+        async with raw_charger(ports[1], "MPQ") as cp:
+            await boot16(cp, "RawQ")
+            await meter16(cp, tx, t0 + timedelta(minutes=15), 11_000)  # backwards from 12,000
+            stop = {"transactionId": tx, "meterStop": 15_000, "timestamp": ts(t0 + timedelta(minutes=25))}
+            await cp.result("StopTransaction", stop)
+
+        async def billed_and_ticketed() -> bool:
+            done = (await api.get(f"/api/transactions/MPQ/{tx}")).json()
+            tickets = (await api.get("/api/tickets", params={"charger_id": "MPQ"})).json()["items"]
+            return (
+                done.get("energy_wh") == 5_000
+                and [(f["reason"], f["previous_wh"]) for f in done["meter_flags"]]
+                == [(EXCEEDS_MAX_POWER, 12_000), (BACKWARDS, 12_000)]
+                and [(t["rule"], t["occurrences"]) for t in tickets] == [("meter-implausible", 2)]
+            )
+
+        await until(billed_and_ticketed, 20, "energy billed from plausible readings, flags, one ticket")
