@@ -48,6 +48,7 @@ class EventKind(StrEnum):
     DER_CONTROLS_REPORTED = "der_controls_reported"
     REBOOT_REQUESTED = "reboot_requested"
     SIGNED_METER_VALUES = "signed_meter_values"
+    METER_IMPLAUSIBLE = "meter_implausible"
     REPORTED = "reported"
 
 
@@ -145,6 +146,24 @@ class SignedMeterValues(Body):
     connector_id: int
     transaction_id: str | None
     readings: list[dict[str, Any]] = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class MeterImplausible(Body):
+    """A transaction's energy register reading the gateway judged implausible (`reason`: backwards,
+    exceeds_max_power, clock_skew) against the last plausible one (`previous_*`). The sample is stored as
+    sent; billing leaves it out."""
+
+    kind = EventKind.METER_IMPLAUSIBLE
+    transaction_id: str
+    evse_id: int
+    connector_id: int
+    reason: str
+    value_wh: float
+    sampled_at: datetime
+    previous_wh: float | None = None
+    previous_at: datetime | None = None
+    detail: str = ""
 
 
 @dataclass(slots=True)
@@ -313,6 +332,7 @@ BODY_TYPES: dict[EventKind, type[Body]] = {
         DerControlsReported,
         RebootRequested,
         SignedMeterValues,
+        MeterImplausible,
         Reported,
     )
 }

@@ -122,6 +122,16 @@ class Settings(BaseSettings):
         gt=0,
         description="seconds between supply reviews (reorders, stock-out probabilities, stored warnings)",
     )
+    meter_max_power_kw: float = Field(
+        default=400.0,
+        gt=0,
+        description="kW a charger's register may rise at most when its model's rated power is not registered",
+    )
+    meter_max_clock_skew: float = Field(
+        default=300.0,
+        gt=0,
+        description="seconds a meter reading may be stamped ahead of the server clock (or before its start)",
+    )
     log_level: str = "INFO"
 
     @field_validator("api_rate_limit")

@@ -20,6 +20,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import ConnectionClosed
 
+from chargeops import clock
 from chargeops.commands import CommandReply
 from chargeops.events import (
     Authorization,
@@ -29,6 +30,7 @@ from chargeops.events import (
     FirmwareStatus,
     Heartbeat,
     LogStatus,
+    MeterImplausible,
     MeterValues,
     RebootRequested,
     SecurityEvent,
@@ -41,6 +43,7 @@ from chargeops.passwords import hash_password
 from ocpp_gateway import passwords
 from ocpp_gateway.commands import Unsupported, from_ocpp, to_ocpp
 from ocpp_gateway.context import GatewayContext
+from ocpp_gateway.plausibility import MeterLimits, Reading, flag_events
 from ocpp_gateway.routes import NotSupported, Payload, Route, RouteTable
 from ocpp_gateway.rpc import (
     Call,
@@ -95,6 +98,7 @@ class ChargerSession(ChargePoint):
         self._bad_frame_lines = LineBudget(BAD_FRAME_LOG_BURST)
         # Id tokens we asked this charger to start (or swap) with; created on the first remote start.
         self._remote_tokens: dict[str, None] | None = None
+        self._max_power_w: float | None = None  # what a meter may rise by; looked up after each boot
 
     # -- receiving ------------------------------------------------------------------------------------
 
@@ -215,6 +219,7 @@ class ChargerSession(ChargePoint):
         if self._booted:
             self.auth = await self.ctx.store.charger(self.id) or self.auth
         self._booted = True
+        self._max_power_w = None  # the charger may boot as another model
         status = {"accepted": "Accepted", "pending": "Pending"}.get(self.auth.admission, "Rejected")
         boot.registration = status
         now = utcnow()
@@ -270,6 +275,25 @@ class ChargerSession(ChargePoint):
                 end.transaction_id, end.stopped_at.isoformat(), end.meter_stop_wh, end.reason,
             )  # fmt: skip
         return tx
+
+    async def judge_meter(
+        self, transaction_id: str, evse_id: int | None, connector_id: int | None, readings: list[Reading]
+    ) -> list[Body]:
+        """A transaction's register readings judged (`ocpp_gateway.plausibility`) in the order the charger
+        sent them; the implausible ones as events to store beside the samples. Billing counts the others."""
+        if not readings:
+            return []
+        settings = self.ctx.settings
+        if self._max_power_w is None:
+            rated = await self.ctx.store.max_power_kw(self.id)
+            self._max_power_w = (rated or settings.meter_max_power_kw) * 1000
+        limits = MeterLimits(self._max_power_w, settings.meter_max_clock_skew)
+        store = self.ctx.store
+        flags = await store.check_meter(self.id, transaction_id, readings, limits, clock.now(), evse_id)
+        if flags:
+            self.log.warning("transaction %s: %d implausible meter reading(s), first %s: %s",
+                             transaction_id, len(flags), flags[0].reason, flags[0].detail)  # fmt: skip
+        return flag_events(flags, transaction_id, evse_id, connector_id)
 
     async def authorize(self, id_token: str, *, record: bool = True) -> TokenStatus:
         """Every token is looked up, whatever its type (2.0.1 C01-C05). One we do not know but asked this
@@ -410,4 +434,6 @@ def _body_time(body: Body) -> datetime | None:
     """Meter values carry their own sample time."""
     if isinstance(body, MeterValues) and body.samples:
         return body.samples[0].sampled_at
+    if isinstance(body, MeterImplausible):
+        return body.sampled_at
     return None

@@ -1,22 +1,27 @@
 """What the gateway must know or decide synchronously before it answers a charger, behind a narrow interface:
-who a charger is, whether an id token is good, and transaction identity (1.6 ids are issued here).
+who a charger is, whether an id token is good, transaction identity (1.6 ids are issued here), and how far
+a transaction's meter is plausible (the billing state, judged in the charger's order).
 
-High-volume reports (meter values, status) do not pass through here; they go out as events to ingest.
+High-volume reports (meter values, status) do not pass through here; they go out as events to ingest. Only
+a transaction's energy register readings are judged here first.
 """
 
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
 
-from sqlalchemy import bindparam, select, update
+from sqlalchemy import and_, bindparam, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from chargeops.db.engine import insert_for, stored_utc
-from chargeops.db.models import Charger, IdToken, Transaction, TransactionSeqNo
+from chargeops.db.models import Charger, IdToken, MeterFlag, Transaction, TransactionSeqNo
+from chargeops.db.ops_models import ChargerModel
 from chargeops.events import Booted, utcnow
+from ocpp_gateway.plausibility import Flag, MeterLimits, Reading, judge
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,6 +51,9 @@ _SEQ_NO_QUERY = select(TransactionSeqNo.seq_no).where(
     TransactionSeqNo.transaction_id == bindparam("tid"),
     TransactionSeqNo.seq_no == bindparam("seq"),
 )
+
+# A flagged reading is recorded once: the columns of `uq_meter_flags_reading`.
+FLAG_KEY = ["charger_id", "transaction_id", "sampled_at", "value_wh", "reason"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,6 +131,18 @@ class Store(Protocol):
     async def seq_no_stored(self, charger_id: str, transaction_id: str, seq_no: int) -> bool: ...
 
     async def note_seq_no(self, charger_id: str, transaction_id: str, seq_no: int) -> None: ...
+
+    async def max_power_kw(self, charger_id: str) -> float | None: ...
+
+    async def check_meter(
+        self,
+        charger_id: str,
+        transaction_id: str,
+        readings: Sequence[Reading],
+        limits: MeterLimits,
+        now: datetime,
+        evse_id: int | None = None,
+    ) -> list[Flag]: ...
 
 
 class GatewayStore:
@@ -345,11 +365,61 @@ class GatewayStore:
                 .on_conflict_do_nothing()
             )
 
-    async def _tx(self, session: AsyncSession, charger_id: str, transaction_id: str) -> Transaction | None:
-        return (
-            await session.execute(
-                select(Transaction).where(
-                    Transaction.charger_id == charger_id, Transaction.transaction_id == transaction_id
-                )
+    async def max_power_kw(self, charger_id: str) -> float | None:
+        """The rated power of the charger's model (matched by the vendor and model it booted with), if the
+        registry knows it."""
+        async with self._sessions() as session:
+            same_model = and_(Charger.vendor == ChargerModel.vendor, Charger.model == ChargerModel.model)
+            return await session.scalar(
+                select(ChargerModel.max_power_kw).join(Charger, same_model).where(Charger.id == charger_id)
             )
-        ).scalar_one_or_none()
+
+    async def check_meter(
+        self,
+        charger_id: str,
+        transaction_id: str,
+        readings: Sequence[Reading],
+        limits: MeterLimits,
+        now: datetime,
+        evse_id: int | None = None,
+    ) -> list[Flag]:
+        """Judge a transaction's register readings against its last plausible one under the row's lock, keep
+        the new last plausible reading and record the implausible ones (once each: a retried message is
+        judged the same). A transaction we do not hold is judged by its readings' times alone."""
+        async with self._sessions() as session, session.begin():
+            row = await self._tx(session, charger_id, transaction_id, lock=True)
+            good = started = None
+            if row is not None:
+                if row.meter_good_wh is not None and row.meter_good_at is not None:
+                    good = Reading(row.meter_good_wh, stored_utc(row.meter_good_at))
+                started = stored_utc(row.started_at) if row.started_at else None
+            new, flags = judge(good, readings, limits, now, started)
+            if row is not None and new is not None and new != good:
+                row.meter_good_wh, row.meter_good_at = new.wh, new.at
+            if flags:
+                flag_rows = [
+                    {
+                        "charger_id": charger_id,
+                        "transaction_id": transaction_id,
+                        "evse_id": evse_id,
+                        "reason": f.reason,
+                        "value_wh": f.reading.wh,
+                        "sampled_at": f.reading.at,
+                        "previous_wh": f.previous.wh if f.previous else None,
+                        "previous_at": f.previous.at if f.previous else None,
+                        "detail": f.detail[:200],
+                        "flagged_at": now,
+                    }
+                    for f in flags
+                ]
+                ins = insert_for(session.get_bind().dialect.name, MeterFlag)
+                await session.execute(ins.on_conflict_do_nothing(index_elements=FLAG_KEY), flag_rows)
+            return flags
+
+    async def _tx(
+        self, session: AsyncSession, charger_id: str, transaction_id: str, lock: bool = False
+    ) -> Transaction | None:
+        query = select(Transaction).where(
+            Transaction.charger_id == charger_id, Transaction.transaction_id == transaction_id
+        )
+        return (await session.execute(query.with_for_update() if lock else query)).scalar_one_or_none()

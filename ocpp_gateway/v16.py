@@ -20,6 +20,7 @@ from chargeops.events import (
 )
 from ocpp_gateway import swaps
 from ocpp_gateway.meter import meter_events
+from ocpp_gateway.plausibility import Reading, readings_of
 from ocpp_gateway.routes import Payload, StoreOnly
 from ocpp_gateway.session import ChargerSession
 from ocpp_gateway.times import ocpp_time, parse_time
@@ -86,7 +87,11 @@ class Session16(ChargerSession):
     async def on_meter_values(self, p: Payload) -> Payload:
         evse, connector = evse_connector(p["connectorId"])
         tx = p.get("transactionId")
-        await self.emit(*meter_events(p["meterValue"], evse, connector, str(tx) if tx is not None else None))
+        tx_id = str(tx) if tx is not None else None
+        events = meter_events(p["meterValue"], evse, connector, tx_id)
+        if tx_id is not None:
+            events += await self.judge_meter(tx_id, evse, connector, readings_of(events))
+        await self.emit(*events)
         return {}
 
     async def on_authorize(self, p: Payload) -> Payload:
@@ -96,7 +101,10 @@ class Session16(ChargerSession):
         start = transaction_start(p)
         info = await self.id_tag_info(p["idTag"])
         tx = await self.record_start(start, issue_id=True)
-        await self.emit(replace(start, transaction_id=tx.transaction_id), reported_at=start.started_at)
+        base = [Reading(start.meter_start_wh, start.started_at)] if start.meter_start_wh is not None else []
+        flags = await self.judge_meter(tx.transaction_id, start.evse_id, start.connector_id, base)
+        started = replace(start, transaction_id=tx.transaction_id)
+        await self.emit(started, *flags, reported_at=start.started_at)
         return {"transactionId": int(tx.transaction_id), "idTagInfo": info}
 
     async def on_stop_transaction(self, p: Payload) -> Payload:
@@ -106,7 +114,12 @@ class Session16(ChargerSession):
         if tx is None:  # another charger's transaction: answered (or it retries forever), nothing changed
             return answer
         evse, connector = tx.evse_id or 0, tx.connector_id or 0
-        await self.emit(*meter_events(p.get("transactionData") or [], evse, connector, end.transaction_id))
+        events = meter_events(p.get("transactionData") or [], evse, connector, end.transaction_id)
+        readings = readings_of(events)
+        if end.meter_stop_wh is not None:
+            readings.append(Reading(end.meter_stop_wh, end.stopped_at))
+        events += await self.judge_meter(end.transaction_id, evse, connector, readings)
+        await self.emit(*events)
         if not tx.second_stop:
             await self.emit(end, reported_at=end.stopped_at)
         return answer

@@ -17,6 +17,7 @@ from chargeops.events import (
 )
 from ocpp_gateway import swaps
 from ocpp_gateway.meter import energy_wh, meter_events, samples_of
+from ocpp_gateway.plausibility import readings_of
 from ocpp_gateway.routes import Payload, StoreOnly
 from ocpp_gateway.session import ChargerSession
 from ocpp_gateway.times import ocpp_time, parse_time
@@ -165,6 +166,7 @@ class Session201(ChargerSession):
         elif facts.update is not None:
             events.append(facts.update)
         events.extend(facts.meter)
+        events += await self.judge_meter(tx_id, start.evse_id, start.connector_id, readings_of(facts.meter))
         await self.emit(*events, reported_at=start.started_at)
         await store.note_seq_no(self.id, tx_id, facts.seq_no)
         return response

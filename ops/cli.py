@@ -176,6 +176,13 @@ def serve(
         float | None,
         Opt("supply_interval", "seconds between supply reviews: reorders, stock-out risk, stored warnings"),
     ] = None,
+    meter_max_power_kw: Annotated[
+        float | None,
+        Opt("meter_max_power_kw", "kW a meter may rise at most when the charger's model has no rated power"),
+    ] = None,
+    meter_max_clock_skew: Annotated[
+        float | None, Opt("meter_max_clock_skew", "seconds a meter reading may be stamped ahead (300)")
+    ] = None,
     log_level: LogLevel = "INFO",
     log_format: Annotated[LogFormat, Opt("log_format", "text or json")] = LogFormat.text,
 ) -> None:

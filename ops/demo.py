@@ -117,8 +117,16 @@ async def run_demo(settings: Settings, *, chargers: int, fault_rate: float, time
     if settings.admin_token:
         token, shown = settings.admin_token.get_secret_value(), "$CHARGEOPS_ADMIN_TOKEN"
     # Supply reviewed every 10 s instead of every 15 min: at 30× speed the warnings move within minutes.
+    # The fleet's meters run `time_scale`× faster than the wall clock that stamps their readings: so may
+    # their registers rise before they count as implausible.
+    ceiling = settings.meter_max_power_kw * max(1.0, time_scale)
     settings = settings.model_copy(
-        update={"admin_token": SecretStr(token), "accept_unknown": True, "supply_interval": 10.0}
+        update={
+            "admin_token": SecretStr(token),
+            "accept_unknown": True,
+            "supply_interval": 10.0,
+            "meter_max_power_kw": ceiling,
+        }
     )
     runtime = Runtime(settings)
     await runtime.start()

@@ -93,6 +93,9 @@ class ModelDoc(_Doc):
     vendor: str = Field(min_length=1, max_length=50)
     model: str = Field(min_length=1, max_length=50)
     kind: Literal["dc", "ac", "swap_station"] = "dc"
+    max_power_kw: float | None = Field(
+        default=None, gt=0, description="rated output: the fastest its meter may rise (meter plausibility)"
+    )
     parts: dict[str, int] = Field(default_factory=dict, description="SKU → quantity in one unit")
 
 
@@ -150,7 +153,8 @@ async def apply_fleet(session: AsyncSession, doc: FleetDoc, actor: str = "fleet-
         missing = set(m.parts) - known
         if missing:
             raise UnknownReference(f"model {m.id}: unknown SKU(s) {', '.join(sorted(missing))}")
-        await session.merge(ChargerModel(id=m.id, vendor=m.vendor, model=m.model, kind=m.kind))
+        fields = m.model_dump(exclude={"parts"})
+        await session.merge(ChargerModel(**fields))
         await session.execute(delete(ModelPart).where(ModelPart.model_id == m.id))
         session.add_all(ModelPart(model_id=m.id, sku=sku, qty=qty) for sku, qty in m.parts.items())
     for c in doc.chargers:

@@ -16,7 +16,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field
 
-from chargeops.events import DerAlarm, Event, FaultReported, FirmwareStatus, SecurityEvent
+from chargeops.events import DerAlarm, Event, FaultReported, FirmwareStatus, MeterImplausible, SecurityEvent
 
 DEFAULT_RULES = Path(__file__).with_name("rules.yaml")
 Priority = Literal["P1", "P2", "P3", "P4"]
@@ -31,6 +31,7 @@ ObservationKind = Literal[
     "battery",
     "swap_timeouts",
     "der_alarm",
+    "meter",
 ]
 FIRMWARE_FAILURES = frozenset(
     {"DownloadFailed", "InstallationFailed", "InstallVerificationFailed", "InvalidSignature"}
@@ -172,7 +173,8 @@ def load_rules(path: Path | None = None) -> RuleBook:
 
 
 def observations(ev: Event) -> list[Observation]:
-    """What in an event the rules look at (faults, security events, failed firmware updates, DER alarms)."""
+    """What in an event the rules look at (faults, security events, failed firmware updates, DER alarms,
+    implausible meter readings)."""
     body = ev.body
     if isinstance(body, FaultReported):
         return [
@@ -195,6 +197,9 @@ def observations(ev: Event) -> list[Observation]:
         code, component = body.grid_event_fault or body.control_type, body.control_type
         return [observed(ev, "der_alarm", code=code, component=component, description=body.extra_info,
                          cleared=body.ended)]  # fmt: skip
+    if isinstance(body, MeterImplausible):
+        text = f"transaction {body.transaction_id}: {body.detail}"
+        return [observed(ev, "meter", code=body.reason, evse_id=body.evse_id, description=text)]
     return []
 
 

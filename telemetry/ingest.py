@@ -31,6 +31,7 @@ from chargeops.events import (
     Event,
     EventKind,
     FaultReported,
+    MeterImplausible,
     MeterValues,
     StatusChanged,
     TransactionEnded,
@@ -43,6 +44,7 @@ from telemetry.metrics import (
     INGEST_LAG,
     INGEST_REDELIVERIES,
     INGEST_ROWS,
+    METER_IMPLAUSIBLE,
     SITE_ENERGY,
     SWAP_EVENTS,
 )
@@ -76,6 +78,7 @@ _energy_rows = (
         TRANSACTIONS.c.meter_start_wh,
         TRANSACTIONS.c.meter_last_wh,
         TRANSACTIONS.c.energy_counted_wh,
+        TRANSACTIONS.c.meter_good_wh,
         CHARGERS.c.site,
     )
     .select_from(TRANSACTIONS.outerjoin(CHARGERS, CHARGERS.c.id == TRANSACTIONS.c.charger_id))
@@ -276,7 +279,9 @@ async def _advance_energy(conn: AsyncConnection, readings: dict[tuple[str, str],
 
     The increase is measured against `energy_counted_wh` (or the start register), which only this function
     moves, under a row lock: a reading the gateway already wrote to `meter_last_wh` is still counted, and a
-    reading counted once is never counted again.
+    reading counted once is never counted again. Energy is counted no further than the last plausible
+    reading (`meter_good_wh`, which the gateway wrote before it published the reading): a jump it flagged
+    is never counted.
     """
     if not readings:
         return {}
@@ -286,13 +291,14 @@ async def _advance_energy(conn: AsyncConnection, readings: dict[tuple[str, str],
     )
     updates: list[dict[str, Any]] = []
     per_site: dict[str, float] = {}
-    for row_id, cid, tid, start, last, counted, site in result:
+    for row_id, cid, tid, start, last, counted, good, site in result:
         wh = readings[(cid, tid)]
+        billable = wh if good is None else min(wh, good)
         base = counted if counted is not None else start
-        if base is not None and wh > base:
-            per_site[site or ""] = per_site.get(site or "", 0.0) + (wh - base)
+        if base is not None and billable > base:
+            per_site[site or ""] = per_site.get(site or "", 0.0) + (billable - base)
         new_last = wh if last is None or wh > last else last
-        new_counted = wh if counted is None or wh > counted else counted
+        new_counted = billable if counted is None or billable > counted else counted
         if (new_last, new_counted) != (last, counted):
             updates.append({"row_id": row_id, "last": new_last, "counted": new_counted})
     if updates:
@@ -302,7 +308,7 @@ async def _advance_energy(conn: AsyncConnection, readings: dict[tuple[str, str],
 
 def _count(batch: _Batch, fresh: list[Event], site_energy: dict[str, float]) -> None:
     """Metrics of a committed batch: lag from the gateway receiving each new event to now, rows,
-    re-deliveries, faults by code, swap steps, DER alarms, energy per site."""
+    re-deliveries, faults by code, swap steps, DER alarms, implausible meter readings, energy per site."""
     if not batch.events:
         return
     now = utcnow()
@@ -322,6 +328,8 @@ def _count(batch: _Batch, fresh: list[Event], site_energy: dict[str, float]) -> 
             SWAP_EVENTS.labels(body.event_type).inc()
         elif isinstance(body, DerAlarm) and not body.ended:
             DER_ALARMS.labels(body.control_type, body.grid_event_fault or "none").inc()
+        elif isinstance(body, MeterImplausible):
+            METER_IMPLAUSIBLE.labels(body.reason).inc()
     for site, wh in site_energy.items():
         SITE_ENERGY.labels(site).inc(wh)
 

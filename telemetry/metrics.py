@@ -108,6 +108,11 @@ SITE_POWER = Gauge("chargeops_site_power_watts", "Charging power now (latest sam
 SITE_ENERGY = Counter("chargeops_site_energy_wh_total", "Energy delivered in transactions", ["site"])
 SESSIONS_ACTIVE = Gauge("chargeops_sessions_active", "Transactions in progress", ["site"])
 FAULTS = Counter("chargeops_faults_total", "Faults reported by chargers (not clearings), by code", ["code"])
+METER_IMPLAUSIBLE = Counter(
+    "chargeops_meter_implausible_total",
+    "Transaction energy register readings judged implausible and left out of billing, by reason",
+    ["reason"],
+)
 TICKETS_OPEN = Gauge(
     "chargeops_tickets_open", "Tickets not yet resolved, by kind and priority", ["kind", "priority"]
 )

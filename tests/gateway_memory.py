@@ -15,6 +15,7 @@ from typing import Any
 from chargeops.events import Booted, Event
 from chargeops.settings import Settings
 from ocpp_gateway.context import GatewayContext
+from ocpp_gateway.plausibility import Flag, MeterLimits, Reading, judge
 from ocpp_gateway.server import SESSION_CLASSES
 from ocpp_gateway.session import ChargerSession
 from ocpp_gateway.store import ChargerAuth, Store, TokenStatus, TxRecord
@@ -31,6 +32,7 @@ class MemoryTx:
     stopped_at: datetime | None = None
     meter_stop_wh: float | None = None
     reason: str | None = None
+    meter_good: Reading | None = None
 
 
 @dataclass
@@ -42,6 +44,7 @@ class MemoryStore:
     pending_passwords: dict[str, str] = field(default_factory=dict)
     transactions: dict[tuple[str, str], MemoryTx] = field(default_factory=dict)
     seq_nos: set[tuple[str, str, int]] = field(default_factory=set)
+    meter_flags: dict[tuple[str, str, datetime, float, str], Flag] = field(default_factory=dict)
     _starts: dict[str, TxRecord] = field(default_factory=dict)
     _ids: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
 
@@ -132,6 +135,27 @@ class MemoryStore:
 
     async def note_seq_no(self, charger_id: str, transaction_id: str, seq_no: int) -> None:
         self.seq_nos.add((charger_id, transaction_id, seq_no))
+
+    async def max_power_kw(self, charger_id: str) -> float | None:
+        return None
+
+    async def check_meter(
+        self,
+        charger_id: str,
+        transaction_id: str,
+        readings: Sequence[Reading],
+        limits: MeterLimits,
+        now: datetime,
+        evse_id: int | None = None,
+    ) -> list[Flag]:
+        tx = self.transactions.get((charger_id, transaction_id))
+        good, started = (tx.meter_good, tx.started_at) if tx else (None, None)
+        good, flags = judge(good, readings, limits, now, started)
+        if tx is not None:
+            tx.meter_good = good
+        for f in flags:
+            self.meter_flags[(charger_id, transaction_id, f.reading.at, f.reading.wh, f.reason)] = f
+        return flags
 
 
 _: type[Store] = MemoryStore  # the interface, checked where a type checker reads this file

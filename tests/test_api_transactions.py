@@ -27,6 +27,7 @@ FIELDS = {
     "energy_wh",
     "stop_reason",
     "active",
+    "meter_flags",
 }
 
 
@@ -79,6 +80,7 @@ async def test_listing_is_newest_first_with_the_spec_fields(admin: httpx.AsyncCl
         "energy_wh": 250.0,
         "stop_reason": None,
         "active": True,
+        "meter_flags": [],
     }
     assert finished["energy_wh"] == 500.0 and finished["stopped_at"] == "2025-05-01T10:30:00Z"
 

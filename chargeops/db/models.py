@@ -95,6 +95,10 @@ class Transaction(Base):
     # The register reading up to which ingest has counted this session in chargeops_site_energy_wh_total.
     # Separate from meter_last_wh, which the gateway also advances: each Wh is counted exactly once.
     energy_counted_wh: Mapped[float | None] = mapped_column(Float)
+    # The last plausible register reading and its time (`ocpp_gateway.plausibility`), kept by the gateway:
+    # what the session is billed up to. NULL for transactions judged before migration 0013.
+    meter_good_wh: Mapped[float | None] = mapped_column(Float)
+    meter_good_at: Mapped[datetime | None]
     stop_reason: Mapped[str | None] = mapped_column(String(32))
     active: Mapped[bool] = mapped_column(default=True)
     last_seq_no: Mapped[int | None]
@@ -103,8 +107,11 @@ class Transaction(Base):
 
     @property
     def energy_wh(self) -> float | None:
-        """Session energy: stop (or latest) register minus start register."""
+        """Session energy: the last plausible register reading minus the start register (before the
+        plausibility check: stop, or latest, minus start)."""
         end = self.meter_stop_wh if self.meter_stop_wh is not None else self.meter_last_wh
+        if self.meter_good_wh is not None:
+            end = self.meter_good_wh
         if end is None or self.meter_start_wh is None:
             return None
         return max(0.0, end - self.meter_start_wh)
@@ -120,6 +127,30 @@ class TransactionSeqNo(Base):
     transaction_id: Mapped[str] = mapped_column(String(64), primary_key=True)
     seq_no: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
     received_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class MeterFlag(Base):
+    """A transaction's register reading judged implausible, once per reading and reason: billing left it
+    out. The sample itself is in `meter_samples` as the charger sent it."""
+
+    __tablename__ = "meter_flags"
+    __table_args__ = (
+        UniqueConstraint(
+            "charger_id", "transaction_id", "sampled_at", "value_wh", "reason", name="uq_meter_flags_reading"
+        ),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    charger_id: Mapped[str] = mapped_column(String(48))
+    transaction_id: Mapped[str] = mapped_column(String(64))
+    evse_id: Mapped[int | None]
+    reason: Mapped[str] = mapped_column(String(32))
+    value_wh: Mapped[float] = mapped_column(Float)
+    sampled_at: Mapped[datetime]
+    previous_wh: Mapped[float | None] = mapped_column(Float)
+    previous_at: Mapped[datetime | None]
+    detail: Mapped[str] = mapped_column(String(200))
+    flagged_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
 class StoredEvent(Base):

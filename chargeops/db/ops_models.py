@@ -96,6 +96,8 @@ class ChargerModel(Base):
     vendor: Mapped[str] = mapped_column(String(50))
     model: Mapped[str] = mapped_column(String(50))
     kind: Mapped[str] = mapped_column(String(20), default="dc")
+    # Rated output: the fastest a charger of this model can raise its energy register (meter plausibility).
+    max_power_kw: Mapped[float | None] = mapped_column(Float)
 
 
 class ModelPart(Base):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from firmware_stubs.dialects.base import Dialect, Payload, schedule_periods
@@ -31,7 +32,7 @@ _TRIGGERS = (
 )
 
 
-def _meter_value(samples: list[Sample], context: str) -> Payload:
+def _meter_value(samples: list[Sample], context: str, at: datetime | None = None) -> Payload:
     values = []
     for measurand, value, unit, phase in samples:
         entry: dict[str, Any] = {
@@ -45,7 +46,7 @@ def _meter_value(samples: list[Sample], context: str) -> Payload:
         if phase:
             entry["phase"] = phase
         values.append(entry)
-    return {"timestamp": iso(utc_now()), "sampledValue": values}
+    return {"timestamp": iso(at or utc_now()), "sampledValue": values}
 
 
 class V16(Dialect):
@@ -135,7 +136,7 @@ class V16(Dialect):
             "timestamp": iso(utc_now()),
             "reason": _STOP_REASONS.get(reason, reason),
             "transactionData": [
-                _meter_value(begin, "Transaction.Begin"),
+                _meter_value(begin, "Transaction.Begin", tx.started),  # the register as it read then
                 _meter_value(end, "Transaction.End"),
             ],
         }

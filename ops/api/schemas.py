@@ -140,6 +140,18 @@ class IdTokenOut(BaseModel):
     updated_at: UtcTime
 
 
+class MeterFlagOut(BaseModel):
+    """A register reading left out of billing: why, what it read, and the last plausible reading before it."""
+
+    reason: Literal["backwards", "exceeds_max_power", "clock_skew"]
+    value_wh: float
+    sampled_at: UtcTime
+    previous_wh: float | None
+    previous_at: UtcTime | None
+    detail: str
+    flagged_at: UtcTime
+
+
 class TransactionOut(BaseModel):
     charger_id: str
     transaction_id: str
@@ -150,9 +162,12 @@ class TransactionOut(BaseModel):
     stopped_at: UtcTime | None
     meter_start_wh: float | None
     meter_stop_wh: float | None
-    energy_wh: float | None
+    energy_wh: float | None = Field(description="billed: the last plausible register reading − the start")
     stop_reason: str | None
     active: bool
+    meter_flags: list[MeterFlagOut] = Field(
+        default_factory=list, description="readings judged implausible and left out of `energy_wh`"
+    )
 
 
 class SignedReadingOut(BaseModel):

@@ -98,14 +98,21 @@ async def put_depot(depot_id: str, body: DepotDoc, db: Db, scope: Scoped) -> dic
 
 @router.get("/api/models", dependencies=[Viewer])
 async def list_models(db: Db) -> Items[ModelDoc]:
-    """Charger models and their bill of spare parts (SKU → quantity per unit)."""
+    """Charger models, their rated power and their bill of spare parts (SKU → quantity per unit)."""
     bom: dict[str, dict[str, int]] = {}
     for mp in (await db.scalars(select(ModelPart))).all():
         bom.setdefault(mp.model_id, {})[mp.sku] = mp.qty
     rows = (await db.scalars(select(ChargerModel).order_by(ChargerModel.id))).all()
     return Items(
         items=[
-            ModelDoc(id=m.id, vendor=m.vendor, model=m.model, kind=m.kind, parts=bom.get(m.id, {}))  # type: ignore[arg-type]
+            ModelDoc(
+                id=m.id,
+                vendor=m.vendor,
+                model=m.model,
+                kind=m.kind,  # type: ignore[arg-type]
+                max_power_kw=m.max_power_kw,
+                parts=bom.get(m.id, {}),
+            )
             for m in rows
         ]
     )
