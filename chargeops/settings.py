@@ -42,6 +42,10 @@ class Settings(BaseSettings):
     ocpp_port: int = 9000
     http_host: str = "127.0.0.1"
     http_port: int = 8000
+    metrics_port: int | None = Field(
+        default=None, description="serve /metrics on this port (HTTP host) instead of the HTTP port"
+    )
+    access_log: bool = Field(default=True, description="one line per API request on chargeops.access")
     api_db_pool: int = Field(
         default=4, ge=1, description="database connections the HTTP API may hold (its own pool, not ingest's)"
     )

@@ -94,6 +94,12 @@ def serve(
     ocpp_port: Annotated[int | None, Opt("ocpp_port", "OCPP WebSocket port (default 9000)")] = None,
     http_host: Annotated[str | None, Opt("http_host", "HTTP API / metrics bind address")] = None,
     http_port: Annotated[int | None, Opt("http_port", "HTTP API / metrics port (default 8000)")] = None,
+    metrics_port: Annotated[
+        int | None, Opt("metrics_port", "serve /metrics on its own port instead of the HTTP port")
+    ] = None,
+    access_log: Annotated[
+        bool | None, Opt("access_log", "one log line per API request (chargeops.access; default on)")
+    ] = None,
     api_db_pool: Annotated[
         int | None, Opt("api_db_pool", "database connections the HTTP API may hold, apart from ingest (4)")
     ] = None,

@@ -89,6 +89,8 @@ class Runtime:
         self._ops_bus: Bus | None = None
         self._http: ApiThread | None = None
         self._http_port: int | None = None
+        self._metrics: ApiThread | None = None
+        self._metrics_port: int | None = None
 
     async def start(self) -> None:
         await self.bus.start()
@@ -142,17 +144,26 @@ class Runtime:
         self.site_planner.start()
 
     def http_app(self, sessions: async_sessionmaker[AsyncSession], bus: Commands) -> FastAPI:
-        if "api" in self.roles:
-            app = create_app(sessions, bus, self.settings)
-        else:
-            app = FastAPI(title="chargeops")
+        """The API (if this process runs that role) and, unless it has a listener of its own, `/metrics`."""
+        app = create_app(sessions, bus, self.settings) if "api" in self.roles else FastAPI(title="chargeops")
+        if self.settings.metrics_port is None:
+            self._add_metrics(app)
+        return app
+
+    def _add_metrics(self, app: FastAPI) -> None:
         token = self.settings.metrics_token.get_secret_value() if self.settings.metrics_token else None
         app.add_api_route("/metrics", metrics_endpoint(token), methods=["GET"], include_in_schema=False)
+
+    def metrics_app(self) -> FastAPI:
+        app = FastAPI(title="chargeops metrics", openapi_url=None, docs_url=None, redoc_url=None)
+        self._add_metrics(app)
         return app
 
     async def _start_http(self) -> None:
         """The API and `/metrics` on their own thread, loop and database pool (`ops/api/worker.py`): heavy
-        reads cannot hold up the chargers' answers, nor take the connections ingest commits through."""
+        reads cannot hold up the chargers' answers, nor take the connections ingest commits through.
+        With `metrics_port`, `/metrics` has a listener of its own (a deployment publishes the API's port
+        and keeps that one internal)."""
         s = self.settings
         engine = make_engine(s.database_url, pool_size=s.api_db_pool, max_overflow=0, pool_timeout=5)
         loop = asyncio.get_running_loop()
@@ -165,7 +176,16 @@ class Runtime:
             loop_factory=type(loop),
         )
         self._http_port = await self._http.start()
-        log.info("HTTP API on http://%s:%s (docs /docs, metrics /metrics)", s.http_host, self.http_port)
+        log.info("HTTP API on http://%s:%s (docs /docs)", s.http_host, self.http_port)
+        if s.metrics_port is not None:
+            self._metrics = ApiThread(self.metrics_app, None, s.http_host, s.metrics_port, type(loop))
+            self._metrics_port = await self._metrics.start()
+        log.info("metrics on http://%s:%s/metrics", s.http_host, self.metrics_port)
+
+    @property
+    def metrics_port(self) -> int:
+        """The port `/metrics` answers on (the HTTP port unless it has its own)."""
+        return self._metrics_port if self._metrics_port is not None else self.http_port
 
     @property
     def http_port(self) -> int:
@@ -186,6 +206,7 @@ class Runtime:
         deadline = time.monotonic() + STOP_SECONDS
         steps: list[tuple[str, Callable[[], Awaitable[None]] | None]] = [
             ("http", self._http.stop if self._http is not None else None),
+            ("metrics listener", self._metrics.stop if self._metrics is not None else None),
             ("gateway", self.gateway.stop if self.gateway is not None else None),
             ("fleet metrics", self.fleet_metrics.stop if self.fleet_metrics is not None else None),
             ("ops", self.ops.stop if self.ops is not None else None),

@@ -107,3 +107,40 @@ async def test_a_stalled_api_does_not_hold_up_the_chargers(start_runtime: StartR
         assert (await api).status_code == 200
         api_s = time.monotonic() - started
     assert heartbeat_s < 1.5 < 2.5 < api_s
+
+
+async def test_every_request_is_in_the_access_log(
+    start_runtime: StartRuntime, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Issue 12.10: one line per request with status, time and who (token id and name, never the secret)."""
+    import logging
+
+    runtime = await start_runtime()
+    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{runtime.http_port}") as http:
+        r = await http.post(
+            "/api/tokens", json={"name": "grafana", "role": "viewer"}, headers=bearer("test-admin-token")
+        )
+        token, token_id = r.json()["token"], r.json()["id"]
+        with caplog.at_level(logging.INFO, logger="chargeops.access"):
+            assert (await http.get("/api/chargers?limit=5", headers=bearer(token))).status_code == 200
+            assert (await http.get("/api/nowhere", headers=bearer(token))).status_code == 404
+            assert (await http.get("/api/chargers")).status_code == 401
+    lines = [rec.getMessage() for rec in caplog.records if rec.name == "chargeops.access"]
+    assert len(lines) == 3, lines
+    assert lines[0].startswith("GET /api/chargers?limit=5 200 ") and f"token {token_id} grafana" in lines[0]
+    assert lines[1].startswith("GET /api/nowhere 404 ")
+    assert lines[2].startswith("GET /api/chargers 401 ") and "token" not in lines[2]
+    assert not any(token in line or "test-admin-token" in line for line in lines)
+
+
+async def test_metrics_can_have_their_own_listener(start_runtime: StartRuntime) -> None:
+    """Issue 12.10: with `metrics_port`, /metrics answers there and not on the API's port, so a deployment
+    can publish the API and keep the metrics internal (docker/compose.yaml does)."""
+    runtime = await start_runtime(metrics_port=0)
+    assert runtime.metrics_port != runtime.http_port
+    async with httpx.AsyncClient() as http:
+        r = await http.get(f"http://127.0.0.1:{runtime.metrics_port}/metrics")
+        assert r.status_code == 200 and "chargeops_ocpp_messages_total" in r.text
+        assert (await http.get(f"http://127.0.0.1:{runtime.http_port}/metrics")).status_code == 404
+        assert (await http.get(f"http://127.0.0.1:{runtime.metrics_port}/api/chargers")).status_code == 404
+        assert (await http.get(f"http://127.0.0.1:{runtime.http_port}/healthz")).status_code == 200

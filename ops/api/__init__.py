@@ -9,7 +9,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from chargeops.settings import Settings
 from ops.api import errors, health
 from ops.api.context import ApiContext, Commands
-from ops.api.middleware import BodyLimitMiddleware, CatchAllMiddleware
+from ops.api.middleware import AccessLogMiddleware, BodyLimitMiddleware, CatchAllMiddleware
 from ops.api.ratelimit import RateLimiter
 from ops.api.routes import (
     chargers,
@@ -47,6 +47,8 @@ def create_app(sessions: async_sessionmaker[AsyncSession], bus: Commands, settin
     errors.install(app)
     app.add_middleware(CatchAllMiddleware)
     app.add_middleware(BodyLimitMiddleware, limit=MAX_BODY_BYTES)
+    if settings.access_log:
+        app.add_middleware(AccessLogMiddleware)
     app.include_router(health.router)
     routes = (
         chargers,

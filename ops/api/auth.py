@@ -74,7 +74,8 @@ async def authenticate(
     admin = ctx.settings.admin_token.get_secret_value() if ctx.settings.admin_token else ""
     if admin and hmac.compare_digest(token, admin.encode()):
         _limit(ctx, request, "admin")
-        return Principal("admin", Role.ADMIN)
+        request.state.principal = principal = Principal("admin", Role.ADMIN)  # for the access log
+        return principal
     _limit(ctx, request, _address_key(request), count=False)  # a guessing address is refused unhashed
     row = (
         await db.execute(
@@ -87,7 +88,8 @@ async def authenticate(
         audit.refused(request, 401, "revoked token" if known else "unknown token", row.id if row else None)
         raise _unauthorized("unknown or revoked token")
     _limit(ctx, request, f"token:{row.id}")
-    return Principal(row.name, Role(row.role), row.id, row.region)
+    request.state.principal = principal = Principal(row.name, Role(row.role), row.id, row.region)
+    return principal
 
 
 def _address_key(request: Request) -> str:

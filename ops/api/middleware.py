@@ -4,6 +4,7 @@ and exceptions that escaped every handler."""
 from __future__ import annotations
 
 import logging
+import time
 import traceback
 
 from sqlalchemy.exc import StatementError
@@ -14,6 +15,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from ops.api.errors import error_response
 
 log = logging.getLogger(__name__)
+access = logging.getLogger("chargeops.access")
 
 
 class BodyLimitMiddleware:
@@ -93,3 +95,48 @@ class CatchAllMiddleware:
             log_unhandled(exc, scope)
             if not started:
                 await error_response(500, "internal", "internal server error")(scope, receive, send)
+
+
+class AccessLogMiddleware:
+    """One INFO line per answered request on `chargeops.access`: method, path and query, status, time taken,
+    client address and the token's id and name once authentication knew them (`scope["state"]`), never a
+    secret (tokens travel in headers, which are not logged)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status = 0
+
+        async def recording_send(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, recording_send)
+        finally:
+            self._log(scope, status, (time.perf_counter() - started) * 1000)
+
+    @staticmethod
+    def _log(scope: Scope, status: int, ms: float) -> None:
+        query = scope.get("query_string", b"").decode("latin-1")
+        target = scope.get("path", "?") + (f"?{query}" if query else "")
+        client = scope["client"][0] if scope.get("client") else "?"
+        who = scope.get("state", {}).get("principal")
+        if who is None:
+            token = ""
+        elif who.token_id is None:
+            token = f" {who.name}"  # the admin token from the settings
+        else:
+            token = f" token {who.token_id} {who.name}"
+        access.info(
+            "%s %s %d %.1f ms %s%s", scope.get("method", "?"), target, status, ms, client, token,
+            extra={"status": status, "duration_ms": round(ms, 1), "client": client,
+                   "token_id": who.token_id if who is not None else None},
+        )  # fmt: skip
