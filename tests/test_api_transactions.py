@@ -5,10 +5,13 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 import httpx
+import orjson
 import pytest
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from chargeops.db.models import Transaction
+from chargeops.db.models import MeterFlag, Transaction
+from ops.api.schemas import Items, TransactionOut
 from tests.test_api_support import assert_error
 
 pytest_plugins = ("tests.test_api_support",)
@@ -99,3 +102,36 @@ async def test_filters_and_paging(admin: httpx.AsyncClient) -> None:
 @pytest.mark.parametrize("query", ["limit=0", "limit=1001", "offset=-1", "limit=ten", "active=sometimes"])
 async def test_bad_query_is_422(admin: httpx.AsyncClient, query: str) -> None:
     assert_error(await admin.get(f"/api/transactions?{query}"), 422, "invalid_request")
+
+
+@pytest.mark.usefixtures("transactions")
+async def test_the_list_reads_back_as_the_documented_model(
+    admin: httpx.AsyncClient, api_sessions: async_sessionmaker[AsyncSession]
+) -> None:
+    """The list is written from rows, not models (a heavy read); it must say exactly what the model says,
+    flags and the billed energy included."""
+    async with api_sessions() as s, s.begin():
+        tx = (await s.scalars(select(Transaction).where(Transaction.transaction_id == "102"))).one()
+        tx.meter_good_wh = 2300.0
+        s.add(
+            MeterFlag(
+                charger_id="A",
+                transaction_id="102",
+                evse_id=1,
+                reason="exceeds_max_power",
+                value_wh=25_000.0,
+                sampled_at=T0 + timedelta(hours=2, minutes=10, microseconds=123),
+                previous_wh=2300.0,
+                previous_at=T0 + timedelta(hours=2, minutes=5),
+                detail="rose 22,700 Wh in 300 s",
+                flagged_at=T0 + timedelta(hours=2, minutes=10, seconds=1),
+            )
+        )
+    body = (await admin.get("/api/transactions")).content
+    assert Items[TransactionOut].model_validate_json(body).model_dump_json().encode() == body
+    flagged = next(t for t in orjson.loads(body)["items"] if t["transaction_id"] == "102")
+    assert flagged["energy_wh"] == 300.0  # billed up to the last plausible reading, not the 2,500 stop
+    assert [f["reason"] for f in flagged["meter_flags"]] == ["exceeds_max_power"]
+    assert flagged["meter_flags"][0]["sampled_at"] == "2025-05-01T10:10:00.000123Z"
+    one = (await admin.get("/api/transactions/A/102")).json()
+    assert one["meter_flags"] == flagged["meter_flags"] and one["energy_wh"] == 300.0

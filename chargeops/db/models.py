@@ -107,14 +107,20 @@ class Transaction(Base):
 
     @property
     def energy_wh(self) -> float | None:
-        """Session energy: the last plausible register reading minus the start register (before the
-        plausibility check: stop, or latest, minus start)."""
-        end = self.meter_stop_wh if self.meter_stop_wh is not None else self.meter_last_wh
-        if self.meter_good_wh is not None:
-            end = self.meter_good_wh
-        if end is None or self.meter_start_wh is None:
-            return None
-        return max(0.0, end - self.meter_start_wh)
+        return billed_energy_wh(
+            self.meter_start_wh, self.meter_stop_wh, self.meter_last_wh, self.meter_good_wh
+        )
+
+
+def billed_energy_wh(
+    start: float | None, stop: float | None, last: float | None, good: float | None
+) -> float | None:
+    """Session energy: the last plausible register reading minus the start register (before the
+    plausibility check: stop, or latest, minus start)."""
+    end = good if good is not None else stop if stop is not None else last
+    if end is None or start is None:
+        return None
+    return max(0.0, end - start)
 
 
 class TransactionSeqNo(Base):
