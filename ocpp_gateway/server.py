@@ -17,6 +17,7 @@ from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.datastructures import Headers
 from websockets.http11 import Request, Response
 
+from chargeops import audit
 from chargeops.events import Connected, Disconnected, Event
 from chargeops.ids import CHARGER_ID_RE
 from chargeops.logs import for_charger
@@ -128,8 +129,19 @@ class GatewayServer:
         """The charger's first choice that we speak (its list is in order of preference)."""
         return next((p for p in offered if p in SESSION_CLASSES), None)
 
-    def _refuse(self, connection: ServerConnection, status: HTTPStatus, reason: str, text: str) -> Response:
+    def _refuse(
+        self, connection: ServerConnection, status: HTTPStatus, reason: str, text: str, charger_id: str = ""
+    ) -> Response:
+        """The HTTP answer to a refused handshake, counted by reason and written to the audit trail (limited
+        per address; what the charger sent as a password is never logged)."""
         HANDSHAKES_REFUSED.labels(reason).inc()
+        address = str((connection.remote_address or ("?",))[0])
+        audit.refused(
+            address,
+            "handshake %d refused for %s from %s: %s",
+            status.value, charger_id or "?", address, reason,
+            status=status.value, reason=reason, charge_point_id=charger_id or None,
+        )  # fmt: skip
         response = connection.respond(status, text + "\n")
         if status == HTTPStatus.UNAUTHORIZED:
             response.headers["WWW-Authenticate"] = 'Basic realm="chargeops", charset="UTF-8"'
@@ -145,9 +157,8 @@ class GatewayServer:
                 connection, HTTPStatus.NOT_FOUND, "bad_path", f"use {PATH_PREFIX}{{chargePointId}}"
             )
         if not any(p in SESSION_CLASSES for p in offered_subprotocols(request.headers)):
-            return self._refuse(
-                connection, HTTPStatus.BAD_REQUEST, "subprotocol", f"offer one of {', '.join(SUBPROTOCOLS)}"
-            )
+            why = f"offer one of {', '.join(SUBPROTOCOLS)}"
+            return self._refuse(connection, HTTPStatus.BAD_REQUEST, "subprotocol", why, charger_id)
         address = str((connection.remote_address or ("?",))[0])
         creds = parse_basic(request.headers.get("Authorization"))
         # The charger presenting the password it last proved with goes past the limiter (still checked
@@ -157,18 +168,19 @@ class GatewayServer:
         )
         if not known and self._limited(charger_id, address):
             return self._refuse(
-                connection, HTTPStatus.TOO_MANY_REQUESTS, "rate_limited", "too many failed logins"
+                connection, HTTPStatus.TOO_MANY_REQUESTS, "rate_limited", "too many failed logins", charger_id
             )
         if self._handshakes_waiting >= self.ctx.settings.handshake_backlog:
-            return self._refuse(connection, HTTPStatus.SERVICE_UNAVAILABLE, "busy", "busy; retry later")
+            return self._refuse(
+                connection, HTTPStatus.SERVICE_UNAVAILABLE, "busy", "busy; retry later", charger_id
+            )
         self._handshakes_waiting += 1
         try:
             # Shed before websockets' own open timeout would drop the connection with a bare TCP reset.
             await asyncio.wait_for(self._handshake_slots.acquire(), HANDSHAKE_WAIT)
         except TimeoutError:
-            return self._refuse(
-                connection, HTTPStatus.SERVICE_UNAVAILABLE, "overloaded", "overloaded; retry later"
-            )
+            why = "overloaded; retry later"
+            return self._refuse(connection, HTTPStatus.SERVICE_UNAVAILABLE, "overloaded", why, charger_id)
         finally:
             self._handshakes_waiting -= 1
         try:
@@ -187,21 +199,25 @@ class GatewayServer:
                 auth = await self._admit_unknown(charger_id)
         except (SQLAlchemyError, OSError) as exc:
             clog.error("handshake refused, storage unavailable: %s", exc)
-            return self._refuse(connection, HTTPStatus.SERVICE_UNAVAILABLE, "unavailable", "try again later")
+            return self._refuse(
+                connection, HTTPStatus.SERVICE_UNAVAILABLE, "unavailable", "try again later", charger_id
+            )
         if auth is None:
             self._failed(charger_id, address)
-            clog.warning("unknown charger refused from %s", address)
-            return self._refuse(connection, HTTPStatus.NOT_FOUND, "unknown_charger", "unknown charge point")
+            return self._refuse(
+                connection, HTTPStatus.NOT_FOUND, "unknown_charger", "unknown charge point", charger_id
+            )
         refusal = await self._authenticate(connection, request, auth, address)
         if refusal == "rate_limited":
             return self._refuse(
-                connection, HTTPStatus.TOO_MANY_REQUESTS, "rate_limited", "too many failed logins"
+                connection, HTTPStatus.TOO_MANY_REQUESTS, "rate_limited", "too many failed logins", charger_id
             )
         if refusal is not None:
             if refusal != "bad_credentials":  # a bad password was counted before it was hashed
                 self._failed(charger_id, address)
-            clog.warning("login refused from %s: %s", address, refusal)
-            return self._refuse(connection, HTTPStatus.UNAUTHORIZED, refusal, "authentication failed")
+            return self._refuse(
+                connection, HTTPStatus.UNAUTHORIZED, refusal, "authentication failed", charger_id
+            )
         self._by_id.succeed(charger_id)
         self._auth[id(connection)] = auth
         return None

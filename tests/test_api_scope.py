@@ -19,6 +19,7 @@ import pytest
 from fastapi import FastAPI
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from chargeops import audit
 from chargeops.db.models import Transaction
 from chargeops.db.ops_models import (
     Battery,
@@ -30,7 +31,7 @@ from chargeops.db.ops_models import (
     WebhookSubscription,
 )
 from chargeops.settings import Settings
-from ops.api import audit, create_app
+from ops.api import create_app
 from ops.api.scope import region_scope
 from telemetry.bus import CommandReply, InProcessBus
 from tests.test_api_support import ADMIN_TOKEN, bearer
@@ -323,7 +324,7 @@ async def test_writes_aimed_at_another_region_are_refused_and_change_nothing(
 async def test_out_of_scope_refusals_are_audited(
     admin: httpx.AsyncClient, world: dict[str, Any], caplog: pytest.LogCaptureFixture
 ) -> None:
-    audit._limiter = audit._Limiter()  # a fresh minute for this test
+    audit.reset()  # a fresh minute for this test
     with caplog.at_level(logging.WARNING, logger="chargeops.audit"):
         r = await admin.post("/api/supply-risk/review", headers=world["tokens"]["operator"])
     assert r.status_code == 403 and "whole fleet" in r.json()["detail"]

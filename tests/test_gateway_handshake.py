@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import ssl
 import subprocess
 from pathlib import Path
@@ -12,6 +13,7 @@ import pytest
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
+from chargeops import audit
 from ocpp_gateway.auth import Verifier
 from ops.fleet import add_charger
 from ops.runtime import Runtime
@@ -69,6 +71,31 @@ async def test_basic_auth_password_and_user_must_match(start_runtime: StartRunti
         assert (await cp.boot())["status"] == "Accepted"
     assert metric("chargeops_handshakes_refused_total", reason="bad_credentials") >= 1
     assert metric("chargeops_handshakes_refused_total", reason="user_mismatch") >= 1
+
+
+async def test_refused_handshakes_are_audited_without_the_password(
+    start_runtime: StartRuntime, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Issue 12.10: every refused handshake is one `chargeops.audit` line (charger id, address, reason,
+    status; never what was sent as a password), at most `audit.BURST` a minute per address."""
+    runtime = await start_runtime()
+    await register(runtime, "CP-AUDIT", password=PASSWORD)
+    port = runtime.gateway.port  # type: ignore[union-attr]
+    audit.reset()
+    with caplog.at_level(logging.WARNING, logger="chargeops.audit"):
+        assert await refused(port, "NOBODY-AUDIT") == 404
+        for i in range(15):
+            status = await refused(
+                port, "CP-AUDIT", additional_headers=basic("CP-AUDIT", f"guess-{i:04d}-xyz")
+            )
+            assert status in (401, 429)
+    lines = [rec for rec in caplog.records if rec.name == "chargeops.audit"]
+    assert len(lines) == audit.BURST
+    assert lines[0].getMessage() == "handshake 404 refused for NOBODY-AUDIT from 127.0.0.1: unknown_charger"
+    second = lines[1].getMessage()
+    assert second == "handshake 401 refused for CP-AUDIT from 127.0.0.1: bad_credentials", second
+    assert lines[1].charge_point_id == "CP-AUDIT" and lines[1].status == 401  # type: ignore[attr-defined]
+    assert not any("guess-" in rec.getMessage() for rec in lines)
 
 
 async def test_failed_logins_are_rate_limited_before_any_hash(start_runtime: StartRuntime) -> None:
