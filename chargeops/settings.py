@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import socket
 from pathlib import Path
+from typing import Literal
 
 from limits import RateLimitItem, parse_many
 from pydantic import Field, SecretStr, field_validator
@@ -55,7 +56,7 @@ class Settings(BaseSettings):
     )
 
     accept_unknown: bool = Field(default=False, description="accept chargers that are not registered")
-    registration_policy: str = Field(
+    registration_policy: Literal["reject", "pending"] = Field(
         default="reject", description="what BootNotification of an unknown charger gets: reject | pending"
     )
     heartbeat_interval: int = Field(default=300, description="seconds, sent in BootNotification")
@@ -138,6 +139,14 @@ class Settings(BaseSettings):
     )
     log_level: str = "INFO"
 
+    @field_validator("roles")
+    @classmethod
+    def _roles(cls, value: str) -> str:
+        unknown = {r.strip() for r in value.split(",") if r.strip()} - set(ROLES)
+        if unknown:
+            raise ValueError(f"unknown role(s): {', '.join(sorted(unknown))}; known: {', '.join(ROLES)}")
+        return value
+
     @field_validator("api_rate_limit")
     @classmethod
     def _rate_limit(cls, value: str) -> str:
@@ -145,9 +154,5 @@ class Settings(BaseSettings):
         return value
 
     def role_set(self) -> set[str]:
-        """The roles named in `roles`, checked against the known ones."""
-        roles = {r.strip() for r in self.roles.split(",") if r.strip()}
-        unknown = roles - set(ROLES)
-        if unknown:
-            raise ValueError(f"unknown role(s): {', '.join(sorted(unknown))}; known: {', '.join(ROLES)}")
-        return roles
+        """The roles named in `roles` (checked against the known ones when the settings were made)."""
+        return {r.strip() for r in self.roles.split(",") if r.strip()}

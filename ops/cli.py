@@ -193,16 +193,36 @@ def serve(
     log_format: Annotated[LogFormat, Opt("log_format", "text or json")] = LogFormat.text,
 ) -> None:
     """Run the backend: OCPP gateway, telemetry ingest, ops engine, HTTP API and /metrics."""
-    settings = _settings(**{k: v for k, v in locals().items() if k in Settings.model_fields})
+    given = {k: v for k, v in locals().items() if k in Settings.model_fields}
     setup_logging(log_level, log_format.value)
-    from ops.runtime import Runtime
-
+    settings = None
     try:
+        settings = _settings(**given)
+        from ops.runtime import Runtime
+        from ops.startup import probe_ports
+
         runtime = Runtime(settings)
-    except ValueError as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(2) from None
-    _run(runtime.run_forever())
+        probe_ports(settings, runtime.roles)  # before any role writes anywhere
+        _run(runtime.run_forever())
+    except Exception as exc:
+        _fail(exc, settings)
+
+
+def _fail(exc: Exception, settings: Settings | None) -> None:
+    """A start-up problem the operator can fix: one line saying how, exit 2 (the traceback only at DEBUG).
+    Anything else is a bug and keeps its traceback."""
+    import logging
+    import traceback
+
+    from ops.startup import explain
+
+    line = explain(exc, settings)
+    if line is None:
+        raise exc
+    if logging.getLogger().isEnabledFor(logging.DEBUG):
+        traceback.print_exception(exc)
+    typer.echo(f"error: {line}", err=True)
+    raise typer.Exit(2) from None
 
 
 @app.command()

@@ -26,6 +26,7 @@ from ops.api.context import Commands
 from ops.api.worker import ApiThread, LoopBus
 from ops.engine import OpsEngine
 from ops.site_power import SitePlanner
+from ops.startup import StartupError
 from ops.webhooks import WebhookDispatcher
 from telemetry.bus import Bus, make_bus
 from telemetry.fleet_metrics import FleetMetrics
@@ -71,7 +72,7 @@ class Runtime:
         self.settings = settings
         self.roles = roles if roles is not None else settings.role_set()
         if self.roles != set(ROLES) and not settings.mqtt_url:
-            raise ValueError(
+            raise StartupError(
                 "running a subset of roles needs a shared bus: set CHARGEOPS_MQTT_URL "
                 "(the in-process bus only joins roles inside one process)"
             )
@@ -231,9 +232,10 @@ class Runtime:
                 log.warning("shutdown: stopping %s failed: %s", name, exc)
 
     async def run_forever(self) -> None:
-        await self.start()
-        tune_interpreter()
+        """Start, serve until cancelled, stop; a failed start stops what had started."""
         try:
+            await self.start()
+            tune_interpreter()
             await asyncio.Event().wait()
         finally:
             await self.stop()

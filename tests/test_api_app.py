@@ -71,7 +71,7 @@ async def test_framework_errors_are_json(
 async def test_a_body_not_sent_as_json_is_415(admin: httpx.AsyncClient, headers: dict[str, str]) -> None:
     r = await admin.post("/api/chargers", content=b'{"id": "CP"}', headers=headers)
     assert_error(r, 415, "unsupported_media_type")
-    assert (await admin.get("/api/chargers")).json() == {"items": []}
+    assert (await admin.get("/api/chargers")).json() == {"items": [], "next": None}
 
 
 async def test_oversized_body_is_413_declared_or_streamed(admin: httpx.AsyncClient) -> None:
@@ -85,7 +85,7 @@ async def test_oversized_body_is_413_declared_or_streamed(admin: httpx.AsyncClie
 
     r = await admin.post("/api/chargers", content=chunks(), headers=json_type)
     assert_error(r, 413, "payload_too_large")
-    assert (await admin.get("/api/chargers")).json() == {"items": []}
+    assert (await admin.get("/api/chargers")).json() == {"items": [], "next": None}
 
 
 async def test_unhandled_exception_is_a_bare_500(
