@@ -29,6 +29,9 @@ def password_matches(stored_hash: str, password: str) -> bool:
 
 # OCPP 2.0.1 A01's passwordString characters; 20 of them fit 1.6 (16-20 bytes) and 2.x (16-40) alike.
 ALPHABET = string.ascii_letters + string.digits + "*-_=:+|@."
+# A charger's Basic-auth password: 16-40 characters is what OCPP 2.0.1 (A01) accepts and at least what the
+# 1.6 security whitepaper asks (16-20 bytes); rotating a 1.6 charger's key narrows it to 20.
+MIN_LENGTH, MAX_LENGTH = 16, 40
 GENERATED_LENGTH = 20
 
 

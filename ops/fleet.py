@@ -8,7 +8,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from chargeops.db.models import Charger
-from chargeops.passwords import hash_password
+from chargeops.passwords import MAX_LENGTH, MIN_LENGTH, hash_password
 
 
 class ChargerExists(Exception):
@@ -44,6 +44,8 @@ async def add_charger(
     """Register a charger in `session` (the caller commits); security profile 1 with a password, else 0."""
     profile = security_profile if security_profile is not None else (1 if password else 0)
     check_profile(profile, password is not None)
+    if password is not None and not MIN_LENGTH <= len(password) <= MAX_LENGTH:
+        raise InvalidRegistration(f"a charger password has {MIN_LENGTH}-{MAX_LENGTH} characters (OCPP)")
     if await session.get(Charger, charger_id) is not None:
         raise ChargerExists(charger_id)
     row = Charger(

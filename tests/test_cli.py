@@ -56,10 +56,14 @@ def test_chargers_add_registers_with_a_hashed_password(tmp_path: Any) -> None:
     url = f"sqlite+aiosqlite:///{tmp_path}/cli.db"
     ok = runner.invoke(
         app,
-        ["chargers", "add", "CP-CLI", "--password", "a-long-secret", "--site", "west"],
+        ["chargers", "add", "CP-CLI", "--password", "a-long-secret-key", "--site", "west"],
         env={"CHARGEOPS_DATABASE_URL": url},
     )
     assert ok.exit_code == 0, ok.output
+    short = runner.invoke(
+        app, ["chargers", "add", "CP-SHORT", "--password", "a-long-secret"], env={"CHARGEOPS_DATABASE_URL": url}
+    )
+    assert short.exit_code == 2 and "16-40 characters" in short.output  # OCPP's minimum, not our guess
     again = runner.invoke(app, ["chargers", "add", "CP-CLI"], env={"CHARGEOPS_DATABASE_URL": url})
     assert again.exit_code == 1 and "already exists" in again.output
 
@@ -73,7 +77,7 @@ def test_chargers_add_registers_with_a_hashed_password(tmp_path: Any) -> None:
 
     row = asyncio.run(stored())
     assert (row.id, row.site, row.security_profile) == ("CP-CLI", "west", 1)
-    assert row.password_hash and "a-long-secret" not in row.password_hash
+    assert row.password_hash and "a-long-secret" not in row.password_hash  # and CP-SHORT is not there
 
 
 def test_db_upgrade_on_postgres(pg_url: str) -> None:

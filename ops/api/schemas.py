@@ -20,6 +20,7 @@ from pydantic import (
 )
 
 from chargeops.ids import CHARGER_ID_PATTERN
+from chargeops.passwords import MAX_LENGTH, MIN_LENGTH
 from ops.api.auth import Role
 
 # OCPP 2.0.1 idToken is at most 36 characters; a 1.6 charger can only present an idTag of at most 20.
@@ -38,7 +39,12 @@ ChargerId = Annotated[
     str, Field(pattern=CHARGER_ID_PATTERN, description="1–48 of A-Z a-z 0-9 . _ : * + - | @ =")
 ]
 Password = Annotated[
-    str, Field(min_length=8, max_length=64, description="Basic-auth password; stored hashed, never returned")
+    str,
+    Field(
+        min_length=MIN_LENGTH,
+        max_length=MAX_LENGTH,
+        description="Basic-auth password, 16-40 characters as OCPP asks; stored hashed, never returned",
+    ),
 ]
 SecurityProfile = Annotated[int, Field(ge=0, le=3)]
 Kind = Literal["charger", "swap_station"]
