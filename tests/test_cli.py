@@ -61,7 +61,9 @@ def test_chargers_add_registers_with_a_hashed_password(tmp_path: Any) -> None:
     )
     assert ok.exit_code == 0, ok.output
     short = runner.invoke(
-        app, ["chargers", "add", "CP-SHORT", "--password", "a-long-secret"], env={"CHARGEOPS_DATABASE_URL": url}
+        app,
+        ["chargers", "add", "CP-SHORT", "--password", "a-long-secret"],
+        env={"CHARGEOPS_DATABASE_URL": url},
     )
     assert short.exit_code == 2 and "16-40 characters" in short.output  # OCPP's minimum, not our guess
     again = runner.invoke(app, ["chargers", "add", "CP-CLI"], env={"CHARGEOPS_DATABASE_URL": url})
