@@ -80,11 +80,13 @@ async def seed_id_tokens(runtime: Runtime, tags: tuple[str, ...]) -> None:
 
 
 def guide(runtime: Runtime, token: str, chargers: int) -> str:
-    """What to open. The admin token is shown only when the demo made it up (else: $CHARGEOPS_ADMIN_TOKEN)."""
+    """What to open. The admin token is shown only when the demo made it up (else: $CHARGEOPS_ADMIN_TOKEN,
+    in double quotes so the pasted line expands it)."""
     s = runtime.settings
     api = f"http://{s.http_host}:{runtime.http_port}"
     port = runtime.gateway.port if runtime.gateway else s.ocpp_port
     ocpp = f"ws://{s.ocpp_host}:{port}/ocpp/{{chargePointId}}"
+    auth = f'-H "Authorization: Bearer {token}"'
     return "\n".join(
         [
             "",
@@ -94,14 +96,14 @@ def guide(runtime: Runtime, token: str, chargers: int) -> str:
             f" {V2X_CHARGERS} V2X chargers (2.1, DER control) at {PV_SITE}",
             f"  operator API      {api}/docs",
             f"  admin token       {token}",
-            f"  fleet             curl -H 'Authorization: Bearer {token}' {api}/api/chargers",
-            f"  sessions          curl -H 'Authorization: Bearer {token}' '{api}/api/transactions'",
-            f"  tickets           curl -H 'Authorization: Bearer {token}' '{api}/api/tickets?open=true'",
-            f"  stock             curl -H 'Authorization: Bearer {token}' '{api}/api/stock'",
-            f"  supply risk       curl -H 'Authorization: Bearer {token}' '{api}/api/supply-risk/report'",
-            f"  battery swaps     curl -H 'Authorization: Bearer {token}' '{api}/api/swaps'",
-            f"  PV + storage site curl -H 'Authorization: Bearer {token}' '{api}/api/sites/{PV_SITE}/power'",
-            f"  DER controls      curl -H 'Authorization: Bearer {token}'"
+            f"  fleet             curl {auth} {api}/api/chargers",
+            f"  sessions          curl {auth} '{api}/api/transactions'",
+            f"  tickets           curl {auth} '{api}/api/tickets?open=true'",
+            f"  stock             curl {auth} '{api}/api/stock'",
+            f"  supply risk       curl {auth} '{api}/api/supply-risk/report'",
+            f"  battery swaps     curl {auth} '{api}/api/swaps'",
+            f"  PV + storage site curl {auth} '{api}/api/sites/{PV_SITE}/power'",
+            f"  DER controls      curl {auth}"
             f" '{api}/api/chargers/V2X00000/der-controls'",
             f"  crew page         {api}/crew  (sign in with the admin token or a crew token)",
             f"  metrics           {api}/metrics",

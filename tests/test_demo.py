@@ -61,6 +61,13 @@ def test_demo_shows_tickets_parts_and_warnings(tmp_path: Path) -> None:
         out = (tmp_path / "demo.log").read_text()
         assert "/crew" in out and "/api/tickets" in out and "/api/supply-risk" in out
         assert api.get("/crew").status_code == 200
+        # every curl line works pasted into a shell as printed (the token is $CHARGEOPS_ADMIN_TOKEN here)
+        curls = [line.split("curl ", 1)[1] for line in out.splitlines() if " curl -H " in line]
+        assert len(curls) >= 8 and all("$CHARGEOPS_ADMIN_TOKEN" in c for c in curls)
+        for line in curls:
+            shell = ["bash", "-c", f"curl -s -o /dev/null -w '%{{http_code}}' {line}"]
+            code = subprocess.run(shell, env=env, capture_output=True, text=True, timeout=30).stdout
+            assert code == "200", (line, code)
     finally:
         api.close()
         demo.terminate()
