@@ -1,4 +1,5 @@
-"""`/healthz` for load balancers and orchestrators: healthy means the database answers."""
+"""`/healthz` for load balancers and orchestrators (healthy means the database answers), and `/`, which
+points a person who opened the bare address to where things are."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ import asyncio
 import logging
 
 from fastapi import APIRouter
-from fastapi.responses import JSONResponse
+from fastapi.responses import HTMLResponse, JSONResponse
 from sqlalchemy import text
 
 from ops.api.context import Ctx
@@ -31,3 +32,17 @@ async def healthz(ctx: Ctx) -> JSONResponse:
             status_code=503,
         )
     return JSONResponse({"status": "ok"})
+
+
+_INDEX = """<!doctype html><html lang="en"><meta charset="utf-8"><title>chargeops</title>
+<h1>chargeops</h1><ul>
+<li><a href="/docs">/docs</a>: the operator API, with a token (<code>Authorization: Bearer …</code>)</li>
+<li><a href="/crew">/crew</a>: the crew page for phones</li>
+<li><a href="/healthz">/healthz</a>: whether the database answers</li>
+<li><a href="/metrics">/metrics</a>: Prometheus metrics (unless they have their own port or token)</li>
+</ul></html>"""
+
+
+@router.get("/", include_in_schema=False)
+async def index() -> HTMLResponse:
+    return HTMLResponse(_INDEX)
