@@ -125,15 +125,39 @@ class FleetDoc(_Doc):
 
 
 class UnknownReference(ValueError):
-    """The document names a SKU that is neither in it nor in the catalogue."""
+    """The document names a region, depot, site or SKU that is neither in it nor already known."""
 
 
 def read_fleet_file(path: Path) -> FleetDoc:
     return FleetDoc.model_validate(yaml.safe_load(path.read_text()) or {})
 
 
+async def _dangling(session: AsyncSession, doc: FleetDoc) -> list[str]:
+    """The references in `doc` to a region, depot or site that is neither in it nor in the database: loaded,
+    they would send tickets to the wrong crew and stock to nowhere."""
+    regions = {r.id for r in doc.regions} | set((await session.scalars(select(Region.id))).all())
+    depots = {d.id for d in doc.depots} | set((await session.scalars(select(Depot.id))).all())
+    sites = {s.id for s in doc.sites} | set((await session.scalars(select(Site.id))).all())
+    problems = [
+        f"depot {d.id}: unknown region {d.region}" for d in doc.depots if d.region and d.region not in regions
+    ]
+    for s in doc.sites:
+        if s.region and s.region not in regions:
+            problems.append(f"site {s.id}: unknown region {s.region}")
+        if s.depot and s.depot not in depots:
+            problems.append(f"site {s.id}: unknown depot {s.depot}")
+    problems += [
+        f"charger {c.id}: unknown site {c.site}" for c in doc.chargers if c.site and c.site not in sites
+    ]
+    problems += [f"stock: unknown depot {st.depot}" for st in doc.stock if st.depot not in depots]
+    return problems
+
+
 async def apply_fleet(session: AsyncSession, doc: FleetDoc, actor: str = "fleet-file") -> dict[str, int]:
-    """Upserts everything in `doc` (the caller commits); returns how many of each it holds."""
+    """Upserts everything in `doc` (the caller commits); returns how many of each it holds. A reference to
+    something neither in `doc` nor in the database is UnknownReference, before anything is written."""
+    if problems := await _dangling(session, doc):
+        raise UnknownReference("; ".join(problems))
     for r in doc.regions:
         await session.merge(Region(id=r.id, name=r.name or r.id))
     for d in doc.depots:

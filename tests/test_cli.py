@@ -107,3 +107,42 @@ async def test_simulate_runs_a_strict_mixed_fleet_against_a_central_system(
     assert report["chargers"] == 4 and report["boots_accepted"] >= 4, report
     assert report["sessions_started"] > 0 and report["energy_wh"] > 0, report
     assert report["schema_violations"] == [] and report["errors"] == 0, report
+
+
+def test_fleet_load_refuses_dangling_references_and_loads_nothing(tmp_path: Any) -> None:
+    """Issue 13: a site on an unknown region or depot, a charger on an unknown site, stock at an unknown
+    depot: exit 2 naming each, and nothing of the document is loaded."""
+    url = f"sqlite+aiosqlite:///{tmp_path}/fleet.db"
+    doc = tmp_path / "fleet.yaml"
+    doc.write_text(
+        "regions: [{id: north}]\n"
+        "depots: [{id: d-north, region: north}]\n"
+        "sites:\n  - {id: s1, region: north, depot: d-nowhere}\n  - {id: s2, region: south}\n"
+        "chargers: [{id: CP1, site: s1}, {id: CP2, site: s9}]\n"
+        "stock: [{depot: d-gone, sku: CT-250A, on_hand: 3}]\n"
+    )
+    result = runner.invoke(app, ["fleet", "load", str(doc)], env={"CHARGEOPS_DATABASE_URL": url})
+    assert result.exit_code == 2, result.output
+    for problem in (
+        "site s1: unknown depot d-nowhere",
+        "site s2: unknown region south",
+        "charger CP2: unknown site s9",
+        "stock: unknown depot d-gone",
+    ):
+        assert problem in result.output
+    assert "CP1" not in result.output
+
+    async def chargers() -> list[str]:
+        engine = make_engine(url)
+        try:
+            async with make_sessionmaker(engine)() as session:
+                return list((await session.scalars(select(Charger.id))).all())
+        finally:
+            await engine.dispose()
+
+    assert asyncio.run(chargers()) == []
+    fixed = doc.read_text().replace("d-nowhere", "d-north").replace("south", "north").replace("s9", "s2")
+    doc.write_text(fixed.replace("d-gone", "d-north"))
+    ok = runner.invoke(app, ["fleet", "load", str(doc)], env={"CHARGEOPS_DATABASE_URL": url})
+    assert ok.exit_code == 0, ok.output
+    assert sorted(asyncio.run(chargers())) == ["CP1", "CP2"]
