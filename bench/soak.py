@@ -17,24 +17,29 @@ from __future__ import annotations
 import argparse
 import asyncio
 import bisect
+import contextlib
 import json
 import logging
 import os
+import re
 import signal
 import subprocess
 import sys
+import threading
 import time
+from collections import Counter
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import IO, Any, ClassVar
 
 import asyncpg
 
+from bench import soak_db
 from bench.gateway import cpu_seconds, free_port, rss_kib, wait_for_port
+from bench.soak_db import create_database, drop_database, row_counts, seed_id_tokens
 from firmware_stubs.charger import SimulatedCharger
 from firmware_stubs.fleet import FleetConfig, build_fleet, report, run_fleet
 
 ROOT = Path(__file__).resolve().parent.parent
-ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
 # overall latency histogram: 0.1 ms buckets up to 1 s, then 10 ms buckets up to 60 s (bounded memory for
 # any run length, unlike keeping every round trip)
 FINE, COARSE = 10_000, 5_900
@@ -81,6 +86,31 @@ class LatencyRecorder:
         return None
 
 
+class ServerLog:
+    """Reads the server's log lines, passes the first few of each kind on to stderr and counts every kind
+    (level, logger, message with ids and numbers blanked): warnings over hours are a soak figure too."""
+
+    SHOWN = 20
+
+    def __init__(self, stream: IO[bytes]) -> None:
+        self.kinds: Counter[str] = Counter()
+        self.warnings = 0
+        threading.Thread(target=self._read, args=(stream,), daemon=True).start()
+
+    def _read(self, stream: IO[bytes]) -> None:
+        for raw in stream:
+            line = raw.decode(errors="replace").rstrip()
+            parts = line.split(" ", 4)  # date, time, level, logger, message
+            if len(parts) == 5 and parts[2] in ("WARNING", "ERROR", "CRITICAL"):
+                kind = " ".join([*parts[2:4], re.sub(r"cp=\S+ |\[\S+\] |\d+", "", parts[4])[:90]])
+                self.warnings += 1
+            else:
+                kind = "other"
+            self.kinds[kind] += 1
+            if self.kinds[kind] <= self.SHOWN * (10 if kind == "other" else 1):  # tracebacks are "other"
+                print(line, file=sys.stderr, flush=True)
+
+
 class TimedCharger(SimulatedCharger):
     """A simulated charger that reports each answer's round trip (its class is swapped in after
     `build_fleet`, so the fleet's seeded hardware mix stays exactly the one `chargeops simulate` makes)."""
@@ -121,46 +151,14 @@ def open_fds(pid: int) -> int:
     return len(os.listdir(f"/proc/{pid}/fd"))
 
 
-ROW_COUNTS = """
-SELECT CASE WHEN relname LIKE 'meter\\_samples\\_%' THEN 'meter_samples' ELSE relname END, sum(n_live_tup)
-FROM pg_stat_user_tables
-WHERE relname IN ('events', 'transactions', 'connectors', 'chargers', 'meter_samples',
-                  'meter_rollup_1m', 'meter_rollup_1h', 'tickets')
-   OR relname LIKE 'meter\\_samples\\_%'
-GROUP BY 1 ORDER BY 1
-"""
-
-
-async def seed_id_tokens(conn: asyncpg.Connection, tags: tuple[str, ...]) -> None:
-    """The simulated drivers' tokens, as `chargeops demo` seeds them: one in ten blocked (Authorize is
-    answered Blocked and no session starts), the rest accepted."""
-    await conn.executemany(
-        "INSERT INTO id_tokens (id_token, type, status, updated_at) VALUES ($1, 'ISO14443', $2, now())"
-        " ON CONFLICT DO NOTHING",
-        [(tag, "Blocked" if n % 10 == 9 else "Accepted") for n, tag in enumerate(tags)],
-    )
-
-
-async def row_counts(conn: asyncpg.Connection, exact: bool = False) -> dict[str, int]:
-    """Rows per main table: the statistics counters while running (no scan that would load the shared
-    machine every interval), exact `count(*)` at the end."""
-    stats = {str(r[0]): int(r[1]) for r in await conn.fetch(ROW_COUNTS)}
-    if exact:
-        for table in stats:
-            stats[table] = int(
-                await conn.fetchval(f"SELECT count(*) FROM {table}")
-            )  # names from the query above
-    stats["db_size_mib"] = round(
-        int(await conn.fetchval("SELECT pg_database_size(current_database())")) / 2**20
-    )
-    return stats
-
-
 class Soak:
     """One run: server process, fleet, rate steering and the sampler."""
 
-    def __init__(self, args: argparse.Namespace, server: subprocess.Popen[bytes], port: int) -> None:
+    def __init__(
+        self, args: argparse.Namespace, server: subprocess.Popen[bytes], port: int, log: ServerLog
+    ) -> None:
         self.args = args
+        self.log = log
         self.server = server
         self.port = port
         self.recorder = LatencyRecorder()
@@ -206,7 +204,7 @@ class Soak:
         fleet_task = asyncio.ensure_future(run_fleet(self.config, self.fleet))
         own_cpu, srv_cpu = time.process_time(), cpu_seconds(pid)
         started = last = loop.time()
-        answered = periodic = errors = 0
+        answered = periodic = errors = warnings = 0
         interrupted = False
         try:
             while (now := loop.time()) < started + duration:
@@ -234,6 +232,7 @@ class Soak:
                         "p99_ms": pct(lat, 0.99),
                         "max_ms": pct(lat, 1.0),
                         "errors": fleet.errors - errors,
+                        "server_warnings": self.log.warnings - warnings,
                         "connected": fleet.connected,
                         "reconnects": sum(max(0, cp.connected_count - 1) for cp in self.fleet),
                         "sessions_running": sum(
@@ -248,6 +247,7 @@ class Soak:
                 )
                 print(json.dumps(self.samples[-1]), file=sys.stderr, flush=True)
                 answered, periodic, errors = self.recorder.answered, self.recorder.periodic, fleet.errors
+                warnings = self.log.warnings
                 own_cpu, srv_cpu, last = cpu1, srv1, now
         except asyncio.CancelledError:
             interrupted = True  # SIGTERM / Ctrl-C: still stop everything and print what was measured
@@ -271,6 +271,7 @@ class Soak:
                 "sessions_started": fleet_report.sessions_started,
                 "sessions_completed": fleet_report.sessions_completed,
                 "calls_sent": fleet_report.calls_sent,
+                "server_log_kinds": dict(self.log.kinds.most_common(12)),
                 "rows_exact_end": await row_counts(db, exact=True),
             },
         }
@@ -347,30 +348,13 @@ def summarize(
     }
 
 
-async def create_database(admin_url: str, name: str) -> str:
-    conn = await asyncpg.connect(admin_url)
-    try:
-        await conn.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await conn.close()
-    return admin_url.rsplit("/", 1)[0].replace("postgresql://", "postgresql+asyncpg://") + f"/{name}"
-
-
-async def drop_database(admin_url: str, name: str) -> None:
-    conn = await asyncpg.connect(admin_url)
-    try:
-        await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    finally:
-        await conn.close()
-
-
 def start_server(database_url: str, heartbeat: int) -> tuple[subprocess.Popen[bytes], int]:
-    """`chargeops serve` in its own process; its output goes to our stderr so stdout stays one JSON."""
+    """`chargeops serve` in its own process; its log is read by `ServerLog` so stdout stays one JSON."""
     port, http = free_port(), free_port()
     cmd = [sys.executable, "-m", "ops.cli", "serve", "--accept-unknown", "--ocpp-port", str(port)]
     cmd += ["--http-port", str(http), "--database-url", database_url, "--heartbeat-interval", str(heartbeat)]
     env = {**os.environ, "CHARGEOPS_LOG_LEVEL": "WARNING"}
-    return subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=sys.stderr, stderr=sys.stderr), port
+    return subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT), port
 
 
 def stop_server(server: subprocess.Popen[bytes]) -> int:
@@ -384,33 +368,25 @@ def stop_server(server: subprocess.Popen[bytes]) -> int:
     return server.wait()
 
 
-async def main_async(args: argparse.Namespace) -> dict[str, Any]:
-    loop = asyncio.get_running_loop()
+async def measure(args: argparse.Namespace, server: subprocess.Popen[bytes], port: int, url: str) -> Any:
+    """Wait for the server, run the soak; SIGTERM / Ctrl-C end it early with what was measured."""
     me = asyncio.current_task()
-    assert me is not None
+    assert me is not None and server.stdout is not None
     for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, me.cancel)
-    name = None
-    url = args.database_url
-    if url is None:
-        name = f"chargeops_soak_{os.getpid()}"
-        url = await create_database(args.admin_url, name)
-    server, port = start_server(url, args.heartbeat_interval)
+        asyncio.get_running_loop().add_signal_handler(sig, me.cancel)
+    log = ServerLog(server.stdout)
+    async with asyncio.timeout(180):  # migrations of a fresh database on a busy machine take a while
+        while server.poll() is None:
+            with contextlib.suppress(TimeoutError):
+                await wait_for_port(port, attempts=10)
+                break
+    if server.poll() is not None:
+        raise RuntimeError(f"chargeops serve exited with {server.returncode} before it listened")
+    db = await asyncpg.connect(url.replace("+asyncpg", ""))
     try:
-        await wait_for_port(port, attempts=600)
-        db = await asyncpg.connect(url.replace("+asyncpg", ""))
-        try:
-            soak = Soak(args, server, port)
-            result = await soak.run(db)
-        finally:
-            await db.close()
-        code = await asyncio.to_thread(stop_server, server)
-        result["summary"]["server_exit_code"] = code
-        return result
+        return await Soak(args, server, port, log).run(db)
     finally:
-        await asyncio.to_thread(stop_server, server)
-        if name is not None:
-            await drop_database(args.admin_url, name)
+        await db.close()
 
 
 def main() -> None:
@@ -421,7 +397,7 @@ def main() -> None:
     p.add_argument("--interval", type=float, default=60.0, help="seconds between samples")
     p.add_argument("--warmup-minutes", type=float, default=10.0, help="capped at a third of the run")
     p.add_argument("--database-url", default=None, help="default: a throwaway database on --admin-url")
-    p.add_argument("--admin-url", default=ADMIN_URL, help="Postgres to create / drop the database on")
+    p.add_argument("--admin-url", default=soak_db.ADMIN_URL, help="Postgres to create / drop the database on")
     p.add_argument("--time-scale", type=float, default=30.0, help="simulated seconds per wall second")
     p.add_argument("--session-rate", type=float, default=0.02, help="EV arrivals per free connector per min")
     p.add_argument("--fault-rate", type=float, default=0.05, help="faults per charger per simulated hour")
@@ -430,7 +406,21 @@ def main() -> None:
     p.add_argument("--seed", type=int, default=1)
     args = p.parse_args()
     logging.getLogger("firmware_stubs").setLevel(logging.ERROR)  # faults are meant; errors are counted
-    print(json.dumps(asyncio.run(main_async(args)), indent=2))
+    name, url = None, args.database_url
+    if url is None:
+        name = f"chargeops_soak_{os.getpid()}"
+        url = asyncio.run(create_database(args.admin_url, name))
+    server, port = start_server(url, args.heartbeat_interval)
+    try:
+        result = asyncio.run(measure(args, server, port, url))
+    finally:  # outside the event loop, with signals ignored: a second Ctrl-C cannot skip the clean-up
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        code = stop_server(server)
+        if name is not None:
+            asyncio.run(drop_database(args.admin_url, name))
+    result["summary"]["server_exit_code"] = code
+    print(json.dumps(result, indent=2))
 
 
 if __name__ == "__main__":
