@@ -241,6 +241,7 @@ class Soak:
                         "sessions_started": fleet.sessions_started,
                         "sample_interval_s": round(self.sample_interval, 2),
                         "server_cpu": round((srv1 - srv_cpu) / dt, 3),
+                        "loadavg_1m": round(os.getloadavg()[0], 2),  # the other jobs on the machine
                         "load_generator_cpu": round((cpu1 - own_cpu) / dt, 3),
                         "rows": await self.rows(db),
                     }
@@ -345,6 +346,7 @@ def summarize(
         "reconnects": samples[-1]["reconnects"],
         "connected_end": samples[-1]["connected"],
         "server_cpu_after_warmup": round(sum(s["server_cpu"] for s in steady) / len(steady), 3),
+        "loadavg_1m_after_warmup": round(sum(s["loadavg_1m"] for s in steady) / len(steady), 2),
     }
 
 
