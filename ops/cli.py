@@ -205,24 +205,9 @@ def serve(
         probe_ports(settings, runtime.roles)  # before any role writes anywhere
         _run(runtime.run_forever())
     except Exception as exc:
-        _fail(exc, settings)
+        from ops.startup import fail
 
-
-def _fail(exc: Exception, settings: Settings | None) -> None:
-    """A start-up problem the operator can fix: one line saying how, exit 2 (the traceback only at DEBUG).
-    Anything else is a bug and keeps its traceback."""
-    import logging
-    import traceback
-
-    from ops.startup import explain
-
-    line = explain(exc, settings)
-    if line is None:
-        raise exc
-    if logging.getLogger().isEnabledFor(logging.DEBUG):
-        traceback.print_exception(exc)
-    typer.echo(f"error: {line}", err=True)
-    raise typer.Exit(2) from None
+        fail(exc, settings)
 
 
 @app.command()

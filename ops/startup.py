@@ -8,9 +8,13 @@ that line, or None for anything it does not recognise (which keeps its traceback
 from __future__ import annotations
 
 import errno
+import logging
 import socket
+import traceback
 from collections.abc import Iterator
+from typing import NoReturn
 
+import typer
 from pydantic import ValidationError
 
 from chargeops.settings import Settings
@@ -99,3 +103,15 @@ def explain(exc: BaseException, settings: Settings | None) -> str | None:
             where = url.split("@", 1)[-1].split("/", 1)[0] if "@" in url else url
             return f"cannot reach the database at {where} ({e}): is it running? ({flag})"
     return None
+
+
+def fail(exc: Exception, settings: Settings | None) -> NoReturn:
+    """Exit 2 with `explain`'s line (the traceback only at DEBUG); anything it does not recognise is a bug and
+    is raised again with its traceback."""
+    line = explain(exc, settings)
+    if line is None:
+        raise exc
+    if logging.getLogger().isEnabledFor(logging.DEBUG):
+        traceback.print_exception(exc)
+    typer.echo(f"error: {line}", err=True)
+    raise typer.Exit(2) from None
