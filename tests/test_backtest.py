@@ -101,6 +101,11 @@ async def test_a_late_sole_supplier_is_measured_flagged_and_warned(sqlite_url: s
     assert max(promised) > 14
     expedite = [a for a in opened[0].actions if a["action"] == "expedite"]
     assert expedite and "overdue" in expedite[0]["text"]
+    # The supplier, not one order, is stuck: said once its orders are well past 14 ± 2 days, and later orders
+    # are planned with the longer lead time the disruption implies.
+    said = [e for e in log if "supplier_disrupted" in {r["code"] for r in e.reasons}]
+    assert said or "supplier_disrupted" in {r["code"] for r in now.reasons}
+    assert max(promised) > 20
 
 
 async def test_the_same_seed_replays_the_same_year() -> None:

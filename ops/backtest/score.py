@@ -7,7 +7,7 @@ Per depot × SKU, with L, σ_L the part's catalogue lead time and deviation and 
 - **onset**: the first day of a run at ≥ a level; *reactive* when an episode is under way, *censored* when its
   horizon runs past the end, else **false** when no episode starts within (onset, onset + H];
 - **systematic**: the episode starts while the pair's demand or supply is changed by design (`changes`:
-  a trend or growth from its day on, a supplier change until its orders have arrived); *foreseeable* when
+  a trend from its day on, a supplier change or growth until the orders placed in it have arrived); *foreseeable* when
   that change began at least L before the episode (the only ones a warning ≥ L ahead could catch);
 - **calibration**: every day's probability (not in an episode, horizon inside the history) by decile against
   the share of those days followed by an episode start within H;
@@ -34,7 +34,9 @@ def _horizon(rec: Recording, sku: str) -> tuple[int, int]:
 def changes(rec: Recording) -> dict[Pair, list[tuple[int, int]]]:
     """Per depot/SKU, the day spans in which its demand or supply is changed by design: a trend from its
     first day on, a supplier's lead-time change from its first day until orders placed in it have had their
-    changed lead time (end + that lead time + its σ), growth from its day on."""
+    changed lead time (end + that lead time + its σ), growth from its day until orders placed on it have
+    arrived (H later: the installed base moves at once, so after that the depot runs at its new, known
+    rate and its stock-outs are as stationary as anyone's)."""
     s = rec.scenario
     spans: dict[Pair, list[tuple[int, int]]] = {}
     for pair in rec.days:
@@ -50,7 +52,7 @@ def changes(rec: Recording) -> dict[Pair, list[tuple[int, int]]]:
             for c in s.supplier_changes
             if c.supplier in part.suppliers and (c.skus is None or sku in c.skus)
         ]
-        found += [(g.day, s.days) for g in s.growth if g.depot == depot]
+        found += [(g.day, g.day + _horizon(rec, sku)[1]) for g in s.growth if g.depot == depot]
         if found:
             spans[pair] = found
     return spans
