@@ -103,8 +103,7 @@ def guide(runtime: Runtime, token: str, chargers: int) -> str:
             f"  supply risk       curl {auth} '{api}/api/supply-risk/report'",
             f"  battery swaps     curl {auth} '{api}/api/swaps'",
             f"  PV + storage site curl {auth} '{api}/api/sites/{PV_SITE}/power'",
-            f"  DER controls      curl {auth}"
-            f" '{api}/api/chargers/V2X00000/der-controls'",
+            f"  DER controls      curl {auth} '{api}/api/chargers/V2X00000/der-controls'",
             f"  crew page         {api}/crew  (sign in with the admin token or a crew token)",
             f"  metrics           {api}/metrics",
             "  stop with Ctrl-C",

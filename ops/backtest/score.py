@@ -7,8 +7,9 @@ Per depot × SKU, with L, σ_L the part's catalogue lead time and deviation and 
 - **onset**: the first day of a run at ≥ a level; *reactive* when an episode is under way, *censored* when its
   horizon runs past the end, else **false** when no episode starts within (onset, onset + H];
 - **systematic**: the episode starts while the pair's demand or supply is changed by design (`changes`:
-  a trend from its day on, a supplier change or growth until the orders placed in it have arrived); *foreseeable* when
-  that change began at least L before the episode (the only ones a warning ≥ L ahead could catch);
+  a trend from its day on, a supplier change or growth until the orders placed in it have arrived);
+  *foreseeable* when that change began at least L before the episode (the only ones a warning ≥ L ahead
+  could catch);
 - **calibration**: every day's probability (not in an episode, horizon inside the history) by decile against
   the share of those days followed by an episode start within H;
 - **naive rule**: available ÷ forecast daily demand < L, scored the same way;
