@@ -21,6 +21,7 @@ from chargeops.db.engine import insert_for, stored_utc
 from chargeops.db.models import Charger, IdToken, MeterFlag, Transaction, TransactionSeqNo
 from chargeops.db.ops_models import ChargerModel
 from chargeops.events import Booted, utcnow
+from ocpp_gateway import seq_gaps
 from ocpp_gateway.plausibility import Flag, MeterLimits, Reading, judge
 
 
@@ -130,7 +131,9 @@ class Store(Protocol):
 
     async def seq_no_stored(self, charger_id: str, transaction_id: str, seq_no: int) -> bool: ...
 
-    async def note_seq_no(self, charger_id: str, transaction_id: str, seq_no: int) -> None: ...
+    async def note_seq_no(self, charger_id: str, transaction_id: str, seq_no: int) -> seq_gaps.GapStep: ...
+
+    async def note_transaction_queue(self, charger_id: str, transaction_id: str, queued: bool) -> None: ...
 
     async def max_power_kw(self, charger_id: str) -> float | None: ...
 
@@ -353,10 +356,12 @@ class GatewayStore:
             )
         return found is not None
 
-    async def note_seq_no(self, charger_id: str, transaction_id: str, seq_no: int) -> None:
+    async def note_seq_no(self, charger_id: str, transaction_id: str, seq_no: int) -> seq_gaps.GapStep:
         """Note a TransactionEvent whose events are stored. Noted after they are, never before: a charger
-        retrying an event whose storing failed must not find it noted."""
+        retrying an event whose storing failed must not find it noted. What it did to the transaction's
+        seqNo gaps is judged against the numbers stored (not merely received), under the row's lock."""
         async with self._sessions() as session, session.begin():
+            change = await seq_gaps.track(session, charger_id, transaction_id, seq_no)
             await session.execute(
                 insert_for(session.get_bind().dialect.name, TransactionSeqNo)
                 .values(
@@ -364,6 +369,13 @@ class GatewayStore:
                 )
                 .on_conflict_do_nothing()
             )
+        return change
+
+    async def note_transaction_queue(self, charger_id: str, transaction_id: str, queued: bool) -> None:
+        """The station's answer to GetTransactionStatus (`messagesInQueue`), kept while the gaps it was
+        asked about are open."""
+        async with self._sessions() as session, session.begin():
+            await session.execute(seq_gaps.queue_update(charger_id, transaction_id, queued))
 
     async def max_power_kw(self, charger_id: str) -> float | None:
         """The rated power of the charger's model (matched by the vendor and model it booted with), if the

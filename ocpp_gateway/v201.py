@@ -15,7 +15,7 @@ from chargeops.events import (
     TransactionStarted,
     TransactionUpdated,
 )
-from ocpp_gateway import swaps
+from ocpp_gateway import seq_gaps, swaps
 from ocpp_gateway.meter import energy_wh, meter_events, samples_of
 from ocpp_gateway.plausibility import readings_of
 from ocpp_gateway.routes import Payload, StoreOnly
@@ -139,7 +139,8 @@ class Session201(ChargerSession):
     async def on_transaction_event(self, p: Payload) -> Payload:
         """A (transaction, seqNo) is stored once: a copy of an event already stored (resent `offline: true`,
         or again because our answer was lost) is answered as before and changes nothing. It is noted only
-        after its events are stored, so a retry of one that failed is stored then."""
+        after its events are stored, so a retry of one that failed is stored then; noting it also keeps the
+        transaction's seqNo gaps (`seq_gaps`: a gap opening asks the station GetTransactionStatus)."""
         facts = transaction_facts(p)
         start, end, tx_id = facts.start, facts.end, facts.start.transaction_id
         store = self.ctx.store
@@ -168,7 +169,7 @@ class Session201(ChargerSession):
         events.extend(facts.meter)
         events += await self.judge_meter(tx_id, start.evse_id, start.connector_id, readings_of(facts.meter))
         await self.emit(*events, reported_at=start.started_at)
-        await store.note_seq_no(self.id, tx_id, facts.seq_no)
+        seq_gaps.react(self, tx_id, facts.seq_no, await store.note_seq_no(self.id, tx_id, facts.seq_no))
         return response
 
     async def id_token_info(self, id_token: Payload, *, record: bool = True) -> Payload:

@@ -70,6 +70,10 @@ TRANSACTION_CONFLICTS = Counter(
     "(foreign_transaction), a second, different end of an ended one (second_stop)",
     ["kind"],
 )
+TRANSACTION_SEQ_GAPS = Counter(
+    "chargeops_transaction_seq_gaps_total",
+    "2.x TransactionEvents whose seqNo skipped numbers past the highest stored for their transaction",
+)
 FRAMES_REJECTED = Counter(
     "chargeops_ocpp_frames_rejected_total", "Frames that were not valid OCPP-J, by reason", ["reason"]
 )

@@ -16,6 +16,7 @@ from chargeops.events import Booted, Event
 from chargeops.settings import Settings
 from ocpp_gateway.context import GatewayContext
 from ocpp_gateway.plausibility import Flag, MeterLimits, Reading, judge
+from ocpp_gateway.seq_gaps import Gap, GapStep, step
 from ocpp_gateway.server import SESSION_CLASSES
 from ocpp_gateway.session import ChargerSession
 from ocpp_gateway.store import ChargerAuth, Store, TokenStatus, TxRecord
@@ -33,6 +34,8 @@ class MemoryTx:
     meter_stop_wh: float | None = None
     reason: str | None = None
     meter_good: Reading | None = None
+    gaps: tuple[Gap, ...] = ()
+    queued: bool | None = None
 
 
 @dataclass
@@ -133,8 +136,22 @@ class MemoryStore:
     async def seq_no_stored(self, charger_id: str, transaction_id: str, seq_no: int) -> bool:
         return (charger_id, transaction_id, seq_no) in self.seq_nos
 
-    async def note_seq_no(self, charger_id: str, transaction_id: str, seq_no: int) -> None:
+    async def note_seq_no(self, charger_id: str, transaction_id: str, seq_no: int) -> GapStep:
+        stored = [n for c, t, n in self.seq_nos if (c, t) == (charger_id, transaction_id)]
         self.seq_nos.add((charger_id, transaction_id, seq_no))
+        tx = self.transactions.get((charger_id, transaction_id))
+        if tx is None:
+            return GapStep(())
+        change = step(tx.gaps, max(stored, default=None), seq_no)
+        if change.ask or not change.gaps:
+            tx.queued = None
+        tx.gaps = change.gaps
+        return change
+
+    async def note_transaction_queue(self, charger_id: str, transaction_id: str, queued: bool) -> None:
+        tx = self.transactions.get((charger_id, transaction_id))
+        if tx is not None and tx.gaps:
+            tx.queued = queued
 
     async def max_power_kw(self, charger_id: str) -> float | None:
         return None

@@ -31,6 +31,8 @@ FIELDS = {
     "stop_reason",
     "active",
     "meter_flags",
+    "missing_seq_nos",
+    "missing_seq_nos_queued",
 }
 
 
@@ -84,6 +86,8 @@ async def test_listing_is_newest_first_with_the_spec_fields(admin: httpx.AsyncCl
         "stop_reason": None,
         "active": True,
         "meter_flags": [],
+        "missing_seq_nos": [],
+        "missing_seq_nos_queued": None,
     }
     assert finished["energy_wh"] == 500.0 and finished["stopped_at"] == "2025-05-01T10:30:00Z"
 
@@ -109,10 +113,11 @@ async def test_the_list_reads_back_as_the_documented_model(
     admin: httpx.AsyncClient, api_sessions: async_sessionmaker[AsyncSession]
 ) -> None:
     """The list is written from rows, not models (a heavy read); it must say exactly what the model says,
-    flags and the billed energy included."""
+    flags, seqNo gaps and the billed energy included."""
     async with api_sessions() as s, s.begin():
         tx = (await s.scalars(select(Transaction).where(Transaction.transaction_id == "102"))).one()
         tx.meter_good_wh = 2300.0
+        tx.missing_seq_nos, tx.missing_seq_nos_queued = [[1, 2], [5, 5]], False
         s.add(
             MeterFlag(
                 charger_id="A",
@@ -133,5 +138,7 @@ async def test_the_list_reads_back_as_the_documented_model(
     assert flagged["energy_wh"] == 300.0  # billed up to the last plausible reading, not the 2,500 stop
     assert [f["reason"] for f in flagged["meter_flags"]] == ["exceeds_max_power"]
     assert flagged["meter_flags"][0]["sampled_at"] == "2025-05-01T10:10:00.000123Z"
+    assert flagged["missing_seq_nos"] == [{"first": 1, "last": 2}, {"first": 5, "last": 5}]
     one = (await admin.get("/api/transactions/A/102")).json()
     assert one["meter_flags"] == flagged["meter_flags"] and one["energy_wh"] == 300.0
+    assert (one["missing_seq_nos"], one["missing_seq_nos_queued"]) == (flagged["missing_seq_nos"], False)

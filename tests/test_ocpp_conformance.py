@@ -391,3 +391,71 @@ async def test_password_keys_outside_the_rules_are_refused_before_sending(
             assert r.status_code == 422 and r.json()["error"] == "invalid_payload", (payload, r.text)
         # nothing was sent: the next thing each charger hears is its own answer
         assert (await c16.call("Heartbeat", {}))[0] == 3 and (await c201.call("Heartbeat", {}))[0] == 3
+
+
+async def test_tc_e_seq_no_gap_sends_get_transaction_status(start_runtime: StartRuntime) -> None:
+    """OCPP 2.0.1 block E: a TransactionEvent skipping seqNos (0, then 3) flags the transaction (missing 1-2
+    on the API) and, once its answer is sent, the CSMS asks GetTransactionStatus; not again for later events
+    while the gap is open. The queued events replayed `offline` close it. The Ended event counts too: a
+    skip before it opens a new gap, asked about again, and `messagesInQueue: false` leaves it flagged."""
+    import json
+
+    import httpx
+    from prometheus_client import REGISTRY
+
+    from tests.waiting import until
+
+    def counted() -> tuple[float, float]:
+        asks = {"action": "GetTransactionStatus", "direction": "out"}
+        return (
+            REGISTRY.get_sample_value("chargeops_transaction_seq_gaps_total") or 0.0,
+            REGISTRY.get_sample_value("chargeops_ocpp_messages_total", asks) or 0.0,
+        )
+
+    def event(kind: str, seq_no: int, **extra: Any) -> dict[str, Any]:
+        base = _event({"idToken": "", "type": "NoAuthorization"}, "TX-GAP")
+        base.pop("idToken")
+        return {**base, "eventType": kind, "seqNo": seq_no, "triggerReason": "MeterValuePeriodic", **extra}
+
+    before = counted()
+    runtime = await start_runtime(accept_unknown=True)
+    headers = {"Authorization": "Bearer test-admin-token"}
+    api = httpx.AsyncClient(base_url=f"http://127.0.0.1:{runtime.http_port}", headers=headers, timeout=20)
+
+    async def gap() -> tuple[list[dict[str, int]], bool | None]:
+        r = await api.get("/api/transactions/TC-E-GAP/TX-GAP")
+        assert r.status_code == 200, r.text
+        return r.json()["missing_seq_nos"], r.json()["missing_seq_nos_queued"]
+
+    async def asked(queued: bool) -> None:
+        call = await cp.recv()
+        assert call[0] == 2 and call[2:] == ["GetTransactionStatus", {"transactionId": "TX-GAP"}]
+        await cp.ws.send(json.dumps([3, call[1], {"messagesInQueue": queued, "ongoingIndicator": True}]))
+
+    async with api, raw_charger(runtime.gateway.port, "TC-E-GAP", "ocpp2.0.1") as cp:  # type: ignore[union-attr]
+        await cp.boot()
+        await cp.result("TransactionEvent", event("Started", 0, triggerReason="Authorized"))
+        assert await cp.result("TransactionEvent", event("Updated", 3)) == {}  # its answer comes first
+        await asked(queued=True)
+        await until(lambda: _is(gap(), ([{"first": 1, "last": 2}], True)), what="the gap and its answer")
+        await cp.result("TransactionEvent", event("Updated", 4))  # next heard: the answer, not a 2nd ask
+        await cp.result("TransactionEvent", event("Updated", 1, offline=True))
+        assert await gap() == ([{"first": 2, "last": 2}], True)
+        await cp.result("TransactionEvent", event("Updated", 2, offline=True))
+        assert await gap() == ([], None)
+        ended = event("Ended", 6, triggerReason="EVDeparted")
+        ended["transactionInfo"]["stoppedReason"] = "EVDisconnected"
+        await cp.result("TransactionEvent", ended)
+        await asked(queued=False)
+        await until(lambda: _is(gap(), ([{"first": 5, "last": 5}], False)), what="seqNo 5 reported lost")
+        listed = (await api.get("/api/transactions", params={"charger_id": "TC-E-GAP"})).json()["items"]
+        assert [(t["missing_seq_nos"], t["missing_seq_nos_queued"]) for t in listed] == [
+            ([{"first": 5, "last": 5}], False)
+        ]
+        assert (await cp.call("Heartbeat", {}))[0] == 3  # nothing else was asked
+    after = counted()
+    assert (after[0] - before[0], after[1] - before[1]) == (2, 2)
+
+
+async def _is(value: Any, expected: Any) -> bool:
+    return bool(await value == expected)

@@ -143,7 +143,12 @@ async def test_v201_transaction_events_are_idempotent_by_seq_no(
         assert (await cp.result("TransactionEvent", started))["idTokenInfo"]["status"] == "Accepted"
         await cp.result("TransactionEvent", updated)
     async with raw_charger(port, "CP201", "ocpp2.0.1") as cp:
-        for event in (started, updated, ended, offline, ended):  # replays, and an offline event arriving late
+        for event in (started, updated, ended):  # replays, then an end that skips seqNo 2
+            await cp.result("TransactionEvent", event)
+        ask = await cp.recv()  # the gap: is seqNo 2 still queued?
+        assert ask[2:] == ["GetTransactionStatus", {"transactionId": "TX-9"}]
+        await cp.ws.send(json.dumps([3, ask[1], {"messagesInQueue": True}]))
+        for event in (offline, ended):  # the offline event arriving late closes the gap
             await cp.result("TransactionEvent", event)
     async with runtime.sessions() as session:
         txs = (await session.execute(select(Transaction))).scalars().all()
@@ -151,6 +156,7 @@ async def test_v201_transaction_events_are_idempotent_by_seq_no(
     assert len(txs) == 1
     tx = txs[0]
     assert (tx.evse_id, tx.connector_id, tx.id_token, tx.last_seq_no) == (2, 1, "GOOD", 3)
+    assert tx.missing_seq_nos is None
     assert not tx.active and tx.stop_reason == "EVDisconnected"
     assert (tx.meter_start_wh, tx.meter_stop_wh, tx.energy_wh) == (2_000, 8_000, 6_000)
     assert samples == 20  # four distinct readings of five values

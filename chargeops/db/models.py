@@ -102,6 +102,10 @@ class Transaction(Base):
     stop_reason: Mapped[str | None] = mapped_column(String(32))
     active: Mapped[bool] = mapped_column(default=True)
     last_seq_no: Mapped[int | None]
+    # 2.x TransactionEvent seqNos not received, as inclusive [first, last] ranges (`ocpp_gateway.seq_gaps`),
+    # and the station's answer to the GetTransactionStatus a gap opening sent: does it still queue messages?
+    missing_seq_nos: Mapped[list[list[int]] | None] = mapped_column(JSON(none_as_null=True))
+    missing_seq_nos_queued: Mapped[bool | None]
     start_key: Mapped[str | None] = mapped_column(String(64), unique=True)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
 

@@ -158,6 +158,13 @@ class MeterFlagOut(BaseModel):
     flagged_at: UtcTime
 
 
+class SeqNoGapOut(BaseModel):
+    """2.x TransactionEvent seqNos the station skipped and has not delivered since, `first` to `last`."""
+
+    first: int
+    last: int
+
+
 class TransactionOut(BaseModel):
     charger_id: str
     transaction_id: str
@@ -173,6 +180,14 @@ class TransactionOut(BaseModel):
     active: bool
     meter_flags: list[MeterFlagOut] = Field(
         default_factory=list, description="readings judged implausible and left out of `energy_wh`"
+    )
+    missing_seq_nos: list[SeqNoGapOut] = Field(
+        default_factory=list, description="TransactionEvents not received (OCPP 2.x seqNo gaps), oldest first"
+    )
+    missing_seq_nos_queued: bool | None = Field(
+        default=None,
+        description="the station's answer to the GetTransactionStatus a gap opening sent: true, it still "
+        "queues messages of the transaction; false, the missing ones will not come; null, not asked (yet)",
     )
 
 

@@ -1,5 +1,5 @@
 """Charging sessions as the chargers reported them, newest first, each with the meter readings left out of
-its billed energy; one with its signed meter readings."""
+its billed energy and the TransactionEvents not received; one with its signed meter readings."""
 
 from __future__ import annotations
 
@@ -45,6 +45,8 @@ _TX_COLUMNS = (
     Transaction.meter_good_wh,
     Transaction.stop_reason,
     Transaction.active,
+    Transaction.missing_seq_nos,
+    Transaction.missing_seq_nos_queued,
 )
 
 
@@ -65,6 +67,8 @@ def _doc(row: Mapping[str, Any], flags: list[dict[str, Any]]) -> dict[str, Any]:
         "stop_reason": row["stop_reason"],
         "active": row["active"],
         "meter_flags": flags,
+        "missing_seq_nos": [{"first": first, "last": last} for first, last in row["missing_seq_nos"] or ()],
+        "missing_seq_nos_queued": row["missing_seq_nos_queued"],
     }
 
 
@@ -95,7 +99,8 @@ async def list_transactions(
     limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 100,
     offset: Annotated[int, Query(ge=0, le=MAX_DB_INT)] = 0,
 ) -> Response:
-    """Sessions with `energy_wh` billed from plausible readings and the implausible ones (`meter_flags`)."""
+    """Sessions with `energy_wh` billed from plausible readings, the implausible ones (`meter_flags`) and
+    the TransactionEvents not received (`missing_seq_nos`)."""
     query = select(Transaction).where(scope.chargers(Transaction.charger_id))
     if charger_id is not None:
         query = query.where(Transaction.charger_id == charger_id)
