@@ -22,8 +22,10 @@ OCPP action name passes through unchanged: that is the operator API's raw relay,
 
 DER `settings` are the control's own parameters as the standard names them (e.g. `{"pctMaxDischargePower":
 40}`, or `{"yUnit", "curveData"}` for a curve); DER answers come back neutral: `{"status",
-"superseded_ids"?, "reason"?, "info"?}`; every other answer comes back as the charger sent it. A charger
-^whose version has no message for an action gets nothing: the reply is `invalid` with code `NotSupported`.
+"superseded_ids"?, "reason"?, "info"?}`; every other answer comes back as the charger sent it (a 2.x list
+request the gateway split to the station's message limits: the parts' answers merged in request order). A
+charger whose version has no message for an action gets nothing: the reply is `invalid` with code
+`NotSupported`.
 """
 
 from __future__ import annotations

@@ -1,7 +1,8 @@
 """The neutral commands of `chargeops.commands` in each OCPP version's words, and their answers back.
 
 `to_ocpp` turns a neutral `chargeops.*` action into the OCPP call of the charger's version (an OCPP action
-passes through unchanged); `from_ocpp` turns the answer back where the command has neutral answers (DER).
+passes through unchanged); `from_ocpp` turns the answer back where the command has neutral answers (DER);
+`reboot_requested` reads from a call and its answer whether the charger agreed to restart.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from ocpp_gateway.swaps import request_battery_swap
 from ocpp_gateway.versions import V21, OcppVersion
 
 Payload = dict[str, Any]
+FIRMWARE_UPDATES = frozenset({"UpdateFirmware", "SignedUpdateFirmware"})  # 1.6 (security extension), 2.x
 Translation = Callable[[OcppVersion, str, Payload], tuple[str, Payload]]
 
 
@@ -66,3 +68,16 @@ def from_ocpp(action: str, answer: Payload) -> Payload:
         )
         return {"status": accepted}
     return reply_from_ocpp(answer) if action in DER_ACTIONS else answer
+
+
+def reboot_requested(action: str, payload: dict[str, Any], answer: dict[str, Any]) -> str | None:
+    """What restart the charger agreed to, if any: a Reset; a TriggerMessage for a BootNotification; a
+    firmware update, which installs with a reboot (1.6 UpdateFirmware is answered without a status)."""
+    agreed = answer.get("status") in ("Accepted", "Scheduled")
+    if action == "Reset" and agreed:
+        return "reset"
+    if action == "TriggerMessage" and payload.get("requestedMessage") == "BootNotification" and agreed:
+        return "trigger_boot"
+    if action in FIRMWARE_UPDATES and answer.get("status", "Accepted") in ("Accepted", "AcceptedCanceled"):
+        return "firmware_update"
+    return None

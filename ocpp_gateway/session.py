@@ -41,8 +41,10 @@ from chargeops.events import (
 from chargeops.logs import LineBudget, for_charger
 from chargeops.passwords import hash_password
 from ocpp_gateway import passwords
-from ocpp_gateway.commands import Unsupported, from_ocpp, to_ocpp
+from ocpp_gateway.batching import SPLITS
+from ocpp_gateway.commands import Unsupported, from_ocpp, reboot_requested, to_ocpp
 from ocpp_gateway.context import GatewayContext
+from ocpp_gateway.message_limits import MessageLimits
 from ocpp_gateway.plausibility import MeterLimits, Reading, flag_events
 from ocpp_gateway.routes import NotSupported, Payload, Route, RouteTable
 from ocpp_gateway.rpc import (
@@ -56,6 +58,7 @@ from ocpp_gateway.rpc import (
     parse_frame,
     validate,
 )
+from ocpp_gateway.split_calls import call_in_parts
 from ocpp_gateway.store import ChargerAuth, TokenStatus, TxRecord
 from ocpp_gateway.times import ocpp_time, parse_time
 from ocpp_gateway.urls import url_problem
@@ -75,7 +78,6 @@ logger = logging.getLogger("chargeops.gateway")
 REMOTE_TOKEN_ACTIONS = frozenset({"RequestStartTransaction", "RequestBatterySwap"})  # 2.x: idToken.idToken
 BAD_FRAME_LOG_BURST = 5  # bad frames logged per charger and minute; the rest are counted
 REMOTE_TOKENS_KEPT = 16  # per session: the latest remote starts (a charger runs a handful of EVSEs)
-FIRMWARE_UPDATES = frozenset({"UpdateFirmware", "SignedUpdateFirmware"})  # 1.6 (security extension), 2.x
 
 
 class ChargerSession(ChargePoint):
@@ -99,6 +101,7 @@ class ChargerSession(ChargePoint):
         # Id tokens we asked this charger to start (or swap) with; created on the first remote start.
         self._remote_tokens: dict[str, None] | None = None
         self._max_power_w: float | None = None  # what a meter may rise by; looked up after each boot
+        self.message_limits = MessageLimits()  # 2.x ItemsPerMessage / BytesPerMessage, as the station says
 
     # -- receiving ------------------------------------------------------------------------------------
 
@@ -348,7 +351,8 @@ class ChargerSession(ChargePoint):
     async def execute(self, action: str, payload: dict[str, Any], timeout: float) -> CommandReply:
         """Send one CSMS-initiated call (OCPP field names in and out) and wait for the charger's answer.
         Neutral `chargeops.*` commands are first turned into this version's OCPP call, and where they have
-        neutral answers (DER) the answer back into neutral words (`ocpp_gateway.commands`)."""
+        neutral answers (DER) the answer back into neutral words (`ocpp_gateway.commands`). A list request
+        too big for the station's message limits goes out in parts, answered as one (`split_calls`)."""
         command = action
         try:
             action, payload = to_ocpp(self.version, action, payload)
@@ -374,6 +378,24 @@ class ChargerSession(ChargePoint):
         if (bad_key := passwords.call_problem(self.version, action, payload)) is not None:
             return CommandReply("invalid", error_code="PropertyConstraintViolation", description=bad_key)
         self._remember_remote_token(action, payload)
+        if action in SPLITS:
+            reply = await call_in_parts(self._call, self.message_limits, action, payload, timeout, self.log)
+        else:
+            reply = await self._call(action, payload, timeout)
+        if reply.outcome != "result":
+            return reply
+        if (reboot := reboot_requested(action, payload, reply.payload)) is not None:
+            await self.emit(RebootRequested(reboot))
+        new_password = passwords.password_set_by(action, payload)
+        if new_password is not None and passwords.accepted(action, reply.payload):
+            await self.ctx.store.set_pending_password(
+                self.id, await asyncio.to_thread(hash_password, new_password)
+            )
+            self.log.info("accepted a new password; the old one works until it connects with the new one")
+        return CommandReply("result", payload=from_ocpp(command, reply.payload))
+
+    async def _call(self, action: str, payload: dict[str, Any], timeout: float) -> CommandReply:
+        """One call on the wire, its answer checked against the schema and given as the charger sent it."""
         async with self._call_lock:
             unique_id = str(uuid.uuid4())
             fut: asyncio.Future[CallResult | CallError] = asyncio.get_running_loop().create_future()
@@ -403,31 +425,10 @@ class ChargerSession(ChargePoint):
             return CommandReply(
                 "bad_response", payload=answer.payload, error_code=err.code, description=err.description
             )
-        if (reboot := _reboot_requested(action, payload, answer.payload)) is not None:
-            await self.emit(RebootRequested(reboot))
-        new_password = passwords.password_set_by(action, payload)
-        if new_password is not None and passwords.accepted(action, answer.payload):
-            await self.ctx.store.set_pending_password(
-                self.id, await asyncio.to_thread(hash_password, new_password)
-            )
-            self.log.info("accepted a new password; the old one works until it connects with the new one")
-        return CommandReply("result", payload=from_ocpp(command, answer.payload))
+        return CommandReply("result", payload=answer.payload)
 
     async def close(self, code: int = 1000, reason: str = "") -> None:
         await self._connection.close(code, reason)
-
-
-def _reboot_requested(action: str, payload: dict[str, Any], answer: dict[str, Any]) -> str | None:
-    """What restart the charger agreed to, if any: a Reset; a TriggerMessage for a BootNotification; a
-    firmware update, which installs with a reboot (1.6 UpdateFirmware is answered without a status)."""
-    agreed = answer.get("status") in ("Accepted", "Scheduled")
-    if action == "Reset" and agreed:
-        return "reset"
-    if action == "TriggerMessage" and payload.get("requestedMessage") == "BootNotification" and agreed:
-        return "trigger_boot"
-    if action in FIRMWARE_UPDATES and answer.get("status", "Accepted") in ("Accepted", "AcceptedCanceled"):
-        return "firmware_update"
-    return None
 
 
 def _body_time(body: Body) -> datetime | None:

@@ -133,6 +133,12 @@ class Session201(ChargerSession):
         await self.emit(*meter_events(p["meterValue"], p["evseId"], 0, None))
         return {}
 
+    async def on_notify_report(self, p: Payload) -> Payload:
+        """Stored as sent; the message limits it reports are kept to split list requests (`batching`)."""
+        self.message_limits.learn_report(p.get("reportData") or ())
+        await self.emit(Reported("NotifyReport", p))
+        return {}
+
     async def on_authorize(self, p: Payload) -> Payload:
         return {"idTokenInfo": await self.id_token_info(p["idToken"])}
 
@@ -188,7 +194,8 @@ class Session201(ChargerSession):
     # Every charger-initiated action of OCPP 2.0.1. Those with no feature behind them yet are stored as
     # sent and answered so that the charger goes on: no certificate authority, OCSP responder or ISO 15118
     # backend (refused or Failed), no smart-charging negotiation with the EV (Rejected, or Accepted for a
-    # schedule it only reports), and device-model reports that are kept but not interpreted.
+    # schedule it only reports), and device-model reports that are kept (of NotifyReport only the message
+    # limits are read).
     ROUTES = {
         "Authorize": on_authorize,
         "BootNotification": on_boot_notification,
@@ -207,7 +214,7 @@ class Session201(ChargerSession):
         "NotifyEVChargingSchedule": StoreOnly({"status": "Accepted"}),
         "NotifyEvent": on_notify_event,
         "NotifyMonitoringReport": StoreOnly({}),
-        "NotifyReport": StoreOnly({}),
+        "NotifyReport": on_notify_report,
         "PublishFirmwareStatusNotification": StoreOnly({}),
         "ReportChargingProfiles": StoreOnly({}),
         "ReservationStatusUpdate": StoreOnly({}),
