@@ -58,11 +58,7 @@ async def review(
         return None
     d = p.demand.per_day
     priority = (
-        "P1"
-        if stock.available <= 0
-        else "P2"
-        if stock.available < math.ceil(d * p.lead.planning_mean)
-        else "P3"
+        "P1" if stock.available <= 0 else "P2" if stock.available < math.ceil(d * p.lead.mean) else "P3"
     )
     now = clock.now()
     supplier = p.lead.supplier
@@ -79,7 +75,7 @@ async def review(
             qty=qty,
             supplier=supplier,
             ordered_at=now,
-            promised_at=now + timedelta(days=math.ceil(p.lead.planning_mean)),
+            promised_at=now + timedelta(days=math.ceil(p.lead.expected_mean)),  # a stuck supplier: later
             received_qty=0,
             occurrences=1,
             parts=[],
@@ -87,8 +83,7 @@ async def review(
             diagnosis=(
                 f"inventory position {ip} (on hand {stock.on_hand} − reserved {stock.reserved} + on order "
                 f"{stock.on_order}) ≤ reorder point {p.policy.reorder_point:.1f}: demand {d:.3f}/day over a "
-                f"{p.lead.planning_mean:.0f} ± {p.lead.planning_sd:.0f}-day lead time, "
-                f"z = {part.service_level_z}; "
+                f"{p.lead.mean:.0f} ± {p.lead.sd:.0f}-day lead time, z = {part.service_level_z}; "
                 f"order up to {p.policy.order_up_to:.1f}"
             ),
             created_at=now,

@@ -155,12 +155,12 @@ def test_a_supplier_with_orders_stuck_past_normal_noise_is_disrupted_by_hand() -
     single = disruption([lt], [order(28, id=1)], NOW)
     both = disruption([lt], [order(28, id=1), order(28.5, id=2)], NOW)
     assert single < 0.5 < both
-    # A young order of a disrupted supplier is planned with the mixture: later than the normal 16 days.
+    # A young order of a disrupted supplier is expected from the mixture: later than the normal 16 days.
     stuck = replace(lt, disruption=one)
     mean_d = k * lo / (k - 1)
     q = (one - pi) / (1 - pi)  # the evidence: above the base rate, which alone plans nothing
-    assert stuck.planning_mean == pytest.approx((1 - q) * 16 + q * mean_d)
-    assert (lt.planning_mean, lt.planning_sd) == pytest.approx((lt.mean, lt.sd))
+    assert stuck.expected_mean == pytest.approx((1 - q) * 16 + q * mean_d)
+    assert (lt.expected_mean, lt.expected_sd) == pytest.approx((lt.mean, lt.sd))
     young = order(2, id=3)
     t = stats.t(PRIOR_DOF, 16, 4)
     normal_left = t.expect(lambda x: x, lb=2, conditional=True) - 2
@@ -183,10 +183,7 @@ def test_reorder_point_on_the_inventory_position_by_hand() -> None:
     plans, _ = plan(h)
     p = plans[PAIR]
     d, var, lt = p.demand.per_day, p.demand.var_per_day, p.lead
-    # L̄, σ_L: the supplier's lead time (no sign of a disruption: the normal regime).
-    big_l, sd_l = lt.planning_mean, lt.planning_sd
-    assert (big_l, sd_l) == pytest.approx((lt.mean, lt.sd))
-    mean, spread = d * big_l, big_l * var + d**2 * sd_l**2
+    mean, spread = d * lt.mean, lt.mean * var + d**2 * lt.sd**2
     normal = mean + 2.0 * math.sqrt(spread)
     # s is the larger of the normal approximation and the Φ(2) = 97.7 % quantile of the negative binomial
     # with that mean and variance.
@@ -197,9 +194,8 @@ def test_reorder_point_on_the_inventory_position_by_hand() -> None:
     # quantile keeps one more.
     slow = plan(history(units=40))[0][PAIR]
     m, v = (
-        slow.demand.per_day * slow.lead.planning_mean,
-        slow.lead.planning_mean * slow.demand.var_per_day
-        + (slow.demand.per_day * slow.lead.planning_sd) ** 2,
+        slow.demand.per_day * slow.lead.mean,
+        slow.lead.mean * slow.demand.var_per_day + (slow.demand.per_day * slow.lead.sd) ** 2,
     )
     assert m + 2.0 * math.sqrt(v) < 1 and slow.policy.reorder_point == 1.0
     assert p.policy.order_up_to == pytest.approx(s + d * 10)

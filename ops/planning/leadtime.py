@@ -14,8 +14,11 @@ after it are stuck too. So the posterior probability that a supplier is disrupte
 pools every open order it has, of any SKU and depot: each order still out at age a is evidence through the
 survival of each regime, P(L > a). The prior is the supplier's own share of disrupted completed orders,
 Beta(1, 49) (2 %) to start. The stock-out probability draws one regime per Monte Carlo path for all of a
-supplier's orders, so their delays move together; new orders are planned with the mixture's mean and spread
-once the evidence shows a disruption (`planning_mean`, `planning_sd`).
+supplier's orders, so their delays move together. Only orders already past L̂ + 2σ̂ count as evidence: mild
+lateness of many orders at once is what a thin-tailed normal model misreads, and a flood of false
+disruptions is worse than one found a few days later. The replenishment policy keeps the normal regime (it
+does not chase a disruption of unknown length with months of stock); the warning, the supplier choice
+(`preferred`, by `expected_mean`) and the proposed actions (expedite, transfer) carry the disruption.
 
 An order is **overdue** past its promised date, or past L̂ + 2σ̂ when it has none.
 """
@@ -135,16 +138,15 @@ class LeadTime:
         return max(0.0, (self.disruption - base) / (1 - base)) if base < 1 else self.disruption
 
     @property
-    def planning_mean(self) -> float:
-        """The lead time a new order is planned with: a disruption the evidence shows moves it; the base rate
-        alone does not (that would buy every part disruption insurance in safety stock: the weak-spot report
-        names the suppliers that need it)."""
+    def expected_mean(self) -> float:
+        """What a new order from this supplier is expected to take: a disruption the evidence shows moves it;
+        the base rate alone does not."""
         q = self.evidence
         return (1 - q) * self.mean + q * self._disrupted_mean()
 
     @property
-    def planning_sd(self) -> float:
-        q, m, k, lo = self.evidence, self.planning_mean, DISRUPTED_SHAPE, self.disrupted_from
+    def expected_sd(self) -> float:
+        q, m, k, lo = self.evidence, self.expected_mean, DISRUPTED_SHAPE, self.disrupted_from
         d_mean = self._disrupted_mean()
         d_var = lo**2 * k / ((k - 1) ** 2 * (k - 2))
         var = (1 - q) * (self.sd**2 + (self.mean - m) ** 2) + q * (d_var + (d_mean - m) ** 2)
@@ -194,15 +196,15 @@ def _on_time(done: list[Order]) -> float | None:
 
 
 def disruption(times: list[LeadTime], open_orders: list[Order], now: datetime) -> float:
-    """P(the supplier is disrupted) from its disrupted share and the ages of its orders still out.
+    """P(the supplier is disrupted) from its disrupted share and the ages of its overdue orders.
     `times`: the supplier's lead time per SKU (all share one supplier)."""
     by_sku = {lt.sku: lt for lt in times}
     prior = max(lt.disrupted_share for lt in times)
     log_n, log_d = math.log1p(-prior), math.log(prior)
     for o in open_orders:
         lt = by_sku.get(o.sku)
-        if lt is None:
-            continue
+        if lt is None or o.age_days(now) <= lt.disrupted_from:
+            continue  # not overdue yet: as likely under either regime, as far as this model can tell
         age = o.age_days(now)
         log_n += math.log(max(lt._normal_sf(age), 1e-300))
         log_d += math.log(max(lt._disrupted_sf(age), 1e-300))
@@ -244,7 +246,7 @@ def preferred(part_suppliers: list[str], sku: str, times: dict[tuple[str | None,
     """The supplier to order from: shortest expected lead time (mean + σ, disruptions included);
     catalogue order breaks ties."""
     options = [times[(s, sku)] for s in _suppliers(part_suppliers) if (s, sku) in times]
-    return min(options, key=lambda lt: lt.planning_mean + lt.planning_sd)
+    return min(options, key=lambda lt: lt.expected_mean + lt.expected_sd)
 
 
 def _suppliers(names: list[str]) -> list[str | None]:

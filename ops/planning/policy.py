@@ -6,11 +6,10 @@
     order when IP ≤ s: S − IP, rounded up (at least 1)
 
 d̄, σ_d² are the forecast daily demand and its variance (negative binomial: the rate's uncertainty counts);
-L̄, σ_L the preferred supplier's measured lead time, its disruption risk included (`LeadTime.planning_mean`).
-The normal approximation behind s understates what a slow mover needs (0.13 expected failures in a lead
-time: s = 0.7, so nothing is reordered until the shelf is empty, and one more failure in the lead time is a
-stock-out 12 % of the time), so s is at least the service-level quantile of a negative binomial with the
-same lead-time demand mean and variance.
+L̄, σ_L the preferred supplier's measured lead time. The normal approximation behind s understates what a
+slow mover needs (0.13 expected failures in a lead time: s = 0.7, so nothing is reordered until the shelf is
+empty, and one more failure in the lead time is a stock-out 12 % of the time), so s is at least the
+service-level quantile of a negative binomial with the same lead-time demand mean and variance.
 Several orders may be open at once: an order in transit counts in IP, so stock is topped up again as soon as
 demand eats into the position.
 
@@ -48,8 +47,7 @@ class Policy:
 
 def policy(part: Part, demand: Forecast, lead: LeadTime) -> Policy:
     d, var = demand.per_day, demand.var_per_day
-    L, sd_l = lead.planning_mean, lead.planning_sd
-    mean, spread = d * L, L * var + d**2 * sd_l**2
+    mean, spread = d * lead.mean, lead.mean * var + d**2 * lead.sd**2
     s = max(mean + part.service_level_z * math.sqrt(spread), _quantile(mean, spread, part.service_level_z))
     return Policy(s, s + d * part.cover_days)
 

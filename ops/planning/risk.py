@@ -192,7 +192,7 @@ def assess(
         "supplier": lead.supplier,
         "supplier_on_time": lead.on_time,
         "supplier_disruption": round(lead.disruption, 3),
-        "planning_lead_time_days": round(lead.planning_mean, 1),
+        "expected_lead_time_days": round(lead.expected_mean, 1),
         "reorder_point": round(policy.reorder_point, 2),
         "order_up_to": round(policy.order_up_to, 2),
         "open_orders": order_figures,
@@ -207,7 +207,7 @@ def assess(
             {"code": "supplier_disrupted",
              "text": f"{lt.supplier or 'unknown supplier'} looks disrupted ({lt.disruption:.0%}): orders "
              f"still out well past its usual {lt.mean:.0f} ± {lt.sd:.0f} days; a new order is expected to "
-             f"take about {lt.planning_mean:.0f}"}
+             f"take about {lt.expected_mean:.0f}"}
         )  # fmt: skip
     return risk
 

@@ -52,7 +52,7 @@ async def suppliers(
                 "orders_measured": lt.completed,
                 "on_time_share": None if lt.on_time is None else round(lt.on_time, 3),
                 "disruption_probability": round(lt.disruption, 3),
-                "planning_lead_time_days": round(lt.planning_mean, 1),
+                "expected_lead_time_days": round(lt.expected_mean, 1),
                 "open_orders": [
                     {
                         "id": o.id,
