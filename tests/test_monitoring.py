@@ -31,6 +31,7 @@ from typing import Any
 import asyncpg
 import httpx
 import pytest
+import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCKER = ROOT / "docker"
@@ -212,6 +213,18 @@ def test_compose_and_dockerfile_refer_to_existing_files() -> None:
     mosquitto = (DOCKER / "mosquitto" / "mosquitto.conf").read_text()
     assert re.search(r"^persistence true$", mosquitto, flags=re.M)
     assert re.search(r"^max_queued_messages 0$", mosquitto, flags=re.M)
+
+
+def test_the_gateway_spool_outlives_its_container() -> None:
+    """Events the chargers were answered for wait in the gateway's spool while the broker is away: compose
+    keeps it on a named volume (a recreated container must not lose them), owned by the image's user."""
+    compose = yaml.safe_load((DOCKER / "compose.yaml").read_text())
+    gateway = compose["services"]["gateway"]
+    spool = gateway["environment"]["CHARGEOPS_SPOOL_DIR"]
+    mounts = {m.split(":")[1]: m.split(":")[0] for m in gateway["volumes"]}
+    assert mounts.get(spool) in compose["volumes"], (spool, mounts)
+    dockerfile = (DOCKER / "Dockerfile").read_text()
+    assert re.search(rf"install -d -o chargeops -g chargeops {re.escape(spool)}", dockerfile)
 
 
 # -- the live stack ---------------------------------------------------------------------------------------
