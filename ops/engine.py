@@ -21,12 +21,20 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from chargeops import clock
 from chargeops.db.engine import stored_utc
 from chargeops.db.models import Charger, StoredEvent
-from chargeops.db.ops_models import Battery, BatteryReading, BatterySwap, Stock, SupplyWarning, Ticket
+from chargeops.db.ops_models import (
+    Battery,
+    BatteryReading,
+    BatterySwap,
+    Stock,
+    SupplyWarning,
+    Ticket,
+    TicketLog,
+)
 from chargeops.events import BatterySwapped, Booted, Connected, Event, EventKind, SecurityEvent, StatusChanged
 from ops import maintenance, security_events, supply_warnings
 from ops.registry import seed_catalogue
 from ops.rules import Observation, ObservationKind, RuleBook, load_rules, observations, observed
-from ops.tickets import OPEN_STATES
+from ops.tickets import OPEN_STATES, PRIORITIES
 from telemetry.metrics import (
     BATTERIES,
     BATTERIES_BY_SOH,
@@ -35,6 +43,9 @@ from telemetry.metrics import (
     SUPPLY_RISK,
     SWAP_ORPHANS,
     TICKETS_OPEN,
+    TICKETS_OVERDUE,
+    TICKETS_UNASSIGNED,
+    TICKETS_UNASSIGNED_AGE,
 )
 from telemetry.periodic import Periodic
 
@@ -351,11 +362,38 @@ class OpsEngine(Periodic):
         return f"drawing {drawn / 1000:.1f} kW of {offered / 1000:.1f} kW offered"
 
     async def refresh_gauges(self) -> None:
+        now = clock.now()
         async with self.sessions() as session:
             open_counts = (
                 await session.execute(
                     select(Ticket.kind, Ticket.priority, func.count())
                     .where(Ticket.status.in_(OPEN_STATES))
+                    .group_by(Ticket.kind, Ticket.priority)
+                )
+            ).all()
+            overdue = (
+                await session.execute(
+                    select(Ticket.kind, Ticket.priority, func.count())
+                    .where(Ticket.status.in_(OPEN_STATES), Ticket.sla_due_at < now)
+                    .group_by(Ticket.kind, Ticket.priority)
+                )
+            ).all()
+            # Waiting since it was created or last handed back to `open` (assigned -> open).
+            waiting_since = (
+                select(func.max(TicketLog.at))
+                .where(TicketLog.ticket_id == Ticket.id, TicketLog.action.in_(("created", "open")))
+                .correlate(Ticket)
+                .scalar_subquery()
+            )
+            unassigned = (
+                await session.execute(
+                    select(
+                        Ticket.kind,
+                        Ticket.priority,
+                        func.count(),
+                        func.min(func.coalesce(waiting_since, Ticket.created_at)),
+                    )
+                    .where(Ticket.status == "open")
                     .group_by(Ticket.kind, Ticket.priority)
                 )
             ).all()
@@ -367,15 +405,24 @@ class OpsEngine(Periodic):
                 .select_from(BatterySwap)
                 .where(
                     BatterySwap.status == "out_timeout",
-                    BatterySwap.updated_at >= clock.now() - timedelta(days=1),
+                    BatterySwap.updated_at >= now - timedelta(days=1),
                 )
             )
-        TICKETS_OPEN.clear()
-        for kind in ("maintenance", "supply"):
-            for priority in ("P1", "P2", "P3", "P4"):
-                TICKETS_OPEN.labels(kind, priority).set(0)
+        for gauge in (TICKETS_OPEN, TICKETS_OVERDUE, TICKETS_UNASSIGNED, TICKETS_UNASSIGNED_AGE):
+            gauge.clear()
+            for kind in ("maintenance", "supply"):
+                for priority in PRIORITIES:
+                    gauge.labels(kind, priority).set(0)
         for kind, priority, n in open_counts:
             TICKETS_OPEN.labels(kind, priority).set(n)
+        for kind, priority, n in overdue:
+            TICKETS_OVERDUE.labels(kind, priority).set(n)
+        for kind, priority, n, since in unassigned:
+            TICKETS_UNASSIGNED.labels(kind, priority).set(n)
+            if since is not None:
+                TICKETS_UNASSIGNED_AGE.labels(kind, priority).set(
+                    max(0.0, (now - stored_utc(since)).total_seconds())
+                )
         STOCK_AVAILABLE.clear()
         for row in stock:
             STOCK_AVAILABLE.labels(row.depot_id, row.sku).set(row.available)

@@ -120,6 +120,20 @@ METER_IMPLAUSIBLE = Counter(
 TICKETS_OPEN = Gauge(
     "chargeops_tickets_open", "Tickets not yet resolved, by kind and priority", ["kind", "priority"]
 )
+# Tickets an operator must act on now: past their SLA, and open with nobody on them yet (status `open`).
+TICKETS_OVERDUE = Gauge(
+    "chargeops_tickets_overdue", "Unresolved tickets past their SLA due time", ["kind", "priority"]
+)
+TICKETS_UNASSIGNED = Gauge(
+    "chargeops_tickets_unassigned",
+    "Tickets in status open (not assigned, not in progress), by kind and priority",
+    ["kind", "priority"],
+)
+TICKETS_UNASSIGNED_AGE = Gauge(
+    "chargeops_tickets_unassigned_max_age_seconds",
+    "Longest wait of a ticket in status open, since it was opened or handed back (0: none waiting)",
+    ["kind", "priority"],
+)
 TICKET_EVENTS = Counter(
     "chargeops_ticket_events_total",
     "Ticket lifecycle events (created, repeated, cleared, …)",
@@ -143,6 +157,9 @@ SWAP_EVENTS = Counter(
     "Swap steps stored (BatteryIn, BatteryOut, BatteryOutTimeout)",
     ["event_type"],
 )
+# Every step's series exists from the start at 0, so `increase()` counts a process's first BatteryOutTimeout.
+for _step in ("BatteryIn", "BatteryOut", "BatteryOutTimeout"):
+    SWAP_EVENTS.labels(_step)
 SWAP_ORPHANS = Gauge("chargeops_swap_orphans", "Swaps of the last 24 h whose charged pack was left behind")
 BATTERIES = Gauge(
     "chargeops_batteries", "Battery packs by where they are (slot, vehicle, unknown)", ["location"]
