@@ -32,7 +32,25 @@ class Settings(BaseSettings):
         default=f"sqlite+aiosqlite:///{Path.cwd() / 'chargeops.db'}",
         description="SQLAlchemy async URL; SQLite in the working directory by default",
     )
-    mqtt_url: str | None = Field(default=None, description="mqtt://host:port; unset = in-process bus")
+    mqtt_url: str | None = Field(
+        default=None,
+        description="mqtt://[user:password@]host:port[/root] or mqtts:// (TLS); unset = in-process bus",
+    )
+    mqtt_username: str | None = Field(default=None, description="broker user name (or in the URL)")
+    mqtt_password: SecretStr | None = Field(
+        default=None, description="broker password (or in the URL); environment only: a flag shows in `ps`"
+    )
+    mqtt_ca_file: Path | None = Field(
+        default=None,
+        description="CA bundle (PEM) the broker's certificate must chain to (mqtts://; default: system CAs)",
+    )
+    mqtt_cert_file: Path | None = Field(
+        default=None, description="client certificate (PEM) for a broker that asks for one (mqtts://)"
+    )
+    mqtt_key_file: Path | None = Field(
+        default=None,
+        description="the client certificate's private key (PEM; default: in the certificate file)",
+    )
     admin_token: SecretStr | None = Field(default=None, description="bearer token with the admin role")
     metrics_token: SecretStr | None = Field(
         default=None, description="when set, /metrics answers only `Authorization: Bearer` with this token"

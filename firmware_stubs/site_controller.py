@@ -20,17 +20,20 @@ import random
 import time
 from collections.abc import Callable
 from typing import Any
-from urllib.parse import quote, unquote, urlsplit
+from urllib.parse import quote
 
 import aiomqtt
 import httpx
+
+from chargeops.broker import StrPath, broker_address
 
 log = logging.getLogger("firmware_stubs.site_controller")
 
 
 class SiteController:
-    """One site. Give `mqtt_url` (`mqtt://host:port[/root]`) or `api_url` + `api_token` to publish; with
-    neither, `step()` still runs the physics (for tests and dashboards fed another way)."""
+    """One site. Give `mqtt_url` (`mqtt[s]://[user:password@]host:port[/root]`, TLS files as the server's
+    `mqtt_*_file` settings) or `api_url` + `api_token` to publish; with neither, `step()` still runs the
+    physics (for tests and dashboards fed another way)."""
 
     def __init__(
         self,
@@ -45,6 +48,9 @@ class SiteController:
         charging_w: Callable[[], float] = lambda: 0.0,
         discharging_w: Callable[[], float] = lambda: 0.0,
         mqtt_url: str | None = None,
+        mqtt_ca_file: StrPath | None = None,
+        mqtt_cert_file: StrPath | None = None,
+        mqtt_key_file: StrPath | None = None,
         api_url: str | None = None,
         api_token: str | None = None,
         interval: float = 5.0,
@@ -62,6 +68,12 @@ class SiteController:
         self.charging_w = charging_w
         self.discharging_w = discharging_w  # V2X: what vehicles feed into the site
         self.mqtt_url = mqtt_url
+        # the server's own helper: the same URL and TLS settings connect it as they connect chargeops
+        self.broker = (
+            broker_address(mqtt_url, ca_file=mqtt_ca_file, cert_file=mqtt_cert_file, key_file=mqtt_key_file)
+            if mqtt_url
+            else None
+        )
         self.api_url = api_url.rstrip("/") if api_url else None
         self.api_token = api_token
         self.interval = interval
@@ -108,7 +120,7 @@ class SiteController:
         return self.last
 
     def topic(self) -> str:
-        root = urlsplit(self.mqtt_url or "").path.strip("/") or "chargeops"
+        root = self.broker.root if self.broker else "chargeops"
         return f"{root}/v1/sites/{quote(self.site_id, safe='')}/telemetry"
 
     async def run(self, duration: float | None = None) -> None:
@@ -138,7 +150,7 @@ class _Publisher:
         self._mqtt: aiomqtt.Client | None = None
 
     async def __aenter__(self) -> _Publisher:
-        if self.site.api_url and not self.site.mqtt_url:
+        if self.site.api_url and not self.site.broker:
             headers = {"Authorization": f"Bearer {self.site.api_token}"} if self.site.api_token else {}
             self._http = httpx.AsyncClient(base_url=self.site.api_url, headers=headers, timeout=10)
         return self
@@ -154,16 +166,11 @@ class _Publisher:
             r = await self._http.post(f"/api/sites/{quote(site.site_id, safe='')}/telemetry", json=report)
             if r.status_code >= 400:
                 raise httpx.HTTPStatusError(f"{r.status_code} {r.text[:200]}", request=r.request, response=r)
-        elif site.mqtt_url:
+        elif site.broker:
             try:
                 if self._mqtt is None:
-                    url = urlsplit(site.mqtt_url)
                     client = aiomqtt.Client(
-                        url.hostname or "127.0.0.1",
-                        url.port or 1883,
-                        username=unquote(url.username) if url.username else None,
-                        password=unquote(url.password) if url.password else None,
-                        identifier=f"site-controller-{site.site_id}",
+                        **site.broker.client_kwargs(), identifier=f"site-controller-{site.site_id}"
                     )
                     await client.__aenter__()
                     self._mqtt = client

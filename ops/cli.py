@@ -108,7 +108,11 @@ def serve(
         Opt("api_rate_limit", "requests per API token, e.g. 20/second;600/minute (default), or off"),
     ] = None,
     database_url: DatabaseUrl = None,
-    mqtt_url: Annotated[str | None, Opt("mqtt_url", "mqtt://host:port (default: in-process bus)")] = None,
+    mqtt_url: Annotated[str | None, Opt("mqtt_url", "mqtt:// or mqtts://, user:pass@host:port/root")] = None,
+    mqtt_username: Annotated[str | None, Opt("mqtt_username", "broker user (its password: env only)")] = None,
+    mqtt_ca_file: Annotated[Path | None, Opt("mqtt_ca_file", "CA (PEM) of the broker (mqtts://)")] = None,
+    mqtt_cert_file: Annotated[Path | None, Opt("mqtt_cert_file", "client cert (PEM) for mqtts://")] = None,
+    mqtt_key_file: Annotated[Path | None, Opt("mqtt_key_file", "its key (PEM), unless in the cert")] = None,
     accept_unknown: Annotated[
         bool | None, Opt("accept_unknown", "accept chargers that are not registered")
     ] = None,

@@ -35,6 +35,7 @@ from telemetry.site_telemetry import SiteTelemetrySubscriber
 from telemetry.writer import BatchWriter
 
 log = logging.getLogger("chargeops")
+_BROKER_SETTINGS = ("mqtt_username", "mqtt_password", "mqtt_ca_file", "mqtt_cert_file", "mqtt_key_file")
 STOP_SECONDS = 25.0  # the whole shutdown; an orchestrator's SIGKILL usually follows SIGTERM after 30 s
 
 
@@ -76,8 +77,15 @@ class Runtime:
                 "running a subset of roles needs a shared bus: set CHARGEOPS_MQTT_URL "
                 "(the in-process bus only joins roles inside one process)"
             )
+        stray = [name for name in _BROKER_SETTINGS if getattr(settings, name) is not None]
+        if stray and not settings.mqtt_url:  # the operator meant a broker (TLS?) and would get none
+            raise StartupError(
+                f"CHARGEOPS_{stray[0].upper()} is set but CHARGEOPS_MQTT_URL is not: "
+                "set the broker's URL (e.g. mqtts://host:8883) or unset it"
+            )
         self.engine = make_engine(settings.database_url)
         self.sessions = make_sessionmaker(self.engine)
+        # bad MQTT settings raise BrokerConfigError here, before anything started
         self.bus = make_bus(settings)
         self.gateway: GatewayServer | None = None
         self.writer: BatchWriter | None = None

@@ -17,6 +17,7 @@ from typing import NoReturn
 import typer
 from pydantic import ValidationError
 
+from chargeops.broker import BrokerConfigError, BrokerUnavailable, redact
 from chargeops.settings import Settings
 
 
@@ -71,7 +72,7 @@ def explain(exc: BaseException, settings: Settings | None) -> str | None:
     for e in _chain(exc):
         name = type(e).__name__
         text = str(e)
-        if isinstance(e, StartupError):
+        if isinstance(e, StartupError | BrokerConfigError | BrokerUnavailable):
             return str(e)
         if isinstance(e, ValidationError):
             return "; ".join(
@@ -95,7 +96,7 @@ def explain(exc: BaseException, settings: Settings | None) -> str | None:
             drivers = "postgresql+asyncpg:// or sqlite+aiosqlite:///"
             return f"the database URL needs an async driver: {drivers} ({flag})"
         if name == "MqttError" or name == "MqttCodeError":
-            broker = settings.mqtt_url if settings else "?"
+            broker = redact(settings.mqtt_url) if settings else "?"
             return f"cannot reach the MQTT broker at {broker} ({text}): check --mqtt-url / CHARGEOPS_MQTT_URL"
         if isinstance(e, ConnectionRefusedError | socket.gaierror) or (
             isinstance(e, OSError) and e.errno in (errno.ECONNREFUSED, errno.EHOSTUNREACH, errno.ETIMEDOUT)

@@ -135,7 +135,7 @@ class SiteTelemetrySubscriber(Background):
         if not settings.mqtt_url:
             raise ValueError("site telemetry over MQTT needs CHARGEOPS_MQTT_URL")
         self._sessions = sessions
-        broker = Broker.from_url(settings.mqtt_url)
+        broker = Broker.from_settings(settings)
         self.root = broker.root
         self.client_id = f"{self.root}-site-telemetry-{settings.node_id}"
         self.topic_filters = [

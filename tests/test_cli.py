@@ -24,7 +24,8 @@ from tests.conftest import StartRuntime
 
 runner = CliRunner()
 ROOT = Path(__file__).resolve().parent.parent
-SECRET_ONLY_IN_ENVIRONMENT = {"admin_token", "metrics_token"}  # on the command line a token shows in `ps`
+# on the command line a token or password shows in `ps`
+SECRET_ONLY_IN_ENVIRONMENT = {"admin_token", "metrics_token", "mqtt_password"}
 
 
 @pytest.fixture(autouse=True)

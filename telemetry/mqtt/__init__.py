@@ -3,7 +3,8 @@
 The topic tree, the message formats and the guarantees (acks, sessions, the spool, one executor per
 command) are described once, in docs/bus.md. The modules:
 
-- `client`: the broker URL and connections; the only module touching paho or aiomqtt internals
+- `client`: connections to the broker (its URL, TLS and login: `chargeops/broker.py`); the only module
+  touching paho or aiomqtt internals
 - `topics`: the topic names
 - `events`: event batches on the wire, publishing them (linger, spool, replay), non-durable listeners
 - `consumer`: a durable shared subscription that acks in arrival order after the store (also used by

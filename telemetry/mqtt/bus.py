@@ -17,6 +17,7 @@ from typing import Any
 
 import aiomqtt
 
+from chargeops.broker import BrokerUnavailable
 from chargeops.events import Event
 from chargeops.settings import Settings
 from telemetry.bus import CommandExecutor, CommandReply, EventHandler
@@ -81,7 +82,7 @@ class MqttBus:
     def __init__(
         self, settings: Settings, tuning: BusTuning = BusTuning(), *, durable_group: str = "ingest"
     ) -> None:
-        self._broker = Broker.from_url(settings.mqtt_url)
+        self._broker = Broker.from_settings(settings)
         root = self._broker.root
         self.topics = Topics(root)
         self.instance_id = uuid.uuid4().hex[:12]
@@ -94,6 +95,8 @@ class MqttBus:
         self.shared_filter = self.topics.shared_events(durable_group)
         self.durable_ready = asyncio.Event()  # set while the shared subscription is confirmed
         self._tuning = tuning
+        self._failure = "no answer"  # why the last connection attempt failed, for `start`'s error
+        self._refused = asyncio.Event()  # set when it failed in a way waiting cannot fix (login, certificate)
 
         self._tasks: set[asyncio.Task[Any]] = set()
         self._link = Link()
@@ -131,19 +134,23 @@ class MqttBus:
         return task
 
     async def start(self) -> None:
-        """Connect; raises ConnectionError if the broker cannot be reached within `connect_timeout`.
+        """Connect; raises BrokerUnavailable (a ConnectionError saying why) if the broker cannot be reached
+        within `connect_timeout`, or at once if it refused the login or its certificate is not trusted.
 
         A spool a previous gateway process left behind is reopened first, and replayed once connected."""
         await self._outbox.start()
         main = self._spawn(self._run_main(), "mqtt-bus")
-        up = asyncio.ensure_future(self._link.up.wait())
+        waits = {asyncio.ensure_future(self._link.up.wait()), asyncio.ensure_future(self._refused.wait())}
         await asyncio.wait(
-            {main, up}, timeout=self._tuning.connect_timeout, return_when=asyncio.FIRST_COMPLETED
+            {main, *waits}, timeout=self._tuning.connect_timeout, return_when=asyncio.FIRST_COMPLETED
         )
+        for wait in waits:
+            wait.cancel()
         if not self._link.up.is_set():
-            up.cancel()
             await self.close()
-            raise ConnectionError(f"MQTT broker {self._broker.host}:{self._broker.port} unreachable")
+            raise BrokerUnavailable(
+                f"cannot connect to the MQTT broker at {self._broker.url}: {self._failure}"
+            )
 
     async def close(self) -> None:
         self._outbox.running = False
@@ -175,12 +182,7 @@ class MqttBus:
                     self._link.conn = conn
                     await self._sync(conn)
                     self._link.up.set()
-                    log.info(
-                        "mqtt bus %s connected to %s:%s",
-                        self.instance_id,
-                        self._broker.host,
-                        self._broker.port,
-                    )
+                    log.info("mqtt bus %s connected to %s", self.instance_id, self._broker.url)
                     delay = 0.2
                     syncer = self._spawn(self._sync_forever(conn), "mqtt-bus-sync")
                     try:
@@ -190,7 +192,10 @@ class MqttBus:
                         syncer.cancel()
             except (aiomqtt.MqttError, ConnectionError) as exc:
                 BUS_ERRORS.labels("connect").inc()
-                log.warning("mqtt bus connection lost: %s; reconnecting in %.1f s", exc, delay)
+                self._failure, permanent = self._broker.diagnose(exc)
+                if permanent:
+                    self._refused.set()
+                log.warning("mqtt bus connection lost: %s; reconnecting in %.1f s", self._failure, delay)
             finally:
                 self._link.up.clear()
                 self._link.conn = None

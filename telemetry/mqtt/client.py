@@ -10,7 +10,8 @@ uses it where it is enough. It has none for these, so they reach into its privat
   no switch for it; a durable consumer must ack only after the store;
 - messages straight from paho's callback (`Inbox`): aiomqtt's iterator costs a `Message`, a queue put and
   get and a task wake-up per message, about a tenth of the ingest's CPU;
-- a connection's end as a future (`Inbox.lost`), so a consumer waiting on its store notices it at once.
+- a connection's end as a future (`Inbox.lost`), so a consumer waiting on its store notices it at once;
+- a connection closed before the CONNACK failing the connect at once (aiomqtt waits out its timeout).
 """
 
 from __future__ import annotations
@@ -19,19 +20,32 @@ import asyncio
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
-from typing import Any
-from urllib.parse import unquote, urlsplit
+from typing import TYPE_CHECKING, Any
 
 import aiomqtt
 import paho.mqtt.client as mqtt
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
+from chargeops.broker import (
+    CA_FLAG,
+    CERT_FLAG,
+    PASSWORD_ENV,
+    URL_FLAG,
+    USER_FLAG,
+    BrokerAddress,
+    broker_address,
+)
+
+if TYPE_CHECKING:
+    from chargeops.settings import Settings
+
 # A dead link is noticed within two keepalives even when no read ever reports it: under uvloop, a
 # socket callback that aiomqtt schedules for a connection the broker just closed can leave the client
 # waiting on a socket it no longer polls (seen across a broker restart: the ingest never resubscribed).
 KEEPALIVE_SECONDS = 5
 _NO_MATCHING_SUBSCRIBERS = 16  # MQTT 5 PUBACK reason: accepted, but nobody will ever get the message
+_LOGIN_REFUSED = {4, 5, 134, 135}  # CONNACK: bad user name or password / not authorised (MQTT 3.1.1 and 5)
 
 Received = mqtt.MQTTMessage  # what an `Inbox` holds: `.topic` (str), `.payload` (bytes)
 Spawn = Callable[[Awaitable[Any], str], asyncio.Task[Any]]  # starts a named task its owner cancels on close
@@ -47,38 +61,40 @@ class NoSubscriber(ConnectionError):
 
 @dataclass(frozen=True, slots=True)
 class Broker:
-    """Where CHARGEOPS_MQTT_URL points (`mqtt://[user:password@]host[:port][/root]`), and how every chargeops
+    """Where the settings point (`chargeops/broker.py`: URL, TLS files, credentials), and how every chargeops
     MQTT client connects to it: MQTT 5, the short keepalive, no in-flight cap."""
 
-    host: str
-    port: int
-    username: str | None
-    password: str | None
-    root: str
+    address: BrokerAddress
 
     @classmethod
-    def from_url(cls, mqtt_url: str | None) -> Broker:
-        url = urlsplit(mqtt_url or "")
-        if url.scheme != "mqtt":
-            raise ValueError(
-                f"CHARGEOPS_MQTT_URL must look like mqtt://host:port[/root], got {url.scheme}://"
-            )
+    def from_settings(cls, settings: Settings) -> Broker:
+        """Raises BrokerConfigError (one line naming the setting) for settings that cannot work."""
+        password = settings.mqtt_password.get_secret_value() if settings.mqtt_password else None
         return cls(
-            url.hostname or "127.0.0.1",
-            url.port or 1883,
-            unquote(url.username) if url.username else None,
-            unquote(url.password) if url.password else None,
-            url.path.strip("/") or "chargeops",
+            broker_address(
+                settings.mqtt_url,
+                ca_file=settings.mqtt_ca_file,
+                cert_file=settings.mqtt_cert_file,
+                key_file=settings.mqtt_key_file,
+                username=settings.mqtt_username,
+                password=password,
+            )
         )
+
+    @property
+    def root(self) -> str:
+        return self.address.root
+
+    @property
+    def url(self) -> str:
+        """For logs and errors (no password)."""
+        return self.address.url
 
     def client(self, identifier: str, *, clean: bool, session_expiry: int, timeout: float) -> aiomqtt.Client:
         """A client; with `clean` off its session (and what is queued for it) outlives `session_expiry` s
         of absence."""
         client = aiomqtt.Client(
-            self.host,
-            self.port,
-            username=self.username,
-            password=self.password,
+            **self.address.client_kwargs(),
             identifier=identifier,
             protocol=aiomqtt.ProtocolVersion.V5,
             clean_start=clean,
@@ -92,7 +108,48 @@ class Broker:
             max_inflight_messages=0,  # unlimited: paho rescans its whole queue per PUBACK otherwise
         )
         client.pending_calls_threshold = 1 << 30  # many concurrent publishes are normal here, not a warning
+        _fail_when_closed_before_connack(client)
         return client
+
+    def diagnose(self, exc: BaseException) -> tuple[str, bool]:
+        """What a failed connection means for the operator, and whether it is permanent: a refused login or
+        an untrusted certificate stays so until the configuration changes, so start-up need not wait."""
+        text = str(exc)
+        rc = getattr(exc, "rc", None)
+        if getattr(rc, "value", rc) in _LOGIN_REFUSED:
+            fix = f"mqtt://USER:PASSWORD@host in {URL_FLAG}, or {USER_FLAG} and {PASSWORD_ENV}"
+            return f"the broker refused the login ({text}): check the user name and password ({fix})", True
+        if "CERTIFICATE_VERIFY_FAILED" in text:
+            fix = f"give the CA that signed it with {CA_FLAG} and name the broker as its certificate does"
+            return f"the broker's TLS certificate is not trusted ({text}): {fix}", True
+        tls = self.address.tls is not None
+        if not tls and (isinstance(exc, ClosedBeforeConnack) or "timed out" in text):
+            return f"{text}: if the broker's port expects TLS, use mqtts://", False
+        if tls and isinstance(exc, ClosedBeforeConnack):
+            return f"{text}: does the broker require a client certificate ({CERT_FLAG})?", False
+        if tls and any(s in text for s in ("SSL", "reset by peer", "EOF")):
+            where = f"{self.address.host}:{self.address.port}"
+            return f"{text}: is {where} a TLS listener? (a plain one takes mqtt://, usually port 1883)", False
+        return text, False
+
+
+class ClosedBeforeConnack(aiomqtt.MqttError):
+    """The broker dropped the connection before accepting it (a TLS listener spoken to in plain MQTT, a
+    client certificate it requires and did not get)."""
+
+
+def _fail_when_closed_before_connack(client: aiomqtt.Client) -> None:
+    """aiomqtt ignores a connection that ends before the CONNACK and waits out its whole timeout: fail the
+    connect at once instead, so start-up says what went wrong."""
+
+    def closed(paho: Any, userdata: Any, flags: Any, rc: Any, props: Any = None) -> None:
+        pending = client._connected
+        if client._lock.locked() and not pending.done():  # connecting (the lock is held until disconnected)
+            pending.set_exception(ClosedBeforeConnack("the broker closed the connection before accepting it"))
+            retrieve(pending)  # whoever awaits it still gets the error; nobody may, after a timeout
+        client._on_disconnect(paho, userdata, flags, rc, props)
+
+    client._client.on_disconnect = closed
 
 
 class Connection:

@@ -95,8 +95,9 @@ class DurableConsumer(Generic[T]):
                     await self._consume(inbox)
             except aiomqtt.MqttError as exc:
                 BUS_ERRORS.labels(self._error_label).inc()
+                why, _ = self._broker.diagnose(exc)
                 log.warning(
-                    "%s: durable subscription lost: %s; reconnecting in %.1f s", self._name, exc, delay
+                    "%s: durable subscription lost: %s; reconnecting in %.1f s", self._name, why, delay
                 )
             finally:
                 self.ready.clear()
