@@ -75,7 +75,7 @@ async def review(
             qty=qty,
             supplier=supplier,
             ordered_at=now,
-            promised_at=now + timedelta(days=math.ceil(p.lead.expected_mean)),  # a stuck supplier: later
+            promised_at=now + timedelta(days=math.ceil(p.lead.mean)),
             received_qty=0,
             occurrences=1,
             parts=[],

@@ -96,14 +96,11 @@ async def test_a_late_sole_supplier_is_measured_flagged_and_warned(sqlite_url: s
     assert opened, "the late supplier never raised a warning"
     # The warning says why: the orders are overdue; and what to do: expedite them.
     assert {"order_overdue", "stockout_risk"} <= {r["code"] for r in opened[0].reasons}
-    # Orders are promised when they are expected: once the supplier is seen stuck, later than its usual 14.
+    # Orders are promised after the measured lead time: later ones after more than the catalogue's 14 days.
     promised = [(o.promised_at - o.ordered_at).days for o in orders if o.promised_at and o.ordered_at]
     assert max(promised) > 14
     expedite = [a for a in opened[0].actions if a["action"] == "expedite"]
     assert expedite and "overdue" in expedite[0]["text"]
-    # The supplier, not one order, is stuck: said once its orders are well past 14 ± 2 days.
-    said = [e for e in log if "supplier_disrupted" in {r["code"] for r in e.reasons}]
-    assert said or "supplier_disrupted" in {r["code"] for r in now.reasons}
 
 
 async def test_the_same_seed_replays_the_same_year() -> None:

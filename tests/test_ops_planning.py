@@ -5,7 +5,6 @@ probability, and the warning levels' hysteresis."""
 from __future__ import annotations
 
 import math
-from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import numpy as np
@@ -16,14 +15,7 @@ from chargeops.db.ops_models import Part, Stock
 from ops.planning import plan
 from ops.planning.demand import HALF_LIFE_DAYS, PRIOR_UNIT_YEARS, TREND_ALPHA, fleet_trends, forecast
 from ops.planning.history import Demand, History, Order
-from ops.planning.leadtime import (
-    DISRUPTED_SHAPE,
-    DISRUPTION_PRIOR,
-    PRIOR_DOF,
-    PRIOR_ORDERS,
-    disruption,
-    estimate,
-)
+from ops.planning.leadtime import PRIOR_ORDERS, estimate
 from ops.planning.policy import Policy, policy
 from ops.planning.risk import Risk, stockout_probability
 from ops.supply_warnings import CALM_DAYS, next_level
@@ -118,64 +110,22 @@ def order(
 
 
 def test_lead_time_moves_from_the_catalogue_to_what_the_supplier_does() -> None:
-    done = [order(100, 16, 18, id=1), order(80, 16, 21, id=2), order(60, 16, 14, id=3)]
+    done = [order(100, 16, 30, id=1), order(80, 16, 34, id=2), order(60, 16, 14, id=3)]
     lt = estimate("A", "PM", 16.0, 4.0, done, NOW)
-    # All three lie below L̂ + 2σ̂, where a disrupted order cannot: each counts fully in the normal regime.
-    mean = (PRIOR_ORDERS * 16 + 18 + 21 + 14) / (PRIOR_ORDERS + 3)
-    var = (PRIOR_ORDERS * (16 + (16 - mean) ** 2) + sum((x - mean) ** 2 for x in (18, 21, 14))) / (
+    mean = (PRIOR_ORDERS * 16 + 30 + 34 + 14) / (PRIOR_ORDERS + 3)
+    var = (PRIOR_ORDERS * (16 + (16 - mean) ** 2) + sum((x - mean) ** 2 for x in (30, 34, 14))) / (
         PRIOR_ORDERS + 3
     )
     assert lt.mean == pytest.approx(mean) and lt.sd == pytest.approx(math.sqrt(var))
     assert lt.on_time == pytest.approx(1 / 3) and lt.completed == 3
-    a, b = DISRUPTION_PRIOR
-    assert lt.disrupted_share == pytest.approx(a / (a + b + 3))
-    # One order that took 70 days is a disruption, not the supplier's everyday figure: the normal lead time
-    # barely moves, the supplier's disrupted share rises by about one order.
-    slow = estimate("A", "PM", 16.0, 4.0, [*done, order(90, 16, 70, id=4)], NOW)
-    assert slow.mean == pytest.approx(mean, abs=0.1)
-    assert slow.disrupted_share == pytest.approx((a + 1) / (a + b + 4), abs=1e-3)
-    # Overdue: past the promised date (by 29 days).
-    assert lt.overdue_days(order(45, 16, id=4), NOW) == pytest.approx(29)
-    assert lt.overdue_days(order(5, 16, id=5), NOW) < 0
-
-
-def test_a_supplier_with_orders_stuck_past_normal_noise_is_disrupted_by_hand() -> None:
-    lt = estimate("A", "PM", 16.0, 4.0, [], NOW)
-    pi, k = lt.disrupted_share, DISRUPTED_SHAPE
-    lo = lt.disrupted_from
-    assert lo == pytest.approx(16 + 2 * 4) and lt.dof == PRIOR_DOF
-    # Nothing out: the prior. One order 40 days old (6σ̂ late): P(normal survives) from Student-t with as
-    # many degrees of freedom as σ̂ is worth, P(disrupted survives) = (lo / 40)^k (Pareto).
-    assert disruption([lt], [], NOW) == pytest.approx(pi)
-    s_n, s_d = stats.t.sf(6, PRIOR_DOF), (lo / 40) ** k
-    one = disruption([lt], [order(40, id=1)], NOW)
-    assert one == pytest.approx(pi * s_d / (pi * s_d + (1 - pi) * s_n))
-    assert one > 0.5
-    # Two orders each 3σ̂ late are stronger evidence together than either alone: the supplier, not an order.
-    single = disruption([lt], [order(28, id=1)], NOW)
-    both = disruption([lt], [order(28, id=1), order(28.5, id=2)], NOW)
-    assert single < 0.5 < both
-    # A young order of a disrupted supplier is expected from the mixture: later than the normal 16 days.
-    stuck = replace(lt, disruption=one)
-    mean_d = k * lo / (k - 1)
-    q = (one - pi) / (1 - pi)  # the evidence: above the base rate, which alone plans nothing
-    assert stuck.expected_mean == pytest.approx((1 - q) * 16 + q * mean_d)
-    assert (lt.expected_mean, lt.expected_sd) == pytest.approx((lt.mean, lt.sd))
-    young = order(2, id=3)
-    t = stats.t(PRIOR_DOF, 16, 4)
-    normal_left = t.expect(lambda x: x, lb=2, conditional=True) - 2
-    assert stuck.expected_arrival_days(young, NOW) == pytest.approx(
-        (1 - one) * normal_left + one * (mean_d - 2), rel=1e-4
-    )
-    # An order stuck for 60 days is expected to stay stuck another 60 / (k − 1) days if disrupted.
-    old = order(60, id=4)
-    assert replace(lt, disruption=1.0).expected_arrival_days(old, NOW) == pytest.approx(60 / (k - 1))
-    # Sampled arrivals follow the regime drawn per path: all late when disrupted, about L̂ − age when not.
-    rng = np.random.default_rng(1)
-    late = stuck.sample_arrival_days(young, NOW, rng, 20000, np.ones(20000, dtype=bool))
-    normal = stuck.sample_arrival_days(young, NOW, rng, 20000, np.zeros(20000, dtype=bool))
-    assert late.min() >= lo - 2 - 1e-9 and np.median(late) == pytest.approx(lo * 2 ** (1 / k) - 2, rel=0.05)
-    assert np.median(normal) == pytest.approx(t.ppf(0.5 + t.cdf(2) / 2) - 2, rel=0.05)
+    # An open order 45 days old is a lead time of at least 45: the estimate rises before it arrives.
+    late = estimate("A", "PM", 16.0, 4.0, [*done, order(45, 16, id=4)], NOW)
+    assert late.mean == pytest.approx((PRIOR_ORDERS * 16 + 30 + 34 + 14 + 45) / (PRIOR_ORDERS + 4))
+    # Overdue: past the promised date (by 29 days), and its arrival is expected later the later it is.
+    o = order(45, 16, id=4)
+    assert late.overdue_days(o, NOW) == pytest.approx(29)
+    assert late.expected_arrival_days(o, NOW) == pytest.approx(max(late.sd, 45 - late.mean))
+    assert late.overdue_days(order(5, 16, id=5), NOW) < 0
 
 
 def test_reorder_point_on_the_inventory_position_by_hand() -> None:
@@ -244,28 +194,3 @@ def test_levels_rise_at_once_and_clear_only_after_calm_days() -> None:
     # Crews waiting keep it up whatever the probability says.
     assert next_level("critical", NOW, risk(0.0, available=-1), NOW + 9 * day) == ("critical", None)
     assert next_level("watch", None, risk(0.9), NOW) == ("critical", None)
-
-
-def test_a_disrupted_supplier_raises_the_risk_and_says_why() -> None:
-    from ops.planning import assess_history
-
-    def at(elsewhere: float) -> Risk:
-        # 1 on hand, demand about 0.08 / day, 4 units due from supplier A in an order placed 3 days ago;
-        # another depot's order from A is `elsewhere` days old.
-        orders = [order(3.0, 16, id=1), replace(order(elsewhere, 16, id=2), depot="D2")]
-        failures = [(d, 1) for d in range(5, 365, 12)]
-        h = history(failures, units=800, orders=orders, stock=(1, 0, 4), suppliers=["A"])
-        return next(r for r in assess_history(h) if (r.depot, r.sku) == PAIR)
-
-    fresh, stuck = at(5.0), at(40.0)
-    assert fresh.figures["supplier_disruption"] < 0.1
-    assert stuck.figures["supplier_disruption"] > 0.5
-    assert "supplier_disrupted" in {r["code"] for r in stuck.reasons}
-    assert "supplier_disrupted" not in {r["code"] for r in fresh.reasons}
-    # The other depot's stuck order says A is stuck: this depot's young order is no longer expected in about
-    # 13 days, and the probability moves toward that of nothing arriving within the horizon at all.
-    young = stuck.figures["open_orders"][0]
-    assert young["expected_in_days"] > 25
-    d = forecast(history([(d, 1) for d in range(5, 365, 12)], units=800), PAIR)
-    nothing = d.tail(stuck.figures["horizon_days"], 1)
-    assert fresh.probability + 0.1 < stuck.probability <= nothing + 0.03

@@ -100,9 +100,6 @@ async def test_partial_receipts_several_orders_and_bad_receipts(api: httpx.Async
     [infy] = (await api.get("/api/suppliers", params={"sku": "PM-30KW"})).json()["items"]
     assert infy["supplier"] == "Infypower" and infy["orders_measured"] == 1 and infy["on_time_share"] == 1.0
     assert infy["lead_time_days"] == pytest.approx(2 * 56 / 3, abs=0.1) and infy["open_orders"] == []
-    # Nothing stuck: no sign of a disruption, a new order is planned with the measured lead time.
-    assert infy["disruption_probability"] < 0.05
-    assert infy["expected_lead_time_days"] == pytest.approx(infy["lead_time_days"], abs=0.1)
 
     # Closing an order that is still owed cancels the rest: no longer on order.
     fans = await orders(api, "FAN-120")

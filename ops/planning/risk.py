@@ -3,8 +3,7 @@
 The one number: P(a ticket finds the depot's available stock short within the protection interval H =
 L + σ_L of the part), from the predictive demand (negative binomial: trend and installed base included) and
 the supply pipeline (each open order's arrival drawn from its supplier's measured lead time, conditional on
-not having arrived yet, so an overdue order pushes the risk up; one disruption regime per supplier and path,
-so a stuck supplier's orders are late together). Computed by seeded Monte Carlo
+not having arrived yet, so an overdue order pushes the risk up). Computed by seeded Monte Carlo
 (`PATHS` paths; the same snapshot gives the same answer), short-cut by exact bounds when the answer is
 clearly near 0 or 1. This is the number the back-test calibrates and the levels are set from.
 """
@@ -125,17 +124,11 @@ def assess(
     arrivals = []
     order_figures = []
     overdue: list[tuple[Order, float]] = []
-    regimes: dict[str | None, np.ndarray] = {}  # per supplier, per path: disrupted?
-    disrupted: dict[str | None, LeadTime] = {}
     for o in orders:
         if o.outstanding <= 0:
             continue
         lt = supplier_times.get((o.supplier, o.sku), lead)
-        if o.supplier not in regimes:
-            regimes[o.supplier] = rng.random(PATHS) < lt.disruption
-        if lt.disruption >= 0.5:
-            disrupted[o.supplier] = lt
-        arrivals.append((o.outstanding, lt.sample_arrival_days(o, now, rng, PATHS, regimes[o.supplier])))
+        arrivals.append((o.outstanding, lt.sample_arrival_days(o, now, rng, PATHS)))
         late = lt.overdue_days(o, now)
         if late > 0:
             overdue.append((o, late))
@@ -191,24 +184,13 @@ def assess(
         "catalogue_lead_time_days": part.lead_time_days,
         "supplier": lead.supplier,
         "supplier_on_time": lead.on_time,
-        "supplier_disruption": round(lead.disruption, 3),
-        "expected_lead_time_days": round(lead.expected_mean, 1),
         "reorder_point": round(policy.reorder_point, 2),
         "order_up_to": round(policy.order_up_to, 2),
         "open_orders": order_figures,
         "suppliers": len(part.suppliers),
     }
     risk = Risk(pair[0], pair[1], raw_level(p, available < 0), p, figures=figures)
-    if lead.disruption >= 0.5:
-        disrupted.setdefault(lead.supplier, lead)
     _explain(risk, demand, overdue, cover, horizon, available, on_order, policy, ip)
-    for lt in disrupted.values():
-        risk.reasons.append(
-            {"code": "supplier_disrupted",
-             "text": f"{lt.supplier or 'unknown supplier'} looks disrupted ({lt.disruption:.0%}): orders "
-             f"still out well past its usual {lt.mean:.0f} ± {lt.sd:.0f} days; a new order is expected to "
-             f"take about {lt.expected_mean:.0f}"}
-        )  # fmt: skip
     return risk
 
 

@@ -51,8 +51,6 @@ async def suppliers(
                 "catalogue_lead_time_sd_days": lt.catalogue_sd,
                 "orders_measured": lt.completed,
                 "on_time_share": None if lt.on_time is None else round(lt.on_time, 3),
-                "disruption_probability": round(lt.disruption, 3),
-                "expected_lead_time_days": round(lt.expected_mean, 1),
                 "open_orders": [
                     {
                         "id": o.id,
