@@ -23,7 +23,7 @@ from chargeops.db.engine import stored_utc
 from chargeops.db.models import Charger, StoredEvent
 from chargeops.db.ops_models import Battery, BatteryReading, BatterySwap, Stock, SupplyWarning, Ticket
 from chargeops.events import BatterySwapped, Booted, Connected, Event, EventKind, SecurityEvent, StatusChanged
-from ops import maintenance, security_events, supply_warnings
+from ops import maintenance, security_events, supply_warnings, tickets
 from ops.registry import seed_catalogue
 from ops.rules import Observation, ObservationKind, RuleBook, load_rules, observations, observed
 from ops.tickets import OPEN_STATES
@@ -352,13 +352,7 @@ class OpsEngine(Periodic):
 
     async def refresh_gauges(self) -> None:
         async with self.sessions() as session:
-            open_counts = (
-                await session.execute(
-                    select(Ticket.kind, Ticket.priority, func.count())
-                    .where(Ticket.status.in_(OPEN_STATES))
-                    .group_by(Ticket.kind, Ticket.priority)
-                )
-            ).all()
+            open_counts = await tickets.open_counts(session, clock.now())
             stock = (await session.scalars(select(Stock))).all()
             warnings = (await session.scalars(select(SupplyWarning))).all()
             packs = (await session.execute(select(Battery.location, Battery.soh))).all()
@@ -374,8 +368,8 @@ class OpsEngine(Periodic):
         for kind in ("maintenance", "supply"):
             for priority in ("P1", "P2", "P3", "P4"):
                 TICKETS_OPEN.labels(kind, priority).set(0)
-        for kind, priority, n in open_counts:
-            TICKETS_OPEN.labels(kind, priority).set(n)
+        for count in open_counts:
+            TICKETS_OPEN.labels(count.kind, count.priority).set(count.n)
         STOCK_AVAILABLE.clear()
         for row in stock:
             STOCK_AVAILABLE.labels(row.depot_id, row.sku).set(row.available)
