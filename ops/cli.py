@@ -15,6 +15,8 @@ import typer
 
 from chargeops.logs import setup as setup_logging
 from chargeops.settings import Settings
+from ops import cli_fleet
+from ops.cli_options import DatabaseUrl, LogLevel, Opt, given_settings
 
 app = typer.Typer(help="chargeops: operations backend for EV charging operators.", no_args_is_help=True)
 db_app = typer.Typer(help="Database maintenance.", no_args_is_help=True)
@@ -29,20 +31,6 @@ ops_app = typer.Typer(help="Operations tools: the supply early warning's back-te
 app.add_typer(ops_app, name="ops")
 
 
-def _env(name: str) -> str:
-    return f"CHARGEOPS_{name.upper()}"
-
-
-def Opt(name: str, help: str, **kw: Any) -> Any:
-    return typer.Option(help=help, envvar=_env(name), show_envvar=True, **kw)
-
-
-DatabaseUrl = Annotated[
-    str | None, Opt("database_url", "SQLAlchemy async URL (default: SQLite ./chargeops.db)")
-]
-LogLevel = Annotated[str, Opt("log_level", "DEBUG, INFO, WARNING, ERROR")]
-
-
 class LogFormat(StrEnum):
     text = "text"
     json = "json"
@@ -53,11 +41,6 @@ class Protocol(StrEnum):
     v201 = "ocpp2.0.1"
     v21 = "ocpp2.1"
     mixed = "mixed"
-
-
-def _settings(**given: Any) -> Settings:
-    """Settings from the environment, overridden by the flags that were given."""
-    return Settings(**{k: v for k, v in given.items() if v is not None})
 
 
 def _run(coro: Any) -> None:
@@ -201,7 +184,7 @@ def serve(
     setup_logging(log_level, log_format.value)
     settings = None
     try:
-        settings = _settings(**given)
+        settings = given_settings(**given)
         from ops.runtime import Runtime
         from ops.startup import probe_ports
 
@@ -285,7 +268,7 @@ def demo(
     setup_logging(log_level)
     from ops.demo import run_demo
 
-    settings = _settings(
+    settings = given_settings(
         ocpp_port=ocpp_port, http_port=http_port, database_url=database_url, accept_unknown=True
     )
     _run(run_demo(settings, chargers=chargers, fault_rate=fault_rate, time_scale=time_scale))
@@ -297,7 +280,7 @@ def db_upgrade(database_url: DatabaseUrl = None) -> None:
     from chargeops.db.engine import make_engine
     from chargeops.db.migrate import upgrade
 
-    settings = _settings(database_url=database_url)
+    settings = given_settings(database_url=database_url)
 
     async def run() -> None:
         engine = make_engine(settings.database_url)
@@ -333,7 +316,7 @@ def chargers_add(
 
     if password == "-":
         password = typer.prompt("password", hide_input=True, confirmation_prompt=True)
-    settings = _settings(database_url=database_url)
+    settings = given_settings(database_url=database_url)
 
     async def run() -> None:
         engine = make_engine(settings.database_url)
@@ -368,7 +351,7 @@ def fleet_load(
     from chargeops.db.migrate import is_empty, upgrade
     from ops.registry import UnknownReference, apply_fleet, read_fleet_file, seed_catalogue
 
-    settings = _settings(database_url=database_url)
+    settings = given_settings(database_url=database_url)
 
     async def run() -> dict[str, int]:
         engine = make_engine(settings.database_url)
@@ -437,6 +420,9 @@ def ops_backtest(
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from None
     typer.echo(json.dumps(result, indent=2))
+
+
+cli_fleet.register(app, chargers_app)
 
 
 def main() -> None:

@@ -31,7 +31,7 @@ from chargeops.db.ops_models import (
     TicketLog,
 )
 from chargeops.events import BatterySwapped, Booted, Connected, Event, EventKind, SecurityEvent, StatusChanged
-from ops import maintenance, security_events, supply_warnings
+from ops import maintenance, security_events, supply_warnings, tickets
 from ops.registry import seed_catalogue
 from ops.rules import Observation, ObservationKind, RuleBook, load_rules, observations, observed
 from ops.tickets import OPEN_STATES, PRIORITIES
@@ -364,20 +364,7 @@ class OpsEngine(Periodic):
     async def refresh_gauges(self) -> None:
         now = clock.now()
         async with self.sessions() as session:
-            open_counts = (
-                await session.execute(
-                    select(Ticket.kind, Ticket.priority, func.count())
-                    .where(Ticket.status.in_(OPEN_STATES))
-                    .group_by(Ticket.kind, Ticket.priority)
-                )
-            ).all()
-            overdue = (
-                await session.execute(
-                    select(Ticket.kind, Ticket.priority, func.count())
-                    .where(Ticket.status.in_(OPEN_STATES), Ticket.sla_due_at < now)
-                    .group_by(Ticket.kind, Ticket.priority)
-                )
-            ).all()
+            open_counts = await tickets.open_counts(session, now)
             # Waiting since it was created or last handed back to `open` (assigned -> open).
             waiting_since = (
                 select(func.max(TicketLog.at))
@@ -413,10 +400,9 @@ class OpsEngine(Periodic):
             for kind in ("maintenance", "supply"):
                 for priority in PRIORITIES:
                     gauge.labels(kind, priority).set(0)
-        for kind, priority, n in open_counts:
-            TICKETS_OPEN.labels(kind, priority).set(n)
-        for kind, priority, n in overdue:
-            TICKETS_OVERDUE.labels(kind, priority).set(n)
+        for count in open_counts:
+            TICKETS_OPEN.labels(count.kind, count.priority).set(count.n)
+            TICKETS_OVERDUE.labels(count.kind, count.priority).set(count.past_sla)
         for kind, priority, n, since in unassigned:
             TICKETS_UNASSIGNED.labels(kind, priority).set(n)
             if since is not None:

@@ -13,8 +13,9 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.sql import ColumnElement
 
 from chargeops import clock
 from chargeops.db.engine import stored_iso, stored_utc
@@ -79,6 +80,17 @@ def log_view(e: SupplyWarningLog) -> dict[str, Any]:
         "figures": e.figures,
         "actions": e.actions,
     }
+
+
+async def in_force_by_level(session: AsyncSession, *where: ColumnElement[bool]) -> dict[str, int]:
+    """Stored warnings matching `where` per level above `ok` (every level, 0 if none): the fleet summary."""
+    stmt = (
+        select(SupplyWarning.level, func.count())
+        .where(SupplyWarning.level != "ok", *where)
+        .group_by(SupplyWarning.level)
+    )
+    found: dict[str, int] = {level: n for level, n in (await session.execute(stmt)).all()}
+    return {level: found.get(level, 0) for level in reversed(LEVELS) if level != "ok"}
 
 
 async def refresh(session: AsyncSession, risks: list[Risk]) -> list[SupplyWarningLog]:

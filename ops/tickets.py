@@ -9,9 +9,11 @@ states and writes down who did what, and queues the webhook event in the same tr
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 
+from sqlalchemy import case, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.sql import ColumnElement
 
 from chargeops import clock
 from chargeops.db.engine import stored_iso
@@ -37,6 +39,30 @@ class IllegalTransition(Exception):
     def __init__(self, ticket: Ticket, to: str) -> None:
         allowed = ", ".join(sorted(TRANSITIONS.get(ticket.status, ()))) or "none"
         super().__init__(f"ticket {ticket.id} is {ticket.status}: cannot go to {to} (allowed: {allowed})")
+
+
+class OpenCount(NamedTuple):
+    kind: str
+    priority: str
+    n: int
+    past_sla: int  # due before `now` and still open
+    unassigned: int
+
+
+async def open_counts(session: AsyncSession, now: datetime, *where: ColumnElement[bool]) -> list[OpenCount]:
+    """Open tickets matching `where` by kind and priority: the Prometheus gauge and the fleet summary."""
+    stmt = (
+        select(
+            Ticket.kind,
+            Ticket.priority,
+            func.count(),
+            func.count(case((Ticket.sla_due_at < now, 1))),
+            func.count(case((Ticket.assignee.is_(None), 1))),
+        )
+        .where(Ticket.status.in_(OPEN_STATES), *where)
+        .group_by(Ticket.kind, Ticket.priority)
+    )
+    return [OpenCount(*row) for row in (await session.execute(stmt)).all()]
 
 
 def ticket_view(t: Ticket) -> dict[str, Any]:

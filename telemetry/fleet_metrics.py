@@ -1,6 +1,7 @@
 """Fleet gauges for Grafana, summarised per site and status from the database every few seconds.
 
-Run by the `ops` role (one per deployment), so each series has exactly one source. Per-charger detail stays
+Run by the `ops` role (one per deployment), so each series has exactly one source. The charger counts are
+`telemetry.fleet_state`'s, which the API's fleet summary also serves. Per-charger detail stays
 out of Prometheus (10,000 chargers); Grafana's charger dashboard reads Postgres for that.
 """
 
@@ -12,17 +13,10 @@ from sqlalchemy import DateTime, bindparam, text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from chargeops.events import utcnow
+from telemetry.fleet_state import chargers_by_state
 from telemetry.metrics import FLEET_CHARGERS, FLEET_CONNECTORS, SESSIONS_ACTIVE, SITE_POWER
 from telemetry.periodic import Periodic
 
-CHARGERS_BY_STATE = text(
-    """
-    SELECT coalesce(c.site, ''), c.connected, f.charger_id IS NOT NULL, count(*)
-    FROM chargers c
-    LEFT JOIN (SELECT DISTINCT charger_id FROM connectors WHERE status = 'Faulted') f ON f.charger_id = c.id
-    GROUP BY 1, 2, 3
-    """
-)
 CONNECTORS_BY_STATUS = text("SELECT status, count(*) FROM connectors GROUP BY status")
 ACTIVE_SESSIONS = text(
     """
@@ -52,14 +46,15 @@ async def refresh(sessions: async_sessionmaker[AsyncSession]) -> None:
     """Read the fleet state, then replace every gauge's series in one step (no await in between, so a
     scrape never sees a half-updated set)."""
     async with sessions() as session:
-        chargers = (await session.execute(CHARGERS_BY_STATE)).all()
+        chargers = await chargers_by_state(session)
         connectors = (await session.execute(CONNECTORS_BY_STATUS)).all()
         sessions_active = (await session.execute(ACTIVE_SESSIONS)).all()
         power = (await session.execute(SITE_POWER_NOW, {"since": utcnow() - POWER_WINDOW})).all()
     counts: dict[tuple[str, str], int] = {}
-    for site, connected, faulted, n in chargers:
-        state = "offline" if not connected else ("faulted" if faulted else "online")
-        counts[(site, state)] = counts.get((site, state), 0) + int(n)
+    for group in chargers:
+        state = "offline" if not group.connected else ("faulted" if group.status == "Faulted" else "online")
+        key = (group.site or "", state)
+        counts[key] = counts.get(key, 0) + group.n
     FLEET_CHARGERS.clear()
     for (site, state), n in counts.items():
         FLEET_CHARGERS.labels(site, state).set(n)

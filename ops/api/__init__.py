@@ -1,5 +1,5 @@
-"""The operator HTTP API (SPEC §5): fleet registry, authorization list, transactions, OCPP commands,
-API tokens, tickets, spare parts and supply risk."""
+"""The operator HTTP API (SPEC §5): fleet registry and summary, authorization list, transactions, OCPP
+commands, API tokens, tickets, spare parts and supply risk."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ from ops.api.routes import (
     commands,
     crew,
     der,
+    fleet,
     id_tokens,
     inventory,
     registry,
@@ -52,6 +53,7 @@ def create_app(sessions: async_sessionmaker[AsyncSession], bus: Commands, settin
     app.include_router(health.router)
     routes = (
         chargers,
+        fleet,
         commands,
         id_tokens,
         transactions,

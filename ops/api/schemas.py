@@ -119,7 +119,7 @@ class ChargerOut(BaseModel):
     firmware_version: str | None
     protocol: str | None
     connected: bool
-    status: str | None = Field(description="evse 0 / connector 0 if reported, else the worst connector's")
+    status: str | None = Field(description="the worst status the charger and its connectors reported")
     admission: str
     registration_status: str | None
     security_profile: int

@@ -11,7 +11,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Query, Response
-from sqlalchemy import and_, delete, exists, or_, select
+from sqlalchemy import delete, or_, select
 from sqlalchemy.sql import ColumnElement, Select
 
 from chargeops.db.models import Charger, Connector
@@ -30,34 +30,11 @@ from ops.api.schemas import (
 )
 from ops.api.scope import Scoped
 from ops.fleet import ChargerExists, InvalidRegistration, add_charger, check_profile, hash_secret
+from telemetry.fleet_state import charger_status, status_is
 
 router = APIRouter(prefix="/api/chargers", tags=["chargers"], responses=documented(401, 403, 422))
 
 ChargerIdPath = Annotated[str, Path(pattern=CHARGER_ID_PATTERN)]
-
-# The worst status of the charger as a whole (evse 0 / connector 0) and its connectors wins, so a faulted
-# connector is never hidden behind an "Available" charger; 1.6 in-use states rank with Occupied.
-_STATUS_RANK = {
-    "Faulted": 4,
-    "Unavailable": 3,
-    "Charging": 2,
-    "Occupied": 2,
-    "Preparing": 2,
-    "SuspendedEV": 2,
-    "SuspendedEVSE": 2,
-    "Finishing": 2,
-    "Reserved": 1,
-    "Available": 0,
-}
-
-
-def charger_status(connectors: Sequence[Connector]) -> str | None:
-    """The charger-wide status: the worst reported one, else None.
-    Being offline is not a status (`connected` says that)."""
-    if not connectors:
-        return None
-    return max(connectors, key=lambda c: _STATUS_RANK.get(c.status, -1)).status
-
 
 _CONNECTOR_FIELDS = tuple(ConnectorOut.model_fields)
 _CHARGER_COLUMNS = (
@@ -162,15 +139,6 @@ async def register_charger(body: ChargerCreate, db: Db, scope: Scoped) -> Charge
     return out
 
 
-def _status_is(status: str) -> ColumnElement[bool]:
-    """The charger-wide status (`charger_status`) is `status`: a connector reports it, none reports worse."""
-    worse = [s for s, rank in _STATUS_RANK.items() if rank > _STATUS_RANK.get(status, -1)]
-    mine = select(Connector.charger_id).where(Connector.charger_id == Charger.id)
-    return and_(
-        exists(mine.where(Connector.status == status)), ~exists(mine.where(Connector.status.in_(worse)))
-    )
-
-
 @router.get("", dependencies=[Viewer], response_model=Page[ChargerOut], responses=documented(401, 403, 422))
 async def list_chargers(
     db: Db,
@@ -193,7 +161,7 @@ async def list_chargers(
     if connected is not None:
         conditions.append(Charger.connected == connected)
     if status is not None:
-        conditions.append(_status_is(status))
+        conditions.append(status_is(status))
     if protocol is not None:
         conditions.append(Charger.protocol == protocol)
     if q:
