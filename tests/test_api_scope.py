@@ -65,14 +65,15 @@ GLOBAL = {"/api/me", "/api/parts", "/api/models", "/api/id-tokens", "/api/id-tok
 ADMIN_ONLY = ("/api/tokens", "/api/webhooks")
 # Reads that span the fleet: refused to a region (403 out_of_scope), open to the unscoped.
 FLEET_WIDE = {"/api/supply-risk/weak-spots", "/api/supply-risk/weak-spots/report"}
-# Routes outside /api need no token, so they must serve no fleet data: the index, docs, health, the crew
-# page's files.
+# Routes outside /api need no token, so they must serve no fleet data: the index, docs (and their vendored
+# files), health, the crew page's files.
 OPEN = {
     "/",
     "/openapi.json",
     "/docs",
     "/docs/oauth2-redirect",
     "/redoc",
+    "/static/{package}/{name}",
     "/healthz",
     "/crew",
     "/crew/",

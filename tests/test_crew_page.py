@@ -5,13 +5,11 @@ is a failure, never a skip."""
 
 from __future__ import annotations
 
-import shutil
-from collections.abc import AsyncIterator
 from datetime import timedelta
 
 import httpx
 import pytest
-from playwright.async_api import Browser, Page, ViewportSize, async_playwright, expect
+from playwright.async_api import Browser, Page, ViewportSize, expect
 
 from chargeops.db.ops_models import Ticket
 from chargeops.events import utcnow
@@ -20,8 +18,9 @@ from ops.inventory import move
 from ops.runtime import Runtime
 from tests.conftest import StartRuntime
 
+pytest_plugins = ("tests.browser",)
+
 ADMIN = {"Authorization": "Bearer test-admin-token"}
-CHROMIUM = shutil.which("chromium")  # the Debian package
 PHONE: ViewportSize = {"width": 390, "height": 844}
 RCD, CABLE = {"sku": "RCD-B-40A", "qty": 1}, {"sku": "CBL-CCS2-200A", "qty": 1}
 FLEET = {
@@ -37,15 +36,6 @@ FLEET = {
 @pytest.fixture
 async def runtime(start_runtime: StartRuntime) -> Runtime:
     return await start_runtime(ops_interval=3600)  # no background scan touches the test's tickets
-
-
-@pytest.fixture
-async def browser() -> AsyncIterator[Browser]:
-    assert CHROMIUM, "no Chromium: apt-get install chromium (the Debian package; .ci/run does)"
-    async with async_playwright() as pw:
-        browser = await pw.chromium.launch(executable_path=CHROMIUM)
-        yield browser
-        await browser.close()
 
 
 async def crew_token(api: httpx.AsyncClient, name: str = "alice", region: str = "north") -> str:

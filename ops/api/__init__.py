@@ -16,6 +16,7 @@ from ops.api.routes import (
     commands,
     crew,
     der,
+    docs,
     fleet,
     id_tokens,
     inventory,
@@ -43,6 +44,8 @@ def create_app(sessions: async_sessionmaker[AsyncSession], bus: Commands, settin
         version="0.1.0",
         description="`Authorization: Bearer TOKEN` on every /api/ route; errors are "
         '`{"error": CODE, "detail": TEXT}`.',
+        docs_url=None,  # FastAPI's pages load Swagger UI and Redoc from a CDN; ours are served locally
+        redoc_url=None,
     )
     app.state.chargeops = ApiContext(sessions, bus, settings, RateLimiter(settings.api_rate_limit))
     errors.install(app)
@@ -68,6 +71,7 @@ def create_app(sessions: async_sessionmaker[AsyncSession], bus: Commands, settin
         swaps,
         webhooks,
         crew,
+        docs,
     )
     for module in routes:
         app.include_router(module.router)
