@@ -19,20 +19,27 @@ import math
 import random
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import quote
 
 import aiomqtt
 import httpx
 
-from chargeops.broker import StrPath, broker_address
-
 log = logging.getLogger("firmware_stubs.site_controller")
 
 
+class Broker(Protocol):
+    """Where to publish: a topic root and `aiomqtt.Client` arguments. The caller builds it (the server's
+    `chargeops.broker.broker_address` fits), so the simulated device imports no server code."""
+
+    @property
+    def root(self) -> str: ...
+
+    def client_kwargs(self) -> dict[str, Any]: ...
+
+
 class SiteController:
-    """One site. Give `mqtt_url` (`mqtt[s]://[user:password@]host:port[/root]`, TLS files as the server's
-    `mqtt_*_file` settings) or `api_url` + `api_token` to publish; with neither, `step()` still runs the
+    """One site. Give `broker` or `api_url` + `api_token` to publish; with neither, `step()` still runs the
     physics (for tests and dashboards fed another way)."""
 
     def __init__(
@@ -47,10 +54,7 @@ class SiteController:
         min_soc: float = 5.0,
         charging_w: Callable[[], float] = lambda: 0.0,
         discharging_w: Callable[[], float] = lambda: 0.0,
-        mqtt_url: str | None = None,
-        mqtt_ca_file: StrPath | None = None,
-        mqtt_cert_file: StrPath | None = None,
-        mqtt_key_file: StrPath | None = None,
+        broker: Broker | None = None,
         api_url: str | None = None,
         api_token: str | None = None,
         interval: float = 5.0,
@@ -67,13 +71,7 @@ class SiteController:
         self.min_soc = min_soc
         self.charging_w = charging_w
         self.discharging_w = discharging_w  # V2X: what vehicles feed into the site
-        self.mqtt_url = mqtt_url
-        # the server's own helper: the same URL and TLS settings connect it as they connect chargeops
-        self.broker = (
-            broker_address(mqtt_url, ca_file=mqtt_ca_file, cert_file=mqtt_cert_file, key_file=mqtt_key_file)
-            if mqtt_url
-            else None
-        )
+        self.broker = broker
         self.api_url = api_url.rstrip("/") if api_url else None
         self.api_token = api_token
         self.interval = interval

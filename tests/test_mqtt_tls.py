@@ -259,7 +259,9 @@ async def test_every_client_builds_its_connection_from_the_settings(pki: Pki) ->
     assert client._client._username == USER.encode() and client._client._password == PASSWORD.encode()
     sub = SiteTelemetrySubscriber(None, settings)  # type: ignore[arg-type]  # never stores here
     assert sub.root == "site-root" and sub._consumer._broker == broker
-    site = SiteController("s1", pv_peak_w=1, mqtt_url=f"mqtts://{USER}:{PASSWORD}@h/r", mqtt_ca_file=pki.ca)
+    site = SiteController(
+        "s1", pv_peak_w=1, broker=broker_address(f"mqtts://{USER}:{PASSWORD}@h/r", ca_file=pki.ca)
+    )
     assert (
         site.broker is not None and site.broker.tls is not None and site.topic() == "r/v1/sites/s1/telemetry"
     )
@@ -358,10 +360,7 @@ async def test_site_telemetry_and_the_site_controller_connect_over_mqtts(
         "solar-tls",
         pv_peak_w=10_000,
         interval=0.05,
-        mqtt_url=url,
-        mqtt_ca_file=pki.ca,
-        mqtt_cert_file=pki.client_cert,
-        mqtt_key_file=pki.client_key,
+        broker=broker_address(url, ca_file=pki.ca, cert_file=pki.client_cert, key_file=pki.client_key),
     )
     async with aiomqtt.Client(**address.client_kwargs(), identifier="tls-watcher") as watcher:
         await watcher.subscribe(site.topic(), qos=1)

@@ -17,6 +17,7 @@ import pytest
 from prometheus_client import REGISTRY
 from sqlalchemy import func, select
 
+from chargeops.broker import broker_address
 from chargeops.commands import SET_POWER_LIMIT
 from chargeops.db.engine import stored_utc
 from chargeops.db.models import MeterSample, Transaction
@@ -357,7 +358,7 @@ async def test_site_telemetry_over_mqtt(pg_url: str) -> None:
                 storage_wh=40_000,
                 storage_max_w=10_000,
                 start_hour=12.0,
-                mqtt_url=settings.mqtt_url,
+                broker=broker_address(settings.mqtt_url),
                 interval=0.2,
                 seed=3,
             )
