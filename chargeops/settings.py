@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import socket
 from pathlib import Path
 from typing import Literal
@@ -21,6 +22,22 @@ def parse_rate_limit(spec: str) -> list[RateLimitItem]:
         return list(parse_many(spec))
     except ValueError as exc:
         raise ValueError(f"{spec!r} is not a rate limit like '20/second;600/minute' or 'off'") from exc
+
+
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+def parse_networks(text: str) -> tuple[Network, ...]:
+    """`10.0.0.0/8, 192.168.1.7` → networks (`trusted_proxies`); a bad entry raises ValueError naming it."""
+    out = []
+    for item in (part.strip() for part in text.split(",")):
+        if not item:
+            continue
+        try:
+            out.append(ipaddress.ip_network(item, strict=False))
+        except ValueError:
+            raise ValueError(f"not an address or CIDR: {item!r}") from None
+    return tuple(out)
 
 
 class Settings(BaseSettings):
@@ -73,6 +90,11 @@ class Settings(BaseSettings):
         description="requests per API token (per address for bad tokens), e.g. 20/second;600/minute, or off",
     )
 
+    trusted_proxies: str = Field(
+        default="",
+        description="comma-separated CIDRs of load balancers whose X-Forwarded-For / Forwarded names the "
+        "charger's address (failed-login limits and logs); empty: trust none",
+    )
     accept_unknown: bool = Field(default=False, description="accept chargers that are not registered")
     registration_policy: Literal["reject", "pending"] = Field(
         default="reject", description="what BootNotification of an unknown charger gets: reject | pending"
@@ -163,6 +185,12 @@ class Settings(BaseSettings):
         unknown = {r.strip() for r in value.split(",") if r.strip()} - set(ROLES)
         if unknown:
             raise ValueError(f"unknown role(s): {', '.join(sorted(unknown))}; known: {', '.join(ROLES)}")
+        return value
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _proxies(cls, value: str) -> str:
+        parse_networks(value)
         return value
 
     @field_validator("api_rate_limit")

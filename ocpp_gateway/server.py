@@ -21,7 +21,9 @@ from chargeops import audit
 from chargeops.events import Connected, Disconnected, Event
 from chargeops.ids import CHARGER_ID_RE
 from chargeops.logs import for_charger
+from chargeops.settings import parse_networks
 from ocpp_gateway.auth import FailureLimiter, Verifier, parse_basic
+from ocpp_gateway.client_address import client_address
 from ocpp_gateway.context import GatewayContext
 from ocpp_gateway.rpc import warm_up
 from ocpp_gateway.session import ChargerSession
@@ -62,6 +64,7 @@ class GatewayServer:
         self._verifier = Verifier()
         self._by_id = FailureLimiter(s.login_failures_allowed, backoff=s.login_backoff_seconds)
         self._by_addr = FailureLimiter(s.login_failures_allowed, backoff=s.login_backoff_seconds)
+        self._proxies = parse_networks(s.trusted_proxies)
         self._server: Server | None = None
         self._auth: dict[int, ChargerAuth] = {}
         self._closing: set[asyncio.Task[None]] = set()  # replaced connections being closed
@@ -129,13 +132,21 @@ class GatewayServer:
         """The charger's first choice that we speak (its list is in order of preference)."""
         return next((p for p in offered if p in SESSION_CLASSES), None)
 
+    def _address(self, connection: ServerConnection) -> str:
+        """The charger's address: the peer's, or what a trusted load balancer says it was."""
+        peer = str((connection.remote_address or ("?",))[0])
+        request = connection.request
+        if not self._proxies or request is None:
+            return peer
+        return client_address(peer, request.headers.raw_items(), self._proxies)
+
     def _refuse(
         self, connection: ServerConnection, status: HTTPStatus, reason: str, text: str, charger_id: str = ""
     ) -> Response:
         """The HTTP answer to a refused handshake, counted by reason and written to the audit trail (limited
         per address; what the charger sent as a password is never logged)."""
         HANDSHAKES_REFUSED.labels(reason).inc()
-        address = str((connection.remote_address or ("?",))[0])
+        address = self._address(connection)
         audit.refused(
             address,
             "handshake %d refused for %s from %s: %s",
@@ -159,7 +170,7 @@ class GatewayServer:
         if not any(p in SESSION_CLASSES for p in offered_subprotocols(request.headers)):
             why = f"offer one of {', '.join(SUBPROTOCOLS)}"
             return self._refuse(connection, HTTPStatus.BAD_REQUEST, "subprotocol", why, charger_id)
-        address = str((connection.remote_address or ("?",))[0])
+        address = self._address(connection)
         creds = parse_basic(request.headers.get("Authorization"))
         # The charger presenting the password it last proved with goes past the limiter (still checked
         # against the stored hash below): an attacker who knows its id cannot keep it off.
@@ -293,7 +304,7 @@ class GatewayServer:
             self._closing.add(closing)
             closing.add_done_callback(self._closing.discard)
         CHARGERS_CONNECTED.labels(protocol).inc()
-        session.log.info("connected (%s) from %s", protocol, (connection.remote_address or ("?",))[0])
+        session.log.info("connected (%s) from %s", protocol, self._address(connection))
         gw = self.ctx.gateway_id
         await self._presence(session, Connected(protocol, gw, session.session_id))
         try:

@@ -96,6 +96,9 @@ def serve(
     mqtt_ca_file: Annotated[Path | None, Opt("mqtt_ca_file", "CA (PEM) of the broker (mqtts://)")] = None,
     mqtt_cert_file: Annotated[Path | None, Opt("mqtt_cert_file", "client cert (PEM) for mqtts://")] = None,
     mqtt_key_file: Annotated[Path | None, Opt("mqtt_key_file", "its key (PEM), unless in the cert")] = None,
+    trusted_proxies: Annotated[
+        str | None, Opt("trusted_proxies", "CIDRs of load balancers whose X-Forwarded-For is believed")
+    ] = None,
     accept_unknown: Annotated[
         bool | None, Opt("accept_unknown", "accept chargers that are not registered")
     ] = None,
