@@ -24,7 +24,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -177,12 +177,14 @@ def test_dashboards_are_valid_grafana_json() -> None:
 
 
 def test_charger_detail_is_postgres_and_no_per_charger_prometheus_label() -> None:
-    """10,000 chargers must not become 10,000 series: per-charger panels read PostgreSQL."""
+    """10,000 chargers must not become 10,000 series: per-charger panels (charger detail, the fleet
+    overview's list of offline and faulted chargers) read PostgreSQL, and no Prometheus query names a
+    charger."""
     for board in load_dashboards():
         for query in board.queries:
             if board.uid == "chargeops-charger-detail":
                 assert query.datasource == POSTGRES_UID, query.where()
-            else:
+            elif query.datasource == PROMETHEUS_UID:
                 assert "charger_id" not in query.text and "$charger" not in query.text, query.where()
 
 
@@ -494,6 +496,54 @@ def substitute_sql(sql: str, charger_id: str) -> str:
     return sql
 
 
+# What Grafana sends PostgreSQL for the panels outside charger detail. A variable's value: a list of the
+# selected values, or ALL.
+ALL = None
+Selection = list[str] | None
+
+
+def escape_regex(value: str) -> str:
+    """Grafana's `escapeRegex` (@grafana/data): a backslash before every regex metacharacter."""
+    return re.sub(r"[\\^$*+?.()|\[\]{}/]", lambda m: "\\" + m[0], value)
+
+
+def grafana_sql(
+    board: dict[str, Any],
+    sql: str,
+    variables: dict[str, Selection],
+    start: datetime,
+    end: datetime,
+    interval_ms: int = 60_000,
+) -> str:
+    """The panel's SQL as Grafana interpolates it: `${var:regex}` is the variable's custom allValue,
+    unformatted, for All (Grafana skips formatting a custom all value), one value regex-escaped, several as
+    (a|b); the SQL macros $__timeFrom() / $__timeTo() (quoted RFC 3339, UTC), $__timeFilter(col) and
+    $__interval_ms."""
+    defined = {v["name"]: v for v in board.get("templating", {}).get("list", [])}
+
+    def variable(m: re.Match[str]) -> str:
+        name, fmt = m[1], m[2]
+        assert fmt == "regex", f"${{{name}:{fmt}}}: only the regex format is tested"
+        selected = variables[name]
+        if selected is ALL:
+            all_value: str = defined[name]["allValue"]
+            return all_value
+        assert selected and (len(selected) == 1 or defined[name].get("multi")), (name, selected)
+        escaped = [escape_regex(v) for v in selected]
+        return escaped[0] if len(escaped) == 1 else "(" + "|".join(escaped) + ")"
+
+    def instant(t: datetime) -> str:
+        return "'" + t.astimezone(UTC).isoformat().replace("+00:00", "Z") + "'"
+
+    sql = re.sub(r"\$\{(\w+):(\w+)\}", variable, sql)
+    frm, to = instant(start), instant(end)
+    sql = re.sub(r"\$__timeFilter\(([\w.]+)\)", lambda m: f"{m[1]} BETWEEN {frm} AND {to}", sql)
+    sql = sql.replace("$__timeFrom()", frm).replace("$__timeTo()", to)
+    sql = sql.replace("$__interval_ms", str(interval_ms))
+    assert not re.search(r"\$[\w{]", sql), f"unsubstituted macro or variable in {sql}"
+    return sql
+
+
 def prom_query(prometheus: str, expr: str) -> dict[str, Any]:
     r = httpx.get(f"{prometheus}/api/v1/query", params={"query": expr}, timeout=10)
     body: dict[str, Any] = r.json()
@@ -592,13 +642,37 @@ def test_every_charger_detail_panel_returns_rows(stack: Stack) -> None:
     assert charger_id in [r[0] for r in pg_fetch(stack.reader_dsn, var["query"])]
 
 
+def test_every_other_postgres_panel_runs_as_grafanas_role(stack: Stack) -> None:
+    """The PostgreSQL panels outside charger detail (offline and faulted chargers, open tickets by depot,
+    battery tickets) run on the live stack's schema as Grafana's read-only role, every variable at All; the
+    two chargers that never connected are listed offline. Their results on known data:
+    tests/test_dashboard_sql.py."""
+    now = datetime.now(UTC)
+    ran: dict[tuple[str, str], list[asyncpg.Record]] = {}
+    for board in load_dashboards():
+        if board.uid == "chargeops-charger-detail":
+            continue
+        variables: dict[str, Selection] = {v["name"]: ALL for v in board.doc["templating"]["list"]}
+        for q in board.queries:
+            if q.datasource == POSTGRES_UID:
+                sql = grafana_sql(board.doc, q.text, variables, now - timedelta(hours=1), now)
+                ran[(board.uid, q.panel)] = pg_fetch(stack.reader_dsn, sql)
+    assert len(ran) >= 6, sorted(ran)
+    listed = ran[("chargeops-fleet-overview", "Offline and faulted chargers")]
+    assert set(NEVER_CONNECTED) <= {r["charger"] for r in listed if r["state"] == "offline"}, listed
+
+
 def test_grafana_role_cannot_read_secrets_or_write(stack: Stack) -> None:
-    """docker/postgres/grants.sql: no password hash, no API token hashes, no writes for Grafana."""
+    """docker/postgres/grants.sql: no password hash, no API token hashes, no ticket texts or people, no
+    writes for Grafana."""
     for sql in (
         "SELECT password_hash FROM chargers",
         "SELECT * FROM chargers",
         "SELECT token_sha256 FROM api_tokens",
         "SELECT * FROM id_tokens",
+        "SELECT description FROM tickets",
+        "SELECT assignee FROM tickets",
+        "SELECT actor, note FROM ticket_log",
     ):
         with pytest.raises(asyncpg.InsufficientPrivilegeError):
             pg_fetch(stack.reader_dsn, sql)
