@@ -11,7 +11,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from chargeops.db.models import MeterFlag, Transaction
-from ops.api.schemas import Items, TransactionOut
+from ops.api.schemas import Page, TransactionOut
 from tests.test_api_support import assert_error
 
 pytest_plugins = ("tests.test_api_support",)
@@ -103,6 +103,34 @@ async def test_filters_and_paging(admin: httpx.AsyncClient) -> None:
     assert await _ids(admin, "?offset=10") == []
 
 
+@pytest.mark.usefixtures("transactions")
+async def test_cursor_pages_walk_the_list_once_even_while_sessions_start(
+    admin: httpx.AsyncClient, api_sessions: async_sessionmaker[AsyncSession]
+) -> None:
+    first = (await admin.get("/api/transactions?limit=2")).json()
+    assert [t["transaction_id"] for t in first["items"]] == ["104", "103"] and first["next"]
+    # A new session (newest of all) and one without a start time arrive between pages: an offset would
+    # shift and show 103 again; the cursor goes on after 103, and the one without a start comes last.
+    async with api_sessions() as s, s.begin():
+        s.add(
+            Transaction(charger_id="A", transaction_id="105", started_at=T0 + timedelta(hours=9), active=True)
+        )
+        s.add(Transaction(charger_id="B", transaction_id="106", started_at=None, active=True))
+    seen, cursor = [], first["next"]
+    while cursor:
+        page = (await admin.get("/api/transactions", params={"limit": 2, "cursor": cursor})).json()
+        seen += [t["transaction_id"] for t in page["items"]]
+        cursor = page["next"]
+    assert seen == ["102", "101", "100", "106"]
+    last = (await admin.get("/api/transactions?limit=10")).json()
+    assert last["next"] is None and len(last["items"]) == 7
+
+
+@pytest.mark.parametrize("cursor", ["not-a-cursor", "fA", "MjAyNS0wNS0wMVQwMDowMDowMCswMDowMHx4"])
+async def test_a_cursor_this_list_did_not_give_out_is_422(admin: httpx.AsyncClient, cursor: str) -> None:
+    assert_error(await admin.get("/api/transactions", params={"cursor": cursor}), 422, "invalid_request")
+
+
 @pytest.mark.parametrize("query", ["limit=0", "limit=1001", "offset=-1", "limit=ten", "active=sometimes"])
 async def test_bad_query_is_422(admin: httpx.AsyncClient, query: str) -> None:
     assert_error(await admin.get(f"/api/transactions?{query}"), 422, "invalid_request")
@@ -133,7 +161,7 @@ async def test_the_list_reads_back_as_the_documented_model(
             )
         )
     body = (await admin.get("/api/transactions")).content
-    assert Items[TransactionOut].model_validate_json(body).model_dump_json().encode() == body
+    assert Page[TransactionOut].model_validate_json(body).model_dump_json().encode() == body
     flagged = next(t for t in orjson.loads(body)["items"] if t["transaction_id"] == "102")
     assert flagged["energy_wh"] == 300.0  # billed up to the last plausible reading, not the 2,500 stop
     assert [f["reason"] for f in flagged["meter_flags"]] == ["exceeds_max_power"]

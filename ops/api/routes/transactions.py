@@ -3,11 +3,14 @@ its billed energy and the TransactionEvents not received; one with its signed me
 
 from __future__ import annotations
 
+import base64
 from collections.abc import Mapping
+from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Response
-from sqlalchemy import Select, select, tuple_
+from fastapi.exceptions import RequestValidationError
+from sqlalchemy import ColumnElement, Select, and_, or_, select, tuple_
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from chargeops.db.models import MeterFlag, StoredEvent, Transaction, billed_energy_wh
@@ -18,8 +21,8 @@ from ops.api.errors import documented
 from ops.api.schemas import (
     MAX_DB_INT,
     MAX_PAGE,
-    Items,
     MeterFlagOut,
+    Page,
     SignedReadingOut,
     TransactionDetailOut,
     TransactionOut,
@@ -75,7 +78,15 @@ def _doc(row: Mapping[str, Any], flags: list[dict[str, Any]]) -> dict[str, Any]:
 async def _sessions(db: AsyncSession, page: Select[Any]) -> list[dict[str, Any]]:
     """The sessions `page` selects (by its own order) with their implausible readings, oldest first: two
     queries for the page, rows rather than ORM objects (a 1,000-session page is a heavy read)."""
-    rows = [r._asdict() for r in (await db.execute(page.with_only_columns(*_TX_COLUMNS))).all()]
+    return [doc for _, doc in await _rows_and_sessions(db, page)]
+
+
+async def _rows_and_sessions(
+    db: AsyncSession, page: Select[Any]
+) -> list[tuple[dict[str, Any], dict[str, Any]]]:
+    rows = [
+        r._asdict() for r in (await db.execute(page.with_only_columns(*_TX_COLUMNS, Transaction.id))).all()
+    ]
     keys = page.with_only_columns(Transaction.charger_id, Transaction.transaction_id)
     found = await db.execute(
         select(MeterFlag.charger_id, MeterFlag.transaction_id, *(getattr(MeterFlag, f) for f in _FLAG_FIELDS))
@@ -87,27 +98,65 @@ async def _sessions(db: AsyncSession, page: Select[Any]) -> list[dict[str, Any]]
         flags.setdefault((f.charger_id, f.transaction_id), []).append(
             {k: getattr(f, k) for k in _FLAG_FIELDS}
         )
-    return [_doc(r, flags.get((r["charger_id"], r["transaction_id"]), [])) for r in rows]
+    return [(r, _doc(r, flags.get((r["charger_id"], r["transaction_id"]), []))) for r in rows]
 
 
-@router.get("", dependencies=[Viewer], response_model=Items[TransactionOut])
+def _cursor(row: Mapping[str, Any]) -> str:
+    """Where the next page starts: after this row in (started_at desc, nulls last; id desc) order."""
+    started = row["started_at"]
+    text = f"{started.isoformat() if started is not None else ''}|{row['id']}"
+    return base64.urlsafe_b64encode(text.encode()).decode().rstrip("=")
+
+
+def _after(cursor: str) -> ColumnElement[bool]:
+    """Rows after the cursor's row in the list's order; a cursor that is not one of ours is a 422."""
+    try:
+        text = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+        started_text, id_text = text.split("|")
+        row_id = int(id_text)
+        started = datetime.fromisoformat(started_text) if started_text else None
+    except (ValueError, UnicodeDecodeError):
+        raise RequestValidationError(
+            [{"loc": ("query", "cursor"), "msg": "not a cursor this list gave out", "type": "value_error"}]
+        ) from None
+    if started is None:  # within the rows without a start time, which come last
+        return and_(Transaction.started_at.is_(None), Transaction.id < row_id)
+    return or_(
+        Transaction.started_at < started,
+        and_(Transaction.started_at == started, Transaction.id < row_id),
+        Transaction.started_at.is_(None),
+    )
+
+
+@router.get("", dependencies=[Viewer], response_model=Page[TransactionOut])
 async def list_transactions(
     db: Db,
     scope: Scoped,
     charger_id: str | None = None,
     active: bool | None = None,
     limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 100,
-    offset: Annotated[int, Query(ge=0, le=MAX_DB_INT)] = 0,
+    cursor: Annotated[str | None, Query(max_length=96, description="`next` of the previous page")] = None,
+    offset: Annotated[
+        int,
+        Query(ge=0, le=MAX_DB_INT, description="deprecated: use `cursor` (an offset rescans what it skips)"),
+    ] = 0,
 ) -> Response:
     """Sessions with `energy_wh` billed from plausible readings, the implausible ones (`meter_flags`) and
-    the TransactionEvents not received (`missing_seq_nos`)."""
+    the TransactionEvents not received (`missing_seq_nos`), newest first, a page at a time: pass the answer's
+    `next` as `cursor` until it is null (stable while sessions are added, unlike `offset`)."""
     query = select(Transaction).where(scope.chargers(Transaction.charger_id))
     if charger_id is not None:
         query = query.where(Transaction.charger_id == charger_id)
     if active is not None:
         query = query.where(Transaction.active == active)
+    if cursor is not None:
+        query = query.where(_after(cursor))
     query = query.order_by(Transaction.started_at.desc().nulls_last(), Transaction.id.desc())
-    return json_response({"items": await _sessions(db, query.limit(limit).offset(offset))})
+    found = await _rows_and_sessions(db, query.limit(limit + 1).offset(offset))
+    more = len(found) > limit
+    found = found[:limit]
+    items = [doc for _, doc in found]
+    return json_response({"items": items, "next": _cursor(found[-1][0]) if more else None})
 
 
 @router.get("/{charger_id}/{transaction_id}", dependencies=[Viewer], responses=documented(404))
