@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
 import json
-import signal
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
@@ -15,7 +13,8 @@ import typer
 
 from chargeops.logs import setup as setup_logging
 from chargeops.settings import Settings
-from ops import cli_fleet
+from ops import cli_demo, cli_fleet
+from ops.cli_loop import run as _run
 from ops.cli_options import DatabaseUrl, LogLevel, Opt, given_settings
 
 app = typer.Typer(help="chargeops: operations backend for EV charging operators.", no_args_is_help=True)
@@ -41,31 +40,6 @@ class Protocol(StrEnum):
     v201 = "ocpp2.0.1"
     v21 = "ocpp2.1"
     mixed = "mixed"
-
-
-def _run(coro: Any) -> None:
-    """Run until done or until SIGINT / SIGTERM, then shut down cleanly."""
-
-    async def main() -> None:
-        task = asyncio.ensure_future(coro)
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            with contextlib.suppress(NotImplementedError):
-                loop.add_signal_handler(sig, task.cancel)
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
-
-    with asyncio.Runner(loop_factory=_loop_factory()) as runner:
-        runner.run(main())
-
-
-def _loop_factory() -> Any:
-    """uvloop where available: the gateway spends much of its time in socket I/O."""
-    try:
-        import uvloop
-    except ImportError:
-        return None
-    return uvloop.new_event_loop
 
 
 @app.command()
@@ -257,43 +231,27 @@ async def _simulate(config: Any, run_fleet: Any) -> None:
     typer.echo(json.dumps(dataclasses.asdict(report), indent=2))
 
 
-@app.command()
-def demo(
-    chargers: Annotated[int, Opt("demo_chargers", "simulated chargers")] = 20,
-    fault_rate: Annotated[float, Opt("demo_fault_rate", "faults per charger per simulated hour")] = 0.5,
-    time_scale: Annotated[float, Opt("demo_time_scale", "simulated seconds per real second")] = 30.0,
-    ocpp_port: Annotated[int | None, Opt("ocpp_port", "OCPP WebSocket port (default 9000)")] = None,
-    http_port: Annotated[int | None, Opt("http_port", "HTTP API port (default 8000)")] = None,
-    database_url: DatabaseUrl = None,
-    log_level: LogLevel = "WARNING",
-) -> None:
-    """`serve` plus a simulated fleet with faults; prints where to look."""
-    setup_logging(log_level)
-    from ops.demo import run_demo
-
-    settings = given_settings(
-        ocpp_port=ocpp_port, http_port=http_port, database_url=database_url, accept_unknown=True
-    )
-    _run(run_demo(settings, chargers=chargers, fault_rate=fault_rate, time_scale=time_scale))
-
-
 @db_app.command("upgrade")
 def db_upgrade(database_url: DatabaseUrl = None) -> None:
-    """Apply database migrations."""
+    """Apply database migrations; says from which revision to which (or that there was nothing to do)."""
     from chargeops.db.engine import make_engine
-    from chargeops.db.migrate import upgrade
+    from ops.progress import migrate
+    from ops.startup import fail
 
-    settings = given_settings(database_url=database_url)
-
-    async def run() -> None:
-        engine = make_engine(settings.database_url)
+    async def run(url: str) -> str:
+        engine = make_engine(url)
         try:
-            await upgrade(engine)
+            return await migrate(engine)
         finally:
             await engine.dispose()
 
-    asyncio.run(run())
-    typer.echo("database is up to date")
+    settings = None
+    try:
+        settings = given_settings(database_url=database_url)
+        done = asyncio.run(run(settings.database_url))
+    except Exception as exc:
+        fail(exc, settings)
+    typer.echo(f"database {done}")
 
 
 class Kind(StrEnum):
@@ -351,18 +309,22 @@ def fleet_load(
     from pydantic import ValidationError
 
     from chargeops.db.engine import make_engine, make_sessionmaker
-    from chargeops.db.migrate import is_empty, upgrade
+    from chargeops.db.migrate import is_empty
+    from ops.progress import migrate
     from ops.registry import UnknownReference, apply_fleet, read_fleet_file, seed_catalogue
 
     settings = given_settings(database_url=database_url)
+    done: list[str] = []  # what it took besides the upsert, said before the counts
 
     async def run() -> dict[str, int]:
         engine = make_engine(settings.database_url)
         try:
             if await is_empty(engine):
-                await upgrade(engine)
+                done.append(f"database {await migrate(engine)}")
             sessions = make_sessionmaker(engine)
-            await seed_catalogue(sessions)  # a fleet file may name catalogue SKUs without listing them
+            # a fleet file may name catalogue SKUs without listing them
+            if await seed_catalogue(sessions):
+                done.append("seeded the default spare-parts catalogue and charger models")
             async with sessions() as session, session.begin():
                 return await apply_fleet(session, read_fleet_file(path), actor=f"file:{path.name}")
         finally:
@@ -373,7 +335,10 @@ def fleet_load(
     except (ValidationError, UnknownReference) as exc:
         typer.echo(f"error: {path}: {exc}", err=True)
         raise typer.Exit(2) from None
-    typer.echo("loaded " + ", ".join(f"{n} {name}" for name, n in counts.items() if n))
+    for line in done:
+        typer.echo(line)
+    upserted = ", ".join(f"{n} {name}" for name, n in counts.items() if n)
+    typer.echo(f"upserted by id: {upserted}" if upserted else f"{path} holds nothing to load")
 
 
 @ops_app.command("backtest")
@@ -426,6 +391,7 @@ def ops_backtest(
 
 
 cli_fleet.register(app, chargers_app)
+cli_demo.register(app)
 
 
 def main() -> None:

@@ -15,6 +15,8 @@ from firmware_stubs import SimEnvironment, SimulatedCharger
 from firmware_stubs.fleet import FleetConfig, build_fleet, run_fleet
 from firmware_stubs.site_controller import SiteController
 from firmware_stubs.swap_station import SwapStation
+from ops import progress
+from ops.demo_watch import DemoWatch
 from ops.registry import FleetDoc, apply_fleet
 from ops.runtime import Runtime
 
@@ -132,6 +134,7 @@ async def run_demo(settings: Settings, *, chargers: int, fault_rate: float, time
     runtime = Runtime(settings)
     await runtime.start()
     try:
+        progress.log.info("registering the demo fleet: sites, depots, stock and drivers' tokens")
         await seed_id_tokens(runtime, SimEnvironment().id_tags)
         assert runtime.gateway is not None
         config = FleetConfig(
@@ -151,6 +154,9 @@ async def run_demo(settings: Settings, *, chargers: int, fault_rate: float, time
         async with runtime.sessions() as session, session.begin():
             await apply_fleet(session, doc, actor="demo")
         print(guide(runtime, shown, chargers), flush=True)
+        progress.log.info("connecting %d simulated chargers and stations", len(fleet))
+        watch = DemoWatch(runtime.sessions, [cp.id for cp in fleet])
+        await watch.poll()  # tickets from here on: those a kept database holds from earlier runs are not news
         sites = {c.id: c.site for c in doc.chargers}
         at_pv_site = [cp for cp in fleet if sites.get(cp.id) == PV_SITE]
         controller = SiteController(
@@ -167,6 +173,6 @@ async def run_demo(settings: Settings, *, chargers: int, fault_rate: float, time
             seed=1,
         )
         with contextlib.suppress(asyncio.CancelledError):
-            await asyncio.gather(run_fleet(config, fleet), controller.run())
+            await asyncio.gather(run_fleet(config, fleet), controller.run(), watch.run())
     finally:
         await runtime.stop()

@@ -31,7 +31,7 @@ from chargeops.db.ops_models import (
     TicketLog,
 )
 from chargeops.events import BatterySwapped, Booted, Connected, Event, EventKind, SecurityEvent, StatusChanged
-from ops import maintenance, security_events, supply_warnings, tickets
+from ops import maintenance, progress, security_events, supply_warnings, tickets
 from ops.registry import seed_catalogue
 from ops.rules import Observation, ObservationKind, RuleBook, load_rules, observations, observed
 from ops.tickets import OPEN_STATES, PRIORITIES
@@ -108,7 +108,7 @@ class OpsEngine(Periodic):
     async def prepare(self) -> None:
         """Seeds the parts catalogue into an empty database."""
         if await seed_catalogue(self.sessions):
-            log.info("seeded the default spare-parts catalogue and charger models")
+            progress.log.info("seeded the default spare-parts catalogue and charger models")
 
     # -- events ---------------------------------------------------------------------------------------
 

@@ -15,12 +15,14 @@ from fastapi.responses import Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from chargeops.broker import redact
 from chargeops.db.engine import make_engine, make_sessionmaker
-from chargeops.db.migrate import is_empty, upgrade
+from chargeops.db.migrate import is_empty
 from chargeops.settings import ROLES, Settings
 from ocpp_gateway.context import GatewayContext
 from ocpp_gateway.server import GatewayServer
 from ocpp_gateway.store import GatewayStore
+from ops import progress
 from ops.api import create_app
 from ops.api.context import Commands
 from ops.api.worker import ApiThread, LoopBus
@@ -102,11 +104,13 @@ class Runtime:
         self._metrics_port: int | None = None
 
     async def start(self) -> None:
+        """Says each step on `chargeops.startup` (`ops.progress`)."""
+        if self.settings.mqtt_url:
+            progress.log.info("connecting to the MQTT broker at %s", redact(self.settings.mqtt_url))
         await self.bus.start()
-        if await is_empty(self.engine):
-            log.info("empty database: applying migrations")
-            await upgrade(self.engine)
+        await progress.check_database(self.engine, empty=await is_empty(self.engine))
         if "ingest" in self.roles:
+            progress.log.info("starting ingest (batched writes, rollups, retention)")
             self.writer = BatchWriter(self.sessions)
             self.writer.start()
             self.bus.subscribe(self.writer.write, durable=True)
@@ -117,16 +121,20 @@ class Runtime:
                 self.site_telemetry.start()
             await self.bus.ready(timeout=30)
         if "ops" in self.roles:
+            progress.log.info("starting ops (fault rules, supply reviews, webhooks, site power planner)")
             self.fleet_metrics = FleetMetrics(self.sessions, self.settings.fleet_metrics_interval)
             self.fleet_metrics.start()
             await self._start_ops()
         if "gateway" in self.roles:
+            progress.log.info("starting the OCPP gateway")
             ctx = GatewayContext(
                 self.settings, GatewayStore(self.sessions), self.bus, self.settings.gateway_id
             )
             self.gateway = GatewayServer(ctx)
             await self.gateway.start()
+        progress.log.info("starting the HTTP %s", "API and /metrics" if "api" in self.roles else "/metrics")
         await self._start_http()
+        progress.log.info("started: %s", ", ".join(r for r in ROLES if r in self.roles))
 
     async def _start_ops(self) -> None:
         """On MQTT the engine is its own durable consumer group (a second connection); in one process it

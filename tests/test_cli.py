@@ -15,6 +15,7 @@ from sqlalchemy import select
 from typer.testing import CliRunner
 
 from chargeops.db.engine import make_engine, make_sessionmaker
+from chargeops.db.migrate import head
 from chargeops.db.models import Charger
 from chargeops.settings import Settings
 from firmware_stubs import SimEnvironment
@@ -85,7 +86,9 @@ def test_chargers_add_registers_with_a_hashed_password(tmp_path: Any) -> None:
 
 def test_db_upgrade_on_postgres(pg_url: str) -> None:
     result = runner.invoke(app, ["db", "upgrade", "--database-url", pg_url])
-    assert result.exit_code == 0 and "up to date" in result.output
+    assert result.exit_code == 0 and f"database migrated (empty) → {head()}" in result.output, result.output
+    again = runner.invoke(app, ["db", "upgrade", "--database-url", pg_url])
+    assert again.exit_code == 0 and f"database already at {head()}" in again.output, again.output
 
 
 async def test_simulate_runs_a_strict_mixed_fleet_against_a_central_system(

@@ -6,6 +6,8 @@ from pathlib import Path
 
 from alembic import command
 from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
 from sqlalchemy import inspect
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -19,14 +21,14 @@ def alembic_config(url: str) -> Config:
     return cfg
 
 
-async def upgrade(engine: AsyncEngine) -> None:
-    """Bring the database at `engine` to the newest revision."""
+async def upgrade(engine: AsyncEngine, target: str = "head") -> None:
+    """Bring the database at `engine` to the newest revision (or to `target`)."""
     cfg = alembic_config(engine.url.render_as_string(hide_password=False))
     async with engine.begin() as conn:
 
         def _upgrade(sync_conn: object) -> None:
             cfg.attributes["connection"] = sync_conn
-            command.upgrade(cfg, "head")
+            command.upgrade(cfg, target)
 
         await conn.run_sync(_upgrade)
 
@@ -36,3 +38,16 @@ async def is_empty(engine: AsyncEngine) -> bool:
     async with engine.connect() as conn:
         names = await conn.run_sync(lambda c: inspect(c).get_table_names())
     return "alembic_version" not in names
+
+
+def head() -> str:
+    """The newest revision this chargeops ships (what `upgrade` brings a database to)."""
+    revision = ScriptDirectory.from_config(alembic_config("sqlite://")).get_current_head()
+    assert revision is not None
+    return revision
+
+
+async def revision(engine: AsyncEngine) -> str | None:
+    """The revision the database at `engine` is at (None: no chargeops schema yet)."""
+    async with engine.connect() as conn:
+        return await conn.run_sync(lambda c: MigrationContext.configure(c).get_current_revision())
