@@ -20,6 +20,10 @@ from chargeops.db.migrate import upgrade
 from chargeops.settings import Settings
 from ops.runtime import Runtime
 
+# Test modules import helpers from the browser plugin before naming it in `pytest_plugins`: its asserts are
+# rewritten all the same (and pytest does not warn that it came too late).
+pytest.register_assert_rewrite("tests.browser")
+
 PG_ADMIN_DSN = os.environ.get("CHARGEOPS_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
 
 # Tests fire API requests faster than any operator; the rate limit is tested where it is the subject

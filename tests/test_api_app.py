@@ -118,8 +118,8 @@ async def test_numbers_beyond_64_bits_are_422_not_500(admin: httpx.AsyncClient, 
     assert r.status_code == 422 and r.json()["error"] in ("invalid_request", "out_of_range"), r.text
 
 
-async def test_the_bare_address_points_to_docs_crew_and_health(anonymous: httpx.AsyncClient) -> None:
+async def test_the_bare_address_points_to_docs_crew_status_and_health(anonymous: httpx.AsyncClient) -> None:
     r = await anonymous.get("/")
     assert r.status_code == 200 and r.headers["content-type"].startswith("text/html")
-    for link in ('href="/docs"', 'href="/crew"', 'href="/healthz"', 'href="/metrics"'):
+    for link in ('href="/docs"', 'href="/crew"', 'href="/status"', 'href="/healthz"', 'href="/metrics"'):
         assert link in r.text

@@ -14,14 +14,14 @@ from typing import cast
 
 import httpx
 import pytest
-from playwright.async_api import Browser, Page, Route, expect
+from playwright.async_api import Browser, expect
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from chargeops.settings import Settings
 from ops.api import create_app
 from ops.api.routes import docs
-from ops.runtime import Runtime
 from telemetry.bus import InProcessBus
+from tests.browser import LAB, offline_page
 from tests.conftest import StartRuntime
 from tests.test_api_support import assert_error
 
@@ -29,8 +29,6 @@ pytest_plugins = ("tests.browser",)
 
 ROOT = Path(__file__).resolve().parent.parent
 ADMIN_TOKEN = "test-admin-token"  # conftest's start_runtime
-# Not localhost, as in a lab: Swagger UI treats localhost specially (its online validator badge).
-LAB = "http://chargeops.lab"
 MEDIA_TYPES = {".js": "text/javascript", ".css": "text/css", ".png": "image/png", ".json": "application/json"}
 
 
@@ -101,33 +99,6 @@ def test_vendored_files_match_their_versions_and_ship_in_the_package() -> None:
         assert any(fnmatch.fnmatch(f"api/static/{name}", g) for g in globs), name
     for version in (docs.SWAGGER_UI_VERSION, docs.REDOC_VERSION):
         assert version in (docs.STATIC_DIR / "README.md").read_text()
-
-
-@asynccontextmanager
-async def offline_page(browser: Browser, runtime: Runtime) -> AsyncIterator[tuple[Page, list[str]]]:
-    """A page at `LAB`, which reaches the running chargeops and nothing else: every other request is
-    refused as if the network were down, and listed with every page error, console error and HTTP error."""
-    server = f"http://127.0.0.1:{runtime.http_port}"
-    problems: list[str] = []
-
-    async def only_chargeops(route: Route) -> None:
-        url = route.request.url
-        if url == LAB or url.startswith(f"{LAB}/"):
-            await route.fulfill(response=await route.fetch(url=server + url[len(LAB) :]))
-        else:
-            problems.append(f"outside request {url}")
-            await route.abort("internetdisconnected")
-
-    context = await browser.new_context()
-    await context.route("**/*", only_chargeops)
-    page = await context.new_page()
-    page.on("pageerror", lambda exc: problems.append(str(exc)))
-    page.on("console", lambda msg: problems.append(msg.text) if msg.type == "error" else None)
-    page.on("response", lambda r: problems.append(f"{r.status} {r.url}") if r.status >= 400 else None)
-    try:
-        yield page, problems
-    finally:
-        await context.close()
 
 
 async def test_swagger_ui_renders_and_calls_the_api_offline(

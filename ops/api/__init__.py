@@ -22,6 +22,7 @@ from ops.api.routes import (
     inventory,
     registry,
     site_power,
+    status_page,
     suppliers,
     supply_risk,
     swaps,
@@ -71,6 +72,7 @@ def create_app(sessions: async_sessionmaker[AsyncSession], bus: Commands, settin
         swaps,
         webhooks,
         crew,
+        status_page,
         docs,
     )
     for module in routes:

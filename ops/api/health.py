@@ -38,6 +38,7 @@ _INDEX = """<!doctype html><html lang="en"><meta charset="utf-8"><title>chargeop
 <h1>chargeops</h1><ul>
 <li><a href="/docs">/docs</a>: the operator API, with a token (<code>Authorization: Bearer …</code>)</li>
 <li><a href="/crew">/crew</a>: the crew page for phones</li>
+<li><a href="/status">/status</a>: the fleet status page (read-only: chargers, tickets, supply warnings)</li>
 <li><a href="/healthz">/healthz</a>: whether the database answers</li>
 <li><a href="/metrics">/metrics</a>: Prometheus metrics (unless they have their own port or token)</li>
 </ul></html>"""
