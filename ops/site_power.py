@@ -391,7 +391,8 @@ def _export_metrics(
     values: dict[m.Gauge, float | None] = {
         m.SITE_POWER_LIMIT: budget.total_w if grid_limit_kw is not None else None,
         m.SITE_PV: report.pv_w if report else None,
-        m.SITE_STORAGE_SOC: report.storage_soc if report else None,
+        # reported in %, exported 0-1
+        m.SITE_STORAGE_SOC: report.storage_soc / 100 if report and report.storage_soc is not None else None,
         m.SITE_STORAGE: report.storage_w if report else None,
         m.SITE_GRID_IMPORT: report.grid_w if report else None,
         m.SITE_SELF_CONSUMPTION: _self_consumption(report) if report else None,

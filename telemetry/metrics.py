@@ -1,4 +1,6 @@
-"""Prometheus metrics. Names start with `chargeops_`; no per-charger labels (bounded cardinality)."""
+"""Prometheus metrics. Names start with `chargeops_`; no per-charger labels (bounded cardinality); units in
+the name (`_watt_hours_total`, `_watts`, `_seconds`, `_ratio` for 0-1); no `_created` series (Prometheus does
+not use them and they double every counter's series)."""
 
 from __future__ import annotations
 
@@ -7,8 +9,10 @@ from collections.abc import Callable
 from functools import cache
 from typing import Any, TypeVar
 
-from prometheus_client import Counter, Gauge, Histogram
+from prometheus_client import Counter, Gauge, Histogram, disable_created_metrics
 from prometheus_client.metrics import MetricWrapperBase
+
+disable_created_metrics()
 
 M = TypeVar("M", bound=MetricWrapperBase)
 
@@ -109,7 +113,7 @@ FLEET_CONNECTORS = Gauge(
     "chargeops_fleet_connectors", "Connectors by their latest reported status", ["status"]
 )
 SITE_POWER = Gauge("chargeops_site_power_watts", "Charging power now (latest sample per connector)", ["site"])
-SITE_ENERGY = Counter("chargeops_site_energy_wh_total", "Energy delivered in transactions", ["site"])
+SITE_ENERGY = Counter("chargeops_site_energy_watt_hours_total", "Energy delivered in transactions", ["site"])
 SESSIONS_ACTIVE = Gauge("chargeops_sessions_active", "Transactions in progress", ["site"])
 FAULTS = Counter("chargeops_faults_total", "Faults reported by chargers (not clearings), by code", ["code"])
 METER_IMPLAUSIBLE = Counter(
@@ -187,7 +191,7 @@ WEBHOOK_OUTBOX_PENDING = Gauge(
 
 # -- PV + storage + charging sites (ops.site_power), label `site` only -------------------------------------
 SITE_PV = Gauge("chargeops_site_pv_watts", "PV output the site controller last reported", ["site"])
-SITE_STORAGE_SOC = Gauge("chargeops_site_storage_soc_percent", "Site storage state of charge", ["site"])
+SITE_STORAGE_SOC = Gauge("chargeops_site_storage_soc_ratio", "Site storage state of charge (0-1)", ["site"])
 SITE_STORAGE = Gauge(
     "chargeops_site_storage_watts", "Site storage power: > 0 charging, < 0 discharging", ["site"]
 )

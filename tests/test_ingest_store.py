@@ -103,8 +103,8 @@ async def test_metrics_move_once_under_redelivery(sessions: Sessions) -> None:
         s.add(Transaction(charger_id="CPX", transaction_id="T1", meter_start_wh=0.0))  # unknown charger
     lag_count = metric("chargeops_ingest_lag_seconds_count")
     faults = metric("chargeops_faults_total", code="HighTemperature")
-    energy = metric("chargeops_site_energy_wh_total", site=site)
-    no_site = metric("chargeops_site_energy_wh_total", site="")
+    energy = metric("chargeops_site_energy_watt_hours_total", site=site)
+    no_site = metric("chargeops_site_energy_watt_hours_total", site="")
     received = datetime.now(UTC) - timedelta(seconds=3)
     first = [
         meter("CPE", T0, 1500.0),
@@ -117,8 +117,8 @@ async def test_metrics_move_once_under_redelivery(sessions: Sessions) -> None:
     assert metric("chargeops_ingest_lag_seconds_count") - lag_count == 5
     assert metric("chargeops_ingest_lag_seconds_bucket", le="2.0") - lag_count < 5  # the 3 s old fault
     assert metric("chargeops_faults_total", code="HighTemperature") - faults == 1
-    assert metric("chargeops_site_energy_wh_total", site=site) - energy == 800.0
-    assert metric("chargeops_site_energy_wh_total", site="") - no_site == 40.0
+    assert metric("chargeops_site_energy_watt_hours_total", site=site) - energy == 800.0
+    assert metric("chargeops_site_energy_watt_hours_total", site="") - no_site == 40.0
     # the gateway moved meter_last_wh itself: ingest still counts the energy once
     async with sessions() as s, s.begin():
         await s.execute(text("UPDATE transactions SET meter_last_wh = 2500 WHERE charger_id = 'CPE'"))
@@ -127,7 +127,7 @@ async def test_metrics_move_once_under_redelivery(sessions: Sessions) -> None:
     await store_events(sessions, again)
     await store_events(sessions, again)
     assert metric("chargeops_faults_total", code="HighTemperature") - faults == 1
-    assert metric("chargeops_site_energy_wh_total", site=site) - energy == 1600.0
+    assert metric("chargeops_site_energy_watt_hours_total", site=site) - energy == 1600.0
     assert metric("chargeops_ingest_lag_seconds_count") - lag_count == 7
     async with sessions() as s:
         tx = (await s.execute(select(Transaction).where(Transaction.charger_id == "CPE"))).scalar_one()

@@ -693,3 +693,17 @@ def test_alert_rules_evaluate_on_live_series(stack: Stack) -> None:
     assert len(evaluated) >= 10
     bad = {r["name"]: r.get("lastError") for r in evaluated if r.get("health") != "ok"}
     assert not bad, f"rules that failed to evaluate: {bad}"
+
+
+def test_metric_names_carry_their_units_and_no_created_series() -> None:
+    """Issue 13: energy in `_watt_hours_total`, 0-1 quantities as `_ratio`, no `_created` twins."""
+    from prometheus_client import REGISTRY, generate_latest
+
+    import telemetry.metrics as m
+
+    m.SITE_ENERGY.labels("unit-test-site").inc(0)
+    text = generate_latest(REGISTRY).decode()
+    assert "chargeops_site_energy_watt_hours_total{" in text
+    assert "_created" not in text
+    names = {metric.name for metric in REGISTRY.collect() if metric.name.startswith("chargeops_")}
+    assert not {n for n in names if n.endswith(("_percent", "_wh", "_kw"))}, names

@@ -230,7 +230,7 @@ async def test_site_stays_under_its_grid_limit(site_stack: SiteStack) -> None:
         gauge = REGISTRY.get_sample_value
         assert gauge("chargeops_site_power_limit_watts", {"site": SITE}) == BUDGET
         assert gauge("chargeops_site_pv_watts", {"site": SITE}) == 0.0
-        assert gauge("chargeops_site_storage_soc_percent", {"site": SITE}) == 5.0
+        assert gauge("chargeops_site_storage_soc_ratio", {"site": SITE}) == 0.05
         assert gauge("chargeops_site_grid_import_watts", {"site": SITE}) is not None
 
         await cps[0].unplug(1)

@@ -210,7 +210,7 @@ async def test_a_late_offline_copy_of_a_stored_transaction_event_is_answered_and
     queued["meterValue"] = [mv("2026-11-25T10:20:00Z", 6_000, v2=True)]
 
     def site_energy() -> float:
-        return REGISTRY.get_sample_value("chargeops_site_energy_wh_total", {"site": ""}) or 0.0
+        return REGISTRY.get_sample_value("chargeops_site_energy_watt_hours_total", {"site": ""}) or 0.0
 
     energy_before = site_energy()
     async with raw_charger(port, "CP-OFF", protocol) as cp:

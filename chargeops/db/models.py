@@ -92,7 +92,8 @@ class Transaction(Base):
     meter_start_wh: Mapped[float | None] = mapped_column(Float)
     meter_last_wh: Mapped[float | None] = mapped_column(Float)
     meter_stop_wh: Mapped[float | None] = mapped_column(Float)
-    # The register reading up to which ingest has counted this session in chargeops_site_energy_wh_total.
+    # The register reading up to which ingest has counted this session in the site energy counter
+    # (chargeops_site_energy_watt_hours_total).
     # Separate from meter_last_wh, which the gateway also advances: each Wh is counted exactly once.
     energy_counted_wh: Mapped[float | None] = mapped_column(Float)
     # The last plausible register reading and its time (`ocpp_gateway.plausibility`), kept by the gateway:
