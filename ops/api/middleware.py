@@ -111,17 +111,24 @@ class AccessLogMiddleware:
             return
         started = time.perf_counter()
         status = 0
+        logged = False
 
         async def recording_send(message: Message) -> None:
-            nonlocal status
+            # The line is written before the last body chunk leaves, so the log is in answer order: a client
+            # that has its response can rely on the line being there.
+            nonlocal status, logged
             if message["type"] == "http.response.start":
                 status = message["status"]
+            elif message["type"] == "http.response.body" and not message.get("more_body", False) and not logged:
+                logged = True
+                self._log(scope, status, (time.perf_counter() - started) * 1000)
             await send(message)
 
         try:
             await self.app(scope, receive, recording_send)
         finally:
-            self._log(scope, status, (time.perf_counter() - started) * 1000)
+            if not logged:
+                self._log(scope, status, (time.perf_counter() - started) * 1000)
 
     @staticmethod
     def _log(scope: Scope, status: int, ms: float) -> None:
