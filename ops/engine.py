@@ -20,7 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from chargeops import clock
 from chargeops.db.engine import stored_utc
-from chargeops.db.models import Charger, StoredEvent
+from chargeops.db.models import Charger
 from chargeops.db.ops_models import (
     Battery,
     BatteryReading,
@@ -30,8 +30,8 @@ from chargeops.db.ops_models import (
     Ticket,
     TicketLog,
 )
-from chargeops.events import BatterySwapped, Booted, Connected, Event, EventKind, SecurityEvent, StatusChanged
-from ops import maintenance, progress, security_events, supply_warnings, tickets
+from chargeops.events import BatterySwapped, Booted, Connected, Event, SecurityEvent, StatusChanged
+from ops import boot_loop, maintenance, progress, security_events, supply_warnings, tickets
 from ops.registry import seed_catalogue
 from ops.rules import Observation, ObservationKind, RuleBook, load_rules, observations, observed
 from ops.tickets import OPEN_STATES, PRIORITIES
@@ -50,10 +50,6 @@ from telemetry.metrics import (
 from telemetry.periodic import Periodic
 
 log = logging.getLogger("chargeops.ops")
-# Boots the charger says the central system asked for (OCPP 2.x BootReasonEnumType), and how long after a
-# reboot the charger agreed to its next boot is taken as that reboot.
-REQUESTED_BOOT_REASONS = frozenset({"RemoteReset", "Triggered", "ScheduledReset", "FirmwareUpdate"})
-REBOOT_EXCUSE_MINUTES = 10
 SOH_BANDS = (("90-100", 90.0), ("80-90", 80.0), ("70-80", 70.0), ("below 70", 0.0))
 # (energy registered, mean power drawn, mean power offered, mean SoC) over a window → what is wrong, or None
 WindowCheck = Callable[[float | None, float | None, float | None, float | None], str | None]
@@ -115,17 +111,20 @@ class OpsEngine(Periodic):
     async def handle(self, events: Sequence[Event]) -> None:
         """Bus handler: at-least-once safe (occurrences are keyed by event id).
 
-        An error-free StatusNotification clears a 1.6 connector fault; almost none has one to clear, so the
-        connectors with a fault ticket to clear are read once per batch (and kept up to date as this batch
-        opens tickets) instead of a transaction per status."""
+        What a batch needs from the database is read once per batch, not per event, so a fleet reconnecting
+        costs ops a few queries instead of a transaction per charger: the connectors with a fault ticket an
+        error-free StatusNotification may clear, the open tickets a clearing observation (a charger back
+        online, a fault cleared) may close (almost none: the rest are no-ops and skipped), and the recent
+        boots of the chargers that booted. Both sets are kept up to date as this batch opens tickets."""
         faulted = await self._faulted_connectors(events)
-        for ev in events:
-            found = observations(ev)
+        found_by_event = [self._static_observations(ev) for ev in events]
+        open_keys = await self._open_keys([o for found in found_by_event for o in found if o.cleared])
+        boots = await boot_loop.recent_boots(self.sessions, events, self.book.settings.boot_loop.minutes)
+        for ev, found in zip(events, found_by_event, strict=True):
             body = ev.body
-            if isinstance(body, Booted) and await self._boot_loop(ev):
+            history = boots.get(ev.charger_id, [])
+            if isinstance(body, Booted) and boot_loop.is_loop(ev, history, self.book.settings.boot_loop):
                 found.append(observed(ev, "boot_loop", f"boot:{ev.event_id}", code="boot_loop"))
-            elif isinstance(body, Connected):
-                found.append(observed(ev, "offline", code="offline", cleared=True))
             elif isinstance(body, StatusChanged) and not body.error_code:
                 if (ev.charger_id, body.evse_id) in faulted:
                     faulted.discard((ev.charger_id, body.evse_id))
@@ -135,9 +134,33 @@ class OpsEngine(Periodic):
             elif isinstance(body, SecurityEvent) and await self._expected(ev, body):
                 found = [replace(obs, expected=True) for obs in found]
             for obs in found:
+                if obs.cleared and self._key(obs) not in open_keys:
+                    continue  # nothing open to clear
                 ticket = await self.apply(obs)
+                if ticket is not None and ticket.open_key:
+                    open_keys.add(ticket.open_key)
                 if ticket is not None and ticket.component == "Connector" and ticket.evse_id is not None:
                     faulted.add((obs.charger_id, ticket.evse_id))
+
+    @staticmethod
+    def _static_observations(ev: Event) -> list[Observation]:
+        """What the rules see in the event alone (no database): `observations` plus a charger coming back."""
+        found = observations(ev)
+        if isinstance(ev.body, Connected):
+            found.append(observed(ev, "offline", code="offline", cleared=True))
+        return found
+
+    def _key(self, obs: Observation) -> str | None:
+        rule = self.book.match(obs)
+        return None if rule is None else tickets.maintenance_key(obs.charger_id, rule.id, obs.subject)
+
+    async def _open_keys(self, cleared: Sequence[Observation]) -> set[str | None]:
+        """The keys among `cleared`'s that an open ticket holds (one query for the batch)."""
+        keys = {k for k in map(self._key, cleared) if k is not None}
+        if not keys:
+            return set()
+        async with self.sessions() as session:
+            return set(await session.scalars(select(Ticket.open_key).where(Ticket.open_key.in_(keys))))
 
     async def apply(self, obs: Observation) -> Ticket | None:
         async with self._stock_lock, self.sessions() as session, session.begin():
@@ -237,45 +260,6 @@ class OpsEngine(Periodic):
             return await security_events.expected(
                 session, ev, body, self.book.settings.security.expected_hours
             )
-
-    async def _boot_loop(self, ev: Event) -> bool:
-        """`boot_loop.boots` boots within `boot_loop.minutes`, not counting the ones the central system
-        asked for: a boot the charger gives a requested reason for (2.x RemoteReset, Triggered, ...), and
-        for each reboot it agreed to (`RebootRequested`: Reset, TriggerMessage BootNotification; 1.6 boots
-        give no reason) the first boot after it."""
-        loop = self.book.settings.boot_loop
-        since = clock.now() - timedelta(minutes=loop.minutes)
-        kinds = (EventKind.BOOTED.value, EventKind.REBOOT_REQUESTED.value)
-        async with self.sessions() as session:
-            rows = (
-                await session.execute(
-                    select(StoredEvent.event_id, StoredEvent.kind, StoredEvent.received_at, StoredEvent.data)
-                    .where(
-                        StoredEvent.charger_id == ev.charger_id,
-                        StoredEvent.kind.in_(kinds),
-                        StoredEvent.received_at >= since - timedelta(minutes=REBOOT_EXCUSE_MINUTES),
-                    )
-                    .order_by(StoredEvent.received_at)
-                )
-            ).all()
-        boots: dict[str, tuple[datetime, str | None]] = {}
-        requests: list[datetime] = []
-        for event_id, kind, at, data in rows:
-            if kind == EventKind.REBOOT_REQUESTED.value:
-                requests.append(stored_utc(at))
-            else:
-                boots[event_id] = (stored_utc(at), (data or {}).get("reason"))
-        if isinstance(ev.body, Booted):
-            boots.setdefault(ev.event_id, (ev.received_at, ev.body.reason))
-        counted = 0
-        excuses, grace = sorted(requests), timedelta(minutes=REBOOT_EXCUSE_MINUTES)
-        for at, reason in sorted(boots.values(), key=lambda b: b[0]):
-            excuse = next((r for r in excuses if r <= at <= r + grace), None)
-            if excuse is not None:
-                excuses.remove(excuse)
-            elif reason not in REQUESTED_BOOT_REASONS and at >= since:
-                counted += 1
-        return counted >= loop.boots
 
     async def _clear_connector(self, ev: Event, body: StatusChanged) -> None:
         """1.6 clears a connector's error with a status without one: note it on the connector's tickets."""

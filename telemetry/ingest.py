@@ -48,7 +48,7 @@ from telemetry.metrics import (
     SITE_ENERGY,
     SWAP_EVENTS,
 )
-from telemetry.pg_copy import SAMPLE_COLUMNS, copy_events, dirty_buckets
+from telemetry.pg_copy import SAMPLE_COLUMNS, SMALL_BATCH, copy_events, dirty_buckets, insert_small
 
 log = logging.getLogger(__name__)
 
@@ -187,7 +187,8 @@ async def store_events(
         fresh_ids: set[str] = set()
         if batch.events:
             if conn.dialect.name == "postgresql":
-                fresh_ids = await copy_events(conn, _event_records(batch.events.values()), batch.samples_of)
+                store = insert_small if len(batch.events) <= SMALL_BATCH else copy_events
+                fresh_ids = await store(conn, _event_records(batch.events.values()), batch.samples_of)
             else:
                 fresh_ids = await _insert_events(conn, batch)
         fresh = [batch.events[i] for i in fresh_ids]

@@ -1,8 +1,9 @@
 """The group-committing writer in front of `telemetry.ingest.store_events`.
 
-Concurrent publishers share one commit: a charger's answer waits a few milliseconds for the batch it is in,
-and one transaction stores the events of hundreds of chargers. `write` returns only once its events are
-durable; on shutdown the writer takes no more work and commits what it was already handed.
+Concurrent publishers share one commit: what arrives while a commit is in flight goes together into the next
+one, so under load one transaction stores the events of hundreds of chargers, and on a quiet fleet a lone
+charger's events are committed at once (no waiting for company that is not coming). `write` returns only
+once its events are durable; on shutdown the writer takes no more work and commits what it was already handed.
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ class BatchWriter:
         self,
         sessions: async_sessionmaker[AsyncSession],
         max_batch: int = 5000,
-        max_wait: float = 0.002,
+        max_wait: float = 0.0,
         touch_interval: float = 2.0,
         touch_chunk: int = 500,
     ):
@@ -82,7 +83,7 @@ class BatchWriter:
     async def _run(self) -> None:
         while True:
             await self._wake.wait()
-            await asyncio.sleep(self._max_wait)  # let concurrent publishers join this batch
+            await asyncio.sleep(self._max_wait)  # 0: only the publishers of this loop turn join the batch
             self._wake.clear()
             batch: list[tuple[Sequence[Event], asyncio.Future[None]]] = []
             count = 0

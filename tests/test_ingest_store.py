@@ -64,14 +64,18 @@ async def test_same_batch_twice_and_overlapping_batches_store_once(sessions: Ses
     assert await count(sessions, MeterSample) == 80 * 3
 
 
-async def test_two_writers_racing_on_the_same_events_store_each_sample_once(sessions: Sessions) -> None:
+@pytest.mark.parametrize("size", [300, 20], ids=["copy", "small-batch"])
+async def test_two_writers_racing_on_the_same_events_store_each_sample_once(
+    sessions: Sessions, size: int
+) -> None:
     """Samples have no unique key of their own: the event's key decides, also between concurrent
-    transactions (two ingest processes given the same re-delivered messages)."""
-    batch = [meter(f"CP{i % 7}", T0 + timedelta(seconds=i), 1000.0 + i) for i in range(300)]
+    transactions (two ingest processes given the same re-delivered messages), on both Postgres paths
+    (COPY for a large batch, one statement for a small one)."""
+    batch = [meter(f"CP{i % 7}", T0 + timedelta(seconds=i), 1000.0 + i) for i in range(size)]
     for _ in range(3):
         await asyncio.gather(*(store_events(sessions, batch[k::2] + batch) for k in range(2)))
-    assert await count(sessions, StoredEvent) == 300
-    assert await count(sessions, MeterSample) == 300 * 3
+    assert await count(sessions, StoredEvent) == size
+    assert await count(sessions, MeterSample) == size * 3
 
 
 async def test_mixed_kinds_in_one_batch(sessions: Sessions) -> None:
