@@ -66,7 +66,7 @@ ADMIN_ONLY = ("/api/tokens", "/api/webhooks")
 # Reads that span the fleet: refused to a region (403 out_of_scope), open to the unscoped.
 FLEET_WIDE = {"/api/supply-risk/weak-spots", "/api/supply-risk/weak-spots/report"}
 # Routes outside /api need no token, so they must serve no fleet data: the index, docs (and their vendored
-# files), health, the crew page's and the status page's files.
+# files), health, the crew page's and the status page's files and what they share (/ui).
 OPEN = {
     "/",
     "/openapi.json",
@@ -81,6 +81,7 @@ OPEN = {
     "/status",
     "/status/",
     "/status/{name}",
+    "/ui/{name}",
 }
 WRITE_BODIES: dict[tuple[str, str], Any] = {
     ("POST", "/api/chargers"): {"id": "CP-NEW", "site": "site-south"},

@@ -298,7 +298,9 @@ async def test_page_is_served_without_a_token_and_only_its_files() -> None:
         assert "default-src 'self'" in page.headers["content-security-policy"]
         assert not re.findall(r"https?:|//[\w.-]+\.[a-z]{2,}/", page.text)
         urls = [u for u in re.findall(r'(?:src|href)="([^"]+)"', page.text) if u != "#"]
-        assert sorted(urls) == ["/status/icon.svg", "/status/status.css", "/status/status.js"]
+        assert sorted(urls) == [
+            "/status/icon.svg", "/status/status.css", "/status/status.js", "/ui/ui.css", "/ui/ui.js"
+        ]  # fmt: skip
         types = {".js": "text/javascript", ".css": "text/css", ".svg": "image/svg+xml"}
         for url in urls:
             r = await client.get(url)
@@ -320,3 +322,5 @@ async def test_page_is_served_without_a_token_and_only_its_files() -> None:
     assert shipped == ["icon.svg", "index.html", "status.css", "status.js"]
     for name in shipped:
         assert any(fnmatch.fnmatch(f"status/{name}", g) for g in globs), name
+    for name in ("ui.css", "ui.js"):  # what the pages share
+        assert any(fnmatch.fnmatch(f"ui/{name}", g) for g in globs), name

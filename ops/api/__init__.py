@@ -20,6 +20,7 @@ from ops.api.routes import (
     fleet,
     id_tokens,
     inventory,
+    pages,
     registry,
     site_power,
     status_page,
@@ -77,4 +78,5 @@ def create_app(sessions: async_sessionmaker[AsyncSession], bus: Commands, settin
     )
     for module in routes:
         app.include_router(module.router)
+    app.include_router(pages.shared_router)
     return app

@@ -18,68 +18,11 @@
   let timer = null;
   let shown = new Map(); // ticket id → the ticket as last listed (the resolve dialog needs its parts)
 
-  class ApiError extends Error {
-    constructor(status, code, detail) {
-      super(detail);
-      this.status = status;
-      this.code = code;
-    }
-  }
-
-  async function api(method, path, body) {
-    const headers = { Authorization: `Bearer ${localStorage.getItem(TOKEN_KEY) || ""}` };
-    if (body !== undefined) headers["Content-Type"] = "application/json";
-    let response;
-    try {
-      response = await fetch(path, {
-        method,
-        headers,
-        body: body === undefined ? undefined : JSON.stringify(body),
-        cache: "no-store",
-      });
-    } catch (err) {
-      throw new ApiError(0, "network", "Cannot reach the server. Check your connection; retrying shortly.");
-    }
-    const data = await response.json().catch(() => ({}));
-    if (!response.ok) {
-      throw new ApiError(response.status, data.error || "http_error", data.detail || response.statusText);
-    }
-    return data;
-  }
-
-  function say(text, kind = "info") {
-    const el = $("message");
-    el.textContent = text;
-    el.className = `message ${kind}`;
-    el.hidden = !text;
-  }
-
-  function el(tag, attrs = {}, ...children) {
-    const node = document.createElement(tag);
-    for (const [key, value] of Object.entries(attrs)) {
-      if (value === null || value === undefined || value === false) continue;
-      if (key === "class") node.className = value;
-      else node.setAttribute(key, value === true ? "" : value);
-    }
-    for (const child of children.flat()) {
-      if (child === null || child === undefined || child === "") continue;
-      node.append(child instanceof Node ? child : String(child));
-    }
-    return node;
-  }
-
-  function when(iso) {
-    const d = new Date(iso);
-    return d.toLocaleString([], { weekday: "short", hour: "2-digit", minute: "2-digit" });
-  }
-
-  function span(ms) {
-    const minutes = Math.round(Math.abs(ms) / 60000);
-    if (minutes < 60) return `${minutes} min`;
-    const hours = Math.floor(minutes / 60);
-    if (hours < 48) return minutes % 60 ? `${hours} h ${minutes % 60} min` : `${hours} h`;
-    return `${Math.floor(hours / 24)} days`;
-  }
+  const { say, el, span, when } = window.chargeopsUI;
+  const api = (method, path, body) =>
+    window.chargeopsUI.request(
+      TOKEN_KEY, "Cannot reach the server. Check your connection; retrying shortly.", method, path, body,
+    );
 
   function field(term, ...value) {
     return [el("dt", {}, term), el("dd", {}, ...value)];

@@ -17,28 +17,11 @@
   let timer = null;
   let busy = false;
 
-  class ApiError extends Error {
-    constructor(status, code, detail) {
-      super(detail);
-      this.status = status;
-      this.code = code;
-    }
-  }
-
-  async function api(path) {
-    const headers = { Authorization: `Bearer ${localStorage.getItem(TOKEN_KEY) || ""}` };
-    let response;
-    try {
-      response = await fetch(path, { headers, cache: "no-store" });
-    } catch (err) {
-      throw new ApiError(0, "network", "Cannot reach the server; showing the last figures, retrying shortly.");
-    }
-    const data = await response.json().catch(() => ({}));
-    if (!response.ok) {
-      throw new ApiError(response.status, data.error || "http_error", data.detail || response.statusText);
-    }
-    return data;
-  }
+  const { say, el, span, when } = window.chargeopsUI;
+  const api = (path) =>
+    window.chargeopsUI.request(
+      TOKEN_KEY, "Cannot reach the server; showing the last figures, retrying shortly.", "GET", path,
+    );
 
   async function allChargers() {
     const items = [];
@@ -54,41 +37,8 @@
     return { items, cut: true };
   }
 
-  function say(text, kind = "info") {
-    const node = $("message");
-    node.textContent = text;
-    node.className = `message ${kind}`;
-    node.hidden = !text;
-  }
-
-  function el(tag, attrs = {}, ...children) {
-    const node = document.createElement(tag);
-    for (const [key, value] of Object.entries(attrs)) {
-      if (value === null || value === undefined || value === false) continue;
-      if (key === "class") node.className = value;
-      else node.setAttribute(key, value === true ? "" : value);
-    }
-    for (const child of children.flat()) {
-      if (child === null || child === undefined || child === "") continue;
-      node.append(child instanceof Node ? child : String(child));
-    }
-    return node;
-  }
-
-  function span(ms) {
-    const minutes = Math.round(Math.abs(ms) / 60000);
-    if (minutes < 60) return `${minutes} min`;
-    const hours = Math.floor(minutes / 60);
-    if (hours < 48) return minutes % 60 ? `${hours} h ${minutes % 60} min` : `${hours} h`;
-    return `${Math.floor(hours / 24)} days`;
-  }
-
   function ago(iso) {
     return iso ? `${span(Date.now() - new Date(iso).getTime())} ago` : "never";
-  }
-
-  function when(iso) {
-    return new Date(iso).toLocaleString([], { weekday: "short", hour: "2-digit", minute: "2-digit" });
   }
 
   const slug = (text) => String(text || "none").toLowerCase().replace(/[^a-z0-9]+/g, "-");

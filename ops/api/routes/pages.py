@@ -27,16 +27,21 @@ HEADERS = {
 }
 
 
-def page_router(page: str, files: dict[str, str]) -> APIRouter:
-    """Routes for the page `ops/<page>/`: `/<page>` (and `/<page>/`) is its index.html, `/<page>/<name>` one
-    of `files` (file name → media type); anything else is a JSON 404."""
+def page_router(page: str, files: dict[str, str], index: bool = True) -> APIRouter:
+    """Routes for the page `ops/<page>/`: `/<page>` (and `/<page>/`) is its index.html (unless `index` is
+    false: a folder of shared files), `/<page>/<name>` one of `files` (file name → media type); anything else
+    is a JSON 404."""
     directory = PAGES_DIR / page
     router = APIRouter(include_in_schema=False)
 
-    @router.get(f"/{page}")
-    @router.get(f"/{page}/")
-    async def index() -> FileResponse:
-        return FileResponse(directory / "index.html", media_type="text/html; charset=utf-8", headers=HEADERS)
+    if index:
+
+        @router.get(f"/{page}")
+        @router.get(f"/{page}/")
+        async def index_html() -> FileResponse:
+            return FileResponse(
+                directory / "index.html", media_type="text/html; charset=utf-8", headers=HEADERS
+            )
 
     @router.get(f"/{page}/{{name}}")
     async def asset(name: str) -> FileResponse:
@@ -46,3 +51,7 @@ def page_router(page: str, files: dict[str, str]) -> APIRouter:
         return FileResponse(directory / name, media_type=f"{media_type}; charset=utf-8", headers=HEADERS)
 
     return router
+
+
+# What the pages share (`ops/ui`): the colours, frame and top bar, the API call and DOM helpers.
+shared_router = page_router("ui", {"ui.js": "text/javascript", "ui.css": "text/css"}, index=False)
