@@ -13,7 +13,9 @@ from sqlalchemy import JSON, Index, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from chargeops import clock
+from chargeops.commands import CommandReply
 from chargeops.db.models import Base, BigId
+from chargeops.pki.signer import Issued
 
 
 class IssuedCertificate(Base):
@@ -37,6 +39,20 @@ class IssuedCertificate(Base):
     # not_connected, error, ...); None: not sent (yet, or issued on the command line).
     delivery: Mapped[str | None] = mapped_column(String(16))
     delivered_at: Mapped[datetime | None]
+
+    @classmethod
+    def of(cls, charger_id: str, issued: Issued, source: str) -> IssuedCertificate:
+        return cls(
+            charger_id=charger_id,
+            serial=issued.serial,
+            certificate_type=issued.certificate_type,
+            subject=issued.subject,
+            not_before=issued.not_before,
+            not_after=issued.not_after,
+            source=source,
+            certificate=issued.chain_pem,
+            issued_at=clock.now(),
+        )
 
 
 class InstalledCertificate(Base):
@@ -70,3 +86,20 @@ class CertificateOperation(Base):
     status: Mapped[str | None] = mapped_column(String(32))  # the station's status, for a result
     response: Mapped[dict[str, Any] | None]
     at: Mapped[datetime] = mapped_column(default=clock.now)
+
+
+def operation(
+    charger_id: str, action: str, request: dict[str, Any], reply: CommandReply, at: datetime | None = None
+) -> CertificateOperation:
+    """The row recording how a certificate call to a station ended (gateway and ops alike)."""
+    result = reply.outcome == "result"
+    status = reply.payload.get("status") if result else reply.error_code
+    return CertificateOperation(
+        charger_id=charger_id,
+        action=action,
+        request=request,
+        outcome=reply.outcome,
+        status=str(status)[:32] if status is not None else None,
+        response=reply.payload if result else {"description": reply.description},
+        at=at or clock.now(),
+    )

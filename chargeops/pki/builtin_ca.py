@@ -157,7 +157,8 @@ class BuiltinCA:
             .not_valid_after(now + timedelta(days=self.days))
             .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
             .add_extension(
-                x509.KeyUsage(True, False, is_rsa, False, not is_rsa, False, False, False, False), critical=True
+                x509.KeyUsage(True, False, is_rsa, False, not is_rsa, False, False, False, False),
+                critical=True,
             )
             .add_extension(x509.ExtendedKeyUsage(usage), critical=False)
             .add_extension(x509.SubjectKeyIdentifier.from_public_key(key), critical=False)

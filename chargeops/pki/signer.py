@@ -6,15 +6,16 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
 
-# The certificates a station asks to have signed (OCPP 2.0.1 CertificateSigningUseEnumType; a 1.6 station
-# asks only for its own, the charging station certificate).
+# The certificates a station asks to have signed (OCPP 2.x CertificateSigningUseEnumType, V2G20 only in 2.1;
+# a 1.6 station asks only for its own, the charging station certificate).
 CHARGING_STATION = "ChargingStationCertificate"
 V2G = "V2GCertificate"
-CERTIFICATE_TYPES = (CHARGING_STATION, V2G)
+V2G20 = "V2G20Certificate"
+CERTIFICATE_TYPES = (CHARGING_STATION, V2G, V2G20)
 
 
 class CsrRejected(ValueError):
-    """A CSR the CA will not sign; the message says why (logged, never sent to the station)."""
+    """A CSR the CA will not sign; the message says why (logged, stored, and told a 2.x station)."""
 
 
 @dataclass(frozen=True, slots=True)

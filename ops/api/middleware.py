@@ -119,7 +119,9 @@ class AccessLogMiddleware:
             nonlocal status, logged
             if message["type"] == "http.response.start":
                 status = message["status"]
-            elif message["type"] == "http.response.body" and not message.get("more_body", False) and not logged:
+            elif (
+                message["type"] == "http.response.body" and not message.get("more_body", False) and not logged
+            ):
                 logged = True
                 self._log(scope, status, (time.perf_counter() - started) * 1000)
             await send(message)
