@@ -9,146 +9,40 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import json
-import ssl
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import NameOID
-from sqlalchemy import select
 from typer.testing import CliRunner
-from websockets.asyncio.client import connect
 
 from chargeops import clock
 from chargeops.db.certificate_models import CertificateOperation, IssuedCertificate
 from chargeops.db.models import Charger
 from ops.cli import app
 from ops.fleet import add_charger
-from ops.runtime import Runtime
+from tests.certificate_support import (
+    ADMIN,
+    ORG,
+    answer,
+    chains_to_the_ca,
+    expect_call,
+    key_pem,
+    leaf,
+    make_csr,
+    rows,
+    settled,
+    start,
+    station,
+)
 from tests.conftest import StartRuntime
-from tests.ocpp_client import RawCharger
 from tests.waiting import until
 
-ORG = "Acme Charging"
-ADMIN = {"Authorization": "Bearer test-admin-token"}
-Key = rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey
-
-
-def make_csr(cn: str, org: str = ORG, key: Key | None = None) -> tuple[str, Key]:
-    key = key or ec.generate_private_key(ec.SECP256R1())
-    names = [x509.NameAttribute(NameOID.ORGANIZATION_NAME, org), x509.NameAttribute(NameOID.COMMON_NAME, cn)]
-    csr = x509.CertificateSigningRequestBuilder().subject_name(x509.Name(names)).sign(key, hashes.SHA256())
-    return csr.public_bytes(serialization.Encoding.PEM).decode(), key
-
-
-def key_pem(key: Key) -> bytes:
-    return key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-    )
-
-
-@pytest.fixture
-def pki(tmp_path: Path) -> Path:
-    """A server certificate for 127.0.0.1 (self-signed) and a CA directory for the built-in CA."""
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
-    now = datetime.now(UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - timedelta(minutes=5))
-        .not_valid_after(now + timedelta(days=2))
-        .add_extension(
-            x509.SubjectAlternativeName([x509.IPAddress(__import__("ipaddress").ip_address("127.0.0.1"))]),
-            critical=False,
-        )
-        .sign(key, hashes.SHA256())
-    )
-    (tmp_path / "server.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    (tmp_path / "server.key").write_bytes(key_pem(key))
-    return tmp_path
-
-
-async def start(start_runtime: StartRuntime, pki: Path, db: str, **kw: Any) -> Runtime:
-    """chargeops over wss:// whose client CA is its own built-in CA (made before the server loads it)."""
-    ca_dir = pki / "ca"
-    runner = CliRunner()
-    result = await asyncio.to_thread(
-        runner.invoke, app, ["ca", "root", "--ca-dir", str(ca_dir), "--ca-organization", ORG]
-    )
-    assert result.exit_code == 0 and "BEGIN CERTIFICATE" in result.output, result.output
-    return await start_runtime(
-        db,
-        tls_cert=pki / "server.pem",
-        tls_key=pki / "server.key",
-        tls_client_ca=ca_dir / "ca.pem",
-        ca_dir=ca_dir,
-        ca_organization=ORG,
-        **kw,
-    )
-
-
-@asynccontextmanager
-async def station(
-    runtime: Runtime, pki: Path, cid: str, protocol: str = "ocpp2.0.1", cert: tuple[Path, Path] | None = None
-) -> AsyncIterator[RawCharger]:
-    ctx = ssl.create_default_context(cafile=str(pki / "server.pem"))
-    if cert is not None:
-        ctx.load_cert_chain(str(cert[0]), str(cert[1]))
-    port = runtime.gateway.port  # type: ignore[union-attr]
-    async with connect(f"wss://127.0.0.1:{port}/ocpp/{cid}", subprotocols=[protocol], ssl=ctx) as ws:  # type: ignore[list-item]
-        cp = RawCharger(ws, protocol)
-        assert (await cp.boot())["status"] == "Accepted"
-        yield cp
-
-
-async def expect_call(cp: RawCharger, action: str) -> list[Any]:
-    call = await asyncio.wait_for(cp.recv(), 10)
-    assert call[0] == 2 and call[2] == action, call
-    return call
-
-
-async def answer(cp: RawCharger, call: list[Any], payload: dict[str, Any]) -> None:
-    await cp.ws.send(json.dumps([3, call[1], payload]))
-
-
-async def rows(runtime: Runtime, entity: Any, cid: str) -> list[Any]:
-    async with runtime.sessions() as s:
-        return list(
-            (await s.scalars(select(entity).where(entity.charger_id == cid).order_by(entity.id))).all()
-        )
-
-
-async def settled(runtime: Runtime, cid: str) -> IssuedCertificate:
-    """The newest certificate issued to `cid`, once the station's CertificateSigned answer is stored."""
-    for _ in range(100):
-        issued = await rows(runtime, IssuedCertificate, cid)
-        if issued and issued[-1].delivery is not None:
-            return issued[-1]
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"no delivered certificate for {cid}")
-
-
-def leaf(chain: str) -> x509.Certificate:
-    return x509.load_pem_x509_certificates(chain.encode())[0]
-
-
-def chains_to_the_ca(cert: x509.Certificate, pki: Path) -> bool:
-    root = x509.load_pem_x509_certificate((pki / "ca" / "ca.pem").read_bytes())
-    cert.verify_directly_issued_by(root)
-    return True
-
+pytest_plugins = ("tests.certificate_support",)
 
 # -- A02/A03: SignCertificate → CertificateSigned ------------------------------------------------------
 
@@ -315,155 +209,3 @@ async def test_bad_csrs_are_rejected_and_nothing_is_signed(
     assert "not the charge point id" in reasons[0] and "organization" in reasons[1]
     assert "1024 bits" in reasons[2] and "224 bits" in reasons[3]
     assert "not a PEM" in reasons[4] and "signature" in reasons[5]
-
-
-# -- M: CA certificates on the station, through the API ----------------------------------------------
-
-HASH = {
-    "hashAlgorithm": "SHA256",
-    "issuerNameHash": "a" * 64,
-    "issuerKeyHash": "b" * 64,
-    "serialNumber": "7F01",
-}
-
-
-async def api_call(
-    runtime: Runtime, cp: RawCharger, method: str, path: str, replies: list[Any], **kw: Any
-) -> httpx.Response:
-    """An API request the station answers: each OCPP call it gets is checked and answered from `replies`
-    ((action, payload expected or None, answer) in order)."""
-    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{runtime.http_port}", headers=ADMIN) as api:
-        sent = asyncio.create_task(api.request(method, path, **kw))
-        for action, expected, reply in replies:
-            call = await expect_call(cp, action)
-            if expected is not None:
-                assert call[3] == expected, call
-            await answer(cp, call, reply)
-        return await sent
-
-
-async def test_tc_m_01_to_05_install_ca_certificates(
-    start_runtime: StartRuntime, pki: Path, sqlite_url: str
-) -> None:
-    """TC_M_01-04: CSMSRoot, ManufacturerRoot, V2GRoot, MORoot installed (Accepted); TC_M_05: the station
-    answers Failed, which is told and stored. A 1.6 station takes only the first two (1.6 names)."""
-    runtime = await start(start_runtime, pki, sqlite_url, accept_unknown=True)
-    root = (pki / "ca" / "ca.pem").read_text()
-    path = "/api/chargers/CP-M201/installed-certificates"
-    async with station(runtime, pki, "CP-M201") as cp:
-        for kind in (
-            "CSMSRootCertificate",
-            "ManufacturerRootCertificate",
-            "V2GRootCertificate",
-            "MORootCertificate",
-        ):
-            body = {"certificate_type": kind, "certificate": root}
-            expected = {"certificateType": kind, "certificate": root}
-            r = await api_call(
-                runtime,
-                cp,
-                "POST",
-                path,
-                [("InstallCertificate", expected, {"status": "Accepted"})],
-                json=body,
-            )
-            assert r.status_code == 200 and r.json()["status"] == "Accepted", r.text
-        body = {"certificate_type": "CSMSRootCertificate", "certificate": root}
-        r = await api_call(
-            runtime, cp, "POST", path, [("InstallCertificate", None, {"status": "Failed"})], json=body
-        )
-        assert r.json()["status"] == "Failed"
-        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{runtime.http_port}", headers=ADMIN) as api:
-            bad = await api.post(
-                path, json={"certificate_type": "ChargingStationCertificate", "certificate": root}
-            )
-            assert bad.status_code == 422 and bad.json()["error"] == "invalid_request"
-            ops = (await api.get("/api/chargers/CP-M201/certificate-operations")).json()["items"]
-        assert [o["status"] for o in ops] == ["Failed", "Accepted", "Accepted", "Accepted", "Accepted"]
-        assert ops[0]["request"] == {"certificate_type": "CSMSRootCertificate"}
-    async with station(runtime, pki, "CP-M16", "ocpp1.6") as cp:
-        path16 = "/api/chargers/CP-M16/installed-certificates"
-        body = {"certificate_type": "CSMSRootCertificate", "certificate": root}
-        expected = {"certificateType": "CentralSystemRootCertificate", "certificate": root}
-        r = await api_call(
-            runtime, cp, "POST", path16, [("InstallCertificate", expected, {"status": "Accepted"})], json=body
-        )
-        assert r.json()["status"] == "Accepted"
-        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{runtime.http_port}", headers=ADMIN) as api:
-            v2g = await api.post(path16, json={"certificate_type": "V2GRootCertificate", "certificate": root})
-        assert v2g.status_code == 422 and "1.6" in v2g.json()["detail"]
-
-
-async def test_tc_m_12_to_21_retrieve_and_delete_certificates(
-    start_runtime: StartRuntime, pki: Path, pg_url: str
-) -> None:
-    """TC_M_12-18: GetInstalledCertificateIds of one, two or all types, the answer stored and listed;
-    TC_M_19: NotFound; TC_M_20: DeleteCertificate with the listed hash data, Accepted, gone from the list;
-    TC_M_21: Failed, kept. A 1.6 station is asked once per type."""
-    runtime = await start(start_runtime, pki, pg_url, accept_unknown=True)
-    refresh = "/api/chargers/CP-M12/installed-certificates/refresh"
-    chain = [
-        {"certificateType": "CSMSRootCertificate", "certificateHashData": HASH},
-        {
-            "certificateType": "V2GCertificateChain",
-            "certificateHashData": {**HASH, "serialNumber": "7F02"},
-            "childCertificateHashData": [{**HASH, "serialNumber": "7F03"}],
-        },
-    ]
-    async with station(runtime, pki, "CP-M12") as cp:
-        one = {"certificate_types": ["CSMSRootCertificate"]}
-        r = await api_call(
-            runtime, cp, "POST", refresh,
-            [("GetInstalledCertificateIds", {"certificateType": ["CSMSRootCertificate"]},
-              {"status": "Accepted", "certificateHashDataChain": chain[:1]})],
-            json=one,
-        )  # fmt: skip
-        assert r.status_code == 200 and [i["serial_number"] for i in r.json()["items"]] == ["7F01"], r.text
-        r = await api_call(
-            runtime, cp, "POST", refresh,
-            [("GetInstalledCertificateIds", {}, {"status": "Accepted", "certificateHashDataChain": chain})],
-        )  # fmt: skip
-        assert r.json()["items"][1]["children"][0]["serial_number"] == "7F03"
-        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{runtime.http_port}", headers=ADMIN) as api:
-            listed = (await api.get("/api/chargers/CP-M12/installed-certificates")).json()["items"]
-            assert [(i["certificate_type"], i["serial_number"]) for i in listed] == [
-                ("CSMSRootCertificate", "7F01"),
-                ("V2GCertificateChain", "7F02"),
-            ]
-            unknown = await api.delete("/api/chargers/CP-M12/installed-certificates/NOPE")
-            assert unknown.status_code == 404 and unknown.json()["error"] == "not_found"
-        mo = {"certificate_types": ["MORootCertificate"]}
-        r = await api_call(
-            runtime,
-            cp,
-            "POST",
-            refresh,
-            [("GetInstalledCertificateIds", None, {"status": "NotFound"})],
-            json=mo,
-        )
-        assert r.json() == {"charger_id": "CP-M12", "status": "NotFound", "items": []}
-        delete = "/api/chargers/CP-M12/installed-certificates/7F02"
-        hash_ = {"certificateHashData": {**HASH, "serialNumber": "7F02"}}
-        r = await api_call(
-            runtime, cp, "DELETE", delete, [("DeleteCertificate", hash_, {"status": "Failed"})]
-        )
-        assert r.json()["status"] == "Failed"
-        r = await api_call(
-            runtime, cp, "DELETE", delete, [("DeleteCertificate", hash_, {"status": "Accepted"})]
-        )
-        assert r.json()["status"] == "Accepted"
-        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{runtime.http_port}", headers=ADMIN) as api:
-            listed = (await api.get("/api/chargers/CP-M12/installed-certificates")).json()["items"]
-        assert [i["serial_number"] for i in listed] == ["7F01"]
-    async with station(runtime, pki, "CP-M16B", "ocpp1.6") as cp:
-        r = await api_call(
-            runtime, cp, "POST", "/api/chargers/CP-M16B/installed-certificates/refresh",
-            [("GetInstalledCertificateIds", {"certificateType": "CentralSystemRootCertificate"},
-              {"status": "Accepted", "certificateHashData": [HASH]}),
-             ("GetInstalledCertificateIds", {"certificateType": "ManufacturerRootCertificate"},
-              {"status": "NotFound"})],
-        )  # fmt: skip
-        assert r.json()["status"] == "Accepted"
-        assert [(i["certificate_type"], i["serial_number"]) for i in r.json()["items"]] == [
-            ("CSMSRootCertificate", "7F01")
-        ]
