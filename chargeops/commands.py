@@ -18,7 +18,18 @@ OCPP action name passes through unchanged: that is the operator API's raw relay,
   the station's BatteryIn / BatteryOut arrive as `BatterySwapped` events;
 * `chargeops.SetChargerPassword` `{"password"}` → 1.6 ChangeConfiguration AuthorizationKey (hex) / 2.x
   SetVariables SecurityCtrlr.BasicAuthPassword; answered `{"status"}`. The gateway keeps the new password
-  once the charger accepts it (the old one works until the charger connects with the new one).
+  once the charger accepts it (the old one works until the charger connects with the new one);
+* `chargeops.RenewCertificate` `{"certificate_type"?}` (ChargingStationCertificate, V2GCertificate,
+  V2G20Certificate) → 1.6 ExtendedTriggerMessage SignChargePointCertificate / 2.x TriggerMessage
+  SignChargingStationCertificate (SignV2GCertificate, SignV2G20Certificate): the station sends a new CSR;
+* `chargeops.InstallCertificate` `{"certificate_type", "certificate"}` (a CA certificate, PEM; types as 2.x
+  names them: CSMSRootCertificate, ManufacturerRootCertificate, V2GRootCertificate, MORootCertificate) →
+  InstallCertificate (1.6: CentralSystemRootCertificate for CSMSRootCertificate);
+* `chargeops.GetInstalledCertificates` `{"certificate_types"?}` (none: all) → GetInstalledCertificateIds
+  (1.6: one call per type); answered `{"status", "certificates": [{"certificate_type", "hash_algorithm",
+  "issuer_name_hash", "issuer_key_hash", "serial_number", "children"?}]}`;
+* `chargeops.DeleteCertificate` `{"hash": {"hash_algorithm", "issuer_name_hash", "issuer_key_hash",
+  "serial_number"}}` → DeleteCertificate (answered `{"status"}` as the other two).
 
 DER `settings` are the control's own parameters as the standard names them (e.g. `{"pctMaxDischargePower":
 40}`, or `{"yUnit", "curveData"}` for a curve); DER answers come back neutral: `{"status",
@@ -41,6 +52,17 @@ GET_DER_CONTROLS = "chargeops.GetDerControls"
 REQUEST_BATTERY_SWAP = "chargeops.RequestBatterySwap"
 SET_CHARGER_PASSWORD = "chargeops.SetChargerPassword"
 DER_ACTIONS = frozenset({SET_DER_CONTROL, SET_DISCHARGE_LIMIT, CLEAR_DER_CONTROL, GET_DER_CONTROLS})
+RENEW_CERTIFICATE = "chargeops.RenewCertificate"
+INSTALL_CERTIFICATE = "chargeops.InstallCertificate"
+GET_INSTALLED_CERTIFICATES = "chargeops.GetInstalledCertificates"
+DELETE_CERTIFICATE = "chargeops.DeleteCertificate"
+# CA certificates a station may be given (2.x InstallCertificateUseEnumType; 1.6 knows the first two).
+INSTALLABLE_CERTIFICATES = (
+    "CSMSRootCertificate",
+    "ManufacturerRootCertificate",
+    "V2GRootCertificate",
+    "MORootCertificate",
+)
 
 # The site planner's own discharge cap: each new cap replaces the last one (same id), and clearing it leaves
 # an operator's controls alone.

@@ -123,6 +123,25 @@ class Settings(BaseSettings):
     tls_client_ca: Path | None = Field(
         default=None, description="CA bundle for client certificates (security profile 3)"
     )
+    ca_dir: Path | None = Field(
+        default=None,
+        description="the built-in CA's directory (root key 0600 and ca.pem), made on first use "
+        "(default ./chargeops-ca)",
+    )
+    ca_organization: str = Field(
+        default="chargeops",
+        min_length=1,
+        max_length=64,
+        description="the operator's organization: the O a station's CSR must carry, and the CA's own",
+    )
+    ca_certificate_days: int = Field(
+        default=365, ge=1, le=3650, description="days a certificate the built-in CA signs is valid"
+    )
+    certificate_renewal_days: float = Field(
+        default=30.0,
+        gt=0,
+        description="days before a station's certificate expires that it is asked to renew it (once a day)",
+    )
     allow_private_urls: bool = Field(
         default=False, description="allow loopback/private firmware and diagnostics URLs"
     )

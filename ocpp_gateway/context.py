@@ -1,12 +1,17 @@
-"""What every charger session shares: settings, the store, the bus and this gateway's name."""
+"""What every charger session shares: settings, the store, the bus, this gateway's name and the signer of
+stations' certificates (none: CSRs are refused)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from chargeops.settings import Settings
 from ocpp_gateway.store import Store
 from telemetry.bus import Bus
+
+if TYPE_CHECKING:
+    from ocpp_gateway.certificates import GatewayCertificates
 
 
 @dataclass(slots=True)
@@ -15,3 +20,4 @@ class GatewayContext:
     store: Store
     bus: Bus
     gateway_id: str
+    certificates: GatewayCertificates | None = None

@@ -42,6 +42,7 @@ from chargeops.logs import LineBudget, for_charger
 from chargeops.passwords import hash_password
 from ocpp_gateway import passwords
 from ocpp_gateway.batching import SPLITS
+from ocpp_gateway.certificate_commands import COMMANDS as CERTIFICATE_COMMANDS
 from ocpp_gateway.commands import Unsupported, from_ocpp, reboot_requested, to_ocpp
 from ocpp_gateway.context import GatewayContext
 from ocpp_gateway.message_limits import MessageLimits
@@ -351,9 +352,12 @@ class ChargerSession(ChargePoint):
     async def execute(self, action: str, payload: dict[str, Any], timeout: float) -> CommandReply:
         """Send one CSMS-initiated call (OCPP field names in and out) and wait for the charger's answer.
         Neutral `chargeops.*` commands are first turned into this version's OCPP call, and where they have
-        neutral answers (DER) the answer back into neutral words (`ocpp_gateway.commands`). A list request
+        neutral answers (DER) the answer back into neutral words (`ocpp_gateway.commands`; certificate
+        commands are calls of their own, `ocpp_gateway.certificate_commands`). A list request
         too big for the station's message limits goes out in parts, answered as one (`split_calls`)."""
         command = action
+        if (certificate_command := CERTIFICATE_COMMANDS.get(action)) is not None:
+            return await certificate_command(self.version, payload, lambda a, p: self.execute(a, p, timeout))
         try:
             action, payload = to_ocpp(self.version, action, payload)
         except Unsupported as err:

@@ -18,10 +18,10 @@ from chargeops.events import (
     TransactionEnded,
     TransactionStarted,
 )
-from ocpp_gateway import swaps
+from ocpp_gateway import certificates, swaps
 from ocpp_gateway.meter import meter_events
 from ocpp_gateway.plausibility import Reading, readings_of
-from ocpp_gateway.routes import Payload, StoreOnly
+from ocpp_gateway.routes import Payload
 from ocpp_gateway.session import ChargerSession
 from ocpp_gateway.times import ocpp_time, parse_time
 from ocpp_gateway.versions import V16
@@ -152,8 +152,7 @@ class Session16(ChargerSession):
         "LogStatusNotification": ChargerSession.on_log_status,
         "MeterValues": on_meter_values,
         "SecurityEventNotification": ChargerSession.on_security_event,
-        # No certificate authority behind the central system yet: refuse rather than promise a signature.
-        "SignCertificate": StoreOnly({"status": "Rejected"}),
+        "SignCertificate": certificates.on_sign_certificate,
         "SignedFirmwareStatusNotification": on_signed_firmware_status,
         "StartTransaction": on_start_transaction,
         "StatusNotification": on_status_notification,

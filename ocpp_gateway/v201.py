@@ -15,7 +15,7 @@ from chargeops.events import (
     TransactionStarted,
     TransactionUpdated,
 )
-from ocpp_gateway import seq_gaps, swaps
+from ocpp_gateway import certificates, seq_gaps, swaps
 from ocpp_gateway.meter import energy_wh, meter_events, samples_of
 from ocpp_gateway.plausibility import readings_of
 from ocpp_gateway.routes import Payload, StoreOnly
@@ -192,10 +192,10 @@ class Session201(ChargerSession):
         return info
 
     # Every charger-initiated action of OCPP 2.0.1. Those with no feature behind them yet are stored as
-    # sent and answered so that the charger goes on: no certificate authority, OCSP responder or ISO 15118
-    # backend (refused or Failed), no smart-charging negotiation with the EV (Rejected, or Accepted for a
-    # schedule it only reports), and device-model reports that are kept (of NotifyReport only the message
-    # limits are read).
+    # sent and answered so that the charger goes on: no OCSP responder or ISO 15118 backend (Failed), no
+    # smart-charging negotiation with the EV (Rejected, or Accepted for a schedule it only reports), and
+    # device-model reports that are kept (of NotifyReport only the message limits are read). SignCertificate
+    # is answered by the CA behind the gateway (`certificates`).
     ROUTES = {
         "Authorize": on_authorize,
         "BootNotification": on_boot_notification,
@@ -219,7 +219,7 @@ class Session201(ChargerSession):
         "ReportChargingProfiles": StoreOnly({}),
         "ReservationStatusUpdate": StoreOnly({}),
         "SecurityEventNotification": ChargerSession.on_security_event,
-        "SignCertificate": StoreOnly({"status": "Rejected"}),
+        "SignCertificate": certificates.on_sign_certificate,
         "StatusNotification": on_status_notification,
         "TransactionEvent": on_transaction_event,
     }

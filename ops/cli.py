@@ -13,7 +13,7 @@ import typer
 
 from chargeops.logs import setup as setup_logging
 from chargeops.settings import Settings
-from ops import cli_demo, cli_fleet
+from ops import cli_ca, cli_demo, cli_fleet
 from ops.cli_loop import run as _run
 from ops.cli_options import DatabaseUrl, LogLevel, Opt, given_settings
 
@@ -88,6 +88,19 @@ def serve(
     tls_key: Annotated[Path | None, Opt("tls_key", "server key (PEM)")] = None,
     tls_client_ca: Annotated[
         Path | None, Opt("tls_client_ca", "CA for client certificates (profile 3)")
+    ] = None,
+    ca_dir: Annotated[
+        Path | None, Opt("ca_dir", "built-in CA directory, made on first use (./chargeops-ca)")
+    ] = None,
+    ca_organization: Annotated[
+        str | None, Opt("ca_organization", "organization (O) a station's CSR must name (chargeops)")
+    ] = None,
+    ca_certificate_days: Annotated[
+        int | None, Opt("ca_certificate_days", "days a certificate the built-in CA signs is valid (365)")
+    ] = None,
+    certificate_renewal_days: Annotated[
+        float | None,
+        Opt("certificate_renewal_days", "days before expiry a station is asked to renew its certificate"),
     ] = None,
     allow_private_urls: Annotated[
         bool | None, Opt("allow_private_urls", "allow loopback/private firmware and log URLs")
@@ -392,6 +405,7 @@ def ops_backtest(
 
 cli_fleet.register(app, chargers_app)
 cli_demo.register(app)
+cli_ca.register(app)
 
 
 def main() -> None:

@@ -19,6 +19,7 @@ from chargeops.broker import redact
 from chargeops.db.engine import make_engine, make_sessionmaker
 from chargeops.db.migrate import is_empty
 from chargeops.settings import ROLES, Settings
+from ocpp_gateway.certificates import GatewayCertificates
 from ocpp_gateway.context import GatewayContext
 from ocpp_gateway.server import GatewayServer
 from ocpp_gateway.store import GatewayStore
@@ -26,6 +27,7 @@ from ops import progress
 from ops.api import create_app
 from ops.api.context import Commands
 from ops.api.worker import ApiThread, LoopBus
+from ops.certificates import CertificateRenewal, builtin_ca
 from ops.engine import OpsEngine
 from ops.site_power import SitePlanner
 from ops.startup import StartupError
@@ -96,6 +98,7 @@ class Runtime:
         self.ops: OpsEngine | None = None
         self.webhooks: WebhookDispatcher | None = None
         self.site_planner: SitePlanner | None = None
+        self.certificate_renewal: CertificateRenewal | None = None
         self.site_telemetry: SiteTelemetrySubscriber | None = None
         self._ops_bus: Bus | None = None
         self._http: ApiThread | None = None
@@ -128,7 +131,11 @@ class Runtime:
         if "gateway" in self.roles:
             progress.log.info("starting the OCPP gateway")
             ctx = GatewayContext(
-                self.settings, GatewayStore(self.sessions), self.bus, self.settings.gateway_id
+                self.settings,
+                GatewayStore(self.sessions),
+                self.bus,
+                self.settings.gateway_id,
+                GatewayCertificates(builtin_ca(self.settings), self.sessions),
             )
             self.gateway = GatewayServer(ctx)
             await self.gateway.start()
@@ -159,6 +166,8 @@ class Runtime:
         )
         self.bus.subscribe(self.site_planner.handle)
         self.site_planner.start()
+        self.certificate_renewal = CertificateRenewal(self.sessions, self.bus, self.settings)
+        self.certificate_renewal.start()
 
     def http_app(self, sessions: async_sessionmaker[AsyncSession], bus: Commands) -> FastAPI:
         """The API (if this process runs that role) and, unless it has a listener of its own, `/metrics`."""
@@ -229,6 +238,7 @@ class Runtime:
             ("ops", self.ops.stop if self.ops is not None else None),
             ("webhooks", self.webhooks.stop if self.webhooks is not None else None),
             ("site planner", self.site_planner.stop if self.site_planner is not None else None),
+            ("certificate renewal", self.certificate_renewal.stop if self.certificate_renewal else None),
             ("site telemetry", self.site_telemetry.stop if self.site_telemetry is not None else None),
             ("ops bus", self._ops_bus.close if self._ops_bus is not None else None),
             ("maintenance", self.maintenance.stop if self.maintenance is not None else None),

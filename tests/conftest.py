@@ -20,9 +20,9 @@ from chargeops.db.migrate import upgrade
 from chargeops.settings import Settings
 from ops.runtime import Runtime
 
-# Test modules import helpers from the browser plugin before naming it in `pytest_plugins`: its asserts are
-# rewritten all the same (and pytest does not warn that it came too late).
-pytest.register_assert_rewrite("tests.browser")
+# Test modules import helpers from the browser and certificate plugins before naming them in `pytest_plugins`:
+# their asserts are rewritten all the same (and pytest does not warn that it came too late).
+pytest.register_assert_rewrite("tests.browser", "tests.certificate_support")
 
 PG_ADMIN_DSN = os.environ.get("CHARGEOPS_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
 

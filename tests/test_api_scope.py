@@ -101,6 +101,10 @@ WRITE_BODIES: dict[tuple[str, str], Any] = {
     ("POST", "/api/sites/{site_id}/telemetry"): {"at": T0.isoformat(), "pv_w": 1},
     ("POST", "/api/swaps/request"): {"station_id": "ST-SOUTH", "id_token": "CARD-1"},
     ("POST", "/api/webhooks"): {"url": "https://example.com/hook"},
+    ("POST", "/api/chargers/{charger_id}/installed-certificates"): {
+        "certificate_type": "CSMSRootCertificate",
+        "certificate": "PEM",
+    },
 }
 NO_BODY = {
     ("DELETE", "/api/chargers/{charger_id}"),
@@ -111,6 +115,8 @@ NO_BODY = {
     ("DELETE", "/api/tokens/{token_id}"),
     ("POST", "/api/supply-risk/review"),
     ("DELETE", "/api/webhooks/{subscription_id}"),
+    ("POST", "/api/chargers/{charger_id}/installed-certificates/refresh"),
+    ("DELETE", "/api/chargers/{charger_id}/installed-certificates/{serial_number}"),
 }
 
 
@@ -228,6 +234,7 @@ async def world(
         "token_id": (token_ids[0], token_ids[0]),
         "action": ("Reset", "Reset"),
         "control_id": ("c-1", "c-1"),
+        "serial_number": ("7F01", "7F01"),
     }
     return {"fill": fill, "tokens": tokens, "chargers": chargers, "south_order": south["order"]}
 

@@ -293,4 +293,5 @@ class ApiToken(Base):
 
 
 # The operations tables share this metadata (one schema, one migration history).
+from chargeops.db import certificate_models as _certificate_models  # noqa: E402, F401
 from chargeops.db import ops_models as _ops_models  # noqa: E402, F401

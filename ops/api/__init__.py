@@ -12,6 +12,7 @@ from ops.api.context import ApiContext, Commands
 from ops.api.middleware import AccessLogMiddleware, BodyLimitMiddleware, CatchAllMiddleware
 from ops.api.ratelimit import RateLimiter
 from ops.api.routes import (
+    certificates,
     chargers,
     commands,
     crew,
@@ -60,6 +61,7 @@ def create_app(sessions: async_sessionmaker[AsyncSession], bus: Commands, settin
         chargers,
         fleet,
         commands,
+        certificates,
         id_tokens,
         transactions,
         tokens,
