@@ -1,10 +1,12 @@
-"""What every charger session shares: settings, the store, the bus and this gateway's name."""
+"""What every charger session shares: settings, the store, the bus, this gateway's name, and the PKI clients
+(OCSP cache, contract certificate service) Plug & Charge answers from."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from chargeops.settings import Settings
+from ocpp_gateway.pki import Pki
 from ocpp_gateway.store import Store
 from telemetry.bus import Bus
 
@@ -15,3 +17,7 @@ class GatewayContext:
     store: Store
     bus: Bus
     gateway_id: str
+    pki: Pki = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.pki = Pki(self.settings)

@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from chargeops.events import (
+    Authorization,
     Body,
     Booted,
     FaultReported,
@@ -15,7 +16,7 @@ from chargeops.events import (
     TransactionStarted,
     TransactionUpdated,
 )
-from ocpp_gateway import seq_gaps, swaps
+from ocpp_gateway import pki, seq_gaps, swaps
 from ocpp_gateway.meter import energy_wh, meter_events, samples_of
 from ocpp_gateway.plausibility import readings_of
 from ocpp_gateway.routes import Payload, StoreOnly
@@ -116,6 +117,7 @@ def transaction_facts(p: Payload) -> TransactionFacts:
 
 class Session201(ChargerSession):
     version = V201
+    EXI_RESPONSE_MAX = 7500  # Get15118EVCertificateResponse.exiResponse's limit in this version
 
     async def on_boot_notification(self, p: Payload) -> Payload:
         return await self.register_boot(boot_of(p))
@@ -140,7 +142,24 @@ class Session201(ChargerSession):
         return {}
 
     async def on_authorize(self, p: Payload) -> Payload:
-        return {"idTokenInfo": await self.id_token_info(p["idToken"])}
+        """With an ISO 15118 contract certificate (its OCSP data, or the PEM chain) the answer also says
+        what the chain is worth, and a bad chain overrides the token (C07, `ocpp_gateway.pki`)."""
+        hash_data, certificate = p.get("iso15118CertificateHashData") or [], p.get("certificate")
+        if not hash_data and certificate is None:
+            return {"idTokenInfo": await self.id_token_info(p["idToken"])}
+        token_info = await self.id_token_info(p["idToken"], record=False)
+        verdict = await self.ctx.pki.contract_verdict(hash_data, certificate)
+        info, certificate_status = pki.combine(token_info, verdict)
+        if verdict != "Accepted":
+            self.log.warning("contract certificate of %s: %s", p["idToken"]["idToken"], verdict)
+        await self.emit(Authorization(p["idToken"]["idToken"], info["status"]))
+        return {"idTokenInfo": info, "certificateStatus": certificate_status}
+
+    async def on_get_certificate_status(self, p: Payload) -> Payload:
+        return await self.ctx.pki.certificate_status(p["ocspRequestData"])
+
+    async def on_get_15118_ev_certificate(self, p: Payload) -> Payload:
+        return await self.ctx.pki.ev_certificate(self.id, p, self.EXI_RESPONSE_MAX)
 
     async def on_transaction_event(self, p: Payload) -> Payload:
         """A (transaction, seqNo) is stored once: a copy of an event already stored (resent `offline: true`,
@@ -202,8 +221,8 @@ class Session201(ChargerSession):
         "ClearedChargingLimit": StoreOnly({}),
         "DataTransfer": swaps.on_data_transfer,
         "FirmwareStatusNotification": ChargerSession.on_firmware_status,
-        "Get15118EVCertificate": StoreOnly({"status": "Failed", "exiResponse": ""}),
-        "GetCertificateStatus": StoreOnly({"status": "Failed"}),
+        "Get15118EVCertificate": on_get_15118_ev_certificate,
+        "GetCertificateStatus": on_get_certificate_status,
         "Heartbeat": ChargerSession.on_heartbeat,
         "LogStatusNotification": ChargerSession.on_log_status,
         "MeterValues": on_meter_values,
