@@ -16,7 +16,7 @@ from chargeops.events import (
     TransactionStarted,
     TransactionUpdated,
 )
-from ocpp_gateway import pki, seq_gaps, swaps
+from ocpp_gateway import ev_charging, pki, seq_gaps, swaps
 from ocpp_gateway.meter import energy_wh, meter_events, samples_of
 from ocpp_gateway.plausibility import readings_of
 from ocpp_gateway.routes import Payload, StoreOnly
@@ -197,6 +197,24 @@ class Session201(ChargerSession):
         seq_gaps.react(self, tx_id, facts.seq_no, await store.note_seq_no(self.id, tx_id, facts.seq_no))
         return response
 
+    async def on_notify_ev_charging_needs(self, p: Payload) -> Payload:
+        """K15/K17: Accepted when ops can plan a schedule (a transaction runs on the EVSE, the EV gave its AC
+        or DC parameters); ops then sends the session's TxProfile (`ocpp_gateway.ev_charging`)."""
+        transaction_id = await self.ctx.store.active_transaction(self.id, p["evseId"])
+        needs = ev_charging.needs_of(p, transaction_id) if transaction_id is not None else None
+        if needs is None:
+            why = "no transaction on this EVSE" if transaction_id is None else "no AC or DC parameters"
+            await self.emit(Reported("NotifyEVChargingNeeds", p))
+            return {"status": "Rejected", "statusInfo": {"reasonCode": "NoSchedule", "additionalInfo": why}}
+        await self.emit(needs, reported_at=parse_time(p["timestamp"]) if p.get("timestamp") else None)
+        return {"status": "Accepted"}
+
+    async def on_notify_ev_charging_schedule(self, p: Payload) -> Payload:
+        """K15.FR.10/11: the schedule the EV chose, stored with its transaction (`ev_charging_schedules`)."""
+        transaction_id = await self.ctx.store.active_transaction(self.id, p["evseId"])
+        await self.emit(ev_charging.schedule_of(p, transaction_id), reported_at=parse_time(p["timeBase"]))
+        return {"status": "Accepted"}
+
     async def id_token_info(self, id_token: Payload, *, record: bool = True) -> Payload:
         """IdTokenInfo for an idToken: every type is looked up (Central too: C01-C05), except
         NoAuthorization, which by definition carries no identity to check."""
@@ -211,10 +229,8 @@ class Session201(ChargerSession):
         return info
 
     # Every charger-initiated action of OCPP 2.0.1. Those with no feature behind them yet are stored as
-    # sent and answered so that the charger goes on: no certificate authority, OCSP responder or ISO 15118
-    # backend (refused or Failed), no smart-charging negotiation with the EV (Rejected, or Accepted for a
-    # schedule it only reports), and device-model reports that are kept (of NotifyReport only the message
-    # limits are read).
+    # sent and answered so that the charger goes on: no certificate authority (SignCertificate refused),
+    # and device-model reports that are kept (of NotifyReport only the message limits are read).
     ROUTES = {
         "Authorize": on_authorize,
         "BootNotification": on_boot_notification,
@@ -229,8 +245,8 @@ class Session201(ChargerSession):
         "NotifyChargingLimit": StoreOnly({}),
         "NotifyCustomerInformation": StoreOnly({}),
         "NotifyDisplayMessages": StoreOnly({}),
-        "NotifyEVChargingNeeds": StoreOnly({"status": "Rejected"}),
-        "NotifyEVChargingSchedule": StoreOnly({"status": "Accepted"}),
+        "NotifyEVChargingNeeds": on_notify_ev_charging_needs,
+        "NotifyEVChargingSchedule": on_notify_ev_charging_schedule,
         "NotifyEvent": on_notify_event,
         "NotifyMonitoringReport": StoreOnly({}),
         "NotifyReport": on_notify_report,

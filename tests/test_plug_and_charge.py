@@ -95,7 +95,7 @@ async def test_tc_c_contract_certificate_unknown_unreachable_or_forged_is_a_chai
     """C07.FR.17 (a chain that cannot be verified): the responder does not know the certificate, answers
     later than `pki_timeout` (the charger's call is answered within the bound, not held), an answer signed
     by someone else, a private responder without --allow-private-urls: CertChainError / Invalid."""
-    runtime = await start_runtime(accept_unknown=True, allow_private_urls=True, pki_timeout=0.5)
+    runtime = await start_runtime(accept_unknown=True, allow_private_urls=True, pki_timeout=1.5)
     await _tokens(runtime)
     ca = responder.ca
     async with raw_charger(runtime.gateway.port, "PNC-3", "ocpp2.0.1") as cp:  # type: ignore[union-attr]
@@ -104,12 +104,12 @@ async def test_tc_c_contract_certificate_unknown_unreachable_or_forged_is_a_chai
         unknown = [ca.hash_data(ca.issue(UNKNOWN), responder.url)]
         assert await _authorize(cp, "DEMOC1234567890", unknown) == chain_error
 
-        responder.delay = 3.0
+        responder.delay = 5.0
         started = time.monotonic()
         slow = [ca.hash_data(ca.issue(GOOD + 100), responder.url)]
         responder.good.add(GOOD + 100)
         assert await _authorize(cp, "DEMOC1234567890", slow) == chain_error
-        assert time.monotonic() - started < 2.0
+        assert time.monotonic() - started < 4.0
         responder.delay = 0.0
 
         responder.forger = TestCa("someone else")
@@ -176,7 +176,7 @@ async def test_tc_m_24_get_certificate_status_returns_the_responders_answer(
     """M06.FR.01/02/08/09: Accepted with the responder's OCSPResponse, DER in base64, whatever status it
     reports (the station decides); on 2.1 too. A responder that does not answer in time: Failed
     (M06.FR.04), within the bound."""
-    runtime = await start_runtime(accept_unknown=True, allow_private_urls=True, pki_timeout=0.5)
+    runtime = await start_runtime(accept_unknown=True, allow_private_urls=True, pki_timeout=1.5)
     ca = responder.ca
     for protocol in ("ocpp2.0.1", "ocpp2.1"):
         async with raw_charger(runtime.gateway.port, f"PNC-M-{protocol[-1]}", protocol) as cp:  # type: ignore[union-attr]
@@ -192,7 +192,7 @@ async def test_tc_m_24_get_certificate_status_returns_the_responders_answer(
                 assert parsed.response_status is ocsp.OCSPResponseStatus.SUCCESSFUL
                 assert parsed.certificate_status is expected and parsed.serial_number == serial
 
-    responder.delay = 3.0
+    responder.delay = 5.0
     responder.good.add(GOOD + 0x500)
     async with raw_charger(runtime.gateway.port, "PNC-M-slow", "ocpp2.0.1") as cp:  # type: ignore[union-attr]
         await cp.boot()
@@ -201,7 +201,7 @@ async def test_tc_m_24_get_certificate_status_returns_the_responders_answer(
         answer = await cp.result("GetCertificateStatus", {"ocspRequestData": data})
         assert answer["status"] == "Failed" and "ocspResult" not in answer
         assert answer["statusInfo"]["reasonCode"] == "OcspUnavailable"
-        assert time.monotonic() - started < 2.0
+        assert time.monotonic() - started < 4.0
 
 
 class ContractService:
@@ -264,7 +264,7 @@ async def test_m01_get_15118_ev_certificate_is_forwarded_to_the_contract_service
     try:
         url = f"http://127.0.0.1:{service.port}/install"
         runtime = await start_runtime(
-            accept_unknown=True, allow_private_urls=True, pki_timeout=0.5, contract_cert_service_url=url
+            accept_unknown=True, allow_private_urls=True, pki_timeout=1.5, contract_cert_service_url=url
         )
         async with raw_charger(runtime.gateway.port, "PNC-EV", "ocpp2.0.1") as cp:  # type: ignore[union-attr]
             await cp.boot()
@@ -276,11 +276,11 @@ async def test_m01_get_15118_ev_certificate_is_forwarded_to_the_contract_service
             failed = await cp.result("Get15118EVCertificate", EV_REQUEST)
             assert failed["status"] == "Failed" and failed["exiResponse"] == ""
 
-            service.answer, service.delay = {"status": "Accepted", "exiResponse": "QQ=="}, 3.0
+            service.answer, service.delay = {"status": "Accepted", "exiResponse": "QQ=="}, 5.0
             started = time.monotonic()
             slow = await cp.result("Get15118EVCertificate", EV_REQUEST)
             assert slow["status"] == "Failed" and slow["statusInfo"]["reasonCode"] == "Timeout"
-            assert time.monotonic() - started < 2.0
+            assert time.monotonic() - started < 4.0
     finally:
         await service.stop()
 
