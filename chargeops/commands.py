@@ -29,7 +29,9 @@ OCPP action name passes through unchanged: that is the operator API's raw relay,
   (1.6: one call per type); answered `{"status", "certificates": [{"certificate_type", "hash_algorithm",
   "issuer_name_hash", "issuer_key_hash", "serial_number", "children"?}]}`;
 * `chargeops.DeleteCertificate` `{"hash": {"hash_algorithm", "issuer_name_hash", "issuer_key_hash",
-  "serial_number"}}` → DeleteCertificate (answered `{"status"}` as the other two).
+  "serial_number"}}` → DeleteCertificate (answered `{"status"}` as the other two);
+* `chargeops.SetEvChargingSchedule` `{"evse_id", "transaction_id", "start_at" (ISO), "duration_s"?,
+  "periods": [{"start_s", "limit_w"}]}` → SetChargingProfile, the ISO 15118 session's TxProfile (2.x).
 
 DER `settings` are the control's own parameters as the standard names them (e.g. `{"pctMaxDischargePower":
 40}`, or `{"yUnit", "curveData"}` for a curve); DER answers come back neutral: `{"status",
@@ -51,6 +53,7 @@ CLEAR_DER_CONTROL = "chargeops.ClearDerControl"
 GET_DER_CONTROLS = "chargeops.GetDerControls"
 REQUEST_BATTERY_SWAP = "chargeops.RequestBatterySwap"
 SET_CHARGER_PASSWORD = "chargeops.SetChargerPassword"
+SET_EV_CHARGING_SCHEDULE = "chargeops.SetEvChargingSchedule"
 DER_ACTIONS = frozenset({SET_DER_CONTROL, SET_DISCHARGE_LIMIT, CLEAR_DER_CONTROL, GET_DER_CONTROLS})
 RENEW_CERTIFICATE = "chargeops.RenewCertificate"
 INSTALL_CERTIFICATE = "chargeops.InstallCertificate"

@@ -49,6 +49,8 @@ class EventKind(StrEnum):
     REBOOT_REQUESTED = "reboot_requested"
     SIGNED_METER_VALUES = "signed_meter_values"
     METER_IMPLAUSIBLE = "meter_implausible"
+    EV_CHARGING_NEEDS = "ev_charging_needs"
+    EV_CHARGING_SCHEDULE = "ev_charging_schedule"
     REPORTED = "reported"
 
 
@@ -301,6 +303,36 @@ class RebootRequested(Body):
 
 
 @dataclass(slots=True)
+class EvChargingNeeds(Body):
+    """An ISO 15118 EV's needs for its session (2.x NotifyEVChargingNeeds) in watts and watt-hours: what ops
+    plans the session's charging schedule from (None: the EV did not say)."""
+
+    kind = EventKind.EV_CHARGING_NEEDS
+    evse_id: int
+    transaction_id: str
+    energy_transfer: str  # AC_single_phase, AC_two_phase, AC_three_phase, DC, ...
+    max_power_w: float
+    min_power_w: float = 0.0
+    energy_wh: float | None = None
+    departure_at: datetime | None = None
+    max_periods: int | None = None  # schedule periods the EV takes at most
+
+
+@dataclass(slots=True)
+class EvChargingSchedule(Body):
+    """The charging schedule an ISO 15118 EV chose within ours (2.x NotifyEVChargingSchedule): from
+    `starts_at`, `periods` `[{"start_s", "limit", "phases"?}]` in `rate_unit` (W or A)."""
+
+    kind = EventKind.EV_CHARGING_SCHEDULE
+    evse_id: int
+    transaction_id: str | None
+    starts_at: datetime
+    rate_unit: str
+    periods: list[dict[str, Any]] = field(default_factory=list)
+    duration_s: int | None = None
+
+
+@dataclass(slots=True)
 class Reported(Body):
     """A charger message with no dedicated feature yet, stored as sent (OCPP field names)."""
 
@@ -333,6 +365,8 @@ BODY_TYPES: dict[EventKind, type[Body]] = {
         RebootRequested,
         SignedMeterValues,
         MeterImplausible,
+        EvChargingNeeds,
+        EvChargingSchedule,
         Reported,
     )
 }

@@ -145,6 +145,26 @@ class Settings(BaseSettings):
     allow_private_urls: bool = Field(
         default=False, description="allow loopback/private firmware and diagnostics URLs"
     )
+    ocsp_responder_url: str | None = Field(
+        default=None,
+        description="OCSP responder asked about contract and V2G certificates instead of the one the station "
+        "names (an OCSP proxy, a lab's responder); unset: the station's",
+    )
+    contract_cert_service_url: str | None = Field(
+        default=None,
+        description="contract-certificate service Get15118EVCertificate is forwarded to (HTTP POST of JSON)",
+    )
+    contract_cert_test_pool: bool = Field(
+        default=False,
+        description="labs only: answer Get15118EVCertificate from the built-in test pool when no service "
+        "is set",
+    )
+    pki_timeout: float = Field(
+        default=5.0,
+        gt=0,
+        le=60,
+        description="seconds an OCSP responder or the contract-certificate service may take to answer",
+    )
     gateway_id: str = Field(default="gw-1", description="name of this gateway process on the bus")
     node_id: str = Field(
         default_factory=socket.gethostname,

@@ -10,12 +10,19 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from chargeops.commands import DER_ACTIONS, REQUEST_BATTERY_SWAP, SET_CHARGER_PASSWORD, SET_POWER_LIMIT
+from chargeops.commands import (
+    DER_ACTIONS,
+    REQUEST_BATTERY_SWAP,
+    SET_CHARGER_PASSWORD,
+    SET_EV_CHARGING_SCHEDULE,
+    SET_POWER_LIMIT,
+)
 from ocpp_gateway import passwords
 from ocpp_gateway.der import der_to_ocpp, reply_from_ocpp
+from ocpp_gateway.ev_charging import tx_profile
 from ocpp_gateway.limits import power_limit
 from ocpp_gateway.swaps import request_battery_swap
-from ocpp_gateway.versions import V21, OcppVersion
+from ocpp_gateway.versions import V16, V21, OcppVersion
 
 Payload = dict[str, Any]
 FIRMWARE_UPDATES = frozenset({"UpdateFirmware", "SignedUpdateFirmware"})  # 1.6 (security extension), 2.x
@@ -42,7 +49,14 @@ _TRANSLATIONS: dict[str, Translation] = {
         "RequestBatterySwap", lambda _, p: ("RequestBatterySwap", request_battery_swap(p))
     ),
     SET_CHARGER_PASSWORD: lambda version, _, p: _set_password(version, p),
+    SET_EV_CHARGING_SCHEDULE: lambda version, _, p: _ev_schedule(version, p),
 }
+
+
+def _ev_schedule(version: OcppVersion, p: Payload) -> tuple[str, Payload]:
+    if version is V16:
+        raise Unsupported("ISO 15118 charging schedules need OCPP 2.x; this charger speaks 1.6")
+    return "SetChargingProfile", tx_profile(p)
 
 
 def _set_password(version: OcppVersion, p: Payload) -> tuple[str, Payload]:

@@ -1,12 +1,14 @@
-"""What every charger session shares: settings, the store, the bus, this gateway's name and the signer of
-stations' certificates (none: CSRs are refused)."""
+"""What every charger session shares: settings, the store, the bus, this gateway's name, the signer of
+stations' certificates (none: CSRs are refused) and the PKI clients (OCSP cache, contract certificate service)
+Plug & Charge answers from."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from chargeops.settings import Settings
+from ocpp_gateway.pki import Pki
 from ocpp_gateway.store import Store
 from telemetry.bus import Bus
 
@@ -21,3 +23,7 @@ class GatewayContext:
     bus: Bus
     gateway_id: str
     certificates: GatewayCertificates | None = None
+    pki: Pki = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.pki = Pki(self.settings)

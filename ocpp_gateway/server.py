@@ -112,6 +112,7 @@ class GatewayServer:
         if self._server is not None:
             self._server.close()
             await self._server.wait_closed()
+        await self.ctx.pki.close()
 
     def _ssl_context(self) -> ssl.SSLContext | None:
         s = self.ctx.settings

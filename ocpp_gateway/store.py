@@ -137,6 +137,8 @@ class Store(Protocol):
 
     async def max_power_kw(self, charger_id: str) -> float | None: ...
 
+    async def active_transaction(self, charger_id: str, evse_id: int) -> str | None: ...
+
     async def check_meter(
         self,
         charger_id: str,
@@ -384,6 +386,18 @@ class GatewayStore:
             same_model = and_(Charger.vendor == ChargerModel.vendor, Charger.model == ChargerModel.model)
             return await session.scalar(
                 select(ChargerModel.max_power_kw).join(Charger, same_model).where(Charger.id == charger_id)
+            )
+
+    async def active_transaction(self, charger_id: str, evse_id: int) -> str | None:
+        """The transaction running on an EVSE (the newest, should a lost end have left two)."""
+        async with self._sessions() as session:
+            return await session.scalar(
+                select(Transaction.transaction_id)
+                .where(
+                    Transaction.charger_id == charger_id, Transaction.evse_id == evse_id, Transaction.active
+                )
+                .order_by(Transaction.id.desc())
+                .limit(1)
             )
 
     async def check_meter(

@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from chargeops.events import (
+    Authorization,
     Body,
     Booted,
     FaultReported,
@@ -15,7 +16,7 @@ from chargeops.events import (
     TransactionStarted,
     TransactionUpdated,
 )
-from ocpp_gateway import certificates, seq_gaps, swaps
+from ocpp_gateway import certificates, ev_charging, pki, seq_gaps, swaps
 from ocpp_gateway.meter import energy_wh, meter_events, samples_of
 from ocpp_gateway.plausibility import readings_of
 from ocpp_gateway.routes import Payload, StoreOnly
@@ -116,6 +117,7 @@ def transaction_facts(p: Payload) -> TransactionFacts:
 
 class Session201(ChargerSession):
     version = V201
+    EXI_RESPONSE_MAX = 7500  # Get15118EVCertificateResponse.exiResponse's limit in this version
 
     async def on_boot_notification(self, p: Payload) -> Payload:
         return await self.register_boot(boot_of(p))
@@ -140,7 +142,24 @@ class Session201(ChargerSession):
         return {}
 
     async def on_authorize(self, p: Payload) -> Payload:
-        return {"idTokenInfo": await self.id_token_info(p["idToken"])}
+        """With an ISO 15118 contract certificate (its OCSP data, or the PEM chain) the answer also says
+        what the chain is worth, and a bad chain overrides the token (C07, `ocpp_gateway.pki`)."""
+        hash_data, certificate = p.get("iso15118CertificateHashData") or [], p.get("certificate")
+        if not hash_data and certificate is None:
+            return {"idTokenInfo": await self.id_token_info(p["idToken"])}
+        token_info = await self.id_token_info(p["idToken"], record=False)
+        verdict = await self.ctx.pki.contract_verdict(hash_data, certificate)
+        info, certificate_status = pki.combine(token_info, verdict)
+        if verdict != "Accepted":
+            self.log.warning("contract certificate of %s: %s", p["idToken"]["idToken"], verdict)
+        await self.emit(Authorization(p["idToken"]["idToken"], info["status"]))
+        return {"idTokenInfo": info, "certificateStatus": certificate_status}
+
+    async def on_get_certificate_status(self, p: Payload) -> Payload:
+        return await self.ctx.pki.certificate_status(p["ocspRequestData"])
+
+    async def on_get_15118_ev_certificate(self, p: Payload) -> Payload:
+        return await self.ctx.pki.ev_certificate(self.id, p, self.EXI_RESPONSE_MAX)
 
     async def on_transaction_event(self, p: Payload) -> Payload:
         """A (transaction, seqNo) is stored once: a copy of an event already stored (resent `offline: true`,
@@ -178,6 +197,24 @@ class Session201(ChargerSession):
         seq_gaps.react(self, tx_id, facts.seq_no, await store.note_seq_no(self.id, tx_id, facts.seq_no))
         return response
 
+    async def on_notify_ev_charging_needs(self, p: Payload) -> Payload:
+        """K15/K17: Accepted when ops can plan a schedule (a transaction runs on the EVSE, the EV gave its AC
+        or DC parameters); ops then sends the session's TxProfile (`ocpp_gateway.ev_charging`)."""
+        transaction_id = await self.ctx.store.active_transaction(self.id, p["evseId"])
+        needs = ev_charging.needs_of(p, transaction_id) if transaction_id is not None else None
+        if needs is None:
+            why = "no transaction on this EVSE" if transaction_id is None else "no AC or DC parameters"
+            await self.emit(Reported("NotifyEVChargingNeeds", p))
+            return {"status": "Rejected", "statusInfo": {"reasonCode": "NoSchedule", "additionalInfo": why}}
+        await self.emit(needs, reported_at=parse_time(p["timestamp"]) if p.get("timestamp") else None)
+        return {"status": "Accepted"}
+
+    async def on_notify_ev_charging_schedule(self, p: Payload) -> Payload:
+        """K15.FR.10/11: the schedule the EV chose, stored with its transaction (`ev_charging_schedules`)."""
+        transaction_id = await self.ctx.store.active_transaction(self.id, p["evseId"])
+        await self.emit(ev_charging.schedule_of(p, transaction_id), reported_at=parse_time(p["timeBase"]))
+        return {"status": "Accepted"}
+
     async def id_token_info(self, id_token: Payload, *, record: bool = True) -> Payload:
         """IdTokenInfo for an idToken: every type is looked up (Central too: C01-C05), except
         NoAuthorization, which by definition carries no identity to check."""
@@ -192,26 +229,25 @@ class Session201(ChargerSession):
         return info
 
     # Every charger-initiated action of OCPP 2.0.1. Those with no feature behind them yet are stored as
-    # sent and answered so that the charger goes on: no OCSP responder or ISO 15118 backend (Failed), no
-    # smart-charging negotiation with the EV (Rejected, or Accepted for a schedule it only reports), and
-    # device-model reports that are kept (of NotifyReport only the message limits are read). SignCertificate
-    # is answered by the CA behind the gateway (`certificates`).
+    # sent and answered so that the charger goes on: device-model reports that are kept (of NotifyReport only
+    # the message limits are read). SignCertificate is answered by the CA behind the gateway (`certificates`),
+    # Plug & Charge by the PKI clients (`pki`), the EV's charging needs by ops (`ev_charging`).
     ROUTES = {
         "Authorize": on_authorize,
         "BootNotification": on_boot_notification,
         "ClearedChargingLimit": StoreOnly({}),
         "DataTransfer": swaps.on_data_transfer,
         "FirmwareStatusNotification": ChargerSession.on_firmware_status,
-        "Get15118EVCertificate": StoreOnly({"status": "Failed", "exiResponse": ""}),
-        "GetCertificateStatus": StoreOnly({"status": "Failed"}),
+        "Get15118EVCertificate": on_get_15118_ev_certificate,
+        "GetCertificateStatus": on_get_certificate_status,
         "Heartbeat": ChargerSession.on_heartbeat,
         "LogStatusNotification": ChargerSession.on_log_status,
         "MeterValues": on_meter_values,
         "NotifyChargingLimit": StoreOnly({}),
         "NotifyCustomerInformation": StoreOnly({}),
         "NotifyDisplayMessages": StoreOnly({}),
-        "NotifyEVChargingNeeds": StoreOnly({"status": "Rejected"}),
-        "NotifyEVChargingSchedule": StoreOnly({"status": "Accepted"}),
+        "NotifyEVChargingNeeds": on_notify_ev_charging_needs,
+        "NotifyEVChargingSchedule": on_notify_ev_charging_schedule,
         "NotifyEvent": on_notify_event,
         "NotifyMonitoringReport": StoreOnly({}),
         "NotifyReport": on_notify_report,

@@ -105,6 +105,18 @@ def serve(
     allow_private_urls: Annotated[
         bool | None, Opt("allow_private_urls", "allow loopback/private firmware and log URLs")
     ] = None,
+    ocsp_responder_url: Annotated[
+        str | None, Opt("ocsp_responder_url", "OCSP responder asked instead of the one the charger names")
+    ] = None,
+    contract_cert_service_url: Annotated[
+        str | None, Opt("contract_cert_service_url", "service Get15118EVCertificate is forwarded to")
+    ] = None,
+    contract_cert_test_pool: Annotated[
+        bool | None, Opt("contract_cert_test_pool", "labs: Get15118EVCertificate from the test pool")
+    ] = None,
+    pki_timeout: Annotated[
+        float | None, Opt("pki_timeout", "seconds an OCSP responder or certificate service may take (5)")
+    ] = None,
     gateway_id: Annotated[str | None, Opt("gateway_id", "this gateway process's name on the bus")] = None,
     node_id: Annotated[str | None, Opt("node_id", "stable name for this process's MQTT session")] = None,
     boot_retry_interval: Annotated[

@@ -29,6 +29,7 @@ from ops.api.context import Commands
 from ops.api.worker import ApiThread, LoopBus
 from ops.certificates import CertificateRenewal, builtin_ca
 from ops.engine import OpsEngine
+from ops.ev_charging import EvChargingPlanner
 from ops.site_power import SitePlanner
 from ops.startup import StartupError
 from ops.webhooks import WebhookDispatcher
@@ -99,6 +100,7 @@ class Runtime:
         self.webhooks: WebhookDispatcher | None = None
         self.site_planner: SitePlanner | None = None
         self.certificate_renewal: CertificateRenewal | None = None
+        self.ev_charging: EvChargingPlanner | None = None
         self.site_telemetry: SiteTelemetrySubscriber | None = None
         self._ops_bus: Bus | None = None
         self._http: ApiThread | None = None
@@ -124,7 +126,7 @@ class Runtime:
                 self.site_telemetry.start()
             await self.bus.ready(timeout=30)
         if "ops" in self.roles:
-            progress.log.info("starting ops (fault rules, supply reviews, webhooks, site power planner)")
+            progress.log.info("starting ops (fault rules, supply reviews, webhooks, site power, EV charging)")
             self.fleet_metrics = FleetMetrics(self.sessions, self.settings.fleet_metrics_interval)
             self.fleet_metrics.start()
             await self._start_ops()
@@ -168,6 +170,8 @@ class Runtime:
         self.site_planner.start()
         self.certificate_renewal = CertificateRenewal(self.sessions, self.bus, self.settings)
         self.certificate_renewal.start()
+        self.ev_charging = EvChargingPlanner(self.sessions, self.bus, self.settings)
+        self.bus.subscribe(self.ev_charging.handle)
 
     def http_app(self, sessions: async_sessionmaker[AsyncSession], bus: Commands) -> FastAPI:
         """The API (if this process runs that role) and, unless it has a listener of its own, `/metrics`."""
@@ -239,6 +243,7 @@ class Runtime:
             ("webhooks", self.webhooks.stop if self.webhooks is not None else None),
             ("site planner", self.site_planner.stop if self.site_planner is not None else None),
             ("certificate renewal", self.certificate_renewal.stop if self.certificate_renewal else None),
+            ("ev charging", self.ev_charging.stop if self.ev_charging is not None else None),
             ("site telemetry", self.site_telemetry.stop if self.site_telemetry is not None else None),
             ("ops bus", self._ops_bus.close if self._ops_bus is not None else None),
             ("maintenance", self.maintenance.stop if self.maintenance is not None else None),

@@ -38,6 +38,7 @@ from chargeops.events import (
     utcnow,
 )
 from telemetry.battery_store import store_battery_events
+from telemetry.ev_schedule_store import store_ev_schedules
 from telemetry.metrics import (
     DER_ALARMS,
     FAULTS,
@@ -214,6 +215,7 @@ async def store_events(
         for ev in sorted(batch.presence, key=lambda e: e.received_at):
             await _apply_presence(conn, ev)
         await store_battery_events(conn, [ev for ev in fresh if ev.kind is EventKind.BATTERY_SWAP])
+        await store_ev_schedules(conn, [ev for ev in fresh if ev.kind is EventKind.EV_CHARGING_SCHEDULE])
         if last_seen:
             await conn.execute(_touch, [{"cid": c, "seen": t} for c, t in last_seen.items()])
     _count(batch, fresh, site_energy)

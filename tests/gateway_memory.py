@@ -156,6 +156,14 @@ class MemoryStore:
     async def max_power_kw(self, charger_id: str) -> float | None:
         return None
 
+    async def active_transaction(self, charger_id: str, evse_id: int) -> str | None:
+        running = [
+            tx.record.transaction_id
+            for (cid, _), tx in self.transactions.items()
+            if cid == charger_id and tx.record.evse_id == evse_id and tx.stopped_at is None
+        ]
+        return running[-1] if running else None
+
     async def check_meter(
         self,
         charger_id: str,

@@ -164,6 +164,28 @@ class MeterFlag(Base):
     flagged_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
+class EvChargingSchedule(Base):
+    """An ISO 15118 session's charging schedules (OCPP 2.x K15–K17): the ones ops offered (`source` csms,
+    with the charger's answer in `status`) and the one the EV chose within them (`source` ev). `event_id`:
+    the event the row came from (the needs for csms rows), so a re-delivered event is stored once."""
+
+    __tablename__ = "ev_charging_schedules"
+    __table_args__ = (Index("ix_ev_charging_schedules_tx", "charger_id", "transaction_id"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    event_id: Mapped[str] = mapped_column(String(36), unique=True)
+    charger_id: Mapped[str] = mapped_column(String(48))
+    transaction_id: Mapped[str | None] = mapped_column(String(64))
+    evse_id: Mapped[int]
+    source: Mapped[str] = mapped_column(String(8))  # csms | ev
+    starts_at: Mapped[datetime]
+    duration_s: Mapped[int | None]
+    rate_unit: Mapped[str] = mapped_column(String(2))  # W | A
+    periods: Mapped[list[dict[str, Any]]] = mapped_column(JSON)  # [{"start_s", "limit", "phases"?}]
+    status: Mapped[str | None] = mapped_column(String(16))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
 class StoredEvent(Base):
     """Every version-neutral event, once (primary key = the event's deterministic id)."""
 

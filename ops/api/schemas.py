@@ -210,6 +210,28 @@ class TransactionDetailOut(TransactionOut):
     signed_meter_values: list[SignedReadingOut]
 
 
+class ChargingScheduleOut(BaseModel):
+    """An ISO 15118 session's charging schedule: one ops offered (`source` csms; `status`: the charger's
+    answer to the TxProfile) or the one the EV chose (`source` ev). Periods from `starts_at`."""
+
+    source: Literal["csms", "ev"]
+    evse_id: int
+    starts_at: datetime
+    duration_s: int | None
+    rate_unit: str
+    periods: list[dict[str, Any]]
+    status: str | None
+    created_at: datetime
+
+
+class ChargingSchedulesOut(BaseModel):
+    """What the EV asked for (its latest charging needs, as `EvChargingNeeds` says them; null if it sent
+    none) and the schedules, oldest first."""
+
+    needs: dict[str, Any] | None
+    items: list[ChargingScheduleOut]
+
+
 class ApiTokenCreate(Input):
     name: Annotated[str, Field(min_length=1, max_length=100)]
     role: Role

@@ -1,5 +1,6 @@
 """Charging sessions as the chargers reported them, newest first, each with the meter readings left out of
-its billed energy and the TransactionEvents not received; one with its signed meter readings."""
+its billed energy and the TransactionEvents not received; one with its signed meter readings; an ISO 15118
+session's charging needs and schedules."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from fastapi.exceptions import RequestValidationError
 from sqlalchemy import ColumnElement, Select, and_, or_, select, tuple_
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from chargeops.db.models import MeterFlag, StoredEvent, Transaction, billed_energy_wh
+from chargeops.db.models import EvChargingSchedule, MeterFlag, StoredEvent, Transaction, billed_energy_wh
 from chargeops.events import EventKind
 from ops.api.auth import Viewer
 from ops.api.context import Db
@@ -21,6 +22,8 @@ from ops.api.errors import documented
 from ops.api.schemas import (
     MAX_DB_INT,
     MAX_PAGE,
+    ChargingScheduleOut,
+    ChargingSchedulesOut,
     MeterFlagOut,
     Page,
     SignedReadingOut,
@@ -189,3 +192,36 @@ async def get_transaction(
     ]
     [base] = await _sessions(db, select(Transaction).where(Transaction.id == row.id))
     return TransactionDetailOut(**base, signed_meter_values=readings)
+
+
+@router.get(
+    "/{charger_id}/{transaction_id}/charging-schedules", dependencies=[Viewer], responses=documented(404)
+)
+async def get_charging_schedules(
+    db: Db, scope: Scoped, charger_id: str, transaction_id: str
+) -> ChargingSchedulesOut:
+    """An ISO 15118 session's smart charging (OCPP 2.x K15–K17): the EV's latest charging needs, the
+    schedules ops offered it (the TxProfiles sent, with the charger's answer) and those the EV chose."""
+    await scope.one(
+        db,
+        Transaction,
+        Transaction.charger_id == charger_id,
+        Transaction.transaction_id == transaction_id,
+        scope.chargers(Transaction.charger_id),
+        what=f"transaction {transaction_id} of charger {charger_id}",
+    )
+    rows = await db.scalars(
+        select(EvChargingSchedule)
+        .where(
+            EvChargingSchedule.charger_id == charger_id, EvChargingSchedule.transaction_id == transaction_id
+        )
+        .order_by(EvChargingSchedule.created_at, EvChargingSchedule.id)
+    )
+    needs = await db.scalars(
+        select(StoredEvent.data)
+        .where(StoredEvent.charger_id == charger_id, StoredEvent.kind == EventKind.EV_CHARGING_NEEDS.value)
+        .order_by(StoredEvent.received_at.desc())
+    )
+    latest = next((n for n in needs if n.get("transaction_id") == transaction_id), None)
+    items = [ChargingScheduleOut.model_validate(r, from_attributes=True) for r in rows.all()]
+    return ChargingSchedulesOut(needs=latest, items=items)

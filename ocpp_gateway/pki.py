@@ -1,0 +1,190 @@
+"""ISO 15118 Plug & Charge behind the central system (OCPP 2.x): contract certificates in Authorize (C07),
+certificate status for stations (M06 GetCertificateStatus) and EV contract certificate installation
+(M01 / M02 Get15118EVCertificate).
+
+* Authorize with `iso15118CertificateHashData`: every certificate is looked up by OCSP (`ocpp_gateway.ocsp`,
+  cached until nextUpdate, bounded by `pki_timeout`). The answer pairs `certificateStatus` and
+  `idTokenInfo.status` as C07.FR.13–17 say: the chain good and the eMAID accepted → Accepted / its status;
+  the chain good but the eMAID Blocked, Expired, Invalid or Unknown → ContractCancelled / that status; a
+  certificate revoked → CertificateRevoked / Invalid; a `certificate` (PEM) past its validity →
+  CertificateExpired / Expired; a chain that cannot be verified — the responder does not know a
+  certificate, does not answer in time, or answers something that does not hold up — → CertChainError /
+  Invalid (fail closed). A PEM `certificate` alone (C07.FR.06, central contract validation) cannot be
+  verified: no V2G / MO root store is configured, so it is CertChainError unless expired.
+* GetCertificateStatus: Accepted with the responder's answer (base64 DER, whatever the status it reports),
+  or Failed when there is none.
+* Get15118EVCertificate: forwarded to `contract_cert_service_url` (POST, JSON: `chargingStationId` and the
+  request's fields as OCPP names them; the service answers `{"status", "exiResponse"}`), or answered from the
+  lab test pool (`contract_cert_test_pool`, see `TEST_POOL`), else Failed. No answer in time → Failed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import logging
+from typing import Any
+
+import httpx
+from cryptography import x509
+
+from chargeops import clock
+from chargeops.settings import Settings
+from chargeops.urls import destination
+from ocpp_gateway.ocsp import OcspClient, OcspFailure
+
+log = logging.getLogger("chargeops.gateway.pki")
+
+Payload = dict[str, Any]
+REFUSED_TOKEN = frozenset({"Blocked", "Expired", "Invalid", "Unknown"})
+MAX_SERVICE_BYTES = 64 * 1024
+# The lab test pool: what Get15118EVCertificate is answered with when `contract_cert_test_pool` is on and no
+# service is configured. Marked test data, not a CertificateInstallationRes an EV can install: it lets a lab
+# run a station's OCPP side of certificate installation (Accepted, an exiResponse) without a contract
+# certificate pool. The entry is chosen by the request, so a retried request gets the same answer.
+TEST_POOL = tuple(
+    base64.b64encode(f"chargeops-test-pool:{n}:not-a-CertificateInstallationRes".encode()).decode()
+    for n in range(4)
+)
+
+
+def _failed(reason: str, info: str) -> Payload:
+    return {"status": "Failed", "statusInfo": {"reasonCode": reason, "additionalInfo": info[:500]}}
+
+
+class Pki:
+    """One per gateway process (in `GatewayContext`): the OCSP client with its cache, and the contract
+    certificate service's HTTP client."""
+
+    def __init__(self, settings: Settings) -> None:
+        self._settings = settings
+        self.ocsp = OcspClient(
+            responder_url=settings.ocsp_responder_url,
+            timeout=settings.pki_timeout,
+            allow_private=settings.allow_private_urls,
+        )
+        self._client: httpx.AsyncClient | None = None
+
+    # -- C07: Authorize with a contract certificate --------------------------------------------------------
+
+    async def contract_verdict(self, hash_data: list[Payload], certificate: str | None) -> str:
+        """The contract certificate chain's AuthorizeCertificateStatus (Accepted, CertificateRevoked,
+        CertificateExpired or CertChainError)."""
+        if certificate is not None:
+            expiry = _pem_problem(certificate)
+            if expiry is not None:
+                return expiry
+        if not hash_data:
+            return "CertChainError"  # a PEM chain alone: no root store to verify it against
+        answers = await asyncio.gather(*(self.ocsp.status(d) for d in hash_data), return_exceptions=True)
+        for answer in answers:
+            if isinstance(answer, OcspFailure):
+                log.warning("contract certificate not verified: %s", answer)
+            elif isinstance(answer, BaseException):
+                raise answer
+        statuses = [a.status for a in answers if not isinstance(a, BaseException)]
+        if "revoked" in statuses:
+            return "CertificateRevoked"
+        if len(statuses) < len(answers) or "unknown" in statuses:
+            return "CertChainError"
+        return "Accepted"
+
+    # -- M06: GetCertificateStatus -------------------------------------------------------------------------
+
+    async def certificate_status(self, request_data: Payload) -> Payload:
+        try:
+            answer = await self.ocsp.status(request_data)
+        except OcspFailure as exc:
+            log.warning("GetCertificateStatus failed: %s", exc)
+            return _failed("OcspUnavailable", str(exc))
+        result = answer.base64
+        if len(result) > 5500:  # ocspResult's limit in 2.0.1 and 2.1
+            return _failed("OcspTooLarge", f"the responder's answer is {len(result)} characters in base64")
+        return {"status": "Accepted", "ocspResult": result}
+
+    # -- M01 / M02: Get15118EVCertificate ------------------------------------------------------------------
+
+    async def ev_certificate(self, charger_id: str, request: Payload, max_exi: int) -> Payload:
+        """The Get15118EVCertificate answer: the service's, the test pool's, or Failed."""
+        url = self._settings.contract_cert_service_url
+        if url is None:
+            if not self._settings.contract_cert_test_pool:
+                return {
+                    "exiResponse": "",
+                    **_failed("NoService", "no contract certificate service configured"),
+                }
+            digest = hashlib.sha256(str(request.get("exiRequest", "")).encode()).digest()
+            return {"status": "Accepted", "exiResponse": TEST_POOL[digest[0] % len(TEST_POOL)]}
+        try:
+            async with asyncio.timeout(self._settings.pki_timeout):
+                answer = await self._post_json(url, {"chargingStationId": charger_id, **request})
+        except TimeoutError:
+            why = f"no answer within {self._settings.pki_timeout:g} s"
+            log.warning("contract certificate service: %s", why)
+            return {"exiResponse": "", **_failed("Timeout", why)}
+        except OcspFailure as exc:
+            log.warning("contract certificate service: %s", exc)
+            return {"exiResponse": "", **_failed("ServiceFailed", str(exc))}
+        exi = answer.get("exiResponse")
+        status = answer.get("status", "Accepted")
+        if not isinstance(exi, str) or not exi or len(exi) > max_exi or status != "Accepted":
+            why = f"the service answered status {str(status)[:40]!r} with no usable exiResponse"
+            return {"exiResponse": "", **_failed("ServiceFailed", why)}
+        return {"status": "Accepted", "exiResponse": exi}
+
+    async def _post_json(self, url: str, body: Payload) -> Payload:
+        """POST `body` to a checked URL (SSRF rule, pinned address, no redirects); the JSON object answered.
+        Failures are OcspFailure (one error type for the PKI's outside services)."""
+        if not url.lower().startswith(("http://", "https://")):
+            raise OcspFailure("the service URL must be http or https")
+        dest = await destination(url, self._settings.allow_private_urls)
+        if isinstance(dest, str):
+            raise OcspFailure(f"service URL refused: {dest}")
+        if self._client is None:
+            self._client = httpx.AsyncClient(follow_redirects=False, timeout=self._settings.pki_timeout)
+        extensions = {"sni_hostname": dest.sni} if dest.sni else None
+        try:
+            response = await self._client.post(
+                dest.url, json=body, headers={"Host": dest.host}, extensions=extensions
+            )
+        except httpx.HTTPError as exc:
+            raise OcspFailure(f"{type(exc).__name__}: {exc}"[:200]) from None
+        if response.status_code != 200 or len(response.content) > MAX_SERVICE_BYTES:
+            raise OcspFailure(f"the service answered HTTP {response.status_code}")
+        try:
+            answer = response.json()
+        except ValueError:
+            raise OcspFailure("the service's answer is not JSON") from None
+        if not isinstance(answer, dict):
+            raise OcspFailure("the service's answer is not a JSON object")
+        return answer
+
+    async def close(self) -> None:
+        await self.ocsp.close()
+        if self._client is not None:
+            await self._client.aclose()
+            self._client = None
+
+
+def combine(token_info: Payload, verdict: str) -> tuple[Payload, str]:
+    """C07.FR.13–17: the idTokenInfo and certificateStatus of an Authorize whose token was looked up as
+    `token_info` and whose contract certificate chain got `verdict`."""
+    status = token_info["status"]
+    if verdict == "Accepted":
+        return token_info, "ContractCancelled" if status in REFUSED_TOKEN else "Accepted"
+    status = "Expired" if verdict == "CertificateExpired" else "Invalid"
+    return {"status": status}, verdict
+
+
+def _pem_problem(certificate: str) -> str | None:
+    """CertificateExpired if a certificate of the PEM chain is outside its validity, CertChainError if it
+    does not parse, else None."""
+    try:
+        chain = x509.load_pem_x509_certificates(certificate.encode())
+    except ValueError:
+        return "CertChainError"
+    now = clock.now()
+    if any(not (c.not_valid_before_utc <= now <= c.not_valid_after_utc) for c in chain):
+        return "CertificateExpired"
+    return None

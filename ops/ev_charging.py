@@ -1,0 +1,137 @@
+"""ISO 15118 smart charging in ops (OCPP 2.x K15–K17): an EV's charging needs → the session's charging
+schedule, within the site's limit, sent as `chargeops.SetEvChargingSchedule` (the gateway makes it the
+session's TxProfile) and kept in `ev_charging_schedules` with the charger's answer.
+
+The site's limit for the charger is what the site planner last gave it (`charger_limits`, per connector);
+at a site with a grid limit the planner has not yet planned for, the site's whole budget; elsewhere none.
+A renegotiation the EV starts (K17) is new needs, answered the same way; the new TxProfile replaces the
+last (same id). The schedule itself is `ops.ev_schedule` (pure).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Sequence
+from datetime import datetime
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from chargeops import clock
+from chargeops.commands import SET_EV_CHARGING_SCHEDULE
+from chargeops.db.engine import insert_for
+from chargeops.db.models import Charger
+from chargeops.db.models import EvChargingSchedule as ScheduleRow
+from chargeops.db.ops_models import ChargerLimit, Site
+from chargeops.events import EvChargingNeeds, Event
+from chargeops.logs import for_charger
+from chargeops.settings import Settings
+from ops.ev_schedule import ev_schedule
+from ops.site_power import latest_report, site_budget
+from telemetry.bus import Bus
+
+log = logging.getLogger("chargeops.ev_charging")
+
+
+class EvChargingPlanner:
+    """Bus listener (role ops): each EV's needs get a schedule; the charger's answer is awaited off the
+    listener, in a task of its own, so a slow charger holds up no one."""
+
+    def __init__(self, sessions: async_sessionmaker[AsyncSession], bus: Bus, settings: Settings) -> None:
+        self._sessions = sessions
+        self._bus = bus
+        self._timeout = settings.call_timeout
+        self._margin_pct = settings.site_margin_pct
+        self._tasks: set[asyncio.Task[str]] = set()
+
+    async def handle(self, events: Sequence[Event]) -> None:
+        for ev in events:
+            if isinstance(ev.body, EvChargingNeeds):
+                task = asyncio.get_running_loop().create_task(self.answer(ev, ev.body))
+                self._tasks.add(task)
+                task.add_done_callback(self._tasks.discard)
+
+    async def answer(self, ev: Event, needs: EvChargingNeeds) -> str:
+        """Plan, send and keep the schedule for `needs`; the charger's answer (or what went wrong)."""
+        charger_log = for_charger(log, ev.charger_id)
+        try:
+            now = clock.now()
+            cap = await self.site_cap_w(ev.charger_id)
+            plan = ev_schedule(
+                now=now,
+                max_power_w=needs.max_power_w,
+                min_power_w=needs.min_power_w,
+                energy_wh=needs.energy_wh,
+                departure_at=needs.departure_at,
+                cap_w=cap,
+                max_periods=needs.max_periods,
+            )
+            periods = [{"start_s": s, "limit_w": w} for s, w in plan.periods]
+            command = {
+                "evse_id": needs.evse_id,
+                "transaction_id": needs.transaction_id,
+                "start_at": now.isoformat(),
+                "periods": periods,
+            }
+            if plan.duration_s is not None:
+                command["duration_s"] = plan.duration_s
+            reply = await self._bus.request(ev.charger_id, SET_EV_CHARGING_SCHEDULE, command, self._timeout)
+            status = str(reply.payload.get("status", "?")) if reply.outcome == "result" else reply.outcome
+            charger_log.log(
+                logging.INFO if status == "Accepted" else logging.WARNING,
+                "EV schedule for transaction %s (EVSE %d, site cap %s W): %s %s",
+                needs.transaction_id, needs.evse_id, cap, periods, status,
+            )  # fmt: skip
+            await self._keep(ev, needs, plan.duration_s, periods, status, now)
+            return status
+        except Exception:
+            charger_log.exception("EV schedule for transaction %s failed", needs.transaction_id)
+            return "error"
+
+    async def site_cap_w(self, charger_id: str) -> float | None:
+        async with self._sessions() as session:
+            limit = await session.get(ChargerLimit, charger_id)
+            if limit is not None:
+                return limit.limit_w
+            site = await session.scalar(
+                select(Site).join(Charger, Charger.site == Site.id).where(Charger.id == charger_id)
+            )
+            if site is None or site.grid_limit_kw is None:
+                return None
+            report = await latest_report(session, site.id)
+        return site_budget(site, report, clock.now(), margin_pct=self._margin_pct).total_w
+
+    async def _keep(
+        self,
+        ev: Event,
+        needs: EvChargingNeeds,
+        duration_s: int | None,
+        periods: list[dict[str, float]],
+        status: str,
+        at: datetime,
+    ) -> None:
+        async with self._sessions() as session, session.begin():
+            dialect = (await session.connection()).dialect.name
+            row = {
+                "event_id": ev.event_id,
+                "charger_id": ev.charger_id,
+                "transaction_id": needs.transaction_id,
+                "evse_id": needs.evse_id,
+                "source": "csms",
+                "starts_at": at,
+                "duration_s": duration_s,
+                "rate_unit": "W",
+                "periods": [{"start_s": p["start_s"], "limit": p["limit_w"]} for p in periods],
+                "status": status[:16],
+                "created_at": clock.now(),
+            }
+            stmt = insert_for(dialect, ScheduleRow).values(**row)
+            await session.execute(
+                stmt.on_conflict_do_update(index_elements=["event_id"], set_={"status": row["status"]})
+            )
+
+    async def stop(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
