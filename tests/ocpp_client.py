@@ -11,7 +11,7 @@ import base64
 import itertools
 import json
 import ssl
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from functools import cache
 from pathlib import Path
@@ -20,6 +20,7 @@ from typing import Any
 import jsonschema
 import ocpp
 from websockets.asyncio.client import ClientConnection, connect
+from websockets.typing import Subprotocol
 
 _WSS: dict[int, ssl.SSLContext] = {}  # gateway port → the client context that trusts its certificate
 SCHEMAS = Path(ocpp.__file__).resolve().parent
@@ -100,13 +101,15 @@ def charger_url(port: int, charger_id: str) -> str:
 
 
 @asynccontextmanager
-async def raw_charger(port: int, charger_id: str, protocol: str = "ocpp1.6", **kw: Any):  # type: ignore[no-untyped-def]
+async def raw_charger(
+    port: int, charger_id: str, protocol: str = "ocpp1.6", **kw: Any
+) -> AsyncIterator[RawCharger]:
     if port in _WSS:
         kw.setdefault("ssl", _WSS[port])
     async with connect(
         charger_url(port, charger_id),
-        subprotocols=[protocol],
+        subprotocols=[Subprotocol(protocol)],
         compression=None,
-        **kw,  # type: ignore[list-item]
+        **kw,
     ) as ws:
         yield RawCharger(ws, protocol)
