@@ -37,8 +37,13 @@ def put(src: Path, dst: Path) -> None:
 
 
 async def served_certificate(port: int, pki: Path) -> bytes:
-    async with raw_charger(port, "CP-PROBE") as cp:
-        return cp.ws.transport.get_extra_info("ssl_object").getpeercert(binary_form=True)  # type: ignore[no-any-return]
+    """The certificate a new TLS handshake gets (a bare handshake: no WebSocket, no charger session)."""
+    _, writer = await asyncio.open_connection("127.0.0.1", port, ssl=client_tls(pki))
+    try:
+        return writer.get_extra_info("ssl_object").getpeercert(binary_form=True)  # type: ignore[no-any-return]
+    finally:
+        writer.close()
+        await writer.wait_closed()
 
 
 async def test_changed_certificates_serve_new_handshakes_and_open_connections_stay(

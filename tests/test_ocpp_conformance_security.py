@@ -113,6 +113,10 @@ async def test_tc_a_04_server_certificate_suites_and_version(start_runtime: Star
             assert peer["serialNumber"]
             assert tls.compression() is None
             await _boot_and_report(cp)
+    # The server's order decides: a client that lists static RSA first still gets forward secrecy.
+    static_first = tls12(pki, "AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256")
+    async with wss(runtime, "CP-SP2", static_first, additional_headers=basic("CP-SP2", PASSWORD)) as cp:
+        assert cp.ws.transport.get_extra_info("ssl_object").cipher()[0] == "ECDHE-RSA-AES128-GCM-SHA256"
     # A client that lets TLS choose gets TLS 1.3.
     async with wss(runtime, "CP-SP2", client_tls(pki), additional_headers=basic("CP-SP2", PASSWORD)) as cp:
         assert cp.ws.transport.get_extra_info("ssl_object").version() == "TLSv1.3"
