@@ -120,6 +120,16 @@ class Settings(BaseSettings):
 
     tls_cert: Path | None = Field(default=None, description="server certificate (PEM) for wss://")
     tls_key: Path | None = Field(default=None, description="server private key (PEM)")
+    tls_second_cert: Path | None = Field(
+        default=None,
+        description="a second server certificate (PEM), the other key type: RSA beside ECDSA or the reverse",
+    )
+    tls_second_key: Path | None = Field(default=None, description="the second certificate's key (PEM)")
+    tls_reload_interval: float = Field(
+        default=30.0,
+        ge=0,
+        description="seconds between looks at the TLS files; changed ones serve new handshakes (0: never)",
+    )
     tls_client_ca: Path | None = Field(
         default=None, description="CA bundle for client certificates (security profile 3)"
     )

@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import secrets
-import ssl
 from collections.abc import Sequence
 from http import HTTPStatus
 from typing import Any
@@ -23,11 +22,12 @@ from chargeops.ids import CHARGER_ID_RE
 from chargeops.logs import for_charger
 from chargeops.settings import parse_networks
 from ocpp_gateway.auth import FailureLimiter, Verifier, parse_basic
-from ocpp_gateway.client_address import client_address
+from ocpp_gateway.client_address import client_address, forwarded_proto
 from ocpp_gateway.context import GatewayContext
 from ocpp_gateway.rpc import warm_up
 from ocpp_gateway.session import ChargerSession
 from ocpp_gateway.store import ChargerAuth
+from ocpp_gateway.tls import ReloadingTls
 from ocpp_gateway.v16 import Session16
 from ocpp_gateway.v21 import Session21
 from ocpp_gateway.v201 import Session201
@@ -57,8 +57,9 @@ def offered_subprotocols(headers: Headers) -> list[str]:
 class GatewayServer:
     """Holds charger connections for one gateway process."""
 
-    def __init__(self, ctx: GatewayContext) -> None:
+    def __init__(self, ctx: GatewayContext, tls: ReloadingTls | None = None) -> None:
         self.ctx = ctx
+        self.tls = tls  # wss:// with certificates reloaded while running (ocpp_gateway.tls)
         s = ctx.settings
         self.sessions: dict[str, ChargerSession] = {}
         self._verifier = Verifier()
@@ -92,15 +93,18 @@ class GatewayServer:
             ping_interval=s.ws_ping_interval,  # a silently dead link is noticed within interval + timeout
             ping_timeout=s.ws_ping_timeout,
             close_timeout=CLOSE_TIMEOUT,  # a dead link does not answer a close either: don't wait 10 s for it
-            ssl=self._ssl_context(),
+            ssl=self.tls.listening if self.tls else None,
             server_header="chargeops",
         )
+        if self.tls:
+            self.tls.start(s.tls_reload_interval)
         log.info(
-            "OCPP gateway listening on %s://%s:%s%s{chargePointId}",
-            "wss" if s.tls_cert else "ws",
+            "OCPP gateway listening on %s://%s:%s%s{chargePointId}%s",
+            "wss" if self.tls else "ws",
             s.ocpp_host,
             self.port,
             PATH_PREFIX,
+            f" ({' and '.join(self.tls.kinds)} certificates)" if self.tls else "",
         )
 
     @property
@@ -109,22 +113,12 @@ class GatewayServer:
         return int(self._server.sockets[0].getsockname()[1])
 
     async def stop(self) -> None:
+        if self.tls:
+            await self.tls.stop()
         if self._server is not None:
             self._server.close()
             await self._server.wait_closed()
         await self.ctx.pki.close()
-
-    def _ssl_context(self) -> ssl.SSLContext | None:
-        s = self.ctx.settings
-        if not s.tls_cert:
-            return None
-        ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-        ctx.minimum_version = ssl.TLSVersion.TLSv1_2
-        ctx.load_cert_chain(s.tls_cert, s.tls_key)
-        if s.tls_client_ca:
-            ctx.load_verify_locations(s.tls_client_ca)
-            ctx.verify_mode = ssl.CERT_OPTIONAL  # profile 2 chargers send none; profile 3 must
-        return ctx
 
     # -- handshake ------------------------------------------------------------------------------------
 
@@ -140,6 +134,14 @@ class GatewayServer:
         if not self._proxies or request is None:
             return peer
         return client_address(peer, request.headers.raw_items(), self._proxies)
+
+    def _tls_at_balancer(self, connection: ServerConnection) -> bool:
+        """A trusted TLS-terminating load balancer says the charger came over TLS (security profile 2)."""
+        peer = str((connection.remote_address or ("?",))[0])
+        request = connection.request
+        if not self._proxies or request is None:
+            return False
+        return forwarded_proto(peer, request.headers.raw_items(), self._proxies) == "https"
 
     def _refuse(
         self, connection: ServerConnection, status: HTTPStatus, reason: str, text: str, charger_id: str = ""
@@ -253,7 +255,9 @@ class GatewayServer:
         self, connection: ServerConnection, request: Request, auth: ChargerAuth, address: str
     ) -> str | None:
         """None if the charger proved who it is for its security profile, else the refusal reason."""
-        tls = connection.transport.get_extra_info("ssl_object") is not None
+        tls = connection.transport.get_extra_info("ssl_object") is not None or self._tls_at_balancer(
+            connection
+        )
         if auth.security_profile >= 2 and not tls:
             return "tls_required"
         if auth.security_profile >= 3:

@@ -86,6 +86,13 @@ def serve(
     max_frame_bytes: Annotated[int | None, Opt("max_frame_bytes", "larger frames close with 1009")] = None,
     tls_cert: Annotated[Path | None, Opt("tls_cert", "server certificate (PEM) for wss://")] = None,
     tls_key: Annotated[Path | None, Opt("tls_key", "server key (PEM)")] = None,
+    tls_second_cert: Annotated[
+        Path | None, Opt("tls_second_cert", "second server certificate, other key type (RSA / ECDSA)")
+    ] = None,
+    tls_second_key: Annotated[Path | None, Opt("tls_second_key", "its key (PEM)")] = None,
+    tls_reload_interval: Annotated[
+        float | None, Opt("tls_reload_interval", "seconds between looks for changed TLS files (30; 0: never)")
+    ] = None,
     tls_client_ca: Annotated[
         Path | None, Opt("tls_client_ca", "CA for client certificates (profile 3)")
     ] = None,

@@ -23,6 +23,7 @@ from ocpp_gateway.certificates import GatewayCertificates
 from ocpp_gateway.context import GatewayContext
 from ocpp_gateway.server import GatewayServer
 from ocpp_gateway.store import GatewayStore
+from ocpp_gateway.tls import ReloadingTls, TlsFilesError, files_from
 from ops import progress
 from ops.api import create_app
 from ops.api.context import Commands
@@ -88,6 +89,13 @@ class Runtime:
                 f"CHARGEOPS_{stray[0].upper()} is set but CHARGEOPS_MQTT_URL is not: "
                 "set the broker's URL (e.g. mqtts://host:8883) or unset it"
             )
+        self._tls: ReloadingTls | None = None
+        if "gateway" in self.roles:
+            try:  # certificates that do not load stop the start before anything runs
+                files = files_from(settings)
+                self._tls = ReloadingTls(files) if files else None
+            except TlsFilesError as exc:
+                raise StartupError(f"cannot serve wss://: {exc}") from None
         self.engine = make_engine(settings.database_url)
         self.sessions = make_sessionmaker(self.engine)
         # bad MQTT settings raise BrokerConfigError here, before anything started
@@ -139,7 +147,7 @@ class Runtime:
                 self.settings.gateway_id,
                 GatewayCertificates(builtin_ca(self.settings), self.sessions),
             )
-            self.gateway = GatewayServer(ctx)
+            self.gateway = GatewayServer(ctx, self._tls)
             await self.gateway.start()
         progress.log.info("starting the HTTP %s", "API and /metrics" if "api" in self.roles else "/metrics")
         await self._start_http()

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import os
+import ssl
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 import asyncpg
@@ -19,6 +21,8 @@ from chargeops.db.engine import make_engine, make_sessionmaker
 from chargeops.db.migrate import upgrade
 from chargeops.settings import Settings
 from ops.runtime import Runtime
+from tests.ocpp_client import forget_wss, serve_wss
+from tests.pki import make_pki
 
 # Test modules import helpers from the browser and certificate plugins before naming them in `pytest_plugins`:
 # their asserts are rewritten all the same (and pytest does not warn that it came too late).
@@ -103,3 +107,40 @@ async def start_runtime(sqlite_url: str) -> AsyncIterator[StartRuntime]:
     yield start
     for runtime in reversed(started):
         await runtime.stop()
+    forget_wss()
+
+
+@pytest.fixture(scope="session")
+def pki(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Certificates made for this test run (tests/pki.py): CA, RSA and ECDSA server certificates, clients."""
+    return make_pki(tmp_path_factory.mktemp("pki"))
+
+
+def client_tls(pki: Path, cert: str | None = None) -> ssl.SSLContext:
+    """A charger's TLS context trusting the test CA, with `pki/cert.pem` as client certificate if given."""
+    ctx = ssl.create_default_context(cafile=str(pki / "ca.pem"))
+    if cert:
+        ctx.load_cert_chain(str(pki / f"{cert}.pem"), str(pki / f"{cert}.key"))
+    return ctx
+
+
+def over_ws_and_wss(start: StartRuntime, transport: str, pki: Path) -> StartRuntime:
+    """`start_runtime` for a test run once over ws:// and once over wss:// (RSA and ECDSA certificates,
+    client CA): in the wss run `raw_charger` connects over TLS. A conformance module opts in with
+
+        @pytest.fixture(params=["ws", "wss"])
+        def start_runtime(request, start_runtime, pki):
+            return over_ws_and_wss(start_runtime, request.param, pki)
+    """
+    if transport == "ws":
+        return start
+
+    async def start_tls(**overrides: Any) -> Runtime:
+        tls = {"tls_cert": pki / "server.pem", "tls_key": pki / "server.key", "tls_client_ca": pki / "ca.pem"}
+        tls |= {"tls_second_cert": pki / "server-ec.pem", "tls_second_key": pki / "server-ec.key"}
+        runtime = await start(**(tls | overrides))
+        assert runtime.gateway is not None
+        serve_wss(runtime.gateway.port, client_tls(pki))
+        return runtime
+
+    return start_tls

@@ -1,13 +1,17 @@
 """A deliberately dumb OCPP-J client for tests: sends exactly the bytes a test asks for, and checks every
 answer of the central system against the official schemas with `jsonschema` (an implementation independent
-of the gateway's compiled validators), so a message we send that a strict peer would reject fails the test."""
+of the gateway's compiled validators), so a message we send that a strict peer would reject fails the test.
+
+`raw_charger` speaks wss:// to a gateway port registered with `serve_wss` (the conformance tests' wss
+variant, tests/conftest.py `over_ws_and_wss`), ws:// to any other."""
 
 from __future__ import annotations
 
 import base64
 import itertools
 import json
-from collections.abc import Iterator
+import ssl
+from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from functools import cache
 from pathlib import Path
@@ -16,7 +20,9 @@ from typing import Any
 import jsonschema
 import ocpp
 from websockets.asyncio.client import ClientConnection, connect
+from websockets.typing import Subprotocol
 
+_WSS: dict[int, ssl.SSLContext] = {}  # gateway port → the client context that trusts its certificate
 SCHEMAS = Path(ocpp.__file__).resolve().parent
 _DIRS = {"ocpp1.6": "v16", "ocpp2.0.1": "v201", "ocpp2.1": "v21"}
 
@@ -80,12 +86,30 @@ def basic(user: str, password: str) -> dict[str, str]:
     return {"Authorization": "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()}
 
 
+def serve_wss(port: int, client: ssl.SSLContext) -> None:
+    """From now on `raw_charger(port, ...)` connects over TLS with `client`."""
+    _WSS[port] = client
+
+
+def forget_wss() -> None:
+    """After a test: its ports may serve plain ws:// in the next one."""
+    _WSS.clear()
+
+
+def charger_url(port: int, charger_id: str) -> str:
+    return f"{'wss' if port in _WSS else 'ws'}://127.0.0.1:{port}/ocpp/{charger_id}"
+
+
 @asynccontextmanager
-async def raw_charger(port: int, charger_id: str, protocol: str = "ocpp1.6", **kw: Any):  # type: ignore[no-untyped-def]
+async def raw_charger(
+    port: int, charger_id: str, protocol: str = "ocpp1.6", **kw: Any
+) -> AsyncIterator[RawCharger]:
+    if port in _WSS:
+        kw.setdefault("ssl", _WSS[port])
     async with connect(
-        f"ws://127.0.0.1:{port}/ocpp/{charger_id}",
-        subprotocols=[protocol],
+        charger_url(port, charger_id),
+        subprotocols=[Subprotocol(protocol)],
         compression=None,
-        **kw,  # type: ignore[list-item]
+        **kw,
     ) as ws:
         yield RawCharger(ws, protocol)

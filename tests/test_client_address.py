@@ -7,7 +7,7 @@ import pytest
 from websockets.asyncio.client import connect
 
 from chargeops.settings import Settings, parse_networks
-from ocpp_gateway.client_address import client_address
+from ocpp_gateway.client_address import client_address, forwarded_proto
 from tests.conftest import StartRuntime
 from tests.ocpp_client import basic
 from tests.test_gateway_handshake import PASSWORD, refused, register
@@ -32,6 +32,28 @@ def test_a_trusted_proxy_names_the_client_and_nobody_else_does() -> None:
     # A garbled header from the proxy: keep the proxy's address rather than guess.
     assert client_address("10.1.2.3", [("X-Forwarded-For", "unknown")], LB) == "10.1.2.3"
     assert client_address("10.1.2.3", [], LB) == "10.1.2.3"
+
+
+def test_tls_at_the_balancer_is_believed_from_a_trusted_proxy_only() -> None:
+    """Security profile 2 behind a TLS-terminating balancer: `https` only as the nearest trusted proxy says it
+    (tests/test_tls_balancer.py runs it behind a real HAProxy)."""
+    https = [("X-Forwarded-Proto", "https")]
+    assert forwarded_proto("10.1.2.3", https, LB) == "https"
+    assert forwarded_proto("203.0.113.9", https, LB) is None  # an untrusted peer's word
+    assert forwarded_proto("10.1.2.3", https, ()) is None  # trust none (the default)
+    assert forwarded_proto("10.1.2.3", [], LB) is None
+    # A proxy that appends: the client's own "https" is left of the proxy's "http".
+    assert forwarded_proto("10.1.2.3", [("X-Forwarded-Proto", "https, http")], LB) == "http"
+    # RFC 7239: the element of the rightmost hop that is not a trusted proxy, through inner proxies.
+    chain = [
+        ("Forwarded", 'for=6.6.6.6;proto=http, for="[2001:db8::1]:4711";proto=https, for=10.9.9.9;proto=http')
+    ]
+    assert forwarded_proto("10.1.2.3", chain, LB) == "https"
+    forged = [("Forwarded", "for=198.51.100.7;proto=https"), ("Forwarded", "for=198.51.100.7;proto=http")]
+    assert forwarded_proto("10.1.2.3", forged, LB) == "http"
+    # Headers that disagree, or an element without proto: not believed.
+    assert forwarded_proto("10.1.2.3", [*https, ("Forwarded", "for=198.51.100.7;proto=http")], LB) is None
+    assert forwarded_proto("10.1.2.3", [("Forwarded", "for=198.51.100.7")], LB) is None
 
 
 def test_a_bad_trusted_proxy_entry_is_refused_naming_it() -> None:

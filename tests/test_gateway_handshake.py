@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import ssl
-import subprocess
 from pathlib import Path
 from unittest.mock import patch
 
@@ -147,67 +146,6 @@ async def test_pending_policy_admits_unknown_chargers_as_pending(start_runtime: 
 
 
 # -- TLS (security profiles 2 and 3) ---------------------------------------------------------------------
-
-
-def _openssl(*args: str) -> None:
-    subprocess.run(["openssl", *args], check=True, capture_output=True)
-
-
-@pytest.fixture(scope="module")
-def pki(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A throwaway CA, a server certificate for 127.0.0.1 and a client certificate with CN=CP-TLS3."""
-    d = tmp_path_factory.mktemp("pki")
-    _openssl(
-        "req",
-        "-x509",
-        "-newkey",
-        "rsa:2048",
-        "-nodes",
-        "-keyout",
-        str(d / "ca.key"),
-        "-out",
-        str(d / "ca.pem"),
-        "-days",
-        "2",
-        "-subj",
-        "/CN=test-ca",
-    )
-    for name, cn, ext in (
-        ("server", "127.0.0.1", "subjectAltName=IP:127.0.0.1"),
-        ("client", "CP-TLS3", None),
-    ):
-        _openssl(
-            "req",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-keyout",
-            str(d / f"{name}.key"),
-            "-out",
-            str(d / f"{name}.csr"),
-            "-subj",
-            f"/CN={cn}",
-        )
-        extra = ["-extfile", str(d / "ext.cnf")] if ext else []
-        if ext:
-            (d / "ext.cnf").write_text(ext + "\n")
-        _openssl(
-            "x509",
-            "-req",
-            "-in",
-            str(d / f"{name}.csr"),
-            "-CA",
-            str(d / "ca.pem"),
-            "-CAkey",
-            str(d / "ca.key"),
-            "-CAcreateserial",
-            "-out",
-            str(d / f"{name}.pem"),
-            "-days",
-            "2",
-            *extra,
-        )
-    return d
 
 
 async def test_security_profiles_2_and_3_over_tls(start_runtime: StartRuntime, pki: Path) -> None:

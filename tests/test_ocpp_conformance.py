@@ -1,18 +1,25 @@
 """What the OCA's certification test cases check of a CSMS and chargeops decides on its own (issue 11): every
 id token type looked up, Central included (2.0.1 C01-C05), with its group (groupIdToken, 1.6 parentIdTag);
 a token the CSMS itself sent in a remote start Accepted; an operator's admission change reaching the next
-BootNotification (B02/B03); requested reboots told apart from boot loops."""
+BootNotification (B02/B03); requested reboots told apart from boot loops. Every case runs over ws:// and
+over wss:// (RSA and ECDSA certificates made in the test)."""
 
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from chargeops.db.models import IdToken
-from tests.conftest import StartRuntime
+from tests.conftest import StartRuntime, over_ws_and_wss
 from tests.ocpp_client import raw_charger
+
+
+@pytest.fixture(params=["ws", "wss"])
+def start_runtime(request: pytest.FixtureRequest, start_runtime: StartRuntime, pki: Path) -> StartRuntime:
+    return over_ws_and_wss(start_runtime, request.param, pki)
 
 
 async def _tokens(runtime: Any) -> None:
