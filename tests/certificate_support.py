@@ -46,7 +46,7 @@ def key_pem(key: Key) -> bytes:
 
 
 @pytest.fixture
-def pki(tmp_path: Path) -> Path:
+def ca_lab(tmp_path: Path) -> Path:
     """A server certificate for 127.0.0.1 (self-signed) and a CA directory for the built-in CA."""
     key = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
@@ -70,9 +70,9 @@ def pki(tmp_path: Path) -> Path:
     return tmp_path
 
 
-async def start(start_runtime: StartRuntime, pki: Path, db: str, **kw: Any) -> Runtime:
+async def start(start_runtime: StartRuntime, ca_lab: Path, db: str, **kw: Any) -> Runtime:
     """chargeops over wss:// whose client CA is its own built-in CA (made before the server loads it)."""
-    ca_dir = pki / "ca"
+    ca_dir = ca_lab / "ca"
     runner = CliRunner()
     result = await asyncio.to_thread(
         runner.invoke, app, ["ca", "root", "--ca-dir", str(ca_dir), "--ca-organization", ORG]
@@ -80,8 +80,8 @@ async def start(start_runtime: StartRuntime, pki: Path, db: str, **kw: Any) -> R
     assert result.exit_code == 0 and "BEGIN CERTIFICATE" in result.output, result.output
     return await start_runtime(
         db,
-        tls_cert=pki / "server.pem",
-        tls_key=pki / "server.key",
+        tls_cert=ca_lab / "server.pem",
+        tls_key=ca_lab / "server.key",
         tls_client_ca=ca_dir / "ca.pem",
         ca_dir=ca_dir,
         ca_organization=ORG,
@@ -91,9 +91,13 @@ async def start(start_runtime: StartRuntime, pki: Path, db: str, **kw: Any) -> R
 
 @asynccontextmanager
 async def station(
-    runtime: Runtime, pki: Path, cid: str, protocol: str = "ocpp2.0.1", cert: tuple[Path, Path] | None = None
+    runtime: Runtime,
+    ca_lab: Path,
+    cid: str,
+    protocol: str = "ocpp2.0.1",
+    cert: tuple[Path, Path] | None = None,
 ) -> AsyncIterator[RawCharger]:
-    ctx = ssl.create_default_context(cafile=str(pki / "server.pem"))
+    ctx = ssl.create_default_context(cafile=str(ca_lab / "server.pem"))
     if cert is not None:
         ctx.load_cert_chain(str(cert[0]), str(cert[1]))
     port = runtime.gateway.port  # type: ignore[union-attr]
@@ -134,7 +138,7 @@ def leaf(chain: str) -> x509.Certificate:
     return x509.load_pem_x509_certificates(chain.encode())[0]
 
 
-def chains_to_the_ca(cert: x509.Certificate, pki: Path) -> bool:
-    root = x509.load_pem_x509_certificate((pki / "ca" / "ca.pem").read_bytes())
+def chains_to_the_ca(cert: x509.Certificate, ca_lab: Path) -> bool:
+    root = x509.load_pem_x509_certificate((ca_lab / "ca" / "ca.pem").read_bytes())
     cert.verify_directly_issued_by(root)
     return True

@@ -48,24 +48,25 @@ pytest_plugins = ("tests.certificate_support",)
 
 
 async def test_tc_a_11_renewal_by_request_of_csms_then_reconnect_with_the_new_certificate(
-    start_runtime: StartRuntime, pki: Path, pg_url: str
+    start_runtime: StartRuntime, ca_lab: Path, pg_url: str
 ) -> None:
     """`chargeops ca issue` gives CP-A11 its first profile-3 certificate; it connects with it (admitted as
     profile 3); the certificate expires within the renewal window, so the renewal job sends TriggerMessage
     SignChargingStationCertificate (once a day); the station's CSR is signed and sent back as
     CertificateSigned(ChargingStationCertificate); it reconnects with the new certificate and key."""
-    runtime = await start(start_runtime, pki, pg_url, certificate_renewal_days=400)
+    runtime = await start(start_runtime, ca_lab, pg_url, certificate_renewal_days=400)
     async with runtime.sessions() as s, s.begin():
         await add_charger(s, "CP-A11", security_profile=3)
-    out = pki / "issued"
-    args = ["ca", "issue", "CP-A11", "--out", str(out), "--ca-dir", str(pki / "ca"), "--ca-organization", ORG]
+    out = ca_lab / "issued"
+    args = ["ca", "issue", "CP-A11", "--out", str(out), "--ca-dir", str(ca_lab / "ca")]
+    args += ["--ca-organization", ORG]
     result = await asyncio.to_thread(CliRunner().invoke, app, [*args, "--database-url", pg_url])
     assert result.exit_code == 0, result.output
     assert (out / "CP-A11.key").stat().st_mode & 0o777 == 0o600
     first = (out / "CP-A11.pem", out / "CP-A11.key")
     renewal = runtime.certificate_renewal
     assert renewal is not None
-    async with station(runtime, pki, "CP-A11", cert=first) as cp:
+    async with station(runtime, ca_lab, "CP-A11", cert=first) as cp:
         asked = asyncio.create_task(renewal.run_once())
         trigger = await expect_call(cp, "TriggerMessage")
         assert trigger[3] == {"requestedMessage": "SignChargingStationCertificate"}
@@ -80,16 +81,16 @@ async def test_tc_a_11_renewal_by_request_of_csms_then_reconnect_with_the_new_ce
         call = await expect_call(cp, "CertificateSigned")
         assert call[3]["certificateType"] == "ChargingStationCertificate"
         new = leaf(call[3]["certificateChain"])
-        assert chains_to_the_ca(new, pki)
+        assert chains_to_the_ca(new, ca_lab)
         assert new.subject.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value == "CP-A11"
         await answer(cp, call, {"status": "Accepted"})
         stored = await settled(runtime, "CP-A11")
     assert stored.delivery == "Accepted" and stored.serial == format(new.serial_number, "X")
     assert stored.source == "csr" and stored.not_after == new.not_valid_after_utc
-    (pki / "new.pem").write_text(call[3]["certificateChain"])
-    (pki / "new.key").write_bytes(key_pem(key))
+    (ca_lab / "new.pem").write_text(call[3]["certificateChain"])
+    (ca_lab / "new.key").write_bytes(key_pem(key))
     next_day = clock.ManualClock(datetime.now(UTC) + timedelta(days=1, hours=1))
-    async with station(runtime, pki, "CP-A11", cert=(pki / "new.pem", pki / "new.key")) as cp:
+    async with station(runtime, ca_lab, "CP-A11", cert=(ca_lab / "new.pem", ca_lab / "new.key")) as cp:
         assert (await cp.call("Heartbeat", {}))[0] == 3
         with clock.use(next_day):  # the new one expires within the (long) window too: asked a day later
             assert await renewal.due() == [("CP-A11", "ChargingStationCertificate")]
@@ -110,10 +111,10 @@ async def test_tc_a_11_renewal_by_request_of_csms_then_reconnect_with_the_new_ce
 
 
 async def test_tc_a_12_v2g_certificate_is_signed_and_sent_with_its_type(
-    start_runtime: StartRuntime, pki: Path, sqlite_url: str
+    start_runtime: StartRuntime, ca_lab: Path, sqlite_url: str
 ) -> None:
-    runtime = await start(start_runtime, pki, sqlite_url, accept_unknown=True)
-    async with station(runtime, pki, "CP-A12") as cp:
+    runtime = await start(start_runtime, ca_lab, sqlite_url, accept_unknown=True)
+    async with station(runtime, ca_lab, "CP-A12") as cp:
         csr, _ = make_csr("CP-A12", key=rsa.generate_private_key(65537, 2048))
         assert (await cp.result("SignCertificate", {"csr": csr, "certificateType": "V2GCertificate"}))[
             "status"
@@ -121,7 +122,7 @@ async def test_tc_a_12_v2g_certificate_is_signed_and_sent_with_its_type(
         call = await expect_call(cp, "CertificateSigned")
         assert call[3]["certificateType"] == "V2GCertificate"
         cert = leaf(call[3]["certificateChain"])
-        assert chains_to_the_ca(cert, pki)
+        assert chains_to_the_ca(cert, ca_lab)
         usage = cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
         assert x509.oid.ExtendedKeyUsageOID.SERVER_AUTH in usage  # the SECC is the TLS server of ISO 15118
         await answer(cp, call, {"status": "Accepted"})
@@ -129,12 +130,12 @@ async def test_tc_a_12_v2g_certificate_is_signed_and_sent_with_its_type(
 
 
 async def test_tc_a_14_station_rejects_the_signed_certificate(
-    start_runtime: StartRuntime, pki: Path, pg_url: str
+    start_runtime: StartRuntime, ca_lab: Path, pg_url: str
 ) -> None:
     """The station answers CertificateSigned Rejected and reports InvalidChargingStationCertificate: the
     answer is stored on the issued certificate, and the security event is taken."""
-    runtime = await start(start_runtime, pki, pg_url, accept_unknown=True)
-    async with station(runtime, pki, "CP-A14") as cp:
+    runtime = await start(start_runtime, ca_lab, pg_url, accept_unknown=True)
+    async with station(runtime, ca_lab, "CP-A14") as cp:
         csr, _ = make_csr("CP-A14")
         assert (await cp.result("SignCertificate", {"csr": csr}))["status"] == "Accepted"
         call = await expect_call(cp, "CertificateSigned")
@@ -145,12 +146,12 @@ async def test_tc_a_14_station_rejects_the_signed_certificate(
 
 
 async def test_1_6_sign_certificate_by_extended_trigger_message(
-    start_runtime: StartRuntime, pki: Path, sqlite_url: str
+    start_runtime: StartRuntime, ca_lab: Path, sqlite_url: str
 ) -> None:
     """1.6 security extension: ExtendedTriggerMessage SignChargePointCertificate, SignCertificate, and a
     CertificateSigned carrying the chain only (1.6 has no certificateType)."""
-    runtime = await start(start_runtime, pki, sqlite_url, accept_unknown=True)
-    async with station(runtime, pki, "CP-16", "ocpp1.6") as cp:
+    runtime = await start(start_runtime, ca_lab, sqlite_url, accept_unknown=True)
+    async with station(runtime, ca_lab, "CP-16", "ocpp1.6") as cp:
         async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{runtime.http_port}", headers=ADMIN) as api:
             sent = asyncio.create_task(
                 api.post(
@@ -165,7 +166,7 @@ async def test_1_6_sign_certificate_by_extended_trigger_message(
         assert await cp.result("SignCertificate", {"csr": csr}) == {"status": "Accepted"}
         call = await expect_call(cp, "CertificateSigned")
         assert set(call[3]) == {"certificateChain"}
-        assert chains_to_the_ca(leaf(call[3]["certificateChain"]), pki)
+        assert chains_to_the_ca(leaf(call[3]["certificateChain"]), ca_lab)
         await answer(cp, call, {"status": "Accepted"})
         assert (await settled(runtime, "CP-16")).delivery == "Accepted"
 
@@ -183,9 +184,9 @@ def _tampered() -> str:
 
 @pytest.mark.parametrize("protocol", ["ocpp1.6", "ocpp2.0.1"])
 async def test_bad_csrs_are_rejected_and_nothing_is_signed(
-    start_runtime: StartRuntime, pki: Path, sqlite_url: str, protocol: str
+    start_runtime: StartRuntime, ca_lab: Path, sqlite_url: str, protocol: str
 ) -> None:
-    runtime = await start(start_runtime, pki, sqlite_url, accept_unknown=True)
+    runtime = await start(start_runtime, ca_lab, sqlite_url, accept_unknown=True)
     bad = {
         "wrong CN": make_csr("SOMEONE-ELSE")[0],
         "wrong O": make_csr("CP-BAD", org="Evil Corp")[0],
@@ -194,7 +195,7 @@ async def test_bad_csrs_are_rejected_and_nothing_is_signed(
         "garbage": "-----BEGIN CERTIFICATE REQUEST-----\nbm90IGEgQ1NS\n-----END CERTIFICATE REQUEST-----\n",
         "bad signature": _tampered(),
     }
-    async with station(runtime, pki, "CP-BAD", protocol) as cp:
+    async with station(runtime, ca_lab, "CP-BAD", protocol) as cp:
         for what, csr in bad.items():
             answer_ = await cp.result("SignCertificate", {"csr": csr})
             assert answer_["status"] == "Rejected", what

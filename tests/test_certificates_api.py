@@ -48,14 +48,14 @@ async def api_call(
 
 
 async def test_tc_m_01_to_05_install_ca_certificates(
-    start_runtime: StartRuntime, pki: Path, sqlite_url: str
+    start_runtime: StartRuntime, ca_lab: Path, sqlite_url: str
 ) -> None:
     """TC_M_01-04: CSMSRoot, ManufacturerRoot, V2GRoot, MORoot installed (Accepted); TC_M_05: the station
     answers Failed, which is told and stored. A 1.6 station takes only the first two (1.6 names)."""
-    runtime = await start(start_runtime, pki, sqlite_url, accept_unknown=True)
-    root = (pki / "ca" / "ca.pem").read_text()
+    runtime = await start(start_runtime, ca_lab, sqlite_url, accept_unknown=True)
+    root = (ca_lab / "ca" / "ca.pem").read_text()
     path = "/api/chargers/CP-M201/installed-certificates"
-    async with station(runtime, pki, "CP-M201") as cp:
+    async with station(runtime, ca_lab, "CP-M201") as cp:
         for kind in (
             "CSMSRootCertificate",
             "ManufacturerRootCertificate",
@@ -86,7 +86,7 @@ async def test_tc_m_01_to_05_install_ca_certificates(
             ops = (await api.get("/api/chargers/CP-M201/certificate-operations")).json()["items"]
         assert [o["status"] for o in ops] == ["Failed", "Accepted", "Accepted", "Accepted", "Accepted"]
         assert ops[0]["request"] == {"certificate_type": "CSMSRootCertificate"}
-    async with station(runtime, pki, "CP-M16", "ocpp1.6") as cp:
+    async with station(runtime, ca_lab, "CP-M16", "ocpp1.6") as cp:
         path16 = "/api/chargers/CP-M16/installed-certificates"
         body = {"certificate_type": "CSMSRootCertificate", "certificate": root}
         expected = {"certificateType": "CentralSystemRootCertificate", "certificate": root}
@@ -100,12 +100,12 @@ async def test_tc_m_01_to_05_install_ca_certificates(
 
 
 async def test_tc_m_12_to_21_retrieve_and_delete_certificates(
-    start_runtime: StartRuntime, pki: Path, pg_url: str
+    start_runtime: StartRuntime, ca_lab: Path, pg_url: str
 ) -> None:
     """TC_M_12-18: GetInstalledCertificateIds of one, two or all types, the answer stored and listed;
     TC_M_19: NotFound; TC_M_20: DeleteCertificate with the listed hash data, Accepted, gone from the list;
     TC_M_21: Failed, kept. A 1.6 station is asked once per type."""
-    runtime = await start(start_runtime, pki, pg_url, accept_unknown=True)
+    runtime = await start(start_runtime, ca_lab, pg_url, accept_unknown=True)
     refresh = "/api/chargers/CP-M12/installed-certificates/refresh"
     chain = [
         {"certificateType": "CSMSRootCertificate", "certificateHashData": HASH},
@@ -115,7 +115,7 @@ async def test_tc_m_12_to_21_retrieve_and_delete_certificates(
             "childCertificateHashData": [{**HASH, "serialNumber": "7F03"}],
         },
     ]
-    async with station(runtime, pki, "CP-M12") as cp:
+    async with station(runtime, ca_lab, "CP-M12") as cp:
         one = {"certificate_types": ["CSMSRootCertificate"]}
         r = await api_call(
             runtime, cp, "POST", refresh,
@@ -160,7 +160,7 @@ async def test_tc_m_12_to_21_retrieve_and_delete_certificates(
         async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{runtime.http_port}", headers=ADMIN) as api:
             listed = (await api.get("/api/chargers/CP-M12/installed-certificates")).json()["items"]
         assert [i["serial_number"] for i in listed] == ["7F01"]
-    async with station(runtime, pki, "CP-M16B", "ocpp1.6") as cp:
+    async with station(runtime, ca_lab, "CP-M16B", "ocpp1.6") as cp:
         r = await api_call(
             runtime, cp, "POST", "/api/chargers/CP-M16B/installed-certificates/refresh",
             [("GetInstalledCertificateIds", {"certificateType": "CentralSystemRootCertificate"},
