@@ -1,10 +1,11 @@
-"""What every charger session shares: settings, the store, the bus and this gateway's name."""
+"""What every charger session shares: settings, the store, the bus, this gateway's name and its tariffs."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 from chargeops.settings import Settings
+from ocpp_gateway.pricing import Pricing
 from ocpp_gateway.store import Store
 from telemetry.bus import Bus
 
@@ -15,3 +16,4 @@ class GatewayContext:
     store: Store
     bus: Bus
     gateway_id: str
+    pricing: Pricing | None = None  # None: sessions are not priced (no database behind the gateway)

@@ -20,6 +20,7 @@ from chargeops.db.engine import make_engine, make_sessionmaker
 from chargeops.db.migrate import is_empty
 from chargeops.settings import ROLES, Settings
 from ocpp_gateway.context import GatewayContext
+from ocpp_gateway.pricing import Pricing
 from ocpp_gateway.server import GatewayServer
 from ocpp_gateway.store import GatewayStore
 from ops import progress
@@ -127,8 +128,9 @@ class Runtime:
             await self._start_ops()
         if "gateway" in self.roles:
             progress.log.info("starting the OCPP gateway")
+            pricing = Pricing(self.sessions, self.settings.tariff_refresh)
             ctx = GatewayContext(
-                self.settings, GatewayStore(self.sessions), self.bus, self.settings.gateway_id
+                self.settings, GatewayStore(self.sessions), self.bus, self.settings.gateway_id, pricing
             )
             self.gateway = GatewayServer(ctx)
             await self.gateway.start()

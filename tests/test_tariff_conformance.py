@@ -1,0 +1,188 @@
+"""OCPP 2.0.1 block I (Tariff and Cost) as the OCA's CSMS test cases drive it: real WebSocket stations against
+a whole chargeops process on Postgres, tariffs assigned per site and id-token group.
+
+I01 the driver's tariff in idTokenInfo.personalMessage; I02 the running cost as TransactionEventResponse
+`totalCost` (and CostUpdated at the interval); I03 the final cost in the Ended event's answer, stored on the
+transaction; I06 the tariff of the driver's group replacing the site's during the session
+(updatedPersonalMessage when the idTokenInfo does not show it). I04/I05 are the station's own fallback texts.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal as D
+from typing import Any
+
+from sqlalchemy import select
+
+from chargeops.db.models import Charger, IdToken, Transaction
+from chargeops.db.tariff_models import ANY, TariffAssignment, TariffRow
+from tests.conftest import StartRuntime
+from tests.ocpp_client import RawCharger, raw_charger
+
+SITE = "north"
+
+
+async def _world(runtime: Any, *charger_ids: str) -> None:
+    """A default tariff, one for the site `north` and one for the group FLEET-7 anywhere; two cards."""
+    async with runtime.sessions() as s, s.begin():
+        s.add_all(
+            [
+                TariffRow(id=1, name="standard", currency="EUR", per_kwh=D("0.40")),
+                TariffRow(
+                    id=2,
+                    name="north",
+                    currency="EUR",
+                    per_kwh=D("0.30"),
+                    per_minute_idle=D("0.05"),
+                    session_fee=D("1.00"),
+                ),
+                TariffRow(
+                    id=3, name="fleet", currency="EUR", per_kwh=D("0.25"), display_text="Fleet: 0.25 €/kWh"
+                ),
+            ]
+        )
+        await s.flush()
+        s.add_all(
+            [
+                TariffAssignment(site=ANY, group_id=ANY, tariff_id=1),
+                TariffAssignment(site=SITE, group_id=ANY, tariff_id=2),
+                TariffAssignment(site=ANY, group_id="FLEET-7", tariff_id=3),
+                IdToken(id_token="CARD-1", status="Accepted", group_id="FLEET-7"),
+                IdToken(id_token="CARD-2", status="Accepted"),
+                *(Charger(id=cid, site=SITE, security_profile=0) for cid in charger_ids),
+            ]
+        )
+
+
+def _at(minutes: float) -> str:
+    return (T0 + timedelta(minutes=minutes)).isoformat().replace("+00:00", "Z")
+
+
+T0 = datetime.now(UTC).replace(microsecond=0) - timedelta(hours=1)
+
+
+def _event(kind: str, seq_no: int, minutes: float, trigger: str, tx: str, **info: Any) -> dict[str, Any]:
+    return {
+        "eventType": kind,
+        "timestamp": _at(minutes),
+        "triggerReason": trigger,
+        "seqNo": seq_no,
+        "transactionInfo": {"transactionId": tx, **info},
+        "evse": {"id": 1, "connectorId": 1},
+    }
+
+
+def _meter(minutes: float, wh: float, context: str = "Sample.Periodic") -> list[dict[str, Any]]:
+    return [{"timestamp": _at(minutes), "sampledValue": [{"value": wh, "context": context}]}]
+
+
+async def _authorize(cp: RawCharger, token: str) -> dict[str, Any]:
+    answer = await cp.result("Authorize", {"idToken": {"idToken": token, "type": "ISO14443"}})
+    return dict(answer["idTokenInfo"])
+
+
+async def test_tc_i_01_show_ev_driver_specific_tariff_information(
+    start_runtime: StartRuntime, pg_url: str
+) -> None:
+    """The tariff a driver will charge under comes back with the authorization: the group's own text for a
+    FLEET-7 card, the site's tariff in words for a card without a group; none for a refused card."""
+    runtime = await start_runtime(pg_url, tariff_refresh=0)
+    await _world(runtime, "TC-I01")
+    async with raw_charger(runtime.gateway.port, "TC-I01", "ocpp2.0.1") as cp:  # type: ignore[union-attr]
+        await cp.boot()
+        fleet = await _authorize(cp, "CARD-1")
+        assert fleet["status"] == "Accepted"
+        assert fleet["personalMessage"] == {"format": "UTF8", "content": "Fleet: 0.25 €/kWh"}
+        plain = await _authorize(cp, "CARD-2")
+        assert plain["personalMessage"]["content"] == "0.3 EUR/kWh, 0.05 EUR/min idle, 1.00 EUR per session"
+        assert "personalMessage" not in await _authorize(cp, "NOBODY")  # Invalid: no tariff to show
+        started = _event("Started", 0, 0, "Authorized", "TX-I01", chargingState="EVConnected")
+        started["idToken"] = {"idToken": "CARD-1", "type": "ISO14443"}
+        answer = await cp.result("TransactionEvent", started)
+        assert answer["idTokenInfo"]["personalMessage"]["content"] == "Fleet: 0.25 €/kWh"
+        assert "totalCost" not in answer and "updatedPersonalMessage" not in answer
+
+
+async def test_tc_i_02_running_total_cost_in_the_transaction_event_answer(
+    start_runtime: StartRuntime, pg_url: str
+) -> None:
+    """I02.FR.01 by TransactionEventResponse: each Updated event is answered with the cost so far under the
+    site tariff (0.30 EUR/kWh, 0.05 EUR/min idle, 1.00 EUR per session): energy since the Transaction.Begin
+    reading, idle minutes while the station says it is not charging."""
+    runtime = await start_runtime(pg_url, tariff_refresh=0, cost_update_interval=0)
+    await _world(runtime, "TC-I02")
+    async with raw_charger(runtime.gateway.port, "TC-I02", "ocpp2.0.1") as cp:  # type: ignore[union-attr]
+        await cp.boot()
+        started = _event("Started", 0, 0, "Authorized", "TX-I02", chargingState="EVConnected")
+        started["idToken"] = {"idToken": "CARD-2", "type": "ISO14443"}
+        started["meterValue"] = _meter(0, 1000, "Transaction.Begin")
+        await cp.result("TransactionEvent", started)
+        charging = _event("Updated", 1, 2, "ChargingStateChanged", "TX-I02", chargingState="Charging")
+        # 2 idle minutes (0.10) + the fee
+        assert (await cp.result("TransactionEvent", charging))["totalCost"] == 1.10
+        periodic = _event("Updated", 2, 12, "MeterValuePeriodic", "TX-I02", chargingState="Charging")
+        periodic["meterValue"] = _meter(12, 4000)
+        # 3 kWh (0.90) + 0.10 + 1.00
+        assert (await cp.result("TransactionEvent", periodic))["totalCost"] == 2.00
+        full = _event("Updated", 3, 14, "ChargingStateChanged", "TX-I02", chargingState="SuspendedEV")
+        assert (await cp.result("TransactionEvent", full))["totalCost"] == 2.00
+        later = _event("Updated", 4, 20, "MeterValuePeriodic", "TX-I02", chargingState="SuspendedEV")
+        # 6 more idle minutes: 8 x 0.05 = 0.40
+        assert (await cp.result("TransactionEvent", later))["totalCost"] == 2.30
+        again = dict(later, offline=True)  # a copy of an event already stored: answered the same
+        assert (await cp.result("TransactionEvent", again))["totalCost"] == 2.30
+
+
+async def test_tc_i_03_final_total_cost_after_charging(start_runtime: StartRuntime, pg_url: str) -> None:
+    """The port of TC_I_02_CSMS: the transaction is first heard of in an Updated event (CablePluggedIn)
+    carrying the Transaction.Begin register (1000 Wh), authorized, charged, stopped; the Ended event (6000 Wh,
+    EVDisconnected) must be answered with totalCost: 5 kWh at the group's 0.25 EUR = 1.25."""
+    runtime = await start_runtime(pg_url, tariff_refresh=0, cost_update_interval=0)
+    await _world(runtime, "TC-I03")
+    async with raw_charger(runtime.gateway.port, "TC-I03", "ocpp2.0.1") as cp:  # type: ignore[union-attr]
+        await cp.boot()
+        plugged = _event("Updated", 0, 0, "CablePluggedIn", "TX-I03", chargingState="EVConnected")
+        plugged["meterValue"] = _meter(0, 1000, "Transaction.Begin")
+        first = await cp.result("TransactionEvent", plugged)
+        # priced by the site's tariff until a driver is known: shown as the updated personal message
+        assert first["totalCost"] == 1.00
+        assert first["updatedPersonalMessage"]["content"].startswith("0.3 EUR/kWh")
+        authorized = _event("Updated", 1, 1, "Authorized", "TX-I03")
+        authorized["idToken"] = {"idToken": "CARD-1", "type": "ISO14443"}
+        answer = await cp.result("TransactionEvent", authorized)
+        assert answer["idTokenInfo"]["personalMessage"]["content"] == "Fleet: 0.25 €/kWh"  # I06
+        assert answer["totalCost"] == 0.00 and "updatedPersonalMessage" not in answer
+        charging = _event("Updated", 2, 2, "ChargingStateChanged", "TX-I03", chargingState="Charging")
+        await cp.result("TransactionEvent", charging)
+        stop = _event("Updated", 3, 30, "StopAuthorized", "TX-I03", chargingState="EVConnected")
+        stop["idToken"] = {"idToken": "CARD-1", "type": "ISO14443"}
+        await cp.result("TransactionEvent", stop)
+        ended = _event(
+            "Ended",
+            4,
+            31,
+            "EVCommunicationLost",
+            "TX-I03",
+            chargingState="Idle",
+            stoppedReason="EVDisconnected",
+        )
+        ended["meterValue"] = _meter(31, 6000, "Transaction.End")
+        final = await cp.result("TransactionEvent", ended)
+        assert final["totalCost"] == 1.25
+    async with runtime.sessions() as s:
+        row = await s.scalar(select(Transaction).where(Transaction.transaction_id == "TX-I03"))
+    assert row is not None and row.total_cost == D("1.25") and row.tariff is not None
+    assert (row.tariff["id"], row.tariff["per_kwh"]) == (3, "0.250000")
+
+
+async def test_no_tariff_no_cost(start_runtime: StartRuntime, pg_url: str) -> None:
+    """Without any tariff the answers are as before block I: no totalCost, no personal message."""
+    runtime = await start_runtime(pg_url, tariff_refresh=0, accept_unknown=True)
+    async with raw_charger(runtime.gateway.port, "TC-I-NONE", "ocpp2.0.1") as cp:  # type: ignore[union-attr]
+        await cp.boot()
+        started = _event("Started", 0, 0, "Authorized", "TX-N", chargingState="Charging")
+        started["idToken"] = {"idToken": "", "type": "NoAuthorization"}
+        assert await cp.result("TransactionEvent", started) == {"idTokenInfo": {"status": "Accepted"}}
+        ended = _event("Ended", 1, 5, "EVDeparted", "TX-N", stoppedReason="EVDisconnected")
+        assert await cp.result("TransactionEvent", ended) == {}
