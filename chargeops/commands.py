@@ -19,6 +19,8 @@ OCPP action name passes through unchanged: that is the operator API's raw relay,
 * `chargeops.SetChargerPassword` `{"password"}` → 1.6 ChangeConfiguration AuthorizationKey (hex) / 2.x
   SetVariables SecurityCtrlr.BasicAuthPassword; answered `{"status"}`. The gateway keeps the new password
   once the charger accepts it (the old one works until the charger connects with the new one).
+* `chargeops.UpdateCost` `{"transaction_id", "total_cost"}` (the running cost, tax included, as decimal
+  text in the currency of the session's tariff) → 2.x CostUpdated (block I02); 1.6 has no message for it.
 
 DER `settings` are the control's own parameters as the standard names them (e.g. `{"pctMaxDischargePower":
 40}`, or `{"yUnit", "curveData"}` for a curve); DER answers come back neutral: `{"status",
@@ -40,6 +42,7 @@ CLEAR_DER_CONTROL = "chargeops.ClearDerControl"
 GET_DER_CONTROLS = "chargeops.GetDerControls"
 REQUEST_BATTERY_SWAP = "chargeops.RequestBatterySwap"
 SET_CHARGER_PASSWORD = "chargeops.SetChargerPassword"
+UPDATE_COST = "chargeops.UpdateCost"
 DER_ACTIONS = frozenset({SET_DER_CONTROL, SET_DISCHARGE_LIMIT, CLEAR_DER_CONTROL, GET_DER_CONTROLS})
 
 # The site planner's own discharge cap: each new cap replaces the last one (same id), and clearing it leaves

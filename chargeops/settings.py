@@ -180,7 +180,7 @@ class Settings(BaseSettings):
     tariff_refresh: float = Field(
         default=5.0,
         ge=0,
-        description="seconds a gateway prices by the tariffs and charger sites it read (then reads them again)",
+        description="seconds a gateway prices by the tariffs and charger sites it read before reading again",
     )
     cost_update_interval: float = Field(
         default=60.0,

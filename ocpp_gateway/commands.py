@@ -8,14 +8,21 @@ passes through unchanged); `from_ocpp` turns the answer back where the command h
 from __future__ import annotations
 
 from collections.abc import Callable
+from decimal import Decimal
 from typing import Any
 
-from chargeops.commands import DER_ACTIONS, REQUEST_BATTERY_SWAP, SET_CHARGER_PASSWORD, SET_POWER_LIMIT
+from chargeops.commands import (
+    DER_ACTIONS,
+    REQUEST_BATTERY_SWAP,
+    SET_CHARGER_PASSWORD,
+    SET_POWER_LIMIT,
+    UPDATE_COST,
+)
 from ocpp_gateway import passwords
 from ocpp_gateway.der import der_to_ocpp, reply_from_ocpp
 from ocpp_gateway.limits import power_limit
 from ocpp_gateway.swaps import request_battery_swap
-from ocpp_gateway.versions import V21, OcppVersion
+from ocpp_gateway.versions import V16, V21, OcppVersion
 
 Payload = dict[str, Any]
 FIRMWARE_UPDATES = frozenset({"UpdateFirmware", "SignedUpdateFirmware"})  # 1.6 (security extension), 2.x
@@ -42,7 +49,22 @@ _TRANSLATIONS: dict[str, Translation] = {
         "RequestBatterySwap", lambda _, p: ("RequestBatterySwap", request_battery_swap(p))
     ),
     SET_CHARGER_PASSWORD: lambda version, _, p: _set_password(version, p),
+    UPDATE_COST: lambda version, _, p: _cost_updated(version, p),
 }
+
+
+def _cost_updated(version: OcppVersion, p: Payload) -> tuple[str, Payload]:
+    """The running cost (decimal text) as 2.x CostUpdated's `totalCost` number."""
+    if version is V16:
+        raise Unsupported("CostUpdated needs OCPP 2.x; a 1.6 charger is told no cost")
+    try:
+        total = Decimal(str(p["total_cost"]))
+        tx_id = str(p["transaction_id"])
+    except (KeyError, ArithmeticError):
+        raise ValueError("UpdateCost needs transaction_id and total_cost (decimal text)") from None
+    if not total.is_finite():
+        raise ValueError(f"total_cost {total} is not an amount")
+    return "CostUpdated", {"totalCost": float(total), "transactionId": tx_id}
 
 
 def _set_password(version: OcppVersion, p: Payload) -> tuple[str, Payload]:

@@ -157,7 +157,7 @@ def serve(
         float | None, Opt("tariff_refresh", "seconds a gateway prices by the tariffs it read (5)")
     ] = None,
     cost_update_interval: Annotated[
-        float | None, Opt("cost_update_interval", "seconds between running-cost CostUpdated calls (60; 0 off)")
+        float | None, Opt("cost_update_interval", "seconds between CostUpdated calls (60, 0: off)")
     ] = None,
     log_level: LogLevel = "INFO",
     log_format: Annotated[LogFormat, Opt("log_format", "text or json")] = LogFormat.text,

@@ -9,6 +9,8 @@ transaction; I06 the tariff of the driver's group replacing the site's during th
 
 from __future__ import annotations
 
+import asyncio
+import json
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal as D
 from typing import Any
@@ -186,3 +188,57 @@ async def test_no_tariff_no_cost(start_runtime: StartRuntime, pg_url: str) -> No
         assert await cp.result("TransactionEvent", started) == {"idTokenInfo": {"status": "Accepted"}}
         ended = _event("Ended", 1, 5, "EVDeparted", "TX-N", stoppedReason="EVDisconnected")
         assert await cp.result("TransactionEvent", ended) == {}
+
+
+async def _call(
+    cp: RawCharger, action: str, payload: dict[str, Any], calls: list[list[Any]]
+) -> dict[str, Any]:
+    """A CALL's result; CALLs of the central system arriving meanwhile are answered {} and kept in `calls`."""
+    await cp.ws.send(json.dumps([2, f"own-{len(calls)}-{action}", action, payload]))
+    while True:
+        frame = await cp.recv()
+        if frame[0] == 2:
+            calls.append(frame)
+            await cp.ws.send(json.dumps([3, frame[1], {}]))
+            continue
+        assert frame[0] == 3, frame
+        return dict(frame[2])
+
+
+async def test_tc_i_02_cost_updated_at_the_interval(start_runtime: StartRuntime, pg_url: str) -> None:
+    """I02.FR.01 by CostUpdatedRequest: at each `cost_update_interval` a running, time-priced session is
+    told its cost when it changed, with its transactionId; a 1.6 station in a priced session is told nothing
+    (1.6 has no such message), and an ended session nothing more."""
+    runtime = await start_runtime(pg_url, tariff_refresh=0, cost_update_interval=0.3)
+    await _world(runtime, "TC-I02-CU", "TC-I02-16")
+    async with runtime.sessions() as s, s.begin():  # 60 EUR a minute charging: a cent every 10 ms
+        (await s.get(TariffRow, 2)).per_minute_charging = D(60)  # type: ignore[union-attr]
+    now = datetime.now(UTC).isoformat().replace("+00:00", "Z")
+    port = runtime.gateway.port  # type: ignore[union-attr]
+    async with raw_charger(port, "TC-I02-CU", "ocpp2.0.1") as cp, raw_charger(port, "TC-I02-16") as old:
+        await cp.boot()
+        await old.boot()
+        start16 = {"connectorId": 1, "idTag": "CARD-2", "meterStart": 0, "timestamp": now}
+        assert "transactionId" in await old.result("StartTransaction", start16)
+        calls: list[list[Any]] = []
+        started = _event("Started", 0, 0, "Authorized", "TX-CU", chargingState="Charging")
+        started["timestamp"] = now
+        started["idToken"] = {"idToken": "CARD-2", "type": "ISO14443"}
+        await _call(cp, "TransactionEvent", started, calls)
+        while len(calls) < 2:
+            calls.append(await cp.recv())
+            await cp.ws.send(json.dumps([3, calls[-1][1], {}]))
+        told = [c[3] for c in calls]
+        assert [c[2] for c in calls] == ["CostUpdated", "CostUpdated"]
+        assert [t["transactionId"] for t in told] == ["TX-CU", "TX-CU"]
+        assert 1.0 < told[0]["totalCost"] < told[1]["totalCost"]  # the fee, then time on top
+        ended = _event("Ended", 1, 0, "EVDeparted", "TX-CU", chargingState="Idle", stoppedReason="Local")
+        ended["timestamp"] = datetime.now(UTC).isoformat().replace("+00:00", "Z")
+        final = await _call(cp, "TransactionEvent", ended, calls)
+        assert final["totalCost"] >= told[1]["totalCost"]
+        await asyncio.sleep(0.5)  # a pass that read the session before it ended may still be telling it
+        assert await _call(cp, "Heartbeat", {}, calls)
+        told_before = len(calls)
+        await asyncio.sleep(1.0)  # three more passes: nothing for an ended session
+        assert await _call(cp, "Heartbeat", {}, calls) and len(calls) == told_before
+        assert (await old.call("Heartbeat", {}))[0] == 3  # the 1.6 station's next frame is its own answer
