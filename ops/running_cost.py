@@ -17,11 +17,10 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from chargeops import clock
 from chargeops.commands import UPDATE_COST
-from chargeops.db.engine import stored_utc
-from chargeops.db.models import Charger, Transaction, billed_energy_wh
+from chargeops.db.models import Charger, Transaction
+from chargeops.db.tariff_models import COST_COLUMNS, session_cost
 from chargeops.logs import for_charger
 from chargeops.settings import Settings
-from chargeops.tariffs import Tariff, cost_of, usage_of
 from telemetry.bus import Bus
 from telemetry.periodic import Periodic
 
@@ -30,18 +29,7 @@ PRICED_PROTOCOLS = ("ocpp2.0.1", "ocpp2.1")
 AT_ONCE = 32  # calls in flight (each station answers its own; one slow station holds up no other)
 
 _ACTIVE = (
-    select(
-        Transaction.charger_id,
-        Transaction.transaction_id,
-        Transaction.tariff,
-        Transaction.started_at,
-        Transaction.meter_start_wh,
-        Transaction.meter_stop_wh,
-        Transaction.meter_last_wh,
-        Transaction.meter_good_wh,
-        Transaction.charging_s,
-        Transaction.charging_since,
-    )
+    select(Transaction.charger_id, Transaction.transaction_id, *COST_COLUMNS)
     .join(Charger, Charger.id == Transaction.charger_id)
     .where(
         Transaction.active,
@@ -70,13 +58,9 @@ class CostUpdater(Periodic):
             rows = (await session.execute(_ACTIVE)).all()
         due: list[tuple[str, str, Decimal]] = []
         for r in rows:
-            energy = billed_energy_wh(r.meter_start_wh, r.meter_stop_wh, r.meter_last_wh, r.meter_good_wh)
-            since = stored_utc(r.charging_since) if r.charging_since is not None else None
-            started = stored_utc(r.started_at) if r.started_at is not None else None
-            usage = usage_of(started, now, energy, r.charging_s, since)
-            total = cost_of(Tariff.from_json(r.tariff), usage).total
-            if self._told.get((r.charger_id, r.transaction_id)) != total:
-                due.append((r.charger_id, r.transaction_id, total))
+            priced = session_cost(r._mapping, now)
+            if priced is not None and self._told.get((r.charger_id, r.transaction_id)) != priced[1].total:
+                due.append((r.charger_id, r.transaction_id, priced[1].total))
         live = {(r.charger_id, r.transaction_id) for r in rows}
         self._told = {key: total for key, total in self._told.items() if key in live}
         gate = asyncio.Semaphore(AT_ONCE)

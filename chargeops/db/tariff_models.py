@@ -7,15 +7,19 @@ afterwards, never one a driver was already shown the price of.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from dataclasses import replace
 from datetime import datetime
 from decimal import Decimal
+from typing import Any
 
 from sqlalchemy import BigInteger, ForeignKey, Integer, Numeric, String
 from sqlalchemy.orm import Mapped, mapped_column
 
-from chargeops.db.models import Base, BigId
+from chargeops.db.engine import stored_utc
+from chargeops.db.models import Base, BigId, Transaction, billed_energy_wh
 from chargeops.events import utcnow
-from chargeops.tariffs import Tariff
+from chargeops.tariffs import Cost, Tariff, cost_of, money, usage_of
 
 PRICE = Numeric(12, 6)
 ANY = ""  # an assignment's site or group that matches every one (a key column cannot hold NULL)
@@ -68,3 +72,40 @@ class TariffAssignment(Base):
     group_id: Mapped[str] = mapped_column(String(64), primary_key=True, default=ANY)
     tariff_id: Mapped[int] = mapped_column(BigInteger, ForeignKey("tariffs.id"), index=True)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+# What `session_cost` reads of a transaction (lists select these columns rather than whole rows).
+COST_COLUMNS = (
+    Transaction.tariff,
+    Transaction.active,
+    Transaction.started_at,
+    Transaction.stopped_at,
+    Transaction.meter_start_wh,
+    Transaction.meter_stop_wh,
+    Transaction.meter_last_wh,
+    Transaction.meter_good_wh,
+    Transaction.charging_s,
+    Transaction.charging_since,
+    Transaction.total_cost,
+)
+
+
+def session_cost(row: Mapping[Any, Any], now: datetime) -> tuple[Tariff, Cost] | None:
+    """A transaction's cost under the tariff it keeps (`COST_COLUMNS`): as of its end, or of `now` while it
+    runs; its final total as stored. None: no tariff prices it."""
+    doc = row["tariff"]
+    if doc is None:
+        return None
+    tariff = Tariff.from_json(doc)
+    started, stopped, since = (
+        stored_utc(v) if v is not None else None
+        for v in (row["started_at"], row["stopped_at"], row["charging_since"])
+    )
+    until = stopped if stopped is not None and not row["active"] else now
+    energy = billed_energy_wh(
+        row["meter_start_wh"], row["meter_stop_wh"], row["meter_last_wh"], row["meter_good_wh"]
+    )
+    cost = cost_of(tariff, usage_of(started, until, energy, row["charging_s"], since))
+    if not row["active"] and row["total_cost"] is not None:
+        cost = replace(cost, total=money(row["total_cost"], tariff.currency))  # what the station was told
+    return tariff, cost
