@@ -15,6 +15,7 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal as D
 from typing import Any
 
+import httpx
 from sqlalchemy import select
 
 from chargeops.db.models import Charger, IdToken, Transaction
@@ -176,6 +177,10 @@ async def test_tc_i_03_final_total_cost_after_charging(start_runtime: StartRunti
         row = await s.scalar(select(Transaction).where(Transaction.transaction_id == "TX-I03"))
     assert row is not None and row.total_cost == D("1.25") and row.tariff is not None
     assert (row.tariff["id"], row.tariff["per_kwh"]) == (3, "0.250000")
+    headers = {"Authorization": "Bearer test-admin-token"}
+    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{runtime.http_port}", headers=headers) as api:
+        shown = (await api.get("/api/transactions/TC-I03/TX-I03")).json()
+    assert (shown["energy_wh"], shown["cost"]["total"], shown["cost"]["final"]) == (5000.0, "1.25", True)
 
 
 async def test_no_tariff_no_cost(start_runtime: StartRuntime, pg_url: str) -> None:
@@ -242,3 +247,30 @@ async def test_tc_i_02_cost_updated_at_the_interval(start_runtime: StartRuntime,
         await asyncio.sleep(1.0)  # three more passes: nothing for an ended session
         assert await _call(cp, "Heartbeat", {}, calls) and len(calls) == told_before
         assert (await old.call("Heartbeat", {}))[0] == 3  # the 1.6 station's next frame is its own answer
+
+
+async def test_1_6_sessions_are_priced_for_the_api_only(start_runtime: StartRuntime, pg_url: str) -> None:
+    """OCPP 1.6 has no cost in its messages (the California Pricing DataTransfer is not spoken): its answers
+    are as before, and the session's cost is in the API: 8 kWh at the FLEET-7 group's 0.25 EUR = 2.00."""
+    runtime = await start_runtime(pg_url, tariff_refresh=0)
+    await _world(runtime, "TC-I-16")
+    async with raw_charger(runtime.gateway.port, "TC-I-16") as cp:  # type: ignore[union-attr]
+        await cp.boot()
+        start = {"connectorId": 1, "idTag": "CARD-1", "meterStart": 1000, "timestamp": _at(0)}
+        started = await cp.result("StartTransaction", start)
+        assert started == {"transactionId": started["transactionId"], "idTagInfo": started["idTagInfo"]}
+        assert started["idTagInfo"] == {"status": "Accepted", "parentIdTag": "FLEET-7"}
+        tx = started["transactionId"]
+        stop = {"transactionId": tx, "idTag": "CARD-1", "meterStop": 9000, "timestamp": _at(40)}
+        assert await cp.result("StopTransaction", stop) == {"idTagInfo": started["idTagInfo"]}
+    headers = {"Authorization": "Bearer test-admin-token"}
+    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{runtime.http_port}", headers=headers) as api:
+        cost = (await api.get(f"/api/transactions/TC-I-16/{tx}")).json()["cost"]
+        listed = (await api.get("/api/transactions", params={"charger_id": "TC-I-16"})).json()["items"]
+    assert (cost["tariff_name"], cost["energy"], cost["total"], cost["final"]) == (
+        "fleet",
+        "2.00",
+        "2.00",
+        True,
+    )
+    assert [t["cost"] for t in listed] == [cost]
