@@ -16,10 +16,14 @@ from decimal import Decimal as D
 from typing import Any
 
 import httpx
+import pytest
 from sqlalchemy import select
 
+from chargeops.commands import UPDATE_COST
 from chargeops.db.models import Charger, IdToken, Transaction
 from chargeops.db.tariff_models import ANY, TariffAssignment, TariffRow
+from ocpp_gateway.commands import Unsupported, to_ocpp
+from ocpp_gateway.versions import V16, V21, V201
 from tests.conftest import StartRuntime
 from tests.ocpp_client import RawCharger, raw_charger
 
@@ -274,3 +278,22 @@ async def test_1_6_sessions_are_priced_for_the_api_only(start_runtime: StartRunt
         True,
     )
     assert [t["cost"] for t in listed] == [cost]
+
+
+def test_update_cost_is_cost_updated_on_2_x_and_nothing_on_1_6() -> None:
+    """The neutral `chargeops.UpdateCost` ops sends (decimal text) is 2.x CostUpdated; 1.6 has no message."""
+    told = {"transaction_id": "TX-1", "total_cost": "12.30"}
+    for version in (V201, V21):
+        assert to_ocpp(version, UPDATE_COST, told) == (
+            "CostUpdated",
+            {"totalCost": 12.3, "transactionId": "TX-1"},
+        )
+    with pytest.raises(Unsupported):
+        to_ocpp(V16, UPDATE_COST, told)
+    for bad in (
+        {"transaction_id": "TX-1"},
+        {**told, "total_cost": "lots"},
+        {**told, "total_cost": "Infinity"},
+    ):
+        with pytest.raises(ValueError):
+            to_ocpp(V201, UPDATE_COST, bad)
