@@ -1,8 +1,8 @@
 """What a session costs, decided while the gateway answers (OCPP 2.0.1 block I; the arithmetic is
 `chargeops.tariffs`).
 
-The tariffs and their assignments are a small table read into memory (`TariffBook`) and read again at most
-every `tariff_refresh` seconds, as is each charger's site, so choosing a tariff costs no query on the answer
+The tariffs, their assignments and the chargers' sites are read into memory (`TariffBook`, one query each)
+and read again at most every `tariff_refresh` seconds, so choosing a tariff costs no query on the answer
 path; with no tariff defined at all nothing is priced and nothing is queried. Pricing a transaction is one
 short database transaction on its row: choose its tariff once (again when its id token becomes known: the
 token's group may have a tariff of its own), follow its charging state (2.x `chargingState`: charging and
@@ -26,15 +26,19 @@ from chargeops.db.models import Charger, IdToken, Transaction
 from chargeops.db.tariff_models import TariffAssignment, TariffRow
 from chargeops.tariffs import Assignments, Cost, Tariff, charging_step, choose, cost_of, describe, usage_of
 
-WITH_TOKEN = "chosen_with_token"  # kept beside the tariff on the transaction: its id token was known then
+WITH_TOKEN = "chosen_with_token"
+_SITES = select(Charger.id, Charger.site).where(
+    Charger.site.is_not(None)
+)  # kept beside the tariff on the transaction: its id token was known then
 
 
 @dataclass(frozen=True, slots=True)
 class TariffBook:
-    """Every tariff by id and where each applies."""
+    """Every tariff by id, where each applies, and each charger's site (chargers without one left out)."""
 
     tariffs: dict[int, Tariff] = field(default_factory=dict)
     assignments: Assignments = field(default_factory=dict)
+    sites: dict[str, str] = field(default_factory=dict)
 
     def choose(self, site: str | None, group: str | None) -> Tariff | None:
         found = choose(self.assignments, site, group)
@@ -67,7 +71,6 @@ class Pricing:
         self._book = TariffBook()
         self._loaded = -math.inf
         self._lock = asyncio.Lock()
-        self._sites: dict[str, tuple[str | None, float]] = {}
 
     async def book(self) -> TariffBook:
         """The tariffs, read again when older than `refresh` seconds (one reader at a time)."""
@@ -78,27 +81,19 @@ class Pricing:
                 async with self._sessions() as session:
                     rows = (await session.scalars(select(TariffRow))).all()
                     links = (await session.scalars(select(TariffAssignment))).all()
+                    sites = (await session.execute(_SITES)).all() if rows else []
                 self._book = TariffBook(
                     {r.id: r.tariff() for r in rows},
                     {(a.site or None, a.group_id or None): a.tariff_id for a in links},
+                    {charger_id: site for charger_id, site in sites if site is not None},
                 )
                 self._loaded = time.monotonic()
         return self._book
 
-    async def site(self, charger_id: str) -> str | None:
-        """The charger's site as the registry has it (read again after `refresh` seconds)."""
-        known = self._sites.get(charger_id)
-        if known is not None and time.monotonic() - known[1] < self._refresh:
-            return known[0]
-        async with self._sessions() as session:
-            site = await session.scalar(select(Charger.site).where(Charger.id == charger_id))
-        self._sites[charger_id] = (site, time.monotonic())
-        return site
-
     async def tariff_for(self, charger_id: str, group: str | None) -> Tariff | None:
         """The tariff a driver of `group` would charge under at this charger (I01)."""
         book = await self.book()
-        return book.choose(await self.site(charger_id), group) if book.tariffs else None
+        return book.choose(book.sites.get(charger_id), group) if book.tariffs else None
 
     async def price(
         self,
@@ -117,7 +112,7 @@ class Pricing:
         book = await self.book()
         if not book.tariffs:
             return None
-        site = await self.site(charger_id)
+        site = book.sites.get(charger_id)
         async with self._sessions() as session, session.begin():
             query = select(Transaction).where(
                 Transaction.charger_id == charger_id, Transaction.transaction_id == transaction_id
