@@ -297,3 +297,52 @@ def test_update_cost_is_cost_updated_on_2_x_and_nothing_on_1_6() -> None:
     ):
         with pytest.raises(ValueError):
             to_ocpp(V201, UPDATE_COST, bad)
+
+
+async def test_a_simulated_station_is_priced_through_the_api(
+    start_runtime: StartRuntime, pg_url: str
+) -> None:
+    """The strict simulator (it checks every answer and call against the schemas) charging under a tariff
+    created and assigned through the API: it is told its running cost by CostUpdated, and once it is
+    unplugged the API shows the final cost of the energy it reported."""
+    from firmware_stubs import EV, SimEnvironment, SimulatedCharger
+    from tests.waiting import until
+
+    runtime = await start_runtime(pg_url, tariff_refresh=0, cost_update_interval=0.5)
+    headers = {"Authorization": "Bearer test-admin-token"}
+    api = httpx.AsyncClient(base_url=f"http://127.0.0.1:{runtime.http_port}", headers=headers, timeout=20)
+    async with api:
+        tariff = (
+            await api.post("/api/tariffs", json={"name": "kWh", "currency": "EUR", "per_kwh": "0.40"})
+        ).json()
+        assert (await api.put("/api/tariff-assignments", json={"tariff_id": tariff["id"]})).status_code == 201
+        assert (await api.put("/api/id-tokens/SIM-TAG", json={"status": "Accepted"})).status_code == 201
+        r = await api.post("/api/chargers", json={"id": "SIM-I", "password": "sim-password-1234"})
+        assert r.status_code == 201, r.text
+        env = SimEnvironment(strict=True, time_scale=120.0, sample_interval=0.5, call_timeout=10.0)
+        url = f"ws://127.0.0.1:{runtime.gateway.port}/ocpp"  # type: ignore[union-attr]
+        cp = SimulatedCharger(
+            "SIM-I", url, protocol="ocpp2.0.1", password="sim-password-1234", env=env, max_power_w=22_000.0
+        )
+        await cp.start()
+        try:
+            await cp.wait_until_accepted(10)
+            await cp.plug_in(1, "SIM-TAG", ev=EV(capacity_wh=60_000.0, soc=20.0, max_power_w=11_000.0))
+            await until(lambda: cp.transaction(1) is not None, what="a session")
+            tx = cp.transaction(1)
+            assert tx is not None
+            await until(lambda: (tx.cost or 0) > 0, timeout=15, what="a CostUpdated with energy in it")
+            await cp.unplug(1)
+            tx_id = tx.local_id
+
+            async def final() -> bool:
+                r = await api.get(f"/api/transactions/SIM-I/{tx_id}")
+                return r.status_code == 200 and bool((r.json()["cost"] or {}).get("final"))
+
+            await until(final, timeout=15, what="the final cost")
+        finally:
+            await cp.stop()
+        assert cp.schema_violations == []
+        shown = (await api.get(f"/api/transactions/SIM-I/{tx_id}")).json()
+    expected = D(str(shown["energy_wh"])) / 1000 * D("0.40")
+    assert D(shown["cost"]["total"]) == expected.quantize(D("0.01"), rounding="ROUND_HALF_UP") > 0
