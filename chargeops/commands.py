@@ -31,7 +31,9 @@ OCPP action name passes through unchanged: that is the operator API's raw relay,
 * `chargeops.DeleteCertificate` `{"hash": {"hash_algorithm", "issuer_name_hash", "issuer_key_hash",
   "serial_number"}}` → DeleteCertificate (answered `{"status"}` as the other two);
 * `chargeops.SetEvChargingSchedule` `{"evse_id", "transaction_id", "start_at" (ISO), "duration_s"?,
-  "periods": [{"start_s", "limit_w"}]}` → SetChargingProfile, the ISO 15118 session's TxProfile (2.x).
+  "periods": [{"start_s", "limit_w"}]}` → SetChargingProfile, the ISO 15118 session's TxProfile (2.x);
+* `chargeops.UpdateCost` `{"transaction_id", "total_cost"}` (the running cost, tax included, as decimal
+  text in the currency of the session's tariff) → 2.x CostUpdated (block I02); 1.6 has no message for it.
 
 DER `settings` are the control's own parameters as the standard names them (e.g. `{"pctMaxDischargePower":
 40}`, or `{"yUnit", "curveData"}` for a curve); DER answers come back neutral: `{"status",
@@ -54,6 +56,7 @@ GET_DER_CONTROLS = "chargeops.GetDerControls"
 REQUEST_BATTERY_SWAP = "chargeops.RequestBatterySwap"
 SET_CHARGER_PASSWORD = "chargeops.SetChargerPassword"
 SET_EV_CHARGING_SCHEDULE = "chargeops.SetEvChargingSchedule"
+UPDATE_COST = "chargeops.UpdateCost"
 DER_ACTIONS = frozenset({SET_DER_CONTROL, SET_DISCHARGE_LIMIT, CLEAR_DER_CONTROL, GET_DER_CONTROLS})
 RENEW_CERTIFICATE = "chargeops.RenewCertificate"
 INSTALL_CERTIFICATE = "chargeops.InstallCertificate"

@@ -226,6 +226,17 @@ class Settings(BaseSettings):
         gt=0,
         description="seconds a meter reading may be stamped ahead of the server clock (or before its start)",
     )
+    tariff_refresh: float = Field(
+        default=5.0,
+        ge=0,
+        description="seconds a gateway prices by the tariffs and charger sites it read before reading again",
+    )
+    cost_update_interval: float = Field(
+        default=60.0,
+        ge=0,
+        description="seconds between CostUpdated calls telling 2.x stations a session's running cost "
+        "(when it changed; 0: never, the TransactionEvent answers carry it)",
+    )
     log_level: str = "INFO"
 
     @field_validator("roles")

@@ -8,6 +8,7 @@ passes through unchanged); `from_ocpp` turns the answer back where the command h
 from __future__ import annotations
 
 from collections.abc import Callable
+from decimal import Decimal
 from typing import Any
 
 from chargeops.commands import (
@@ -16,6 +17,7 @@ from chargeops.commands import (
     SET_CHARGER_PASSWORD,
     SET_EV_CHARGING_SCHEDULE,
     SET_POWER_LIMIT,
+    UPDATE_COST,
 )
 from ocpp_gateway import passwords
 from ocpp_gateway.der import der_to_ocpp, reply_from_ocpp
@@ -50,6 +52,7 @@ _TRANSLATIONS: dict[str, Translation] = {
     ),
     SET_CHARGER_PASSWORD: lambda version, _, p: _set_password(version, p),
     SET_EV_CHARGING_SCHEDULE: lambda version, _, p: _ev_schedule(version, p),
+    UPDATE_COST: lambda version, _, p: _cost_updated(version, p),
 }
 
 
@@ -57,6 +60,20 @@ def _ev_schedule(version: OcppVersion, p: Payload) -> tuple[str, Payload]:
     if version is V16:
         raise Unsupported("ISO 15118 charging schedules need OCPP 2.x; this charger speaks 1.6")
     return "SetChargingProfile", tx_profile(p)
+
+
+def _cost_updated(version: OcppVersion, p: Payload) -> tuple[str, Payload]:
+    """The running cost (decimal text) as 2.x CostUpdated's `totalCost` number."""
+    if version is V16:
+        raise Unsupported("CostUpdated needs OCPP 2.x; a 1.6 charger is told no cost")
+    try:
+        total = Decimal(str(p["total_cost"]))
+        tx_id = str(p["transaction_id"])
+    except (KeyError, ArithmeticError):
+        raise ValueError("UpdateCost needs transaction_id and total_cost (decimal text)") from None
+    if not total.is_finite():
+        raise ValueError(f"total_cost {total} is not an amount")
+    return "CostUpdated", {"totalCost": float(total), "transactionId": tx_id}
 
 
 def _set_password(version: OcppVersion, p: Payload) -> tuple[str, Payload]:

@@ -7,6 +7,7 @@ Connector model: a 1.6 connectorId N is EVSE N with connector 1 (connectorId 0, 
 from __future__ import annotations
 
 from dataclasses import replace
+from datetime import datetime
 
 from chargeops.events import (
     Body,
@@ -104,6 +105,7 @@ class Session16(ChargerSession):
         base = [Reading(start.meter_start_wh, start.started_at)] if start.meter_start_wh is not None else []
         flags = await self.judge_meter(tx.transaction_id, start.evse_id, start.connector_id, base)
         started = replace(start, transaction_id=tx.transaction_id)
+        await self.price(tx.transaction_id, p["idTag"], info, start.started_at, final=False)
         await self.emit(started, *flags, reported_at=start.started_at)
         return {"transactionId": int(tx.transaction_id), "idTagInfo": info}
 
@@ -119,6 +121,9 @@ class Session16(ChargerSession):
         if end.meter_stop_wh is not None:
             readings.append(Reading(end.meter_stop_wh, end.stopped_at))
         events += await self.judge_meter(end.transaction_id, evse, connector, readings)
+        await self.price(
+            end.transaction_id, p.get("idTag"), answer.get("idTagInfo"), end.stopped_at, final=True
+        )
         await self.emit(*events)
         if not tx.second_stop:
             await self.emit(end, reported_at=end.stopped_at)
@@ -131,6 +136,24 @@ class Session16(ChargerSession):
     async def on_signed_firmware_status(self, p: Payload) -> Payload:
         await self.emit(FirmwareStatus(p["status"], p.get("requestId"), signed=True))
         return {}
+
+    async def price(
+        self, tx_id: str, id_tag: str | None, info: Payload | None, at: datetime, *, final: bool
+    ) -> None:
+        """1.6 has no cost in its messages: the tariff is chosen at the start and the final cost stored at
+        the stop, for the API (`chargeops.tariffs`; no charging state, so all of the time is charging)."""
+        if self.ctx.pricing is None:
+            return
+        accepted = info is not None and info.get("status") == "Accepted"
+        await self.ctx.pricing.price(
+            self.id,
+            tx_id,
+            token=id_tag if accepted else None,
+            group=info.get("parentIdTag") if accepted and info is not None else None,
+            state=None,
+            at=at,
+            final=final,
+        )
 
     async def id_tag_info(self, id_tag: str) -> Payload:
         token = await self.authorize(id_tag)

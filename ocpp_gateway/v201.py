@@ -19,6 +19,7 @@ from chargeops.events import (
 from ocpp_gateway import certificates, ev_charging, pki, seq_gaps, swaps
 from ocpp_gateway.meter import energy_wh, meter_events, samples_of
 from ocpp_gateway.plausibility import readings_of
+from ocpp_gateway.pricing import personal_message
 from ocpp_gateway.routes import Payload, StoreOnly
 from ocpp_gateway.session import ChargerSession
 from ocpp_gateway.times import ocpp_time, parse_time
@@ -73,7 +74,7 @@ class TransactionFacts:
 
     event_type: str
     seq_no: int
-    start: TransactionStarted  # meter_start_wh only from a Started event
+    start: TransactionStarted  # meter_start_wh: a Transaction.Begin reading, or any of a Started event
     end: TransactionEnded | None
     update: TransactionUpdated | None
     meter: list[Body]  # MeterValues, and SignedMeterValues where the meter signed
@@ -89,11 +90,9 @@ def transaction_facts(p: Payload) -> TransactionFacts:
     token = (p.get("idToken") or {}).get("idToken")
     samples = samples_of(p.get("meterValue") or [])
     kind = p["eventType"]
-    meter_start = None
-    if kind == "Started":
-        meter_start = energy_wh(samples, "Transaction.Begin")
-        if meter_start is None:
-            meter_start = energy_wh(samples)
+    meter_start = energy_wh(samples, "Transaction.Begin")  # the register at the start, in any event
+    if kind == "Started" and meter_start is None:
+        meter_start = energy_wh(samples)
     end = update = None
     if kind == "Ended":
         meter_stop = energy_wh(samples, "Transaction.End") or energy_wh(samples)
@@ -177,6 +176,7 @@ class Session201(ChargerSession):
             self.log.info(
                 "TransactionEvent %s seqNo %d is stored already; answered again", tx_id, facts.seq_no
             )
+            await self.tell_cost(p, facts, response, copy=True)
             return response
         events: list[Body] = []
         if facts.event_type == "Started" or not await store.update_transaction(
@@ -193,6 +193,7 @@ class Session201(ChargerSession):
             events.append(facts.update)
         events.extend(facts.meter)
         events += await self.judge_meter(tx_id, start.evse_id, start.connector_id, readings_of(facts.meter))
+        await self.tell_cost(p, facts, response)
         await self.emit(*events, reported_at=start.started_at)
         seq_gaps.react(self, tx_id, facts.seq_no, await store.note_seq_no(self.id, tx_id, facts.seq_no))
         return response
@@ -215,17 +216,52 @@ class Session201(ChargerSession):
         await self.emit(ev_charging.schedule_of(p, transaction_id), reported_at=parse_time(p["timeBase"]))
         return {"status": "Accepted"}
 
+    async def tell_cost(
+        self, p: Payload, facts: TransactionFacts, response: Payload, copy: bool = False
+    ) -> None:
+        """Block I: the running cost (I02) of an Updated event and the final one (I03, stored) of an Ended
+        one as `totalCost`, when a tariff prices the transaction; the tariff's text as
+        `updatedPersonalMessage` when this event chose it and the idTokenInfo does not show it (I06: e.g.
+        the driver's group has a tariff of its own). A copy already stored moves no charging state."""
+        if self.ctx.pricing is None:
+            return
+        info = response.get("idTokenInfo") or {}
+        token = (p.get("idToken") or {}).get("idToken") if info.get("status") == "Accepted" else None
+        priced = await self.ctx.pricing.price(
+            self.id,
+            facts.start.transaction_id,
+            token=token or None,
+            group=(info.get("groupIdToken") or {}).get("idToken"),
+            state=None if copy else p["transactionInfo"].get("chargingState"),
+            at=facts.start.started_at,
+            final=facts.event_type == "Ended",
+        )
+        if priced is None:
+            return
+        if facts.event_type != "Started":
+            response["totalCost"] = float(priced.cost.total)  # a decimal of the currency's minor unit
+        if priced.chosen and "personalMessage" not in info:
+            response["updatedPersonalMessage"] = personal_message(priced.tariff)
+
     async def id_token_info(self, id_token: Payload, *, record: bool = True) -> Payload:
         """IdTokenInfo for an idToken: every type is looked up (Central too: C01-C05), except
-        NoAuthorization, which by definition carries no identity to check."""
+        NoAuthorization, which by definition carries no identity to check. An accepted one is shown the
+        tariff it will charge under here (I01 personalMessage), if one applies."""
         if id_token["type"] == "NoAuthorization":
-            return {"status": "Accepted"}
-        token = await self.authorize(id_token["idToken"], record=record)
-        info: Payload = {"status": token.status}
-        if token.expiry is not None:
-            info["cacheExpiryDateTime"] = ocpp_time(token.expiry)
-        if token.group_id:
-            info["groupIdToken"] = {"idToken": token.group_id, "type": "Central"}
+            info: Payload = {"status": "Accepted"}
+            group = None
+        else:
+            token = await self.authorize(id_token["idToken"], record=record)
+            info = {"status": token.status}
+            if token.expiry is not None:
+                info["cacheExpiryDateTime"] = ocpp_time(token.expiry)
+            if token.group_id:
+                info["groupIdToken"] = {"idToken": token.group_id, "type": "Central"}
+            group = token.group_id
+        if info["status"] == "Accepted" and self.ctx.pricing is not None:
+            tariff = await self.ctx.pricing.tariff_for(self.id, group)
+            if tariff is not None:
+                info["personalMessage"] = personal_message(tariff)
         return info
 
     # Every charger-initiated action of OCPP 2.0.1. Those with no feature behind them yet are stored as

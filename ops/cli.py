@@ -185,6 +185,12 @@ def serve(
     meter_max_clock_skew: Annotated[
         float | None, Opt("meter_max_clock_skew", "seconds a meter reading may be stamped ahead (300)")
     ] = None,
+    tariff_refresh: Annotated[
+        float | None, Opt("tariff_refresh", "seconds a gateway prices by the tariffs it read (5)")
+    ] = None,
+    cost_update_interval: Annotated[
+        float | None, Opt("cost_update_interval", "seconds between CostUpdated calls (60, 0: off)")
+    ] = None,
     log_level: LogLevel = "INFO",
     log_format: Annotated[LogFormat, Opt("log_format", "text or json")] = LogFormat.text,
 ) -> None:

@@ -21,6 +21,7 @@ from chargeops.db.migrate import is_empty
 from chargeops.settings import ROLES, Settings
 from ocpp_gateway.certificates import GatewayCertificates
 from ocpp_gateway.context import GatewayContext
+from ocpp_gateway.pricing import Pricing
 from ocpp_gateway.server import GatewayServer
 from ocpp_gateway.store import GatewayStore
 from ocpp_gateway.tls import ReloadingTls, TlsFilesError, files_from
@@ -31,6 +32,7 @@ from ops.api.worker import ApiThread, LoopBus
 from ops.certificates import CertificateRenewal, builtin_ca
 from ops.engine import OpsEngine
 from ops.ev_charging import EvChargingPlanner
+from ops.running_cost import CostUpdater
 from ops.site_power import SitePlanner
 from ops.startup import StartupError
 from ops.webhooks import WebhookDispatcher
@@ -109,6 +111,7 @@ class Runtime:
         self.site_planner: SitePlanner | None = None
         self.certificate_renewal: CertificateRenewal | None = None
         self.ev_charging: EvChargingPlanner | None = None
+        self.cost_updater: CostUpdater | None = None
         self.site_telemetry: SiteTelemetrySubscriber | None = None
         self._ops_bus: Bus | None = None
         self._http: ApiThread | None = None
@@ -140,12 +143,14 @@ class Runtime:
             await self._start_ops()
         if "gateway" in self.roles:
             progress.log.info("starting the OCPP gateway")
+            pricing = Pricing(self.sessions, self.settings.tariff_refresh)
             ctx = GatewayContext(
                 self.settings,
                 GatewayStore(self.sessions),
                 self.bus,
                 self.settings.gateway_id,
                 GatewayCertificates(builtin_ca(self.settings), self.sessions),
+                pricing,
             )
             self.gateway = GatewayServer(ctx, self._tls)
             await self.gateway.start()
@@ -180,6 +185,9 @@ class Runtime:
         self.certificate_renewal.start()
         self.ev_charging = EvChargingPlanner(self.sessions, self.bus, self.settings)
         self.bus.subscribe(self.ev_charging.handle)
+        if self.settings.cost_update_interval > 0:
+            self.cost_updater = CostUpdater(self.sessions, self.bus, self.settings)
+            self.cost_updater.start()
 
     def http_app(self, sessions: async_sessionmaker[AsyncSession], bus: Commands) -> FastAPI:
         """The API (if this process runs that role) and, unless it has a listener of its own, `/metrics`."""
@@ -252,6 +260,7 @@ class Runtime:
             ("site planner", self.site_planner.stop if self.site_planner is not None else None),
             ("certificate renewal", self.certificate_renewal.stop if self.certificate_renewal else None),
             ("ev charging", self.ev_charging.stop if self.ev_charging is not None else None),
+            ("cost updates", self.cost_updater.stop if self.cost_updater is not None else None),
             ("site telemetry", self.site_telemetry.stop if self.site_telemetry is not None else None),
             ("ops bus", self._ops_bus.close if self._ops_bus is not None else None),
             ("maintenance", self.maintenance.stop if self.maintenance is not None else None),

@@ -62,6 +62,7 @@ OTHERS = ("south", "nowhere")  # never in what a north token is shown
 # Routes that serve no region's data: the catalogue, the authorization list (one for the whole fleet) and
 # the caller itself. Every other /api route must take the scope; the admin's routes need no scope.
 GLOBAL = {"/api/me", "/api/parts", "/api/models", "/api/id-tokens", "/api/id-tokens/{id_token}"}
+GLOBAL |= {"/api/tariffs", "/api/tariffs/{tariff_id}"}  # the tariff catalogue (assignments are scoped)
 ADMIN_ONLY = ("/api/tokens", "/api/webhooks")
 # Reads that span the fleet: refused to a region (403 out_of_scope), open to the unscoped.
 FLEET_WIDE = {"/api/supply-risk/weak-spots", "/api/supply-risk/weak-spots/report"}
@@ -105,6 +106,9 @@ WRITE_BODIES: dict[tuple[str, str], Any] = {
         "certificate_type": "CSMSRootCertificate",
         "certificate": "PEM",
     },
+    ("POST", "/api/tariffs"): {"name": "x", "currency": "EUR"},
+    ("PUT", "/api/tariffs/{tariff_id}"): {"name": "x", "currency": "EUR"},
+    ("PUT", "/api/tariff-assignments"): {"tariff_id": 1, "site": "site-south"},
 }
 NO_BODY = {
     ("DELETE", "/api/chargers/{charger_id}"),
@@ -117,6 +121,8 @@ NO_BODY = {
     ("DELETE", "/api/webhooks/{subscription_id}"),
     ("POST", "/api/chargers/{charger_id}/installed-certificates/refresh"),
     ("DELETE", "/api/chargers/{charger_id}/installed-certificates/{serial_number}"),
+    ("DELETE", "/api/tariffs/{tariff_id}"),
+    ("DELETE", "/api/tariff-assignments"),  # no site: the default, fleet-wide
 }
 
 
@@ -201,6 +207,10 @@ async def world(
     """The two regions, chargers held on the bus, and tokens: path parameter → (north id, south id)."""
     assert (await admin.post("/api/fleet", json=FLEET)).status_code == 200
     assert (await admin.put("/api/id-tokens/CARD-1", json={"status": "Accepted"})).status_code == 201
+    tariff = (await admin.post("/api/tariffs", json={"name": "standard", "currency": "EUR"})).json()["id"]
+    for site in ("site-north", "site-south"):
+        r = await admin.put("/api/tariff-assignments", json={"tariff_id": tariff, "site": site})
+        assert r.status_code == 201, r.text
     async with api_sessions() as s, s.begin():
         north, south = await _seed_region(s, "north"), await _seed_region(s, "south")
         hook = WebhookSubscription(url="https://example.com/hook", secret="s" * 16, events=[], active=True)
@@ -235,6 +245,7 @@ async def world(
         "action": ("Reset", "Reset"),
         "control_id": ("c-1", "c-1"),
         "serial_number": ("7F01", "7F01"),
+        "tariff_id": (tariff, tariff),
     }
     return {"fill": fill, "tokens": tokens, "chargers": chargers, "south_order": south["order"]}
 
@@ -301,6 +312,7 @@ async def test_lists_show_only_the_region(
 
 SNAPSHOT = ("/api/chargers", "/api/tickets", "/api/stock", "/api/parts", "/api/models", "/api/id-tokens")
 SNAPSHOT += ("/api/sites", "/api/regions", "/api/depots", "/api/tokens", "/api/webhooks", "/api/swaps")
+SNAPSHOT += ("/api/tariffs", "/api/tariff-assignments")
 
 
 async def _snapshot(admin: httpx.AsyncClient) -> list[str]:

@@ -33,6 +33,7 @@ FIELDS = {
     "meter_flags",
     "missing_seq_nos",
     "missing_seq_nos_queued",
+    "cost",  # null: no tariff prices these sessions (tests/test_api_tariffs.py shows priced ones)
 }
 
 
@@ -88,6 +89,7 @@ async def test_listing_is_newest_first_with_the_spec_fields(admin: httpx.AsyncCl
         "meter_flags": [],
         "missing_seq_nos": [],
         "missing_seq_nos_queued": None,
+        "cost": None,
     }
     assert finished["energy_wh"] == 500.0 and finished["stopped_at"] == "2025-05-01T10:30:00Z"
 

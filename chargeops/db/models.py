@@ -7,9 +7,10 @@ event-derived unique key so that re-delivery never makes a second row.
 from __future__ import annotations
 
 from datetime import datetime
+from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, DateTime, Float, Index, Integer, String, UniqueConstraint
+from sqlalchemy import JSON, BigInteger, DateTime, Float, Index, Integer, Numeric, String, UniqueConstraint
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from chargeops.events import utcnow
@@ -108,6 +109,13 @@ class Transaction(Base):
     missing_seq_nos: Mapped[list[list[int]] | None] = mapped_column(JSON(none_as_null=True))
     missing_seq_nos_queued: Mapped[bool | None]
     start_key: Mapped[str | None] = mapped_column(String(64), unique=True)
+    # The tariff pricing the session, as it was when chosen (`chargeops.tariffs.Tariff.to_json`; NULL: none
+    # applies); the seconds of its closed charging spells (2.x chargingState; NULL: never said, all of its
+    # time counts as charging) and the start of the open one; its final cost, tax included, once it ended.
+    tariff: Mapped[dict[str, Any] | None] = mapped_column(JSON(none_as_null=True))
+    charging_s: Mapped[float | None] = mapped_column(Float)
+    charging_since: Mapped[datetime | None]
+    total_cost: Mapped[Decimal | None] = mapped_column(Numeric(14, 4))
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
 
     @property
@@ -317,3 +325,4 @@ class ApiToken(Base):
 # The operations tables share this metadata (one schema, one migration history).
 from chargeops.db import certificate_models as _certificate_models  # noqa: E402, F401
 from chargeops.db import ops_models as _ops_models  # noqa: E402, F401
+from chargeops.db import tariff_models as _tariff_models  # noqa: E402, F401

@@ -1,5 +1,5 @@
-"""The operator HTTP API (SPEC §5): fleet registry and summary, authorization list, transactions, OCPP
-commands, API tokens, tickets, spare parts and supply risk."""
+"""The operator HTTP API (SPEC §5): fleet registry and summary, authorization list, transactions and
+tariffs, OCPP commands, API tokens, tickets, spare parts and supply risk."""
 
 from __future__ import annotations
 
@@ -28,6 +28,7 @@ from ops.api.routes import (
     suppliers,
     supply_risk,
     swaps,
+    tariffs,
     tickets,
     tokens,
     transactions,
@@ -64,6 +65,7 @@ def create_app(sessions: async_sessionmaker[AsyncSession], bus: Commands, settin
         certificates,
         id_tokens,
         transactions,
+        tariffs,
         tokens,
         tickets,
         inventory,

@@ -22,6 +22,7 @@ from pydantic import (
 from chargeops.ids import CHARGER_ID_PATTERN
 from chargeops.passwords import MAX_LENGTH, MIN_LENGTH
 from ops.api.auth import Role
+from ops.api.cost_schema import CostOut
 
 # OCPP 2.0.1 idToken is at most 36 characters; a 1.6 charger can only present an idTag of at most 20.
 ID_TOKEN_PATTERN = r"^[\x21-\x7e]{1,36}$"
@@ -189,6 +190,7 @@ class TransactionOut(BaseModel):
         description="the station's answer to the GetTransactionStatus a gap opening sent: true, it still "
         "queues messages of the transaction; false, the missing ones will not come; null, not asked (yet)",
     )
+    cost: CostOut | None = Field(default=None, description="under the session's tariff; null: none applies")
 
 
 class SignedReadingOut(BaseModel):

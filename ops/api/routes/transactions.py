@@ -1,6 +1,6 @@
 """Charging sessions as the chargers reported them, newest first, each with the meter readings left out of
-its billed energy and the TransactionEvents not received; one with its signed meter readings; an ISO 15118
-session's charging needs and schedules."""
+its billed energy, the TransactionEvents not received and its cost; one with its signed meter readings; an
+ISO 15118 session's charging needs and schedules."""
 
 from __future__ import annotations
 
@@ -14,7 +14,9 @@ from fastapi.exceptions import RequestValidationError
 from sqlalchemy import ColumnElement, Select, and_, or_, select, tuple_
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from chargeops import clock
 from chargeops.db.models import EvChargingSchedule, MeterFlag, StoredEvent, Transaction, billed_energy_wh
+from chargeops.db.tariff_models import session_cost
 from chargeops.events import EventKind
 from ops.api.auth import Viewer
 from ops.api.context import Db
@@ -53,10 +55,31 @@ _TX_COLUMNS = (
     Transaction.active,
     Transaction.missing_seq_nos,
     Transaction.missing_seq_nos_queued,
+    Transaction.tariff,
+    Transaction.charging_s,
+    Transaction.charging_since,
+    Transaction.total_cost,
 )
+_COST_LINES = ("energy", "charging_time", "idle_time", "session_fee", "adjustment", "net", "tax", "total")
 
 
-def _doc(row: Mapping[str, Any], flags: list[dict[str, Any]]) -> dict[str, Any]:
+def _cost(row: Mapping[str, Any], now: datetime) -> dict[str, Any] | None:
+    """`CostOut` of a session (`chargeops.db.tariff_models.session_cost`), or None: no tariff prices it."""
+    priced = session_cost(row, now)
+    if priced is None:
+        return None
+    tariff, cost = priced
+    lines = {line: str(getattr(cost, line)) for line in _COST_LINES}
+    return {
+        "tariff_id": tariff.id,
+        "tariff_name": tariff.name,
+        "currency": cost.currency,
+        "final": not row["active"],
+        **lines,
+    }
+
+
+def _doc(row: Mapping[str, Any], flags: list[dict[str, Any]], now: datetime) -> dict[str, Any]:
     """A session as `TransactionOut` describes it, from the values of `_TX_COLUMNS`."""
     start, stop = row["meter_start_wh"], row["meter_stop_wh"]
     return {
@@ -75,6 +98,7 @@ def _doc(row: Mapping[str, Any], flags: list[dict[str, Any]]) -> dict[str, Any]:
         "meter_flags": flags,
         "missing_seq_nos": [{"first": first, "last": last} for first, last in row["missing_seq_nos"] or ()],
         "missing_seq_nos_queued": row["missing_seq_nos_queued"],
+        "cost": _cost(row, now),
     }
 
 
@@ -101,7 +125,8 @@ async def _rows_and_sessions(
         flags.setdefault((f.charger_id, f.transaction_id), []).append(
             {k: getattr(f, k) for k in _FLAG_FIELDS}
         )
-    return [(r, _doc(r, flags.get((r["charger_id"], r["transaction_id"]), []))) for r in rows]
+    now = clock.now()
+    return [(r, _doc(r, flags.get((r["charger_id"], r["transaction_id"]), []), now)) for r in rows]
 
 
 def _cursor(row: Mapping[str, Any]) -> str:
