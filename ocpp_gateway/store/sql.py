@@ -1,6 +1,7 @@
-"""What the gateway must know or decide synchronously before it answers a charger, behind a narrow interface:
-who a charger is, whether an id token is good, transaction identity (1.6 ids are issued here), and how far
-a transaction's meter is plausible (the billing state, judged in the charger's order).
+"""The database behind the gateway (`GatewayStore`, the `Store` interface): what it must know or decide
+synchronously before it answers a charger: who a charger is, whether an id token is good, transaction
+identity (1.6 ids are issued here), and how far a transaction's meter is plausible (the billing state,
+judged in the charger's order).
 
 High-volume reports (meter values, status) do not pass through here; they go out as events to ingest. Only
 a transaction's energy register readings are judged here first.
@@ -10,11 +11,10 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Sequence
-from dataclasses import dataclass
 from datetime import datetime
-from typing import Protocol
+from typing import Any
 
-from sqlalchemy import and_, bindparam, select, update
+from sqlalchemy import and_, bindparam, case, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from chargeops.db.engine import insert_for, stored_utc
@@ -23,19 +23,7 @@ from chargeops.db.ops_models import ChargerModel
 from chargeops.events import Booted, utcnow
 from ocpp_gateway import seq_gaps
 from ocpp_gateway.plausibility import Flag, MeterLimits, Reading, judge
-
-
-@dataclass(frozen=True, slots=True)
-class ChargerAuth:
-    """The part of a charger's record the handshake and boot need."""
-
-    id: str
-    password_hash: str | None
-    security_profile: int
-    admission: str
-    registration_status: str | None
-    pending_password_hash: str | None = None  # accepted by the charger, not yet used by it
-
+from ocpp_gateway.store.interface import ChargerAuth, TokenStatus, TxRecord
 
 _AUTH_QUERY = select(
     Charger.id,
@@ -55,99 +43,6 @@ _SEQ_NO_QUERY = select(TransactionSeqNo.seq_no).where(
 
 # A flagged reading is recorded once: the columns of `uq_meter_flags_reading`.
 FLAG_KEY = ["charger_id", "transaction_id", "sampled_at", "value_wh", "reason"]
-
-
-@dataclass(frozen=True, slots=True)
-class TokenStatus:
-    status: str
-    expiry: datetime | None = None
-    group_id: str | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class TxRecord:
-    """A transaction as the store holds it: the id it goes by (issued here for 1.6) and where it runs."""
-
-    transaction_id: str
-    evse_id: int | None
-    connector_id: int | None
-    # An end that differs from the one already recorded (kept: the first; this one was not applied).
-    second_stop: bool = False
-
-    @classmethod
-    def of(cls, row: Transaction, second_stop: bool = False) -> TxRecord:
-        return cls(row.transaction_id, row.evse_id, row.connector_id, second_stop)
-
-
-class Store(Protocol):
-    """What sessions and the handshake ask of storage (`GatewayStore`; an in-memory one in the tests)."""
-
-    async def charger(self, charger_id: str) -> ChargerAuth | None: ...
-
-    async def admit_unknown(self, charger_id: str, admission: str) -> ChargerAuth: ...
-
-    async def record_boot(self, charger_id: str, boot: Booted, at: datetime) -> None: ...
-
-    async def set_pending_password(self, charger_id: str, password_hash: str) -> None: ...
-
-    async def promote_password(self, charger_id: str, password_hash: str) -> None: ...
-
-    async def id_token(self, id_token: str, now: datetime) -> TokenStatus: ...
-
-    async def start_transaction(
-        self,
-        charger_id: str,
-        *,
-        transaction_id: str | None,
-        evse_id: int | None,
-        connector_id: int | None,
-        id_token: str | None,
-        started_at: datetime,
-        meter_start_wh: float | None,
-    ) -> TxRecord: ...
-
-    async def update_transaction(
-        self,
-        charger_id: str,
-        transaction_id: str,
-        *,
-        seq_no: int | None = None,
-        meter_wh: float | None = None,
-    ) -> bool: ...
-
-    async def end_transaction(
-        self,
-        charger_id: str,
-        transaction_id: str,
-        *,
-        stopped_at: datetime,
-        meter_stop_wh: float | None,
-        reason: str | None,
-        id_token: str | None = None,
-        evse_id: int | None = None,
-        connector_id: int | None = None,
-        issued_here: bool = False,
-    ) -> TxRecord | None: ...
-
-    async def seq_no_stored(self, charger_id: str, transaction_id: str, seq_no: int) -> bool: ...
-
-    async def note_seq_no(self, charger_id: str, transaction_id: str, seq_no: int) -> seq_gaps.GapStep: ...
-
-    async def note_transaction_queue(self, charger_id: str, transaction_id: str, queued: bool) -> None: ...
-
-    async def max_power_kw(self, charger_id: str) -> float | None: ...
-
-    async def active_transaction(self, charger_id: str, evse_id: int) -> str | None: ...
-
-    async def check_meter(
-        self,
-        charger_id: str,
-        transaction_id: str,
-        readings: Sequence[Reading],
-        limits: MeterLimits,
-        now: datetime,
-        evse_id: int | None = None,
-    ) -> list[Flag]: ...
 
 
 class GatewayStore:
@@ -287,16 +182,25 @@ class GatewayStore:
         seq_no: int | None = None,
         meter_wh: float | None = None,
     ) -> bool:
-        """Note progress of a known transaction; False if the charger never told us about it."""
+        """Note progress of a known transaction; False if the charger never told us about it. One UPDATE
+        that only moves forward (the hottest write of a 2.x session: every Updated TransactionEvent)."""
+        tx = Transaction
+        values: dict[str, Any] = {}
+        if seq_no is not None:
+            values["last_seq_no"] = case(
+                (or_(tx.last_seq_no.is_(None), tx.last_seq_no < seq_no), seq_no), else_=tx.last_seq_no
+            )
+        if meter_wh is not None:
+            values["meter_last_wh"] = case(
+                (or_(tx.meter_last_wh.is_(None), tx.meter_last_wh < meter_wh), meter_wh),
+                else_=tx.meter_last_wh,
+            )
+        where = (tx.charger_id == charger_id, tx.transaction_id == transaction_id)
         async with self._sessions() as session, session.begin():
-            row = await self._tx(session, charger_id, transaction_id)
-            if row is None:
-                return False
-            if seq_no is not None and (row.last_seq_no is None or seq_no > row.last_seq_no):
-                row.last_seq_no = seq_no
-            if meter_wh is not None and (row.meter_last_wh is None or meter_wh > row.meter_last_wh):
-                row.meter_last_wh = meter_wh
-            return True
+            if not values:
+                return (await session.scalar(select(tx.id).where(*where))) is not None
+            found = await session.scalar(update(tx).where(*where).values(values).returning(tx.id))
+            return found is not None
 
     async def end_transaction(
         self,
