@@ -1,4 +1,5 @@
-"""The `chargeops` command line (SPEC §3). Every flag has a CHARGEOPS_* environment twin."""
+"""The `chargeops` command line (SPEC §3). Every flag has a CHARGEOPS_* environment twin, read by
+`chargeops.settings` alone (`ops.cli_options`)."""
 
 from __future__ import annotations
 
@@ -11,11 +12,20 @@ from typing import Annotated, Any
 
 import typer
 
-from chargeops.logs import setup as setup_logging
-from chargeops.settings import Settings
+from chargeops.settings import Settings, SimSettings
 from ops import cli_demo, cli_fleet
 from ops.cli_loop import run as _run
-from ops.cli_options import DatabaseUrl, LogLevel, Opt, given_settings
+from ops.cli_options import (
+    DatabaseUrl,
+    LogFormat,
+    LogLevel,
+    Opt,
+    SetOpt,
+    env_name,
+    given,
+    given_settings,
+    start_logging,
+)
 
 app = typer.Typer(help="chargeops: operations backend for EV charging operators.", no_args_is_help=True)
 db_app = typer.Typer(help="Database maintenance.", no_args_is_help=True)
@@ -30,11 +40,6 @@ ops_app = typer.Typer(help="Operations tools: the supply early warning's back-te
 app.add_typer(ops_app, name="ops")
 
 
-class LogFormat(StrEnum):
-    text = "text"
-    json = "json"
-
-
 class Protocol(StrEnum):
     v16 = "ocpp1.6"
     v201 = "ocpp2.0.1"
@@ -45,123 +50,137 @@ class Protocol(StrEnum):
 @app.command()
 def serve(
     roles: Annotated[
-        str, Opt("roles", "comma-separated: gateway, ingest, ops, api")
-    ] = "gateway,ingest,ops,api",
-    ocpp_host: Annotated[str | None, Opt("ocpp_host", "OCPP WebSocket bind address")] = None,
-    ocpp_port: Annotated[int | None, Opt("ocpp_port", "OCPP WebSocket port (default 9000)")] = None,
-    http_host: Annotated[str | None, Opt("http_host", "HTTP API / metrics bind address")] = None,
-    http_port: Annotated[int | None, Opt("http_port", "HTTP API / metrics port (default 8000)")] = None,
+        str | None, SetOpt("roles", "comma-separated: gateway, ingest, ops, api (default: all)")
+    ] = None,
+    ocpp_host: Annotated[str | None, SetOpt("ocpp_host", "OCPP WebSocket bind address")] = None,
+    ocpp_port: Annotated[int | None, SetOpt("ocpp_port", "OCPP WebSocket port (default 9000)")] = None,
+    http_host: Annotated[str | None, SetOpt("http_host", "HTTP API / metrics bind address")] = None,
+    http_port: Annotated[int | None, SetOpt("http_port", "HTTP API / metrics port (default 8000)")] = None,
     metrics_port: Annotated[
-        int | None, Opt("metrics_port", "serve /metrics on its own port instead of the HTTP port")
+        int | None, SetOpt("metrics_port", "serve /metrics on its own port instead of the HTTP port")
     ] = None,
     access_log: Annotated[
-        bool | None, Opt("access_log", "one log line per API request (chargeops.access; default on)")
+        bool | None, SetOpt("access_log", "one log line per API request (chargeops.access; default on)")
     ] = None,
     api_db_pool: Annotated[
-        int | None, Opt("api_db_pool", "database connections the HTTP API may hold, apart from ingest (4)")
+        int | None, SetOpt("api_db_pool", "database connections the HTTP API may hold, apart from ingest (4)")
     ] = None,
     api_rate_limit: Annotated[
         str | None,
-        Opt("api_rate_limit", "requests per API token, e.g. 20/second;600/minute (default), or off"),
+        SetOpt("api_rate_limit", "requests per API token, e.g. 20/second;600/minute (default), or off"),
     ] = None,
     database_url: DatabaseUrl = None,
-    mqtt_url: Annotated[str | None, Opt("mqtt_url", "mqtt:// or mqtts://, user:pass@host:port/root")] = None,
-    mqtt_username: Annotated[str | None, Opt("mqtt_username", "broker user (its password: env only)")] = None,
-    mqtt_ca_file: Annotated[Path | None, Opt("mqtt_ca_file", "CA (PEM) of the broker (mqtts://)")] = None,
-    mqtt_cert_file: Annotated[Path | None, Opt("mqtt_cert_file", "client cert (PEM) for mqtts://")] = None,
-    mqtt_key_file: Annotated[Path | None, Opt("mqtt_key_file", "its key (PEM), unless in the cert")] = None,
+    mqtt_url: Annotated[
+        str | None, SetOpt("mqtt_url", "mqtt:// or mqtts://, user:pass@host:port/root")
+    ] = None,
+    mqtt_username: Annotated[
+        str | None, SetOpt("mqtt_username", "broker user (its password: env only)")
+    ] = None,
+    mqtt_ca_file: Annotated[Path | None, SetOpt("mqtt_ca_file", "CA (PEM) of the broker (mqtts://)")] = None,
+    mqtt_cert_file: Annotated[Path | None, SetOpt("mqtt_cert_file", "client cert (PEM) for mqtts://")] = None,
+    mqtt_key_file: Annotated[
+        Path | None, SetOpt("mqtt_key_file", "its key (PEM), unless in the cert")
+    ] = None,
     trusted_proxies: Annotated[
-        str | None, Opt("trusted_proxies", "CIDRs of load balancers whose X-Forwarded-For is believed")
+        str | None, SetOpt("trusted_proxies", "CIDRs of load balancers whose X-Forwarded-For is believed")
     ] = None,
     accept_unknown: Annotated[
-        bool | None, Opt("accept_unknown", "accept chargers that are not registered")
+        bool | None, SetOpt("accept_unknown", "accept chargers that are not registered")
     ] = None,
     registration_policy: Annotated[
-        str | None, Opt("registration_policy", "unknown chargers: reject (refused at handshake) or pending")
+        str | None,
+        SetOpt("registration_policy", "unknown chargers: reject (refused at handshake) or pending"),
     ] = None,
-    heartbeat_interval: Annotated[int | None, Opt("heartbeat_interval", "seconds, told at boot")] = None,
+    heartbeat_interval: Annotated[int | None, SetOpt("heartbeat_interval", "seconds, told at boot")] = None,
     call_timeout: Annotated[
-        float | None, Opt("call_timeout", "seconds to wait for a charger's answer")
+        float | None, SetOpt("call_timeout", "seconds to wait for a charger's answer")
     ] = None,
-    max_frame_bytes: Annotated[int | None, Opt("max_frame_bytes", "larger frames close with 1009")] = None,
-    tls_cert: Annotated[Path | None, Opt("tls_cert", "server certificate (PEM) for wss://")] = None,
-    tls_key: Annotated[Path | None, Opt("tls_key", "server key (PEM)")] = None,
+    max_frame_bytes: Annotated[int | None, SetOpt("max_frame_bytes", "larger frames close with 1009")] = None,
+    tls_cert: Annotated[Path | None, SetOpt("tls_cert", "server certificate (PEM) for wss://")] = None,
+    tls_key: Annotated[Path | None, SetOpt("tls_key", "server key (PEM)")] = None,
     tls_client_ca: Annotated[
-        Path | None, Opt("tls_client_ca", "CA for client certificates (profile 3)")
+        Path | None, SetOpt("tls_client_ca", "CA for client certificates (profile 3)")
     ] = None,
     allow_private_urls: Annotated[
-        bool | None, Opt("allow_private_urls", "allow loopback/private firmware and log URLs")
+        bool | None, SetOpt("allow_private_urls", "allow loopback/private firmware and log URLs")
     ] = None,
-    gateway_id: Annotated[str | None, Opt("gateway_id", "this gateway process's name on the bus")] = None,
-    node_id: Annotated[str | None, Opt("node_id", "stable name for this process's MQTT session")] = None,
+    gateway_id: Annotated[str | None, SetOpt("gateway_id", "this gateway process's name on the bus")] = None,
+    node_id: Annotated[str | None, SetOpt("node_id", "stable name for this process's MQTT session")] = None,
     boot_retry_interval: Annotated[
-        int | None, Opt("boot_retry_interval", "seconds a Pending/Rejected charger waits to boot again")
+        int | None, SetOpt("boot_retry_interval", "seconds a Pending/Rejected charger waits to boot again")
     ] = None,
     login_failures_allowed: Annotated[
-        int | None, Opt("login_failures_allowed", "failed logins per id / address per minute before back-off")
+        int | None,
+        SetOpt("login_failures_allowed", "failed logins per id / address per minute before back-off"),
     ] = None,
     login_backoff_seconds: Annotated[
-        float | None, Opt("login_backoff_seconds", "seconds logins stay refused after too many failures")
+        float | None, SetOpt("login_backoff_seconds", "seconds logins stay refused after too many failures")
     ] = None,
     handshake_concurrency: Annotated[
-        int | None, Opt("handshake_concurrency", "handshakes checked against the database at once")
+        int | None, SetOpt("handshake_concurrency", "handshakes checked against the database at once")
     ] = None,
     spool_dir: Annotated[
-        Path | None, Opt("spool_dir", "gateway event spool while the broker is away (./chargeops-spool)")
+        Path | None, SetOpt("spool_dir", "gateway event spool while the broker is away (./chargeops-spool)")
     ] = None,
     spool_max_events: Annotated[
-        int | None, Opt("spool_max_events", "events the gateway spools; beyond it calls get InternalError")
+        int | None, SetOpt("spool_max_events", "events the gateway spools; beyond it calls get InternalError")
     ] = None,
     bus_linger_ms: Annotated[
-        float | None, Opt("bus_linger_ms", "ms a gateway gathers events per MQTT message (0: one loop turn)")
+        float | None,
+        SetOpt("bus_linger_ms", "ms a gateway gathers events per MQTT message (0: one loop turn)"),
     ] = None,
     sample_retention_days: Annotated[
-        int | None, Opt("sample_retention_days", "days of raw meter samples and 1-minute rollups kept")
+        int | None, SetOpt("sample_retention_days", "days of raw meter samples and 1-minute rollups kept")
     ] = None,
     fleet_metrics_interval: Annotated[
-        float | None, Opt("fleet_metrics_interval", "seconds between fleet gauge refreshes (ops role)")
+        float | None, SetOpt("fleet_metrics_interval", "seconds between fleet gauge refreshes (ops role)")
     ] = None,
     handshake_backlog: Annotated[
-        int | None, Opt("handshake_backlog", "handshakes allowed to wait; beyond it chargers get 503")
+        int | None, SetOpt("handshake_backlog", "handshakes allowed to wait; beyond it chargers get 503")
     ] = None,
     ws_ping_interval: Annotated[
-        float | None, Opt("ws_ping_interval", "seconds between WebSocket pings to each charger (20)")
+        float | None, SetOpt("ws_ping_interval", "seconds between WebSocket pings to each charger (20)")
     ] = None,
     ws_ping_timeout: Annotated[
-        float | None, Opt("ws_ping_timeout", "seconds to answer a ping before the link counts as dead (20)")
+        float | None,
+        SetOpt("ws_ping_timeout", "seconds to answer a ping before the link counts as dead (20)"),
     ] = None,
     rules_file: Annotated[
-        Path | None, Opt("rules_file", "fault rules (YAML) replacing the built-in ops/rules.yaml")
+        Path | None, SetOpt("rules_file", "fault rules (YAML) replacing the built-in ops/rules.yaml")
     ] = None,
     site_margin_pct: Annotated[
-        float | None, Opt("site_margin_pct", "% of each site's grid limit the site planner keeps unused")
+        float | None, SetOpt("site_margin_pct", "% of each site's grid limit the site planner keeps unused")
     ] = None,
     site_plan_interval: Annotated[
-        float | None, Opt("site_plan_interval", "seconds between full re-plans of the site power budgets")
+        float | None, SetOpt("site_plan_interval", "seconds between full re-plans of the site power budgets")
     ] = None,
     ops_interval: Annotated[
-        float | None, Opt("ops_interval", "seconds between ops scans (offline, stalled energy) and gauges")
+        float | None, SetOpt("ops_interval", "seconds between ops scans (offline, stalled energy) and gauges")
     ] = None,
     supply_interval: Annotated[
         float | None,
-        Opt("supply_interval", "seconds between supply reviews: reorders, stock-out risk, stored warnings"),
+        SetOpt(
+            "supply_interval", "seconds between supply reviews: reorders, stock-out risk, stored warnings"
+        ),
     ] = None,
     meter_max_power_kw: Annotated[
         float | None,
-        Opt("meter_max_power_kw", "kW a meter may rise at most when the charger's model has no rated power"),
+        SetOpt(
+            "meter_max_power_kw", "kW a meter may rise at most when the charger's model has no rated power"
+        ),
     ] = None,
     meter_max_clock_skew: Annotated[
-        float | None, Opt("meter_max_clock_skew", "seconds a meter reading may be stamped ahead (300)")
+        float | None, SetOpt("meter_max_clock_skew", "seconds a meter reading may be stamped ahead (300)")
     ] = None,
-    log_level: LogLevel = "INFO",
-    log_format: Annotated[LogFormat, Opt("log_format", "text or json")] = LogFormat.text,
+    log_level: LogLevel = None,
+    log_format: LogFormat = None,
 ) -> None:
     """Run the backend: OCPP gateway, telemetry ingest, ops engine, HTTP API and /metrics."""
-    given = {k: v for k, v in locals().items() if k in Settings.model_fields}
-    setup_logging(log_level, log_format.value)
+    flags = {k: v for k, v in locals().items() if k in Settings.model_fields}
     settings = None
     try:
-        settings = given_settings(**given)
+        start_logging(log_level, log_format)
+        settings = given_settings(**flags)
         from ops.runtime import Runtime
         from ops.startup import probe_ports
 
@@ -174,53 +193,76 @@ def serve(
         fail(exc, settings)
 
 
+def SimOpt(field: str, help: str) -> Any:
+    """A `simulate` flag, twin of `CHARGEOPS_SIM_<FIELD>` (`chargeops.settings.SimSettings`)."""
+    return Opt(env_name(field, "CHARGEOPS_SIM_"), help)
+
+
 @app.command()
 def simulate(
-    csms: Annotated[str, Opt("sim_csms", "central system URL, e.g. ws://127.0.0.1:9000/ocpp")],
-    chargers: Annotated[int, Opt("sim_chargers", "number of simulated chargers")] = 1,
-    protocol: Annotated[Protocol, Opt("sim_protocol", "ocpp1.6, ocpp2.0.1, ocpp2.1 or mixed")] = Protocol.v16,
-    swap_stations: Annotated[int, Opt("sim_swap_stations", "simulated battery-swap stations")] = 0,
+    csms: Annotated[str | None, SimOpt("csms", "central system URL, e.g. ws://127.0.0.1:9000/ocpp")] = None,
+    chargers: Annotated[int | None, SimOpt("chargers", "number of simulated chargers (1)")] = None,
+    protocol: Annotated[
+        Protocol | None, SimOpt("protocol", "ocpp1.6 (default), ocpp2.0.1, ocpp2.1 or mixed")
+    ] = None,
+    swap_stations: Annotated[
+        int | None, SimOpt("swap_stations", "simulated battery-swap stations (0)")
+    ] = None,
     v2x_chargers: Annotated[
-        int, Opt("sim_v2x_chargers", "simulated bidirectional OCPP 2.1 chargers (DER control)")
-    ] = 0,
-    duration: Annotated[float | None, Opt("sim_duration", "seconds to run (default: until stopped)")] = None,
-    fault_rate: Annotated[float, Opt("sim_fault_rate", "faults per charger per simulated hour")] = 0.0,
-    seed: Annotated[int, Opt("sim_seed", "random seed (same seed, same run)")] = 0,
-    id_prefix: Annotated[str, Opt("sim_id_prefix", "charger ids are PREFIX00001, ...")] = "SIM",
-    password: Annotated[str | None, Opt("sim_password", "Basic-auth password for every charger")] = None,
-    time_scale: Annotated[float, Opt("sim_time_scale", "simulated seconds per real second")] = 1.0,
-    swap_rate: Annotated[float, Opt("sim_swap_rate", "swaps per station per simulated hour")] = 6.0,
+        int | None, SimOpt("v2x_chargers", "simulated bidirectional OCPP 2.1 chargers (DER control; 0)")
+    ] = None,
+    duration: Annotated[float | None, SimOpt("duration", "seconds to run (default: until stopped)")] = None,
+    fault_rate: Annotated[
+        float | None, SimOpt("fault_rate", "faults per charger per simulated hour (0)")
+    ] = None,
+    seed: Annotated[int | None, SimOpt("seed", "random seed (same seed, same run; 0)")] = None,
+    id_prefix: Annotated[str | None, SimOpt("id_prefix", "charger ids are PREFIX00001, ... (SIM)")] = None,
+    password: Annotated[str | None, SimOpt("password", "Basic-auth password for every charger")] = None,
+    time_scale: Annotated[float | None, SimOpt("time_scale", "simulated seconds per real second (1)")] = None,
+    swap_rate: Annotated[
+        float | None, SimOpt("swap_rate", "swaps per station per simulated hour (6)")
+    ] = None,
     session_rate: Annotated[
-        float, Opt("sim_session_rate", "EV arrivals per free connector per simulated minute")
-    ] = 0.02,
+        float | None, SimOpt("session_rate", "EV arrivals per free connector per simulated minute (0.02)")
+    ] = None,
     sample_interval: Annotated[
-        float, Opt("sim_sample_interval", "simulated seconds between meter values")
-    ] = 60.0,
-    connect_rate: Annotated[float, Opt("sim_connect_rate", "new connections per second")] = 500.0,
-    strict: Annotated[bool, Opt("sim_strict", "validate all traffic against the OCPP schemas")] = False,
-    log_level: LogLevel = "INFO",
+        float | None, SimOpt("sample_interval", "simulated seconds between meter values (60)")
+    ] = None,
+    connect_rate: Annotated[float | None, SimOpt("connect_rate", "new connections per second (500)")] = None,
+    strict: Annotated[
+        bool | None, SimOpt("strict", "validate all traffic against the OCPP schemas (off)")
+    ] = None,
+    log_level: LogLevel = None,
+    log_format: LogFormat = None,
 ) -> None:
     """Run a simulated fleet against any OCPP central system."""
-    setup_logging(log_level)
+    flags = {k: v for k, v in locals().items() if k in SimSettings.model_fields}
+    try:
+        start_logging(log_level, log_format)
+        sim = given(SimSettings, **flags)
+    except Exception as exc:
+        from ops.startup import fail
+
+        fail(exc, None)
     from firmware_stubs.fleet import FleetConfig, run_fleet
 
     config = FleetConfig(
-        csms_url=csms,
-        chargers=chargers,
-        protocol=protocol.value,
-        swap_stations=swap_stations,
-        swap_rate=swap_rate,
-        v2x_chargers=v2x_chargers,
-        duration=duration,
-        fault_rate=fault_rate,
-        seed=seed,
-        id_prefix=id_prefix,
-        password=password,
-        sample_interval=sample_interval,
-        session_rate=session_rate,
-        time_scale=time_scale,
-        connect_rate=connect_rate,
-        strict=strict,
+        csms_url=sim.csms,
+        chargers=sim.chargers,
+        protocol=sim.protocol,
+        swap_stations=sim.swap_stations,
+        swap_rate=sim.swap_rate,
+        v2x_chargers=sim.v2x_chargers,
+        duration=sim.duration,
+        fault_rate=sim.fault_rate,
+        seed=sim.seed,
+        id_prefix=sim.id_prefix,
+        password=sim.password,
+        sample_interval=sim.sample_interval,
+        session_rate=sim.session_rate,
+        time_scale=sim.time_scale,
+        connect_rate=sim.connect_rate,
+        strict=sim.strict,
     )
     _run(_simulate(config, run_fleet))
 
