@@ -2,11 +2,11 @@
 packs and swaps, site power.
 
 Foreign keys (migration 0019) tie what the registry and the tickets own: depots and sites to regions and
-depots, stock, movements, purchase orders and supply warnings to depots and parts (no ON DELETE: the code
-never deletes those, so deleting one by hand while something refers to it is refused), a ticket's log and
-counted events to it (CASCADE), a movement to its ticket (SET NULL), a delivery to its subscription
-(CASCADE). Rows a charger reports (`chargers.site`, tickets' and transactions' charger ids) carry no key: a
-charger's history outlives its registry row (README, Database).
+depots, stock and stock movements to depots and parts (no ON DELETE: the code never deletes those, so
+deleting one by hand while something refers to it is refused), a ticket's log and counted events to it
+(CASCADE), a movement to its ticket (SET NULL), a delivery to its subscription (CASCADE). `chargers.site`
+(a label registration accepts without a fleet document), what a charger reports, tickets' placement and
+supply warnings carry no key: history that outlives what it names (README, Database).
 
 Registered on the same `Base` as the telemetry tables (imported by `chargeops.db.models`), so one
 migration history covers the whole schema.
@@ -172,7 +172,7 @@ class Ticket(Base):
     open_key: Mapped[str | None] = mapped_column(String(200), unique=True)
     charger_id: Mapped[str | None] = mapped_column(String(48), index=True)
     site: Mapped[str | None] = mapped_column(String(64), index=True)
-    depot: Mapped[str | None] = mapped_column(String(64), ForeignKey("depots.id"))
+    depot: Mapped[str | None] = mapped_column(String(64))
     region: Mapped[str | None] = mapped_column(String(64), index=True)
     rule: Mapped[str | None] = mapped_column(String(64))
     evse_id: Mapped[int | None]
@@ -185,7 +185,7 @@ class Ticket(Base):
     # What the crew reported using when it resolved the ticket (the rest went back to stock).
     parts_used: Mapped[list[dict[str, Any]] | None] = mapped_column(JSON)
     # A supply ticket is one purchase order: SKU, qty, supplier, when ordered and promised, received so far.
-    sku: Mapped[str | None] = mapped_column(String(64), ForeignKey("parts.sku"))
+    sku: Mapped[str | None] = mapped_column(String(64))
     qty: Mapped[int | None] = mapped_column(Integer)
     supplier: Mapped[str | None] = mapped_column(String(100))
     ordered_at: Mapped[datetime | None]
@@ -210,8 +210,8 @@ class SupplyWarning(Base):
 
     __tablename__ = "supply_warnings"
 
-    depot_id: Mapped[str] = mapped_column(String(64), ForeignKey("depots.id"), primary_key=True)
-    sku: Mapped[str] = mapped_column(String(64), ForeignKey("parts.sku"), primary_key=True)
+    depot_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    sku: Mapped[str] = mapped_column(String(64), primary_key=True)
     level: Mapped[str] = mapped_column(String(16), default="ok")
     opened_at: Mapped[datetime | None]  # when the current warning (any level above ok) began
     level_since: Mapped[datetime | None]
@@ -230,8 +230,8 @@ class SupplyWarningLog(Base):
     __table_args__ = (Index("ix_supply_warning_log_depot_sku_at", "depot_id", "sku", "at"),)
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
-    depot_id: Mapped[str] = mapped_column(String(64), ForeignKey("depots.id"))
-    sku: Mapped[str] = mapped_column(String(64), ForeignKey("parts.sku"))
+    depot_id: Mapped[str] = mapped_column(String(64))
+    sku: Mapped[str] = mapped_column(String(64))
     at: Mapped[datetime] = mapped_column(default=clock.now, index=True)
     change: Mapped[str] = mapped_column(String(16))
     from_level: Mapped[str] = mapped_column(String(16))

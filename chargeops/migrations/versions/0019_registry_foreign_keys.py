@@ -10,6 +10,9 @@ old data, nor changes it silently):
 - log lines and counted events of a ticket that does not exist, and deliveries to a subscription that
   does not exist, are deleted (ON DELETE CASCADE).
 
+Tickets' placement columns (charger, site, depot, region, SKU) and supply warnings keep no key: they are a
+snapshot taken when the ticket or warning was written, history that outlives what it names.
+
 Parents are altered before their children: on SQLite batch mode re-creates a table, and with foreign keys
 enforced dropping a parent would cascade to children keyed to it already.
 
@@ -35,17 +38,11 @@ KEYS: list[tuple[str, str, str, str, str | None]] = [
     ("depots", "region_id", "regions", "id", None),
     ("sites", "region_id", "regions", "id", None),
     ("sites", "depot_id", "depots", "id", None),
-    ("tickets", "depot", "depots", "id", None),
-    ("tickets", "sku", "parts", "sku", None),
     ("stock", "depot_id", "depots", "id", None),
     ("stock", "sku", "parts", "sku", None),
     ("stock_movements", "depot_id", "depots", "id", None),
     ("stock_movements", "sku", "parts", "sku", None),
     ("stock_movements", "ticket_id", "tickets", "id", "SET NULL"),
-    ("supply_warnings", "depot_id", "depots", "id", None),
-    ("supply_warnings", "sku", "parts", "sku", None),
-    ("supply_warning_log", "depot_id", "depots", "id", None),
-    ("supply_warning_log", "sku", "parts", "sku", None),
     ("ticket_occurrences", "ticket_id", "tickets", "id", "CASCADE"),
     ("ticket_log", "ticket_id", "tickets", "id", "CASCADE"),
     ("webhook_outbox", "subscription_id", "webhook_subscriptions", "id", "CASCADE"),
