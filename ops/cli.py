@@ -17,10 +17,10 @@ from ops import cli_demo, cli_fleet
 from ops.cli_loop import run as _run
 from ops.cli_options import (
     DatabaseUrl,
+    EnvOpt,
     LogFormat,
     LogLevel,
     Opt,
-    SetOpt,
     env_name,
     given,
     given_settings,
@@ -50,127 +50,117 @@ class Protocol(StrEnum):
 @app.command()
 def serve(
     roles: Annotated[
-        str | None, SetOpt("roles", "comma-separated: gateway, ingest, ops, api (default: all)")
+        str | None, Opt("roles", "comma-separated: gateway, ingest, ops, api (default: all)")
     ] = None,
-    ocpp_host: Annotated[str | None, SetOpt("ocpp_host", "OCPP WebSocket bind address")] = None,
-    ocpp_port: Annotated[int | None, SetOpt("ocpp_port", "OCPP WebSocket port (default 9000)")] = None,
-    http_host: Annotated[str | None, SetOpt("http_host", "HTTP API / metrics bind address")] = None,
-    http_port: Annotated[int | None, SetOpt("http_port", "HTTP API / metrics port (default 8000)")] = None,
+    ocpp_host: Annotated[str | None, Opt("ocpp_host", "OCPP WebSocket bind address")] = None,
+    ocpp_port: Annotated[int | None, Opt("ocpp_port", "OCPP WebSocket port (default 9000)")] = None,
+    http_host: Annotated[str | None, Opt("http_host", "HTTP API / metrics bind address")] = None,
+    http_port: Annotated[int | None, Opt("http_port", "HTTP API / metrics port (default 8000)")] = None,
     metrics_port: Annotated[
-        int | None, SetOpt("metrics_port", "serve /metrics on its own port instead of the HTTP port")
+        int | None, Opt("metrics_port", "serve /metrics on its own port instead of the HTTP port")
     ] = None,
     access_log: Annotated[
-        bool | None, SetOpt("access_log", "one log line per API request (chargeops.access; default on)")
+        bool | None, Opt("access_log", "one log line per API request (chargeops.access; default on)")
     ] = None,
     api_db_pool: Annotated[
-        int | None, SetOpt("api_db_pool", "database connections the HTTP API may hold, apart from ingest (4)")
+        int | None, Opt("api_db_pool", "database connections the HTTP API may hold, apart from ingest (4)")
     ] = None,
     api_rate_limit: Annotated[
         str | None,
-        SetOpt("api_rate_limit", "requests per API token, e.g. 20/second;600/minute (default), or off"),
+        Opt("api_rate_limit", "requests per API token, e.g. 20/second;600/minute (default), or off"),
     ] = None,
     database_url: DatabaseUrl = None,
-    mqtt_url: Annotated[
-        str | None, SetOpt("mqtt_url", "mqtt:// or mqtts://, user:pass@host:port/root")
-    ] = None,
-    mqtt_username: Annotated[
-        str | None, SetOpt("mqtt_username", "broker user (its password: env only)")
-    ] = None,
-    mqtt_ca_file: Annotated[Path | None, SetOpt("mqtt_ca_file", "CA (PEM) of the broker (mqtts://)")] = None,
-    mqtt_cert_file: Annotated[Path | None, SetOpt("mqtt_cert_file", "client cert (PEM) for mqtts://")] = None,
-    mqtt_key_file: Annotated[
-        Path | None, SetOpt("mqtt_key_file", "its key (PEM), unless in the cert")
-    ] = None,
+    mqtt_url: Annotated[str | None, Opt("mqtt_url", "mqtt:// or mqtts://, user:pass@host:port/root")] = None,
+    mqtt_username: Annotated[str | None, Opt("mqtt_username", "broker user (its password: env only)")] = None,
+    mqtt_ca_file: Annotated[Path | None, Opt("mqtt_ca_file", "CA (PEM) of the broker (mqtts://)")] = None,
+    mqtt_cert_file: Annotated[Path | None, Opt("mqtt_cert_file", "client cert (PEM) for mqtts://")] = None,
+    mqtt_key_file: Annotated[Path | None, Opt("mqtt_key_file", "its key (PEM), unless in the cert")] = None,
     trusted_proxies: Annotated[
-        str | None, SetOpt("trusted_proxies", "CIDRs of load balancers whose X-Forwarded-For is believed")
+        str | None, Opt("trusted_proxies", "CIDRs of load balancers whose X-Forwarded-For is believed")
     ] = None,
     accept_unknown: Annotated[
-        bool | None, SetOpt("accept_unknown", "accept chargers that are not registered")
+        bool | None, Opt("accept_unknown", "accept chargers that are not registered")
     ] = None,
     registration_policy: Annotated[
         str | None,
-        SetOpt("registration_policy", "unknown chargers: reject (refused at handshake) or pending"),
+        Opt("registration_policy", "unknown chargers: reject (refused at handshake) or pending"),
     ] = None,
-    heartbeat_interval: Annotated[int | None, SetOpt("heartbeat_interval", "seconds, told at boot")] = None,
+    heartbeat_interval: Annotated[int | None, Opt("heartbeat_interval", "seconds, told at boot")] = None,
     call_timeout: Annotated[
-        float | None, SetOpt("call_timeout", "seconds to wait for a charger's answer")
+        float | None, Opt("call_timeout", "seconds to wait for a charger's answer")
     ] = None,
-    max_frame_bytes: Annotated[int | None, SetOpt("max_frame_bytes", "larger frames close with 1009")] = None,
-    tls_cert: Annotated[Path | None, SetOpt("tls_cert", "server certificate (PEM) for wss://")] = None,
-    tls_key: Annotated[Path | None, SetOpt("tls_key", "server key (PEM)")] = None,
+    max_frame_bytes: Annotated[int | None, Opt("max_frame_bytes", "larger frames close with 1009")] = None,
+    tls_cert: Annotated[Path | None, Opt("tls_cert", "server certificate (PEM) for wss://")] = None,
+    tls_key: Annotated[Path | None, Opt("tls_key", "server key (PEM)")] = None,
     tls_client_ca: Annotated[
-        Path | None, SetOpt("tls_client_ca", "CA for client certificates (profile 3)")
+        Path | None, Opt("tls_client_ca", "CA for client certificates (profile 3)")
     ] = None,
     allow_private_urls: Annotated[
-        bool | None, SetOpt("allow_private_urls", "allow loopback/private firmware and log URLs")
+        bool | None, Opt("allow_private_urls", "allow loopback/private firmware and log URLs")
     ] = None,
-    gateway_id: Annotated[str | None, SetOpt("gateway_id", "this gateway process's name on the bus")] = None,
-    node_id: Annotated[str | None, SetOpt("node_id", "stable name for this process's MQTT session")] = None,
+    gateway_id: Annotated[str | None, Opt("gateway_id", "this gateway process's name on the bus")] = None,
+    node_id: Annotated[str | None, Opt("node_id", "stable name for this process's MQTT session")] = None,
     boot_retry_interval: Annotated[
-        int | None, SetOpt("boot_retry_interval", "seconds a Pending/Rejected charger waits to boot again")
+        int | None, Opt("boot_retry_interval", "seconds a Pending/Rejected charger waits to boot again")
     ] = None,
     login_failures_allowed: Annotated[
         int | None,
-        SetOpt("login_failures_allowed", "failed logins per id / address per minute before back-off"),
+        Opt("login_failures_allowed", "failed logins per id / address per minute before back-off"),
     ] = None,
     login_backoff_seconds: Annotated[
-        float | None, SetOpt("login_backoff_seconds", "seconds logins stay refused after too many failures")
+        float | None, Opt("login_backoff_seconds", "seconds logins stay refused after too many failures")
     ] = None,
     handshake_concurrency: Annotated[
-        int | None, SetOpt("handshake_concurrency", "handshakes checked against the database at once")
+        int | None, Opt("handshake_concurrency", "handshakes checked against the database at once")
     ] = None,
     spool_dir: Annotated[
-        Path | None, SetOpt("spool_dir", "gateway event spool while the broker is away (./chargeops-spool)")
+        Path | None, Opt("spool_dir", "gateway event spool while the broker is away (./chargeops-spool)")
     ] = None,
     spool_max_events: Annotated[
-        int | None, SetOpt("spool_max_events", "events the gateway spools; beyond it calls get InternalError")
+        int | None, Opt("spool_max_events", "events the gateway spools; beyond it calls get InternalError")
     ] = None,
     bus_linger_ms: Annotated[
         float | None,
-        SetOpt("bus_linger_ms", "ms a gateway gathers events per MQTT message (0: one loop turn)"),
+        Opt("bus_linger_ms", "ms a gateway gathers events per MQTT message (0: one loop turn)"),
     ] = None,
     sample_retention_days: Annotated[
-        int | None, SetOpt("sample_retention_days", "days of raw meter samples and 1-minute rollups kept")
+        int | None, Opt("sample_retention_days", "days of raw meter samples and 1-minute rollups kept")
     ] = None,
     fleet_metrics_interval: Annotated[
-        float | None, SetOpt("fleet_metrics_interval", "seconds between fleet gauge refreshes (ops role)")
+        float | None, Opt("fleet_metrics_interval", "seconds between fleet gauge refreshes (ops role)")
     ] = None,
     handshake_backlog: Annotated[
-        int | None, SetOpt("handshake_backlog", "handshakes allowed to wait; beyond it chargers get 503")
+        int | None, Opt("handshake_backlog", "handshakes allowed to wait; beyond it chargers get 503")
     ] = None,
     ws_ping_interval: Annotated[
-        float | None, SetOpt("ws_ping_interval", "seconds between WebSocket pings to each charger (20)")
+        float | None, Opt("ws_ping_interval", "seconds between WebSocket pings to each charger (20)")
     ] = None,
     ws_ping_timeout: Annotated[
         float | None,
-        SetOpt("ws_ping_timeout", "seconds to answer a ping before the link counts as dead (20)"),
+        Opt("ws_ping_timeout", "seconds to answer a ping before the link counts as dead (20)"),
     ] = None,
     rules_file: Annotated[
-        Path | None, SetOpt("rules_file", "fault rules (YAML) replacing the built-in ops/rules.yaml")
+        Path | None, Opt("rules_file", "fault rules (YAML) replacing the built-in ops/rules.yaml")
     ] = None,
     site_margin_pct: Annotated[
-        float | None, SetOpt("site_margin_pct", "% of each site's grid limit the site planner keeps unused")
+        float | None, Opt("site_margin_pct", "% of each site's grid limit the site planner keeps unused")
     ] = None,
     site_plan_interval: Annotated[
-        float | None, SetOpt("site_plan_interval", "seconds between full re-plans of the site power budgets")
+        float | None, Opt("site_plan_interval", "seconds between full re-plans of the site power budgets")
     ] = None,
     ops_interval: Annotated[
-        float | None, SetOpt("ops_interval", "seconds between ops scans (offline, stalled energy) and gauges")
+        float | None, Opt("ops_interval", "seconds between ops scans (offline, stalled energy) and gauges")
     ] = None,
     supply_interval: Annotated[
         float | None,
-        SetOpt(
-            "supply_interval", "seconds between supply reviews: reorders, stock-out risk, stored warnings"
-        ),
+        Opt("supply_interval", "seconds between supply reviews: reorders, stock-out risk, stored warnings"),
     ] = None,
     meter_max_power_kw: Annotated[
         float | None,
-        SetOpt(
-            "meter_max_power_kw", "kW a meter may rise at most when the charger's model has no rated power"
-        ),
+        Opt("meter_max_power_kw", "kW a meter may rise at most when the charger's model has no rated power"),
     ] = None,
     meter_max_clock_skew: Annotated[
-        float | None, SetOpt("meter_max_clock_skew", "seconds a meter reading may be stamped ahead (300)")
+        float | None, Opt("meter_max_clock_skew", "seconds a meter reading may be stamped ahead (300)")
     ] = None,
     log_level: LogLevel = None,
     log_format: LogFormat = None,
@@ -195,7 +185,7 @@ def serve(
 
 def SimOpt(field: str, help: str) -> Any:
     """A `simulate` flag, twin of `CHARGEOPS_SIM_<FIELD>` (`chargeops.settings.SimSettings`)."""
-    return Opt(env_name(field, "CHARGEOPS_SIM_"), help)
+    return EnvOpt(env_name(field, "CHARGEOPS_SIM_"), help)
 
 
 @app.command()

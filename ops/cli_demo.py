@@ -21,7 +21,7 @@ import typer
 
 from chargeops.settings import ROLES, DemoSettings
 from ops.cli_loop import run
-from ops.cli_options import DatabaseUrl, LogLevel, Opt, SetOpt, env_name, given, given_settings, start_logging
+from ops.cli_options import DatabaseUrl, EnvOpt, LogLevel, Opt, env_name, given, given_settings, start_logging
 
 # What SQLite keeps beside a database file (write-ahead log, shared memory, rollback journal).
 SIDE_FILES = ("-wal", "-shm", "-journal")
@@ -72,7 +72,7 @@ def start_over(database_url: str) -> str:
 
 def DemoOpt(field: str, help: str) -> Any:
     """A `demo` flag, twin of `CHARGEOPS_DEMO_<FIELD>` (`chargeops.settings.DemoSettings`)."""
-    return Opt(env_name(field, "CHARGEOPS_DEMO_"), help)
+    return EnvOpt(env_name(field, "CHARGEOPS_DEMO_"), help)
 
 
 def demo(
@@ -83,8 +83,8 @@ def demo(
     time_scale: Annotated[
         float | None, DemoOpt("time_scale", "simulated seconds per real second (30)")
     ] = None,
-    ocpp_port: Annotated[int | None, SetOpt("ocpp_port", "OCPP WebSocket port (default 9000)")] = None,
-    http_port: Annotated[int | None, SetOpt("http_port", "HTTP API port (default 8000)")] = None,
+    ocpp_port: Annotated[int | None, Opt("ocpp_port", "OCPP WebSocket port (default 9000)")] = None,
+    http_port: Annotated[int | None, Opt("http_port", "HTTP API port (default 8000)")] = None,
     database_url: DatabaseUrl = None,
     fresh: Annotated[
         bool | None,

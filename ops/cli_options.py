@@ -22,7 +22,7 @@ from chargeops.settings import LogSettings, Settings
 S = TypeVar("S", bound=BaseSettings)
 
 
-def Opt(env: str, help: str, **kw: Any) -> Any:
+def EnvOpt(env: str, help: str, **kw: Any) -> Any:
     """A flag whose environment twin is `env` (read by the settings class, not by typer)."""
     return typer.Option(help=f"{help} (env: {env})", show_default=False, **kw)
 
@@ -31,15 +31,15 @@ def env_name(field: str, prefix: str = "CHARGEOPS_") -> str:
     return f"{prefix}{field.upper()}"
 
 
-def SetOpt(field: str, help: str, **kw: Any) -> Any:
+def Opt(field: str, help: str, **kw: Any) -> Any:
     """A flag for the `Settings` field `field`, twin of `CHARGEOPS_<FIELD>`."""
-    return Opt(env_name(field), help, **kw)
+    return EnvOpt(env_name(field), help, **kw)
 
 
 DatabaseUrl = Annotated[
-    str | None, SetOpt("database_url", "SQLAlchemy async URL (default: SQLite ./chargeops.db)")
+    str | None, Opt("database_url", "SQLAlchemy async URL (default: SQLite ./chargeops.db)")
 ]
-LogLevel = Annotated[str | None, SetOpt("log_level", "DEBUG, INFO, WARNING, ERROR")]
+LogLevel = Annotated[str | None, Opt("log_level", "DEBUG, INFO, WARNING, ERROR")]
 
 
 class Format(StrEnum):
@@ -47,7 +47,7 @@ class Format(StrEnum):
     json = "json"
 
 
-LogFormat = Annotated[Format | None, SetOpt("log_format", "text or json (default text)")]
+LogFormat = Annotated[Format | None, Opt("log_format", "text or json (default text)")]
 
 
 def given(cls: type[S], **flags: Any) -> S:
