@@ -1,4 +1,8 @@
-"""Process settings: every command-line flag has a `CHARGEOPS_*` environment twin (SPEC §3)."""
+"""Process settings: every command-line flag has a `CHARGEOPS_*` environment twin (SPEC §3).
+
+The classes here are the only readers of `CHARGEOPS_*`: the command line passes them just the
+flags the user typed, so the precedence is flag > environment > default, decided in one place.
+"""
 
 from __future__ import annotations
 
@@ -40,10 +44,28 @@ def parse_networks(text: str) -> tuple[Network, ...]:
     return tuple(out)
 
 
-class Settings(BaseSettings):
-    """Everything a chargeops process can be told; defaults are the embedded, no-services setup."""
+class LogSettings(BaseSettings):
+    """How a command logs (`CHARGEOPS_LOG_LEVEL`, `CHARGEOPS_LOG_FORMAT`); every command reads these."""
 
     model_config = SettingsConfigDict(env_prefix="CHARGEOPS_", extra="ignore")
+
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = Field(
+        default="INFO", description="DEBUG, INFO, WARNING, ERROR (a command may have its own default)"
+    )
+    log_format: Literal["text", "json"] = Field(default="text", description="log lines as text or JSON")
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _level(cls, value: object) -> object:
+        return value.upper() if isinstance(value, str) else value
+
+    def level_or(self, default: str) -> str:
+        """The log level asked for (flag or environment), else the command's own `default`."""
+        return self.log_level if "log_level" in self.model_fields_set else default
+
+
+class Settings(LogSettings):
+    """Everything a chargeops process can be told; defaults are the embedded, no-services setup."""
 
     database_url: str = Field(
         default=f"sqlite+aiosqlite:///{Path.cwd() / 'chargeops.db'}",
@@ -237,7 +259,6 @@ class Settings(BaseSettings):
         description="seconds between CostUpdated calls telling 2.x stations a session's running cost "
         "(when it changed; 0: never, the TransactionEvent answers carry it)",
     )
-    log_level: str = "INFO"
 
     @field_validator("roles")
     @classmethod
@@ -262,3 +283,39 @@ class Settings(BaseSettings):
     def role_set(self) -> set[str]:
         """The roles named in `roles` (checked against the known ones when the settings were made)."""
         return {r.strip() for r in self.roles.split(",") if r.strip()}
+
+
+class SimSettings(LogSettings):
+    """`chargeops simulate`: flag `--NAME`, environment `CHARGEOPS_SIM_NAME` (not process settings: a
+    simulated fleet is not part of the backend)."""
+
+    model_config = SettingsConfigDict(env_prefix="CHARGEOPS_SIM_", extra="ignore")
+
+    csms: str = Field(description="central system URL, e.g. ws://127.0.0.1:9000/ocpp")
+    chargers: int = Field(default=1, ge=0, description="number of simulated chargers")
+    protocol: Literal["ocpp1.6", "ocpp2.0.1", "ocpp2.1", "mixed"] = "ocpp1.6"
+    swap_stations: int = Field(default=0, ge=0, description="simulated battery-swap stations")
+    v2x_chargers: int = Field(default=0, ge=0, description="simulated bidirectional OCPP 2.1 chargers")
+    duration: float | None = Field(default=None, description="seconds to run (default: until stopped)")
+    fault_rate: float = Field(default=0.0, ge=0, description="faults per charger per simulated hour")
+    seed: int = 0
+    id_prefix: str = "SIM"
+    password: str | None = Field(default=None, description="Basic-auth password for every charger")
+    time_scale: float = Field(default=1.0, gt=0, description="simulated seconds per real second")
+    swap_rate: float = Field(default=6.0, ge=0, description="swaps per station per simulated hour")
+    session_rate: float = Field(default=0.02, ge=0, description="EV arrivals per free connector per minute")
+    sample_interval: float = Field(default=60.0, gt=0, description="simulated seconds between meter values")
+    connect_rate: float = Field(default=500.0, gt=0, description="new connections per second")
+    strict: bool = Field(default=False, description="validate all traffic against the OCPP schemas")
+
+
+class DemoSettings(BaseSettings):
+    """`chargeops demo`'s own options: flag `--NAME`, environment `CHARGEOPS_DEMO_NAME`; the rest of what a
+    demo runs with are `Settings`."""
+
+    model_config = SettingsConfigDict(env_prefix="CHARGEOPS_DEMO_", extra="ignore")
+
+    chargers: int = Field(default=20, ge=0, description="simulated chargers")
+    fault_rate: float = Field(default=0.5, ge=0, description="faults per charger per simulated hour")
+    time_scale: float = Field(default=30.0, gt=0, description="simulated seconds per real second")
+    fresh: bool = Field(default=False, description="remove the demo's SQLite database first")

@@ -71,6 +71,7 @@ from telemetry.metrics import (
     OCPP_OUTGOING_SECONDS,
     TRANSACTION_CONFLICTS,
     handling_seconds,
+    label,
     messages_in,
 )
 
@@ -418,7 +419,7 @@ class ChargerSession(ChargePoint):
                 self._waiting = None
                 OCPP_OUTGOING_SECONDS.labels(action).observe(time.perf_counter() - started)
         if isinstance(answer, CallError):
-            OCPP_CALL_ERRORS.labels(answer.code, "in").inc()
+            OCPP_CALL_ERRORS.labels(label(answer.code), "in").inc()
             return CommandReply(
                 "error", error_code=answer.code, description=answer.description, details=answer.details
             )

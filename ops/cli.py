@@ -1,4 +1,5 @@
-"""The `chargeops` command line (SPEC §3). Every flag has a CHARGEOPS_* environment twin."""
+"""The `chargeops` command line (SPEC §3). Every flag has a CHARGEOPS_* environment twin, read by
+`chargeops.settings` alone (`ops.cli_options`)."""
 
 from __future__ import annotations
 
@@ -11,11 +12,20 @@ from typing import Annotated, Any
 
 import typer
 
-from chargeops.logs import setup as setup_logging
-from chargeops.settings import Settings
+from chargeops.settings import Settings, SimSettings
 from ops import cli_ca, cli_demo, cli_fleet
 from ops.cli_loop import run as _run
-from ops.cli_options import DatabaseUrl, LogLevel, Opt, given_settings
+from ops.cli_options import (
+    DatabaseUrl,
+    EnvOpt,
+    LogFormat,
+    LogLevel,
+    Opt,
+    env_name,
+    given,
+    given_settings,
+    start_logging,
+)
 
 app = typer.Typer(help="chargeops: operations backend for EV charging operators.", no_args_is_help=True)
 db_app = typer.Typer(help="Database maintenance.", no_args_is_help=True)
@@ -30,11 +40,6 @@ ops_app = typer.Typer(help="Operations tools: the supply early warning's back-te
 app.add_typer(ops_app, name="ops")
 
 
-class LogFormat(StrEnum):
-    text = "text"
-    json = "json"
-
-
 class Protocol(StrEnum):
     v16 = "ocpp1.6"
     v201 = "ocpp2.0.1"
@@ -45,8 +50,8 @@ class Protocol(StrEnum):
 @app.command()
 def serve(
     roles: Annotated[
-        str, Opt("roles", "comma-separated: gateway, ingest, ops, api")
-    ] = "gateway,ingest,ops,api",
+        str | None, Opt("roles", "comma-separated: gateway, ingest, ops, api (default: all)")
+    ] = None,
     ocpp_host: Annotated[str | None, Opt("ocpp_host", "OCPP WebSocket bind address")] = None,
     ocpp_port: Annotated[int | None, Opt("ocpp_port", "OCPP WebSocket port (default 9000)")] = None,
     http_host: Annotated[str | None, Opt("http_host", "HTTP API / metrics bind address")] = None,
@@ -77,7 +82,8 @@ def serve(
         bool | None, Opt("accept_unknown", "accept chargers that are not registered")
     ] = None,
     registration_policy: Annotated[
-        str | None, Opt("registration_policy", "unknown chargers: reject (refused at handshake) or pending")
+        str | None,
+        Opt("registration_policy", "unknown chargers: reject (refused at handshake) or pending"),
     ] = None,
     heartbeat_interval: Annotated[int | None, Opt("heartbeat_interval", "seconds, told at boot")] = None,
     call_timeout: Annotated[
@@ -130,7 +136,8 @@ def serve(
         int | None, Opt("boot_retry_interval", "seconds a Pending/Rejected charger waits to boot again")
     ] = None,
     login_failures_allowed: Annotated[
-        int | None, Opt("login_failures_allowed", "failed logins per id / address per minute before back-off")
+        int | None,
+        Opt("login_failures_allowed", "failed logins per id / address per minute before back-off"),
     ] = None,
     login_backoff_seconds: Annotated[
         float | None, Opt("login_backoff_seconds", "seconds logins stay refused after too many failures")
@@ -145,7 +152,8 @@ def serve(
         int | None, Opt("spool_max_events", "events the gateway spools; beyond it calls get InternalError")
     ] = None,
     bus_linger_ms: Annotated[
-        float | None, Opt("bus_linger_ms", "ms a gateway gathers events per MQTT message (0: one loop turn)")
+        float | None,
+        Opt("bus_linger_ms", "ms a gateway gathers events per MQTT message (0: one loop turn)"),
     ] = None,
     sample_retention_days: Annotated[
         int | None, Opt("sample_retention_days", "days of raw meter samples and 1-minute rollups kept")
@@ -160,7 +168,8 @@ def serve(
         float | None, Opt("ws_ping_interval", "seconds between WebSocket pings to each charger (20)")
     ] = None,
     ws_ping_timeout: Annotated[
-        float | None, Opt("ws_ping_timeout", "seconds to answer a ping before the link counts as dead (20)")
+        float | None,
+        Opt("ws_ping_timeout", "seconds to answer a ping before the link counts as dead (20)"),
     ] = None,
     rules_file: Annotated[
         Path | None, Opt("rules_file", "fault rules (YAML) replacing the built-in ops/rules.yaml")
@@ -191,15 +200,15 @@ def serve(
     cost_update_interval: Annotated[
         float | None, Opt("cost_update_interval", "seconds between CostUpdated calls (60, 0: off)")
     ] = None,
-    log_level: LogLevel = "INFO",
-    log_format: Annotated[LogFormat, Opt("log_format", "text or json")] = LogFormat.text,
+    log_level: LogLevel = None,
+    log_format: LogFormat = None,
 ) -> None:
     """Run the backend: OCPP gateway, telemetry ingest, ops engine, HTTP API and /metrics."""
-    given = {k: v for k, v in locals().items() if k in Settings.model_fields}
-    setup_logging(log_level, log_format.value)
+    flags = {k: v for k, v in locals().items() if k in Settings.model_fields}
     settings = None
     try:
-        settings = given_settings(**given)
+        start_logging(log_level, log_format)
+        settings = given_settings(**flags)
         from ops.runtime import Runtime
         from ops.startup import probe_ports
 
@@ -212,53 +221,76 @@ def serve(
         fail(exc, settings)
 
 
+def SimOpt(field: str, help: str) -> Any:
+    """A `simulate` flag, twin of `CHARGEOPS_SIM_<FIELD>` (`chargeops.settings.SimSettings`)."""
+    return EnvOpt(env_name(field, "CHARGEOPS_SIM_"), help)
+
+
 @app.command()
 def simulate(
-    csms: Annotated[str, Opt("sim_csms", "central system URL, e.g. ws://127.0.0.1:9000/ocpp")],
-    chargers: Annotated[int, Opt("sim_chargers", "number of simulated chargers")] = 1,
-    protocol: Annotated[Protocol, Opt("sim_protocol", "ocpp1.6, ocpp2.0.1, ocpp2.1 or mixed")] = Protocol.v16,
-    swap_stations: Annotated[int, Opt("sim_swap_stations", "simulated battery-swap stations")] = 0,
+    csms: Annotated[str | None, SimOpt("csms", "central system URL, e.g. ws://127.0.0.1:9000/ocpp")] = None,
+    chargers: Annotated[int | None, SimOpt("chargers", "number of simulated chargers (1)")] = None,
+    protocol: Annotated[
+        Protocol | None, SimOpt("protocol", "ocpp1.6 (default), ocpp2.0.1, ocpp2.1 or mixed")
+    ] = None,
+    swap_stations: Annotated[
+        int | None, SimOpt("swap_stations", "simulated battery-swap stations (0)")
+    ] = None,
     v2x_chargers: Annotated[
-        int, Opt("sim_v2x_chargers", "simulated bidirectional OCPP 2.1 chargers (DER control)")
-    ] = 0,
-    duration: Annotated[float | None, Opt("sim_duration", "seconds to run (default: until stopped)")] = None,
-    fault_rate: Annotated[float, Opt("sim_fault_rate", "faults per charger per simulated hour")] = 0.0,
-    seed: Annotated[int, Opt("sim_seed", "random seed (same seed, same run)")] = 0,
-    id_prefix: Annotated[str, Opt("sim_id_prefix", "charger ids are PREFIX00001, ...")] = "SIM",
-    password: Annotated[str | None, Opt("sim_password", "Basic-auth password for every charger")] = None,
-    time_scale: Annotated[float, Opt("sim_time_scale", "simulated seconds per real second")] = 1.0,
-    swap_rate: Annotated[float, Opt("sim_swap_rate", "swaps per station per simulated hour")] = 6.0,
+        int | None, SimOpt("v2x_chargers", "simulated bidirectional OCPP 2.1 chargers (DER control; 0)")
+    ] = None,
+    duration: Annotated[float | None, SimOpt("duration", "seconds to run (default: until stopped)")] = None,
+    fault_rate: Annotated[
+        float | None, SimOpt("fault_rate", "faults per charger per simulated hour (0)")
+    ] = None,
+    seed: Annotated[int | None, SimOpt("seed", "random seed (same seed, same run; 0)")] = None,
+    id_prefix: Annotated[str | None, SimOpt("id_prefix", "charger ids are PREFIX00001, ... (SIM)")] = None,
+    password: Annotated[str | None, SimOpt("password", "Basic-auth password for every charger")] = None,
+    time_scale: Annotated[float | None, SimOpt("time_scale", "simulated seconds per real second (1)")] = None,
+    swap_rate: Annotated[
+        float | None, SimOpt("swap_rate", "swaps per station per simulated hour (6)")
+    ] = None,
     session_rate: Annotated[
-        float, Opt("sim_session_rate", "EV arrivals per free connector per simulated minute")
-    ] = 0.02,
+        float | None, SimOpt("session_rate", "EV arrivals per free connector per simulated minute (0.02)")
+    ] = None,
     sample_interval: Annotated[
-        float, Opt("sim_sample_interval", "simulated seconds between meter values")
-    ] = 60.0,
-    connect_rate: Annotated[float, Opt("sim_connect_rate", "new connections per second")] = 500.0,
-    strict: Annotated[bool, Opt("sim_strict", "validate all traffic against the OCPP schemas")] = False,
-    log_level: LogLevel = "INFO",
+        float | None, SimOpt("sample_interval", "simulated seconds between meter values (60)")
+    ] = None,
+    connect_rate: Annotated[float | None, SimOpt("connect_rate", "new connections per second (500)")] = None,
+    strict: Annotated[
+        bool | None, SimOpt("strict", "validate all traffic against the OCPP schemas (off)")
+    ] = None,
+    log_level: LogLevel = None,
+    log_format: LogFormat = None,
 ) -> None:
     """Run a simulated fleet against any OCPP central system."""
-    setup_logging(log_level)
+    flags = {k: v for k, v in locals().items() if k in SimSettings.model_fields}
+    try:
+        start_logging(log_level, log_format)
+        sim = given(SimSettings, **flags)
+    except Exception as exc:
+        from ops.startup import fail
+
+        fail(exc, None)
     from firmware_stubs.fleet import FleetConfig, run_fleet
 
     config = FleetConfig(
-        csms_url=csms,
-        chargers=chargers,
-        protocol=protocol.value,
-        swap_stations=swap_stations,
-        swap_rate=swap_rate,
-        v2x_chargers=v2x_chargers,
-        duration=duration,
-        fault_rate=fault_rate,
-        seed=seed,
-        id_prefix=id_prefix,
-        password=password,
-        sample_interval=sample_interval,
-        session_rate=session_rate,
-        time_scale=time_scale,
-        connect_rate=connect_rate,
-        strict=strict,
+        csms_url=sim.csms,
+        chargers=sim.chargers,
+        protocol=sim.protocol,
+        swap_stations=sim.swap_stations,
+        swap_rate=sim.swap_rate,
+        v2x_chargers=sim.v2x_chargers,
+        duration=sim.duration,
+        fault_rate=sim.fault_rate,
+        seed=sim.seed,
+        id_prefix=sim.id_prefix,
+        password=sim.password,
+        sample_interval=sim.sample_interval,
+        session_rate=sim.session_rate,
+        time_scale=sim.time_scale,
+        connect_rate=sim.connect_rate,
+        strict=sim.strict,
     )
     _run(_simulate(config, run_fleet))
 

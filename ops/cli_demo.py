@@ -15,14 +15,13 @@ from __future__ import annotations
 import contextlib
 import sqlite3
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
-from chargeops.logs import setup as setup_logging
-from chargeops.settings import ROLES
+from chargeops.settings import ROLES, DemoSettings
 from ops.cli_loop import run
-from ops.cli_options import DatabaseUrl, LogLevel, Opt, given_settings
+from ops.cli_options import DatabaseUrl, EnvOpt, LogLevel, Opt, env_name, given, given_settings, start_logging
 
 # What SQLite keeps beside a database file (write-ahead log, shared memory, rollback journal).
 SIDE_FILES = ("-wal", "-shm", "-journal")
@@ -71,35 +70,55 @@ def start_over(database_url: str) -> str:
     return f"--fresh: removed {db}; starting on an empty database"
 
 
+def DemoOpt(field: str, help: str) -> Any:
+    """A `demo` flag, twin of `CHARGEOPS_DEMO_<FIELD>` (`chargeops.settings.DemoSettings`)."""
+    return EnvOpt(env_name(field, "CHARGEOPS_DEMO_"), help)
+
+
 def demo(
-    chargers: Annotated[int, Opt("demo_chargers", "simulated chargers")] = 20,
-    fault_rate: Annotated[float, Opt("demo_fault_rate", "faults per charger per simulated hour")] = 0.5,
-    time_scale: Annotated[float, Opt("demo_time_scale", "simulated seconds per real second")] = 30.0,
+    chargers: Annotated[int | None, DemoOpt("chargers", "simulated chargers (20)")] = None,
+    fault_rate: Annotated[
+        float | None, DemoOpt("fault_rate", "faults per charger per simulated hour (0.5)")
+    ] = None,
+    time_scale: Annotated[
+        float | None, DemoOpt("time_scale", "simulated seconds per real second (30)")
+    ] = None,
     ocpp_port: Annotated[int | None, Opt("ocpp_port", "OCPP WebSocket port (default 9000)")] = None,
     http_port: Annotated[int | None, Opt("http_port", "HTTP API port (default 8000)")] = None,
     database_url: DatabaseUrl = None,
     fresh: Annotated[
-        bool,
-        Opt("demo_fresh", "start over: remove the demo's SQLite database first (refused for any other)"),
-    ] = False,
-    log_level: LogLevel = "WARNING",
+        bool | None,
+        DemoOpt("fresh", "start over: remove the demo's SQLite database first (refused for any other)"),
+    ] = None,
+    log_level: LogLevel = None,
 ) -> None:
-    """`serve` plus a simulated fleet with faults; prints where to look, then each ticket as it opens."""
-    setup_logging(log_level)
+    """`serve` plus a simulated fleet with faults; prints where to look, then each ticket as it opens.
+    Logs at WARNING unless --log-level / CHARGEOPS_LOG_LEVEL says otherwise."""
     from ops import progress
     from ops.startup import fail, probe_ports
 
-    progress.narrate()
     settings = None
     try:
+        start_logging(log_level, default="WARNING")
+        progress.narrate()
+        options = given(
+            DemoSettings, chargers=chargers, fault_rate=fault_rate, time_scale=time_scale, fresh=fresh
+        )
         settings = given_settings(
             ocpp_port=ocpp_port, http_port=http_port, database_url=database_url, accept_unknown=True
         )
         probe_ports(settings, set(ROLES))  # a demo already running on this database is not pulled from under
-        if fresh:
+        if options.fresh:
             progress.log.info("%s", start_over(settings.database_url))
         from ops.demo import run_demo
 
-        run(run_demo(settings, chargers=chargers, fault_rate=fault_rate, time_scale=time_scale))
+        run(
+            run_demo(
+                settings,
+                chargers=options.chargers,
+                fault_rate=options.fault_rate,
+                time_scale=options.time_scale,
+            )
+        )
     except Exception as exc:
         fail(exc, settings)

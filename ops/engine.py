@@ -19,38 +19,21 @@ from sqlalchemy import DateTime, bindparam, func, select, text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from chargeops import clock
-from chargeops.db.engine import stored_utc
 from chargeops.db.models import Charger
 from chargeops.db.ops_models import (
     Battery,
     BatteryReading,
     BatterySwap,
-    Stock,
-    SupplyWarning,
     Ticket,
-    TicketLog,
 )
 from chargeops.events import BatterySwapped, Booted, Connected, Event, SecurityEvent, StatusChanged
-from ops import boot_loop, maintenance, progress, security_events, supply_warnings, tickets
+from ops import boot_loop, gauges, maintenance, progress, security_events, supply_warnings, tickets
 from ops.registry import seed_catalogue
 from ops.rules import Observation, ObservationKind, RuleBook, load_rules, observations, observed
-from ops.tickets import OPEN_STATES, PRIORITIES
-from telemetry.metrics import (
-    BATTERIES,
-    BATTERIES_BY_SOH,
-    STOCK_AVAILABLE,
-    STOCKOUT_PROBABILITY,
-    SUPPLY_RISK,
-    SWAP_ORPHANS,
-    TICKETS_OPEN,
-    TICKETS_OVERDUE,
-    TICKETS_UNASSIGNED,
-    TICKETS_UNASSIGNED_AGE,
-)
+from ops.tickets import OPEN_STATES
 from telemetry.periodic import Periodic
 
 log = logging.getLogger("chargeops.ops")
-SOH_BANDS = (("90-100", 90.0), ("80-90", 80.0), ("70-80", 70.0), ("below 70", 0.0))
 # (energy registered, mean power drawn, mean power offered, mean SoC) over a window → what is wrong, or None
 WindowCheck = Callable[[float | None, float | None, float | None, float | None], str | None]
 
@@ -346,68 +329,4 @@ class OpsEngine(Periodic):
         return f"drawing {drawn / 1000:.1f} kW of {offered / 1000:.1f} kW offered"
 
     async def refresh_gauges(self) -> None:
-        now = clock.now()
-        async with self.sessions() as session:
-            open_counts = await tickets.open_counts(session, now)
-            # Waiting since it was created or last handed back to `open` (assigned -> open).
-            waiting_since = (
-                select(func.max(TicketLog.at))
-                .where(TicketLog.ticket_id == Ticket.id, TicketLog.action.in_(("created", "open")))
-                .correlate(Ticket)
-                .scalar_subquery()
-            )
-            unassigned = (
-                await session.execute(
-                    select(
-                        Ticket.kind,
-                        Ticket.priority,
-                        func.count(),
-                        func.min(func.coalesce(waiting_since, Ticket.created_at)),
-                    )
-                    .where(Ticket.status == "open")
-                    .group_by(Ticket.kind, Ticket.priority)
-                )
-            ).all()
-            stock = (await session.scalars(select(Stock))).all()
-            warnings = (await session.scalars(select(SupplyWarning))).all()
-            packs = (await session.execute(select(Battery.location, Battery.soh))).all()
-            orphans = await session.scalar(
-                select(func.count())
-                .select_from(BatterySwap)
-                .where(
-                    BatterySwap.status == "out_timeout",
-                    BatterySwap.updated_at >= now - timedelta(days=1),
-                )
-            )
-        for gauge in (TICKETS_OPEN, TICKETS_OVERDUE, TICKETS_UNASSIGNED, TICKETS_UNASSIGNED_AGE):
-            gauge.clear()
-            for kind in ("maintenance", "supply"):
-                for priority in PRIORITIES:
-                    gauge.labels(kind, priority).set(0)
-        for count in open_counts:
-            TICKETS_OPEN.labels(count.kind, count.priority).set(count.n)
-            TICKETS_OVERDUE.labels(count.kind, count.priority).set(count.past_sla)
-        for kind, priority, n, since in unassigned:
-            TICKETS_UNASSIGNED.labels(kind, priority).set(n)
-            if since is not None:
-                TICKETS_UNASSIGNED_AGE.labels(kind, priority).set(
-                    max(0.0, (now - stored_utc(since)).total_seconds())
-                )
-        STOCK_AVAILABLE.clear()
-        for row in stock:
-            STOCK_AVAILABLE.labels(row.depot_id, row.sku).set(row.available)
-        SUPPLY_RISK.clear()
-        STOCKOUT_PROBABILITY.clear()
-        for w in warnings:
-            for level in ("watch", "warning", "critical"):
-                SUPPLY_RISK.labels(w.depot_id, w.sku, level).set(1 if w.level == level else 0)
-            STOCKOUT_PROBABILITY.labels(w.depot_id, w.sku).set(w.probability)
-        SWAP_ORPHANS.set(orphans or 0)
-        BATTERIES.clear()
-        BATTERIES_BY_SOH.clear()
-        for name, _ in SOH_BANDS:
-            BATTERIES_BY_SOH.labels(name).set(0)
-        for location, soh in packs:
-            BATTERIES.labels(location).inc()
-            band = next((name for name, low in SOH_BANDS if soh is not None and soh >= low), "unknown")
-            BATTERIES_BY_SOH.labels(band).inc()
+        await gauges.refresh(self.sessions)

@@ -387,7 +387,7 @@ def _export_metrics(
     site: str, report: SiteTelemetry | None, charging_w: float, grid_limit_kw: float | None, budget: Budget
 ) -> None:
     """Per-site gauges; telemetry-based series are withdrawn while the site's report is stale."""
-    m.SITE_CHARGING_LOAD.labels(site).set(charging_w)
+    m.SITE_CHARGING_LOAD.labels(m.label(site)).set(charging_w)
     values: dict[m.Gauge, float | None] = {
         m.SITE_POWER_LIMIT: budget.total_w if grid_limit_kw is not None else None,
         m.SITE_PV: report.pv_w if report else None,

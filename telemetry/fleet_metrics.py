@@ -14,9 +14,24 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from chargeops.events import utcnow
 from telemetry.fleet_state import chargers_by_state
-from telemetry.metrics import FLEET_CHARGERS, FLEET_CONNECTORS, SESSIONS_ACTIVE, SITE_POWER
+from telemetry.metrics import FLEET_CHARGERS, FLEET_CONNECTORS, SESSIONS_ACTIVE, SITE_POWER, label
 from telemetry.periodic import Periodic
 
+STATES = ("online", "offline", "faulted")
+# Every connector status OCPP 1.6 and 2.x know: each has a series, 0 when no connector reports it.
+CONNECTOR_STATUSES = (
+    "Available",
+    "Preparing",
+    "Charging",
+    "SuspendedEVSE",
+    "SuspendedEV",
+    "Finishing",
+    "Occupied",
+    "Reserved",
+    "Unavailable",
+    "Faulted",
+)
+REGISTERED_SITES = text("SELECT id FROM sites")
 CONNECTORS_BY_STATUS = text("SELECT status, count(*) FROM connectors GROUP BY status")
 ACTIVE_SESSIONS = text(
     """
@@ -42,31 +57,46 @@ SITE_POWER_NOW = text(
 POWER_WINDOW = timedelta(minutes=2)
 
 
+def zero_series() -> None:
+    """The connector statuses at 0 from start-up, before the first refresh has read the database."""
+    for status in CONNECTOR_STATUSES:
+        FLEET_CONNECTORS.labels(status).set(0)
+
+
 async def refresh(sessions: async_sessionmaker[AsyncSession]) -> None:
     """Read the fleet state, then replace every gauge's series in one step (no await in between, so a
-    scrape never sees a half-updated set)."""
+    scrape never sees a half-updated set). Every site — registered, or named by a charger — has each
+    state, its sessions and its power at 0 rather than absent."""
     async with sessions() as session:
         chargers = await chargers_by_state(session)
+        registered = (await session.scalars(REGISTERED_SITES)).all()
         connectors = (await session.execute(CONNECTORS_BY_STATUS)).all()
         sessions_active = (await session.execute(ACTIVE_SESSIONS)).all()
         power = (await session.execute(SITE_POWER_NOW, {"since": utcnow() - POWER_WINDOW})).all()
-    counts: dict[tuple[str, str], int] = {}
+    sites = {label(s) for s in registered} | {label(g.site or "") for g in chargers}
+    counts = {(site, state): 0 for site in sites for state in STATES}
     for group in chargers:
         state = "offline" if not group.connected else ("faulted" if group.status == "Faulted" else "online")
-        key = (group.site or "", state)
-        counts[key] = counts.get(key, 0) + group.n
+        key = (label(group.site or ""), state)
+        counts[key] += group.n
     FLEET_CHARGERS.clear()
     for (site, state), n in counts.items():
         FLEET_CHARGERS.labels(site, state).set(n)
     FLEET_CONNECTORS.clear()
+    zero_series()
     for status, n in connectors:
-        FLEET_CONNECTORS.labels(status).set(n)
-    SESSIONS_ACTIVE.clear()
-    for site, n in sessions_active:
-        SESSIONS_ACTIVE.labels(site).set(n)
-    SITE_POWER.clear()
-    for site, watts in power:
-        SITE_POWER.labels(site).set(float(watts or 0.0))
+        FLEET_CONNECTORS.labels(label(status)).inc(n)
+    per_site = {site: 0.0 for site in sites}
+    for gauge, rows in ((SESSIONS_ACTIVE, sessions_active), (SITE_POWER, power)):
+        gauge.clear()
+        values = dict(per_site)
+        for site, value in rows:
+            values[label(site)] = values.get(label(site), 0.0) + float(value or 0.0)
+        for site, value in values.items():
+            gauge.labels(site).set(value)
+
+
+zero_series()
 
 
 class FleetMetrics(Periodic):

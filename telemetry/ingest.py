@@ -48,6 +48,7 @@ from telemetry.metrics import (
     METER_IMPLAUSIBLE,
     SITE_ENERGY,
     SWAP_EVENTS,
+    label,
 )
 from telemetry.pg_copy import SAMPLE_COLUMNS, SMALL_BATCH, copy_events, dirty_buckets, insert_small
 
@@ -334,11 +335,11 @@ def _count(batch: _Batch, fresh: list[Event], site_energy: dict[str, float]) -> 
         elif isinstance(body, MeterImplausible):
             METER_IMPLAUSIBLE.labels(body.reason).inc()
     for site, wh in site_energy.items():
-        SITE_ENERGY.labels(site).inc(wh)
+        SITE_ENERGY.labels(label(site)).inc(wh)
 
 
 def _fault(code: str) -> Counter:
-    code = code[:64]
+    code = label(code)[:64]
     if code not in _fault_codes and len(_fault_codes) >= MAX_FAULT_CODES:
         code = "other"
     _fault_codes.add(code)

@@ -1,6 +1,7 @@
 """Prometheus metrics. Names start with `chargeops_`; no per-charger labels (bounded cardinality); units in
 the name (`_watt_hours_total`, `_watts`, `_seconds`, `_ratio` for 0-1); no `_created` series (Prometheus does
-not use them and they double every counter's series)."""
+not use them and they double every counter's series); label values never hold whitespace (`label`: an
+operator's site id or a charger's fault code may)."""
 
 from __future__ import annotations
 
@@ -17,6 +18,12 @@ disable_created_metrics()
 M = TypeVar("M", bound=MetricWrapperBase)
 
 
+def label(value: object) -> str:
+    """A label value from text we do not choose (site, depot and SKU ids, codes a charger sends): whitespace
+    runs become `_`, so PromQL matchers and Grafana variables need no quoting games."""
+    return "_".join(str(value).split())
+
+
 def cached_labels(metric: M) -> Callable[..., M]:
     """`metric.labels(...)` memoised: the hot path looks a child up once per label set, not per message.
     Only for label values from a bounded set (actions, kinds, codes)."""
@@ -24,13 +31,14 @@ def cached_labels(metric: M) -> Callable[..., M]:
     return lookup
 
 
-def set_or_withdraw(gauge: Gauge, label: str, value: float | None) -> None:
-    """Set the series of `label`, or with None withdraw it: no figure is better than a stale one."""
+def set_or_withdraw(gauge: Gauge, key: str, value: float | None) -> None:
+    """Set the series of label value `key`, or with None withdraw it: no figure is better than a stale one."""
+    name = label(key)
     if value is None:
         with contextlib.suppress(KeyError):
-            gauge.remove(label)
+            gauge.remove(name)
     else:
-        gauge.labels(label).set(value)
+        gauge.labels(name).set(value)
 
 
 CHARGERS_CONNECTED = Gauge(
@@ -143,18 +151,32 @@ TICKET_EVENTS = Counter(
     "Ticket lifecycle events (created, repeated, cleared, …)",
     ["kind", "action"],
 )
+# Per (depot, SKU) only for the pairs that need attention, at most 50 depots x 300 SKUs (`ops.gauges`).
 STOCK_AVAILABLE = Gauge(
-    "chargeops_stock_available", "Spare parts on hand minus reserved, per depot and SKU", ["depot", "sku"]
+    "chargeops_stock_available",
+    "Spare parts on hand minus reserved, per depot and SKU below its reorder point or under a warning",
+    ["depot", "sku"],
 )
 SUPPLY_RISK = Gauge(
     "chargeops_supply_risk",
-    "1 for the stored early-warning level (watch, warning, critical) in force for a depot and SKU",
+    "1 for the stored early-warning level (watch, warning, critical) in force for a depot and SKU "
+    "(pairs at ok have no series)",
     ["depot", "sku", "level"],
 )
 STOCKOUT_PROBABILITY = Gauge(
     "chargeops_supply_stockout_probability",
-    "Probability of a stock-out within the part's lead time + its deviation, per depot and SKU",
+    "Probability of a stock-out within the part's lead time + its deviation, per depot and SKU under a "
+    "warning",
     ["depot", "sku"],
+)
+SUPPLY_ATTENTION_PAIRS = Gauge(
+    "chargeops_supply_attention_pairs",
+    "Depot/SKU pairs below their reorder point or under a warning (exported or beyond the series bound)",
+)
+DEPOT_PARTS_ATTENTION = Gauge(
+    "chargeops_depot_parts_attention",
+    "SKUs of the depot below their reorder point or under a warning (every depot, 0: none)",
+    ["depot"],
 )
 SWAP_EVENTS = Counter(
     "chargeops_battery_swap_events_total",

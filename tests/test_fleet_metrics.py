@@ -61,4 +61,5 @@ async def test_fleet_gauges_follow_what_chargers_report(start_runtime: StartRunt
     assert gauge("chargeops_fleet_connectors", status="Occupied") == 1
     assert gauge("chargeops_sessions_active", site="north") == 1
     assert gauge("chargeops_site_power_watts", site="north") == 7400.0  # the total, not the phase value
-    assert gauge("chargeops_site_power_watts", site="south") is None
+    assert gauge("chargeops_site_power_watts", site="south") == 0  # issue 13: 0 rather than absent
+    assert gauge("chargeops_fleet_chargers", site="south", state="online") == 0

@@ -9,6 +9,7 @@ from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import inspect
+from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 MIGRATIONS = Path(__file__).resolve().parent.parent / "migrations"
@@ -22,15 +23,34 @@ def alembic_config(url: str) -> Config:
 
 
 async def upgrade(engine: AsyncEngine, target: str = "head") -> None:
-    """Bring the database at `engine` to the newest revision (or to `target`)."""
+    """Bring the database at `engine` to the newest revision (or to `target`).
+
+    On SQLite foreign keys are not enforced while migrating: batch mode re-creates a table to alter it, and
+    dropping a parent with enforcement on would cascade to its children. What a migration leaves is checked
+    (`PRAGMA foreign_key_check`) before enforcement is turned back on for the connection."""
     cfg = alembic_config(engine.url.render_as_string(hide_password=False))
-    async with engine.begin() as conn:
+    sqlite = engine.dialect.name == "sqlite"
 
-        def _upgrade(sync_conn: object) -> None:
-            cfg.attributes["connection"] = sync_conn
-            command.upgrade(cfg, target)
+    def _upgrade(sync_conn: Connection) -> None:
+        cfg.attributes["connection"] = sync_conn
+        command.upgrade(cfg, target)
+        if sqlite:
+            broken = sync_conn.exec_driver_sql("PRAGMA foreign_key_check").fetchall()
+            if broken:
+                raise RuntimeError(f"migration left rows without their parent: {broken[:10]}")
 
-        await conn.run_sync(_upgrade)
+    async with engine.connect() as conn:
+        if sqlite:  # outside a transaction, or SQLite ignores it
+            await conn.exec_driver_sql("PRAGMA foreign_keys=OFF")
+            await conn.commit()
+        try:
+            await conn.run_sync(_upgrade)
+            await conn.commit()
+        finally:
+            if sqlite:
+                await conn.rollback()
+                await conn.exec_driver_sql("PRAGMA foreign_keys=ON")
+                await conn.commit()
 
 
 async def is_empty(engine: AsyncEngine) -> bool:

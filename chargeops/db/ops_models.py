@@ -1,6 +1,13 @@
 """Operations storage: fleet registry, maintenance and supply tickets, spare parts, webhook outbox, battery
 packs and swaps, site power.
 
+Foreign keys (migration 0019) tie what the registry and the tickets own: depots and sites to regions and
+depots, stock and stock movements to depots and parts (no ON DELETE: the code never deletes those, so
+deleting one by hand while something refers to it is refused), a ticket's log and counted events to it
+(CASCADE), a movement to its ticket (SET NULL), a delivery to its subscription (CASCADE). `chargers.site`
+(a label registration accepts without a fleet document), what a charger reports, tickets' placement and
+supply warnings carry no key: history that outlives what it names (README, Database).
+
 Registered on the same `Base` as the telemetry tables (imported by `chargeops.db.models`), so one
 migration history covers the whole schema.
 """
@@ -42,7 +49,7 @@ class Depot(Base):
 
     id: Mapped[str] = mapped_column(String(64), primary_key=True)
     name: Mapped[str] = mapped_column(String(200))
-    region_id: Mapped[str | None] = mapped_column(String(64), index=True)
+    region_id: Mapped[str | None] = mapped_column(String(64), ForeignKey("regions.id"), index=True)
     latitude: Mapped[float | None] = mapped_column(Float)
     longitude: Mapped[float | None] = mapped_column(Float)
 
@@ -55,8 +62,8 @@ class Site(Base):
     id: Mapped[str] = mapped_column(String(64), primary_key=True)
     name: Mapped[str] = mapped_column(String(200))
     kind: Mapped[str] = mapped_column(String(20), default="charging")
-    region_id: Mapped[str | None] = mapped_column(String(64), index=True)
-    depot_id: Mapped[str | None] = mapped_column(String(64))
+    region_id: Mapped[str | None] = mapped_column(String(64), ForeignKey("regions.id"), index=True)
+    depot_id: Mapped[str | None] = mapped_column(String(64), ForeignKey("depots.id"))
     address: Mapped[str | None] = mapped_column(String(300))
     latitude: Mapped[float | None] = mapped_column(Float)
     longitude: Mapped[float | None] = mapped_column(Float)
@@ -117,8 +124,8 @@ class Stock(Base):
 
     __tablename__ = "stock"
 
-    depot_id: Mapped[str] = mapped_column(String(64), primary_key=True)
-    sku: Mapped[str] = mapped_column(String(64), primary_key=True)
+    depot_id: Mapped[str] = mapped_column(String(64), ForeignKey("depots.id"), primary_key=True)
+    sku: Mapped[str] = mapped_column(String(64), ForeignKey("parts.sku"), primary_key=True)
     on_hand: Mapped[int] = mapped_column(Integer, default=0)
     reserved: Mapped[int] = mapped_column(Integer, default=0)
     on_order: Mapped[int] = mapped_column(Integer, default=0)
@@ -139,11 +146,11 @@ class StockMovement(Base):
     __table_args__ = (Index("ix_stock_movements_depot_sku_at", "depot_id", "sku", "at"),)
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
-    depot_id: Mapped[str] = mapped_column(String(64))
-    sku: Mapped[str] = mapped_column(String(64))
+    depot_id: Mapped[str] = mapped_column(String(64), ForeignKey("depots.id"))
+    sku: Mapped[str] = mapped_column(String(64), ForeignKey("parts.sku"))
     kind: Mapped[str] = mapped_column(String(16))
     qty: Mapped[int] = mapped_column(Integer)
-    ticket_id: Mapped[int | None] = mapped_column(BigId)
+    ticket_id: Mapped[int | None] = mapped_column(BigId, ForeignKey("tickets.id", ondelete="SET NULL"))
     actor: Mapped[str | None] = mapped_column(String(100))
     note: Mapped[str | None] = mapped_column(Text)
     at: Mapped[datetime] = mapped_column(default=clock.now)
@@ -240,7 +247,9 @@ class TicketOccurrence(Base):
 
     __tablename__ = "ticket_occurrences"
 
-    ticket_id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    ticket_id: Mapped[int] = mapped_column(
+        BigId, ForeignKey("tickets.id", ondelete="CASCADE"), primary_key=True
+    )
     event_id: Mapped[str] = mapped_column(String(64), primary_key=True)
 
 
@@ -250,7 +259,7 @@ class TicketLog(Base):
     __tablename__ = "ticket_log"
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
-    ticket_id: Mapped[int] = mapped_column(BigId, index=True)
+    ticket_id: Mapped[int] = mapped_column(BigId, ForeignKey("tickets.id", ondelete="CASCADE"), index=True)
     at: Mapped[datetime] = mapped_column(default=clock.now)
     actor: Mapped[str] = mapped_column(String(100))
     action: Mapped[str] = mapped_column(String(32))
@@ -290,7 +299,9 @@ class OutboxMessage(Base):
     )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
-    subscription_id: Mapped[int] = mapped_column(BigId)
+    subscription_id: Mapped[int] = mapped_column(
+        BigId, ForeignKey("webhook_subscriptions.id", ondelete="CASCADE")
+    )
     event_type: Mapped[str] = mapped_column(String(64))
     payload: Mapped[dict[str, Any]]
     created_at: Mapped[datetime] = mapped_column(default=clock.now)
