@@ -18,20 +18,32 @@ OCPP action name passes through unchanged: that is the operator API's raw relay,
   the station's BatteryIn / BatteryOut arrive as `BatterySwapped` events;
 * `chargeops.SetChargerPassword` `{"password"}` → 1.6 ChangeConfiguration AuthorizationKey (hex) / 2.x
   SetVariables SecurityCtrlr.BasicAuthPassword; answered `{"status"}`. The gateway keeps the new password
-  once the charger accepts it (the old one works until the charger connects with the new one).
+  once the charger accepts it (the old one works until the charger connects with the new one);
+* `chargeops.GetLocalAuthSettings` `{}` → 1.6 GetConfiguration of LocalAuthListEnabled,
+  LocalAuthListMaxLength, SendLocalListMaxLength, AuthorizationCacheEnabled / 2.x GetVariables of
+  LocalAuthListCtrlr Enabled, ItemsPerMessage, BytesPerMessage and AuthCacheCtrlr Enabled; answered
+  `{"list_enabled", "max_length", "items_per_message", "bytes_per_message", "cache_enabled"}` (None: the
+  charger did not say; 2.x has no max length to read with GetVariables);
+* `chargeops.GetLocalListVersion` `{}` → GetLocalListVersion; answered `{"version"}` (0: no list installed,
+  -1: a 1.6 charger without local list);
+* `chargeops.SendLocalList` `{"version", "full", "entries": [{"id_token", "type", "status"?, "expiry"?,
+  "group_id"?}]}` → SendLocalList (1.6 idTagInfo with expiryDate and parentIdTag, 2.x idTokenInfo with
+  cacheExpiryDateTime and groupIdToken); an entry without `status` removes the token (differential
+  updates); answered `{"status", "reason"?}`;
+* `chargeops.ClearAuthCache` `{}` → ClearCache; answered `{"status"}`.
 
 DER `settings` are the control's own parameters as the standard names them (e.g. `{"pctMaxDischargePower":
 40}`, or `{"yUnit", "curveData"}` for a curve); DER answers come back neutral: `{"status",
-"superseded_ids"?, "reason"?, "info"?}`; every other answer comes back as the charger sent it (a 2.x list
-request the gateway split to the station's message limits: the parts' answers merged in request order). A
-charger whose version has no message for an action gets nothing: the reply is `invalid` with code
-`NotSupported`.
+"superseded_ids"?, "reason"?, "info"?}`, as do the local-authorization ones above; every other answer comes
+back as the charger sent it (a 2.x list request the gateway split to the station's message limits: the
+parts' answers merged in request order). A charger whose version has no message for an action gets nothing:
+the reply is `invalid` with code `NotSupported`.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 SET_POWER_LIMIT = "chargeops.SetPowerLimit"
 SET_DER_CONTROL = "chargeops.SetDerControl"
@@ -40,6 +52,10 @@ CLEAR_DER_CONTROL = "chargeops.ClearDerControl"
 GET_DER_CONTROLS = "chargeops.GetDerControls"
 REQUEST_BATTERY_SWAP = "chargeops.RequestBatterySwap"
 SET_CHARGER_PASSWORD = "chargeops.SetChargerPassword"
+GET_LOCAL_AUTH_SETTINGS = "chargeops.GetLocalAuthSettings"
+GET_LOCAL_LIST_VERSION = "chargeops.GetLocalListVersion"
+SEND_LOCAL_LIST = "chargeops.SendLocalList"
+CLEAR_AUTH_CACHE = "chargeops.ClearAuthCache"
 DER_ACTIONS = frozenset({SET_DER_CONTROL, SET_DISCHARGE_LIMIT, CLEAR_DER_CONTROL, GET_DER_CONTROLS})
 
 # The site planner's own discharge cap: each new cap replaces the last one (same id), and clearing it leaves
@@ -86,3 +102,12 @@ class CommandReply:
     error_code: str | None = None
     description: str | None = None
     details: dict[str, Any] = field(default_factory=dict)
+
+
+class Commands(Protocol):
+    """What sends a command to one charger and waits for its reply (`telemetry.bus.Bus` is one; the API's
+    `LoopBus` is another)."""
+
+    async def request(
+        self, charger_id: str, action: str, payload: dict[str, Any], timeout: float
+    ) -> CommandReply: ...

@@ -16,11 +16,12 @@ from chargeops.events import (
     TransactionUpdated,
 )
 from ocpp_gateway import seq_gaps, swaps
+from ocpp_gateway.local_auth import id_token_info
 from ocpp_gateway.meter import energy_wh, meter_events, samples_of
 from ocpp_gateway.plausibility import readings_of
 from ocpp_gateway.routes import Payload, StoreOnly
 from ocpp_gateway.session import ChargerSession
-from ocpp_gateway.times import ocpp_time, parse_time
+from ocpp_gateway.times import parse_time
 from ocpp_gateway.versions import V201
 
 # Component variables whose value "true" means something is broken (OCPP 2.0.1 part 2, appendix 3).
@@ -184,12 +185,7 @@ class Session201(ChargerSession):
         if id_token["type"] == "NoAuthorization":
             return {"status": "Accepted"}
         token = await self.authorize(id_token["idToken"], record=record)
-        info: Payload = {"status": token.status}
-        if token.expiry is not None:
-            info["cacheExpiryDateTime"] = ocpp_time(token.expiry)
-        if token.group_id:
-            info["groupIdToken"] = {"idToken": token.group_id, "type": "Central"}
-        return info
+        return id_token_info(token.status, token.expiry, token.group_id)
 
     # Every charger-initiated action of OCPP 2.0.1. Those with no feature behind them yet are stored as
     # sent and answered so that the charger goes on: no certificate authority, OCSP responder or ISO 15118

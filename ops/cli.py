@@ -153,6 +153,14 @@ def serve(
     meter_max_clock_skew: Annotated[
         float | None, Opt("meter_max_clock_skew", "seconds a meter reading may be stamped ahead (300)")
     ] = None,
+    local_list_groups: Annotated[
+        str | None,
+        Opt("local_list_groups", "comma-separated token groups put on local lists (default: every token)"),
+    ] = None,
+    local_list_sync_interval: Annotated[
+        float | None,
+        Opt("local_list_sync_interval", "seconds between automatic syncs of stale local lists (0: off)"),
+    ] = None,
     log_level: LogLevel = "INFO",
     log_format: Annotated[LogFormat, Opt("log_format", "text or json")] = LogFormat.text,
 ) -> None:

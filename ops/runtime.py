@@ -27,6 +27,7 @@ from ops.api import create_app
 from ops.api.context import Commands
 from ops.api.worker import ApiThread, LoopBus
 from ops.engine import OpsEngine
+from ops.local_list.job import LocalListJob
 from ops.site_power import SitePlanner
 from ops.startup import StartupError
 from ops.webhooks import WebhookDispatcher
@@ -97,6 +98,7 @@ class Runtime:
         self.webhooks: WebhookDispatcher | None = None
         self.site_planner: SitePlanner | None = None
         self.site_telemetry: SiteTelemetrySubscriber | None = None
+        self.local_lists: LocalListJob | None = None
         self._ops_bus: Bus | None = None
         self._http: ApiThread | None = None
         self._http_port: int | None = None
@@ -159,6 +161,10 @@ class Runtime:
         )
         self.bus.subscribe(self.site_planner.handle)
         self.site_planner.start()
+        if self.settings.local_list_sync_interval > 0:
+            self.local_lists = LocalListJob(self.sessions, self.bus, self.settings)
+            self.bus.subscribe(self.local_lists.handle)
+            self.local_lists.start()
 
     def http_app(self, sessions: async_sessionmaker[AsyncSession], bus: Commands) -> FastAPI:
         """The API (if this process runs that role) and, unless it has a listener of its own, `/metrics`."""
@@ -229,6 +235,7 @@ class Runtime:
             ("ops", self.ops.stop if self.ops is not None else None),
             ("webhooks", self.webhooks.stop if self.webhooks is not None else None),
             ("site planner", self.site_planner.stop if self.site_planner is not None else None),
+            ("local lists", self.local_lists.stop if self.local_lists is not None else None),
             ("site telemetry", self.site_telemetry.stop if self.site_telemetry is not None else None),
             ("ops bus", self._ops_bus.close if self._ops_bus is not None else None),
             ("maintenance", self.maintenance.stop if self.maintenance is not None else None),
