@@ -100,10 +100,12 @@ WRITE_BODIES: dict[tuple[str, str], Any] = {
     ("POST", "/api/sites/{site_id}/telemetry"): {"at": T0.isoformat(), "pv_w": 1},
     ("POST", "/api/swaps/request"): {"station_id": "ST-SOUTH", "id_token": "CARD-1"},
     ("POST", "/api/webhooks"): {"url": "https://example.com/hook"},
+    ("POST", "/api/local-list/sync"): {"site": "site-south"},
 }
 NO_BODY = {
     ("DELETE", "/api/chargers/{charger_id}"),
     ("POST", "/api/chargers/{charger_id}/rotate-password"),
+    ("POST", "/api/chargers/{charger_id}/local-list/sync"),
     ("DELETE", "/api/chargers/{charger_id}/der-controls"),
     ("DELETE", "/api/chargers/{charger_id}/der-controls/{control_id}"),
     ("DELETE", "/api/id-tokens/{id_token}"),

@@ -105,7 +105,7 @@ class FleetSync(Input):
     full: bool = Field(default=False, description="send every list whole")
 
 
-@router.post("/api/local-list/sync", dependencies=[Operator])
+@router.post("/api/local-list/sync", dependencies=[Operator], responses=documented(404))
 async def sync_local_lists(
     request: Request, ctx: Ctx, db: Db, scope: Scoped, body: FleetSync | None = None
 ) -> dict[str, Any]:
@@ -114,6 +114,7 @@ async def sync_local_lists(
     body = body or FleetSync()
     query = select(Charger.id).where(Charger.connected, Charger.kind == "charger", scope.chargers(Charger.id))
     if body.site is not None:
+        await scope.place(db, body.site)  # a region: one of its sites (404 otherwise)
         query = query.where(Charger.site == body.site)
     ids = list(await db.scalars(query.order_by(Charger.id)))
     await db.close()
