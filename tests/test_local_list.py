@@ -4,6 +4,8 @@ local list, on Postgres."""
 
 from __future__ import annotations
 
+import asyncio
+import json
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -11,10 +13,19 @@ from typing import Any
 import httpx
 import pytest
 
+from chargeops.commands import (
+    CLEAR_AUTH_CACHE,
+    GET_LOCAL_AUTH_SETTINGS,
+    GET_LOCAL_LIST_VERSION,
+    SEND_LOCAL_LIST,
+)
 from chargeops.db.models import Transaction
 from firmware_stubs import SimEnvironment, SimulatedCharger
+from ocpp_gateway.commands import from_ocpp, to_ocpp
+from ocpp_gateway.versions import V16, V21, V201, OcppVersion
 from ops.runtime import Runtime
 from tests.conftest import StartRuntime
+from tests.ocpp_client import assert_strictly_valid, raw_charger
 from tests.waiting import until
 
 ADMIN = {"Authorization": "Bearer test-admin-token"}
@@ -285,3 +296,78 @@ async def test_automatic_sync_keeps_lists_in_step(start_runtime: StartRuntime, p
 
 async def _in_step(stack: Stack) -> bool:
     return (await stack.state("LL-AUTO"))["state"] == "in_step"
+
+
+async def test_tc_042_1_a_charger_refusing_get_local_list_version_is_unsupported(stack: Stack) -> None:
+    """A real WebSocket client that has the list enabled but answers GetLocalListVersion with CALLERROR
+    NotSupported: reported `unsupported`, nothing sent."""
+    assert (await stack.api.post("/api/chargers", json={"id": "LL-RAW"})).status_code == 201
+    port = stack.runtime.gateway.port  # type: ignore[union-attr]
+    async with raw_charger(port, "LL-RAW") as cp:
+        await cp.boot()
+        syncing = asyncio.create_task(stack.api.post("/api/chargers/LL-RAW/local-list/sync"))
+        ask = await cp.recv()
+        assert ask[2] == "GetConfiguration" and "LocalAuthListEnabled" in ask[3]["key"]
+        keys = [{"key": "LocalAuthListEnabled", "readonly": False, "value": "true"}]
+        await cp.ws.send(json.dumps([3, ask[1], {"configurationKey": keys, "unknownKey": ["Other"]}]))
+        version = await cp.recv()
+        assert version[2] == "GetLocalListVersion"
+        await cp.ws.send(json.dumps([4, version[1], "NotSupported", "no local list here", {}]))
+        r = await syncing
+    assert r.status_code == 200 and r.json()["state"] == "unsupported", r.text
+    view = await stack.state("LL-RAW")
+    assert view["supports"]["list_enabled"] is True and view["supports"]["max_length"] is None
+    assert view["last_sync"]["result"] == "error" and "NotSupported" in view["last_sync"]["detail"]
+
+
+@pytest.mark.parametrize("version", [V16, V201, V21])
+def test_neutral_local_auth_commands_are_what_each_schema_says(version: OcppVersion) -> None:
+    """The gateway's translations validate against the official schemas (an implementation independent of
+    the gateway's); a removal in a full update and a version of 0 are refused before anything is sent."""
+    protocol = version.subprotocol
+    entries = [
+        {
+            "id_token": "A",
+            "type": "ISO14443",
+            "status": "Blocked",
+            "expiry": LATER.isoformat(),
+            "group_id": "G",
+        },
+        {"id_token": "B", "type": "Central"},
+    ]
+    for action, payload in (
+        (SEND_LOCAL_LIST, {"version": 4, "full": False, "entries": entries}),
+        (SEND_LOCAL_LIST, {"version": 5, "full": True, "entries": []}),
+        (GET_LOCAL_AUTH_SETTINGS, {}),
+        (GET_LOCAL_LIST_VERSION, {}),
+        (CLEAR_AUTH_CACHE, {}),
+    ):
+        name, call = to_ocpp(version, action, payload)
+        assert_strictly_valid(protocol, name, call, response=False)
+    for bad in ({"version": 0, "full": True}, {"version": 3, "full": True, "entries": [{"id_token": "X"}]}):
+        with pytest.raises(ValueError):
+            to_ocpp(version, SEND_LOCAL_LIST, bad)
+    answer = (
+        {"configurationKey": [{"key": "SendLocalListMaxLength", "readonly": True, "value": "7"}]}
+        if version is V16
+        else {
+            "getVariableResult": [
+                {
+                    "attributeStatus": "Accepted",
+                    "component": {"name": "AuthCacheCtrlr"},
+                    "variable": {"name": "Enabled"},
+                    "attributeValue": "FALSE",
+                },
+                {
+                    "attributeStatus": "UnknownComponent",
+                    "component": {"name": "LocalAuthListCtrlr"},
+                    "variable": {"name": "Enabled"},
+                },
+            ]
+        }
+    )
+    settings = from_ocpp(GET_LOCAL_AUTH_SETTINGS, answer)
+    if version is V16:
+        assert settings["items_per_message"] == 7 and settings["list_enabled"] is None
+    else:
+        assert settings["cache_enabled"] is False and settings["list_enabled"] is None
