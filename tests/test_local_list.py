@@ -268,6 +268,7 @@ async def test_fleet_sync_by_site_and_api_errors(stack: Stack) -> None:
     assert (await stack.api.post("/api/chargers", json={"id": "LL-OFFLINE"})).status_code == 201
     r = await stack.api.post("/api/chargers/LL-OFFLINE/local-list/sync")
     assert r.status_code == 409 and r.json()["error"] == "not_connected"
+    assert (await stack.state("LL-OFFLINE"))["state"] == "never"  # nothing learned, nothing stored
     r = await stack.api.post("/api/local-list/sync", json={"site": SITE, "bogus": 1})
     assert r.status_code == 422 and "error" in r.json()
 

@@ -220,7 +220,8 @@ class LocalListSync:
         sent: int = 0,
         messages: int = 0,
     ) -> SyncResult:
-        """Store and log how the sync went. A token change during the sync leaves an in-step list stale."""
+        """Store and log how the sync went (not for a charger that is not connected: nothing was learned). A
+        token change during the sync leaves an in-step list stale."""
         if reply.outcome == "result":
             result, detail = str(reply.payload.get("status")), reply.description or ""
             if reply.payload.get("reason"):
@@ -229,6 +230,8 @@ class LocalListSync:
             result, detail = reply.outcome, f"{reply.error_code or ''} {reply.description or ''}".strip()
         async with self._sessions() as session:
             row = await records.load(session, charger_id)
+            if reply.outcome == "not_connected":  # nothing learned: the stored state stands
+                return SyncResult(charger_id, row.state, row.version, None, result, detail)
             if state == IN_STEP and records.changed_since(row, started):
                 state = STALE
             row.state, row.synced_at, row.last_update = state, clock.now(), update
