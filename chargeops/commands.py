@@ -33,20 +33,32 @@ OCPP action name passes through unchanged: that is the operator API's raw relay,
 * `chargeops.SetEvChargingSchedule` `{"evse_id", "transaction_id", "start_at" (ISO), "duration_s"?,
   "periods": [{"start_s", "limit_w"}]}` → SetChargingProfile, the ISO 15118 session's TxProfile (2.x);
 * `chargeops.UpdateCost` `{"transaction_id", "total_cost"}` (the running cost, tax included, as decimal
-  text in the currency of the session's tariff) → 2.x CostUpdated (block I02); 1.6 has no message for it.
+  text in the currency of the session's tariff) → 2.x CostUpdated (block I02); 1.6 has no message for it;
+* `chargeops.GetLocalAuthSettings` `{}` → 1.6 GetConfiguration of LocalAuthListEnabled,
+  LocalAuthListMaxLength, SendLocalListMaxLength, AuthorizationCacheEnabled / 2.x GetVariables of
+  LocalAuthListCtrlr Enabled, ItemsPerMessage, BytesPerMessage and AuthCacheCtrlr Enabled; answered
+  `{"list_enabled", "max_length", "items_per_message", "bytes_per_message", "cache_enabled"}` (None: the
+  charger did not say; 2.x has no max length to read with GetVariables);
+* `chargeops.GetLocalListVersion` `{}` → GetLocalListVersion; answered `{"version"}` (0: no list installed,
+  -1: a 1.6 charger without local list);
+* `chargeops.SendLocalList` `{"version", "full", "entries": [{"id_token", "type", "status"?, "expiry"?,
+  "group_id"?}]}` → SendLocalList (1.6 idTagInfo with expiryDate and parentIdTag, 2.x idTokenInfo with
+  cacheExpiryDateTime and groupIdToken); an entry without `status` removes the token (differential
+  updates); answered `{"status", "reason"?}`;
+* `chargeops.ClearAuthCache` `{}` → ClearCache; answered `{"status"}`.
 
 DER `settings` are the control's own parameters as the standard names them (e.g. `{"pctMaxDischargePower":
 40}`, or `{"yUnit", "curveData"}` for a curve); DER answers come back neutral: `{"status",
-"superseded_ids"?, "reason"?, "info"?}`; every other answer comes back as the charger sent it (a 2.x list
-request the gateway split to the station's message limits: the parts' answers merged in request order). A
-charger whose version has no message for an action gets nothing: the reply is `invalid` with code
-`NotSupported`.
+"superseded_ids"?, "reason"?, "info"?}`, as do the local-authorization ones above; every other answer comes
+back as the charger sent it (a 2.x list request the gateway split to the station's message limits: the
+parts' answers merged in request order). A charger whose version has no message for an action gets nothing:
+the reply is `invalid` with code `NotSupported`.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 SET_POWER_LIMIT = "chargeops.SetPowerLimit"
 SET_DER_CONTROL = "chargeops.SetDerControl"
@@ -57,6 +69,10 @@ REQUEST_BATTERY_SWAP = "chargeops.RequestBatterySwap"
 SET_CHARGER_PASSWORD = "chargeops.SetChargerPassword"
 SET_EV_CHARGING_SCHEDULE = "chargeops.SetEvChargingSchedule"
 UPDATE_COST = "chargeops.UpdateCost"
+GET_LOCAL_AUTH_SETTINGS = "chargeops.GetLocalAuthSettings"
+GET_LOCAL_LIST_VERSION = "chargeops.GetLocalListVersion"
+SEND_LOCAL_LIST = "chargeops.SendLocalList"
+CLEAR_AUTH_CACHE = "chargeops.ClearAuthCache"
 DER_ACTIONS = frozenset({SET_DER_CONTROL, SET_DISCHARGE_LIMIT, CLEAR_DER_CONTROL, GET_DER_CONTROLS})
 RENEW_CERTIFICATE = "chargeops.RenewCertificate"
 INSTALL_CERTIFICATE = "chargeops.InstallCertificate"
@@ -114,3 +130,12 @@ class CommandReply:
     error_code: str | None = None
     description: str | None = None
     details: dict[str, Any] = field(default_factory=dict)
+
+
+class Commands(Protocol):
+    """What sends a command to one charger and waits for its reply (`telemetry.bus.Bus` is one; the API's
+    `LoopBus` is another)."""
+
+    async def request(
+        self, charger_id: str, action: str, payload: dict[str, Any], timeout: float
+    ) -> CommandReply: ...

@@ -259,6 +259,16 @@ class Settings(LogSettings):
         description="seconds between CostUpdated calls telling 2.x stations a session's running cost "
         "(when it changed; 0: never, the TransactionEvent answers carry it)",
     )
+    local_list_groups: str = Field(
+        default="",
+        description="comma-separated token groups whose tokens (group_id, or the group token itself) go on "
+        "chargers' local authorization lists; empty: every token",
+    )
+    local_list_sync_interval: float = Field(
+        default=0.0,
+        ge=0,
+        description="seconds between automatic syncs of stale or never-synced local lists (ops role); 0: off",
+    )
 
     @field_validator("roles")
     @classmethod
@@ -279,6 +289,10 @@ class Settings(LogSettings):
     def _rate_limit(cls, value: str) -> str:
         parse_rate_limit(value)
         return value
+
+    def local_list_group_set(self) -> frozenset[str]:
+        """The groups of `local_list_groups` (empty: every token goes on the lists)."""
+        return frozenset(g.strip() for g in self.local_list_groups.split(",") if g.strip())
 
     def role_set(self) -> set[str]:
         """The roles named in `roles` (checked against the known ones when the settings were made)."""

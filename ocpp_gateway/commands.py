@@ -1,7 +1,8 @@
 """The neutral commands of `chargeops.commands` in each OCPP version's words, and their answers back.
 
 `to_ocpp` turns a neutral `chargeops.*` action into the OCPP call of the charger's version (an OCPP action
-passes through unchanged); `from_ocpp` turns the answer back where the command has neutral answers (DER);
+passes through unchanged); `from_ocpp` turns the answer back where the command has neutral answers (DER,
+local authorization, passwords);
 `reboot_requested` reads from a call and its answer whether the charger agreed to restart.
 """
 
@@ -19,7 +20,7 @@ from chargeops.commands import (
     SET_POWER_LIMIT,
     UPDATE_COST,
 )
-from ocpp_gateway import passwords
+from ocpp_gateway import local_auth, passwords
 from ocpp_gateway.der import der_to_ocpp, reply_from_ocpp
 from ocpp_gateway.ev_charging import tx_profile
 from ocpp_gateway.limits import power_limit
@@ -53,6 +54,7 @@ _TRANSLATIONS: dict[str, Translation] = {
     SET_CHARGER_PASSWORD: lambda version, _, p: _set_password(version, p),
     SET_EV_CHARGING_SCHEDULE: lambda version, _, p: _ev_schedule(version, p),
     UPDATE_COST: lambda version, _, p: _cost_updated(version, p),
+    **dict.fromkeys(local_auth.LOCAL_AUTH_ACTIONS, local_auth.to_ocpp),
 }
 
 
@@ -93,6 +95,8 @@ def to_ocpp(version: OcppVersion, action: str, payload: Payload) -> tuple[str, P
 
 def from_ocpp(action: str, answer: Payload) -> Payload:
     """The charger's answer to `action` (the neutral one) as the command's caller gets it."""
+    if action in local_auth.LOCAL_AUTH_ACTIONS:
+        return local_auth.from_ocpp(action, answer)
     if action == SET_CHARGER_PASSWORD:
         accepted = answer.get("status") or next(
             (r.get("attributeStatus") for r in answer.get("setVariableResult", ())), "Rejected"

@@ -20,11 +20,12 @@ from chargeops.events import (
     TransactionStarted,
 )
 from ocpp_gateway import certificates, swaps
+from ocpp_gateway.local_auth import id_tag_info
 from ocpp_gateway.meter import meter_events
 from ocpp_gateway.plausibility import Reading, readings_of
 from ocpp_gateway.routes import Payload
 from ocpp_gateway.session import ChargerSession
-from ocpp_gateway.times import ocpp_time, parse_time
+from ocpp_gateway.times import parse_time
 from ocpp_gateway.versions import V16
 
 # -- payload → neutral (pure) ---------------------------------------------------------------------------
@@ -157,12 +158,7 @@ class Session16(ChargerSession):
 
     async def id_tag_info(self, id_tag: str) -> Payload:
         token = await self.authorize(id_tag)
-        info: Payload = {"status": token.status}
-        if token.expiry is not None:
-            info["expiryDate"] = ocpp_time(token.expiry)
-        if token.group_id:
-            info["parentIdTag"] = token.group_id
-        return info
+        return id_tag_info(token.status, token.expiry, token.group_id)
 
     # Every charger-initiated action of OCPP 1.6 and its security extension.
     ROUTES = {

@@ -17,12 +17,13 @@ from chargeops.events import (
     TransactionUpdated,
 )
 from ocpp_gateway import certificates, ev_charging, pki, seq_gaps, swaps
+from ocpp_gateway.local_auth import id_token_info
 from ocpp_gateway.meter import energy_wh, meter_events, samples_of
 from ocpp_gateway.plausibility import readings_of
 from ocpp_gateway.pricing import personal_message
 from ocpp_gateway.routes import Payload, StoreOnly
 from ocpp_gateway.session import ChargerSession
-from ocpp_gateway.times import ocpp_time, parse_time
+from ocpp_gateway.times import parse_time
 from ocpp_gateway.versions import V201
 
 # Component variables whose value "true" means something is broken (OCPP 2.0.1 part 2, appendix 3).
@@ -252,11 +253,7 @@ class Session201(ChargerSession):
             group = None
         else:
             token = await self.authorize(id_token["idToken"], record=record)
-            info = {"status": token.status}
-            if token.expiry is not None:
-                info["cacheExpiryDateTime"] = ocpp_time(token.expiry)
-            if token.group_id:
-                info["groupIdToken"] = {"idToken": token.group_id, "type": "Central"}
+            info = id_token_info(token.status, token.expiry, token.group_id)
             group = token.group_id
         if info["status"] == "Accepted" and self.ctx.pricing is not None:
             tariff = await self.ctx.pricing.tariff_for(self.id, group)

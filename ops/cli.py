@@ -200,6 +200,14 @@ def serve(
     cost_update_interval: Annotated[
         float | None, Opt("cost_update_interval", "seconds between CostUpdated calls (60, 0: off)")
     ] = None,
+    local_list_groups: Annotated[
+        str | None,
+        Opt("local_list_groups", "comma-separated token groups put on local lists (default: every token)"),
+    ] = None,
+    local_list_sync_interval: Annotated[
+        float | None,
+        Opt("local_list_sync_interval", "seconds between automatic syncs of stale local lists (0: off)"),
+    ] = None,
     log_level: LogLevel = None,
     log_format: LogFormat = None,
 ) -> None:

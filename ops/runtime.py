@@ -32,6 +32,7 @@ from ops.api.worker import ApiThread, LoopBus
 from ops.certificates import CertificateRenewal, builtin_ca
 from ops.engine import OpsEngine
 from ops.ev_charging import EvChargingPlanner
+from ops.local_list.job import LocalListJob
 from ops.running_cost import CostUpdater
 from ops.site_power import SitePlanner
 from ops.startup import StartupError
@@ -113,6 +114,7 @@ class Runtime:
         self.ev_charging: EvChargingPlanner | None = None
         self.cost_updater: CostUpdater | None = None
         self.site_telemetry: SiteTelemetrySubscriber | None = None
+        self.local_lists: LocalListJob | None = None
         self._ops_bus: Bus | None = None
         self._http: ApiThread | None = None
         self._http_port: int | None = None
@@ -188,6 +190,10 @@ class Runtime:
         if self.settings.cost_update_interval > 0:
             self.cost_updater = CostUpdater(self.sessions, self.bus, self.settings)
             self.cost_updater.start()
+        if self.settings.local_list_sync_interval > 0:
+            self.local_lists = LocalListJob(self.sessions, self.bus, self.settings)
+            self.bus.subscribe(self.local_lists.handle)
+            self.local_lists.start()
 
     def http_app(self, sessions: async_sessionmaker[AsyncSession], bus: Commands) -> FastAPI:
         """The API (if this process runs that role) and, unless it has a listener of its own, `/metrics`."""
@@ -261,6 +267,7 @@ class Runtime:
             ("certificate renewal", self.certificate_renewal.stop if self.certificate_renewal else None),
             ("ev charging", self.ev_charging.stop if self.ev_charging is not None else None),
             ("cost updates", self.cost_updater.stop if self.cost_updater is not None else None),
+            ("local lists", self.local_lists.stop if self.local_lists is not None else None),
             ("site telemetry", self.site_telemetry.stop if self.site_telemetry is not None else None),
             ("ops bus", self._ops_bus.close if self._ops_bus is not None else None),
             ("maintenance", self.maintenance.stop if self.maintenance is not None else None),

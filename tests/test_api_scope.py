@@ -109,10 +109,12 @@ WRITE_BODIES: dict[tuple[str, str], Any] = {
     ("POST", "/api/tariffs"): {"name": "x", "currency": "EUR"},
     ("PUT", "/api/tariffs/{tariff_id}"): {"name": "x", "currency": "EUR"},
     ("PUT", "/api/tariff-assignments"): {"tariff_id": 1, "site": "site-south"},
+    ("POST", "/api/local-list/sync"): {"site": "site-south"},
 }
 NO_BODY = {
     ("DELETE", "/api/chargers/{charger_id}"),
     ("POST", "/api/chargers/{charger_id}/rotate-password"),
+    ("POST", "/api/chargers/{charger_id}/local-list/sync"),
     ("DELETE", "/api/chargers/{charger_id}/der-controls"),
     ("DELETE", "/api/chargers/{charger_id}/der-controls/{control_id}"),
     ("DELETE", "/api/id-tokens/{id_token}"),

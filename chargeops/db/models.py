@@ -75,11 +75,50 @@ class IdToken(Base):
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
 
 
+class LocalList(Base):
+    """A charger's local authorization list as chargeops last had it confirmed (`ops.local_list`): the
+    version the charger accepted, whether it is in step with the id tokens, what the charger says it
+    supports, and how the last sync went."""
+
+    __tablename__ = "local_lists"
+
+    charger_id: Mapped[str] = mapped_column(String(48), primary_key=True)
+    version: Mapped[int | None]  # the last version the charger accepted; None: none sent by us
+    state: Mapped[str] = mapped_column(String(16), default="never")  # never in_step stale failed unsupported
+    list_enabled: Mapped[bool | None]
+    max_length: Mapped[int | None]
+    items_per_message: Mapped[int | None]
+    cache_enabled: Mapped[bool | None]
+    settings_at: Mapped[datetime | None]  # when the four above were read from the charger
+    synced_at: Mapped[datetime | None]
+    changed_at: Mapped[datetime | None]  # a token this list holds (or should hold) last changed
+    last_update: Mapped[str | None] = mapped_column(String(16))  # Full, Differential, none (in step)
+    last_result: Mapped[str | None] = mapped_column(String(32))
+    last_detail: Mapped[str | None] = mapped_column(String(300))
+    entries_sent: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class LocalListEntry(Base):
+    """One token as a charger's confirmed local list holds it: what the next differential update is computed
+    against, and which lists a changed token makes stale."""
+
+    __tablename__ = "local_list_entries"
+    __table_args__ = (Index("ix_local_list_entries_token", "id_token"),)
+
+    charger_id: Mapped[str] = mapped_column(String(48), primary_key=True)
+    id_token: Mapped[str] = mapped_column(String(64), primary_key=True)
+    type: Mapped[str] = mapped_column(String(20))
+    status: Mapped[str] = mapped_column(String(16))
+    expiry: Mapped[datetime | None]
+    group_id: Mapped[str | None] = mapped_column(String(64))
+
+
 class Transaction(Base):
     __tablename__ = "transactions"
     __table_args__ = (
         UniqueConstraint("charger_id", "transaction_id", name="uq_transactions_charger_tx"),
         Index("ix_transactions_active", "charger_id", "active"),
+        Index("ix_transactions_id_token", "id_token"),  # which chargers a token was used at (auth caches)
     )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)

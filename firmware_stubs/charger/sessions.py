@@ -298,15 +298,22 @@ class SessionsMixin(ChargerBase):
         self._auth_cache = None
 
     def send_local_list(self, version: int, full: bool, entries: list[tuple[str, str | None]]) -> str:
-        """'Accepted' or 'VersionMismatch'; ``entries`` status None removes the tag."""
+        """'Accepted', 'VersionMismatch' (a differential update not above the list's version) or 'Failed'
+        (version 0 or less, more entries than SendLocalListMaxLength, or a list that would outgrow
+        LocalAuthListMaxLength: nothing is applied); ``entries`` status None removes the tag."""
+        per_message = self.config.get_int("SendLocalListMaxLength")
+        if version <= 0 or 0 < per_message < len(entries):
+            return "Failed"
         if not full and version <= self.local_list_version:
             return "VersionMismatch"
-        local = {} if full or self._local_list is None else self._local_list
+        local = {} if full or self._local_list is None else dict(self._local_list)
         for tag, status in entries:
             if status is None:
                 local.pop(tag, None)
             else:
                 local[tag] = status
+        if 0 < self.config.get_int("LocalAuthListMaxLength") < len(local):
+            return "Failed"
         self._local_list = local or None
         self.local_list_version = version
         return "Accepted"

@@ -321,7 +321,8 @@ class V16(Dialect):
         return {"status": cp.send_local_list(p["listVersion"], p["updateType"] == "Full", entries)}
 
     def on_GetLocalListVersion(self, cp: SimulatedCharger, p: Payload) -> Payload:
-        return {"listVersion": cp.local_list_version}
+        enabled = cp.config.get_bool("LocalAuthListEnabled")
+        return {"listVersion": cp.local_list_version if enabled else -1}
 
     def on_ReserveNow(self, cp: SimulatedCharger, p: Payload) -> Payload:
         connector = p["connectorId"]

@@ -21,6 +21,7 @@ from chargeops.db.engine import insert_for, stored_utc
 from chargeops.db.models import Charger, IdToken, MeterFlag, Transaction, TransactionSeqNo
 from chargeops.db.ops_models import ChargerModel
 from chargeops.events import Booted, utcnow
+from chargeops.id_tokens import effective_status
 from ocpp_gateway import seq_gaps
 from ocpp_gateway.plausibility import Flag, MeterLimits, Reading, judge
 from ocpp_gateway.store.interface import ChargerAuth, TokenStatus, TxRecord
@@ -114,9 +115,8 @@ class GatewayStore:
         if row is None:
             return TokenStatus("Invalid")
         expiry = stored_utc(row.expiry) if row.expiry else None
-        if row.status == "Accepted" and expiry is not None and expiry <= now:
-            return TokenStatus("Expired", expiry)
-        return TokenStatus(row.status, expiry, row.group_id)
+        status = effective_status(row.status, expiry, now)
+        return TokenStatus(status, expiry, row.group_id if status == row.status else None)
 
     async def start_transaction(
         self,

@@ -4,22 +4,14 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from typing import Annotated, Any, Protocol
+from typing import Annotated
 
 from fastapi import Depends, Request
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from chargeops.commands import CommandReply
+from chargeops.commands import Commands
 from chargeops.settings import Settings
 from ops.api.ratelimit import RateLimiter
-
-
-class Commands(Protocol):
-    """All the API needs of the bus: ask one charger something (a `telemetry.bus.Bus` is one)."""
-
-    async def request(
-        self, charger_id: str, action: str, payload: dict[str, Any], timeout: float
-    ) -> CommandReply: ...
 
 
 @dataclass(frozen=True, slots=True)

@@ -40,6 +40,8 @@ _VARIABLES: dict[tuple[str, str, str | None], str] = {
     ("AuthCacheCtrlr", "Enabled", None): "AuthorizationCacheEnabled",
     ("LocalAuthListCtrlr", "Enabled", None): "LocalAuthListEnabled",
     ("LocalAuthListCtrlr", "Entries", None): "LocalAuthListMaxLength",
+    ("LocalAuthListCtrlr", "ItemsPerMessage", None): "SendLocalListMaxLength",
+    ("LocalAuthListCtrlr", "BytesPerMessage", None): "BytesPerMessage",
     ("TxCtrlr", "EVConnectionTimeOut", None): "ConnectionTimeOut",
     ("TxCtrlr", "StopTxOnEVSideDisconnect", None): "StopTransactionOnEVSideDisconnect",
     ("TxCtrlr", "StopTxOnInvalidId", None): "StopTransactionOnInvalidId",

@@ -194,6 +194,8 @@ class V201Handlers(V201Messages):
 
     # ------------------------------------------------------------------ authorization & reservations
     def on_SendLocalList(self, cp: SimulatedCharger, p: Payload) -> Payload:
+        if not cp.config.get_bool("LocalAuthListEnabled"):
+            return {"status": "Failed", "statusInfo": {"reasonCode": "Disabled"}}
         entries = [
             (e["idToken"]["idToken"], e["idTokenInfo"]["status"] if "idTokenInfo" in e else None)
             for e in p.get("localAuthorizationList", ())

@@ -9,23 +9,29 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Path, Query, Response
+from fastapi import APIRouter, Path, Query, Request, Response
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
 from chargeops.db.models import IdToken
 from chargeops.events import utcnow
 from ops.api.auth import Operator, Viewer
-from ops.api.context import Db
+from ops.api.context import Ctx, Db
 from ops.api.errors import ApiError, documented
+from ops.api.routes.local_list import local_lists
 from ops.api.schemas import ID_TOKEN_PATTERN, MAX_PAGE, IdTokenOut, IdTokenPut, Page
 from ops.api.scope import Scoped
+from ops.local_list.tokens import TokenState
 
 router = APIRouter(prefix="/api/id-tokens", tags=["id tokens"], responses=documented(401, 403, 422))
 
 IdTokenPath = Annotated[
     str, Path(pattern=ID_TOKEN_PATTERN, description="1–36 printable ASCII characters (1.6 chargers: ≤ 20)")
 ]
+
+
+def _state(row: IdToken | None) -> TokenState | None:
+    return None if row is None else TokenState(row.status, row.expiry, row.group_id)
 
 
 async def _one(db: Db, id_token: str) -> IdToken:
@@ -37,13 +43,22 @@ async def _one(db: Db, id_token: str) -> IdToken:
 
 @router.put("/{id_token}", dependencies=[Operator], responses={201: {"model": IdTokenOut}})
 async def put_id_token(
-    id_token: IdTokenPath, body: IdTokenPut, db: Db, response: Response, scope: Scoped
+    id_token: IdTokenPath,
+    body: IdTokenPut,
+    db: Db,
+    response: Response,
+    scope: Scoped,
+    request: Request,
+    ctx: Ctx,
 ) -> IdTokenOut:
-    """Create (201) or replace (200) a token's entry; fields left out go back to their defaults."""
+    """Create (201) or replace (200) a token's entry; fields left out go back to their defaults. The local
+    lists it concerns become stale; a token that stops being Accepted is taken off chargers at once (their
+    lists are synced and the caches that may hold it cleared, in the background)."""
     scope.fleet_wide("the authorization list")
     for attempt in range(2):  # a concurrent PUT may create the row between our read and our insert
         row = await db.get(IdToken, id_token)
         created = row is None
+        before = _state(row)
         if row is None:
             row = IdToken(id_token=id_token)
             db.add(row)
@@ -58,6 +73,7 @@ async def put_id_token(
                 raise
     out = IdTokenOut.model_validate(row, from_attributes=True)
     await db.commit()
+    await local_lists(request, ctx)[1].changed(id_token, before, _state(row))
     response.status_code = 201 if created else 200
     return out
 
@@ -84,8 +100,11 @@ async def get_id_token(id_token: IdTokenPath, db: Db) -> IdTokenOut:
 
 
 @router.delete("/{id_token}", status_code=204, dependencies=[Operator], responses=documented(404))
-async def delete_id_token(id_token: IdTokenPath, db: Db, scope: Scoped) -> None:
-    """Remove a token: chargers asking about it are then told Invalid."""
+async def delete_id_token(id_token: IdTokenPath, db: Db, scope: Scoped, request: Request, ctx: Ctx) -> None:
+    """Remove a token: chargers asking about it are then told Invalid; it goes off the local lists."""
     scope.fleet_wide("the authorization list")
-    await db.delete(await _one(db, id_token))
+    row = await _one(db, id_token)
+    before = _state(row)
+    await db.delete(row)
     await db.commit()
+    await local_lists(request, ctx)[1].changed(id_token, before, None)
