@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import delete, insert, select, update
+from sqlalchemy import case, delete, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from chargeops.db.engine import stored_utc
@@ -15,9 +15,10 @@ from ops.local_list.policy import Change, Entry
 IN_STEP, STALE, NEVER, FAILED, UNSUPPORTED = "in_step", "stale", "never", "failed", "unsupported"
 
 
-async def load(session: AsyncSession, charger_id: str) -> LocalList:
-    """The charger's row, or a new one (state `never`) added to the session."""
-    row = await session.get(LocalList, charger_id)
+async def load(session: AsyncSession, charger_id: str, lock: bool = False) -> LocalList:
+    """The charger's row, or a new one (state `never`) added to the session; `lock`: held until commit, so
+    a token change waits for the sync's outcome and marks it (`token_changed`)."""
+    row = await session.get(LocalList, charger_id, with_for_update=lock)
     if row is None:
         row = LocalList(charger_id=charger_id, state=NEVER, entries_sent=0)
         session.add(row)
@@ -51,13 +52,16 @@ def changed_since(row: LocalList, started: datetime) -> bool:
 
 async def token_changed(session: AsyncSession, id_token: str, wanted: bool, now: datetime) -> list[str]:
     """A token changed (or went): the lists holding it, and with `wanted` (the policy puts it on lists)
-    every list, are marked changed; those in step become stale. Returns the chargers marked stale."""
+    every list, are marked changed; those in step become stale. Returns the chargers marked stale.
+
+    One UPDATE, so a sync finishing at the same moment cannot slip between reading a list's state and
+    marking it: whichever commits second sees the other's row (the sync locks it, `load(lock=True)`)."""
     holding = select(LocalListEntry.charger_id).where(LocalListEntry.id_token == id_token)
     concerned = LocalList.charger_id.in_(holding) if not wanted else LocalList.charger_id.is_not(None)
-    stale = list(
-        await session.scalars(select(LocalList.charger_id).where(concerned, LocalList.state == IN_STEP))
+    marked = await session.execute(
+        update(LocalList)
+        .where(concerned)
+        .values(changed_at=now, state=case((LocalList.state == IN_STEP, STALE), else_=LocalList.state))
+        .returning(LocalList.charger_id, LocalList.state)
     )
-    await session.execute(update(LocalList).where(concerned).values(changed_at=now))
-    if stale:
-        await session.execute(update(LocalList).where(LocalList.charger_id.in_(stale)).values(state=STALE))
-    return stale
+    return [charger_id for charger_id, state in marked if state == STALE]

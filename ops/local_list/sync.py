@@ -229,7 +229,7 @@ class LocalListSync:
         else:
             result, detail = reply.outcome, f"{reply.error_code or ''} {reply.description or ''}".strip()
         async with self._sessions() as session:
-            row = await records.load(session, charger_id)
+            row = await records.load(session, charger_id, lock=True)
             if reply.outcome == "not_connected":  # nothing learned: the stored state stands
                 return SyncResult(charger_id, row.state, row.version, None, result, detail)
             if state == IN_STEP and records.changed_since(row, started):
