@@ -194,7 +194,8 @@ class GatewayServer:
         deadline = time.monotonic() + HANDSHAKE_WAIT
         try:
             # Shed before websockets' own open timeout would drop the connection with a bare TCP reset.
-            await asyncio.wait_for(self._handshake_slots.acquire(), HANDSHAKE_WAIT)
+            async with asyncio.timeout(HANDSHAKE_WAIT):  # (no task per handshake, as wait_for makes)
+                await self._handshake_slots.acquire()
         except TimeoutError:
             why = "overloaded; retry later"
             return self._refuse(connection, HTTPStatus.SERVICE_UNAVAILABLE, "overloaded", why, charger_id)
