@@ -10,6 +10,8 @@ before). `--server stock` storms the stock `ocpp` library's minimal central syst
 storage, no authentication) instead, for comparison. Prints one JSON document.
 
     python -m bench.handshakes --chargers 1000 --storms 3 [--database-url postgresql+asyncpg://…]
+    python -m bench.handshakes --addresses 250          # chargers spread over 250 source addresses
+    python -m bench.handshakes --mqtt-url mqtt://127.0.0.1:1883   # a gateway process alone (--roles gateway)
 """
 
 from __future__ import annotations
@@ -162,10 +164,13 @@ def start(args: argparse.Namespace, database_url: str) -> tuple[subprocess.Popen
     port = free_port()
     if args.server == "stock":
         return subprocess.Popen([sys.executable, "-m", "bench.stock_csms", str(port)], cwd=ROOT), port
-    cmd = [sys.executable, "-m", "ops.cli", "serve", "--roles", args.roles, "--ocpp-port", str(port)]
+    roles = "gateway" if args.mqtt_url else "gateway,ingest,ops,api"
+    cmd = [sys.executable, "-m", "ops.cli", "serve", "--roles", roles, "--ocpp-port", str(port)]
     cmd += ["--http-port", str(free_port()), "--database-url", database_url, "--heartbeat-interval", "3600"]
     cmd += args.serve_arg
     env = {**os.environ, "CHARGEOPS_LOG_LEVEL": "WARNING"}
+    if args.mqtt_url:  # a topic root of its own: nothing else on the broker sees the bench's events
+        env["CHARGEOPS_MQTT_URL"] = f"{args.mqtt_url.rstrip('/')}/bench-hs-{uuid.uuid4().hex[:8]}"
     return subprocess.Popen(cmd, cwd=ROOT, env=env), port
 
 
@@ -183,6 +188,7 @@ async def run(args: argparse.Namespace, database_url: str) -> dict[str, Any]:
             "database": database_url.split(":", 1)[0] if args.server == "chargeops" else None,
             "chargers": args.chargers,
             "addresses": args.addresses,
+            "roles": "gateway" if args.mqtt_url else "all",
             "load_average_before": os.getloadavg()[0],
         }
 
@@ -222,7 +228,12 @@ def main() -> None:
     p.add_argument("--chargers", type=int, default=1000, help="chargers in each storm")
     p.add_argument("--storms", type=int, default=3, help="reconnect storms (after the cold one)")
     p.add_argument("--server", choices=["chargeops", "stock"], default="chargeops")
-    p.add_argument("--roles", default="gateway,ingest,ops,api", help="roles of the chargeops process")
+    p.add_argument(
+        "--mqtt-url",
+        default=None,
+        help="a broker (mqtt://127.0.0.1:1883): the process under test is a gateway alone (--roles gateway), "
+        "its events go to the broker; default: one process with every role and the in-process bus",
+    )
     p.add_argument("--no-boot", action="store_true", help="handshakes only, no BootNotification")
     p.add_argument("--addresses", type=int, default=1, help="source addresses the chargers come from")
     p.add_argument("--pause", type=float, default=3.0, help="seconds between storms")
