@@ -35,7 +35,7 @@ from ocpp_gateway.v201 import Session201
 from telemetry.metrics import CHARGERS_CONNECTED, CONNECTION_TAKEOVERS, HANDSHAKES_REFUSED
 
 log = logging.getLogger("chargeops.gateway")
-HANDSHAKE_WAIT = 5.0  # seconds a handshake may wait for a slot (websockets drops it unanswered at 10)
+HANDSHAKE_WAIT = 5.0  # s a handshake may wait for a slot and a hash turn (websockets drops it at 10)
 RETRY_AFTER_MIN, RETRY_AFTER_SPREAD = 5, 25  # 503s say: retry in 5-29 s
 CLOSE_TIMEOUT = 2.0  # seconds a closing connection gets to answer the close before its socket is dropped
 # Connections the kernel queues before they are accepted (asyncio's default, 100, made a storm's SYNs beyond
