@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import secrets
+import time
 from collections.abc import Sequence
 from http import HTTPStatus
 from typing import Any
@@ -34,9 +35,12 @@ from ocpp_gateway.v201 import Session201
 from telemetry.metrics import CHARGERS_CONNECTED, CONNECTION_TAKEOVERS, HANDSHAKES_REFUSED
 
 log = logging.getLogger("chargeops.gateway")
-HANDSHAKE_WAIT = 5.0  # seconds a handshake may wait for a slot (websockets drops it unanswered at 10)
+HANDSHAKE_WAIT = 5.0  # s a handshake may wait for a slot and a hash turn (websockets drops it at 10)
 RETRY_AFTER_MIN, RETRY_AFTER_SPREAD = 5, 25  # 503s say: retry in 5-29 s
 CLOSE_TIMEOUT = 2.0  # seconds a closing connection gets to answer the close before its socket is dropped
+# Connections the kernel queues before they are accepted (asyncio's default, 100, made a storm's SYNs beyond
+# it wait a second for their retry); the kernel caps it at net.core.somaxconn.
+LISTEN_BACKLOG = 4096
 
 SESSION_CLASSES: dict[str, type[ChargerSession]] = {
     cls.version.subprotocol: cls for cls in (Session16, Session201, Session21)
@@ -95,6 +99,7 @@ class GatewayServer:
             close_timeout=CLOSE_TIMEOUT,  # a dead link does not answer a close either: don't wait 10 s for it
             ssl=self.tls.listening if self.tls else None,
             server_header="chargeops",
+            backlog=LISTEN_BACKLOG,
         )
         if self.tls:
             self.tls.start(s.tls_reload_interval)
@@ -189,21 +194,23 @@ class GatewayServer:
                 connection, HTTPStatus.SERVICE_UNAVAILABLE, "busy", "busy; retry later", charger_id
             )
         self._handshakes_waiting += 1
+        deadline = time.monotonic() + HANDSHAKE_WAIT
         try:
             # Shed before websockets' own open timeout would drop the connection with a bare TCP reset.
-            await asyncio.wait_for(self._handshake_slots.acquire(), HANDSHAKE_WAIT)
+            async with asyncio.timeout(HANDSHAKE_WAIT):  # (no task per handshake, as wait_for makes)
+                await self._handshake_slots.acquire()
         except TimeoutError:
             why = "overloaded; retry later"
             return self._refuse(connection, HTTPStatus.SERVICE_UNAVAILABLE, "overloaded", why, charger_id)
         finally:
             self._handshakes_waiting -= 1
         try:
-            return await self._admit(connection, request, charger_id, address)
+            return await self._admit(connection, request, charger_id, address, deadline)
         finally:
             self._handshake_slots.release()
 
     async def _admit(
-        self, connection: ServerConnection, request: Request, charger_id: str, address: str
+        self, connection: ServerConnection, request: Request, charger_id: str, address: str, deadline: float
     ) -> Response | None:
         """Registration and authentication of one handshake (holding a handshake slot)."""
         clog = for_charger(log, charger_id)
@@ -221,13 +228,16 @@ class GatewayServer:
             return self._refuse(
                 connection, HTTPStatus.NOT_FOUND, "unknown_charger", "unknown charge point", charger_id
             )
-        refusal = await self._authenticate(connection, request, auth, address)
+        refusal = await self._authenticate(connection, request, auth, address, deadline)
         if refusal == "rate_limited":
             return self._refuse(
                 connection, HTTPStatus.TOO_MANY_REQUESTS, "rate_limited", "too many failed logins", charger_id
             )
+        if refusal == "overloaded":
+            why = "overloaded; retry later"
+            return self._refuse(connection, HTTPStatus.SERVICE_UNAVAILABLE, "overloaded", why, charger_id)
         if refusal is not None:
-            if refusal != "bad_credentials":  # a bad password was counted before it was hashed
+            if refusal != "bad_credentials":  # a bad password was counted when its check settled
                 self._failed(charger_id, address)
             return self._refuse(
                 connection, HTTPStatus.UNAUTHORIZED, refusal, "authentication failed", charger_id
@@ -252,7 +262,7 @@ class GatewayServer:
         self._by_addr.fail(address)
 
     async def _authenticate(
-        self, connection: ServerConnection, request: Request, auth: ChargerAuth, address: str
+        self, connection: ServerConnection, request: Request, auth: ChargerAuth, address: str, deadline: float
     ) -> str | None:
         """None if the charger proved who it is for its security profile, else the refusal reason."""
         tls = connection.transport.get_extra_info("ssl_object") is not None or self._tls_at_balancer(
@@ -274,21 +284,33 @@ class GatewayServer:
             return "user_mismatch"
         if self._verifier.cached(auth.id, auth.password_hash, password):
             return None
-        # Counted before hashing (others may have filled the limit while this one waited for its slot).
-        if self._limited(auth.id, address):
-            return "rate_limited"
-        self._failed(auth.id, address)
-        ok = await asyncio.to_thread(self._verifier.verify, auth.id, auth.password_hash, password)
-        # A rotated password the charger accepted: its first connection with it retires the old one.
-        pending = auth.pending_password_hash
-        if not ok and pending is not None:
-            ok = await asyncio.to_thread(self._verifier.verify, auth.id, pending, password)
-            if ok:
-                await self.ctx.store.promote_password(auth.id, pending)
-                for_charger(log, auth.id).info("connected with its new password; the old one is retired")
-        if not ok:
-            return "bad_credentials"
-        self._by_addr.forgive(address)
+        # A place against both limits before hashing (others may have filled them while this one waited).
+        refusal = await self._hash_turn(auth.id, address, deadline)
+        if refusal is not None:
+            return refusal
+        ok = False
+        try:
+            ok = await asyncio.to_thread(self._verifier.verify, auth.id, auth.password_hash, password)
+            # A rotated password the charger accepted: its first connection with it retires the old one.
+            pending = auth.pending_password_hash
+            if not ok and pending is not None:
+                ok = await asyncio.to_thread(self._verifier.verify, auth.id, pending, password)
+                if ok:
+                    await self.ctx.store.promote_password(auth.id, pending)
+                    for_charger(log, auth.id).info("connected with its new password; the old one is retired")
+        finally:
+            self._by_id.end(auth.id, ok)
+            self._by_addr.end(address, ok)
+        return None if ok else "bad_credentials"
+
+    async def _hash_turn(self, charger_id: str, address: str, deadline: float) -> str | None:
+        """Takes a place for one password check against the id's and the address's limits (waiting for one
+        until the handshake's deadline): None, or why not ("rate_limited", "overloaded")."""
+        if not await self._by_id.turn(charger_id, deadline - time.monotonic()):
+            return "rate_limited" if self._by_id.blocked(charger_id) else "overloaded"
+        if not await self._by_addr.turn(address, deadline - time.monotonic()):
+            self._by_id.end(charger_id, True)  # nothing was checked: the id's place is given back
+            return "rate_limited" if self._by_addr.blocked(address) else "overloaded"
         return None
 
     # -- sessions -------------------------------------------------------------------------------------

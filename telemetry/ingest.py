@@ -9,6 +9,7 @@ On Postgres the rows travel by binary COPY (`telemetry.pg_copy`); SQLite takes b
 
 from __future__ import annotations
 
+import itertools
 import logging
 import time
 from collections.abc import Iterable, Sequence
@@ -213,8 +214,7 @@ async def store_events(
                 ),
                 list(batch.status.values()),
             )
-        for ev in sorted(batch.presence, key=lambda e: e.received_at):
-            await _apply_presence(conn, ev)
+        await _apply_presence(conn, sorted(batch.presence, key=lambda e: e.received_at))
         await store_battery_events(conn, [ev for ev in fresh if ev.kind is EventKind.BATTERY_SWAP])
         await store_ev_schedules(conn, [ev for ev in fresh if ev.kind is EventKind.EV_CHARGING_SCHEDULE])
         if last_seen:
@@ -349,21 +349,46 @@ def _fault(code: str) -> Counter:
 _fault_codes: set[str] = set()
 
 
-async def _apply_presence(conn: AsyncConnection, ev: Event) -> None:
-    body = ev.body
-    if isinstance(body, Connected):
-        await conn.execute(
-            update(CHARGERS)
-            .where(CHARGERS.c.id == ev.charger_id)
-            .values(
-                connected=True, protocol=body.protocol, gateway_id=body.gateway_id, session_id=body.session_id
-            )
-        )
-    elif isinstance(body, Disconnected):
-        # Only the session that is still the current one may mark the charger offline (a takeover's new
-        # session may have connected before the old one's close was stored).
-        await conn.execute(
-            update(CHARGERS)
-            .where(and_(CHARGERS.c.id == ev.charger_id, CHARGERS.c.session_id == body.session_id))
-            .values(connected=False)
-        )
+_connected = (
+    update(CHARGERS)
+    .where(CHARGERS.c.id == bindparam("cid"))
+    .values(
+        connected=True,
+        protocol=bindparam("protocol"),
+        gateway_id=bindparam("gateway"),
+        session_id=bindparam("session"),
+    )
+)
+# Only the session that is still the current one may mark the charger offline (a takeover's new session may
+# have connected before the old one's close was stored).
+_disconnected = (
+    update(CHARGERS)
+    .where(and_(CHARGERS.c.id == bindparam("cid"), CHARGERS.c.session_id == bindparam("session")))
+    .values(connected=False)
+)
+
+
+async def _apply_presence(conn: AsyncConnection, events: list[Event]) -> None:
+    """Connects and disconnects in the order the gateway saw them; a run of the same kind (a reconnect
+    storm's connects) is one executemany, not a round trip per charger."""
+    for connects, run in itertools.groupby(events, key=lambda ev: isinstance(ev.body, Connected)):
+        if connects:
+            params = [
+                {
+                    "cid": ev.charger_id,
+                    "protocol": b.protocol,
+                    "gateway": b.gateway_id,
+                    "session": b.session_id,
+                }
+                for ev in run
+                if isinstance(b := ev.body, Connected)
+            ]
+            await conn.execute(_connected, params)
+        else:
+            gone = [
+                {"cid": ev.charger_id, "session": b.session_id}
+                for ev in run
+                if isinstance(b := ev.body, Disconnected)
+            ]
+            if gone:
+                await conn.execute(_disconnected, gone)

@@ -15,26 +15,17 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import and_, bindparam, case, or_, select, update
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from chargeops.db.engine import insert_for, stored_utc
 from chargeops.db.models import Charger, IdToken, MeterFlag, Transaction, TransactionSeqNo
 from chargeops.db.ops_models import ChargerModel
-from chargeops.events import Booted, utcnow
+from chargeops.events import utcnow
 from chargeops.id_tokens import effective_status
 from ocpp_gateway import seq_gaps
 from ocpp_gateway.plausibility import Flag, MeterLimits, Reading, judge
-from ocpp_gateway.store.interface import ChargerAuth, TokenStatus, TxRecord
-
-_AUTH_QUERY = select(
-    Charger.id,
-    Charger.password_hash,
-    Charger.security_profile,
-    Charger.admission,
-    Charger.registration_status,
-    Charger.pending_password_hash,
-).where(Charger.id == bindparam("cid"))
-
+from ocpp_gateway.store.charger_rows import ChargerRows
+from ocpp_gateway.store.interface import TokenStatus, TxRecord
 
 _SEQ_NO_QUERY = select(TransactionSeqNo.seq_no).where(
     TransactionSeqNo.charger_id == bindparam("cid"),
@@ -46,67 +37,9 @@ _SEQ_NO_QUERY = select(TransactionSeqNo.seq_no).where(
 FLAG_KEY = ["charger_id", "transaction_id", "sampled_at", "value_wh", "reason"]
 
 
-class GatewayStore:
-    """SQLAlchemy-backed; each method is one short transaction and is idempotent where OCPP allows retries."""
-
-    def __init__(self, sessions: async_sessionmaker[AsyncSession]):
-        self._sessions = sessions
-
-    async def charger(self, charger_id: str) -> ChargerAuth | None:
-        """One Core query on every handshake (no ORM identity map: reconnect storms are CPU-bound)."""
-        async with self._sessions() as session:
-            row = (await session.execute(_AUTH_QUERY, {"cid": charger_id})).first()
-        return ChargerAuth(*row) if row is not None else None
-
-    async def set_pending_password(self, charger_id: str, password_hash: str) -> None:
-        """The charger accepted a new password: keep it beside the one it still connects with."""
-        async with self._sessions() as session, session.begin():
-            await session.execute(
-                update(Charger).where(Charger.id == charger_id).values(pending_password_hash=password_hash)
-            )
-
-    async def promote_password(self, charger_id: str, password_hash: str) -> None:
-        """The charger connected with its new password (`password_hash`): it is now the only one."""
-        async with self._sessions() as session, session.begin():
-            await session.execute(
-                update(Charger)
-                .where(Charger.id == charger_id, Charger.pending_password_hash == password_hash)
-                .values(password_hash=password_hash, pending_password_hash=None)
-            )
-
-    async def admit_unknown(self, charger_id: str, admission: str) -> ChargerAuth:
-        """Create a record for an unknown charger let in by `--accept-unknown` or the `pending` policy."""
-        async with self._sessions() as session, session.begin():
-            await session.execute(
-                insert_for(session.get_bind().dialect.name, Charger)
-                .values(
-                    id=charger_id,
-                    security_profile=0,
-                    kind="charger",
-                    connected=False,
-                    admission=admission,
-                    created_at=utcnow(),
-                    updated_at=utcnow(),
-                )
-                .on_conflict_do_nothing(index_elements=["id"])
-            )
-        # usually the row just inserted; if another handshake won the race, whatever it stored
-        return await self.charger(charger_id) or ChargerAuth(charger_id, None, 0, admission, None)
-
-    async def record_boot(self, charger_id: str, boot: Booted, at: datetime) -> None:
-        async with self._sessions() as session, session.begin():
-            await session.execute(
-                update(Charger)
-                .where(Charger.id == charger_id)
-                .values(
-                    vendor=boot.vendor,
-                    model=boot.model,
-                    serial_number=boot.serial_number,
-                    firmware_version=boot.firmware_version,
-                    registration_status=boot.registration,
-                    last_boot_at=at,
-                )
-            )
+class GatewayStore(ChargerRows):
+    """SQLAlchemy-backed; each method is one short transaction and is idempotent where OCPP allows retries.
+    The charger's own row (handshake, boot, passwords): `ChargerRows`."""
 
     async def id_token(self, id_token: str, now: datetime) -> TokenStatus:
         """Accepted / Blocked / Expired / Invalid for this token as of `now`, with its expiry."""
