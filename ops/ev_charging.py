@@ -5,7 +5,12 @@ session's TxProfile) and kept in `ev_charging_schedules` with the charger's answ
 The site's limit for the charger is what the site planner last gave it (`charger_limits`, per connector);
 at a site with a grid limit the planner has not yet planned for, the site's whole budget; elsewhere none.
 A renegotiation the EV starts (K17) is new needs, answered the same way; the new TxProfile replaces the
-last (same id). The schedule itself is `ops.ev_schedule` (pure).
+last (same id). One the CSMS starts (K16): every `site_plan_interval` the planner looks at the sessions it
+scheduled in this process; when the site's limit for a charger moved (by more than 5 % or 100 W) from the
+one the schedule was made under, the session is planned again from the EV's last needs and the new
+TxProfile sent, so a lowered grid limit reaches a session whose TxProfile would otherwise outrank the site
+planner's default profile. Sessions scheduled before a restart of ops are renegotiated by the EV only.
+The schedule itself is `ops.ev_schedule` (pure).
 """
 
 from __future__ import annotations
@@ -21,7 +26,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from chargeops import clock
 from chargeops.commands import SET_EV_CHARGING_SCHEDULE
 from chargeops.db.engine import insert_for
-from chargeops.db.models import Charger
+from chargeops.db.models import Charger, Transaction
 from chargeops.db.models import EvChargingSchedule as ScheduleRow
 from chargeops.db.ops_models import ChargerLimit, Site
 from chargeops.events import EvChargingNeeds, Event
@@ -30,20 +35,35 @@ from chargeops.settings import Settings
 from ops.ev_schedule import ev_schedule
 from ops.site_power import latest_report, site_budget
 from telemetry.bus import Bus
+from telemetry.periodic import Periodic
 
 log = logging.getLogger("chargeops.ev_charging")
 
 
-class EvChargingPlanner:
+def cap_moved(before: float | None, now: float | None) -> bool:
+    """Whether a site limit moved enough to renegotiate (K16): appeared, went, or changed by more than
+    5 % or 100 W, whichever is more."""
+    if before is None or now is None:
+        return before != now
+    return abs(now - before) > max(100.0, 0.05 * before)
+
+
+class EvChargingPlanner(Periodic):
     """Bus listener (role ops): each EV's needs get a schedule; the charger's answer is awaited off the
-    listener, in a task of its own, so a slow charger holds up no one."""
+    listener, in a task of its own, so a slow charger holds up no one. Its periodic step renegotiates the
+    sessions whose site limit moved (K16)."""
+
+    name = "ev_charging"
 
     def __init__(self, sessions: async_sessionmaker[AsyncSession], bus: Bus, settings: Settings) -> None:
+        super().__init__(settings.site_plan_interval)
         self._sessions = sessions
         self._bus = bus
         self._timeout = settings.call_timeout
         self._margin_pct = settings.site_margin_pct
         self._tasks: set[asyncio.Task[str]] = set()
+        # (charger, transaction) → the needs' event, the needs, the site limit its schedule was made under
+        self._scheduled: dict[tuple[str, str], tuple[Event, EvChargingNeeds, float | None]] = {}
 
     async def handle(self, events: Sequence[Event]) -> None:
         for ev in events:
@@ -52,12 +72,42 @@ class EvChargingPlanner:
                 self._tasks.add(task)
                 task.add_done_callback(self._tasks.discard)
 
-    async def answer(self, ev: Event, needs: EvChargingNeeds) -> str:
-        """Plan, send and keep the schedule for `needs`; the charger's answer (or what went wrong)."""
+    async def step(self) -> None:
+        """K16: renegotiate the sessions whose site limit moved since their schedule; forget ended ones."""
+        if not self._scheduled:
+            return
+        keys = list(self._scheduled)
+        async with self._sessions() as session:
+            rows = await session.execute(
+                select(Transaction.charger_id, Transaction.transaction_id).where(
+                    Transaction.active,
+                    Transaction.charger_id.in_({c for c, _ in keys}),
+                    Transaction.transaction_id.in_({t for _, t in keys}),
+                )
+            )
+            running = {(charger_id, tx_id) for charger_id, tx_id in rows}
+        for key in keys:
+            if key not in running:
+                self._scheduled.pop(key, None)
+                continue
+            ev, needs, cap_then = self._scheduled[key]
+            cap_now = await self.site_cap_w(key[0])
+            if cap_moved(cap_then, cap_now):
+                for_charger(log, key[0]).info(
+                    "site limit for transaction %s moved from %s to %s W: renegotiating (K16)",
+                    key[1], cap_then, cap_now,
+                )  # fmt: skip
+                await self.answer(ev, needs, cap=cap_now)
+
+    async def answer(self, ev: Event, needs: EvChargingNeeds, cap: float | None = None) -> str:
+        """Plan, send and keep the schedule for `needs` (within `cap`, or the site's limit read now); the
+        charger's answer (or what went wrong)."""
         charger_log = for_charger(log, ev.charger_id)
         try:
             now = clock.now()
-            cap = await self.site_cap_w(ev.charger_id)
+            if cap is None:
+                cap = await self.site_cap_w(ev.charger_id)
+            self._scheduled[(ev.charger_id, needs.transaction_id)] = (ev, needs, cap)
             plan = ev_schedule(
                 now=now,
                 max_power_w=needs.max_power_w,
@@ -132,6 +182,7 @@ class EvChargingPlanner:
             )
 
     async def stop(self) -> None:
+        await super().stop()
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)

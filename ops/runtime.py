@@ -187,6 +187,7 @@ class Runtime:
         self.certificate_renewal.start()
         self.ev_charging = EvChargingPlanner(self.sessions, self.bus, self.settings)
         self.bus.subscribe(self.ev_charging.handle)
+        self.ev_charging.start()
         if self.settings.cost_update_interval > 0:
             self.cost_updater = CostUpdater(self.sessions, self.bus, self.settings)
             self.cost_updater.start()

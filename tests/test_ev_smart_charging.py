@@ -4,6 +4,7 @@ transaction. Hand figures for the pure parts; real WebSocket chargers, Postgres 
 
 from __future__ import annotations
 
+import asyncio
 import json
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -257,6 +258,37 @@ async def test_tc_k_ev_schedule_is_capped_by_the_site_limit(start_runtime: Start
         request = await cp.next_profile(0)
         periods = request["chargingProfile"]["chargingSchedule"][0]["chargingSchedulePeriod"]
         assert periods == [{"startPeriod": 0, "limit": 10_400.0}]
+
+
+async def test_tc_k_16_a_lowered_site_limit_renegotiates_the_ev_schedule(start_runtime: StartRuntime) -> None:
+    """K16, renegotiation started by the CSMS: the site's grid connection drops from 11 kW to 7 kW during an
+    ISO 15118 session; the session's TxProfile (which outranks the site planner's default profile) is planned
+    again within the new limit (7 kW less 5 %: 6,600 W in 100 W steps) and sent, without the EV asking; a
+    limit that stays put sends nothing more."""
+    runtime = await start_runtime(accept_unknown=True, site_plan_interval=0.3)
+    async with runtime.sessions() as s, s.begin():
+        s.add(Site(id="depot-k16", name="K16", grid_limit_kw=11))
+        s.add(Charger(id="K16-SITE", site="depot-k16", admission="accepted"))
+    needs = {
+        "evseId": 1,
+        "chargingNeeds": {"requestedEnergyTransfer": "AC_three_phase", "acChargingParameters": AC_22KW},
+    }
+    async with raw_charger(runtime.gateway.port, "K16-SITE", "ocpp2.0.1") as raw:  # type: ignore[union-attr]
+        await raw.boot()
+        cp = Station(raw)
+        await cp.result("TransactionEvent", _started("TX-K16"))
+        assert (await cp.result("NotifyEVChargingNeeds", needs))["status"] == "Accepted"
+        first = await cp.next_profile(0)
+        periods = first["chargingProfile"]["chargingSchedule"][0]["chargingSchedulePeriod"]
+        assert periods == [{"startPeriod": 0, "limit": 10_400.0}]
+        async with runtime.sessions() as s, s.begin():
+            (await s.get(Site, "depot-k16")).grid_limit_kw = 7  # type: ignore[union-attr]
+        again = await asyncio.wait_for(cp.next_profile(1), 15)
+        periods = again["chargingProfile"]["chargingSchedule"][0]["chargingSchedulePeriod"]
+        assert periods == [{"startPeriod": 0, "limit": 6_600.0}]
+        assert again["chargingProfile"]["id"] == first["chargingProfile"]["id"]  # it replaces the first
+        with pytest.raises(TimeoutError):  # the limit stays: no third TxProfile
+            await asyncio.wait_for(cp.next_profile(2), 2)
 
 
 async def test_0017_carries_reported_ev_schedules_over(db_url: str) -> None:
