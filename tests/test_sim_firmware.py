@@ -16,6 +16,7 @@ from websockets.datastructures import Headers
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
+from chargeops.pki.csr import check_csr
 from firmware_stubs import EV, SimEnvironment, SimulatedCharger
 from firmware_stubs.fleet import FleetConfig, build_fleet, run_fleet
 from tests.csms_payloads import V16_CALLS, V201_CALLS
@@ -648,7 +649,10 @@ async def test_every_csms_action_gets_a_schema_valid_answer(
             cp_id, "NotifyMonitoringReport"
         )
     else:
-        assert csms.payloads(cp_id, "SignCertificate")
+        signs = csms.payloads(cp_id, "SignCertificate")
+        assert signs
+        # a real CSR, as the built-in CA checks it (CN = the id, O = the default organization, key size)
+        check_csr(signs[0]["csr"], cp_id, "chargeops")
 
 
 # --------------------------------------------------------------------------- fleets & seeds

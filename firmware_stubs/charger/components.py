@@ -35,6 +35,7 @@ class JobState:
     firmware: tuple[str, int | None, bool] = IDLE_FIRMWARE
     uploads: dict[str, tuple[str, int | None]] = field(default_factory=dict)  # kind -> last status
     certificates: list[CertificateEntry] = field(default_factory=list)
+    csr_key: Any = None  # the private key of the last CSR sent (SignCertificate)
 
 
 @dataclass(slots=True, eq=False)

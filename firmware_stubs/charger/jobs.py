@@ -5,11 +5,15 @@ uploads, and the certificates it installs. State lives in a ``JobState`` made on
 from __future__ import annotations
 
 import asyncio
-import base64
 import datetime as dt
 import hashlib
 from collections.abc import Coroutine
 from typing import Any
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 
 from firmware_stubs import transfer
 from firmware_stubs.charger.base import ChargerBase
@@ -58,9 +62,20 @@ class JobsMixin(ChargerBase):
         return len(keep) != len(certs)
 
     def csr(self) -> str:
-        """A PEM-shaped placeholder CSR for SignCertificate (no real key material is generated)."""
-        body = base64.b64encode(f"CSR for {self.id} {self.serial}".encode()).decode()
-        return f"-----BEGIN CERTIFICATE REQUEST-----\n{body}\n-----END CERTIFICATE REQUEST-----\n"
+        """A real PKCS#10 CSR for SignCertificate, as a station makes one: a new EC P-256 key, CN = the charge
+        point id, O = its configured organization (2.x SecurityCtrlr.OrganizationName, 1.6 CpoName), so a
+        CSMS that checks CSRs can sign it. The key stays in memory with the job state."""
+        key = ec.generate_private_key(ec.SECP256R1())
+        org = self.config.get("OrganizationName") or self.config.get("CpoName") or "chargeops"
+        subject = x509.Name(
+            [
+                x509.NameAttribute(NameOID.COMMON_NAME, self.id),
+                x509.NameAttribute(NameOID.ORGANIZATION_NAME, org),
+            ]
+        )
+        request = x509.CertificateSigningRequestBuilder().subject_name(subject).sign(key, hashes.SHA256())
+        self._job_state().csr_key = key
+        return request.public_bytes(serialization.Encoding.PEM).decode()
 
     # ------------------------------------------------------------------ background jobs
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:

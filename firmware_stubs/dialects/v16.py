@@ -66,6 +66,7 @@ class V16(Dialect):
         "StopTxnAlignedData": KeyDef("", kind="csv"),
         "AllowOfflineTxForUnknownId": KeyDef("false", kind="bool"),
         "SecurityProfile": KeyDef("0", kind="int"),
+        "CpoName": KeyDef("chargeops"),  # security whitepaper: the O of its CSRs (the built-in CA's default)
     }
     error_names = {
         "OccurrenceConstraintViolation": "OccurenceConstraintViolation",

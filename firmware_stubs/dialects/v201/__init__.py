@@ -26,7 +26,7 @@ class V201(V201Handlers, V201Monitoring):
         "ItemsPerMessage": KeyDef("50", readonly=True, kind="int"),
         "BytesPerMessage": KeyDef("65000", readonly=True, kind="int"),
         "SecurityProfile": KeyDef("1", readonly=True, kind="int"),
-        "OrganizationName": KeyDef("ChargeOps"),
+        "OrganizationName": KeyDef("chargeops"),  # the O of its CSRs: the built-in CA's default
         "TimeSource": KeyDef("Heartbeat", kind="csv"),
     }
     profile_purposes = {
