@@ -217,6 +217,13 @@ class Settings(LogSettings):
     sample_retention_days: int = Field(
         default=90, description="days of raw meter samples and 1-minute rollups kept"
     )
+    event_retention_days: int = Field(
+        default=180,
+        ge=0,
+        description="days of high-volume raw events kept (meter values, statuses, presence, session "
+        "updates, reports); signed meter values, session starts and ends, faults and security events stay; "
+        "0: keep all",
+    )
     fleet_metrics_interval: float = Field(default=10.0, description="seconds between fleet gauge refreshes")
     rules_file: Path | None = Field(
         default=None, description="fault rules (YAML) replacing the built-in ops/rules.yaml"

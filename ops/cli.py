@@ -158,6 +158,9 @@ def serve(
     sample_retention_days: Annotated[
         int | None, Opt("sample_retention_days", "days of raw meter samples and 1-minute rollups kept")
     ] = None,
+    event_retention_days: Annotated[
+        int | None, Opt("event_retention_days", "days of high-volume raw events kept (180; 0: all)")
+    ] = None,
     fleet_metrics_interval: Annotated[
         float | None, Opt("fleet_metrics_interval", "seconds between fleet gauge refreshes (ops role)")
     ] = None,

@@ -1,10 +1,16 @@
-"""Keeps `meter_samples` bounded and its rollups current: the ingest role's maintenance task.
+"""Keeps `meter_samples` and `events` bounded and the rollups current: the ingest role's maintenance task.
 
 On Postgres the samples table is partitioned by day (`meter_samples_pYYYYMMDD`, plus a default partition
 that catches anything outside them): partitions are created a week ahead and dropped whole once older than
 the retention — dropping a partition costs nothing, unlike deleting millions of rows. A sample that landed
 in the default partition (clock skew) moves into its day's partition when that one is created. With
 TimescaleDB the hypertable makes its own chunks and old ones go with `drop_chunks`. SQLite deletes old rows.
+
+`events` (the raw history, one row per message) is not partitioned: its key must stay unique across all of
+it, since it is what stores each event once. Its high-volume kinds (meter values, statuses, presence,
+session updates, reports) older than `event_retention_days` are deleted a bounded slice per pass, oldest
+first, by the `received_at` index (migration 0021); what billing and audits need stays: signed meter values,
+session starts and ends, faults, security events, implausible readings and battery swaps.
 
 Several ingest processes may run this task: a Postgres advisory lock lets one of them work at a time.
 """
@@ -19,7 +25,7 @@ from datetime import UTC, date, datetime, timedelta
 from sqlalchemy import DateTime, bindparam, text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession, async_sessionmaker
 
-from chargeops.events import utcnow
+from chargeops.events import EventKind, utcnow
 from chargeops.settings import Settings
 from telemetry.periodic import Periodic
 from telemetry.rollups import run_rollups
@@ -47,6 +53,47 @@ _PARTITIONS = text(
     WHERE i.inhparent = 'meter_samples'::regclass
     """
 )
+
+
+# Kinds kept whatever their age (evidence for billing disputes and audits); every other kind is pruned.
+EVENTS_KEPT = frozenset(
+    {
+        EventKind.SIGNED_METER_VALUES.value,
+        EventKind.TRANSACTION_STARTED.value,
+        EventKind.TRANSACTION_ENDED.value,
+        EventKind.FAULT_REPORTED.value,
+        EventKind.SECURITY_EVENT.value,
+        EventKind.METER_IMPLAUSIBLE.value,
+        EventKind.BATTERY_SWAP.value,
+    }
+)
+EVENT_PRUNE_CHUNK = 10_000  # rows per DELETE: short statements, no long lock on a busy table
+EVENT_PRUNE_MAX = 200_000  # rows per pass: the rest waits for the next pass
+_PRUNE_EVENTS = text(
+    """
+    DELETE FROM events WHERE event_id IN (
+        SELECT event_id FROM events
+        WHERE received_at < :cutoff AND kind NOT IN :kept
+        ORDER BY received_at LIMIT :chunk
+    )
+    """
+).bindparams(bindparam("cutoff", type_=_TS), bindparam("kept", expanding=True))
+
+
+async def prune_events(conn: AsyncConnection, now: datetime, retention_days: int) -> int:
+    """Delete prunable events older than `retention_days` (0: keep all), at most EVENT_PRUNE_MAX per call;
+    returns how many went."""
+    if retention_days <= 0:
+        return 0
+    cutoff = now - timedelta(days=retention_days)
+    params = {"cutoff": cutoff, "kept": sorted(EVENTS_KEPT), "chunk": EVENT_PRUNE_CHUNK}
+    deleted = 0
+    while deleted < EVENT_PRUNE_MAX:
+        gone = (await conn.execute(_PRUNE_EVENTS, params)).rowcount or 0
+        deleted += gone
+        if gone < EVENT_PRUNE_CHUNK:
+            break
+    return deleted
 
 
 def partition_name(day: date) -> str:
@@ -141,18 +188,21 @@ async def _locked(conn: AsyncConnection) -> bool:
 async def run_maintenance(
     sessions: async_sessionmaker[AsyncSession], settings: Settings, *, partitions: bool = True
 ) -> dict[str, int]:
-    """One maintenance pass: rollups, and with `partitions` the partition window and retention.
+    """One maintenance pass: event retention and rollups, and with `partitions` the partition window and
+    sample retention.
 
-    Retention is `settings.sample_retention_days` (days; 90 when the setting does not exist yet). The 1-hour
-    rollups are kept; 1-minute ones go with the samples they were made from.
+    Retention is `settings.sample_retention_days` for samples (the 1-hour rollups are kept; 1-minute ones go
+    with the samples they were made from) and `settings.event_retention_days` for prunable events.
     """
     retention = settings.sample_retention_days
     done: dict[str, int] = {}
-    if partitions:
-        async with sessions() as session, session.begin():
-            conn = await session.connection()
-            if await _locked(conn):
+    async with sessions() as session, session.begin():
+        conn = await session.connection()
+        if await _locked(conn):
+            if partitions:
                 done.update(await maintain_partitions(conn, utcnow(), retention))
+            # every pass, not hourly: a large fleet adds events faster than one slice an hour removes
+            done["events_pruned"] = await prune_events(conn, utcnow(), settings.event_retention_days)
     done["rolled_up"] = await run_rollups(sessions, _locked)
     return done
 

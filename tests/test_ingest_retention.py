@@ -89,3 +89,51 @@ async def test_maintenance_on_sqlite(sqlite_url: str) -> None:
         await run_maintenance(sessions, Settings())  # default retention: 90 days
     finally:
         await engine.dispose()
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgres"])
+async def test_event_retention_prunes_high_volume_kinds_and_keeps_evidence(
+    backend: str, sqlite_url: str, pg_url: str
+) -> None:
+    """`event_retention_days`: old meter values, statuses and presence go (a bounded slice per pass, by the
+    received_at index); signed meter values, session starts and ends and security events stay whatever their
+    age; recent events of every kind stay; 0 keeps everything."""
+    from chargeops.db.models import StoredEvent
+    from chargeops.events import Connected, SecurityEvent, SignedMeterValues, StatusChanged
+    from telemetry.retention import prune_events
+
+    old, recent = TODAY - timedelta(days=40), TODAY - timedelta(days=5)
+
+    def at(body: object, when: datetime, n: int) -> Event:
+        return Event(f"CP{n}", body, reported_at=when, received_at=when)  # type: ignore[arg-type]
+
+    events = []
+    for n, when in enumerate((old, recent)):
+        events += [
+            at(MeterValues(1, 1, None, [Sample("Power.Active.Import", 1.0, sampled_at=when)]), when, n),
+            at(StatusChanged(1, 1, "Available"), when, n),
+            at(Connected("ocpp2.0.1", "gw", f"s{n}"), when, n),
+            at(SignedMeterValues(1, 1, "TX1", [{"signed_meter_data": "x", "value": 1.0}]), when, n),
+            at(SecurityEvent("TamperDetectionActivated", "door"), when, n),
+        ]
+    async with migrated_sessions(sqlite_url if backend == "sqlite" else pg_url) as sessions:
+        await store_events(sessions, events)
+
+        async def kinds() -> list[tuple[str, bool]]:
+            async with sessions() as s:
+                rows = await s.execute(select(StoredEvent.kind, StoredEvent.received_at))
+                return sorted((k, stored(t) > TODAY - timedelta(days=10)) for k, t in rows)
+
+        before = await kinds()
+        async with sessions() as s, s.begin():
+            assert await prune_events(await s.connection(), TODAY, 0) == 0
+        assert await kinds() == before
+        async with sessions() as s, s.begin():
+            assert await prune_events(await s.connection(), TODAY, 30) == 3
+        after = await kinds()
+        assert [k for k, is_recent in after if not is_recent] == ["security_event", "signed_meter_values"]
+        assert sorted(k for k, is_recent in after if is_recent) == sorted(k for k, r in before if r)
+
+
+def stored(at: datetime) -> datetime:
+    return at if at.tzinfo else at.replace(tzinfo=UTC)

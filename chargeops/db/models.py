@@ -237,7 +237,10 @@ class StoredEvent(Base):
     """Every version-neutral event, once (primary key = the event's deterministic id)."""
 
     __tablename__ = "events"
-    __table_args__ = (Index("ix_events_charger_time", "charger_id", "received_at"),)
+    __table_args__ = (
+        Index("ix_events_charger_time", "charger_id", "received_at"),
+        Index("ix_events_received_at", "received_at"),  # retention (telemetry/retention.py)
+    )
 
     event_id: Mapped[str] = mapped_column(String(36), primary_key=True)
     charger_id: Mapped[str] = mapped_column(String(48))
