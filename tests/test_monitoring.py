@@ -1,11 +1,10 @@
 """The monitoring side of docker/: alert rules, Prometheus config and Grafana dashboards, proved against a
 real Prometheus (Debian `prometheus` package) scraping a running chargeops with a simulated fleet.
 
-Docker does not run on the test machine, so the compose stack itself is not started here; what can be
-proved without it is: promtool accepts the config and the rules, the rules' unit tests pass, the rules
-evaluate without error on real series, every dashboard panel's query returns data from a live stack
-(Prometheus panels through Prometheus, the charger-detail panels' SQL on the real PostgreSQL schema), and
-the files the compose file and Dockerfile refer to exist.
+Docker does not run on the test machine, so the compose stack itself is not started here; what is proved
+on a live stack: the rules evaluate without error on real series, every dashboard panel's query returns data
+(Prometheus panels through Prometheus, the charger-detail panels' SQL on the real PostgreSQL schema, as
+Grafana's read-only role). The checks that need no stack are test_monitoring_files.
 """
 
 from __future__ import annotations
@@ -23,7 +22,7 @@ import sys
 import time
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -31,16 +30,10 @@ from typing import Any
 import asyncpg
 import httpx
 import pytest
-import yaml
 
-ROOT = Path(__file__).resolve().parent.parent
-DOCKER = ROOT / "docker"
-PROM_DIR = DOCKER / "prometheus"
-DASHBOARDS = DOCKER / "grafana" / "dashboards"
+from tests.grafana_dashboards import DOCKER, POSTGRES_UID, PROM_DIR, PROMETHEUS_UID, Query, load_dashboards
+
 PG_ADMIN_DSN = os.environ.get("CHARGEOPS_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
-
-PROMETHEUS_UID = "chargeops-prometheus"
-POSTGRES_UID = "chargeops-postgres"
 
 # Panels whose query ends in `or vector(0)` so Grafana shows 0 instead of "No data" for a healthy system.
 # The test strips the fallback and demands real data, except for these metrics, which a healthy
@@ -57,176 +50,6 @@ CHARGERS = 20
 V2X = ("V2X00000", "V2X00001")  # `simulate --v2x-chargers 2` names them so
 NEVER_CONNECTED = ("YARD00001", "YARD00002")  # registered, never connected: the fleet has offline chargers
 ADMIN_TOKEN = "monitoring-test-admin-token"
-
-
-# -- static checks ---------------------------------------------------------------------------------------
-
-
-def promtool(*args: str) -> subprocess.CompletedProcess[str]:
-    """Run the real promtool; its absence is a failure (the brief: prove it), never a skip."""
-    exe = shutil.which("promtool")
-    assert exe, "promtool not found: install Debian's `prometheus` package"
-    return subprocess.run([exe, *args], cwd=PROM_DIR, capture_output=True, text=True, timeout=60)
-
-
-def test_promtool_check_rules() -> None:
-    result = promtool("check", "rules", "alerts.yml")
-    assert result.returncode == 0, result.stdout + result.stderr
-    assert "SUCCESS" in result.stdout
-
-
-def test_promtool_check_config() -> None:
-    result = promtool("check", "config", "prometheus.yml")
-    assert result.returncode == 0, result.stdout + result.stderr
-
-
-def test_promtool_rule_unit_tests() -> None:
-    """Offline, site-offline, ingest-lag, ingest-stalled, fault-spike and broker alerts on crafted series."""
-    text = (PROM_DIR / "alerts_test.yml").read_text()
-    for alert in ("ChargeopsChargersOffline", "ChargeopsSiteOffline", "ChargeopsIngestLagHigh"):
-        assert f"alertname: {alert}" in text
-    result = promtool("test", "rules", "alerts_test.yml")
-    assert result.returncode == 0, result.stdout + result.stderr
-
-
-@dataclass
-class Query:
-    """One panel target, with where it came from (for failure messages)."""
-
-    dashboard: str
-    panel: str
-    datasource: str
-    text: str
-    instant: bool = True
-
-    def where(self) -> str:
-        return f"{self.dashboard} / {self.panel!r}"
-
-
-@dataclass
-class Dashboard:
-    uid: str
-    title: str
-    doc: dict[str, Any]
-    queries: list[Query] = field(default_factory=list)
-
-
-def load_dashboards() -> list[Dashboard]:
-    """Every dashboard file, with its panels' targets flattened (rows may nest panels)."""
-    boards = []
-    for path in sorted(DASHBOARDS.glob("*.json")):
-        doc = json.loads(path.read_text())
-        board = Dashboard(doc.get("uid", ""), doc.get("title", ""), doc)
-        for panel in iter_panels(doc.get("panels", [])):
-            ds = (panel.get("datasource") or {}).get("uid", "")
-            for target in panel.get("targets", []):
-                text = target.get("expr") if ds == PROMETHEUS_UID else target.get("rawSql")
-                board.queries.append(Query(board.uid, panel.get("title", ""), ds, text or ""))
-        boards.append(board)
-    return boards
-
-
-def iter_panels(panels: list[dict[str, Any]]) -> Iterator[dict[str, Any]]:
-    for panel in panels:
-        if panel.get("type") == "row":
-            yield from iter_panels(panel.get("panels", []))
-        else:
-            yield panel
-
-
-def test_dashboards_are_valid_grafana_json() -> None:
-    boards = load_dashboards()
-    assert {b.uid for b in boards} == {
-        "chargeops-fleet-overview",
-        "chargeops-charger-detail",
-        "chargeops-pipeline",
-        "chargeops-operations",
-        "chargeops-swaps",
-        "chargeops-sites",
-    }
-    for board in boards:
-        doc = board.doc
-        assert board.title and isinstance(doc.get("schemaVersion"), int), board.uid
-        panels = list(iter_panels(doc["panels"]))
-        assert panels, board.uid
-        ids = [p["id"] for p in panels]
-        assert len(ids) == len(set(ids)), f"{board.uid}: duplicate panel ids"
-        variables = {v["name"] for v in doc.get("templating", {}).get("list", [])}
-        for panel in panels:
-            where = f"{board.uid} / {panel.get('title')!r}"
-            assert panel.get("title") and panel.get("type") and panel.get("gridPos"), where
-            ds = panel.get("datasource") or {}
-            assert ds.get("uid") in (PROMETHEUS_UID, POSTGRES_UID), where
-            targets = panel.get("targets") or []
-            assert targets, f"{where}: no targets"
-            ref_ids = [t.get("refId") for t in targets]
-            assert all(ref_ids) and len(ref_ids) == len(set(ref_ids)), where
-            for target in targets:
-                assert (target.get("datasource") or ds).get("uid") == ds["uid"], where
-                key = "expr" if ds["uid"] == PROMETHEUS_UID else "rawSql"
-                assert target.get(key), f"{where}: target without {key}"
-                used = set(re.findall(r"\$\{?([a-z]\w*)", target[key])) - {"__rate_interval"}
-                assert used <= variables, f"{where}: undefined template variable(s) {used - variables}"
-        for query in board.queries:
-            if query.datasource == PROMETHEUS_UID:
-                names = set(re.findall(r"\bchargeops_[a-z0-9_]+", query.text))
-                assert names or "up{" in query.text, f"{query.where()}: no chargeops metric"
-    # The panels' datasource uids are the ones Grafana is provisioned with.
-    provisioned = (DOCKER / "grafana" / "provisioning" / "datasources" / "datasources.yml").read_text()
-    assert f"uid: {PROMETHEUS_UID}" in provisioned and f"uid: {POSTGRES_UID}" in provisioned
-
-
-def test_charger_detail_is_postgres_and_no_per_charger_prometheus_label() -> None:
-    """10,000 chargers must not become 10,000 series: per-charger panels (charger detail, the fleet
-    overview's list of offline and faulted chargers) read PostgreSQL, and no Prometheus query names a
-    charger."""
-    for board in load_dashboards():
-        for query in board.queries:
-            if board.uid == "chargeops-charger-detail":
-                assert query.datasource == POSTGRES_UID, query.where()
-            elif query.datasource == PROMETHEUS_UID:
-                assert "charger_id" not in query.text and "$charger" not in query.text, query.where()
-
-
-def test_compose_and_dockerfile_refer_to_existing_files() -> None:
-    """Docker cannot run here: at least every host path the compose file mounts and the Dockerfile copies
-    exists, and each chargeops role is its own service."""
-    compose = (DOCKER / "compose.yaml").read_text()
-    for rel in re.findall(r"^\s*-\s*(\./[^:\s]+):", compose, flags=re.M):
-        assert (DOCKER / rel).exists(), f"compose.yaml mounts missing {rel}"
-    for service in (
-        "postgres",
-        "mosquitto",
-        "prometheus",
-        "grafana",
-        "migrate",
-        "ingest",
-        "gateway",
-        "ops",
-        "api",
-        "simulator",
-    ):
-        assert re.search(rf"^  {service}:\s*$", compose, flags=re.M), f"no service {service}"
-    dockerfile = (DOCKER / "Dockerfile").read_text()
-    for line in dockerfile.splitlines():
-        if line.startswith("COPY") and "--from" not in line:
-            for src in line.split()[1:-1]:
-                assert (ROOT / src).exists(), f"Dockerfile copies missing {src}"
-    mosquitto = (DOCKER / "mosquitto" / "mosquitto.conf").read_text()
-    assert re.search(r"^persistence true$", mosquitto, flags=re.M)
-    assert re.search(r"^max_queued_messages 0$", mosquitto, flags=re.M)
-
-
-def test_the_gateway_spool_outlives_its_container() -> None:
-    """Events the chargers were answered for wait in the gateway's spool while the broker is away: compose
-    keeps it on a named volume (a recreated container must not lose them), owned by the image's user."""
-    compose = yaml.safe_load((DOCKER / "compose.yaml").read_text())
-    gateway = compose["services"]["gateway"]
-    spool = gateway["environment"]["CHARGEOPS_SPOOL_DIR"]
-    mounts = {m.split(":")[1]: m.split(":")[0] for m in gateway["volumes"]}
-    assert mounts.get(spool) in compose["volumes"], (spool, mounts)
-    dockerfile = (DOCKER / "Dockerfile").read_text()
-    assert re.search(rf"install -d -o chargeops -g chargeops {re.escape(spool)}", dockerfile)
 
 
 # -- the live stack ---------------------------------------------------------------------------------------
@@ -693,17 +516,3 @@ def test_alert_rules_evaluate_on_live_series(stack: Stack) -> None:
     assert len(evaluated) >= 10
     bad = {r["name"]: r.get("lastError") for r in evaluated if r.get("health") != "ok"}
     assert not bad, f"rules that failed to evaluate: {bad}"
-
-
-def test_metric_names_carry_their_units_and_no_created_series() -> None:
-    """Issue 13: energy in `_watt_hours_total`, 0-1 quantities as `_ratio`, no `_created` twins."""
-    from prometheus_client import REGISTRY, generate_latest
-
-    import telemetry.metrics as m
-
-    m.SITE_ENERGY.labels("unit-test-site").inc(0)
-    text = generate_latest(REGISTRY).decode()
-    assert "chargeops_site_energy_watt_hours_total{" in text
-    assert "_created" not in text
-    names = {metric.name for metric in REGISTRY.collect() if metric.name.startswith("chargeops_")}
-    assert not {n for n in names if n.endswith(("_percent", "_wh", "_kw"))}, names
