@@ -350,11 +350,14 @@ def summarize(
     }
 
 
-def start_server(database_url: str, heartbeat: int) -> tuple[subprocess.Popen[bytes], int]:
-    """`chargeops serve` in its own process; its log is read by `ServerLog` so stdout stays one JSON."""
+def start_server(database_url: str, heartbeat: int, time_scale: float) -> tuple[subprocess.Popen[bytes], int]:
+    """`chargeops serve` in its own process; its log is read by `ServerLog` so stdout stays one JSON. The
+    fleet's simulated time runs `time_scale` times faster, so are its meters: the plausibility ceiling
+    (400 kW) is scaled as `chargeops demo` scales it, or every session would be flagged as a meter fault."""
     port, http = free_port(), free_port()
     cmd = [sys.executable, "-m", "ops.cli", "serve", "--accept-unknown", "--ocpp-port", str(port)]
     cmd += ["--http-port", str(http), "--database-url", database_url, "--heartbeat-interval", str(heartbeat)]
+    cmd += ["--meter-max-power-kw", str(400.0 * max(1.0, time_scale))]
     env = {**os.environ, "CHARGEOPS_LOG_LEVEL": "WARNING"}
     return subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT), port
 
@@ -412,7 +415,7 @@ def main() -> None:
     if url is None:
         name = f"chargeops_soak_{os.getpid()}"
         url = asyncio.run(create_database(args.admin_url, name))
-    server, port = start_server(url, args.heartbeat_interval)
+    server, port = start_server(url, args.heartbeat_interval, args.time_scale)
     try:
         result = asyncio.run(measure(args, server, port, url))
     finally:  # outside the event loop, with signals ignored: a second Ctrl-C cannot skip the clean-up
