@@ -244,7 +244,7 @@ async def test_a_late_offline_copy_of_a_stored_transaction_event_is_answered_and
     }
     assert samples == 15 and seq_nos == [0, 1, 2]
     assert (tx.meter_start_wh, tx.energy_counted_wh, tx.energy_wh, tx.last_seq_no) == (2_000, 6_000, 4_000, 2)
-    assert site_energy() - energy_before == 4_000
+    assert site_energy() - energy_before == pytest.approx(4_000)  # a process-wide counter: float sums
 
 
 async def test_v201_ended_without_started_still_makes_a_closed_transaction(
