@@ -29,7 +29,9 @@ OCPP action name passes through unchanged: that is the operator API's raw relay,
   (1.6: one call per type); answered `{"status", "certificates": [{"certificate_type", "hash_algorithm",
   "issuer_name_hash", "issuer_key_hash", "serial_number", "children"?}]}`;
 * `chargeops.DeleteCertificate` `{"hash": {"hash_algorithm", "issuer_name_hash", "issuer_key_hash",
-  "serial_number"}}` → DeleteCertificate (answered `{"status"}` as the other two);
+  "serial_number"}, "certificate_type"?}` → DeleteCertificate (answered `{"status"}` as the other two);
+  the four above reach a 1.6 station's ISO 15118 certificates (V2G, MO roots, its V2G chain) in 2.0.1 words
+  through the Plug & Charge DataTransfer of the OCA application note (the gateway's `pnc16`);
 * `chargeops.SetEvChargingSchedule` `{"evse_id", "transaction_id", "start_at" (ISO), "duration_s"?,
   "periods": [{"start_s", "limit_w"}]}` → SetChargingProfile, the ISO 15118 session's TxProfile (2.x);
 * `chargeops.UpdateCost` `{"transaction_id", "total_cost"}` (the running cost, tax included, as decimal
