@@ -15,10 +15,13 @@ from typing import Any
 
 import httpx
 import pytest
+from cryptography.hazmat.primitives import serialization
 from cryptography.x509 import ocsp
 
 from chargeops.db.certificate_models import CertificateOperation, InstalledCertificate
 from chargeops.db.models import IdToken
+from firmware_stubs import SimEnvironment, SimulatedCharger
+from firmware_stubs.dialects import pnc16 as sim_pnc
 from ops.runtime import Runtime
 from tests.certificate_support import (
     ADMIN,
@@ -35,6 +38,7 @@ from tests.certificate_support import (
 from tests.conftest import StartRuntime
 from tests.ocpp_client import RawCharger, assert_strictly_valid
 from tests.pki_lab import OcspResponder, TestCa
+from tests.waiting import until
 
 pytest_plugins = ("tests.certificate_support",)
 
@@ -382,3 +386,60 @@ async def test_station_without_plug_and_charge(
         await answer_tunnelled(cp, call, {"status": "Maybe"})
         broken = await sent
         assert broken.status_code == 502 and broken.json()["error"] == "invalid_charger_response", broken.text
+
+
+# -- the simulator's 1.6 Plug & Charge --------------------------------------------------------------------
+
+
+async def test_simulated_1_6_charger_does_plug_and_charge(
+    start_runtime: StartRuntime, tmp_path: Path
+) -> None:
+    """A simulated 1.6 charger with ISO15118PnCEnabled gets a V2G root installed and listed, its V2G
+    certificate signed on the CSMS's TriggerMessage SignV2GCertificate, and an EV certificate from the lab
+    pool, all through the tunnel; with the key off it answers UnknownVendorId: the API says NotSupported."""
+    runtime = await start_runtime(
+        accept_unknown=True, ca_dir=tmp_path / "ca", ca_organization="chargeops", contract_cert_test_pool=True
+    )
+    root = TestCa("V2G root").cert.public_bytes(serialization.Encoding.PEM).decode()
+    env = SimEnvironment(strict=True, backoff_base=0.2, backoff_cap=1.0)
+    url = f"ws://127.0.0.1:{runtime.gateway.port}/ocpp"  # type: ignore[union-attr]
+    chargers = []
+    for cid, enabled in (("SIM-PNC16", "true"), ("SIM-NOPNC", "false")):
+        cp = SimulatedCharger(cid, url, protocol="ocpp1.6", env=env)
+        cp.config.put(sim_pnc.ENABLED_KEY, enabled)
+        await cp.start()
+        await cp.wait_until_accepted(10)
+        chargers.append(cp)
+    sim = chargers[0]
+    try:
+        base = "/api/chargers/SIM-PNC16/installed-certificates"
+        body = {"certificate_type": "V2GRootCertificate", "certificate": root}
+        assert (await (await api(runtime, "POST", base, json=body))).json()["status"] == "Accepted"
+        listed = (await (await api(runtime, "POST", f"{base}/refresh"))).json()
+        assert [i["certificate_type"] for i in listed["items"]] == ["V2GRootCertificate"]
+
+        trigger = json.dumps({"requestedMessage": "SignV2GCertificate"})
+        relay = {"vendorId": PNC, "messageId": "TriggerMessage", "data": trigger}  # the raw relay
+        renewal = await api(runtime, "POST", "/api/chargers/SIM-PNC16/ocpp/DataTransfer", json=relay)
+        assert json.loads((await renewal).json()["response"]["data"]) == {"status": "Accepted"}
+        issued = await settled(runtime, "SIM-PNC16")
+        assert issued.certificate_type == "V2GCertificate" and issued.delivery == "Accepted"
+        assert [k for k, _ in sim.certificates(["V2GCertificateChain"])] == ["V2GCertificateChain"]
+
+        answers: list[Any] = []
+        request = {
+            "iso15118SchemaVersion": "urn:iso:15118:2:2013:MsgDef",
+            "action": "Install",
+            "exiRequest": "RVhJ",
+        }
+        sim_pnc.send(sim, "Get15118EVCertificate", request, answers.append)
+        await until(lambda: bool(answers), what="the EV certificate answer")
+        assert answers[0]["status"] == "Accepted"
+
+        refused = await (
+            await api(runtime, "POST", "/api/chargers/SIM-NOPNC/installed-certificates", json=body)
+        )
+        assert refused.status_code == 502 and refused.json()["ocpp_error"] == "NotSupported", refused.text
+    finally:
+        for cp in chargers:
+            await cp.stop()
