@@ -28,6 +28,7 @@ _V16_NAMES = {
     "CSMSRootCertificate": "CentralSystemRootCertificate",
     "ManufacturerRootCertificate": "ManufacturerRootCertificate",
 }
+V21_ONLY = frozenset({"OEMRootCertificate"})  # CA certificate types 2.0.1 does not know
 _HASH_FIELDS = (
     ("hash_algorithm", "hashAlgorithm"),
     ("issuer_name_hash", "issuerNameHash"),
@@ -67,6 +68,8 @@ async def renew(version: OcppVersion, p: Payload, send: Send) -> CommandReply:
 
 async def install(version: OcppVersion, p: Payload, send: Send) -> CommandReply:
     kind = str(p.get("certificate_type"))
+    if kind in V21_ONLY and version is not V21:
+        return _invalid(f"a {kind} needs OCPP 2.1; this station speaks {version.name}")
     if version is V16:
         if kind not in _V16_NAMES:
             return _invalid(f"OCPP 1.6 stations cannot be given a {kind}")
@@ -82,6 +85,8 @@ async def installed(version: OcppVersion, p: Payload, send: Send) -> CommandRepl
     """The installed CA certificates of the types asked (all by default), as one neutral answer."""
     kinds: list[str] = list(p.get("certificate_types") or ())
     found: list[Payload] = []
+    if version is not V21 and (newer := V21_ONLY.intersection(kinds)):
+        return _invalid(f"OCPP {version.name} stations have no {', '.join(sorted(newer))}")
     if version is not V16:
         reply = await send("GetInstalledCertificateIds", {"certificateType": kinds} if kinds else {})
         if reply.outcome != "result":
