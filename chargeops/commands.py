@@ -45,7 +45,8 @@ OCPP action name passes through unchanged: that is the operator API's raw relay,
 * `chargeops.SendLocalList` `{"version", "full", "entries": [{"id_token", "type", "status"?, "expiry"?,
   "group_id"?}]}` → SendLocalList (1.6 idTagInfo with expiryDate and parentIdTag, 2.x idTokenInfo with
   cacheExpiryDateTime and groupIdToken); an entry without `status` removes the token (differential
-  updates); answered `{"status", "reason"?}`;
+  updates); answered `{"status", "reason"?, "entries_sent"?}` (2.x: only the first `entries_sent` entries
+  went, the most the station's LocalAuthListCtrlr BytesPerMessage allows; send the rest next);
 * `chargeops.ClearAuthCache` `{}` → ClearCache; answered `{"status"}`.
 
 DER `settings` are the control's own parameters as the standard names them (e.g. `{"pctMaxDischargePower":
