@@ -159,6 +159,8 @@ class Pki:
     async def _first_answer(self, hash_data: Payload, urls: list[str]) -> OcspAnswer | None:
         """The first responder of `urls` that answers (the operator's instead, when configured)."""
         issuer = self._known_issuer(hash_data)
+        if self._settings.ocsp_responder_url:
+            urls = urls[:1]  # the operator's responder is asked instead of each of them: once
         for url in urls:
             try:
                 return await self.ocsp.status({**hash_data, "responderURL": url}, issuer=issuer)

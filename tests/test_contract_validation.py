@@ -1,6 +1,6 @@
 """Central contract certificate validation (OCPP 2.x C07.FR.06, TC_C_52), delegated OCSP responders, and 2.1
 GetCertificateChainStatus: ISO 15118 chains (V2G / MO root, MO sub-CAs, contract certificate) made in the
-test, a real OCSP responder on a loopback port, real WebSocket chargers."""
+test, a real OCSP responder on a loopback port, real WebSocket chargers over wss://."""
 
 from __future__ import annotations
 
@@ -19,13 +19,19 @@ from ocpp_gateway.contract_chain import ChainProblem, ContractRootsError, load_r
 from ocpp_gateway.pki import trust_store
 from ops.runtime import Runtime
 from ops.startup import StartupError
-from tests.conftest import StartRuntime
+from tests.conftest import StartRuntime, over_ws_and_wss
 from tests.ocpp_client import RawCharger, raw_charger
 from tests.pki_lab import OcspResponder, TestCa
 
 GOOD, REVOKED, UNKNOWN = 0x2000, 0x3000, 0x4000
 EMAID = "DEMOC1234567890"
 CHAIN_ERROR = {"idTokenInfo": {"status": "Invalid"}, "certificateStatus": "CertChainError"}
+
+
+@pytest.fixture
+def start_runtime(start_runtime: StartRuntime, pki: Path) -> StartRuntime:
+    """Over wss:// (RSA and ECDSA server certificates, client CA), as a certification lab runs it."""
+    return over_ws_and_wss(start_runtime, "wss", pki)
 
 
 def pem(*certs: x509.Certificate) -> str:
