@@ -179,6 +179,7 @@ async def test_tc_d_01_full_update_fits_bytes_per_message_2_0_1(stack: Stack) ->
     tiny = await stack.charger("LL-TINY", "ocpp2.0.1", BytesPerMessage="150")
     refused = await stack.sync("LL-TINY")
     assert refused["state"] == "failed" and "TooLargeElement" in refused["detail"], refused
+    assert refused["entries_sent"] == 0
     assert sent_lists(tiny) == []
 
 

@@ -197,11 +197,13 @@ class LocalListSync:
             reply = await self.ask(charger_id, SEND_LOCAL_LIST, payload)
             messages += 1
             # a 2.x station's BytesPerMessage may let only the first entries go: the rest go next
-            taken = reply.payload.get("entries_sent", len(part)) if reply.outcome == "result" else len(part)
-            if reply.outcome != "result" or reply.payload.get("status") != "Accepted":
-                sent += len(part)
-                break
+            if reply.outcome == "result":
+                taken = reply.payload.get("entries_sent", len(part))
+            else:  # refused by the gateway (nothing went), or sent with no usable answer
+                taken = 0 if reply.outcome == "invalid" else len(part)
             sent += taken
+            if reply.outcome != "result" or reply.payload.get("status") != "Accepted":
+                break
             if taken < len(part):
                 parts.insert(0, part[taken:])
             async with self._sessions() as session:
