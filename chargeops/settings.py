@@ -182,6 +182,16 @@ class Settings(LogSettings):
         description="OCSP responder asked about contract and V2G certificates instead of the one the station "
         "names (an OCSP proxy, a lab's responder); unset: the station's",
     )
+    contract_roots: Path | None = Field(
+        default=None,
+        description="V2G and MO root certificates (a PEM file, or a directory of .pem / .crt / .cer "
+        "files) an Authorize contract certificate chain is validated against (C07.FR.06); none: a PEM chain "
+        "alone is CertChainError",
+    )
+    contract_roots_ca: bool = Field(
+        default=False,
+        description="trust the built-in CA's root (ca.pem in --ca-dir) as a V2G root as well",
+    )
     contract_cert_service_url: str | None = Field(
         default=None,
         description="contract-certificate service Get15118EVCertificate is forwarded to (HTTP POST of JSON)",

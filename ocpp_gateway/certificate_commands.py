@@ -34,6 +34,7 @@ _V16_NAMES = {
 }
 # What a 1.6 station holds of ISO 15118 (2.x GetCertificateIdUseEnumType), through the tunnel.
 _ISO15118_KINDS = ("V2GRootCertificate", "MORootCertificate", "V2GCertificateChain")
+V21_ONLY = frozenset({"OEMRootCertificate"})  # CA certificate types 2.0.1 does not know
 _HASH_FIELDS = (
     ("hash_algorithm", "hashAlgorithm"),
     ("issuer_name_hash", "issuerNameHash"),
@@ -75,6 +76,8 @@ async def renew(version: OcppVersion, p: Payload, send: Send) -> CommandReply:
 
 async def install(version: OcppVersion, p: Payload, send: Send) -> CommandReply:
     kind = str(p.get("certificate_type"))
+    if kind in V21_ONLY and version is not V21:
+        return _invalid(f"a {kind} needs OCPP 2.1; this station speaks {version.name}")
     call: Payload = {"certificateType": kind, "certificate": p.get("certificate")}
     if version is V16:
         if kind in _ISO15118_KINDS:
@@ -108,6 +111,8 @@ async def installed(version: OcppVersion, p: Payload, send: Send) -> CommandRepl
     station is asked its ISO 15118 ones through the tunnel; asked for all, one that does not do Plug &
     Charge answers just the others."""
     kinds: list[str] = list(p.get("certificate_types") or ())
+    if version is not V21 and (newer := V21_ONLY.intersection(kinds)):
+        return _invalid(f"OCPP {version.name} stations have no {', '.join(sorted(newer))}")
     if version is not V16:
         reply = await send("GetInstalledCertificateIds", {"certificateType": kinds} if kinds else {})
         if reply.outcome != "result":

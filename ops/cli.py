@@ -121,6 +121,12 @@ def serve(
     ocsp_responder_url: Annotated[
         str | None, Opt("ocsp_responder_url", "OCSP responder asked instead of the one the charger names")
     ] = None,
+    contract_roots: Annotated[
+        Path | None, Opt("contract_roots", "V2G / MO root certificates (PEM file or directory) for C07")
+    ] = None,
+    contract_roots_ca: Annotated[
+        bool | None, Opt("contract_roots_ca", "trust the built-in CA's root as a V2G root too")
+    ] = None,
     contract_cert_service_url: Annotated[
         str | None, Opt("contract_cert_service_url", "service Get15118EVCertificate is forwarded to")
     ] = None,

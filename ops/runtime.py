@@ -21,6 +21,7 @@ from chargeops.db.migrate import is_empty
 from chargeops.settings import ROLES, Settings
 from ocpp_gateway.certificates import GatewayCertificates
 from ocpp_gateway.context import GatewayContext
+from ocpp_gateway.contract_chain import ContractRootsError, load_roots
 from ocpp_gateway.pricing import Pricing
 from ocpp_gateway.server import GatewayServer
 from ocpp_gateway.store import GatewayStore
@@ -99,6 +100,10 @@ class Runtime:
                 self._tls = ReloadingTls(files) if files else None
             except TlsFilesError as exc:
                 raise StartupError(f"cannot serve wss://: {exc}") from None
+            try:
+                load_roots([settings.contract_roots] if settings.contract_roots is not None else [])
+            except ContractRootsError as exc:
+                raise StartupError(f"cannot load --contract-roots: {exc}") from None
         self.engine = make_engine(settings.database_url)
         self.sessions = make_sessionmaker(self.engine)
         # bad MQTT settings raise BrokerConfigError here, before anything started

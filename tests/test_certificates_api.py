@@ -171,3 +171,38 @@ async def test_tc_m_12_to_21_retrieve_and_delete_certificates(
         assert [(i["certificate_type"], i["serial_number"]) for i in r.json()["items"]] == [
             ("CSMSRootCertificate", "7F01")
         ]
+
+
+async def test_tc_m_101_install_oem_root_certificate_on_2_1(
+    start_runtime: StartRuntime, ca_lab: Path, sqlite_url: str
+) -> None:
+    """TC_M_101 (OCPP 2.1): an OEMRootCertificate goes to a 2.1 station as InstallCertificate of that
+    type (Accepted, stored) and is listed by GetInstalledCertificateIds; a 2.0.1 station, whose schema has
+    no such type, gets nothing: 422 saying 2.1 is needed."""
+    runtime = await start(start_runtime, ca_lab, sqlite_url, accept_unknown=True)
+    root = (ca_lab / "ca" / "ca.pem").read_text()
+    oem = {"certificate_type": "OEMRootCertificate", "certificate": root}
+    async with station(runtime, ca_lab, "CP-M101", "ocpp2.1") as cp:
+        expected = {"certificateType": "OEMRootCertificate", "certificate": root}
+        path = "/api/chargers/CP-M101/installed-certificates"
+        r = await api_call(
+            runtime, cp, "POST", path, [("InstallCertificate", expected, {"status": "Accepted"})], json=oem
+        )
+        assert r.status_code == 200 and r.json()["status"] == "Accepted", r.text
+        listed = {"status": "Accepted", "certificateHashDataChain": [
+            {"certificateType": "OEMRootCertificate", "certificateHashData": HASH}
+        ]}  # fmt: skip
+        r = await api_call(
+            runtime, cp, "POST", f"{path}/refresh",
+            [("GetInstalledCertificateIds", {"certificateType": ["OEMRootCertificate"]}, listed)],
+            json={"certificate_types": ["OEMRootCertificate"]},
+        )  # fmt: skip
+        assert [(i["certificate_type"], i["serial_number"]) for i in r.json()["items"]] == [
+            ("OEMRootCertificate", "7F01")
+        ]
+    async with station(runtime, ca_lab, "CP-M101B", "ocpp2.0.1") as cp:
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{runtime.http_port}", headers=ADMIN) as api:
+            refused = await api.post("/api/chargers/CP-M101B/installed-certificates", json=oem)
+            assert refused.status_code == 422 and "2.1" in refused.json()["detail"], refused.text
+            ops = (await api.get("/api/chargers/CP-M101B/certificate-operations")).json()["items"]
+        assert ops and ops[0]["status"] != "Accepted"
