@@ -46,6 +46,7 @@ from ocpp_gateway.contract_chain import ChainProblem, TrustStore, load_roots
 from ocpp_gateway.contract_chain import hash_data as hash_of
 from ocpp_gateway.ocsp import OcspAnswer, OcspClient, OcspFailure
 from ocpp_gateway.times import ocpp_time
+from ocpp_gateway.versions import OcppVersion
 
 log = logging.getLogger("chargeops.gateway.pki")
 
@@ -170,8 +171,10 @@ class Pki:
 
     # -- M01 / M02: Get15118EVCertificate ------------------------------------------------------------------
 
-    async def ev_certificate(self, charger_id: str, request: Payload, max_exi: int) -> Payload:
-        """The Get15118EVCertificate answer: the service's, the test pool's, or Failed."""
+    async def ev_certificate(self, charger_id: str, request: Payload, version: OcppVersion) -> Payload:
+        """The Get15118EVCertificate answer: the service's, the test pool's, or Failed. An exiResponse
+        longer than the version's schema allows is Failed."""
+        max_exi = version.max_length("Get15118EVCertificate", "exiResponse", response=True)
         url = self._settings.contract_cert_service_url
         if url is None:
             if not self._settings.contract_cert_test_pool:

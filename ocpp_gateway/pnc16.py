@@ -37,7 +37,6 @@ if TYPE_CHECKING:
     from ocpp_gateway.session import ChargerSession
 
 VENDOR_ID = "org.openchargealliance.iso15118pnc"
-EXI_RESPONSE_MAX = 7500  # 2.0.1's limit of Get15118EVCertificateResponse.exiResponse: the tunnel speaks 2.0.1
 Send = Callable[[str, Payload], Awaitable[CommandReply]]
 Handler = Callable[["ChargerSession", Payload], Awaitable[Payload]]
 NOT_PNC = frozenset({"UnknownVendorId", "UnknownMessageId"})  # the station does not do Plug & Charge
@@ -67,7 +66,7 @@ async def _certificate_status(session: ChargerSession, p: Payload) -> Payload:
 
 
 async def _ev_certificate(session: ChargerSession, p: Payload) -> Payload:
-    return await session.ctx.pki.ev_certificate(session.id, p, EXI_RESPONSE_MAX)
+    return await session.ctx.pki.ev_certificate(session.id, p, V201)  # the tunnel speaks 2.0.1
 
 
 async def _sign_certificate(session: ChargerSession, p: Payload) -> Payload:

@@ -117,7 +117,6 @@ def transaction_facts(p: Payload) -> TransactionFacts:
 
 class Session201(ChargerSession):
     version = V201
-    EXI_RESPONSE_MAX = 7500  # Get15118EVCertificateResponse.exiResponse's limit in this version
 
     async def on_boot_notification(self, p: Payload) -> Payload:
         return await self.register_boot(boot_of(p))
@@ -153,7 +152,7 @@ class Session201(ChargerSession):
         return await self.ctx.pki.certificate_status(p["ocspRequestData"])
 
     async def on_get_15118_ev_certificate(self, p: Payload) -> Payload:
-        return await self.ctx.pki.ev_certificate(self.id, p, self.EXI_RESPONSE_MAX)
+        return await self.ctx.pki.ev_certificate(self.id, p, self.version)
 
     async def on_transaction_event(self, p: Payload) -> Payload:
         """A (transaction, seqNo) is stored once: a copy of an event already stored (resent `offline: true`,

@@ -20,7 +20,6 @@ _NO_STREAMS = NotSupported(
 
 class Session21(Session201):
     version = V21
-    EXI_RESPONSE_MAX = 17000
 
     async def on_notify_der_alarm(self, p: Payload) -> Payload:
         alarm = DerAlarm(
