@@ -27,7 +27,7 @@ from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import aiomqtt
 import asyncpg
@@ -53,6 +53,7 @@ from ocpp_gateway.meter import samples_of
 from telemetry.metrics import BUS_ERRORS
 from telemetry.mqtt import MqttBus
 from telemetry.spool import SpoolFull
+from tests.mqtt_brokers import BUS_BROKERS, PrivateRumqttd
 from tests.test_mqtt_bus import Collector, sample_events, until
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -182,9 +183,21 @@ def services_dir() -> Iterator[Path]:
     shutil.rmtree(base, ignore_errors=True)
 
 
-@pytest.fixture(scope="session")
-def broker(services_dir: Path) -> Iterator[PrivateMosquitto]:
-    b = PrivateMosquitto(services_dir)
+class PrivateBroker(Protocol):
+    port: int
+    proc: subprocess.Popen[bytes] | None  # None while stopped
+
+    def url(self, root: str) -> str: ...
+    def start(self) -> None: ...
+    def stop(self) -> None: ...
+
+
+@pytest.fixture(scope="session", params=BUS_BROKERS)
+def broker(request: pytest.FixtureRequest, services_dir: Path) -> Iterator[PrivateBroker]:
+    """A private broker of each of `BUS_BROKERS` (Mosquitto configured as docs/bus.md asks)."""
+    b: PrivateBroker = (
+        PrivateMosquitto(services_dir) if request.param == "mosquitto" else PrivateRumqttd(services_dir)
+    )
     b.start()
     yield b
     b.stop()
@@ -199,7 +212,7 @@ def postgres(services_dir: Path) -> Iterator[PrivatePostgres]:
 
 
 @pytest.fixture
-def restart_broker(broker: PrivateMosquitto) -> Iterator[PrivateMosquitto]:
+def restart_broker(broker: PrivateBroker) -> Iterator[PrivateBroker]:
     """For tests that stop the broker: it is running again afterwards, whatever happened."""
     yield broker
     if broker.proc is None:
@@ -434,7 +447,7 @@ class Pipeline:
     """One gateway process and N ingest processes on a fresh topic root and database, a counting proxy in
     front of the gateway, and a simulated fleet driven through the proxy."""
 
-    def __init__(self, broker: PrivateMosquitto, db_url: str, workdir: Path) -> None:
+    def __init__(self, broker: PrivateBroker, db_url: str, workdir: Path) -> None:
         self.root = f"pipeline-{uuid.uuid4().hex[:10]}"
         self.db_url = db_url
         self.workdir = workdir
@@ -551,7 +564,7 @@ class Pipeline:
 
 
 @pytest.fixture
-async def pipeline(broker: PrivateMosquitto, pg_db: str, tmp_path: Path) -> AsyncIterator[Pipeline]:
+async def pipeline(broker: PrivateBroker, pg_db: str, tmp_path: Path) -> AsyncIterator[Pipeline]:
     p = Pipeline(broker, pg_db, tmp_path)
     try:
         yield p
@@ -589,7 +602,7 @@ async def test_every_sample_is_stored_once_across_a_postgres_restart(
 
 @pytest.mark.postgres
 async def test_every_sample_is_stored_once_across_a_mosquitto_restart(
-    pipeline: Pipeline, restart_broker: PrivateMosquitto
+    pipeline: Pipeline, restart_broker: PrivateBroker
 ) -> None:
     await pipeline.start(ingest_processes=1)
 
@@ -630,7 +643,7 @@ async def test_every_sample_is_stored_once_by_two_ingest_processes_sharing_the_l
 # -- the gateway's spool against a broker that is really gone --------------------------------------------
 
 
-async def _bus(broker: PrivateMosquitto, root: str, name: str, spool_dir: Path, **kw: Any) -> MqttBus:
+async def _bus(broker: PrivateBroker, root: str, name: str, spool_dir: Path, **kw: Any) -> MqttBus:
     bus = MqttBus(
         Settings(mqtt_url=broker.url(root), gateway_id=name, node_id=name, spool_dir=spool_dir, **kw)
     )
@@ -638,7 +651,7 @@ async def _bus(broker: PrivateMosquitto, root: str, name: str, spool_dir: Path, 
     return bus
 
 
-async def end_session(broker: PrivateMosquitto, client_id: str) -> None:
+async def end_session(broker: PrivateBroker, client_id: str) -> None:
     props = Properties(PacketTypes.CONNECT)
     props.SessionExpiryInterval = 0
     async with aiomqtt.Client(
@@ -648,7 +661,7 @@ async def end_session(broker: PrivateMosquitto, client_id: str) -> None:
 
 
 async def test_events_published_while_the_broker_is_down_are_spooled_and_replayed_in_order(
-    restart_broker: PrivateMosquitto, tmp_path: Path
+    restart_broker: PrivateBroker, tmp_path: Path
 ) -> None:
     root = f"spool-{uuid.uuid4().hex[:10]}"
     ingest = await _bus(restart_broker, root, "ingest-a", tmp_path)
@@ -680,7 +693,7 @@ async def test_events_published_while_the_broker_is_down_are_spooled_and_replaye
 
 
 async def test_a_full_spool_refuses_the_events_and_counts_it(
-    restart_broker: PrivateMosquitto, tmp_path: Path
+    restart_broker: PrivateBroker, tmp_path: Path
 ) -> None:
     root = f"spool-{uuid.uuid4().hex[:10]}"
     ingest = await _bus(restart_broker, root, "ingest-a", tmp_path)
@@ -705,7 +718,7 @@ async def test_a_full_spool_refuses_the_events_and_counts_it(
 
 
 async def test_events_nobody_subscribed_to_yet_are_kept_until_ingest_subscribes(
-    broker: PrivateMosquitto, tmp_path: Path
+    broker: PrivateBroker, tmp_path: Path
 ) -> None:
     """The broker acks such events with "no matching subscribers" and drops them; the gateway keeps them."""
     root = f"spool-{uuid.uuid4().hex[:10]}"
@@ -725,7 +738,7 @@ async def test_events_nobody_subscribed_to_yet_are_kept_until_ingest_subscribes(
 
 
 async def test_a_spool_left_by_a_stopped_gateway_is_replayed_when_it_starts_again(
-    restart_broker: PrivateMosquitto, tmp_path: Path
+    restart_broker: PrivateBroker, tmp_path: Path
 ) -> None:
     root = f"spool-{uuid.uuid4().hex[:10]}"
     ingest = await _bus(restart_broker, root, "ingest-a", tmp_path)
