@@ -83,10 +83,7 @@ class ApiProcess:
         self._serving: asyncio.Task[None] | None = None
         self._watch: asyncio.Task[None] | None = None
         self._stopping = False
-
-    @property
-    def pid(self) -> int | None:
-        return self._proc.pid if self._proc is not None else None
+        self.pid: int | None = None  # of the API process while it serves
 
     async def start(self) -> tuple[int, int | None]:
         """Bind, start the child and wait until it listens; returns the HTTP port and the metrics port."""
@@ -127,12 +124,14 @@ class ApiProcess:
                 "fix the cause, or keep the API in serve's process with --no-api-process"
             )
         exited.cancel()
+        self.pid = proc.pid
 
     async def _restart_on_exit(self) -> None:
         exits: deque[float] = deque()
         while True:
             assert self._proc is not None
             code = await self._proc.wait()
+            self.pid = None
             if self._stopping:
                 return
             now = time.monotonic()
