@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import gc
 import logging
-import sys
 import time
 from collections.abc import Awaitable, Callable
 
@@ -29,6 +27,7 @@ from ops.api.metrics import add_metrics, metrics_app
 from ops.api.process import ApiProcess
 from ops.api.worker import ApiThread, LoopBus
 from ops.certificates import CertificateRenewal, builtin_ca
+from ops.cli_loop import tune_interpreter
 from ops.engine import OpsEngine
 from ops.ev_charging import EvChargingPlanner
 from ops.local_list.job import LocalListJob
@@ -45,18 +44,6 @@ from telemetry.writer import BatchWriter
 log = logging.getLogger("chargeops")
 _BROKER_SETTINGS = ("mqtt_username", "mqtt_password", "mqtt_ca_file", "mqtt_cert_file", "mqtt_key_file")
 STOP_SECONDS = 25.0  # the whole shutdown; an orchestrator's SIGKILL usually follows SIGTERM after 30 s
-
-
-def tune_interpreter() -> None:
-    """For a long-lived server process (measured with bench/gateway.py):
-    - freeze what start-up allocated and collect the old generation rarely, so tens of thousands of live
-      connection objects are not re-scanned in stop-the-world pauses;
-    - a short GIL switch interval, so the database driver's thread is not starved by the busy event loop
-      (SQLite's executemany takes the GIL per row: at 5 ms per switch a batch stalled for 100s of ms)."""
-    gc.collect()
-    gc.freeze()
-    gc.set_threshold(10_000, 50, 1000)
-    sys.setswitchinterval(0.0005)
 
 
 class Runtime:

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import httpx
 
+from ops.api.metrics import merge
 from tests.conftest import StartRuntime
 from tests.ocpp_client import raw_charger
 from tests.test_api_support import bearer
@@ -162,3 +163,41 @@ async def test_sigterm_stops_serve_and_its_api_process(tmp_path: Path) -> None:
         await server.stop()
     assert code == 0, server.lines[-20:]
     assert not _running(child), server.lines[-20:]
+
+
+def test_merged_exposition_adds_counts_and_keeps_the_gateways_gauges() -> None:
+    gateway = b"""# HELP a_total A
+# TYPE a_total counter
+a_total{k="x"} 2.0
+# HELP g G
+# TYPE g gauge
+g 5.0
+# HELP h H
+# TYPE h histogram
+h_bucket{le="1.0"} 1.0
+h_bucket{le="+Inf"} 1.0
+h_count 1.0
+h_sum 0.5
+"""
+    api = b"""# HELP a_total A
+# TYPE a_total counter
+a_total{k="x"} 3.0
+a_total{k="y"} 1.0
+# HELP g G
+# TYPE g gauge
+g 0.0
+# HELP h H
+# TYPE h histogram
+h_bucket{le="1.0"} 0.0
+h_bucket{le="+Inf"} 2.0
+h_count 2.0
+h_sum 7.0
+# HELP only_api O
+# TYPE only_api gauge
+only_api 4.0
+"""
+    text = merge(gateway, api).decode()
+    assert 'a_total{k="x"} 5.0' in text and 'a_total{k="y"} 1.0' in text
+    assert "\ng 5.0" in text and "only_api 4.0" in text
+    assert 'h_bucket{le="1.0"} 1.0' in text and 'h_bucket{le="+Inf"} 3.0' in text and "h_sum 7.5" in text
+    assert text.count("# TYPE a_total counter") == 1

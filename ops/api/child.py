@@ -34,7 +34,7 @@ from chargeops.settings import Settings
 from ops.api import create_app
 from ops.api.channel import ChannelClient, read_frame
 from ops.api.metrics import add_metrics, merge, metrics_app
-from ops.cli_loop import loop_factory
+from ops.cli_loop import loop_factory, tune_interpreter
 
 GRACEFUL_SECONDS = 10  # `serve` kills the process if it takes longer than this and a margin
 
@@ -106,6 +106,7 @@ async def _run(channel_fd: int, socket_fds: list[int]) -> None:
                     raise RuntimeError("the HTTP server stopped during start-up")
             await asyncio.sleep(0.02)
         channel.ready()
+        tune_interpreter()  # as serve's: the large pages' garbage is collected without rescanning start-up's
         await asyncio.gather(*tasks)
     finally:
         stop()
