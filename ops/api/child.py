@@ -5,13 +5,14 @@ API process takes up the connections that waited meanwhile).
 It runs the operator API (and `/metrics`) on its own interpreter, loop and database pool; commands for
 chargers and `serve`'s metrics come over the channel (`ops.api.channel`). It stops on SIGTERM (after the
 requests in flight, up to `GRACEFUL_SECONDS`) or when `serve` went away; Ctrl-C is for `serve`, which stops
-it in its shutdown order.
+it in its shutdown order. It runs at a lower CPU priority than `serve` (`NICENESS`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import pickle
 import signal
 import socket
@@ -37,6 +38,9 @@ from ops.api.metrics import add_metrics, merge, metrics_app
 from ops.cli_loop import loop_factory, tune_interpreter
 
 GRACEFUL_SECONDS = 10  # `serve` kills the process if it takes longer than this and a margin
+# The chargers come first: when the CPUs are short, the scheduler gives `serve` (the gateway, ingest) the
+# larger share and the API answers later or sheds load with 503; when they are not, it changes nothing.
+NICENESS = 10
 
 
 class _Server(uvicorn.Server):
@@ -118,6 +122,7 @@ async def _run(channel_fd: int, socket_fds: list[int]) -> None:
 
 def main() -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    os.nice(NICENESS)
     fds = [int(arg) for arg in sys.argv[1:]]
     with asyncio.Runner(loop_factory=loop_factory()) as runner:
         runner.run(_run(fds[0], fds[1:]))

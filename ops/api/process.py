@@ -12,7 +12,6 @@ seconds fail `serve` loudly instead. Stopping sends SIGTERM and waits for the re
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import pickle
 import socket
@@ -149,9 +148,14 @@ class ApiProcess:
             log.error("the API process (pid %d) exited with code %s; starting it again", self._proc.pid, code)
             API_RESTARTS.inc()
             await asyncio.sleep(0.5 * len(exits))
-            with contextlib.suppress(ApiProcessFailed):  # it exited: counted on the next turn
+            try:
                 await self._spawn()
-                log.warning("the API process is running again (pid %d)", self._proc.pid)
+            except ApiProcessFailed:  # it exited: counted on the next turn
+                continue
+            except Exception as exc:  # e.g. no process can be started: serve cannot go on without its API
+                self._on_failure(ApiProcessFailed(f"cannot start the API process again: {exc}"))
+                return
+            log.warning("the API process is running again (pid %d)", self._proc.pid)
 
     async def stop(self) -> None:
         """SIGTERM, then wait for the requests in flight (killed after `GRACEFUL_SECONDS` and a margin)."""
