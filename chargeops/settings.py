@@ -107,6 +107,10 @@ class Settings(LogSettings):
     api_db_pool: int = Field(
         default=4, ge=1, description="database connections the HTTP API may hold (its own pool, not ingest's)"
     )
+    api_process: bool = Field(
+        default=True,
+        description="run the HTTP API in a worker process of its own when serve runs it with other roles",
+    )
     api_rate_limit: str = Field(
         default="20/second;600/minute",
         description="requests per API token (per address for bad tokens), e.g. 20/second;600/minute, or off",

@@ -65,6 +65,10 @@ def serve(
     api_db_pool: Annotated[
         int | None, Opt("api_db_pool", "database connections the HTTP API may hold, apart from ingest (4)")
     ] = None,
+    api_process: Annotated[
+        bool | None,
+        Opt("api_process", "the HTTP API in its own worker process when serve runs other roles (default on)"),
+    ] = None,
     api_rate_limit: Annotated[
         str | None,
         Opt("api_rate_limit", "requests per API token, e.g. 20/second;600/minute (default), or off"),

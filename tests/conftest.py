@@ -106,7 +106,7 @@ async def start_runtime(sqlite_url: str) -> AsyncIterator[StartRuntime]:
             ocpp_port=0,
             http_port=0,
             admin_token=SecretStr("test-admin-token"),
-            **overrides,
+            **{"api_process": False, **overrides},  # in-process tests read the API's metrics and loop
         )
         runtime = Runtime(settings)
         await runtime.start()
