@@ -9,7 +9,8 @@ last (same id). One the CSMS starts (K16): every `site_plan_interval` the planne
 scheduled in this process; when the site's limit for a charger moved (by more than 5 % or 100 W) from the
 one the schedule was made under, the session is planned again from the EV's last needs and the new
 TxProfile sent, so a lowered grid limit reaches a session whose TxProfile would otherwise outrank the site
-planner's default profile. Sessions scheduled before a restart of ops are renegotiated by the EV only.
+planner's default profile. Sessions scheduled before a restart of ops are renegotiated by the EV only, and
+a session superseded on its EVSE by a newer one's needs (its end was lost) not at all.
 The schedule itself is `ops.ev_schedule` (pure).
 """
 
@@ -107,6 +108,7 @@ class EvChargingPlanner(Periodic):
             now = clock.now()
             if cap is None:
                 cap = await self.site_cap_w(ev.charger_id)
+            self._supersede(ev.charger_id, needs)
             self._scheduled[(ev.charger_id, needs.transaction_id)] = (ev, needs, cap)
             plan = ev_schedule(
                 now=now,
@@ -138,6 +140,13 @@ class EvChargingPlanner(Periodic):
         except Exception:
             charger_log.exception("EV schedule for transaction %s failed", needs.transaction_id)
             return "error"
+
+    def _supersede(self, charger_id: str, needs: EvChargingNeeds) -> None:
+        """An EVSE carries one transaction at a time: needs for a new one there mean an older session whose
+        end was lost (still active in the database) is over, so K16 renegotiates it no more."""
+        for key, (_, old, _) in list(self._scheduled.items()):
+            if key[0] == charger_id and old.evse_id == needs.evse_id and key[1] != needs.transaction_id:
+                del self._scheduled[key]
 
     async def site_cap_w(self, charger_id: str) -> float | None:
         async with self._sessions() as session:
