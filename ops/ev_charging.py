@@ -10,7 +10,9 @@ scheduled in this process; when the site's limit for a charger moved (by more th
 one the schedule was made under, the session is planned again from the EV's last needs and the new
 TxProfile sent, so a lowered grid limit reaches a session whose TxProfile would otherwise outrank the site
 planner's default profile. Sessions scheduled before a restart of ops are renegotiated by the EV only, and
-a session superseded on its EVSE by a newer one's needs (its end was lost) not at all.
+a session superseded on its EVSE by a newer one (its end was lost) not at all. When the site planner
+moves a charger's limit it asks for the renegotiation before it sends the default profile (the TxProfile
+holds the running EV, so it goes first; TC_K_58 expects it first).
 The schedule itself is `ops.ev_schedule` (pure).
 """
 
@@ -30,7 +32,7 @@ from chargeops.db.engine import insert_for
 from chargeops.db.models import Charger, Transaction
 from chargeops.db.models import EvChargingSchedule as ScheduleRow
 from chargeops.db.ops_models import ChargerLimit, Site
-from chargeops.events import EvChargingNeeds, Event
+from chargeops.events import EvChargingNeeds, Event, TransactionStarted
 from chargeops.logs import for_charger
 from chargeops.settings import Settings
 from ops.ev_schedule import ev_schedule
@@ -68,6 +70,8 @@ class EvChargingPlanner(Periodic):
 
     async def handle(self, events: Sequence[Event]) -> None:
         for ev in events:
+            if isinstance(ev.body, TransactionStarted) and ev.body.evse_id is not None:
+                self._supersede(ev.charger_id, ev.body.evse_id, ev.body.transaction_id)
             if isinstance(ev.body, EvChargingNeeds):
                 task = asyncio.get_running_loop().create_task(self.answer(ev, ev.body))
                 self._tasks.add(task)
@@ -108,7 +112,7 @@ class EvChargingPlanner(Periodic):
             now = clock.now()
             if cap is None:
                 cap = await self.site_cap_w(ev.charger_id)
-            self._supersede(ev.charger_id, needs)
+            self._supersede(ev.charger_id, needs.evse_id, needs.transaction_id)
             self._scheduled[(ev.charger_id, needs.transaction_id)] = (ev, needs, cap)
             plan = ev_schedule(
                 now=now,
@@ -141,11 +145,23 @@ class EvChargingPlanner(Periodic):
             charger_log.exception("EV schedule for transaction %s failed", needs.transaction_id)
             return "error"
 
-    def _supersede(self, charger_id: str, needs: EvChargingNeeds) -> None:
-        """An EVSE carries one transaction at a time: needs for a new one there mean an older session whose
-        end was lost (still active in the database) is over, so K16 renegotiates it no more."""
+    async def renegotiate(self, charger_id: str, cap_w: float) -> None:
+        """K16 as the site planner moves a charger's limit, before it sends the default profile
+        (`SitePlanner.before_limit`): the sessions scheduled there whose limit moved get their TxProfile
+        first, under the new limit; the periodic step then finds them planned under it."""
+        for key, (ev, needs, cap_then) in list(self._scheduled.items()):
+            if key[0] == charger_id and cap_moved(cap_then, cap_w):
+                for_charger(log, charger_id).info(
+                    "site limit for transaction %s moves from %s to %s W: renegotiating (K16)",
+                    key[1], cap_then, cap_w,
+                )  # fmt: skip
+                await self.answer(ev, needs, cap=cap_w)
+
+    def _supersede(self, charger_id: str, evse_id: int, transaction_id: str) -> None:
+        """An EVSE carries one transaction at a time: a new one starting there (or its needs) means an older
+        session whose end was lost (still active in the database) is over, so K16 renegotiates it no more."""
         for key, (_, old, _) in list(self._scheduled.items()):
-            if key[0] == charger_id and old.evse_id == needs.evse_id and key[1] != needs.transaction_id:
+            if key[0] == charger_id and old.evse_id == evse_id and key[1] != transaction_id:
                 del self._scheduled[key]
 
     async def site_cap_w(self, charger_id: str) -> float | None:

@@ -90,3 +90,47 @@ async def test_tc_k_58_only_the_session_running_on_the_evse_is_renegotiated(
             while True:
                 later = await asyncio.wait_for(cp.next_profile(len(cp.tx_profiles)), 2)
                 assert later["chargingProfile"]["transactionId"] == "TX-NEW"
+
+
+class OrderedStation(Station):
+    """A Station that also notes the purpose of every SetChargingProfile, in the order they came."""
+
+    def __init__(self, cp: Any) -> None:
+        super().__init__(cp)
+        self.purposes: list[str] = []
+
+    async def _take(self, frame: list[Any]) -> None:
+        self.purposes.append(frame[3]["chargingProfile"]["chargingProfilePurpose"])
+        await super()._take(frame)
+
+
+async def test_tc_k_58_the_renegotiated_tx_profile_comes_before_the_default_profile(
+    start_runtime: StartRuntime,
+) -> None:
+    """The site's limit drops while an ISO 15118 session runs: the session's new TxProfile (what holds the
+    EV) reaches the station before the site planner's new TxDefaultProfile, as TC_K_58 expects the first
+    SetChargingProfile after the CSMS's trigger to be the TxProfile of the transaction."""
+    runtime = await start_runtime(accept_unknown=True, site_plan_interval=0.3)
+    async with runtime.sessions() as s, s.begin():
+        s.add(Site(id="depot-k58o", name="K58", grid_limit_kw=11))
+        s.add(Charger(id="K58-ORDER", site="depot-k58o", admission="accepted"))
+    needs = {
+        "evseId": 1,
+        "chargingNeeds": {"requestedEnergyTransfer": "AC_three_phase", "acChargingParameters": AC_22KW},
+    }
+    async with raw_charger(runtime.gateway.port, "K58-ORDER", "ocpp2.0.1") as raw:  # type: ignore[union-attr]
+        await raw.boot()
+        cp = OrderedStation(raw)
+        await cp.result("TransactionEvent", _started("TX-K58O"))
+        assert (await cp.result("NotifyEVChargingNeeds", needs))["status"] == "Accepted"
+        await cp.next_profile(0)
+        while "TxDefaultProfile" not in cp.purposes:  # the planner has given the charger its limit
+            await cp._take(await asyncio.wait_for(cp.cp.recv(), 15))
+        seen = len(cp.purposes)
+        async with runtime.sessions() as s, s.begin():
+            (await s.get(Site, "depot-k58o")).grid_limit_kw = 7  # type: ignore[union-attr]
+        while "TxDefaultProfile" not in cp.purposes[seen:]:
+            await cp._take(await asyncio.wait_for(cp.cp.recv(), 15))
+        after = cp.purposes[seen:]
+        assert after[0] == "TxProfile", after
+        assert cp.tx_profiles[-1]["chargingProfile"]["transactionId"] == "TX-K58O"
