@@ -95,8 +95,10 @@ class EvChargingPlanner(Periodic):
             if key not in running:
                 self._scheduled.pop(key, None)
                 continue
-            ev, needs, cap_then = self._scheduled[key]
             cap_now = await self.site_cap_w(key[0])
+            if (entry := self._scheduled.get(key)) is None:
+                continue
+            ev, needs, cap_then = entry  # read after the await: `renegotiate` may have planned it meanwhile
             if cap_moved(cap_then, cap_now):
                 for_charger(log, key[0]).info(
                     "site limit for transaction %s moved from %s to %s W: renegotiating (K16)",
