@@ -67,6 +67,9 @@ class EvChargingPlanner(Periodic):
         self._tasks: set[asyncio.Task[str]] = set()
         # (charger, transaction) → the needs' event, the needs, the site limit its schedule was made under
         self._scheduled: dict[tuple[str, str], tuple[Event, EvChargingNeeds, float | None]] = {}
+        # the limit the site planner is sending a charger (stored once the charger answered): needs arriving
+        # meanwhile are planned under it, not under the one it replaces
+        self._announced: dict[str, float] = {}
 
     async def handle(self, events: Sequence[Event]) -> None:
         for ev in events:
@@ -113,7 +116,7 @@ class EvChargingPlanner(Periodic):
         try:
             now = clock.now()
             if cap is None:
-                cap = await self.site_cap_w(ev.charger_id)
+                cap = self._announced.get(ev.charger_id) or await self.site_cap_w(ev.charger_id)
             self._supersede(ev.charger_id, needs.evse_id, needs.transaction_id)
             self._scheduled[(ev.charger_id, needs.transaction_id)] = (ev, needs, cap)
             plan = ev_schedule(
@@ -151,6 +154,7 @@ class EvChargingPlanner(Periodic):
         """K16 as the site planner moves a charger's limit, before it sends the default profile
         (`SitePlanner.before_limit`): the sessions scheduled there whose limit moved get their TxProfile
         first, under the new limit; the periodic step then finds them planned under it."""
+        self._announced[charger_id] = cap_w
         for key, (ev, needs, cap_then) in list(self._scheduled.items()):
             if key[0] == charger_id and cap_moved(cap_then, cap_w):
                 for_charger(log, charger_id).info(
