@@ -2,12 +2,13 @@
 chose, as neutral events, and the neutral `chargeops.SetEvChargingSchedule` as the session's TxProfile.
 
 What the charging schedule is, is ops' decision (`ops.ev_charging`): the gateway answers
-NotifyEVChargingNeeds Accepted when the EVSE has a transaction to hang a TxProfile on and the EV said what it
-can take (AC or DC parameters), and publishes the needs; ops answers with the command. Otherwise Rejected
-(K15.FR.04: no schedule will come). The EV's figures become watts: AC `evMaxCurrent` × `evMaxVoltage` × the
-phases of the requested transfer (the voltage taken per phase), DC the lesser of `evMaxPower` and
-`evMaxCurrent` × `evMaxVoltage`; the energy is `energyAmount`, or for DC without it the state of charge
-missing to `fullSoC` (100 % if not said) of `evEnergyCapacity`.
+NotifyEVChargingNeeds Accepted when the EVSE has a transaction to hang a TxProfile on, and publishes the
+needs; ops answers with the command. Without a transaction Rejected (K15.FR.04: no schedule will come).
+The EV's figures become watts: AC `evMaxCurrent` × `evMaxVoltage` × the phases of the requested transfer
+(the voltage taken per phase), DC the lesser of `evMaxPower` and `evMaxCurrent` × `evMaxVoltage`; the energy
+is `energyAmount`, or for DC without it the state of charge missing to `fullSoC` (100 % if not said) of
+`evEnergyCapacity`. An EV that gave neither AC nor DC parameters (as the OCTT's TC_K_53 state does) may
+draw what the station can give: its model's rated power, else `--meter-max-power-kw`.
 """
 
 from __future__ import annotations
@@ -26,8 +27,9 @@ PHASES = {"AC_single_phase": 1, "AC_two_phase": 2, "AC_three_phase": 3}
 EV_PROFILE_ID_BASE = 900_100
 
 
-def needs_of(p: Payload, transaction_id: str) -> EvChargingNeeds | None:
-    """A NotifyEVChargingNeedsRequest as neutral needs; None when the EV gave no AC or DC parameters."""
+def needs_of(p: Payload, transaction_id: str, station_max_w: float | None = None) -> EvChargingNeeds | None:
+    """A NotifyEVChargingNeedsRequest as neutral needs. An EV that gave no AC or DC parameters may draw
+    `station_max_w` (the EVSE's own limit then holds it); None when that is not given either."""
     needs = p["chargingNeeds"]
     transfer = needs["requestedEnergyTransfer"]
     ac, dc = needs.get("acChargingParameters"), needs.get("dcChargingParameters")
@@ -44,6 +46,8 @@ def needs_of(p: Payload, transaction_id: str) -> EvChargingNeeds | None:
         if energy is None and dc.get("stateOfCharge") is not None and dc.get("evEnergyCapacity"):
             missing = max(0, (dc.get("fullSoC") or 100) - dc["stateOfCharge"])
             energy = dc["evEnergyCapacity"] * missing / 100
+    elif station_max_w is not None:
+        max_w, min_w, energy = station_max_w, 0.0, None
     else:
         return None
     departure = needs.get("departureTime")

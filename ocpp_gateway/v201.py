@@ -193,12 +193,16 @@ class Session201(ChargerSession):
         return response
 
     async def on_notify_ev_charging_needs(self, p: Payload) -> Payload:
-        """K15/K17: Accepted when ops can plan a schedule (a transaction runs on the EVSE, the EV gave its AC
-        or DC parameters); ops then sends the session's TxProfile (`ocpp_gateway.ev_charging`)."""
+        """K15/K17: Accepted when ops can plan a schedule (a transaction runs on the EVSE); ops then sends the
+        session's TxProfile (`ocpp_gateway.ev_charging`: an EV without AC or DC parameters at the station's
+        rated power)."""
         transaction_id = await self.ctx.store.active_transaction(self.id, p["evseId"])
-        needs = ev_charging.needs_of(p, transaction_id) if transaction_id is not None else None
+        needs = None
+        if transaction_id is not None:
+            rated_kw = await self.ctx.store.max_power_kw(self.id) or self.ctx.settings.meter_max_power_kw
+            needs = ev_charging.needs_of(p, transaction_id, rated_kw * 1000)
         if needs is None:
-            why = "no transaction on this EVSE" if transaction_id is None else "no AC or DC parameters"
+            why = "no transaction on this EVSE"
             await self.emit(Reported("NotifyEVChargingNeeds", p))
             return {"status": "Rejected", "statusInfo": {"reasonCode": "NoSchedule", "additionalInfo": why}}
         await self.emit(needs, reported_at=parse_time(p["timestamp"]) if p.get("timestamp") else None)

@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from datetime import timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import delete, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -32,7 +32,9 @@ from chargeops.db.models import Charger
 from chargeops.logs import for_charger
 from chargeops.pki.builtin_ca import BuiltinCA
 from chargeops.settings import Settings
-from ops.api.context import Commands
+
+if TYPE_CHECKING:  # ops.api imports this module: a run-time import is circular for `chargeops ca`
+    from ops.api.context import Commands
 
 log = logging.getLogger("chargeops.certificates")
 RENEWAL_INTERVAL = 3600.0  # seconds between looks at what expires

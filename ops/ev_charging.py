@@ -9,7 +9,10 @@ last (same id). One the CSMS starts (K16): every `site_plan_interval` the planne
 scheduled in this process; when the site's limit for a charger moved (by more than 5 % or 100 W) from the
 one the schedule was made under, the session is planned again from the EV's last needs and the new
 TxProfile sent, so a lowered grid limit reaches a session whose TxProfile would otherwise outrank the site
-planner's default profile. Sessions scheduled before a restart of ops are renegotiated by the EV only.
+planner's default profile. Sessions scheduled before a restart of ops are renegotiated by the EV only, and
+a session superseded on its EVSE by a newer one (its end was lost) not at all. When the site planner
+moves a charger's limit it asks for the renegotiation before it sends the default profile (the TxProfile
+holds the running EV, so it goes first; TC_K_58 expects it first).
 The schedule itself is `ops.ev_schedule` (pure).
 """
 
@@ -29,7 +32,7 @@ from chargeops.db.engine import insert_for
 from chargeops.db.models import Charger, Transaction
 from chargeops.db.models import EvChargingSchedule as ScheduleRow
 from chargeops.db.ops_models import ChargerLimit, Site, SiteTelemetry
-from chargeops.events import EvChargingNeeds, Event
+from chargeops.events import EvChargingNeeds, Event, TransactionStarted
 from chargeops.logs import for_charger
 from chargeops.settings import Settings
 from ops.ev_schedule import ev_schedule
@@ -64,9 +67,14 @@ class EvChargingPlanner(Periodic):
         self._tasks: set[asyncio.Task[str]] = set()
         # (charger, transaction) → the needs' event, the needs, the site limit its schedule was made under
         self._scheduled: dict[tuple[str, str], tuple[Event, EvChargingNeeds, float | None]] = {}
+        # the limit the site planner is sending a charger (stored once the charger answered): needs arriving
+        # meanwhile are planned under it, not under the one it replaces
+        self._announced: dict[str, float] = {}
 
     async def handle(self, events: Sequence[Event]) -> None:
         for ev in events:
+            if isinstance(ev.body, TransactionStarted) and ev.body.evse_id is not None:
+                self._supersede(ev.charger_id, ev.body.evse_id, ev.body.transaction_id)
             if isinstance(ev.body, EvChargingNeeds):
                 task = asyncio.get_running_loop().create_task(self.answer(ev, ev.body))
                 self._tasks.add(task)
@@ -91,8 +99,11 @@ class EvChargingPlanner(Periodic):
             if key not in running:
                 self._scheduled.pop(key, None)
                 continue
-            ev, needs, cap_then = self._scheduled[key]
-            cap_now = caps[key[0]]
+            if (entry := self._scheduled.get(key)) is None:
+                continue
+            ev, needs, cap_then = entry  # read now: `renegotiate` may have planned it while this step awaited
+            # the limit the site planner announced last is newer than the one read above
+            cap_now = self._announced.get(key[0], caps[key[0]])
             if cap_moved(cap_then, cap_now):
                 for_charger(log, key[0]).info(
                     "site limit for transaction %s moved from %s to %s W: renegotiating (K16)",
@@ -107,7 +118,8 @@ class EvChargingPlanner(Periodic):
         try:
             now = clock.now()
             if cap is None:
-                cap = await self.site_cap_w(ev.charger_id)
+                cap = self._announced.get(ev.charger_id) or await self.site_cap_w(ev.charger_id)
+            self._supersede(ev.charger_id, needs.evse_id, needs.transaction_id)
             self._scheduled[(ev.charger_id, needs.transaction_id)] = (ev, needs, cap)
             plan = ev_schedule(
                 now=now,
@@ -139,6 +151,26 @@ class EvChargingPlanner(Periodic):
         except Exception:
             charger_log.exception("EV schedule for transaction %s failed", needs.transaction_id)
             return "error"
+
+    async def renegotiate(self, charger_id: str, cap_w: float) -> None:
+        """K16 as the site planner moves a charger's limit, before it sends the default profile
+        (`SitePlanner.before_limit`): the sessions scheduled there whose limit moved get their TxProfile
+        first, under the new limit; the periodic step then finds them planned under it."""
+        self._announced[charger_id] = cap_w
+        for key, (ev, needs, cap_then) in list(self._scheduled.items()):
+            if key[0] == charger_id and cap_moved(cap_then, cap_w):
+                for_charger(log, charger_id).info(
+                    "site limit for transaction %s moves from %s to %s W: renegotiating (K16)",
+                    key[1], cap_then, cap_w,
+                )  # fmt: skip
+                await self.answer(ev, needs, cap=cap_w)
+
+    def _supersede(self, charger_id: str, evse_id: int, transaction_id: str) -> None:
+        """An EVSE carries one transaction at a time: a new one starting there (or its needs) means an older
+        session whose end was lost (still active in the database) is over, so K16 renegotiates it no more."""
+        for key, (_, old, _) in list(self._scheduled.items()):
+            if key[0] == charger_id and old.evse_id == evse_id and key[1] != transaction_id:
+                del self._scheduled[key]
 
     async def site_cap_w(self, charger_id: str) -> float | None:
         async with self._sessions() as session:

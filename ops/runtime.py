@@ -164,6 +164,7 @@ class Runtime:
         self.certificate_renewal = CertificateRenewal(self.sessions, self.bus, self.settings)
         self.certificate_renewal.start()
         self.ev_charging = EvChargingPlanner(self.sessions, self.bus, self.settings)
+        self.site_planner.before_limit = self.ev_charging.renegotiate
         self.bus.subscribe(self.ev_charging.handle)
         self.ev_charging.start()
         if self.settings.cost_update_interval > 0:

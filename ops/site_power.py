@@ -24,7 +24,7 @@ import asyncio
 import logging
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
@@ -198,6 +198,9 @@ class SitePlanner(Periodic):
         self._max_w: dict[str, float] = {}  # what a charger offers without our limit, once seen
         self._tx_events: dict[tuple[str, str], tuple[bool, float]] = {}  # (charger, tx) → (active, when)
         self._discharge = DischargeControl(sessions, bus, settings.call_timeout)
+        # called with (charger, new limit W) before the limit is sent: the EV planner renegotiates the
+        # ISO 15118 sessions there first (K16), as their TxProfile, not the default profile, holds the EV
+        self.before_limit: Callable[[str, float], Awaitable[None]] | None = None
 
     async def handle(self, events: Sequence[Event]) -> None:
         """Sessions starting or ending re-plan their site at once (the planner loop does the work). A charger
@@ -368,6 +371,8 @@ class SitePlanner(Periodic):
             await asyncio.gather(*(self._send_one(site_id, cid, watts) for cid, watts in batch))
 
     async def _send_one(self, site_id: str, charger_id: str, watts: float) -> None:
+        if self.before_limit is not None:
+            await self.before_limit(charger_id, watts)
         sent_at = utcnow()
         reply = await self._bus.request(charger_id, SET_POWER_LIMIT, {"limit_w": watts}, self._timeout)
         status = str(reply.payload.get("status", "?")) if reply.outcome == "result" else reply.outcome
