@@ -40,6 +40,12 @@ class Record:
     refusals: list[int] = field(default_factory=list)  # HTTP statuses of refused handshakes
 
 
+def own_address(n: int) -> str:
+    """Charger `n`'s own source address on loopback (127.1.0.10 …): chargers behind the balancer are told
+    apart by address, as on the road, and the per-address limits see each one alone."""
+    return f"127.1.{n // 200}.{n % 200 + 10}"
+
+
 def now() -> str:
     return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 

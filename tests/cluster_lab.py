@@ -40,10 +40,9 @@ CLUSTER_CFG = ROOT / "docker" / "haproxy" / "cluster.cfg"
 ADMIN_TOKEN = "cluster-admin-token"
 PASSWORD = "cluster-secret-01"
 ID_TAG = "CLUSTERTAG"
-OCPP_PORT, HTTP_PORT = 9000, 8000
-HAPROXY = (
-    shutil.which("haproxy") or "/usr/sbin/haproxy"
-)  # every gateway host has its own address, so the same ports
+OCPP_PORT, HTTP_PORT = 9000, 8000  # every gateway host has its own address, so the same ports
+START_TIMEOUT = 150.0  # s for a process to start: schemas are compiled at start, and CI's 2 cores are shared
+HAPROXY = shutil.which("haproxy") or "/usr/sbin/haproxy"
 
 
 def ip(*args: str) -> None:
@@ -164,8 +163,10 @@ class Lab:
     gateway_env: dict[str, str] = field(default_factory=dict)
 
     @classmethod
-    async def open(cls, hosts: int, chargers: list[str], gateway_env: dict[str, str] | None = None) -> Lab:
-        lab = cls(gateway_env=gateway_env or {})
+    async def open(
+        cls, hosts: int, chargers: list[str], gateway_env: dict[str, str] | None = None, serving: int = 0
+    ) -> Lab:
+        lab = cls(gateway_env=gateway_env or {}, serving=serving or hosts)
         try:
             await lab._build(hosts, chargers)
         except BaseException:
@@ -189,11 +190,11 @@ class Lab:
         # Ingest first: it makes the shared subscription the gateways' events need (docs/bus.md).
         ingest = [self._serve(f"ingest-{n}", "ingest") for n in (1, 2)]
         for proc in ingest:
-            await proc.wait_for("started: ingest")
+            await proc.wait_for("started: ingest", timeout=START_TIMEOUT)
         ops = self._serve("ops", "ops")
         api = self._serve("api", "api")
-        await ops.wait_for("started: ops")
-        found = await api.wait_for(r"HTTP API on http://[^:]+:(\d+)")
+        await ops.wait_for("started: ops", timeout=START_TIMEOUT)
+        found = await api.wait_for(r"HTTP API on http://[^:]+:(\d+)", timeout=START_TIMEOUT)
         self.api_port = int(found.group(1))
 
     async def _database(self, chargers: list[str]) -> str:
@@ -242,7 +243,7 @@ class Lab:
     async def start_gateway(self, gw: Gateway) -> None:
         self.launch_gateway(gw)
         assert gw.proc is not None
-        await gw.proc.wait_for("started: gateway")
+        await gw.proc.wait_for("started: gateway", timeout=START_TIMEOUT)
 
     def launch_gateway(self, gw: Gateway) -> None:
         """`serve --roles gateway` inside its host's namespace, trusting the balancer's headers only."""
@@ -344,6 +345,15 @@ class Lab:
             timeout=60,
         )
 
+    async def placement(self) -> dict[str, str | None]:
+        """charger id -> the gateway the database says holds it (None: not connected)."""
+        conn = await asyncpg.connect(self.db_url.replace("postgresql+asyncpg://", "postgresql://"))
+        try:
+            rows = await conn.fetch("SELECT id, gateway_id, connected FROM chargers")
+        finally:
+            await conn.close()
+        return {r["id"]: r["gateway_id"] if r["connected"] else None for r in rows}
+
     async def metrics(self, gw: Gateway) -> str:
         async with httpx.AsyncClient(timeout=10) as http:
             return (await http.get(gw.metrics_url)).text
@@ -358,6 +368,10 @@ class Lab:
         if self.postgres is not None:
             self.postgres.stop()
         self.network.destroy()
+        if keep := os.environ.get("CHARGEOPS_CLUSTER_KEEP_LOGS"):  # a directory to copy the logs to
+            skip = shutil.ignore_patterns("pg", "mosquitto", "*.sock")
+            with contextlib.suppress(OSError, shutil.Error):
+                shutil.copytree(self.base, keep, ignore=skip, dirs_exist_ok=True)
         shutil.rmtree(self.base, ignore_errors=True)
 
 
