@@ -76,7 +76,6 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     lab = await Lab.open(hosts=gws + 1, serving=gws, chargers=ids)
     try:
         first, spare = lab.gateways[:gws], lab.gateways[gws]
-        await asyncio.gather(*(lab.start_gateway(g) for g in first))
         await lab.until_up({g.name for g in first}, timeout=START_TIMEOUT)
         result["lab_start_s"] = round(time.monotonic() - t0, 1)
 
@@ -125,10 +124,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         }
         result["commands_after_kill"] = await commands(lab, moved or fleet, args.commands // 2)
 
-        lab.launch_gateway(spare)
-        assert spare.proc is not None
-        await spare.proc.wait_for("started: gateway", timeout=START_TIMEOUT)
-        lab.enable(spare)
+        await lab.start_gateway(spare)
         await lab.until_up({spare.name})
         late = [SimCharger(ids[i], lab.url, args.interval, own_address(i)) for i in range(n, n + args.late)]
         late_running = asyncio.ensure_future(run_fleet(late, stop, concurrency=args.concurrency))

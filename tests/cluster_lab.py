@@ -146,7 +146,9 @@ class Gateway:
 
 @dataclass
 class Lab:
-    """Build with `await Lab.open(gateways=3, spare=1, chargers=[...])`; `close()` removes everything."""
+    """`await Lab.open(hosts=4, serving=3, chargers=[...])`: every role running, gateways on the first
+    `serving` hosts, the others' balancer slots in maintenance until `start_gateway`; `close()` removes
+    everything."""
 
     base: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="chargeops-cluster-")))
     network: Network = field(default_factory=Network)
@@ -187,14 +189,17 @@ class Lab:
         self.broker.start()
         self.db_url = await self._database(chargers)
         self.balancer, self.lb_port = await self._balancer()
-        # Ingest first: it makes the shared subscription the gateways' events need (docs/bus.md).
-        ingest = [self._serve(f"ingest-{n}", "ingest") for n in (1, 2)]
-        for proc in ingest:
-            await proc.wait_for("started: ingest", timeout=START_TIMEOUT)
-        ops = self._serve("ops", "ops")
-        api = self._serve("api", "api")
-        await ops.wait_for("started: ops", timeout=START_TIMEOUT)
-        found = await api.wait_for(r"HTTP API on http://[^:]+:(\d+)", timeout=START_TIMEOUT)
+        # Every process starts at once (start-up is mostly CPU: both cores busy). The gateways publish nothing
+        # before a charger connects, and the fleet connects after ingest made the shared subscription their
+        # events need (docs/bus.md).
+        roles = [self._serve(f"ingest-{n}", "ingest") for n in (1, 2)]
+        roles += [self._serve("ops", "ops"), self._serve("api", "api")]
+        for gw in self.gateways[: self.serving]:
+            self.launch_gateway(gw)
+        waits = [proc.wait_for(f"started: {proc.name.split('-')[0]}", START_TIMEOUT) for proc in roles]
+        waits += [gw.proc.wait_for("started: gateway", START_TIMEOUT) for gw in self.gateways if gw.proc]
+        await asyncio.gather(*waits)
+        found = await roles[-1].wait_for(r"HTTP API on http://[^:]+:(\d+)")
         self.api_port = int(found.group(1))
 
     async def _database(self, chargers: list[str]) -> str:
@@ -241,9 +246,11 @@ class Lab:
         return proc
 
     async def start_gateway(self, gw: Gateway) -> None:
+        """A gateway started after the others, put into the balancer once it is up."""
         self.launch_gateway(gw)
         assert gw.proc is not None
         await gw.proc.wait_for("started: gateway", timeout=START_TIMEOUT)
+        self.enable(gw)
 
     def launch_gateway(self, gw: Gateway) -> None:
         """`serve --roles gateway` inside its host's namespace, trusting the balancer's headers only."""
