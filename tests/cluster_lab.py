@@ -234,6 +234,9 @@ class Lab:
             "CHARGEOPS_ADMIN_TOKEN": ADMIN_TOKEN,
             "CHARGEOPS_LOG_LEVEL": "INFO",
             "CHARGEOPS_API_RATE_LIMIT": "off",
+            # A gateway that just took over a dead one's chargers, on a machine shared with other test runs,
+            # took over 2 s (the default) to pick up a command.
+            "CHARGEOPS_COMMAND_ACK_TIMEOUT": "10",
             "CHARGEOPS_CA_DIR": str(self.base / "ca"),
             **extra,
         }
