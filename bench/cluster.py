@@ -156,7 +156,7 @@ def main() -> None:
     p.add_argument("--chargers", type=int, default=3000)
     p.add_argument("--gateways", type=int, default=3, help="gateways from the start (one more is added)")
     p.add_argument("--late", type=int, default=100, help="chargers connecting after the gateway is added")
-    p.add_argument("--interval", type=float, default=10.0, help="s between a charger's meter values")
+    p.add_argument("--interval", type=float, default=60.0, help="s between a charger's meter values")
     p.add_argument("--concurrency", type=int, default=200, help="handshakes in flight while connecting")
     p.add_argument("--commands", type=int, default=40, help="API commands timed before the kill")
     p.add_argument("--settle", type=float, default=5.0, help="s after the fleet connected")
