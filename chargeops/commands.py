@@ -23,13 +23,16 @@ OCPP action name passes through unchanged: that is the operator API's raw relay,
   V2G20Certificate) → 1.6 ExtendedTriggerMessage SignChargePointCertificate / 2.x TriggerMessage
   SignChargingStationCertificate (SignV2GCertificate, SignV2G20Certificate): the station sends a new CSR;
 * `chargeops.InstallCertificate` `{"certificate_type", "certificate"}` (a CA certificate, PEM; types as 2.x
-  names them: CSMSRootCertificate, ManufacturerRootCertificate, V2GRootCertificate, MORootCertificate) →
-  InstallCertificate (1.6: CentralSystemRootCertificate for CSMSRootCertificate);
+  names them: CSMSRootCertificate, ManufacturerRootCertificate, V2GRootCertificate, MORootCertificate,
+  and 2.1's OEMRootCertificate) → InstallCertificate (1.6: CentralSystemRootCertificate for
+  CSMSRootCertificate);
 * `chargeops.GetInstalledCertificates` `{"certificate_types"?}` (none: all) → GetInstalledCertificateIds
   (1.6: one call per type); answered `{"status", "certificates": [{"certificate_type", "hash_algorithm",
   "issuer_name_hash", "issuer_key_hash", "serial_number", "children"?}]}`;
 * `chargeops.DeleteCertificate` `{"hash": {"hash_algorithm", "issuer_name_hash", "issuer_key_hash",
-  "serial_number"}}` → DeleteCertificate (answered `{"status"}` as the other two);
+  "serial_number"}, "certificate_type"?}` → DeleteCertificate (answered `{"status"}` as the other two);
+  the four above reach a 1.6 station's ISO 15118 certificates (V2G, MO roots, its V2G chain) in 2.0.1 words
+  through the Plug & Charge DataTransfer of the OCA application note (the gateway's `pnc16`);
 * `chargeops.SetEvChargingSchedule` `{"evse_id", "transaction_id", "start_at" (ISO), "duration_s"?,
   "periods": [{"start_s", "limit_w"}]}` → SetChargingProfile, the ISO 15118 session's TxProfile (2.x);
 * `chargeops.UpdateCost` `{"transaction_id", "total_cost"}` (the running cost, tax included, as decimal
@@ -44,7 +47,8 @@ OCPP action name passes through unchanged: that is the operator API's raw relay,
 * `chargeops.SendLocalList` `{"version", "full", "entries": [{"id_token", "type", "status"?, "expiry"?,
   "group_id"?}]}` → SendLocalList (1.6 idTagInfo with expiryDate and parentIdTag, 2.x idTokenInfo with
   cacheExpiryDateTime and groupIdToken); an entry without `status` removes the token (differential
-  updates); answered `{"status", "reason"?}`;
+  updates); answered `{"status", "reason"?, "entries_sent"?}` (2.x: only the first `entries_sent` entries
+  went, the most the station's LocalAuthListCtrlr BytesPerMessage allows; send the rest next);
 * `chargeops.ClearAuthCache` `{}` → ClearCache; answered `{"status"}`.
 
 DER `settings` are the control's own parameters as the standard names them (e.g. `{"pctMaxDischargePower":
@@ -78,12 +82,14 @@ RENEW_CERTIFICATE = "chargeops.RenewCertificate"
 INSTALL_CERTIFICATE = "chargeops.InstallCertificate"
 GET_INSTALLED_CERTIFICATES = "chargeops.GetInstalledCertificates"
 DELETE_CERTIFICATE = "chargeops.DeleteCertificate"
-# CA certificates a station may be given (2.x InstallCertificateUseEnumType; 1.6 knows the first two).
+# CA certificates a station may be given (2.x InstallCertificateUseEnumType; 1.6 knows the first two, the
+# last is OCPP 2.1's only).
 INSTALLABLE_CERTIFICATES = (
     "CSMSRootCertificate",
     "ManufacturerRootCertificate",
     "V2GRootCertificate",
     "MORootCertificate",
+    "OEMRootCertificate",
 )
 
 # The site planner's own discharge cap: each new cap replaces the last one (same id), and clearing it leaves

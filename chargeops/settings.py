@@ -107,6 +107,10 @@ class Settings(LogSettings):
     api_db_pool: int = Field(
         default=4, ge=1, description="database connections the HTTP API may hold (its own pool, not ingest's)"
     )
+    api_process: bool = Field(
+        default=True,
+        description="run the HTTP API in a worker process of its own when serve runs it with other roles",
+    )
     api_rate_limit: str = Field(
         default="20/second;600/minute",
         description="requests per API token (per address for bad tokens), e.g. 20/second;600/minute, or off",
@@ -181,6 +185,16 @@ class Settings(LogSettings):
         default=None,
         description="OCSP responder asked about contract and V2G certificates instead of the one the station "
         "names (an OCSP proxy, a lab's responder); unset: the station's",
+    )
+    contract_roots: Path | None = Field(
+        default=None,
+        description="V2G and MO root certificates (a PEM file, or a directory of .pem / .crt / .cer "
+        "files) an Authorize contract certificate chain is validated against (C07.FR.06); none: a PEM chain "
+        "alone is CertChainError",
+    )
+    contract_roots_ca: bool = Field(
+        default=False,
+        description="trust the built-in CA's root (ca.pem in --ca-dir) as a V2G root as well",
     )
     contract_cert_service_url: str | None = Field(
         default=None,

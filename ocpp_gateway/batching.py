@@ -133,6 +133,21 @@ def plan(action: str, payload: Payload, limits: Limits) -> Plan:
     return result
 
 
+def leading_fit(action: str, payload: Payload, key: str, max_bytes: int | None) -> int:
+    """How many of the leading entries of `payload[key]` fit one CALL frame of at most `max_bytes` (for a
+    request whose parts cannot be merged back, e.g. a versioned SendLocalList: the caller sends the rest
+    in its next message)."""
+    entries = payload.get(key) or []
+    if max_bytes is None or max_bytes <= 0:
+        return len(entries)
+    size = frame_bytes(action, {**payload, key: []})
+    for i, entry in enumerate(entries):
+        size += _size(entry) + (1 if i else 0)  # "," between entries
+        if size > max_bytes:
+            return i
+    return len(entries)
+
+
 @dataclass(frozen=True, slots=True)
 class Unanswered:
     """A part with no usable answer (CALLERROR, timeout, not sent at all): why, for each of its entries."""

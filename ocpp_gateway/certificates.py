@@ -12,6 +12,7 @@ off the event loop. What was issued, the station's answer to it and every CSR re
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import update
@@ -22,12 +23,13 @@ from chargeops.commands import CommandReply
 from chargeops.db.certificate_models import CertificateOperation, IssuedCertificate, operation
 from chargeops.pki import CHARGING_STATION, CsrRejected, Issued, Signer, check_csr
 from ocpp_gateway.routes import Payload
-from ocpp_gateway.versions import V16
+from ocpp_gateway.versions import V16, OcppVersion
 
 if TYPE_CHECKING:
     from ocpp_gateway.session import ChargerSession
 
 REASON_CODE = "InvalidCSR"  # 2.x statusInfo.reasonCode of a refused CSR (at most 20 characters)
+Deliver = Callable[[Payload], Awaitable[CommandReply]]  # sends CertificateSigned, gives the station's answer
 _delivering: set[asyncio.Task[None]] = set()  # CertificateSigned calls in flight (kept from the GC)
 
 
@@ -70,10 +72,26 @@ class GatewayCertificates:
 
 
 async def on_sign_certificate(session: ChargerSession, p: Payload) -> Payload:
-    """Accepted once the CSR passed the checks (then signed and sent back), else Rejected (2.x: saying
-    why in statusInfo). A 1.6 station asks for its charging station certificate only."""
+    """The SignCertificate route of every version. A 1.6 station asks for its charging station
+    certificate only (its V2G certificate comes through the Plug & Charge tunnel, `pnc16`)."""
+    timeout = session.ctx.settings.call_timeout
+    return await sign_certificate(
+        session, p, session.version, lambda signed: session.execute("CertificateSigned", signed, timeout)
+    )
+
+
+async def sign_certificate(
+    session: ChargerSession,
+    p: Payload,
+    words: OcppVersion,
+    deliver: Deliver,
+    default_type: str = CHARGING_STATION,
+) -> Payload:
+    """Accepted once the CSR passed the checks (then signed and sent back through `deliver`), else
+    Rejected (2.x: saying why in statusInfo). `words`: the version the request and CertificateSigned are
+    written in (2.0.1 for a 1.6 station's tunnelled V2G request)."""
     certificates = session.ctx.certificates
-    certificate_type = p.get("certificateType") or CHARGING_STATION
+    certificate_type = p.get("certificateType") or default_type
     if certificates is None:
         return {"status": "Rejected"}
     organization = certificates.signer.organization
@@ -83,30 +101,35 @@ async def on_sign_certificate(session: ChargerSession, p: Payload) -> Payload:
         session.log.warning("SignCertificate %s refused: %s", certificate_type, why)
         await certificates.record_csr(session.id, certificate_type, str(why))
         answer: Payload = {"status": "Rejected"}
-        if session.version is not V16:
+        if words is not V16:
             answer["statusInfo"] = {"reasonCode": REASON_CODE, "additionalInfo": str(why)[:512]}
         return answer
     await certificates.record_csr(session.id, certificate_type, None)
     # Started last: the task first runs once this answer is written (nothing between them waits).
-    task = asyncio.create_task(_deliver(session, certificates, p, certificate_type))
+    task = asyncio.create_task(_deliver(session, certificates, p, certificate_type, words, deliver))
     _delivering.add(task)
     task.add_done_callback(_delivering.discard)
     return {"status": "Accepted"}
 
 
 async def _deliver(
-    session: ChargerSession, certificates: GatewayCertificates, p: Payload, certificate_type: str
+    session: ChargerSession,
+    certificates: GatewayCertificates,
+    p: Payload,
+    certificate_type: str,
+    words: OcppVersion,
+    deliver: Deliver,
 ) -> None:
     """Sign (in a thread), store, send CertificateSigned, store the station's answer."""
     try:
         issued = await asyncio.to_thread(certificates.signer.sign, p["csr"], session.id, certificate_type)
         await certificates.record_issued(session.id, issued, "csr")
         payload: dict[str, Any] = {"certificateChain": issued.chain_pem}
-        if session.version is not V16:
+        if words is not V16:
             payload["certificateType"] = certificate_type  # echoed (A02.FR.14)
             if p.get("requestId") is not None:  # 2.1
                 payload["requestId"] = p["requestId"]
-        reply = await session.execute("CertificateSigned", payload, session.ctx.settings.call_timeout)
+        reply = await deliver(payload)
         status = reply.payload.get("status") if reply.outcome == "result" else reply.outcome
         session.log.info(
             "CertificateSigned %s serial %s (valid to %s): %s",

@@ -143,4 +143,6 @@ def from_ocpp(action: str, answer: Payload) -> Payload:
     reason = (answer.get("statusInfo") or {}).get("reasonCode")
     if reason:
         out["reason"] = reason
+    if "entries_sent" in answer:  # added by the gateway: a SendLocalList cut to BytesPerMessage
+        out["entries_sent"] = answer["entries_sent"]
     return out

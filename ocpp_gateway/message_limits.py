@@ -1,6 +1,6 @@
 """What a 2.x station says one message may carry: `ItemsPerMessage` and `BytesPerMessage`, each with the
 action as variable instance, in DeviceDataCtrlr (GetVariables, SetVariables) and MonitoringCtrlr
-(SetVariableMonitoring, ClearVariableMonitoring).
+(SetVariableMonitoring, ClearVariableMonitoring); SendLocalList's are LocalAuthListCtrlr's own (no instance).
 
 Learned per connection (a station reconnecting may come back with new firmware): from its NotifyReport
 (a GetBaseReport the operator asked for), from any GetVariables answer that names them, or by asking the
@@ -14,6 +14,13 @@ from collections.abc import Iterable
 from ocpp_gateway.batching import SPLITS, Limits, Payload
 
 KINDS = ("ItemsPerMessage", "BytesPerMessage")
+SEND_LOCAL_LIST = "SendLocalList"
+# action -> (controller, variable instance) its limits are kept under
+WHERE: dict[str, tuple[str, str | None]] = {
+    **{action: (split.component, action) for action, split in SPLITS.items()},
+    SEND_LOCAL_LIST: ("LocalAuthListCtrlr", None),
+}
+_ACTION_AT = {place: action for action, place in WHERE.items()}
 
 
 def _count(value: object) -> int | None:
@@ -39,11 +46,12 @@ class MessageLimits:
 
     def question(self, action: str) -> Payload:
         """The GetVariables that asks the station for the limits of `action` not known yet."""
+        component, instance = WHERE[action]
         return {
             "getVariableData": [
                 {
-                    "component": {"name": SPLITS[action].component},
-                    "variable": {"name": kind, "instance": action},
+                    "component": {"name": component},
+                    "variable": {"name": kind, "instance": instance} if instance else {"name": kind},
                 }
                 for kind in KINDS
                 if (action, kind) not in self._values
@@ -56,10 +64,11 @@ class MessageLimits:
             self._values.setdefault((action, kind), None)
 
     def _learn(self, component: Payload, variable: Payload, value: object) -> None:
-        action, kind = variable.get("instance"), variable.get("name")
-        split = SPLITS.get(str(action))
-        if split is not None and kind in KINDS and component.get("name") == split.component:
-            self._values[(str(action), str(kind))] = _count(value)
+        kind = variable.get("name")
+        instance = variable.get("instance")
+        action = _ACTION_AT.get((str(component.get("name")), str(instance) if instance else None))
+        if action is not None and kind in KINDS:
+            self._values[(action, str(kind))] = _count(value)
 
     def learn_report(self, report_data: Iterable[Payload]) -> None:
         """From NotifyReport `reportData`: the Actual attribute of each limit variable it holds."""

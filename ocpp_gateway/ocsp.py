@@ -11,8 +11,10 @@ bounded by `pki_timeout`, so a slow responder cannot hold the charger's call.
 An answer counts only when it is a successful response for exactly the CertID asked about, current
 (thisUpdate not in the future, nextUpdate not past) and signed by a certificate it carries that is the
 issuer itself (its key hash is the CertID's issuerKeyHash) or a delegated responder (OCSPSigning EKU, issued
-under the CertID's issuer name). The delegated responder's own certificate cannot be checked without the
-issuer's certificate, which the station does not send; the station checks the DER it is given (M06).
+under the CertID's issuer name). When the issuer's certificate is known (a contract certificate chain checked
+centrally, or a root of the contract root store) the delegated responder's certificate must also be signed by
+the issuer's key; when it is not (a station sends only the CertID's hashes) that signature cannot be checked,
+and the station checks the DER it is given (M06).
 Answers are cached until their nextUpdate (none: not cached), at most `CACHE_ENTRIES`, least recently used
 first out; concurrent lookups of one certificate share one request.
 """
@@ -29,7 +31,7 @@ from typing import Any, Literal
 
 import httpx
 from cryptography import x509
-from cryptography.exceptions import InvalidSignature
+from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, padding, rsa
 from cryptography.x509 import ocsp
@@ -103,8 +105,11 @@ class OcspAnswer:
         return base64.b64encode(self.der).decode()
 
 
-def check_response(der: bytes, cert_id: CertId, now: datetime) -> OcspAnswer:
-    """The answer in `der` about `cert_id`, if it holds up (see the module docstring); else OcspFailure."""
+def check_response(
+    der: bytes, cert_id: CertId, now: datetime, issuer: x509.Certificate | None = None
+) -> OcspAnswer:
+    """The answer in `der` about `cert_id`, if it holds up (see the module docstring); else OcspFailure.
+    `issuer`: the certificate of the CertID's issuer, when known."""
     try:
         response = ocsp.load_der_ocsp_response(der)
     except ValueError:
@@ -119,7 +124,7 @@ def check_response(der: bytes, cert_id: CertId, now: datetime) -> OcspAnswer:
     next_update = single.next_update_utc
     if next_update is not None and next_update < now:
         raise OcspFailure("the responder's answer is out of date")
-    _check_signature(response, cert_id)
+    _check_signature(response, cert_id, issuer)
     status: Status = {
         ocsp.OCSPCertStatus.GOOD: "good",
         ocsp.OCSPCertStatus.REVOKED: "revoked",
@@ -172,17 +177,27 @@ def _name_hash(name: x509.Name, algorithm: str) -> bytes:
     return digest.finalize()
 
 
-def _check_signature(response: ocsp.OCSPResponse, cert_id: CertId) -> None:
+def _check_signature(response: ocsp.OCSPResponse, cert_id: CertId, issuer: x509.Certificate | None) -> None:
     for cert in response.certificates:
         if key_hash(cert, cert_id.algorithm) == cert_id.issuer_key_hash:
-            signer = cert  # the issuer signs its own answers
+            pass  # the issuer signs its own answers
         elif _name_hash(cert.issuer, cert_id.algorithm) == cert_id.issuer_name_hash and _ocsp_signer(cert):
-            signer = cert  # a responder the issuer delegated to
+            if issuer is not None and not signed_by(cert, issuer):
+                continue  # the issuer's name, another key: a forged responder certificate
         else:
             continue
-        if _verifies(signer, response):
+        if _verifies(cert, response):
             return
     raise OcspFailure("the responder's answer is not signed by the certificate's issuer or its responder")
+
+
+def signed_by(cert: x509.Certificate, issuer: x509.Certificate) -> bool:
+    """`issuer`'s name is `cert`'s issuer and its key signed `cert`."""
+    try:
+        cert.verify_directly_issued_by(issuer)
+    except (ValueError, TypeError, InvalidSignature, UnsupportedAlgorithm):
+        return False
+    return True
 
 
 def _ocsp_signer(cert: x509.Certificate) -> bool:
@@ -210,6 +225,10 @@ def _verifies(cert: x509.Certificate, response: ocsp.OCSPResponse) -> bool:
     return True
 
 
+# (certificate, responder URL, the issuer's certificate fingerprint when it was known to check the answer)
+CacheKey = tuple[CertId, str, bytes | None]
+
+
 class OcspClient:
     """One per gateway process: the bounded cache and the HTTP client are shared by every charger."""
 
@@ -217,18 +236,19 @@ class OcspClient:
         self._responder_url = responder_url  # the operator's: asked instead of the one the station names
         self._timeout = timeout
         self._allow_private = allow_private
-        self._cache: OrderedDict[tuple[CertId, str], OcspAnswer] = OrderedDict()
-        self._inflight: dict[tuple[CertId, str], asyncio.Future[OcspAnswer]] = {}
+        self._cache: OrderedDict[CacheKey, OcspAnswer] = OrderedDict()
+        self._inflight: dict[CacheKey, asyncio.Future[OcspAnswer]] = {}
         self._client: httpx.AsyncClient | None = None
 
-    async def status(self, data: dict[str, Any]) -> OcspAnswer:
+    async def status(self, data: dict[str, Any], *, issuer: x509.Certificate | None = None) -> OcspAnswer:
         """The checked answer about the certificate `data` (OCPP OCSPRequestDataType) identifies, from the
-        cache or the responder; OcspFailure when there is none within the timeout."""
+        cache or the responder; OcspFailure when there is none within the timeout. `issuer`: the issuer's
+        certificate when known (a delegated responder's certificate is then checked against it)."""
         cert_id = CertId.of(data)
         url = self._responder_url or data.get("responderURL")
         if not url:
             raise OcspFailure("no responder URL: the station sent none and none is configured")
-        key = (cert_id, url)
+        key = (cert_id, url, issuer.fingerprint(hashes.SHA256()) if issuer is not None else None)
         now = clock.now()
         cached = self._cache.get(key)
         if cached is not None and cached.next_update is not None and cached.next_update > now:
@@ -242,7 +262,8 @@ class OcspClient:
         self._inflight[key] = fut
         try:
             async with asyncio.timeout(self._timeout):
-                answer = check_response(await self._post(url, cert_id.request_der()), cert_id, clock.now())
+                der = await self._post(url, cert_id.request_der())
+                answer = check_response(der, cert_id, clock.now(), issuer)
         except TimeoutError:
             failure = OcspFailure(f"no answer from {url} within {self._timeout:g} s")
             fut.set_exception(failure)
@@ -260,7 +281,7 @@ class OcspClient:
                 fut.set_exception(OcspFailure("lookup abandoned"))
             fut.exception()  # retrieved: nobody else waiting is not an error
 
-    def _remember(self, key: tuple[CertId, str], answer: OcspAnswer) -> None:
+    def _remember(self, key: CacheKey, answer: OcspAnswer) -> None:
         if answer.next_update is None:
             return  # RFC 6960: newer information is always available
         self._cache[key] = answer

@@ -9,10 +9,18 @@ certificate status for stations (M06 GetCertificateStatus) and EV contract certi
   certificate revoked → CertificateRevoked / Invalid; a `certificate` (PEM) past its validity →
   CertificateExpired / Expired; a chain that cannot be verified — the responder does not know a
   certificate, does not answer in time, or answers something that does not hold up — → CertChainError /
-  Invalid (fail closed). A PEM `certificate` alone (C07.FR.06, central contract validation) cannot be
-  verified: no V2G / MO root store is configured, so it is CertChainError unless expired.
+  Invalid (fail closed).
+* Authorize with a PEM `certificate` (C07.FR.06, central contract validation): with a root store
+  (`--contract-roots`, `--contract-roots-ca`) the chain is checked (`ocpp_gateway.contract_chain`: a path to
+  a trusted V2G / MO root, signatures, validity, CA constraints, key usage) and each certificate below the
+  root looked up by OCSP at the URL it names, its issuer known (so a delegated responder's certificate is
+  checked too); the verdicts pair as above. Without a store the chain cannot be verified: CertChainError
+  unless expired. Hash data sent beside it is looked up as well; the worse verdict wins.
 * GetCertificateStatus: Accepted with the responder's answer (base64 DER, whatever the status it reports),
   or Failed when there is none.
+* GetCertificateChainStatus (2.1): each certificate asked about by OCSP at the URLs given (in turn, until one
+  answers within `pki_timeout`): Good, Revoked or Unknown as the responder says, with its nextUpdate; Failed
+  when none answers, and for source CRL (no CRLs are fetched), with nextUpdate now (ask again).
 * Get15118EVCertificate: forwarded to `contract_cert_service_url` (POST, JSON: `chargingStationId` and the
   request's fields as OCPP names them; the service answers `{"status", "exiResponse"}`), or answered from the
   lab test pool (`contract_cert_test_pool`, see `TEST_POOL`), else Failed. No answer in time → Failed.
@@ -24,15 +32,21 @@ import asyncio
 import base64
 import hashlib
 import logging
+from itertools import pairwise
 from typing import Any
 
 import httpx
 from cryptography import x509
 
 from chargeops import clock
+from chargeops.pki.builtin_ca import BuiltinCA
 from chargeops.settings import Settings
 from chargeops.urls import destination
-from ocpp_gateway.ocsp import OcspClient, OcspFailure
+from ocpp_gateway.contract_chain import ChainProblem, TrustStore, load_roots
+from ocpp_gateway.contract_chain import hash_data as hash_of
+from ocpp_gateway.ocsp import OcspAnswer, OcspClient, OcspFailure
+from ocpp_gateway.times import ocpp_time
+from ocpp_gateway.versions import OcppVersion
 
 log = logging.getLogger("chargeops.gateway.pki")
 
@@ -65,19 +79,31 @@ class Pki:
             allow_private=settings.allow_private_urls,
         )
         self._client: httpx.AsyncClient | None = None
+        self.roots = trust_store(settings)
 
     # -- C07: Authorize with a contract certificate --------------------------------------------------------
 
     async def contract_verdict(self, hash_data: list[Payload], certificate: str | None) -> str:
         """The contract certificate chain's AuthorizeCertificateStatus (Accepted, CertificateRevoked,
         CertificateExpired or CertChainError)."""
-        if certificate is not None:
-            expiry = _pem_problem(certificate)
-            if expiry is not None:
+        lookups: list[tuple[Payload, x509.Certificate | None]] = [
+            (d, self._known_issuer(d)) for d in hash_data
+        ]
+        if certificate is not None and not self.roots:  # no chain to verify: its validity, then the hashes
+            if (expiry := _pem_problem(certificate)) is not None:
                 return expiry
-        if not hash_data:
-            return "CertChainError"  # a PEM chain alone: no root store to verify it against
-        answers = await asyncio.gather(*(self.ocsp.status(d) for d in hash_data), return_exceptions=True)
+        elif certificate is not None:
+            try:
+                path = self.roots.path(certificate, clock.now())
+            except ChainProblem as problem:
+                log.warning("contract certificate chain refused: %s", problem)
+                return problem.verdict
+            lookups += [(hash_of(cert, issuer), issuer) for cert, issuer in pairwise(path)]
+        if not lookups:
+            return "CertChainError"
+        answers = await asyncio.gather(
+            *(self.ocsp.status(d, issuer=issuer) for d, issuer in lookups), return_exceptions=True
+        )
         for answer in answers:
             if isinstance(answer, OcspFailure):
                 log.warning("contract certificate not verified: %s", answer)
@@ -89,6 +115,13 @@ class Pki:
         if len(statuses) < len(answers) or "unknown" in statuses:
             return "CertChainError"
         return "Accepted"
+
+    def _known_issuer(self, data: Payload) -> x509.Certificate | None:
+        """The root of the store that issued the certificate `data` is about, if any."""
+        try:
+            return self.roots.issuer_for(str(data.get("hashAlgorithm")), bytes.fromhex(data["issuerKeyHash"]))
+        except (KeyError, TypeError, ValueError):
+            return None
 
     # -- M06: GetCertificateStatus -------------------------------------------------------------------------
 
@@ -103,10 +136,45 @@ class Pki:
             return _failed("OcspTooLarge", f"the responder's answer is {len(result)} characters in base64")
         return {"status": "Accepted", "ocspResult": result}
 
+    # -- 2.1 GetCertificateChainStatus ---------------------------------------------------------------------
+
+    async def chain_status(self, requests: list[Payload]) -> Payload:
+        """The GetCertificateChainStatus answer: one CertificateStatusType per request, in order."""
+        return {"certificateStatus": list(await asyncio.gather(*(self._one_status(r) for r in requests)))}
+
+    async def _one_status(self, request: Payload) -> Payload:
+        hash_data = request["certificateHashData"]
+        answer: Payload = {"certificateHashData": hash_data, "source": request["source"]}
+        if request["source"] != "OCSP":
+            return {**answer, "status": "Failed", "nextUpdate": ocpp_time(clock.now())}
+        try:
+            async with asyncio.timeout(self._settings.pki_timeout):
+                found = await self._first_answer(hash_data, request["urls"])
+        except TimeoutError:
+            found = None
+        if found is None:
+            return {**answer, "status": "Failed", "nextUpdate": ocpp_time(clock.now())}
+        status = {"good": "Good", "revoked": "Revoked"}.get(found.status, "Unknown")
+        return {**answer, "status": status, "nextUpdate": ocpp_time(found.next_update or clock.now())}
+
+    async def _first_answer(self, hash_data: Payload, urls: list[str]) -> OcspAnswer | None:
+        """The first responder of `urls` that answers (the operator's instead, when configured)."""
+        issuer = self._known_issuer(hash_data)
+        if self._settings.ocsp_responder_url:
+            urls = urls[:1]  # the operator's responder is asked instead of each of them: once
+        for url in urls:
+            try:
+                return await self.ocsp.status({**hash_data, "responderURL": url}, issuer=issuer)
+            except OcspFailure as exc:
+                log.warning("GetCertificateChainStatus: %s", exc)
+        return None
+
     # -- M01 / M02: Get15118EVCertificate ------------------------------------------------------------------
 
-    async def ev_certificate(self, charger_id: str, request: Payload, max_exi: int) -> Payload:
-        """The Get15118EVCertificate answer: the service's, the test pool's, or Failed."""
+    async def ev_certificate(self, charger_id: str, request: Payload, version: OcppVersion) -> Payload:
+        """The Get15118EVCertificate answer: the service's, the test pool's, or Failed. An exiResponse
+        longer than the version's schema allows is Failed."""
+        max_exi = version.max_length("Get15118EVCertificate", "exiResponse", response=True)
         url = self._settings.contract_cert_service_url
         if url is None:
             if not self._settings.contract_cert_test_pool:
@@ -175,6 +243,14 @@ def combine(token_info: Payload, verdict: str) -> tuple[Payload, str]:
         return token_info, "ContractCancelled" if status in REFUSED_TOKEN else "Accepted"
     status = "Expired" if verdict == "CertificateExpired" else "Invalid"
     return {"status": status}, verdict
+
+
+def trust_store(settings: Settings) -> TrustStore:
+    """The contract root store the settings name (ContractRootsError when a file does not load)."""
+    roots = load_roots([settings.contract_roots] if settings.contract_roots is not None else [])
+    if settings.contract_roots_ca:  # the built-in CA signs V2G certificates from its one root
+        roots += (x509.load_pem_x509_certificate(BuiltinCA.of(settings).root_pem().encode()),)
+    return TrustStore(roots)
 
 
 def _pem_problem(certificate: str) -> str | None:

@@ -21,7 +21,7 @@ from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import ConnectionClosed
 
 from chargeops import clock
-from chargeops.commands import CommandReply
+from chargeops.commands import SEND_LOCAL_LIST, CommandReply
 from chargeops.events import (
     Authorization,
     Body,
@@ -59,11 +59,11 @@ from ocpp_gateway.rpc import (
     parse_frame,
     validate,
 )
-from ocpp_gateway.split_calls import call_in_parts
+from ocpp_gateway.split_calls import call_fitted, call_in_parts
 from ocpp_gateway.store import ChargerAuth, TokenStatus, TxRecord
 from ocpp_gateway.times import ocpp_time, parse_time
 from ocpp_gateway.urls import url_problem
-from ocpp_gateway.versions import OcppVersion
+from ocpp_gateway.versions import V16, OcppVersion
 from telemetry.metrics import (
     FRAMES_REJECTED,
     OCPP_CALL_ERRORS,
@@ -385,6 +385,8 @@ class ChargerSession(ChargePoint):
         self._remember_remote_token(action, payload)
         if action in SPLITS:
             reply = await call_in_parts(self._call, self.message_limits, action, payload, timeout, self.log)
+        elif command == SEND_LOCAL_LIST and self.version is not V16:
+            reply = await call_fitted(self._call, self.message_limits, action, payload, timeout, self.log)
         else:
             reply = await self._call(action, payload, timeout)
         if reply.outcome != "result":

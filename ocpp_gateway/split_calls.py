@@ -1,5 +1,5 @@
 """Sending a list request (`batching.SPLITS`) in as many calls as the station's message limits need, and
-answering with one merged result.
+answering with one merged result; and a 2.x SendLocalList cut to the station's BytesPerMessage.
 
 The whole request keeps the caller's timeout (the bus waits that long for one reply), shared by the calls in
 turn. A request that needs one call goes out as it came. When the first call gets no answer (CALLERROR,
@@ -15,7 +15,7 @@ from collections.abc import Awaitable, Callable
 
 from chargeops.commands import CommandReply
 from chargeops.logs import ChargerLog
-from ocpp_gateway.batching import SPLITS, Payload, Unanswered, merge, plan
+from ocpp_gateway.batching import SPLITS, TOO_LARGE, Payload, Unanswered, leading_fit, merge, plan
 from ocpp_gateway.message_limits import MessageLimits
 
 Send = Callable[[str, Payload, float], Awaitable[CommandReply]]
@@ -87,3 +87,35 @@ async def call_in_parts(
             why = _why(reply, left)
         answers.append(Unanswered(why))
     return CommandReply("result", payload=merge(action, payload, planned, answers))
+
+
+LOCAL_LIST_ENTRIES = "localAuthorizationList"
+
+
+async def call_fitted(
+    send: Send, limits: MessageLimits, action: str, payload: Payload, timeout: float, log: ChargerLog
+) -> CommandReply:
+    """A 2.x SendLocalList within the station's BytesPerMessage (LocalAuthListCtrlr, asked once per
+    connection when not known): a message cannot be split here (each carries its own list version), so
+    only the leading entries that fit go, and the answer says how many (`entries_sent`, when not all);
+    the caller sends the rest in its next message. An entry too large alone is not sent at all."""
+    deadline = time.monotonic() + timeout
+    entries = payload.get(LOCAL_LIST_ENTRIES) or []
+    if len(entries) > 1 and not limits.known(action):
+        if (unreachable := await _ask_limits(send, limits, action, timeout)) is not None:
+            return unreachable
+    limit = limits.of(action).bytes
+    count = leading_fit(action, payload, LOCAL_LIST_ENTRIES, limit)
+    if entries and count == 0:
+        why = f"one entry alone makes a message larger than the station's BytesPerMessage ({limit})"
+        return CommandReply("invalid", error_code=TOO_LARGE, description=why)
+    if count < len(entries):
+        log.info("%s: %d of %d entries fit %s bytes; the rest go next", action, count, len(entries), limit)
+        payload = {**payload, LOCAL_LIST_ENTRIES: entries[:count]}
+    left = deadline - time.monotonic()
+    if left <= 0:
+        return CommandReply("timeout", description=f"no answer within {timeout:g} s")
+    reply = await send(action, payload, left)
+    if reply.outcome == "result" and count < len(entries):
+        reply.payload = {**reply.payload, "entries_sent": count}
+    return reply

@@ -19,7 +19,7 @@ from chargeops.events import (
     TransactionEnded,
     TransactionStarted,
 )
-from ocpp_gateway import certificates, swaps
+from ocpp_gateway import certificates, pnc16
 from ocpp_gateway.local_auth import id_tag_info
 from ocpp_gateway.meter import meter_events
 from ocpp_gateway.plausibility import Reading, readings_of
@@ -164,7 +164,7 @@ class Session16(ChargerSession):
     ROUTES = {
         "Authorize": on_authorize,
         "BootNotification": on_boot_notification,
-        "DataTransfer": swaps.on_data_transfer,
+        "DataTransfer": pnc16.on_data_transfer,  # ISO 15118 Plug & Charge, swaps
         "DiagnosticsStatusNotification": on_diagnostics_status,
         "FirmwareStatusNotification": ChargerSession.on_firmware_status,
         "Heartbeat": ChargerSession.on_heartbeat,

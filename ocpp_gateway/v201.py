@@ -6,7 +6,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from chargeops.events import (
-    Authorization,
     Body,
     Booted,
     FaultReported,
@@ -16,7 +15,8 @@ from chargeops.events import (
     TransactionStarted,
     TransactionUpdated,
 )
-from ocpp_gateway import certificates, ev_charging, pki, seq_gaps, swaps
+from ocpp_gateway import certificates, ev_charging, seq_gaps, swaps
+from ocpp_gateway.contract_auth import contract_authorize
 from ocpp_gateway.local_auth import id_token_info
 from ocpp_gateway.meter import energy_wh, meter_events, samples_of
 from ocpp_gateway.plausibility import readings_of
@@ -117,7 +117,6 @@ def transaction_facts(p: Payload) -> TransactionFacts:
 
 class Session201(ChargerSession):
     version = V201
-    EXI_RESPONSE_MAX = 7500  # Get15118EVCertificateResponse.exiResponse's limit in this version
 
     async def on_boot_notification(self, p: Payload) -> Payload:
         return await self.register_boot(boot_of(p))
@@ -147,19 +146,13 @@ class Session201(ChargerSession):
         hash_data, certificate = p.get("iso15118CertificateHashData") or [], p.get("certificate")
         if not hash_data and certificate is None:
             return {"idTokenInfo": await self.id_token_info(p["idToken"])}
-        token_info = await self.id_token_info(p["idToken"], record=False)
-        verdict = await self.ctx.pki.contract_verdict(hash_data, certificate)
-        info, certificate_status = pki.combine(token_info, verdict)
-        if verdict != "Accepted":
-            self.log.warning("contract certificate of %s: %s", p["idToken"]["idToken"], verdict)
-        await self.emit(Authorization(p["idToken"]["idToken"], info["status"]))
-        return {"idTokenInfo": info, "certificateStatus": certificate_status}
+        return await contract_authorize(self, p, await self.id_token_info(p["idToken"], record=False))
 
     async def on_get_certificate_status(self, p: Payload) -> Payload:
         return await self.ctx.pki.certificate_status(p["ocspRequestData"])
 
     async def on_get_15118_ev_certificate(self, p: Payload) -> Payload:
-        return await self.ctx.pki.ev_certificate(self.id, p, self.EXI_RESPONSE_MAX)
+        return await self.ctx.pki.ev_certificate(self.id, p, self.version)
 
     async def on_transaction_event(self, p: Payload) -> Payload:
         """A (transaction, seqNo) is stored once: a copy of an event already stored (resent `offline: true`,

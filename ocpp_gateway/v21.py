@@ -20,7 +20,6 @@ _NO_STREAMS = NotSupported(
 
 class Session21(Session201):
     version = V21
-    EXI_RESPONSE_MAX = 17000
 
     async def on_notify_der_alarm(self, p: Payload) -> Payload:
         alarm = DerAlarm(
@@ -44,6 +43,9 @@ class Session21(Session201):
         await self.emit(DerControlsReported(p["requestId"], reported_controls(p), bool(p.get("tbc"))))
         return {}
 
+    async def on_get_certificate_chain_status(self, p: Payload) -> Payload:
+        return await self.ctx.pki.chain_status(p["certificateStatusRequests"])
+
     # Every charger-initiated action of OCPP 2.1: 2.0.1's, and the 2.1 additions.
     ROUTES = {
         **Session201.ROUTES,
@@ -52,9 +54,7 @@ class Session21(Session201):
         "NotifyDERStartStop": on_notify_der_start_stop,
         "ReportDERControl": on_report_der_control,
         "ClosePeriodicEventStream": _NO_STREAMS,
-        "GetCertificateChainStatus": NotSupported(
-            "no OCSP responder or certificate authority behind the central system"
-        ),
+        "GetCertificateChainStatus": on_get_certificate_chain_status,
         "NotifyPriorityCharging": NotSupported(
             "priority charging is never offered (no UsePriorityCharging is sent), so there is nothing to note"
         ),

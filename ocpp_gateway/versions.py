@@ -8,7 +8,9 @@ CALLRESULTERROR frames only on 2.1."""
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, replace
+from functools import lru_cache
 from pathlib import Path
 
 import ocpp
@@ -33,6 +35,11 @@ class OcppVersion:
         suffix = "Response" if response else self.request_suffix
         return self.schema_dir / f"{action}{suffix}.json"
 
+    def max_length(self, action: str, field: str, *, response: bool) -> int:
+        """A top-level string field's maxLength in this version's schema (the schema is the one place
+        that says it: Get15118EVCertificateResponse.exiResponse is 7500 in 2.0.1, 17000 in 2.1)."""
+        return _max_length(self.schema_path(action, response), field)
+
     def known_actions(self) -> frozenset[str]:
         """Every action this version defines (from its request schema files)."""
         return _known_actions(self)
@@ -40,6 +47,11 @@ class OcppVersion:
     def csms_actions(self) -> frozenset[str]:
         """Actions the central system may send to a charger of this version."""
         return (self.known_actions() - self.charger_actions) | self.both_ways
+
+
+@lru_cache(maxsize=64)
+def _max_length(path: Path, field: str) -> int:
+    return int(json.loads(path.read_text())["properties"][field]["maxLength"])
 
 
 _ACTION_CACHE: dict[str, frozenset[str]] = {}

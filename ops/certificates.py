@@ -15,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import logging
 from datetime import timedelta
-from pathlib import Path
 from typing import Any
 
 from sqlalchemy import delete, func, or_, select
@@ -43,9 +42,7 @@ RENEW = "RenewCertificate"  # the action renewal requests are stored under
 
 def builtin_ca(settings: Settings) -> BuiltinCA:
     """The CA in `--ca-dir` (default ./chargeops-ca); nothing is made until it first signs."""
-    return BuiltinCA(
-        settings.ca_dir or Path.cwd() / "chargeops-ca", settings.ca_organization, settings.ca_certificate_days
-    )
+    return BuiltinCA.of(settings)
 
 
 class CertificateRenewal:

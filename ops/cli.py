@@ -65,6 +65,10 @@ def serve(
     api_db_pool: Annotated[
         int | None, Opt("api_db_pool", "database connections the HTTP API may hold, apart from ingest (4)")
     ] = None,
+    api_process: Annotated[
+        bool | None,
+        Opt("api_process", "the HTTP API in its own worker process when serve runs other roles (default on)"),
+    ] = None,
     api_rate_limit: Annotated[
         str | None,
         Opt("api_rate_limit", "requests per API token, e.g. 20/second;600/minute (default), or off"),
@@ -120,6 +124,12 @@ def serve(
     ] = None,
     ocsp_responder_url: Annotated[
         str | None, Opt("ocsp_responder_url", "OCSP responder asked instead of the one the charger names")
+    ] = None,
+    contract_roots: Annotated[
+        Path | None, Opt("contract_roots", "V2G / MO root certificates (PEM file or directory) for C07")
+    ] = None,
+    contract_roots_ca: Annotated[
+        bool | None, Opt("contract_roots_ca", "trust the built-in CA's root as a V2G root too")
     ] = None,
     contract_cert_service_url: Annotated[
         str | None, Opt("contract_cert_service_url", "service Get15118EVCertificate is forwarded to")

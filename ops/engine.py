@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import replace
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -101,7 +101,8 @@ class OpsEngine(Periodic):
         boots of the chargers that booted. Both sets are kept up to date as this batch opens tickets."""
         faulted = await self._faulted_connectors(events)
         found_by_event = [self._static_observations(ev) for ev in events]
-        open_keys = await self._open_keys([o for found in found_by_event for o in found if o.cleared])
+        clear_keys = {o: self._key(o) for found in found_by_event for o in found if o.cleared}
+        open_keys = await self._open_keys(clear_keys.values())
         boots = await boot_loop.recent_boots(self.sessions, events, self.book.settings.boot_loop.minutes)
         for ev, found in zip(events, found_by_event, strict=True):
             body = ev.body
@@ -117,7 +118,8 @@ class OpsEngine(Periodic):
             elif isinstance(body, SecurityEvent) and await self._expected(ev, body):
                 found = [replace(obs, expected=True) for obs in found]
             for obs in found:
-                if obs.cleared and self._key(obs) not in open_keys:
+                key = (clear_keys[obs] if obs in clear_keys else self._key(obs)) if obs.cleared else None
+                if obs.cleared and key not in open_keys:
                     continue  # nothing open to clear
                 ticket = await self.apply(obs)
                 if ticket is not None and ticket.open_key:
@@ -137,9 +139,10 @@ class OpsEngine(Periodic):
         rule = self.book.match(obs)
         return None if rule is None else tickets.maintenance_key(obs.charger_id, rule.id, obs.subject)
 
-    async def _open_keys(self, cleared: Sequence[Observation]) -> set[str | None]:
-        """The keys among `cleared`'s that an open ticket holds (one query for the batch)."""
-        keys = {k for k in map(self._key, cleared) if k is not None}
+    async def _open_keys(self, candidates: Iterable[str | None]) -> set[str | None]:
+        """The keys among `candidates` (clearing observations' keys) that an open ticket holds (one query for
+        the batch)."""
+        keys = {k for k in candidates if k is not None}
         if not keys:
             return set()
         async with self.sessions() as session:

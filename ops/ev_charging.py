@@ -28,7 +28,7 @@ from chargeops.commands import SET_EV_CHARGING_SCHEDULE
 from chargeops.db.engine import insert_for
 from chargeops.db.models import Charger, Transaction
 from chargeops.db.models import EvChargingSchedule as ScheduleRow
-from chargeops.db.ops_models import ChargerLimit, Site
+from chargeops.db.ops_models import ChargerLimit, Site, SiteTelemetry
 from chargeops.events import EvChargingNeeds, Event
 from chargeops.logs import for_charger
 from chargeops.settings import Settings
@@ -86,12 +86,13 @@ class EvChargingPlanner(Periodic):
                 )
             )
             running = {(charger_id, tx_id) for charger_id, tx_id in rows}
+            caps = await self._site_caps_w(session, {c for c, t in keys if (c, t) in running})
         for key in keys:
             if key not in running:
                 self._scheduled.pop(key, None)
                 continue
             ev, needs, cap_then = self._scheduled[key]
-            cap_now = await self.site_cap_w(key[0])
+            cap_now = caps[key[0]]
             if cap_moved(cap_then, cap_now):
                 for_charger(log, key[0]).info(
                     "site limit for transaction %s moved from %s to %s W: renegotiating (K16)",
@@ -141,16 +142,35 @@ class EvChargingPlanner(Periodic):
 
     async def site_cap_w(self, charger_id: str) -> float | None:
         async with self._sessions() as session:
-            limit = await session.get(ChargerLimit, charger_id)
-            if limit is not None:
-                return limit.limit_w
-            site = await session.scalar(
-                select(Site).join(Charger, Charger.site == Site.id).where(Charger.id == charger_id)
+            return (await self._site_caps_w(session, {charger_id}))[charger_id]
+
+    async def _site_caps_w(self, session: AsyncSession, charger_ids: set[str]) -> dict[str, float | None]:
+        """Each charger's site limit, read together (K16 looks at every scheduled session at once): the
+        planner's last limit, else the budget of its site with a grid limit, else none."""
+        caps: dict[str, float | None] = dict.fromkeys(charger_ids)
+        if not charger_ids:
+            return caps
+        limits = await session.execute(
+            select(ChargerLimit.charger_id, ChargerLimit.limit_w).where(
+                ChargerLimit.charger_id.in_(charger_ids)
             )
-            if site is None or site.grid_limit_kw is None:
-                return None
-            report = await latest_report(session, site.id)
-        return site_budget(site, report, clock.now(), margin_pct=self._margin_pct).total_w
+        )
+        caps.update(limits.tuples().all())
+        unplanned = charger_ids - {c for c, cap in caps.items() if cap is not None}
+        if not unplanned:
+            return caps
+        sites = await session.execute(
+            select(Charger.id, Site)
+            .join(Site, Charger.site == Site.id)
+            .where(Charger.id.in_(unplanned), Site.grid_limit_kw.is_not(None))
+        )
+        reports: dict[str, SiteTelemetry | None] = {}
+        now = clock.now()
+        for charger_id, site in sites.tuples():
+            if site.id not in reports:
+                reports[site.id] = await latest_report(session, site.id)
+            caps[charger_id] = site_budget(site, reports[site.id], now, margin_pct=self._margin_pct).total_w
+        return caps
 
     async def _keep(
         self,

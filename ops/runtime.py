@@ -3,16 +3,11 @@
 from __future__ import annotations
 
 import asyncio
-import gc
-import hmac
 import logging
-import sys
 import time
 from collections.abc import Awaitable, Callable
 
-from fastapi import FastAPI, Request
-from fastapi.responses import Response
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from fastapi import FastAPI
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from chargeops.broker import redact
@@ -21,6 +16,7 @@ from chargeops.db.migrate import is_empty
 from chargeops.settings import ROLES, Settings
 from ocpp_gateway.certificates import GatewayCertificates
 from ocpp_gateway.context import GatewayContext
+from ocpp_gateway.contract_chain import ContractRootsError, load_roots
 from ocpp_gateway.pricing import Pricing
 from ocpp_gateway.server import GatewayServer
 from ocpp_gateway.store import GatewayStore
@@ -28,8 +24,11 @@ from ocpp_gateway.tls import ReloadingTls, TlsFilesError, files_from
 from ops import progress
 from ops.api import create_app
 from ops.api.context import Commands
+from ops.api.metrics import add_metrics, metrics_app
+from ops.api.process import ApiProcess
 from ops.api.worker import ApiThread, LoopBus
 from ops.certificates import CertificateRenewal, builtin_ca
+from ops.cli_loop import tune_interpreter
 from ops.engine import OpsEngine
 from ops.ev_charging import EvChargingPlanner
 from ops.local_list.job import LocalListJob
@@ -46,33 +45,6 @@ from telemetry.writer import BatchWriter
 log = logging.getLogger("chargeops")
 _BROKER_SETTINGS = ("mqtt_username", "mqtt_password", "mqtt_ca_file", "mqtt_cert_file", "mqtt_key_file")
 STOP_SECONDS = 25.0  # the whole shutdown; an orchestrator's SIGKILL usually follows SIGTERM after 30 s
-
-
-def metrics_endpoint(token: str | None) -> Callable[[Request], Response]:
-    """Prometheus exposition at exactly `/metrics` (a mounted app would redirect to `/metrics/`); with a
-    `token`, only for `Authorization: Bearer <token>` (compared in constant time)."""
-    expected = f"Bearer {token}".encode() if token else None
-
-    def metrics(request: Request) -> Response:
-        if expected is not None:
-            given = request.headers.get("authorization", "").encode()
-            if not hmac.compare_digest(given, expected):
-                return Response("metrics need the metrics token\n", status_code=401)
-        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
-
-    return metrics
-
-
-def tune_interpreter() -> None:
-    """For a long-lived server process (measured with bench/gateway.py):
-    - freeze what start-up allocated and collect the old generation rarely, so tens of thousands of live
-      connection objects are not re-scanned in stop-the-world pauses;
-    - a short GIL switch interval, so the database driver's thread is not starved by the busy event loop
-      (SQLite's executemany takes the GIL per row: at 5 ms per switch a batch stalled for 100s of ms)."""
-    gc.collect()
-    gc.freeze()
-    gc.set_threshold(10_000, 50, 1000)
-    sys.setswitchinterval(0.0005)
 
 
 class Runtime:
@@ -99,6 +71,10 @@ class Runtime:
                 self._tls = ReloadingTls(files) if files else None
             except TlsFilesError as exc:
                 raise StartupError(f"cannot serve wss://: {exc}") from None
+            try:
+                load_roots([settings.contract_roots] if settings.contract_roots is not None else [])
+            except ContractRootsError as exc:
+                raise StartupError(f"cannot load --contract-roots: {exc}") from None
         self.engine = make_engine(settings.database_url)
         self.sessions = make_sessionmaker(self.engine)
         # bad MQTT settings raise BrokerConfigError here, before anything started
@@ -116,13 +92,15 @@ class Runtime:
         self.site_telemetry: SiteTelemetrySubscriber | None = None
         self.local_lists: LocalListJob | None = None
         self._ops_bus: Bus | None = None
-        self._http: ApiThread | None = None
+        self._http: ApiThread | ApiProcess | None = None
         self._http_port: int | None = None
         self._metrics: ApiThread | None = None
         self._metrics_port: int | None = None
+        self._failed: asyncio.Future[None] | None = None
 
     async def start(self) -> None:
         """Says each step on `chargeops.startup` (`ops.progress`)."""
+        self._failed = asyncio.get_running_loop().create_future()
         if self.settings.mqtt_url:
             progress.log.info("connecting to the MQTT broker at %s", redact(self.settings.mqtt_url))
         await self.bus.start()
@@ -200,24 +178,31 @@ class Runtime:
         """The API (if this process runs that role) and, unless it has a listener of its own, `/metrics`."""
         app = create_app(sessions, bus, self.settings) if "api" in self.roles else FastAPI(title="chargeops")
         if self.settings.metrics_port is None:
-            self._add_metrics(app)
+            add_metrics(app, self.settings)
         return app
-
-    def _add_metrics(self, app: FastAPI) -> None:
-        token = self.settings.metrics_token.get_secret_value() if self.settings.metrics_token else None
-        app.add_api_route("/metrics", metrics_endpoint(token), methods=["GET"], include_in_schema=False)
 
     def metrics_app(self) -> FastAPI:
-        app = FastAPI(title="chargeops metrics", openapi_url=None, docs_url=None, redoc_url=None)
-        self._add_metrics(app)
-        return app
+        return metrics_app(self.settings)
+
+    @property
+    def api_in_process(self) -> bool:
+        """Whether the API runs in a worker process of its own (`ops/api/process.py`): by default when this
+        process runs it alongside other roles."""
+        return self.settings.api_process and "api" in self.roles and len(self.roles) > 1
 
     async def _start_http(self) -> None:
-        """The API and `/metrics` on their own thread, loop and database pool (`ops/api/worker.py`): heavy
-        reads cannot hold up the chargers' answers, nor take the connections ingest commits through.
-        With `metrics_port`, `/metrics` has a listener of its own (a deployment publishes the API's port
-        and keeps that one internal)."""
+        """The API and `/metrics` in a worker process (`api_in_process`), else on their own thread, loop and
+        database pool (`ops/api/worker.py`): heavy reads cannot hold up the chargers' answers, nor take the
+        connections ingest commits through. With `metrics_port`, `/metrics` has a listener of its own (a
+        deployment publishes the API's port and keeps that one internal)."""
         s = self.settings
+        if self.api_in_process:
+            self._http = process = ApiProcess(s, self.bus, self._fail)
+            self._http_port, self._metrics_port = await process.start()
+            where = (s.http_host, self.http_port, process.pid)
+            log.info("HTTP API on http://%s:%s (docs /docs; API process %s)", *where)
+            log.info("metrics on http://%s:%s/metrics", s.http_host, self.metrics_port)
+            return
         engine = make_engine(s.database_url, pool_size=s.api_db_pool, max_overflow=0, pool_timeout=5)
         loop = asyncio.get_running_loop()
         bus = LoopBus(self.bus, loop)
@@ -247,9 +232,19 @@ class Runtime:
 
     @property
     def api_loop(self) -> asyncio.AbstractEventLoop:
-        """The event loop the HTTP API runs on (not the gateway's)."""
-        assert self._http is not None and self._http.loop is not None
+        """The event loop the HTTP API runs on (not the gateway's), when it runs in this process."""
+        assert isinstance(self._http, ApiThread) and self._http.loop is not None
         return self._http.loop
+
+    @property
+    def api_pid(self) -> int | None:
+        """The API process's pid (None: the API runs in this process)."""
+        return self._http.pid if isinstance(self._http, ApiProcess) else None
+
+    def _fail(self, exc: BaseException) -> None:
+        """A part that cannot go on stops the whole process (`run_forever` raises `exc`)."""
+        if self._failed is not None and not self._failed.done():
+            self._failed.set_exception(exc)
 
     async def stop(self) -> None:
         """Shut down in the order that loses nothing acknowledged: stop taking API requests, stop accepting
@@ -292,6 +287,7 @@ class Runtime:
         try:
             await self.start()
             tune_interpreter()
-            await asyncio.Event().wait()
+            assert self._failed is not None
+            await self._failed
         finally:
             await self.stop()

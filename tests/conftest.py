@@ -21,6 +21,7 @@ from chargeops.db.engine import make_engine, make_sessionmaker
 from chargeops.db.migrate import upgrade
 from chargeops.settings import Settings
 from ops.runtime import Runtime
+from tests.mqtt_brokers import BUS_BROKERS, Broker, running
 from tests.ocpp_client import forget_wss, serve_wss
 from tests.pki import make_pki
 
@@ -33,6 +34,14 @@ PG_ADMIN_DSN = os.environ.get("CHARGEOPS_TEST_PG", "postgresql://postgres@127.0.
 # Tests fire API requests faster than any operator; the rate limit is tested where it is the subject
 # (tests/test_api_limits.py), with the limit given explicitly, and stays out of the way elsewhere.
 os.environ.setdefault("CHARGEOPS_API_RATE_LIMIT", "off")
+
+
+@pytest.fixture(scope="session", params=BUS_BROKERS)
+def mqtt_broker(request: pytest.FixtureRequest) -> Iterator[Broker]:
+    """Each broker the bus tests run on (tests/mqtt_brokers.py) in turn: a test that takes it runs on every
+    one."""
+    with running(request.param) as broker:
+        yield broker
 
 
 @pytest.fixture
@@ -97,7 +106,7 @@ async def start_runtime(sqlite_url: str) -> AsyncIterator[StartRuntime]:
             ocpp_port=0,
             http_port=0,
             admin_token=SecretStr("test-admin-token"),
-            **overrides,
+            **{"api_process": False, **overrides},  # in-process tests read the API's metrics and loop
         )
         runtime = Runtime(settings)
         await runtime.start()

@@ -1,49 +1,82 @@
 """A certificate authority and its OCSP responder, made in the test: certificates issued with `cryptography`,
-a real HTTP server on a loopback port answering RFC 6960 requests signed by the CA (or by a forger), so the
-gateway's OCSP client is tested against the wire, not against a mock."""
+a real HTTP server on a loopback port answering RFC 6960 requests signed by the CA (or by a forger, or a
+delegated responder), so the gateway's OCSP client is tested against the wire, not against a mock. CAs can be
+stacked (root, MO sub-CAs) to make ISO 15118 contract certificate chains."""
 
 from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, Self
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509 import ocsp
-from cryptography.x509.oid import NameOID
+from cryptography.x509.oid import AuthorityInformationAccessOID, ExtendedKeyUsageOID, NameOID
 
 
 def _name(cn: str) -> x509.Name:
     return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
 
 
+def _usage(*, sign: bool = False, certs: bool = False) -> x509.KeyUsage:
+    return x509.KeyUsage(sign, False, False, False, False, certs, certs, False, False)
+
+
+def _aia(url: str) -> x509.AuthorityInformationAccess:
+    location = x509.UniformResourceIdentifier(url)
+    return x509.AuthorityInformationAccess(
+        [x509.AccessDescription(AuthorityInformationAccessOID.OCSP, location)]
+    )
+
+
 class TestCa:
-    """A CA (EC P-256) that issues leaf certificates and signs OCSP answers about them."""
+    """A CA (EC P-256) that issues leaf certificates and signs OCSP answers about them: a self-signed root,
+    or a sub-CA of `parent` (naming `ocsp_url` as where its own status is asked)."""
 
     __test__ = False  # not a test class
 
-    def __init__(self, cn: str = "chargeops test MO Sub-CA") -> None:
+    def __init__(
+        self,
+        cn: str = "chargeops test MO Sub-CA",
+        *,
+        parent: TestCa | None = None,
+        ocsp_url: str | None = None,
+        path_length: int | None = None,
+    ) -> None:
         self.key = ec.generate_private_key(ec.SECP256R1())
         now = datetime.now(UTC)
-        self.cert = (
+        builder = (
             x509.CertificateBuilder()
             .subject_name(_name(cn))
-            .issuer_name(_name(cn))
+            .issuer_name(_name(cn) if parent is None else parent.subject)
             .public_key(self.key.public_key())
             .serial_number(x509.random_serial_number())
             .not_valid_before(now - timedelta(days=1))
             .not_valid_after(now + timedelta(days=365))
-            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-            .sign(self.key, hashes.SHA256())
+            .add_extension(x509.BasicConstraints(ca=True, path_length=path_length), critical=True)
+            .add_extension(_usage(certs=True), critical=True)
         )
+        if ocsp_url is not None:
+            builder = builder.add_extension(_aia(ocsp_url), critical=False)
+        self.cert: x509.Certificate = builder.sign(parent.key if parent else self.key, hashes.SHA256())
 
-    def issue(self, serial: int, *, days: int = 30, expired: bool = False) -> x509.Certificate:
+    @property
+    def subject(self) -> x509.Name:
+        return self.cert.subject
+
+    def pem(self) -> str:
+        return self.cert.public_bytes(serialization.Encoding.PEM).decode()
+
+    def issue(
+        self, serial: int, *, days: int = 30, expired: bool = False, ocsp_url: str | None = None
+    ) -> x509.Certificate:
+        """A contract certificate (CN = EMAID<serial>), naming `ocsp_url` for its status when given."""
         now = datetime.now(UTC)
         start = now - timedelta(days=days + 2) if expired else now - timedelta(days=1)
-        return (
+        builder = (
             x509.CertificateBuilder()
             .subject_name(_name(f"EMAID{serial}"))
             .issuer_name(self.cert.subject)
@@ -51,8 +84,30 @@ class TestCa:
             .serial_number(serial)
             .not_valid_before(start)
             .not_valid_after(start + timedelta(days=days))
-            .sign(self.key, hashes.SHA256())
+            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+            .add_extension(_usage(sign=True), critical=True)
         )
+        if ocsp_url is not None:
+            builder = builder.add_extension(_aia(ocsp_url), critical=False)
+        return builder.sign(self.key, hashes.SHA256())
+
+    def responder(self, *, forged: bool = False) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
+        """A delegated OCSP responder's certificate (OCSPSigning) and key, issued under this CA's name:
+        signed by this CA's key, or (`forged`) by a key of its own that only borrows the name."""
+        key = ec.generate_private_key(ec.SECP256R1())
+        now = datetime.now(UTC)
+        cert = (
+            x509.CertificateBuilder()
+            .subject_name(_name("delegated OCSP responder"))
+            .issuer_name(self.cert.subject)
+            .public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - timedelta(days=1))
+            .not_valid_after(now + timedelta(days=30))
+            .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.OCSP_SIGNING]), critical=False)
+            .sign(key if forged else self.key, hashes.SHA256())
+        )
+        return cert, key
 
     def hash_data(self, cert: x509.Certificate, responder_url: str | None = None) -> dict[str, Any]:
         """OCPP OCSPRequestDataType of `cert` (what a station sends)."""
@@ -68,26 +123,18 @@ class TestCa:
         return data
 
 
-@dataclass
-class OcspResponder:
-    """An OCSP responder over HTTP for `ca`: serials in `revoked` are revoked, in `good` good, others
-    unknown; `delay` holds each answer (a slow responder); `forger` signs instead of the CA."""
+class LoopbackPostServer:
+    """An HTTP/1.1 server on a loopback port that takes one POST per connection and answers what `respond`
+    gives for its body (content type, bytes)."""
 
-    ca: TestCa
-    good: set[int] = field(default_factory=set)
-    revoked: set[int] = field(default_factory=set)
-    delay: float = 0.0
-    next_update: timedelta | None = timedelta(hours=1)
-    forger: TestCa | None = None
-    requests: int = 0
     port: int = 0
     _server: asyncio.Server | None = None
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}/ocsp"
+        return f"http://127.0.0.1:{self.port}/"
 
-    async def start(self) -> OcspResponder:
+    async def start(self) -> Self:
         self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
         self.port = self._server.sockets[0].getsockname()[1]
         return self
@@ -97,6 +144,9 @@ class OcspResponder:
             self._server.close()
             await self._server.wait_closed()
 
+    async def respond(self, body: bytes) -> tuple[str, bytes]:
+        raise NotImplementedError
+
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
             head = await reader.readuntil(b"\r\n\r\n")
@@ -105,13 +155,9 @@ class OcspResponder:
                 for line in head.split(b"\r\n")
                 if line.lower().startswith(b"content-length:")
             )
-            body = await reader.readexactly(length)
-            self.requests += 1
-            if self.delay:
-                await asyncio.sleep(self.delay)
-            answer = self.answer(ocsp.load_der_ocsp_request(body))
+            content_type, answer = await self.respond(await reader.readexactly(length))
             writer.write(
-                b"HTTP/1.1 200 OK\r\nContent-Type: application/ocsp-response\r\n"
+                f"HTTP/1.1 200 OK\r\nContent-Type: {content_type}\r\n".encode()
                 + f"Content-Length: {len(answer)}\r\nConnection: close\r\n\r\n".encode()
                 + answer
             )
@@ -120,6 +166,40 @@ class OcspResponder:
             pass
         finally:
             writer.close()
+
+
+@dataclass
+class OcspResponder(LoopbackPostServer):
+    """An OCSP responder over HTTP for `ca` (and the CAs in `more`: each answers about what it issued):
+    serials in `revoked` are revoked, in `good` good, others unknown; `delay` holds each answer (a slow
+    responder); `forger` signs instead of the CA, `delegate` (certificate, key) as its delegated responder."""
+
+    ca: TestCa
+    good: set[int] = field(default_factory=set)
+    revoked: set[int] = field(default_factory=set)
+    delay: float = 0.0
+    next_update: timedelta | None = timedelta(hours=1)
+    forger: TestCa | None = None
+    more: list[TestCa] = field(default_factory=list)
+    delegate: tuple[x509.Certificate, ec.EllipticCurvePrivateKey] | None = None
+    requests: int = 0
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/ocsp"
+
+    async def respond(self, body: bytes) -> tuple[str, bytes]:
+        self.requests += 1
+        if self.delay:
+            await asyncio.sleep(self.delay)
+        return "application/ocsp-response", self.answer(ocsp.load_der_ocsp_request(body))
+
+    def _issuer(self, request: ocsp.OCSPRequest) -> TestCa:
+        for ca in (self.ca, *self.more):
+            asked = ocsp.OCSPRequestBuilder().add_certificate(ca.cert, ca.cert, request.hash_algorithm)
+            if asked.build().issuer_key_hash == request.issuer_key_hash:
+                return ca
+        return self.ca
 
     def answer(self, request: ocsp.OCSPRequest) -> bytes:
         now = datetime.now(UTC)
@@ -130,7 +210,8 @@ class OcspResponder:
             status, revoked_at = ocsp.OCSPCertStatus.GOOD, None
         else:
             status, revoked_at = ocsp.OCSPCertStatus.UNKNOWN, None
-        signer = self.forger or self.ca
+        signer = self.forger or self._issuer(request)
+        cert, key = self.delegate or (signer.cert, signer.key)
         builder = (
             ocsp.OCSPResponseBuilder()
             .add_response_by_hash(
@@ -144,7 +225,7 @@ class OcspResponder:
                 revoked_at,
                 None,
             )
-            .responder_id(ocsp.OCSPResponderEncoding.HASH, signer.cert)
-            .certificates([signer.cert])
+            .responder_id(ocsp.OCSPResponderEncoding.HASH, cert)
+            .certificates([cert])
         )
-        return builder.sign(signer.key, hashes.SHA256()).public_bytes(serialization.Encoding.DER)
+        return builder.sign(key, hashes.SHA256()).public_bytes(serialization.Encoding.DER)

@@ -13,7 +13,7 @@ import pytest
 
 from chargeops.commands import CommandReply
 from chargeops.logs import for_charger
-from ocpp_gateway.batching import Limits, Unanswered, frame_bytes, merge, plan
+from ocpp_gateway.batching import Limits, Unanswered, frame_bytes, leading_fit, merge, plan
 from ocpp_gateway.message_limits import MessageLimits
 from ocpp_gateway.rpc import pack_call, validate
 from ocpp_gateway.split_calls import call_in_parts
@@ -47,6 +47,24 @@ def test_items_per_message_cuts_in_order_and_keeps_the_other_fields() -> None:
     assert [p.indices for p in planned.parts] == [[0, 1], [2, 3], [4]]
     assert all(p.payload["customData"] == {"vendorId": "X"} for p in planned.parts)
     assert planned.parts[1].payload["getVariableData"] == [var(2), var(3)]
+
+
+def test_leading_fit_takes_the_most_leading_entries_a_frame_holds() -> None:
+    """SendLocalList cannot be split and merged (each message has its own version): the leading entries
+    whose frame fits go; one more would not fit; none when the first alone is too large."""
+    rng = random.Random(11)
+    entries = [
+        {"idToken": {"idToken": f"T{i}" + "x" * rng.randrange(0, 30), "type": "ISO14443"}} for i in range(9)
+    ]
+    payload = {"versionNumber": 3, "updateType": "Differential", "localAuthorizationList": entries}
+    key = "localAuthorizationList"
+    assert leading_fit("SendLocalList", payload, key, None) == 9
+    for limit in (200, 300, 500):
+        n = leading_fit("SendLocalList", payload, key, limit)
+        assert 0 < n < 9
+        assert frame_bytes("SendLocalList", {**payload, key: entries[:n]}) <= limit
+        assert frame_bytes("SendLocalList", {**payload, key: entries[: n + 1]}) > limit
+    assert leading_fit("SendLocalList", payload, key, 100) == 0
 
 
 def test_bytes_per_message_parts_fit_and_are_full() -> None:

@@ -51,7 +51,7 @@ async def test_tc_m_01_to_05_install_ca_certificates(
     start_runtime: StartRuntime, ca_lab: Path, sqlite_url: str
 ) -> None:
     """TC_M_01-04: CSMSRoot, ManufacturerRoot, V2GRoot, MORoot installed (Accepted); TC_M_05: the station
-    answers Failed, which is told and stored. A 1.6 station takes only the first two (1.6 names)."""
+    answers Failed, which is told and stored. A 1.6 station takes the first two by 1.6 names."""
     runtime = await start(start_runtime, ca_lab, sqlite_url, accept_unknown=True)
     root = (ca_lab / "ca" / "ca.pem").read_text()
     path = "/api/chargers/CP-M201/installed-certificates"
@@ -94,9 +94,7 @@ async def test_tc_m_01_to_05_install_ca_certificates(
             runtime, cp, "POST", path16, [("InstallCertificate", expected, {"status": "Accepted"})], json=body
         )
         assert r.json()["status"] == "Accepted"
-        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{runtime.http_port}", headers=ADMIN) as api:
-            v2g = await api.post(path16, json={"certificate_type": "V2GRootCertificate", "certificate": root})
-        assert v2g.status_code == 422 and "1.6" in v2g.json()["detail"]
+        # A V2G root goes through the Plug & Charge DataTransfer (tests/test_plug_and_charge_16.py).
 
 
 async def test_tc_m_12_to_21_retrieve_and_delete_certificates(
@@ -104,7 +102,7 @@ async def test_tc_m_12_to_21_retrieve_and_delete_certificates(
 ) -> None:
     """TC_M_12-18: GetInstalledCertificateIds of one, two or all types, the answer stored and listed;
     TC_M_19: NotFound; TC_M_20: DeleteCertificate with the listed hash data, Accepted, gone from the list;
-    TC_M_21: Failed, kept. A 1.6 station is asked once per type."""
+    TC_M_21: Failed, kept. A 1.6 station is asked once per type (its ISO 15118 ones through the tunnel)."""
     runtime = await start(start_runtime, ca_lab, pg_url, accept_unknown=True)
     refresh = "/api/chargers/CP-M12/installed-certificates/refresh"
     chain = [
@@ -166,9 +164,45 @@ async def test_tc_m_12_to_21_retrieve_and_delete_certificates(
             [("GetInstalledCertificateIds", {"certificateType": "CentralSystemRootCertificate"},
               {"status": "Accepted", "certificateHashData": [HASH]}),
              ("GetInstalledCertificateIds", {"certificateType": "ManufacturerRootCertificate"},
-              {"status": "NotFound"})],
+              {"status": "NotFound"}),
+             ("DataTransfer", None, {"status": "UnknownVendorId"})],  # no Plug & Charge: its 1.6 ones alone
         )  # fmt: skip
         assert r.json()["status"] == "Accepted"
         assert [(i["certificate_type"], i["serial_number"]) for i in r.json()["items"]] == [
             ("CSMSRootCertificate", "7F01")
         ]
+
+
+async def test_tc_m_101_install_oem_root_certificate_on_2_1(
+    start_runtime: StartRuntime, ca_lab: Path, sqlite_url: str
+) -> None:
+    """TC_M_101 (OCPP 2.1): an OEMRootCertificate goes to a 2.1 station as InstallCertificate of that
+    type (Accepted, stored) and is listed by GetInstalledCertificateIds; a 2.0.1 station, whose schema has
+    no such type, gets nothing: 422 saying 2.1 is needed."""
+    runtime = await start(start_runtime, ca_lab, sqlite_url, accept_unknown=True)
+    root = (ca_lab / "ca" / "ca.pem").read_text()
+    oem = {"certificate_type": "OEMRootCertificate", "certificate": root}
+    async with station(runtime, ca_lab, "CP-M101", "ocpp2.1") as cp:
+        expected = {"certificateType": "OEMRootCertificate", "certificate": root}
+        path = "/api/chargers/CP-M101/installed-certificates"
+        r = await api_call(
+            runtime, cp, "POST", path, [("InstallCertificate", expected, {"status": "Accepted"})], json=oem
+        )
+        assert r.status_code == 200 and r.json()["status"] == "Accepted", r.text
+        listed = {"status": "Accepted", "certificateHashDataChain": [
+            {"certificateType": "OEMRootCertificate", "certificateHashData": HASH}
+        ]}  # fmt: skip
+        r = await api_call(
+            runtime, cp, "POST", f"{path}/refresh",
+            [("GetInstalledCertificateIds", {"certificateType": ["OEMRootCertificate"]}, listed)],
+            json={"certificate_types": ["OEMRootCertificate"]},
+        )  # fmt: skip
+        assert [(i["certificate_type"], i["serial_number"]) for i in r.json()["items"]] == [
+            ("OEMRootCertificate", "7F01")
+        ]
+    async with station(runtime, ca_lab, "CP-M101B", "ocpp2.0.1") as cp:
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{runtime.http_port}", headers=ADMIN) as api:
+            refused = await api.post("/api/chargers/CP-M101B/installed-certificates", json=oem)
+            assert refused.status_code == 422 and "2.1" in refused.json()["detail"], refused.text
+            ops = (await api.get("/api/chargers/CP-M101B/certificate-operations")).json()["items"]
+        assert ops and ops[0]["status"] != "Accepted"

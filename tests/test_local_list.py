@@ -21,6 +21,7 @@ from chargeops.commands import (
 )
 from chargeops.db.models import Transaction
 from firmware_stubs import SimEnvironment, SimulatedCharger
+from ocpp_gateway.batching import frame_bytes
 from ocpp_gateway.commands import from_ocpp, to_ocpp
 from ocpp_gateway.versions import V16, V21, V201, OcppVersion
 from ops.runtime import Runtime
@@ -155,6 +156,31 @@ async def test_1_6_full_update_is_chunked_to_send_local_list_max_length(stack: S
     assert first["idTagInfo"]["expiryDate"].startswith(LATER.strftime("%Y-%m-%dT%H:%M:%S"))
     assert cp.local_list == {f"TAG-{n}": "Accepted" for n in range(5)} and cp.local_list_version == 3
     assert (await stack.state("LL-16"))["version"] == 3
+
+
+async def test_tc_d_01_full_update_fits_bytes_per_message_2_0_1(stack: Stack) -> None:
+    """2.0.1 LocalAuthListCtrlr.BytesPerMessage (read with the other list settings): every SendLocalList
+    CALL frame fits it, so six tokens that would go in one message by ItemsPerMessage go in a Full update
+    and Differential ones with rising versions, all on the list in the end. A station whose limit no
+    entry fits gets none: the sync fails saying so."""
+    for n in range(6):
+        await stack.token(f"CARD-BYTES-{n:02d}", group_id="FLEET-WITH-A-LONG-NAME")
+    cp = await stack.charger("LL-BYTES", "ocpp2.0.1", BytesPerMessage="450")
+    result = await stack.sync("LL-BYTES")
+    assert result["state"] == "in_step" and result["entries_sent"] == 6, result
+    calls = sent_lists(cp)
+    assert all(frame_bytes("SendLocalList", c) <= 450 for c in calls)
+    assert len(calls) == result["messages"] > 1
+    assert [c["updateType"] for c in calls] == ["Full"] + ["Differential"] * (len(calls) - 1)
+    assert [c["versionNumber"] for c in calls] == list(range(1, len(calls) + 1))
+    assert cp.local_list == {f"CARD-BYTES-{n:02d}": "Accepted" for n in range(6)}
+    assert (await stack.state("LL-BYTES"))["version"] == len(calls) == cp.local_list_version
+
+    tiny = await stack.charger("LL-TINY", "ocpp2.0.1", BytesPerMessage="150")
+    refused = await stack.sync("LL-TINY")
+    assert refused["state"] == "failed" and "TooLargeElement" in refused["detail"], refused
+    assert refused["entries_sent"] == 0
+    assert sent_lists(tiny) == []
 
 
 async def test_a_charger_with_another_version_gets_a_full_update(stack: Stack) -> None:

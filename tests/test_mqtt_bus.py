@@ -1,4 +1,5 @@
-"""The MQTT bus against the real Mosquitto on 127.0.0.1:1883 (no broker is a failure, never a skip).
+"""The MQTT bus against each broker of `BUS_BROKERS` (tests/mqtt_brokers.py; now the machine's Mosquitto on
+127.0.0.1:1883): no broker is a failure, never a skip.
 
 Every test uses its own topic root (the path of the MQTT URL), so runs never see each other's messages, and
 ends the persistent sessions it created.
@@ -36,19 +37,21 @@ from chargeops.settings import Settings
 from ops.runtime import Runtime
 from telemetry.bus import CommandReply
 from telemetry.mqtt import BusTuning, MqttBus
+from tests.mqtt_brokers import Broker
 from tests.waiting import until
 
-BROKER = "mqtt://127.0.0.1:1883"
 ROOT = Path(__file__).resolve().parent.parent
 
 
 class Buses:
     """Starts buses on one test's topic root; closes them and ends their persistent sessions afterwards."""
 
-    def __init__(self, spool_dir: Path) -> None:
+    def __init__(self, spool_dir: Path, broker: Broker) -> None:
         self.spool_dir = spool_dir
+        self.broker = broker
+        self.port = broker.port
         self.root = f"chargeops-test-{uuid.uuid4().hex[:10]}"
-        self.url = f"{BROKER}/{self.root}"
+        self.url = broker.url(self.root)
         self.started: list[MqttBus] = []
         self.sessions: set[str] = set()
 
@@ -64,22 +67,22 @@ class Buses:
         for bus in self.started:
             await bus.close()
         for client_id in self.sessions:
-            await end_session(client_id)
+            await end_session(client_id, self.port)
 
 
-async def end_session(client_id: str) -> None:
+async def end_session(client_id: str, port: int) -> None:
     """Connecting with clean start and expiry 0 makes the broker forget a persistent session."""
     props = Properties(PacketTypes.CONNECT)
     props.SessionExpiryInterval = 0
     async with aiomqtt.Client(
-        "127.0.0.1", 1883, identifier=client_id, protocol=aiomqtt.ProtocolVersion.V5, properties=props
+        "127.0.0.1", port, identifier=client_id, protocol=aiomqtt.ProtocolVersion.V5, properties=props
     ):
         pass
 
 
 @pytest.fixture
-async def buses(tmp_path: Path) -> AsyncIterator[Buses]:
-    b = Buses(tmp_path)
+async def buses(tmp_path: Path, mqtt_broker: Broker) -> AsyncIterator[Buses]:
+    b = Buses(tmp_path, mqtt_broker)
     yield b
     await b.cleanup()
 
@@ -139,8 +142,9 @@ async def test_events_reach_a_durable_subscriber_in_another_bus_exactly_as_sent(
 
 async def test_what_callers_publish_together_goes_out_as_one_message(buses: Buses) -> None:
     gateway = await buses.start("gw/a")
+    assert "/" not in gateway.client_id  # percent-encoded: rumqttd refuses a `/` in a client id
     messages: list[tuple[str, list[dict[str, Any]]]] = []
-    async with aiomqtt.Client("127.0.0.1", 1883, protocol=aiomqtt.ProtocolVersion.V5) as raw:
+    async with aiomqtt.Client("127.0.0.1", buses.port, protocol=aiomqtt.ProtocolVersion.V5) as raw:
         await raw.subscribe(f"{buses.root}/v2/events/#", qos=1)
 
         async def read() -> None:
@@ -168,7 +172,7 @@ async def test_an_undecodable_message_or_event_is_dropped_and_the_rest_stored(bu
     await asyncio.wait_for(ingest.durable_ready.wait(), 5)
     good = sample_events(2)
     topic = f"{buses.root}/v2/events/meter_values"
-    async with aiomqtt.Client("127.0.0.1", 1883, protocol=aiomqtt.ProtocolVersion.V5) as raw:
+    async with aiomqtt.Client("127.0.0.1", buses.port, protocol=aiomqtt.ProtocolVersion.V5) as raw:
         await raw.publish(topic, b"not json", qos=1)
         await raw.publish(topic, orjson.dumps({"v": 2, "events": "nope"}), qos=1)
         broken = {**good[0].to_doc(), "kind": "no_such_kind"}
@@ -432,7 +436,7 @@ async def test_commands_racing_a_takeover_run_exactly_once(buses: Buses) -> None
 # -- broker connection lost -----------------------------------------------------------------------------
 
 
-async def kick(client_id: str, *, persistent: bool = False) -> None:
+async def kick(client_id: str, port: int, *, persistent: bool = False) -> None:
     """Connect with another bus's client id: the broker drops that bus's connection (session takeover).
 
     For a persistent session the intruder keeps the session and acks nothing, so what the broker hands it
@@ -442,7 +446,7 @@ async def kick(client_id: str, *, persistent: bool = False) -> None:
     props.SessionExpiryInterval = 3600 if persistent else 0
     intruder = aiomqtt.Client(
         "127.0.0.1",
-        1883,
+        port,
         identifier=client_id,
         protocol=aiomqtt.ProtocolVersion.V5,
         clean_start=not persistent,
@@ -458,7 +462,7 @@ async def test_a_gateway_that_lost_the_broker_reconnects_and_keeps_its_chargers(
     on_a = Charger("a")
     gw_a.hold("CP1", on_a.execute)
     await until(lambda: gw_a._holds.held["CP1"].holding)
-    await kick(gw_a.client_id)
+    await kick(gw_a.client_id, buses.port)
     await until(lambda: gw_a._link.conn is None)
     await gw_a.publish(sample_events(1))  # spooled
     await until(lambda: gw_a._link.conn is not None and gw_a._holds.held["CP1"].announced)
@@ -476,7 +480,7 @@ async def test_ingest_losing_the_broker_mid_stream_loses_nothing(buses: Buses) -
     sent = sample_events(300)
     for i in range(0, 150, 10):
         await gateway.publish(sent[i : i + 10])
-    await kick(ingest.durable_client_id, persistent=True)
+    await kick(ingest.durable_client_id, buses.port, persistent=True)
     for i in range(150, 300, 10):
         await gateway.publish(sent[i : i + 10])
     await until(lambda: {e.event_id for e in got.events} == {e.event_id for e in sent}, timeout=10)
@@ -522,9 +526,11 @@ class Process:
         await self._drain
 
 
-async def test_gateway_and_ingest_in_one_process_api_and_ops_in_another(pg_url: str) -> None:
+async def test_gateway_and_ingest_in_one_process_api_and_ops_in_another(
+    pg_url: str, mqtt_broker: Broker
+) -> None:
     root = f"chargeops-test-{uuid.uuid4().hex[:10]}"
-    mqtt_url = f"{BROKER}/{root}"
+    mqtt_url = mqtt_broker.url(root)
     ocpp_port, http_port = _free_port(), _free_port()
     env = {
         **os.environ,
@@ -627,4 +633,4 @@ async def test_gateway_and_ingest_in_one_process_api_and_ops_in_another(pg_url: 
         if api is not None:
             await api.stop()
         await server.stop()
-        await end_session(f"{root}-ingest-gw-a")
+        await end_session(f"{root}-ingest-gw-a", mqtt_broker.port)

@@ -18,7 +18,7 @@ from cryptography.x509 import ocsp
 from chargeops.db.models import IdToken
 from tests.conftest import StartRuntime
 from tests.ocpp_client import RawCharger, raw_charger
-from tests.pki_lab import OcspResponder, TestCa
+from tests.pki_lab import LoopbackPostServer, OcspResponder, TestCa
 
 GOOD, REVOKED, UNKNOWN = 0x1001, 0x1002, 0x1003
 
@@ -204,47 +204,18 @@ async def test_tc_m_24_get_certificate_status_returns_the_responders_answer(
         assert time.monotonic() - started < 4.0
 
 
-class ContractService:
+class ContractService(LoopbackPostServer):
     """A contract certificate service on a loopback port: answers each POST with `answer` after `delay`."""
 
     def __init__(self) -> None:
         self.answer: dict[str, Any] = {"status": "Accepted", "exiResponse": "RVhJLXJlc3BvbnNl"}
         self.delay = 0.0
         self.received: list[dict[str, Any]] = []
-        self.port = 0
-        self._server: asyncio.Server | None = None
 
-    async def start(self) -> ContractService:
-        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
-        self.port = self._server.sockets[0].getsockname()[1]
-        return self
-
-    async def stop(self) -> None:
-        assert self._server is not None
-        self._server.close()
-        await self._server.wait_closed()
-
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            head = await reader.readuntil(b"\r\n\r\n")
-            length = next(
-                int(line.split(b":", 1)[1])
-                for line in head.split(b"\r\n")
-                if line.lower().startswith(b"content-length:")
-            )
-            self.received.append(json.loads(await reader.readexactly(length)))
-            await asyncio.sleep(self.delay)
-            body = json.dumps(self.answer).encode()
-            writer.write(
-                b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
-                + f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n".encode()
-                + body
-            )
-            await writer.drain()
-        except (ConnectionError, asyncio.IncompleteReadError):
-            pass
-        finally:
-            writer.close()
+    async def respond(self, body: bytes) -> tuple[str, bytes]:
+        self.received.append(json.loads(body))
+        await asyncio.sleep(self.delay)
+        return "application/json", json.dumps(self.answer).encode()
 
 
 EV_REQUEST = {

@@ -80,7 +80,6 @@ def test_what_is_not_supported_is_said() -> None:
         "ocpp2.0.1": [],
         "ocpp2.1": [
             "ClosePeriodicEventStream",
-            "GetCertificateChainStatus",
             "NotifyPriorityCharging",
             "NotifySettlement",
             "OpenPeriodicEventStream",

@@ -24,10 +24,12 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from chargeops import clock
 from chargeops.pki.csr import check_csr
 from chargeops.pki.signer import CHARGING_STATION, CsrRejected, Issued
+from chargeops.settings import Settings
 
 ROOT_DAYS = 3650
 BACKDATE = timedelta(minutes=5)  # a station whose clock runs a little behind still sees a valid certificate
 KEY_FILE, CERT_FILE = "ca.key", "ca.pem"
+DEFAULT_DIR = "chargeops-ca"  # in the working directory, when --ca-dir is not given
 PublicKey = rsa.RSAPublicKey | ec.EllipticCurvePublicKey
 
 
@@ -60,6 +62,12 @@ class BuiltinCA:
         self.organization = organization
         self.days = days
         self._root: tuple[ec.EllipticCurvePrivateKey, x509.Certificate] | None = None
+
+    @classmethod
+    def of(cls, settings: Settings) -> BuiltinCA:
+        """The CA in `--ca-dir` (default ./chargeops-ca); nothing is made until it is first used."""
+        directory = settings.ca_dir or Path.cwd() / DEFAULT_DIR
+        return cls(directory, settings.ca_organization, settings.ca_certificate_days)
 
     @property
     def root_path(self) -> Path:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
+from firmware_stubs.dialects import pnc16
 from firmware_stubs.dialects.base import Dialect, Payload, schedule_periods
 from firmware_stubs.model import COMMON_KEYS, KeyDef, iso, parse_iso, utc_now
 
@@ -67,6 +68,7 @@ class V16(Dialect):
         "AllowOfflineTxForUnknownId": KeyDef("false", kind="bool"),
         "SecurityProfile": KeyDef("0", kind="int"),
         "CpoName": KeyDef("chargeops"),  # security whitepaper: the O of its CSRs (the built-in CA's default)
+        pnc16.ENABLED_KEY: KeyDef("false", kind="bool"),  # ISO 15118 Plug & Charge over DataTransfer
     }
     error_names = {
         "OccurrenceConstraintViolation": "OccurenceConstraintViolation",
@@ -265,6 +267,11 @@ class V16(Dialect):
         if what not in _TRIGGERS:
             return {"status": "NotImplemented"}
         return {"status": "Accepted" if self._trigger(cp, what, p.get("connectorId")) else "Rejected"}
+
+    def on_DataTransfer(self, cp: SimulatedCharger, p: Payload) -> Payload:
+        if p["vendorId"] == pnc16.VENDOR_ID:
+            return pnc16.on_data_transfer(cp, p)
+        return super().on_DataTransfer(cp, p)
 
     def on_UpdateFirmware(self, cp: SimulatedCharger, p: Payload) -> Payload:
         cp.start_firmware_update(p["location"], parse_iso(p["retrieveDate"]), None)

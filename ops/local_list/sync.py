@@ -6,12 +6,14 @@ A sync reads what the charger supports (once per boot: GetLocalAuthSettings), as
 - a Full update when we never had a version confirmed or the charger's differs from it (D01);
 - else a Differential update with what changed since the confirmed version (new and changed entries,
   removals as entries without info), or nothing when nothing changed.
-Updates go in messages of at most SendLocalListMaxLength (1.6) / ItemsPerMessage (2.x) entries: the first of a
-full update is Full, the rest Differential, each with the next version (D01.FR.11; a differential version
-must be above the list's). Each accepted message is stored at once (version and entries), so a sync that
-fails half-way leaves a true record. Answers: Accepted → the version is stored; VersionMismatch to a
-differential update → a Full one; Failed / NotSupported / no answer → stored and reported, state `failed`
-(`unsupported` for NotSupported, a disabled list or a 1.6 version of -1).
+Updates go in messages of at most SendLocalListMaxLength (1.6) / ItemsPerMessage (2.x) entries, and on 2.x
+of at most the station's BytesPerMessage (the gateway sends the entries that fit and says how many; the rest
+go in the next message): the first of a full update is Full, the rest Differential, each with the next
+version (D01.FR.11; a differential version must be above the list's). Each accepted message is stored at
+once (version and entries), so a sync that fails half-way leaves a true record. Answers: Accepted → the
+version is stored; VersionMismatch to a differential update → a Full one; Failed / NotSupported / no
+answer → stored and reported, state `failed` (`unsupported` for NotSupported, a disabled list or a 1.6
+version of -1).
 """
 
 from __future__ import annotations
@@ -187,16 +189,25 @@ class LocalListSync:
         out."""
         sent = messages = 0
         reply = CommandReply("result", {"status": "Accepted"})
-        for i, part in enumerate(policy.chunks(changes, known.get("items_per_message"))):
-            first_full = full and i == 0
+        parts = list(policy.chunks(changes, known.get("items_per_message")))
+        while parts:
+            part = parts.pop(0)
+            first_full = full and messages == 0
             payload = {"version": version, "full": first_full, "entries": [c.neutral() for c in part]}
             reply = await self.ask(charger_id, SEND_LOCAL_LIST, payload)
             messages += 1
-            sent += len(part)
+            # a 2.x station's BytesPerMessage may let only the first entries go: the rest go next
+            if reply.outcome == "result":
+                taken = reply.payload.get("entries_sent", len(part))
+            else:  # refused by the gateway (nothing went), or sent with no usable answer
+                taken = 0 if reply.outcome == "invalid" else len(part)
+            sent += taken
             if reply.outcome != "result" or reply.payload.get("status") != "Accepted":
                 break
+            if taken < len(part):
+                parts.insert(0, part[taken:])
             async with self._sessions() as session:
-                await records.confirm(session, charger_id, version, first_full, part)
+                await records.confirm(session, charger_id, version, first_full, part[:taken])
                 await session.commit()
             version += 1
         return reply, version, sent, messages

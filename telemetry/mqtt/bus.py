@@ -14,6 +14,7 @@ from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import aiomqtt
 
@@ -86,7 +87,9 @@ class MqttBus:
         root = self._broker.root
         self.topics = Topics(root)
         self.instance_id = uuid.uuid4().hex[:12]
-        self.client_id = f"{root}-{settings.gateway_id}-{self.instance_id}"
+        # Percent-encoded: brokers may refuse `/`, `+` or `#` in a client id (rumqttd does). A clean session
+        # keeps nothing, so the encoding changes nothing on upgrade; durable ids stay as they were.
+        self.client_id = quote(f"{root}-{settings.gateway_id}-{self.instance_id}", safe="")
         self.reply_topic = self.topics.replies(self.instance_id)
         self.event_topic = self.topics.events(settings.gateway_id)
         # Each consumer group (ingest, ops) gets every event once per group, split across its processes.

@@ -156,8 +156,9 @@ async def install_certificate(
     charger_id: ChargerIdPath, body: InstallIn, ctx: Ctx, db: Db, scope: Scoped
 ) -> dict[str, Any]:
     """Give the station a CA certificate to trust (InstallCertificate; a 1.6 station takes
-    CSMSRootCertificate and ManufacturerRootCertificate only: 422 otherwise). Answers the station's
-    `status` (Accepted, Rejected, Failed) and stores it."""
+    CSMSRootCertificate and ManufacturerRootCertificate by its security extension, V2G and MO roots through
+    the ISO 15118 Plug & Charge DataTransfer: 502 `NotSupported` if it does not do that). Answers the
+    station's `status` (Accepted, Rejected, Failed) and stores it."""
     request = body.model_dump()
     reply = await ask_charger(ctx, db, scope, charger_id, INSTALL_CERTIFICATE, request)
     await _record(db, charger_id, "InstallCertificate", {"certificate_type": body.certificate_type}, reply)
@@ -205,7 +206,8 @@ async def delete_certificate(
     hash_data = {
         k: found[k] for k in ("hash_algorithm", "issuer_name_hash", "issuer_key_hash", "serial_number")
     }
-    reply = await ask_charger(ctx, db, scope, charger_id, DELETE_CERTIFICATE, {"hash": hash_data})
+    request = {"hash": hash_data, "certificate_type": found["certificate_type"]}  # 1.6: which way it goes
+    reply = await ask_charger(ctx, db, scope, charger_id, DELETE_CERTIFICATE, request)
     await _record(db, charger_id, "DeleteCertificate", {"hash": hash_data}, reply)
     answer = reply_to_http(reply).response
     if answer.get("status") == "Accepted":
