@@ -14,8 +14,10 @@ from __future__ import annotations
 
 import asyncio
 import os
+import subprocess
 import time
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import pytest
 from websockets.asyncio.client import connect
@@ -23,15 +25,12 @@ from websockets.exceptions import InvalidStatus
 from websockets.typing import Subprotocol
 
 from tests.cluster_fleet import SimCharger, own_address, run_fleet, until_stored
-from tests.cluster_lab import Gateway, Lab, metric_sum
+from tests.cluster_lab import CLUSTER_CFG, HAPROXY, Gateway, Lab, metric_sum
 from tests.ocpp_client import basic
 from tests.waiting import until
 
 CHARGERS, LATE = 180, 20
-pytestmark = [
-    pytest.mark.timeout(420),
-    pytest.mark.skipif(os.geteuid() != 0, reason="network namespaces need root (CI runs as root)"),
-]
+pytestmark = pytest.mark.timeout(420)
 
 
 @pytest.fixture
@@ -75,6 +74,28 @@ def phase(what: str, _t0: list[float] = []) -> None:  # noqa: B006 (the clock of
     print(f"{time.monotonic() - _t0[0]:6.1f} s  {what}")  # shown when the test fails: where time went
 
 
+def test_the_shipped_cluster_balancer_config_is_valid(tmp_path: Path) -> None:
+    """docker/haproxy/cluster.cfg as compose runs it (DNS template, TLS and plain binds): `haproxy -c`."""
+    cert = tmp_path / "lb.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=lb",
+         "-keyout", str(cert), "-out", str(cert)],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    env = {
+        **os.environ,
+        "LB_BIND": ":8443",
+        "LB_PLAIN_BIND": ":8080",
+        "LB_CERT": str(cert),
+        "LB_GATEWAY": "gateway:9000",
+        "LB_GATEWAY_SLOTS": "16",
+        "LB_MAXCONN": "1000",
+    }
+    check = subprocess.run([HAPROXY, "-c", "-f", str(CLUSTER_CFG)], env=env, capture_output=True, text=True)
+    assert check.returncode == 0, check.stdout + check.stderr
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="network namespaces need root (CI runs as root)")
 async def test_one_fleet_on_several_gateways(lab: Lab) -> None:
     phase("lab built")
     first, spare = lab.gateways[:3], lab.gateways[3]
