@@ -222,6 +222,12 @@ class Settings(LogSettings):
     spool_max_events: int = Field(
         default=1_000_000, description="events the gateway spools; beyond it calls get InternalError"
     )
+    command_ack_timeout: float = Field(
+        default=2.0,
+        gt=0,
+        le=60,
+        description="s the gateway holding a charger may take to pick up an API command (else not_connected)",
+    )
     bus_linger_ms: float = Field(
         default=2.0,
         ge=0,

@@ -32,7 +32,7 @@ from ocpp_gateway.tls import ReloadingTls
 from ocpp_gateway.v16 import Session16
 from ocpp_gateway.v21 import Session21
 from ocpp_gateway.v201 import Session201
-from telemetry.metrics import CHARGERS_CONNECTED, CONNECTION_TAKEOVERS, HANDSHAKES_REFUSED
+from telemetry.metrics import CHARGERS_CONNECTED, CONNECTION_TAKEOVERS, GATEWAY_INFO, HANDSHAKES_REFUSED
 
 log = logging.getLogger("chargeops.gateway")
 HANDSHAKE_WAIT = 5.0  # s a handshake may wait for a slot and a hash turn (websockets drops it at 10)
@@ -103,6 +103,7 @@ class GatewayServer:
         )
         if self.tls:
             self.tls.start(s.tls_reload_interval)
+        GATEWAY_INFO.labels(self.ctx.gateway_id).set(1)
         log.info(
             "OCPP gateway listening on %s://%s:%s%s{chargePointId}%s",
             "wss" if self.tls else "ws",

@@ -161,6 +161,10 @@ def serve(
     spool_max_events: Annotated[
         int | None, Opt("spool_max_events", "events the gateway spools; beyond it calls get InternalError")
     ] = None,
+    command_ack_timeout: Annotated[
+        float | None,
+        Opt("command_ack_timeout", "s a gateway may take to pick up an API command (2; none: not_connected)"),
+    ] = None,
     bus_linger_ms: Annotated[
         float | None,
         Opt("bus_linger_ms", "ms a gateway gathers events per MQTT message (0: one loop turn)"),

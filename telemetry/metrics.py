@@ -44,6 +44,11 @@ def set_or_withdraw(gauge: Gauge, key: str, value: float | None) -> None:
 CHARGERS_CONNECTED = Gauge(
     "chargeops_chargers_connected", "Chargers holding a WebSocket to this gateway process", ["protocol"]
 )
+# Several gateways behind a balancer (docs/scaling.md): each names itself, so its series can be told apart
+# (and joined on `instance`) however Prometheus discovered it.
+GATEWAY_INFO = Gauge(
+    "chargeops_gateway_info", "1, labelled with this gateway's CHARGEOPS_GATEWAY_ID", ["gateway_id"]
+)
 OCPP_MESSAGES = Counter(
     "chargeops_ocpp_messages_total", "OCPP CALLs handled, by action and direction", ["action", "direction"]
 )

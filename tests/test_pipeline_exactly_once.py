@@ -75,10 +75,10 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def wait_for_port(port: int, timeout: float = 15.0) -> None:
+def wait_for_port(port: int, timeout: float = 15.0, host: str = "127.0.0.1") -> None:
     deadline = time.monotonic() + timeout
     while True:
-        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=0.2):
+        with contextlib.suppress(OSError), socket.create_connection((host, port), timeout=0.2):
             return
         assert time.monotonic() < deadline, f"nothing listens on port {port}"
         time.sleep(0.02)
@@ -89,9 +89,11 @@ def wait_for_port(port: int, timeout: float = 15.0) -> None:
 
 class PrivateMosquitto:
     """A Mosquitto of our own, configured as docs/bus.md asks (and docker/mosquitto does): persistence on,
-    no queue limit, no in-flight cap (the default 20 would bound every ingest commit at 20 events)."""
+    no queue limit, no in-flight cap (the default 20 would bound every ingest commit at 20 events).
+    `host`: the address it listens on (tests/cluster_lab.py: a bridge that network namespaces reach)."""
 
-    def __init__(self, base: Path) -> None:
+    def __init__(self, base: Path, host: str = "127.0.0.1") -> None:
+        self.host = host
         self.port = free_port()
         self.dir = base / "mosquitto"
         self.dir.mkdir()
@@ -99,7 +101,7 @@ class PrivateMosquitto:
             shutil.chown(self.dir, "mosquitto", "mosquitto")
         self.conf = self.dir / "mosquitto.conf"
         self.conf.write_text(
-            f"listener {self.port} 127.0.0.1\n"
+            f"listener {self.port} {host}\n"
             "allow_anonymous true\n"
             "persistence true\n"
             f"persistence_location {self.dir}/\n"
@@ -114,7 +116,7 @@ class PrivateMosquitto:
         self.proc = subprocess.Popen(
             ["mosquitto", "-c", str(self.conf)], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL
         )
-        wait_for_port(self.port)
+        wait_for_port(self.port, host=self.host)
 
     def stop(self) -> None:
         """SIGTERM: Mosquitto writes its persistence file (sessions, queued messages) and exits."""
@@ -128,13 +130,14 @@ class PrivateMosquitto:
         self.proc = None
 
     def url(self, root: str) -> str:
-        return f"mqtt://127.0.0.1:{self.port}/{root}"
+        return f"mqtt://{self.host}:{self.port}/{root}"
 
 
 class PrivatePostgres:
-    """A throw-away cluster (initdb) on a free port, its socket in its own directory."""
+    """A throw-away cluster (initdb) on a free port of `host`, its socket in its own directory."""
 
-    def __init__(self, base: Path) -> None:
+    def __init__(self, base: Path, host: str = "127.0.0.1") -> None:
+        self.host = host
         self.port = free_port()
         self.dir = base / "pg"
         self.data = self.dir / "data"
@@ -151,13 +154,16 @@ class PrivatePostgres:
         self._run(
             str(PG_BIN / "initdb"), "-D", str(self.data), "-U", "postgres", "--auth=trust", "-E", "UTF8"
         )
+        if self.host != "127.0.0.1":  # trust covers loopback only: also the networks the host address is on
+            with (self.data / "pg_hba.conf").open("a") as hba:
+                hba.write("host all all samenet trust\n")
         self.start()
 
     def _ctl(self, *args: str) -> None:
         self._run(str(PG_BIN / "pg_ctl"), "-D", str(self.data), "-l", str(self.log), "-w", "-t", "30", *args)
 
     def start(self) -> None:
-        opts = f"-p {self.port} -k {self.dir} -c listen_addresses=127.0.0.1"
+        opts = f"-p {self.port} -k {self.dir} -c listen_addresses={self.host}"
         self._ctl("-o", opts, "start")
 
     def restart(self) -> None:
@@ -169,10 +175,10 @@ class PrivatePostgres:
 
     @property
     def admin_dsn(self) -> str:
-        return f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
+        return f"postgresql://postgres@{self.host}:{self.port}/postgres"
 
     def url(self, name: str) -> str:
-        return f"postgresql+asyncpg://postgres@127.0.0.1:{self.port}/{name}"
+        return f"postgresql+asyncpg://postgres@{self.host}:{self.port}/{name}"
 
 
 @pytest.fixture(scope="session")

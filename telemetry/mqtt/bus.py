@@ -62,7 +62,7 @@ class Subscriptions:
 class BusTuning:
     """Timeouts and sizes of an `MqttBus`. The defaults are what runs in production; tests shorten some."""
 
-    ack_timeout: float = 2.0  # s for a holding gateway to accept a command; none: `not_connected`
+    ack_timeout: float | None = None  # s for a holder to take a command (None: settings.command_ack_timeout)
     reply_margin: float = 5.0  # s beyond the call's own timeout to wait for the reply; none: `timeout`
     session_expiry: int = 7 * 86400  # s a durable session, and what is queued for it, outlives its absence
     max_batch: int = 20000  # events per handler call, durable and listeners
@@ -112,7 +112,11 @@ class MqttBus:
         self._holds = Holds(self.instance_id, self.topics, self._dirty)
         self._executions = Executions(self.instance_id, self._holds, self._link, self._spawn)
         self._requests = Requests(
-            self.topics, self.reply_topic, self._link, tuning.ack_timeout, tuning.reply_margin
+            self.topics,
+            self.reply_topic,
+            self._link,
+            tuning.ack_timeout or settings.command_ack_timeout,
+            tuning.reply_margin,
         )
 
     def command_topic(self, charger_id: str) -> str:
