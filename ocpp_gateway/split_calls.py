@@ -1,6 +1,12 @@
 """Sending a list request (`batching.SPLITS`) in as many calls as the station's message limits need, and
 answering with one merged result; and a 2.x SendLocalList cut to the station's BytesPerMessage.
 
+A station whose limits are not known yet (per connection: its NotifyReport or a GetVariables answer may have
+told them) gets the request whole, as the operator wrote it: most requests fit, and a station is not asked
+anything it was not asked for (the OCTT's TC_B_07 expects the operator's two variables in the first
+GetVariables). Only when it refuses the whole as beyond its limits (CALLERROR OccurrenceConstraintViolation
+or FormatViolation) are its limits asked, once, and the request sent again in parts that fit.
+
 The whole request keeps the caller's timeout (the bus waits that long for one reply), shared by the calls in
 turn. A request that needs one call goes out as it came. When the first call gets no answer (CALLERROR,
 timeout, disconnected) that is the reply, as for an unsplit call; when a later one fails, its entries and
@@ -19,6 +25,12 @@ from ocpp_gateway.batching import SPLITS, TOO_LARGE, Payload, Unanswered, leadin
 from ocpp_gateway.message_limits import MessageLimits
 
 Send = Callable[[str, Payload, float], Awaitable[CommandReply]]
+# What a 2.x station answers a message with more entries or bytes than it takes (OCPP-J 2.0.1 §4.3).
+BEYOND_LIMITS = frozenset({"OccurrenceConstraintViolation", "FormatViolation"})
+
+
+def _beyond_limits(reply: CommandReply) -> bool:
+    return reply.outcome == "error" and reply.error_code in BEYOND_LIMITS
 
 
 def _why(reply: CommandReply, timeout: float) -> str:
@@ -34,6 +46,24 @@ def _heard(limits: MessageLimits, action: str, reply: CommandReply) -> CommandRe
     if action == "GetVariables" and reply.outcome == "result":
         limits.learn_results(reply.payload.get("getVariableResult") or ())
     return reply
+
+
+async def _whole_first(
+    send: Send, limits: MessageLimits, action: str, payload: Payload, deadline: float, log: ChargerLog
+) -> tuple[CommandReply | None, CommandReply | None]:
+    """A request sent whole to a station whose limits are unknown: (the reply to give the caller, None), or,
+    refused as beyond its limits, (None, that refusal) once the limits were asked."""
+    timeout = deadline - time.monotonic()
+    whole = _heard(limits, action, await send(action, payload, timeout))
+    if not _beyond_limits(whole):
+        return whole, None
+    log.info("%s refused whole (%s): asking the station's message limits", action, whole.error_code)
+    left = deadline - time.monotonic()
+    if left <= 0:
+        return whole, None
+    if (unreachable := await _ask_limits(send, limits, action, left)) is not None:
+        return unreachable, None
+    return None, whole
 
 
 async def _ask_limits(send: Send, limits: MessageLimits, action: str, timeout: float) -> CommandReply | None:
@@ -54,11 +84,15 @@ async def call_in_parts(
     """`payload` for `action` sent in calls that fit the station's limits; one reply for all of them."""
     deadline = time.monotonic() + timeout
     entries = SPLITS[action].entries
+    refused = None
     if len(payload[entries]) > 1 and not limits.known(action):
-        if (unreachable := await _ask_limits(send, limits, action, timeout)) is not None:
-            return unreachable
+        reply, refused = await _whole_first(send, limits, action, payload, deadline, log)
+        if reply is not None:
+            return reply
     planned = plan(action, payload, limits.of(action))
     if len(planned.parts) == 1 and not planned.too_large:
+        if refused is not None:
+            return refused  # the limits it told do not explain the refusal: the same again would not help
         left = deadline - time.monotonic()
         if left <= 0:
             return CommandReply("timeout", description=f"no answer within {timeout:g} s")
@@ -95,20 +129,25 @@ LOCAL_LIST_ENTRIES = "localAuthorizationList"
 async def call_fitted(
     send: Send, limits: MessageLimits, action: str, payload: Payload, timeout: float, log: ChargerLog
 ) -> CommandReply:
-    """A 2.x SendLocalList within the station's BytesPerMessage (LocalAuthListCtrlr, asked once per
-    connection when not known): a message cannot be split here (each carries its own list version), so
-    only the leading entries that fit go, and the answer says how many (`entries_sent`, when not all);
-    the caller sends the rest in its next message. An entry too large alone is not sent at all."""
+    """A 2.x SendLocalList within the station's BytesPerMessage (LocalAuthListCtrlr; when not known, sent
+    whole and asked once the station refuses it as too large): a message cannot be split here (each carries
+    its own list version), so only the leading entries that fit go, and the answer says how many
+    (`entries_sent`, when not all); the caller sends the rest in its next message. An entry too large alone
+    is not sent at all."""
     deadline = time.monotonic() + timeout
     entries = payload.get(LOCAL_LIST_ENTRIES) or []
+    refused = None
     if len(entries) > 1 and not limits.known(action):
-        if (unreachable := await _ask_limits(send, limits, action, timeout)) is not None:
-            return unreachable
+        reply, refused = await _whole_first(send, limits, action, payload, deadline, log)
+        if reply is not None:
+            return reply
     limit = limits.of(action).bytes
     count = leading_fit(action, payload, LOCAL_LIST_ENTRIES, limit)
     if entries and count == 0:
         why = f"one entry alone makes a message larger than the station's BytesPerMessage ({limit})"
         return CommandReply("invalid", error_code=TOO_LARGE, description=why)
+    if refused is not None and count == len(entries):
+        return refused  # the limits it told do not explain the refusal: the same again would not help
     if count < len(entries):
         log.info("%s: %d of %d entries fit %s bytes; the rest go next", action, count, len(entries), limit)
         payload = {**payload, LOCAL_LIST_ENTRIES: entries[:count]}

@@ -217,14 +217,25 @@ def _limits_answer(items: str, size: str) -> CommandReply:
     return CommandReply("result", payload={"getVariableResult": told})
 
 
-async def test_limits_are_asked_once_then_the_request_goes_in_parts() -> None:
-    station = Station(_limits_answer("2", "65000"))
+TOO_MANY = CommandReply("error", error_code="OccurrenceConstraintViolation", description="too many")
+
+
+async def test_a_request_goes_whole_until_the_station_refuses_it_then_in_parts_of_its_limits() -> None:
+    """TC_B_07: the operator's request reaches a station whose limits are unknown as written, nothing asked
+    before it; refused as beyond its limits, they are asked once and the request goes again in parts."""
+    fits = Station()
+    payload = {"getVariableData": [var(i) for i in range(2)]}
+    reply = await call_in_parts(fits, MessageLimits(), "GetVariables", payload, 30, LOG)
+    assert reply.outcome == "result" and [c[1] for c in fits.calls] == [payload]
+
+    station = Station(TOO_MANY, _limits_answer("2", "65000"))
     limits = MessageLimits()
     payload = {"getVariableData": [var(i) for i in range(5)]}
     reply = await call_in_parts(station, limits, "GetVariables", payload, 30, LOG)
     assert reply.outcome == "result"
     assert [r["variable"]["name"] for r in reply.payload["getVariableResult"]] == [f"V{i}" for i in range(5)]
-    question, *parts = station.calls
+    whole, question, *parts = station.calls
+    assert whole[1] == payload
     assert [e["variable"] for e in question[1]["getVariableData"]] == [
         {"name": "ItemsPerMessage", "instance": "GetVariables"},
         {"name": "BytesPerMessage", "instance": "GetVariables"},
@@ -233,7 +244,7 @@ async def test_limits_are_asked_once_then_the_request_goes_in_parts() -> None:
     assert all(0 < p[2] <= 30 for p in parts)  # the calls share the request's timeout
     station.calls.clear()
     await call_in_parts(station, limits, "GetVariables", payload, 30, LOG)
-    assert len(station.calls) == 3  # not asked again
+    assert len(station.calls) == 3  # not asked again: straight out in parts
 
 
 async def test_a_single_entry_is_sent_as_is_without_asking() -> None:
@@ -244,7 +255,7 @@ async def test_a_single_entry_is_sent_as_is_without_asking() -> None:
 
 
 @pytest.mark.parametrize(
-    "first",
+    "told",
     [
         CommandReply("error", error_code="NotSupported", description="no"),
         CommandReply(
@@ -257,19 +268,25 @@ async def test_a_single_entry_is_sent_as_is_without_asking() -> None:
         ),
     ],
 )
-async def test_a_station_that_will_not_tell_gets_the_request_whole(first: CommandReply) -> None:
-    station = Station(first)
+async def test_a_refusal_the_station_will_not_explain_is_the_answer(told: CommandReply) -> None:
+    """Refused whole, and no limits told: the refusal is the reply (sending the same again would not
+    help), and the station is not asked again on this connection."""
+    station = Station(TOO_MANY, told)
     payload = {"getVariableData": [var(i) for i in range(3)]}
     reply = await call_in_parts(station, MessageLimits(), "GetVariables", payload, 5, LOG)
-    assert reply.outcome == "result" and [c[1] for c in station.calls[1:]] == [payload]
+    assert reply == TOO_MANY and len(station.calls) == 2
 
 
-async def test_an_unreachable_station_answers_the_question_with_its_failure() -> None:
-    station = Station(CommandReply("timeout", description="no answer within 5 s"))
-    reply = await call_in_parts(
-        station, MessageLimits(), "GetVariables", {"getVariableData": [var(0), var(1)]}, 5, LOG
-    )
-    assert reply.outcome == "timeout" and len(station.calls) == 1
+async def test_other_failures_of_the_whole_request_are_its_reply() -> None:
+    for failure in (
+        CommandReply("timeout", description="no answer within 5 s"),
+        CommandReply("error", error_code="NotSupported", description="no"),
+    ):
+        station = Station(failure)
+        reply = await call_in_parts(
+            station, MessageLimits(), "GetVariables", {"getVariableData": [var(0), var(1)]}, 5, LOG
+        )
+        assert reply == failure and len(station.calls) == 1
 
 
 async def test_a_failure_after_the_first_part_is_answered_per_entry_and_nothing_more_is_sent() -> None:

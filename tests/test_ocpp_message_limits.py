@@ -113,13 +113,14 @@ async def test_tc_b_06_get_variables_are_split_to_the_items_per_message_reported
         assert (await cp.call("Heartbeat", {}))[0] == 3  # nothing more was sent
 
 
-async def test_tc_b_06_get_variables_are_split_to_the_bytes_per_message_asked_for(
+async def test_tc_b_07_get_variables_go_whole_then_split_to_the_bytes_per_message_asked_for(
     start_runtime: StartRuntime,
 ) -> None:
-    """A station that never reported its limits is asked for them once, before the first GetVariables of
-    several entries; with a BytesPerMessage that two small entries fill, six entries reach it in calls of at
-    most that many bytes, and the one entry too large for any message is not sent but answered Rejected /
-    TooLargeElement in its place."""
+    """A station that never reported its limits gets the operator's GetVariables as written (TC_B_07: the
+    first GetVariables it sees holds the variables asked for). It refuses it as too large
+    (FormatViolation), so it is asked its limits, once; with a BytesPerMessage that two small entries fill,
+    six entries reach it in calls of at most that many bytes, and the one entry too large for any message is
+    not sent but answered Rejected / TooLargeElement in its place."""
     runtime = await start_runtime(accept_unknown=True)
     names = ("TxUpdatedInterval", "TxUpdatedMeasurands", "TxEndedInterval", "TxEndedMeasurands", "Interval")
     small = [entry(n) for n in names]
@@ -134,6 +135,9 @@ async def test_tc_b_06_get_variables_are_split_to_the_bytes_per_message_asked_fo
         asked = asyncio.create_task(
             api.post("/api/chargers/IPM-BYTES/ocpp/GetVariables", json={"getVariableData": asked_for})
         )
+        whole = json.loads(await asyncio.wait_for(cp.ws.recv(), 10))
+        assert whole[2] == "GetVariables" and whole[3] == {"getVariableData": asked_for}
+        await cp.ws.send(json.dumps([4, whole[1], "FormatViolation", "message too large", {}]))
         question = json.loads(await asyncio.wait_for(cp.ws.recv(), 10))
         assert question[2] == "GetVariables" and [e["variable"] for e in question[3]["getVariableData"]] == [
             {"name": "ItemsPerMessage", "instance": "GetVariables"},
