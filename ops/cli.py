@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import json
 from enum import StrEnum
 from pathlib import Path
@@ -12,17 +11,14 @@ from typing import Annotated, Any
 
 import typer
 
-from chargeops.settings import Settings, SimSettings
-from ops import cli_ca, cli_demo, cli_fleet
+from chargeops.settings import Settings
+from ops import cli_ca, cli_demo, cli_fleet, cli_simulate
 from ops.cli_loop import run as _run
 from ops.cli_options import (
     DatabaseUrl,
-    EnvOpt,
     LogFormat,
     LogLevel,
     Opt,
-    env_name,
-    given,
     given_settings,
     start_logging,
 )
@@ -38,13 +34,6 @@ app.add_typer(chargers_app, name="chargers")
 app.add_typer(fleet_app, name="fleet")
 ops_app = typer.Typer(help="Operations tools: the supply early warning's back-test.", no_args_is_help=True)
 app.add_typer(ops_app, name="ops")
-
-
-class Protocol(StrEnum):
-    v16 = "ocpp1.6"
-    v201 = "ocpp2.0.1"
-    v21 = "ocpp2.1"
-    mixed = "mixed"
 
 
 @app.command()
@@ -246,86 +235,6 @@ def serve(
         fail(exc, settings)
 
 
-def SimOpt(field: str, help: str) -> Any:
-    """A `simulate` flag, twin of `CHARGEOPS_SIM_<FIELD>` (`chargeops.settings.SimSettings`)."""
-    return EnvOpt(env_name(field, "CHARGEOPS_SIM_"), help)
-
-
-@app.command()
-def simulate(
-    csms: Annotated[str | None, SimOpt("csms", "central system URL, e.g. ws://127.0.0.1:9000/ocpp")] = None,
-    chargers: Annotated[int | None, SimOpt("chargers", "number of simulated chargers (1)")] = None,
-    protocol: Annotated[
-        Protocol | None, SimOpt("protocol", "ocpp1.6 (default), ocpp2.0.1, ocpp2.1 or mixed")
-    ] = None,
-    swap_stations: Annotated[
-        int | None, SimOpt("swap_stations", "simulated battery-swap stations (0)")
-    ] = None,
-    v2x_chargers: Annotated[
-        int | None, SimOpt("v2x_chargers", "simulated bidirectional OCPP 2.1 chargers (DER control; 0)")
-    ] = None,
-    duration: Annotated[float | None, SimOpt("duration", "seconds to run (default: until stopped)")] = None,
-    fault_rate: Annotated[
-        float | None, SimOpt("fault_rate", "faults per charger per simulated hour (0)")
-    ] = None,
-    seed: Annotated[int | None, SimOpt("seed", "random seed (same seed, same run; 0)")] = None,
-    id_prefix: Annotated[str | None, SimOpt("id_prefix", "charger ids are PREFIX00001, ... (SIM)")] = None,
-    password: Annotated[str | None, SimOpt("password", "Basic-auth password for every charger")] = None,
-    time_scale: Annotated[float | None, SimOpt("time_scale", "simulated seconds per real second (1)")] = None,
-    swap_rate: Annotated[
-        float | None, SimOpt("swap_rate", "swaps per station per simulated hour (6)")
-    ] = None,
-    session_rate: Annotated[
-        float | None, SimOpt("session_rate", "EV arrivals per free connector per simulated minute (0.02)")
-    ] = None,
-    sample_interval: Annotated[
-        float | None, SimOpt("sample_interval", "simulated seconds between meter values (60)")
-    ] = None,
-    connect_rate: Annotated[float | None, SimOpt("connect_rate", "new connections per second (500)")] = None,
-    strict: Annotated[
-        bool | None, SimOpt("strict", "validate all traffic against the OCPP schemas (off)")
-    ] = None,
-    log_level: LogLevel = None,
-    log_format: LogFormat = None,
-) -> None:
-    """Run a simulated fleet against any OCPP central system."""
-    flags = {k: v for k, v in locals().items() if k in SimSettings.model_fields}
-    try:
-        start_logging(log_level, log_format)
-        sim = given(SimSettings, **flags)
-    except Exception as exc:
-        from ops.startup import fail
-
-        fail(exc, None)
-    from firmware_stubs.fleet import FleetConfig, run_fleet
-
-    config = FleetConfig(
-        csms_url=sim.csms,
-        chargers=sim.chargers,
-        protocol=sim.protocol,
-        swap_stations=sim.swap_stations,
-        swap_rate=sim.swap_rate,
-        v2x_chargers=sim.v2x_chargers,
-        duration=sim.duration,
-        fault_rate=sim.fault_rate,
-        seed=sim.seed,
-        id_prefix=sim.id_prefix,
-        password=sim.password,
-        sample_interval=sim.sample_interval,
-        session_rate=sim.session_rate,
-        time_scale=sim.time_scale,
-        connect_rate=sim.connect_rate,
-        strict=sim.strict,
-    )
-    _run(_simulate(config, run_fleet))
-
-
-async def _simulate(config: Any, run_fleet: Any) -> None:
-    """Run the fleet and print its report as JSON."""
-    report = await run_fleet(config)
-    typer.echo(json.dumps(dataclasses.asdict(report), indent=2))
-
-
 @db_app.command("upgrade")
 def db_upgrade(database_url: DatabaseUrl = None) -> None:
     """Apply database migrations; says from which revision to which (or that there was nothing to do)."""
@@ -488,6 +397,7 @@ def ops_backtest(
 cli_fleet.register(app, chargers_app)
 cli_demo.register(app)
 cli_ca.register(app)
+cli_simulate.register(app)
 
 
 def main() -> None:
