@@ -15,9 +15,9 @@ import asyncio
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import Update, bindparam, func, select, update
+from sqlalchemy import Table, Update, bindparam, func, select, update
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -32,6 +32,12 @@ MAX_GAPS = 100  # ranges kept per transaction; a station skipping on every event
 
 _HIGHEST = select(func.max(TransactionSeqNo.seq_no)).where(
     TransactionSeqNo.charger_id == bindparam("cid"), TransactionSeqNo.transaction_id == bindparam("tid")
+)
+_TX: Table = Transaction.__table__  # type: ignore[assignment]
+_TRACK = (
+    select(_TX.c.id, _TX.c.missing_seq_nos, _HIGHEST.scalar_subquery().label("highest"))
+    .where(_TX.c.charger_id == bindparam("cid"), _TX.c.transaction_id == bindparam("tid"))
+    .with_for_update(of=_TX)
 )
 _asking: set[asyncio.Task[None]] = set()  # GetTransactionStatus calls in flight (kept from the GC)
 
@@ -70,21 +76,19 @@ def step(gaps: Sequence[Gap], highest: int | None, seq_no: int) -> GapStep:
 
 
 async def track(session: AsyncSession, charger_id: str, transaction_id: str, seq_no: int) -> GapStep:
-    """Apply `step` to the transaction's row (locked), before `seq_no` itself is noted as stored."""
-    row = await session.scalar(
-        select(Transaction)
-        .where(Transaction.charger_id == charger_id, Transaction.transaction_id == transaction_id)
-        .with_for_update()
-    )
+    """Apply `step` to the transaction's row (locked), before `seq_no` itself is noted as stored: one
+    statement reads the gaps and the highest number stored; a second writes them only if they changed."""
+    key = {"cid": charger_id, "tid": transaction_id}
+    row = (await session.execute(_TRACK, key)).one_or_none()
     if row is None:
         return GapStep(())
-    highest = await session.scalar(_HIGHEST, {"cid": charger_id, "tid": transaction_id})
     before = tuple((first, last) for first, last in row.missing_seq_nos or ())
-    change = step(before, highest, seq_no)
+    change = step(before, row.highest, seq_no)
     if change.gaps != before:
-        row.missing_seq_nos = [list(gap) for gap in change.gaps] or None
+        values: dict[str, Any] = {"missing_seq_nos": [list(gap) for gap in change.gaps] or None}
         if change.ask or not change.gaps:  # a new question to the station, or nothing left to ask about
-            row.missing_seq_nos_queued = None
+            values["missing_seq_nos_queued"] = None
+        await session.execute(update(_TX).where(_TX.c.id == row.id).values(values))
     return change
 
 

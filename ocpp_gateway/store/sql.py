@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import and_, bindparam, case, or_, select, update
+from sqlalchemy import Table, and_, bindparam, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from chargeops.db.engine import insert_for, stored_utc
@@ -25,12 +25,28 @@ from chargeops.id_tokens import effective_status
 from ocpp_gateway import seq_gaps
 from ocpp_gateway.plausibility import Flag, MeterLimits, Reading, judge
 from ocpp_gateway.store.charger_rows import ChargerRows
-from ocpp_gateway.store.interface import TokenStatus, TxRecord
+from ocpp_gateway.store.interface import TokenStatus, TxProgress, TxRecord
 
 _SEQ_NO_QUERY = select(TransactionSeqNo.seq_no).where(
     TransactionSeqNo.charger_id == bindparam("cid"),
     TransactionSeqNo.transaction_id == bindparam("tid"),
     TransactionSeqNo.seq_no == bindparam("seq"),
+)
+
+_TX: Table = Transaction.__table__  # type: ignore[assignment]
+# A transaction's progress and last plausible reading, and whether this seqNo is stored already (a copy).
+_PROGRESS = (
+    select(
+        _TX.c.id,
+        _TX.c.started_at,
+        _TX.c.last_seq_no,
+        _TX.c.meter_last_wh,
+        _TX.c.meter_good_wh,
+        _TX.c.meter_good_at,
+        _SEQ_NO_QUERY.exists().label("copy"),
+    )
+    .where(_TX.c.charger_id == bindparam("cid"), _TX.c.transaction_id == bindparam("tid"))
+    .with_for_update(of=_TX)
 )
 
 # A flagged reading is recorded once: the columns of `uq_meter_flags_reading`.
@@ -107,33 +123,48 @@ class GatewayStore(ChargerRows):
                 row.transaction_id = str(row.id)
             return TxRecord.of(row)
 
-    async def update_transaction(
+    async def advance_transaction(
         self,
         charger_id: str,
         transaction_id: str,
+        seq_no: int,
         *,
-        seq_no: int | None = None,
-        meter_wh: float | None = None,
-    ) -> bool:
-        """Note progress of a known transaction; False if the charger never told us about it. One UPDATE
-        that only moves forward (the hottest write of a 2.x session: every Updated TransactionEvent)."""
-        tx = Transaction
-        values: dict[str, Any] = {}
-        if seq_no is not None:
-            values["last_seq_no"] = case(
-                (or_(tx.last_seq_no.is_(None), tx.last_seq_no < seq_no), seq_no), else_=tx.last_seq_no
-            )
-        if meter_wh is not None:
-            values["meter_last_wh"] = case(
-                (or_(tx.meter_last_wh.is_(None), tx.meter_last_wh < meter_wh), meter_wh),
-                else_=tx.meter_last_wh,
-            )
-        where = (tx.charger_id == charger_id, tx.transaction_id == transaction_id)
+        meter_wh: float | None,
+        readings: Sequence[Reading],
+        limits: MeterLimits | None,
+        now: datetime,
+        evse_id: int | None = None,
+    ) -> TxProgress:
+        """The hot path of a 2.x session (every TransactionEvent) in one transaction, under one row lock:
+        is this (transaction, seqNo) a copy of one stored, else move its progress (seqNo, latest register)
+        forward and judge its register readings as `check_meter` does. Only moves forward; a copy, or an
+        event of a transaction not held, changes nothing."""
+        key = {"cid": charger_id, "tid": transaction_id, "seq": seq_no}
         async with self._sessions() as session, session.begin():
-            if not values:
-                return (await session.scalar(select(tx.id).where(*where))) is not None
-            found = await session.scalar(update(tx).where(*where).values(values).returning(tx.id))
-            return found is not None
+            row = (await session.execute(_PROGRESS, key)).one_or_none()
+            if row is None:
+                return TxProgress(copy=await session.scalar(_SEQ_NO_QUERY, key) is not None, known=False)
+            if row.copy:
+                return TxProgress(copy=True)
+            values: dict[str, Any] = {}
+            if row.last_seq_no is None or row.last_seq_no < seq_no:
+                values["last_seq_no"] = seq_no
+            if meter_wh is not None and (row.meter_last_wh is None or row.meter_last_wh < meter_wh):
+                values["meter_last_wh"] = meter_wh
+            flags: list[Flag] = []
+            if readings:
+                assert limits is not None, "readings are judged against limits"
+                good = None
+                if row.meter_good_wh is not None and row.meter_good_at is not None:
+                    good = Reading(row.meter_good_wh, stored_utc(row.meter_good_at))
+                started = stored_utc(row.started_at) if row.started_at else None
+                new, flags = judge(good, readings, limits, now, started)
+                if new is not None and new != good:
+                    values.update(meter_good_wh=new.wh, meter_good_at=new.at)
+                await _record_flags(session, charger_id, transaction_id, evse_id, flags, now)
+            if values:
+                await session.execute(update(_TX).where(_TX.c.id == row.id).values(values))
+            return TxProgress(flags=tuple(flags))
 
     async def end_transaction(
         self,
@@ -259,24 +290,7 @@ class GatewayStore(ChargerRows):
             new, flags = judge(good, readings, limits, now, started)
             if row is not None and new is not None and new != good:
                 row.meter_good_wh, row.meter_good_at = new.wh, new.at
-            if flags:
-                flag_rows = [
-                    {
-                        "charger_id": charger_id,
-                        "transaction_id": transaction_id,
-                        "evse_id": evse_id,
-                        "reason": f.reason,
-                        "value_wh": f.reading.wh,
-                        "sampled_at": f.reading.at,
-                        "previous_wh": f.previous.wh if f.previous else None,
-                        "previous_at": f.previous.at if f.previous else None,
-                        "detail": f.detail[:200],
-                        "flagged_at": now,
-                    }
-                    for f in flags
-                ]
-                ins = insert_for(session.get_bind().dialect.name, MeterFlag)
-                await session.execute(ins.on_conflict_do_nothing(index_elements=FLAG_KEY), flag_rows)
+            await _record_flags(session, charger_id, transaction_id, evse_id, flags, now)
             return flags
 
     async def _tx(
@@ -286,3 +300,33 @@ class GatewayStore(ChargerRows):
             Transaction.charger_id == charger_id, Transaction.transaction_id == transaction_id
         )
         return (await session.execute(query.with_for_update() if lock else query)).scalar_one_or_none()
+
+
+async def _record_flags(
+    session: AsyncSession,
+    charger_id: str,
+    transaction_id: str,
+    evse_id: int | None,
+    flags: Sequence[Flag],
+    now: datetime,
+) -> None:
+    """Record implausible readings, once each (a retried message is judged the same)."""
+    if not flags:
+        return
+    flag_rows = [
+        {
+            "charger_id": charger_id,
+            "transaction_id": transaction_id,
+            "evse_id": evse_id,
+            "reason": f.reason,
+            "value_wh": f.reading.wh,
+            "sampled_at": f.reading.at,
+            "previous_wh": f.previous.wh if f.previous else None,
+            "previous_at": f.previous.at if f.previous else None,
+            "detail": f.detail[:200],
+            "flagged_at": now,
+        }
+        for f in flags
+    ]
+    ins = insert_for(session.get_bind().dialect.name, MeterFlag)
+    await session.execute(ins.on_conflict_do_nothing(index_elements=FLAG_KEY), flag_rows)
