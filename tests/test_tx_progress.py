@@ -4,6 +4,7 @@ in-memory double the handler tests use, which must answer the same."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 
@@ -12,6 +13,7 @@ from sqlalchemy import func, select
 
 from chargeops.db.models import MeterFlag, Transaction
 from ocpp_gateway.plausibility import BACKWARDS, EXCEEDS_MAX_POWER, MeterLimits, Reading
+from ocpp_gateway.seq_gaps import GapStep
 from ocpp_gateway.store import GatewayStore, Store, TxProgress
 from tests.conftest import migrated_sessions
 from tests.gateway_memory import MemoryStore
@@ -99,3 +101,42 @@ async def test_advance_without_readings_only_moves_progress(store: tuple[Store, 
     progress = await s.advance_transaction(CP, TX, 4, meter_wh=None, readings=[], limits=None, now=NOW)
     assert progress == TxProgress()
     assert await row_of(backing) == (4, None, None, 0)
+
+
+async def gaps_of(backing: object, tx: str) -> tuple[tuple[tuple[int, int], ...], bool | None]:
+    if isinstance(backing, MemoryStore):
+        row = backing.transactions[(CP, tx)]
+        return row.gaps, row.queued
+    async with backing() as session:  # type: ignore[operator]
+        stored = await session.scalar(select(Transaction).where(Transaction.transaction_id == tx))
+        gaps = tuple((first, last) for first, last in stored.missing_seq_nos or ())
+        return gaps, stored.missing_seq_nos_queued
+
+
+async def test_notes_of_the_moment_track_gaps_in_order(store: tuple[Store, object]) -> None:
+    """Concurrent notes (one batch in `GatewayStore`) give each caller what its own note did, in order."""
+    s, backing = store
+    for tx in ("tx-a", "tx-b"):
+        await s.start_transaction(
+            CP, transaction_id=tx, evse_id=1, connector_id=1, id_token=None, started_at=T0, meter_start_wh=0
+        )
+    assert await s.note_seq_no(CP, "tx-a", 0) == GapStep(())
+    a3, a1, b0, b5, other = await asyncio.gather(
+        s.note_seq_no(CP, "tx-a", 3),
+        s.note_seq_no(CP, "tx-a", 1),
+        s.note_seq_no(CP, "tx-b", 0),
+        s.note_seq_no(CP, "tx-b", 5),
+        s.note_seq_no(CP, "not-held", 7),
+    )
+    assert a3 == GapStep(((1, 2),), (1, 2), False) and a3.ask
+    assert a1 == GapStep(((2, 2),), None, True)
+    assert (b0, other) == (GapStep(()), GapStep(()))
+    assert b5 == GapStep(((1, 4),), (1, 4), False) and b5.ask
+    assert await s.seq_no_stored(CP, "not-held", 7)
+
+    await s.note_transaction_queue(CP, "tx-a", True)
+    assert await gaps_of(backing, "tx-a") == (((2, 2),), True)
+    # The last missing number closes the gap and forgets the station's answer about it.
+    assert await s.note_seq_no(CP, "tx-a", 2) == GapStep((), None, True)
+    assert await gaps_of(backing, "tx-a") == ((), None)
+    assert await gaps_of(backing, "tx-b") == (((1, 4),), None)

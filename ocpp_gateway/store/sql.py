@@ -15,7 +15,7 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Table, and_, bindparam, select, update
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from chargeops.db.engine import insert_for, stored_utc
 from chargeops.db.models import Charger, IdToken, MeterFlag, Transaction, TransactionSeqNo
@@ -23,6 +23,7 @@ from chargeops.db.ops_models import ChargerModel
 from chargeops.events import utcnow
 from chargeops.id_tokens import effective_status
 from ocpp_gateway import seq_gaps
+from ocpp_gateway.coalesce import Coalescer
 from ocpp_gateway.plausibility import Flag, MeterLimits, Reading, judge
 from ocpp_gateway.store.charger_rows import ChargerRows
 from ocpp_gateway.store.interface import TokenStatus, TxProgress, TxRecord
@@ -56,6 +57,10 @@ FLAG_KEY = ["charger_id", "transaction_id", "sampled_at", "value_wh", "reason"]
 class GatewayStore(ChargerRows):
     """SQLAlchemy-backed; each method is one short transaction and is idempotent where OCPP allows retries.
     The charger's own row (handshake, boot, passwords): `ChargerRows`."""
+
+    def __init__(self, sessions: async_sessionmaker[AsyncSession]):
+        super().__init__(sessions)
+        self._seq_notes: Coalescer[tuple[str, str, int], seq_gaps.GapStep] = Coalescer(self._note_seq_nos)
 
     async def id_token(self, id_token: str, now: datetime) -> TokenStatus:
         """Accepted / Blocked / Expired / Invalid for this token as of `now`, with its expiry."""
@@ -229,17 +234,18 @@ class GatewayStore(ChargerRows):
     async def note_seq_no(self, charger_id: str, transaction_id: str, seq_no: int) -> seq_gaps.GapStep:
         """Note a TransactionEvent whose events are stored. Noted after they are, never before: a charger
         retrying an event whose storing failed must not find it noted. What it did to the transaction's
-        seqNo gaps is judged against the numbers stored (not merely received), under the row's lock."""
+        seqNo gaps is judged against the numbers stored (not merely received), under the row's lock. The
+        notes of the moment share one transaction (`_note_seq_nos`)."""
+        return await self._seq_notes((charger_id, transaction_id, seq_no))
+
+    async def _note_seq_nos(self, notes: list[tuple[str, str, int]]) -> list[seq_gaps.GapStep]:
+        now = utcnow()
+        rows = [{"charger_id": c, "transaction_id": t, "seq_no": n, "received_at": now} for c, t, n in notes]
         async with self._sessions() as session, session.begin():
-            change = await seq_gaps.track(session, charger_id, transaction_id, seq_no)
-            await session.execute(
-                insert_for(session.get_bind().dialect.name, TransactionSeqNo)
-                .values(
-                    charger_id=charger_id, transaction_id=transaction_id, seq_no=seq_no, received_at=utcnow()
-                )
-                .on_conflict_do_nothing()
-            )
-        return change
+            changes = await seq_gaps.track(session, notes)
+            dialect = session.get_bind().dialect.name
+            await session.execute(insert_for(dialect, TransactionSeqNo).on_conflict_do_nothing(), rows)
+        return changes
 
     async def note_transaction_queue(self, charger_id: str, transaction_id: str, queued: bool) -> None:
         """The station's answer to GetTransactionStatus (`messagesInQueue`), kept while the gaps it was
