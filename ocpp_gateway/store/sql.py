@@ -12,46 +12,28 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Sequence
 from datetime import datetime
-from typing import Any
 
-from sqlalchemy import Table, and_, bindparam, select, update
+from sqlalchemy import and_, bindparam, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from chargeops.db.engine import insert_for, stored_utc
-from chargeops.db.models import Charger, IdToken, MeterFlag, Transaction, TransactionSeqNo
+from chargeops.db.models import Charger, IdToken, Transaction, TransactionSeqNo
 from chargeops.db.ops_models import ChargerModel
 from chargeops.events import utcnow
 from chargeops.id_tokens import effective_status
 from ocpp_gateway import seq_gaps
 from ocpp_gateway.coalesce import Coalescer
 from ocpp_gateway.plausibility import Flag, MeterLimits, Reading, judge
+from ocpp_gateway.store import progress
 from ocpp_gateway.store.charger_rows import ChargerRows
 from ocpp_gateway.store.interface import TokenStatus, TxProgress, TxRecord
+from ocpp_gateway.store.progress import Advance
 
 _SEQ_NO_QUERY = select(TransactionSeqNo.seq_no).where(
     TransactionSeqNo.charger_id == bindparam("cid"),
     TransactionSeqNo.transaction_id == bindparam("tid"),
     TransactionSeqNo.seq_no == bindparam("seq"),
 )
-
-_TX: Table = Transaction.__table__  # type: ignore[assignment]
-# A transaction's progress and last plausible reading, and whether this seqNo is stored already (a copy).
-_PROGRESS = (
-    select(
-        _TX.c.id,
-        _TX.c.started_at,
-        _TX.c.last_seq_no,
-        _TX.c.meter_last_wh,
-        _TX.c.meter_good_wh,
-        _TX.c.meter_good_at,
-        _SEQ_NO_QUERY.exists().label("copy"),
-    )
-    .where(_TX.c.charger_id == bindparam("cid"), _TX.c.transaction_id == bindparam("tid"))
-    .with_for_update(of=_TX)
-)
-
-# A flagged reading is recorded once: the columns of `uq_meter_flags_reading`.
-FLAG_KEY = ["charger_id", "transaction_id", "sampled_at", "value_wh", "reason"]
 
 
 class GatewayStore(ChargerRows):
@@ -60,6 +42,7 @@ class GatewayStore(ChargerRows):
 
     def __init__(self, sessions: async_sessionmaker[AsyncSession]):
         super().__init__(sessions)
+        self._advances: Coalescer[Advance, TxProgress] = Coalescer(self._advance_many)
         self._seq_notes: Coalescer[tuple[str, str, int], seq_gaps.GapStep] = Coalescer(self._note_seq_nos)
 
     async def id_token(self, id_token: str, now: datetime) -> TokenStatus:
@@ -140,36 +123,16 @@ class GatewayStore(ChargerRows):
         now: datetime,
         evse_id: int | None = None,
     ) -> TxProgress:
-        """The hot path of a 2.x session (every TransactionEvent) in one transaction, under one row lock:
-        is this (transaction, seqNo) a copy of one stored, else move its progress (seqNo, latest register)
-        forward and judge its register readings as `check_meter` does. Only moves forward; a copy, or an
-        event of a transaction not held, changes nothing."""
-        key = {"cid": charger_id, "tid": transaction_id, "seq": seq_no}
+        """The hot path of a 2.x session (every TransactionEvent), under its transaction's row lock: is this
+        (transaction, seqNo) a copy of one stored, else move its progress (seqNo, latest register) forward
+        and judge its register readings as `check_meter` does. The events of the moment share one
+        transaction (`ocpp_gateway.store.progress`)."""
+        item = Advance(charger_id, transaction_id, seq_no, meter_wh, readings, limits, now, evse_id)
+        return await self._advances(item)
+
+    async def _advance_many(self, batch: list[Advance]) -> list[TxProgress]:
         async with self._sessions() as session, session.begin():
-            row = (await session.execute(_PROGRESS, key)).one_or_none()
-            if row is None:
-                return TxProgress(copy=await session.scalar(_SEQ_NO_QUERY, key) is not None, known=False)
-            if row.copy:
-                return TxProgress(copy=True)
-            values: dict[str, Any] = {}
-            if row.last_seq_no is None or row.last_seq_no < seq_no:
-                values["last_seq_no"] = seq_no
-            if meter_wh is not None and (row.meter_last_wh is None or row.meter_last_wh < meter_wh):
-                values["meter_last_wh"] = meter_wh
-            flags: list[Flag] = []
-            if readings:
-                assert limits is not None, "readings are judged against limits"
-                good = None
-                if row.meter_good_wh is not None and row.meter_good_at is not None:
-                    good = Reading(row.meter_good_wh, stored_utc(row.meter_good_at))
-                started = stored_utc(row.started_at) if row.started_at else None
-                new, flags = judge(good, readings, limits, now, started)
-                if new is not None and new != good:
-                    values.update(meter_good_wh=new.wh, meter_good_at=new.at)
-                await _record_flags(session, charger_id, transaction_id, evse_id, flags, now)
-            if values:
-                await session.execute(update(_TX).where(_TX.c.id == row.id).values(values))
-            return TxProgress(flags=tuple(flags))
+            return await progress.advance(session, batch)
 
     async def end_transaction(
         self,
@@ -296,7 +259,9 @@ class GatewayStore(ChargerRows):
             new, flags = judge(good, readings, limits, now, started)
             if row is not None and new is not None and new != good:
                 row.meter_good_wh, row.meter_good_at = new.wh, new.at
-            await _record_flags(session, charger_id, transaction_id, evse_id, flags, now)
+            await progress.record_flags(
+                session, progress.flag_records(charger_id, transaction_id, evse_id, flags, now)
+            )
             return flags
 
     async def _tx(
@@ -306,33 +271,3 @@ class GatewayStore(ChargerRows):
             Transaction.charger_id == charger_id, Transaction.transaction_id == transaction_id
         )
         return (await session.execute(query.with_for_update() if lock else query)).scalar_one_or_none()
-
-
-async def _record_flags(
-    session: AsyncSession,
-    charger_id: str,
-    transaction_id: str,
-    evse_id: int | None,
-    flags: Sequence[Flag],
-    now: datetime,
-) -> None:
-    """Record implausible readings, once each (a retried message is judged the same)."""
-    if not flags:
-        return
-    flag_rows = [
-        {
-            "charger_id": charger_id,
-            "transaction_id": transaction_id,
-            "evse_id": evse_id,
-            "reason": f.reason,
-            "value_wh": f.reading.wh,
-            "sampled_at": f.reading.at,
-            "previous_wh": f.previous.wh if f.previous else None,
-            "previous_at": f.previous.at if f.previous else None,
-            "detail": f.detail[:200],
-            "flagged_at": now,
-        }
-        for f in flags
-    ]
-    ins = insert_for(session.get_bind().dialect.name, MeterFlag)
-    await session.execute(ins.on_conflict_do_nothing(index_elements=FLAG_KEY), flag_rows)
