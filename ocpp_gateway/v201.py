@@ -23,11 +23,13 @@ from ocpp_gateway.meter import energy_wh, meter_events, samples_of
 from ocpp_gateway.plausibility import Reading, readings_of
 from ocpp_gateway.pricing import personal_message
 from ocpp_gateway.routes import Payload, StoreOnly
+from ocpp_gateway.rpc import RpcError
 from ocpp_gateway.session import ChargerSession
 from ocpp_gateway.store import TxProgress
 from ocpp_gateway.times import parse_time
 from ocpp_gateway.versions import V201
 
+SEQ_NO_MAX = 2**31 - 1  # a transaction's last seqNo is stored as a 32-bit integer
 # Component variables whose value "true" means something is broken (OCPP 2.0.1 part 2, appendix 3).
 PROBLEM_VARIABLES = frozenset({"Problem", "Fault", "Tripped", "Overheated", "Overload", "Failed", "Alarm"})
 
@@ -172,6 +174,8 @@ class Session201(ChargerSession):
         stored: is it a copy, progress and meter judged together (`Store.advance_transaction`)."""
         facts = transaction_facts(p)
         start, end, tx_id = facts.start, facts.end, facts.start.transaction_id
+        if not 0 <= facts.seq_no <= SEQ_NO_MAX:
+            raise RpcError("PropertyConstraintViolation", f"seqNo must be 0-{SEQ_NO_MAX}: {facts.seq_no}")
         store = self.ctx.store
         readings = readings_of(facts.meter)
         progress = None

@@ -10,13 +10,14 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 from sqlalchemy import func, select
+from sqlalchemy.exc import DBAPIError
 
 from chargeops.db.models import MeterFlag, Transaction
-from ocpp_gateway.plausibility import BACKWARDS, EXCEEDS_MAX_POWER, MeterLimits, Reading
+from ocpp_gateway.plausibility import BACKWARDS, CLOCK_SKEW, EXCEEDS_MAX_POWER, MeterLimits, Reading
 from ocpp_gateway.seq_gaps import GapStep
 from ocpp_gateway.store import GatewayStore, Store, TxProgress
 from tests.conftest import migrated_sessions
-from tests.gateway_memory import MemoryStore
+from tests.gateway_memory import MemoryCharger, MemoryStore
 
 T0 = datetime(2026, 12, 4, 8, 0, tzinfo=UTC)
 NOW = T0 + timedelta(hours=1)
@@ -140,3 +141,56 @@ async def test_notes_of_the_moment_track_gaps_in_order(store: tuple[Store, objec
     assert await s.note_seq_no(CP, "tx-a", 2) == GapStep((), None, True)
     assert await gaps_of(backing, "tx-a") == ((), None)
     assert await gaps_of(backing, "tx-b") == (((1, 4),), None)
+
+
+async def test_meter_checks_of_the_moment_share_the_batch(store: tuple[Store, object]) -> None:
+    """1.6 meter values (`check_meter`, no seqNo) go with the 2.x events of the moment: a transaction not
+    held is judged by its readings' times alone, one held against its last plausible reading."""
+    s, backing = store
+    await s.start_transaction(
+        CP, transaction_id=TX, evse_id=1, connector_id=1, id_token=None, started_at=T0, meter_start_wh=0
+    )
+    ahead = [Reading(500, NOW + timedelta(hours=2))]
+    unknown, held, progress = await asyncio.gather(
+        s.check_meter(CP, "not-held", ahead, LIMITS, NOW, 1),
+        s.check_meter(CP, TX, [Reading(1000, at(5))], LIMITS, NOW, 1),
+        advance(s, 1, 900, 10),
+    )
+    assert [f.reason for f in unknown] == [CLOCK_SKEW]
+    assert held == []
+    assert [f.reason for f in progress.flags] == [BACKWARDS]  # judged after the reading of 1,000 Wh
+    assert await row_of(backing) == (1, 900, 1000, 2)
+
+
+async def test_a_value_no_column_holds_fails_only_its_own_call(pg_url: str) -> None:
+    """One station's seqNo beyond a 32-bit integer in a shared batch: the others of the moment are stored."""
+    async with migrated_sessions(pg_url) as sessions:
+        s = GatewayStore(sessions)
+        for tx in (TX, "tx-other"):
+            await s.start_transaction(
+                CP,
+                transaction_id=tx,
+                evse_id=1,
+                connector_id=1,
+                id_token=None,
+                started_at=T0,
+                meter_start_wh=0,
+            )
+        bad, good = await asyncio.gather(
+            advance(s, 3_000_000_000, 100, 5, tx="tx-other"), advance(s, 1, 100, 5), return_exceptions=True
+        )
+        assert isinstance(bad, DBAPIError) and good == TxProgress()
+        assert await row_of(sessions) == (1, 100, 100, 0)
+
+
+async def test_a_seq_no_beyond_what_is_stored_is_refused_with_a_clear_error() -> None:
+    cp = MemoryCharger("ocpp2.0.1")
+    payload = {
+        "eventType": "Updated",
+        "timestamp": "2026-12-04T08:00:00Z",
+        "triggerReason": "MeterValuePeriodic",
+        "seqNo": 2**31,
+        "transactionInfo": {"transactionId": TX},
+    }
+    frame = await cp.call("TransactionEvent", payload)
+    assert frame[0] == 4 and frame[2] == "PropertyConstraintViolation" and "seqNo" in frame[3]

@@ -54,11 +54,13 @@ _MOVE = (
 
 @dataclass(frozen=True, slots=True)
 class Advance:
-    """One TransactionEvent's question: its seqNo, latest register, and the readings to judge."""
+    """One event's question: its seqNo, latest register, and the readings to judge. Without a seqNo (1.6
+    meter values, `GatewayStore.check_meter`) only the readings are judged, also of a transaction not held
+    (by their times alone)."""
 
     charger_id: str
     transaction_id: str
-    seq_no: int
+    seq_no: int | None
     meter_wh: float | None
     readings: Sequence[Reading]
     limits: MeterLimits | None
@@ -91,18 +93,22 @@ async def advance(session: AsyncSession, batch: Sequence[Advance]) -> list[TxPro
             good = Reading(r.meter_good_wh, stored_utc(r.meter_good_at))
         started = stored_utc(r.started_at) if r.started_at else None
         rows[(r.charger_id, r.transaction_id)] = _Row(r.id, started, r.last_seq_no, r.meter_last_wh, good)
-    numbers = {(a.charger_id, a.transaction_id, a.seq_no) for a in batch}
+    numbers = sorted({(a.charger_id, a.transaction_id, a.seq_no) for a in batch if a.seq_no is not None})
     stored = _SEQ.c.charger_id, _SEQ.c.transaction_id, _SEQ.c.seq_no
-    copies = set((await session.execute(select(*stored).where(tuple_(*stored).in_(sorted(numbers))))).all())
+    copies = set()
+    if numbers:
+        copies = set((await session.execute(select(*stored).where(tuple_(*stored).in_(numbers)))).all())
     results: list[TxProgress] = []
     flag_rows: list[dict[str, Any]] = []
     for a in batch:
         row = rows.get((a.charger_id, a.transaction_id))
         copy = (a.charger_id, a.transaction_id, a.seq_no) in copies
-        if row is None or copy:
+        if copy or (row is None and a.seq_no is not None):
             results.append(TxProgress(copy=copy, known=row is not None))
             continue
-        if row.seq is None or row.seq < a.seq_no:
+        if row is None:  # judged by the readings' times alone, nothing kept but the flags
+            row = _Row(0, None, None, None, None)
+        if a.seq_no is not None and (row.seq is None or row.seq < a.seq_no):
             row.seq, row.changed = a.seq_no, True
         if a.meter_wh is not None and (row.last is None or row.last < a.meter_wh):
             row.last, row.changed = a.meter_wh, True
@@ -113,7 +119,7 @@ async def advance(session: AsyncSession, batch: Sequence[Advance]) -> list[TxPro
             if new is not None and new != row.good:
                 row.good, row.changed = new, True
             flag_rows += flag_records(a.charger_id, a.transaction_id, a.evse_id, flags, a.now)
-        results.append(TxProgress(flags=tuple(flags)))
+        results.append(TxProgress(known=row.id != 0, flags=tuple(flags)))
     moved = [
         {
             "row_id": r.id,

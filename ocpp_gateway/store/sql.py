@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from datetime import datetime
 
 from sqlalchemy import and_, bindparam, select
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from chargeops.db.engine import insert_for, stored_utc
@@ -23,7 +24,7 @@ from chargeops.events import utcnow
 from chargeops.id_tokens import effective_status
 from ocpp_gateway import seq_gaps
 from ocpp_gateway.coalesce import Coalescer
-from ocpp_gateway.plausibility import Flag, MeterLimits, Reading, judge
+from ocpp_gateway.plausibility import Flag, MeterLimits, Reading
 from ocpp_gateway.store import progress
 from ocpp_gateway.store.charger_rows import ChargerRows
 from ocpp_gateway.store.interface import TokenStatus, TxProgress, TxRecord
@@ -42,8 +43,12 @@ class GatewayStore(ChargerRows):
 
     def __init__(self, sessions: async_sessionmaker[AsyncSession]):
         super().__init__(sessions)
-        self._advances: Coalescer[Advance, TxProgress] = Coalescer(self._advance_many)
-        self._seq_notes: Coalescer[tuple[str, str, int], seq_gaps.GapStep] = Coalescer(self._note_seq_nos)
+        # The hot path's calls of the moment share a transaction; one charger's value a column cannot hold
+        # fails its own call only.
+        self._advances: Coalescer[Advance, TxProgress] = Coalescer(self._advance_many, alone=_input_error)
+        self._seq_notes: Coalescer[tuple[str, str, int], seq_gaps.GapStep] = Coalescer(
+            self._note_seq_nos, alone=_input_error
+        )
 
     async def id_token(self, id_token: str, now: datetime) -> TokenStatus:
         """Accepted / Blocked / Expired / Invalid for this token as of `now`, with its expiry."""
@@ -248,21 +253,10 @@ class GatewayStore(ChargerRows):
     ) -> list[Flag]:
         """Judge a transaction's register readings against its last plausible one under the row's lock, keep
         the new last plausible reading and record the implausible ones (once each: a retried message is
-        judged the same). A transaction we do not hold is judged by its readings' times alone."""
-        async with self._sessions() as session, session.begin():
-            row = await self._tx(session, charger_id, transaction_id, lock=True)
-            good = started = None
-            if row is not None:
-                if row.meter_good_wh is not None and row.meter_good_at is not None:
-                    good = Reading(row.meter_good_wh, stored_utc(row.meter_good_at))
-                started = stored_utc(row.started_at) if row.started_at else None
-            new, flags = judge(good, readings, limits, now, started)
-            if row is not None and new is not None and new != good:
-                row.meter_good_wh, row.meter_good_at = new.wh, new.at
-            await progress.record_flags(
-                session, progress.flag_records(charger_id, transaction_id, evse_id, flags, now)
-            )
-            return flags
+        judged the same). A transaction we do not hold is judged by its readings' times alone. With the
+        other judgements of the moment (`advance_transaction`)."""
+        item = Advance(charger_id, transaction_id, None, None, readings, limits, now, evse_id)
+        return list((await self._advances(item)).flags)
 
     async def _tx(
         self, session: AsyncSession, charger_id: str, transaction_id: str, lock: bool = False
@@ -271,3 +265,8 @@ class GatewayStore(ChargerRows):
             Transaction.charger_id == charger_id, Transaction.transaction_id == transaction_id
         )
         return (await session.execute(query.with_for_update() if lock else query)).scalar_one_or_none()
+
+
+def _input_error(exc: Exception) -> bool:
+    """A statement refused for what it carried (a value out of range), not a database gone."""
+    return isinstance(exc, DBAPIError) and not exc.connection_invalidated
