@@ -289,14 +289,12 @@ class ChargerSession(ChargePoint):
         sent them; the implausible ones as events to store beside the samples. Billing counts the others."""
         if not readings:
             return []
-        limits = await self.meter_limits()
-        store = self.ctx.store
-        flags = await store.check_meter(self.id, transaction_id, readings, limits, clock.now(), evse_id)
+        limits, now = await self.meter_limits(), clock.now()
+        flags = await self.ctx.store.check_meter(self.id, transaction_id, readings, limits, now, evse_id)
         return self.flag_events(flags, transaction_id, evse_id, connector_id)
 
     async def meter_limits(self) -> MeterLimits:
-        """How far this charger's meter may rise: its model's rated power (looked up once per boot), or
-        the configured ceiling."""
+        """How far the meter may rise: the model's rated power (read once per boot) or the ceiling."""
         settings = self.ctx.settings
         if self._max_power_w is None:
             rated = await self.ctx.store.max_power_kw(self.id)
