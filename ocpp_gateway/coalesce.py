@@ -21,11 +21,19 @@ class Coalescer(Generic[T, R]):
     """`await coalescer(item)` is `run([item])[0]`, but items of concurrent callers share one `run`.
 
     `run` gets at most `max_batch` items and returns one result per item, in order; if it raises, every
-    caller of that batch gets the exception."""
+    caller of that batch gets the exception, unless `alone(exc)` says the error is of an item, not of the
+    database (a value out of a column's range): then each item is run again by itself, so one caller's
+    bad input fails that caller only."""
 
-    def __init__(self, run: Callable[[list[T]], Awaitable[Sequence[R]]], max_batch: int = 500) -> None:
+    def __init__(
+        self,
+        run: Callable[[list[T]], Awaitable[Sequence[R]]],
+        max_batch: int = 500,
+        alone: Callable[[Exception], bool] = lambda exc: False,
+    ) -> None:
         self._run = run
         self._max_batch = max_batch
+        self._alone = alone
         self._pending: list[tuple[T, asyncio.Future[R]]] = []
         self._task: asyncio.Task[None] | None = None
 
@@ -47,16 +55,30 @@ class Coalescer(Generic[T, R]):
                 try:
                     results = await self._run([item for item, _ in batch])
                 except Exception as exc:
-                    self._fail(batch, exc)
+                    if len(batch) > 1 and self._alone(exc):
+                        for single in batch:
+                            await self._settle([single])
+                    else:
+                        self._fail(batch, exc)
                     continue
-                for (_, fut), result in zip(batch, results, strict=True):
-                    if not fut.done():
-                        fut.set_result(result)
+                self._deliver(batch, results)
         finally:
             self._task = None
             # Only if this task itself was cancelled (shutdown): nobody waits forever.
             self._fail(batch + self._pending, ConnectionError("storage call cancelled"))
             self._pending.clear()
+
+    async def _settle(self, batch: list[tuple[T, asyncio.Future[R]]]) -> None:
+        try:
+            self._deliver(batch, await self._run([item for item, _ in batch]))
+        except Exception as exc:
+            self._fail(batch, exc)
+
+    @staticmethod
+    def _deliver(batch: list[tuple[T, asyncio.Future[R]]], results: Sequence[R]) -> None:
+        for (_, fut), result in zip(batch, results, strict=True):
+            if not fut.done():
+                fut.set_result(result)
 
     @staticmethod
     def _fail(batch: list[tuple[T, asyncio.Future[R]]], exc: BaseException) -> None:

@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from sqlalchemy import Update, bindparam, func, select, update
+from sqlalchemy import Table, Update, bindparam, func, select, tuple_, update
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -30,9 +30,27 @@ if TYPE_CHECKING:
 Gap = tuple[int, int]  # first and last missing seqNo, inclusive
 MAX_GAPS = 100  # ranges kept per transaction; a station skipping on every event is not tracked further
 
-_HIGHEST = select(func.max(TransactionSeqNo.seq_no)).where(
-    TransactionSeqNo.charger_id == bindparam("cid"), TransactionSeqNo.transaction_id == bindparam("tid")
+_TX: Table = Transaction.__table__  # type: ignore[assignment]
+_SEQ: Table = TransactionSeqNo.__table__  # type: ignore[assignment]
+_STORED_HIGHEST = (
+    select(func.max(_SEQ.c.seq_no))
+    .where(_SEQ.c.charger_id == _TX.c.charger_id, _SEQ.c.transaction_id == _TX.c.transaction_id)
+    .scalar_subquery()
 )
+_TRACK = (
+    select(
+        _TX.c.id,
+        _TX.c.charger_id,
+        _TX.c.transaction_id,
+        _TX.c.missing_seq_nos,
+        _STORED_HIGHEST.label("highest"),
+    )
+    .order_by(_TX.c.id)
+    .with_for_update(of=_TX)
+)
+_GAPS = bindparam("gaps", type_=_TX.c.missing_seq_nos.type)
+_SET_GAPS = update(_TX).where(_TX.c.id == bindparam("row_id")).values(missing_seq_nos=_GAPS)
+_SET_GAPS_UNASKED = _SET_GAPS.values(missing_seq_nos_queued=None)
 _asking: set[asyncio.Task[None]] = set()  # GetTransactionStatus calls in flight (kept from the GC)
 
 
@@ -69,23 +87,50 @@ def step(gaps: Sequence[Gap], highest: int | None, seq_no: int) -> GapStep:
     return GapStep(after, None, bool(before))
 
 
-async def track(session: AsyncSession, charger_id: str, transaction_id: str, seq_no: int) -> GapStep:
-    """Apply `step` to the transaction's row (locked), before `seq_no` itself is noted as stored."""
-    row = await session.scalar(
-        select(Transaction)
-        .where(Transaction.charger_id == charger_id, Transaction.transaction_id == transaction_id)
-        .with_for_update()
-    )
-    if row is None:
-        return GapStep(())
-    highest = await session.scalar(_HIGHEST, {"cid": charger_id, "tid": transaction_id})
-    before = tuple((first, last) for first, last in row.missing_seq_nos or ())
-    change = step(before, highest, seq_no)
-    if change.gaps != before:
-        row.missing_seq_nos = [list(gap) for gap in change.gaps] or None
-        if change.ask or not change.gaps:  # a new question to the station, or nothing left to ask about
-            row.missing_seq_nos_queued = None
-    return change
+async def track(session: AsyncSession, notes: Sequence[tuple[str, str, int]]) -> list[GapStep]:
+    """Apply `step` for each (charger, transaction, seqNo) in order, before they are noted as stored:
+    the rows are locked and read with the highest numbers stored in one statement (in id order, so
+    concurrent batches never deadlock), and the gaps that changed written in one more."""
+    keys = sorted({(cid, tid) for cid, tid, _ in notes})
+    rows = await session.execute(_TRACK.where(tuple_(_TX.c.charger_id, _TX.c.transaction_id).in_(keys)))
+    state = {(r.charger_id, r.transaction_id): _Row(r.id, _gaps(r.missing_seq_nos), r.highest) for r in rows}
+    changes: list[GapStep] = []
+    for cid, tid, seq_no in notes:
+        row = state.get((cid, tid))
+        if row is None:
+            changes.append(GapStep(()))
+            continue
+        change = step(row.gaps, row.highest, seq_no)
+        if change.gaps != row.gaps:
+            row.gaps, row.changed = change.gaps, True
+            # a new question to the station, or nothing left to ask about
+            row.unasked = row.unasked or change.ask or not change.gaps
+        row.highest = seq_no if row.highest is None else max(row.highest, seq_no)
+        changes.append(change)
+    for unasked in (False, True):
+        params = [
+            {"row_id": r.id, "gaps": [list(gap) for gap in r.gaps] or None}
+            for r in state.values()
+            if r.changed and r.unasked == unasked
+        ]
+        if params:
+            await session.execute(_SET_GAPS_UNASKED if unasked else _SET_GAPS, params)
+    return changes
+
+
+@dataclass(slots=True)
+class _Row:
+    """A locked transaction row as `track` moves it through a batch."""
+
+    id: int
+    gaps: tuple[Gap, ...]
+    highest: int | None
+    changed: bool = False
+    unasked: bool = False  # its station's answer to the last GetTransactionStatus no longer applies
+
+
+def _gaps(stored: Sequence[Sequence[int]] | None) -> tuple[Gap, ...]:
+    return tuple((first, last) for first, last in stored or ())
 
 
 def queue_update(charger_id: str, transaction_id: str, queued: bool) -> Update:

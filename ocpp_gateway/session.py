@@ -12,6 +12,7 @@ import asyncio
 import logging
 import time
 import uuid
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any, ClassVar
 
@@ -46,7 +47,7 @@ from ocpp_gateway.certificate_commands import COMMANDS as CERTIFICATE_COMMANDS
 from ocpp_gateway.commands import Unsupported, from_ocpp, reboot_requested, to_ocpp
 from ocpp_gateway.context import GatewayContext
 from ocpp_gateway.message_limits import MessageLimits
-from ocpp_gateway.plausibility import MeterLimits, Reading, flag_events
+from ocpp_gateway.plausibility import Flag, MeterLimits, Reading, flag_events
 from ocpp_gateway.routes import NotSupported, Payload, Route, RouteTable
 from ocpp_gateway.rpc import (
     Call,
@@ -288,13 +289,22 @@ class ChargerSession(ChargePoint):
         sent them; the implausible ones as events to store beside the samples. Billing counts the others."""
         if not readings:
             return []
+        limits, now = await self.meter_limits(), clock.now()
+        flags = await self.ctx.store.check_meter(self.id, transaction_id, readings, limits, now, evse_id)
+        return self.flag_events(flags, transaction_id, evse_id, connector_id)
+
+    async def meter_limits(self) -> MeterLimits:
+        """How far the meter may rise: the model's rated power (read once per boot) or the ceiling."""
         settings = self.ctx.settings
         if self._max_power_w is None:
             rated = await self.ctx.store.max_power_kw(self.id)
             self._max_power_w = (rated or settings.meter_max_power_kw) * 1000
-        limits = MeterLimits(self._max_power_w, settings.meter_max_clock_skew)
-        store = self.ctx.store
-        flags = await store.check_meter(self.id, transaction_id, readings, limits, clock.now(), evse_id)
+        return MeterLimits(self._max_power_w, settings.meter_max_clock_skew)
+
+    def flag_events(
+        self, flags: Sequence[Flag], transaction_id: str, evse_id: int | None, connector_id: int | None
+    ) -> list[Body]:
+        """Implausible readings the store recorded, logged and as events to store beside the samples."""
         if flags:
             self.log.warning("transaction %s: %d implausible meter reading(s), first %s: %s",
                              transaction_id, len(flags), flags[0].reason, flags[0].detail)  # fmt: skip

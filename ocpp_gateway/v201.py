@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from chargeops import clock
 from chargeops.events import (
     Body,
     Booted,
@@ -19,13 +20,16 @@ from ocpp_gateway import certificates, ev_charging, seq_gaps, swaps
 from ocpp_gateway.contract_auth import contract_authorize
 from ocpp_gateway.local_auth import id_token_info
 from ocpp_gateway.meter import energy_wh, meter_events, samples_of
-from ocpp_gateway.plausibility import readings_of
+from ocpp_gateway.plausibility import Reading, readings_of
 from ocpp_gateway.pricing import personal_message
 from ocpp_gateway.routes import Payload, StoreOnly
+from ocpp_gateway.rpc import RpcError
 from ocpp_gateway.session import ChargerSession
+from ocpp_gateway.store import TxProgress
 from ocpp_gateway.times import parse_time
 from ocpp_gateway.versions import V201
 
+SEQ_NO_MAX = 2**31 - 1  # a transaction's last seqNo is stored as a 32-bit integer
 # Component variables whose value "true" means something is broken (OCPP 2.0.1 part 2, appendix 3).
 PROBLEM_VARIABLES = frozenset({"Problem", "Fault", "Tripped", "Overheated", "Overload", "Failed", "Alarm"})
 
@@ -158,11 +162,21 @@ class Session201(ChargerSession):
         """A (transaction, seqNo) is stored once: a copy of an event already stored (resent `offline: true`,
         or again because our answer was lost) is answered as before and changes nothing. It is noted only
         after its events are stored, so a retry of one that failed is stored then; noting it also keeps the
-        transaction's seqNo gaps (`seq_gaps`: a gap opening asks the station GetTransactionStatus)."""
+        transaction's seqNo gaps (`seq_gaps`: a gap opening asks the station GetTransactionStatus).
+        The hot path (an event of a transaction already held) asks the store once before its events are
+        stored: is it a copy, progress and meter judged together (`Store.advance_transaction`)."""
         facts = transaction_facts(p)
         start, end, tx_id = facts.start, facts.end, facts.start.transaction_id
+        if not 0 <= facts.seq_no <= SEQ_NO_MAX:
+            raise RpcError("PropertyConstraintViolation", f"seqNo must be 0-{SEQ_NO_MAX}: {facts.seq_no}")
         store = self.ctx.store
-        copy = await store.seq_no_stored(self.id, tx_id, facts.seq_no)
+        readings = readings_of(facts.meter)
+        progress = None
+        if facts.event_type == "Started":  # judged once recorded: the start's time bounds its readings
+            copy = await store.seq_no_stored(self.id, tx_id, facts.seq_no)
+        else:
+            progress = await self.advance(facts, readings, facts.meter_wh)
+            copy = progress.copy
         response: Payload = {}
         if p.get("idToken"):
             response["idTokenInfo"] = await self.id_token_info(p["idToken"], record=not copy)
@@ -173,11 +187,9 @@ class Session201(ChargerSession):
             await self.tell_cost(p, facts, response, copy=True)
             return response
         events: list[Body] = []
-        if facts.event_type == "Started" or not await store.update_transaction(
-            self.id, tx_id, seq_no=facts.seq_no, meter_wh=facts.meter_wh
-        ):
+        if progress is None or not progress.known:
             await self.record_start(start)
-            await store.update_transaction(self.id, tx_id, seq_no=facts.seq_no)
+            progress = await self.advance(facts, readings, None)
             events.append(start)
         if end is not None:
             tx = await self.record_end(end, start.id_token, start.evse_id, start.connector_id)
@@ -186,11 +198,26 @@ class Session201(ChargerSession):
         elif facts.update is not None:
             events.append(facts.update)
         events.extend(facts.meter)
-        events += await self.judge_meter(tx_id, start.evse_id, start.connector_id, readings_of(facts.meter))
+        events += self.flag_events(progress.flags, tx_id, start.evse_id, start.connector_id)
         await self.tell_cost(p, facts, response)
         await self.emit(*events, reported_at=start.started_at)
         seq_gaps.react(self, tx_id, facts.seq_no, await store.note_seq_no(self.id, tx_id, facts.seq_no))
         return response
+
+    async def advance(
+        self, facts: TransactionFacts, readings: list[Reading], meter_wh: float | None
+    ) -> TxProgress:
+        """The event's progress and register readings, in one transaction of the store."""
+        return await self.ctx.store.advance_transaction(
+            self.id,
+            facts.start.transaction_id,
+            facts.seq_no,
+            meter_wh=meter_wh,
+            readings=readings,
+            limits=await self.meter_limits() if readings else None,
+            now=clock.now(),
+            evse_id=facts.start.evse_id,
+        )
 
     async def on_notify_ev_charging_needs(self, p: Payload) -> Payload:
         """K15/K17: Accepted when ops can plan a schedule (a transaction runs on the EVSE); ops then sends the

@@ -19,7 +19,7 @@ from ocpp_gateway.plausibility import Flag, MeterLimits, Reading, judge
 from ocpp_gateway.seq_gaps import Gap, GapStep, step
 from ocpp_gateway.server import SESSION_CLASSES
 from ocpp_gateway.session import ChargerSession
-from ocpp_gateway.store import ChargerAuth, Store, TokenStatus, TxRecord
+from ocpp_gateway.store import ChargerAuth, Store, TokenStatus, TxProgress, TxRecord
 
 
 @dataclass
@@ -93,22 +93,32 @@ class MemoryStore:
         self._starts[start_key] = record
         return record
 
-    async def update_transaction(
+    async def advance_transaction(
         self,
         charger_id: str,
         transaction_id: str,
+        seq_no: int,
         *,
-        seq_no: int | None = None,
-        meter_wh: float | None = None,
-    ) -> bool:
+        meter_wh: float | None,
+        readings: Sequence[Reading],
+        limits: MeterLimits | None,
+        now: datetime,
+        evse_id: int | None = None,
+    ) -> TxProgress:
         tx = self.transactions.get((charger_id, transaction_id))
+        if (charger_id, transaction_id, seq_no) in self.seq_nos:
+            return TxProgress(copy=True, known=tx is not None)
         if tx is None:
-            return False
-        if seq_no is not None and (tx.last_seq_no is None or seq_no > tx.last_seq_no):
+            return TxProgress(known=False)
+        if tx.last_seq_no is None or seq_no > tx.last_seq_no:
             tx.last_seq_no = seq_no
         if meter_wh is not None and (tx.meter_last_wh is None or meter_wh > tx.meter_last_wh):
             tx.meter_last_wh = meter_wh
-        return True
+        flags: list[Flag] = []
+        if readings:
+            assert limits is not None
+            flags = await self.check_meter(charger_id, transaction_id, readings, limits, now, evse_id)
+        return TxProgress(flags=tuple(flags))
 
     async def end_transaction(
         self,

@@ -1,7 +1,8 @@
 """Storage behind the gateway: the narrow interface sessions and the handshake use (`interface`) and its
 database implementation (`sql`)."""
 
-from ocpp_gateway.store.interface import ChargerAuth, Store, TokenStatus, TxRecord
-from ocpp_gateway.store.sql import FLAG_KEY, GatewayStore
+from ocpp_gateway.store.interface import ChargerAuth, Store, TokenStatus, TxProgress, TxRecord
+from ocpp_gateway.store.progress import FLAG_KEY
+from ocpp_gateway.store.sql import GatewayStore
 
-__all__ = ["FLAG_KEY", "ChargerAuth", "GatewayStore", "Store", "TokenStatus", "TxRecord"]
+__all__ = ["FLAG_KEY", "ChargerAuth", "GatewayStore", "Store", "TokenStatus", "TxProgress", "TxRecord"]

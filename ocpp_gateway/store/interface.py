@@ -48,6 +48,16 @@ class TxRecord:
         return cls(row.transaction_id, row.evse_id, row.connector_id, second_stop)
 
 
+@dataclass(frozen=True, slots=True)
+class TxProgress:
+    """What one 2.x TransactionEvent did to its transaction (`Store.advance_transaction`, one database
+    transaction): a copy or an event of a transaction the store does not hold changed nothing."""
+
+    copy: bool = False  # its (transaction, seqNo) is stored already
+    known: bool = True  # the store holds the transaction
+    flags: tuple[Flag, ...] = ()  # its implausible register readings, recorded
+
+
 class Store(Protocol):
     """What sessions and the handshake ask of storage (`GatewayStore`; an in-memory one in the tests)."""
 
@@ -75,15 +85,6 @@ class Store(Protocol):
         meter_start_wh: float | None,
     ) -> TxRecord: ...
 
-    async def update_transaction(
-        self,
-        charger_id: str,
-        transaction_id: str,
-        *,
-        seq_no: int | None = None,
-        meter_wh: float | None = None,
-    ) -> bool: ...
-
     async def end_transaction(
         self,
         charger_id: str,
@@ -97,6 +98,19 @@ class Store(Protocol):
         connector_id: int | None = None,
         issued_here: bool = False,
     ) -> TxRecord | None: ...
+
+    async def advance_transaction(
+        self,
+        charger_id: str,
+        transaction_id: str,
+        seq_no: int,
+        *,
+        meter_wh: float | None,
+        readings: Sequence[Reading],
+        limits: MeterLimits | None,
+        now: datetime,
+        evse_id: int | None = None,
+    ) -> TxProgress: ...
 
     async def seq_no_stored(self, charger_id: str, transaction_id: str, seq_no: int) -> bool: ...
 

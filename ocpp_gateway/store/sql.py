@@ -12,20 +12,23 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Sequence
 from datetime import datetime
-from typing import Any
 
-from sqlalchemy import and_, bindparam, case, or_, select, update
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy import and_, bindparam, select
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from chargeops.db.engine import insert_for, stored_utc
-from chargeops.db.models import Charger, IdToken, MeterFlag, Transaction, TransactionSeqNo
+from chargeops.db.models import Charger, IdToken, Transaction, TransactionSeqNo
 from chargeops.db.ops_models import ChargerModel
 from chargeops.events import utcnow
 from chargeops.id_tokens import effective_status
 from ocpp_gateway import seq_gaps
-from ocpp_gateway.plausibility import Flag, MeterLimits, Reading, judge
+from ocpp_gateway.coalesce import Coalescer
+from ocpp_gateway.plausibility import Flag, MeterLimits, Reading
+from ocpp_gateway.store import progress
 from ocpp_gateway.store.charger_rows import ChargerRows
-from ocpp_gateway.store.interface import TokenStatus, TxRecord
+from ocpp_gateway.store.interface import TokenStatus, TxProgress, TxRecord
+from ocpp_gateway.store.progress import Advance
 
 _SEQ_NO_QUERY = select(TransactionSeqNo.seq_no).where(
     TransactionSeqNo.charger_id == bindparam("cid"),
@@ -33,13 +36,19 @@ _SEQ_NO_QUERY = select(TransactionSeqNo.seq_no).where(
     TransactionSeqNo.seq_no == bindparam("seq"),
 )
 
-# A flagged reading is recorded once: the columns of `uq_meter_flags_reading`.
-FLAG_KEY = ["charger_id", "transaction_id", "sampled_at", "value_wh", "reason"]
-
 
 class GatewayStore(ChargerRows):
     """SQLAlchemy-backed; each method is one short transaction and is idempotent where OCPP allows retries.
     The charger's own row (handshake, boot, passwords): `ChargerRows`."""
+
+    def __init__(self, sessions: async_sessionmaker[AsyncSession]):
+        super().__init__(sessions)
+        # The hot path's calls of the moment share a transaction; one charger's value a column cannot hold
+        # fails its own call only.
+        self._advances: Coalescer[Advance, TxProgress] = Coalescer(self._advance_many, alone=_input_error)
+        self._seq_notes: Coalescer[tuple[str, str, int], seq_gaps.GapStep] = Coalescer(
+            self._note_seq_nos, alone=_input_error
+        )
 
     async def id_token(self, id_token: str, now: datetime) -> TokenStatus:
         """Accepted / Blocked / Expired / Invalid for this token as of `now`, with its expiry."""
@@ -107,33 +116,28 @@ class GatewayStore(ChargerRows):
                 row.transaction_id = str(row.id)
             return TxRecord.of(row)
 
-    async def update_transaction(
+    async def advance_transaction(
         self,
         charger_id: str,
         transaction_id: str,
+        seq_no: int,
         *,
-        seq_no: int | None = None,
-        meter_wh: float | None = None,
-    ) -> bool:
-        """Note progress of a known transaction; False if the charger never told us about it. One UPDATE
-        that only moves forward (the hottest write of a 2.x session: every Updated TransactionEvent)."""
-        tx = Transaction
-        values: dict[str, Any] = {}
-        if seq_no is not None:
-            values["last_seq_no"] = case(
-                (or_(tx.last_seq_no.is_(None), tx.last_seq_no < seq_no), seq_no), else_=tx.last_seq_no
-            )
-        if meter_wh is not None:
-            values["meter_last_wh"] = case(
-                (or_(tx.meter_last_wh.is_(None), tx.meter_last_wh < meter_wh), meter_wh),
-                else_=tx.meter_last_wh,
-            )
-        where = (tx.charger_id == charger_id, tx.transaction_id == transaction_id)
+        meter_wh: float | None,
+        readings: Sequence[Reading],
+        limits: MeterLimits | None,
+        now: datetime,
+        evse_id: int | None = None,
+    ) -> TxProgress:
+        """The hot path of a 2.x session (every TransactionEvent), under its transaction's row lock: is this
+        (transaction, seqNo) a copy of one stored, else move its progress (seqNo, latest register) forward
+        and judge its register readings as `check_meter` does. The events of the moment share one
+        transaction (`ocpp_gateway.store.progress`)."""
+        item = Advance(charger_id, transaction_id, seq_no, meter_wh, readings, limits, now, evse_id)
+        return await self._advances(item)
+
+    async def _advance_many(self, batch: list[Advance]) -> list[TxProgress]:
         async with self._sessions() as session, session.begin():
-            if not values:
-                return (await session.scalar(select(tx.id).where(*where))) is not None
-            found = await session.scalar(update(tx).where(*where).values(values).returning(tx.id))
-            return found is not None
+            return await progress.advance(session, batch)
 
     async def end_transaction(
         self,
@@ -198,17 +202,18 @@ class GatewayStore(ChargerRows):
     async def note_seq_no(self, charger_id: str, transaction_id: str, seq_no: int) -> seq_gaps.GapStep:
         """Note a TransactionEvent whose events are stored. Noted after they are, never before: a charger
         retrying an event whose storing failed must not find it noted. What it did to the transaction's
-        seqNo gaps is judged against the numbers stored (not merely received), under the row's lock."""
+        seqNo gaps is judged against the numbers stored (not merely received), under the row's lock. The
+        notes of the moment share one transaction (`_note_seq_nos`)."""
+        return await self._seq_notes((charger_id, transaction_id, seq_no))
+
+    async def _note_seq_nos(self, notes: list[tuple[str, str, int]]) -> list[seq_gaps.GapStep]:
+        now = utcnow()
+        rows = [{"charger_id": c, "transaction_id": t, "seq_no": n, "received_at": now} for c, t, n in notes]
         async with self._sessions() as session, session.begin():
-            change = await seq_gaps.track(session, charger_id, transaction_id, seq_no)
-            await session.execute(
-                insert_for(session.get_bind().dialect.name, TransactionSeqNo)
-                .values(
-                    charger_id=charger_id, transaction_id=transaction_id, seq_no=seq_no, received_at=utcnow()
-                )
-                .on_conflict_do_nothing()
-            )
-        return change
+            changes = await seq_gaps.track(session, notes)
+            dialect = session.get_bind().dialect.name
+            await session.execute(insert_for(dialect, TransactionSeqNo).on_conflict_do_nothing(), rows)
+        return changes
 
     async def note_transaction_queue(self, charger_id: str, transaction_id: str, queued: bool) -> None:
         """The station's answer to GetTransactionStatus (`messagesInQueue`), kept while the gaps it was
@@ -248,36 +253,10 @@ class GatewayStore(ChargerRows):
     ) -> list[Flag]:
         """Judge a transaction's register readings against its last plausible one under the row's lock, keep
         the new last plausible reading and record the implausible ones (once each: a retried message is
-        judged the same). A transaction we do not hold is judged by its readings' times alone."""
-        async with self._sessions() as session, session.begin():
-            row = await self._tx(session, charger_id, transaction_id, lock=True)
-            good = started = None
-            if row is not None:
-                if row.meter_good_wh is not None and row.meter_good_at is not None:
-                    good = Reading(row.meter_good_wh, stored_utc(row.meter_good_at))
-                started = stored_utc(row.started_at) if row.started_at else None
-            new, flags = judge(good, readings, limits, now, started)
-            if row is not None and new is not None and new != good:
-                row.meter_good_wh, row.meter_good_at = new.wh, new.at
-            if flags:
-                flag_rows = [
-                    {
-                        "charger_id": charger_id,
-                        "transaction_id": transaction_id,
-                        "evse_id": evse_id,
-                        "reason": f.reason,
-                        "value_wh": f.reading.wh,
-                        "sampled_at": f.reading.at,
-                        "previous_wh": f.previous.wh if f.previous else None,
-                        "previous_at": f.previous.at if f.previous else None,
-                        "detail": f.detail[:200],
-                        "flagged_at": now,
-                    }
-                    for f in flags
-                ]
-                ins = insert_for(session.get_bind().dialect.name, MeterFlag)
-                await session.execute(ins.on_conflict_do_nothing(index_elements=FLAG_KEY), flag_rows)
-            return flags
+        judged the same). A transaction we do not hold is judged by its readings' times alone. With the
+        other judgements of the moment (`advance_transaction`)."""
+        item = Advance(charger_id, transaction_id, None, None, readings, limits, now, evse_id)
+        return list((await self._advances(item)).flags)
 
     async def _tx(
         self, session: AsyncSession, charger_id: str, transaction_id: str, lock: bool = False
@@ -286,3 +265,8 @@ class GatewayStore(ChargerRows):
             Transaction.charger_id == charger_id, Transaction.transaction_id == transaction_id
         )
         return (await session.execute(query.with_for_update() if lock else query)).scalar_one_or_none()
+
+
+def _input_error(exc: Exception) -> bool:
+    """A statement refused for what it carried (a value out of range), not a database gone."""
+    return isinstance(exc, DBAPIError) and not exc.connection_invalidated
