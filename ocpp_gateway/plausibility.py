@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from chargeops.events import Body, MeterImplausible, MeterValues
+from chargeops.logs import ChargerLog
 
 BACKWARDS = "backwards"
 EXCEEDS_MAX_POWER = "exceeds_max_power"
@@ -119,8 +120,12 @@ def readings_of(bodies: Iterable[Body]) -> list[Reading]:
 
 
 def flag_events(
-    flags: Sequence[Flag], transaction_id: str, evse_id: int | None, connector_id: int | None
+    flags: Sequence[Flag], transaction_id: str, evse_id: int | None, connector_id: int | None, log: ChargerLog
 ) -> list[Body]:
+    """Implausible readings the store recorded, logged and as events to store beside the samples."""
+    if flags:
+        log.warning("transaction %s: %d implausible meter reading(s), first %s: %s",
+                    transaction_id, len(flags), flags[0].reason, flags[0].detail)  # fmt: skip
     return [
         MeterImplausible(
             transaction_id,

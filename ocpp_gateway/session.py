@@ -12,7 +12,6 @@ import asyncio
 import logging
 import time
 import uuid
-from collections.abc import Sequence
 from datetime import datetime
 from typing import Any, ClassVar
 
@@ -47,7 +46,7 @@ from ocpp_gateway.certificate_commands import COMMANDS as CERTIFICATE_COMMANDS
 from ocpp_gateway.commands import Unsupported, from_ocpp, reboot_requested, to_ocpp
 from ocpp_gateway.context import GatewayContext
 from ocpp_gateway.message_limits import MessageLimits
-from ocpp_gateway.plausibility import Flag, MeterLimits, Reading, flag_events
+from ocpp_gateway.plausibility import MeterLimits, Reading, flag_events
 from ocpp_gateway.routes import NotSupported, Payload, Route, RouteTable
 from ocpp_gateway.rpc import (
     Call,
@@ -291,7 +290,7 @@ class ChargerSession(ChargePoint):
             return []
         limits, now = await self.meter_limits(), clock.now()
         flags = await self.ctx.store.check_meter(self.id, transaction_id, readings, limits, now, evse_id)
-        return self.flag_events(flags, transaction_id, evse_id, connector_id)
+        return flag_events(flags, transaction_id, evse_id, connector_id, self.log)
 
     async def meter_limits(self) -> MeterLimits:
         """How far the meter may rise: the model's rated power (read once per boot) or the ceiling."""
@@ -300,15 +299,6 @@ class ChargerSession(ChargePoint):
             rated = await self.ctx.store.max_power_kw(self.id)
             self._max_power_w = (rated or settings.meter_max_power_kw) * 1000
         return MeterLimits(self._max_power_w, settings.meter_max_clock_skew)
-
-    def flag_events(
-        self, flags: Sequence[Flag], transaction_id: str, evse_id: int | None, connector_id: int | None
-    ) -> list[Body]:
-        """Implausible readings the store recorded, logged and as events to store beside the samples."""
-        if flags:
-            self.log.warning("transaction %s: %d implausible meter reading(s), first %s: %s",
-                             transaction_id, len(flags), flags[0].reason, flags[0].detail)  # fmt: skip
-        return flag_events(flags, transaction_id, evse_id, connector_id)
 
     async def authorize(self, id_token: str, *, record: bool = True) -> TokenStatus:
         """Every token is looked up, whatever its type (2.0.1 C01-C05). One we do not know but asked this

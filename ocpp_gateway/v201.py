@@ -20,7 +20,7 @@ from ocpp_gateway import certificates, ev_charging, seq_gaps, swaps
 from ocpp_gateway.contract_auth import contract_authorize
 from ocpp_gateway.local_auth import id_token_info
 from ocpp_gateway.meter import energy_wh, meter_events, samples_of
-from ocpp_gateway.plausibility import Reading, readings_of
+from ocpp_gateway.plausibility import Reading, flag_events, readings_of
 from ocpp_gateway.pricing import personal_message
 from ocpp_gateway.routes import Payload, StoreOnly
 from ocpp_gateway.rpc import RpcError
@@ -198,7 +198,7 @@ class Session201(ChargerSession):
         elif facts.update is not None:
             events.append(facts.update)
         events.extend(facts.meter)
-        events += self.flag_events(progress.flags, tx_id, start.evse_id, start.connector_id)
+        events += flag_events(progress.flags, tx_id, start.evse_id, start.connector_id, self.log)
         await self.tell_cost(p, facts, response)
         await self.emit(*events, reported_at=start.started_at)
         seq_gaps.react(self, tx_id, facts.seq_no, await store.note_seq_no(self.id, tx_id, facts.seq_no))
