@@ -73,6 +73,16 @@ _touch = (
     .where(or_(CHARGERS.c.last_seen.is_(None), CHARGERS.c.last_seen < bindparam("seen")))
     .values(last_seen=bindparam("seen"))
 )
+# Lock order. Concurrent batches (several group commits in flight, the gateway's boot and connect writes)
+# take the rows they share in one order: transactions, then connectors, then chargers, each by key. A batch
+# that writes chargers in two statements (presence in the order it happened, then last_seen) first locks
+# them all in id order in one, or two batches holding one charger each and wanting the other's deadlock.
+_lock_chargers = (
+    select(CHARGERS.c.id)
+    .where(CHARGERS.c.id.in_(bindparam("ids", expanding=True)))
+    .order_by(CHARGERS.c.id)
+    .with_for_update(key_share=True)
+)
 _energy_rows = (
     select(
         TRANSACTIONS.c.id,
@@ -212,13 +222,16 @@ async def store_events(
                         CONNECTORS.c.reported_at <= ins.excluded.reported_at,
                     ),
                 ),
-                list(batch.status.values()),
+                [batch.status[key] for key in sorted(batch.status)],  # lock order, see `_lock_chargers`
             )
+        if batch.presence and last_seen:
+            ids = {e.charger_id for e in batch.presence} | set(last_seen)
+            await conn.execute(_lock_chargers, {"ids": sorted(ids)})
         await _apply_presence(conn, sorted(batch.presence, key=lambda e: e.received_at))
         await store_battery_events(conn, [ev for ev in fresh if ev.kind is EventKind.BATTERY_SWAP])
         await store_ev_schedules(conn, [ev for ev in fresh if ev.kind is EventKind.EV_CHARGING_SCHEDULE])
         if last_seen:
-            await conn.execute(_touch, [{"cid": c, "seen": t} for c, t in last_seen.items()])
+            await conn.execute(_touch, [{"cid": c, "seen": last_seen[c]} for c in sorted(last_seen)])
     _count(batch, fresh, site_energy)
     log.debug("stored %d events in %.1f ms", len(batch.events), (time.perf_counter() - started) * 1000)
 

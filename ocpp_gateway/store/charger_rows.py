@@ -112,8 +112,9 @@ class ChargerRows:
                 "registration": boot.registration,
                 "at": at,
             }
-            for cid, boot, at in boots
+            for cid, boot, at in sorted(boots, key=lambda b: b[0])  # stable: a charger's last boot wins
         ]
         async with self._sessions() as session, session.begin():
-            await (await session.connection()).execute(_BOOT_UPDATE, params)  # in order: the last boot wins
+            # in id order, as every batch writing charger rows (`telemetry.ingest`): no deadlock between them
+            await (await session.connection()).execute(_BOOT_UPDATE, params)
         return [None] * len(boots)
