@@ -64,6 +64,7 @@ class MessageLimits:
         self._kept: StationLimits | None = None  # what the store holds, once read on this connection
         self._heard = False  # a limit was reported since the last `keep`
         self._reading = asyncio.Lock()
+        self._boots = 0  # `forget`s so far: a read begun before one is stale
 
     def known(self, action: str) -> bool:
         return action in self._given_up or all((action, kind) in self._values for kind in KINDS)
@@ -128,11 +129,14 @@ class MessageLimits:
         async with self._reading:
             if self._kept is not None:
                 return
+            boots = self._boots
             try:
                 kept = await self._store.message_limits(self._charger_id) or {}
             except (SQLAlchemyError, ConnectionError, OSError) as exc:
                 self._warn("message limits not read, unknown for now: %s", exc)
                 return
+            if boots != self._boots:
+                return  # the station booted meanwhile: what was read may be of its former firmware
             usable: StationLimits = {}
             for action, kinds in kept.items():
                 if action not in WHERE or not isinstance(kinds, dict):
@@ -165,6 +169,7 @@ class MessageLimits:
         self._values.clear()
         self._given_up.clear()
         self._kept, self._heard = None, False
+        self._boots += 1
 
     def _warn(self, message: str, exc: Exception) -> None:
         if self._log is not None:

@@ -228,3 +228,23 @@ async def test_limits_of_earlier_connections_count_and_new_ones_are_added() -> N
     failing = MessageLimits(Failing(limits={CP: KEPT}), CP)
     await failing.load()
     assert not failing.known("GetVariables")
+
+
+async def test_limits_read_while_the_station_boots_are_not_used() -> None:
+    """A read begun before a boot may hold the former firmware's limits: it is dropped, read again later."""
+    release = asyncio.Event()
+
+    class Slow(MemoryStore):
+        async def message_limits(self, charger_id: str) -> StationLimits | None:
+            await release.wait()
+            return await super().message_limits(charger_id)
+
+    limits = MessageLimits(Slow(limits={CP: KEPT}), CP)
+    reading = asyncio.create_task(limits.load())
+    await asyncio.sleep(0)
+    limits.forget()
+    release.set()
+    await reading
+    assert not limits.known("GetVariables")
+    await limits.load()
+    assert limits.known("GetVariables")
