@@ -103,7 +103,7 @@ class ChargerSession(ChargePoint):
         # Id tokens we asked this charger to start (or swap) with; created on the first remote start.
         self._remote_tokens: dict[str, None] | None = None
         self._max_power_w: float | None = None  # what a meter may rise by; looked up after each boot
-        self.message_limits = MessageLimits()  # 2.x ItemsPerMessage / BytesPerMessage, as the station says
+        self.message_limits = MessageLimits(ctx.store, charger_id, self.log)  # 2.x: Items/BytesPerMessage
 
     # -- receiving ------------------------------------------------------------------------------------
 
@@ -229,6 +229,7 @@ class ChargerSession(ChargePoint):
         boot.registration = status
         now = utcnow()
         await self.ctx.store.record_boot(self.id, boot, now)
+        self.message_limits.forget()  # the store forgets them if its firmware changed: read them again
         await self.emit(boot, reported_at=now)
         self.registration = status
         settings = self.ctx.settings

@@ -1,11 +1,12 @@
 """Sending a list request (`batching.SPLITS`) in as many calls as the station's message limits need, and
 answering with one merged result; and a 2.x SendLocalList cut to the station's BytesPerMessage.
 
-A station whose limits are not known yet (per connection: its NotifyReport or a GetVariables answer may have
-told them) gets the request whole, as the operator wrote it: most requests fit, and a station is not asked
-anything it was not asked for (the OCTT's TC_B_07 expects the operator's two variables in the first
-GetVariables). Only when it refuses the whole as beyond its limits (CALLERROR OccurrenceConstraintViolation
-or FormatViolation) are its limits asked, once, and the request sent again in parts that fit.
+A station whose limits are not known yet (its NotifyReport or a GetVariables answer may have told them, on
+this connection or an earlier one: `message_limits`) gets the request whole, as the operator wrote it: most
+requests fit, and a station is not asked anything it was not asked for (the OCTT's TC_B_07 expects the
+operator's two variables in the first GetVariables). Only when it refuses the whole as beyond its limits
+(CALLERROR OccurrenceConstraintViolation or FormatViolation) are its limits asked, once, and the request sent
+again in parts that fit.
 
 The whole request keeps the caller's timeout (the bus waits that long for one reply), shared by the calls in
 turn. A request that needs one call goes out as it came. When the first call gets no answer (CALLERROR,
@@ -81,7 +82,17 @@ async def _ask_limits(send: Send, limits: MessageLimits, action: str, timeout: f
 async def call_in_parts(
     send: Send, limits: MessageLimits, action: str, payload: Payload, timeout: float, log: ChargerLog
 ) -> CommandReply:
-    """`payload` for `action` sent in calls that fit the station's limits; one reply for all of them."""
+    """`payload` for `action` sent in calls that fit the station's limits; one reply for all of them. The
+    limits kept from earlier connections are read first; any it tells now are kept after."""
+    await limits.load()
+    reply = await _in_parts(send, limits, action, payload, timeout, log)
+    await limits.keep()
+    return reply
+
+
+async def _in_parts(
+    send: Send, limits: MessageLimits, action: str, payload: Payload, timeout: float, log: ChargerLog
+) -> CommandReply:
     deadline = time.monotonic() + timeout
     entries = SPLITS[action].entries
     refused = None
@@ -133,7 +144,16 @@ async def call_fitted(
     whole and asked once the station refuses it as too large): a message cannot be split here (each carries
     its own list version), so only the leading entries that fit go, and the answer says how many
     (`entries_sent`, when not all); the caller sends the rest in its next message. An entry too large alone
-    is not sent at all."""
+    is not sent at all. The limits are read and kept as for `call_in_parts`."""
+    await limits.load()
+    reply = await _fitted(send, limits, action, payload, timeout, log)
+    await limits.keep()
+    return reply
+
+
+async def _fitted(
+    send: Send, limits: MessageLimits, action: str, payload: Payload, timeout: float, log: ChargerLog
+) -> CommandReply:
     deadline = time.monotonic() + timeout
     entries = payload.get(LOCAL_LIST_ENTRIES) or []
     refused = None

@@ -139,8 +139,10 @@ class Session201(ChargerSession):
         return {}
 
     async def on_notify_report(self, p: Payload) -> Payload:
-        """Stored as sent; the message limits it reports are kept to split list requests (`batching`)."""
+        """Stored as sent; the message limits it reports are kept to split list requests (`batching`), on
+        this connection and the next ones (`message_limits`)."""
         self.message_limits.learn_report(p.get("reportData") or ())
+        await self.message_limits.keep()
         await self.emit(Reported("NotifyReport", p))
         return {}
 

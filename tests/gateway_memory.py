@@ -15,6 +15,7 @@ from typing import Any
 from chargeops.events import Booted, Event
 from chargeops.settings import Settings
 from ocpp_gateway.context import GatewayContext
+from ocpp_gateway.message_limits import StationLimits
 from ocpp_gateway.plausibility import Flag, MeterLimits, Reading, judge
 from ocpp_gateway.seq_gaps import Gap, GapStep, step
 from ocpp_gateway.server import SESSION_CLASSES
@@ -44,6 +45,8 @@ class MemoryStore:
 
     tokens: dict[str, TokenStatus] = field(default_factory=dict)
     boots: list[tuple[str, Booted]] = field(default_factory=list)
+    firmware: dict[str, str | None] = field(default_factory=dict)
+    limits: dict[str, StationLimits] = field(default_factory=dict)
     pending_passwords: dict[str, str] = field(default_factory=dict)
     transactions: dict[tuple[str, str], MemoryTx] = field(default_factory=dict)
     seq_nos: set[tuple[str, str, int]] = field(default_factory=set)
@@ -59,6 +62,15 @@ class MemoryStore:
 
     async def record_boot(self, charger_id: str, boot: Booted, at: datetime) -> None:
         self.boots.append((charger_id, boot))
+        if self.firmware.get(charger_id) != boot.firmware_version:
+            self.limits.pop(charger_id, None)
+        self.firmware[charger_id] = boot.firmware_version
+
+    async def message_limits(self, charger_id: str) -> StationLimits | None:
+        return self.limits.get(charger_id)
+
+    async def keep_message_limits(self, charger_id: str, limits: StationLimits) -> None:
+        self.limits[charger_id] = limits
 
     async def set_pending_password(self, charger_id: str, password_hash: str) -> None:
         self.pending_passwords[charger_id] = password_hash

@@ -37,6 +37,9 @@ class Charger(Base):
     model: Mapped[str | None] = mapped_column(String(50))
     serial_number: Mapped[str | None] = mapped_column(String(50))
     firmware_version: Mapped[str | None] = mapped_column(String(50))
+    # 2.x: the ItemsPerMessage / BytesPerMessage a station reported, by action and kind
+    # (`ocpp_gateway.message_limits`); NULL again when it boots with other firmware.
+    message_limits: Mapped[dict[str, Any] | None] = mapped_column(JSON(none_as_null=True))
     # The operator's decision (accepted / pending / rejected) and what the last BootNotification was told.
     admission: Mapped[str] = mapped_column(String(16), default="accepted")
     registration_status: Mapped[str | None] = mapped_column(String(16))

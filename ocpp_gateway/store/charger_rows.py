@@ -1,5 +1,6 @@
 """A charger's own row as the gateway reads and writes it: who it is at the handshake (`ChargerAuth`), what
-it booted as, its passwords, and the row an unknown charger gets when it is let in.
+it booted as, its passwords, the message limits a 2.x station reported (read when a connection first needs
+them, not at the handshake), and the row an unknown charger gets when it is let in.
 
 The handshake's read and the boot's write come in storms (every charger of a site or a gateway at once), so
 concurrent ones share a statement (`ocpp_gateway.coalesce`); each is still read or written before its
@@ -10,13 +11,14 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import bindparam, select, update
+from sqlalchemy import bindparam, case, null, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from chargeops.db.engine import insert_for
 from chargeops.db.models import Charger
 from chargeops.events import Booted, utcnow
 from ocpp_gateway.coalesce import Coalescer
+from ocpp_gateway.message_limits import StationLimits
 from ocpp_gateway.store.interface import ChargerAuth
 
 _AUTH_QUERY = select(
@@ -32,6 +34,12 @@ _BOOT_UPDATE = (
     update(Charger)
     .where(Charger.id == bindparam("cid"))
     .values(
+        # Other firmware may take other message sizes: the limits the last one reported are forgotten (the
+        # right-hand sides see the row as it was, before this boot's firmware_version).
+        message_limits=case(
+            (Charger.firmware_version.is_distinct_from(bindparam("firmware_version")), null()),
+            else_=Charger.message_limits,
+        ),
         vendor=bindparam("vendor"),
         model=bindparam("model"),
         serial_number=bindparam("serial_number"),
@@ -76,6 +84,18 @@ class ChargerRows:
                 update(Charger)
                 .where(Charger.id == charger_id, Charger.pending_password_hash == password_hash)
                 .values(password_hash=password_hash, pending_password_hash=None)
+            )
+
+    async def message_limits(self, charger_id: str) -> StationLimits | None:
+        """What a 2.x station reported of its message limits on earlier connections (none: None)."""
+        async with self._sessions() as session:
+            return await session.scalar(select(Charger.message_limits).where(Charger.id == charger_id))
+
+    async def keep_message_limits(self, charger_id: str, limits: StationLimits) -> None:
+        """The station's message limits as it reported them, for its later connections."""
+        async with self._sessions() as session, session.begin():
+            await session.execute(
+                update(Charger).where(Charger.id == charger_id).values(message_limits=limits or None)
             )
 
     async def admit_unknown(self, charger_id: str, admission: str) -> ChargerAuth:

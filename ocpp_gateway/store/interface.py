@@ -11,6 +11,7 @@ from typing import Protocol
 from chargeops.db.models import Transaction
 from chargeops.events import Booted
 from ocpp_gateway import seq_gaps
+from ocpp_gateway.message_limits import StationLimits
 from ocpp_gateway.plausibility import Flag, MeterLimits, Reading
 
 
@@ -65,7 +66,12 @@ class Store(Protocol):
 
     async def admit_unknown(self, charger_id: str, admission: str) -> ChargerAuth: ...
 
-    async def record_boot(self, charger_id: str, boot: Booted, at: datetime) -> None: ...
+    async def record_boot(self, charger_id: str, boot: Booted, at: datetime) -> None:
+        """Also forgets the station's message limits when it boots with other firmware than before."""
+
+    async def message_limits(self, charger_id: str) -> StationLimits | None: ...
+
+    async def keep_message_limits(self, charger_id: str, limits: StationLimits) -> None: ...
 
     async def set_pending_password(self, charger_id: str, password_hash: str) -> None: ...
 
