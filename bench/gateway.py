@@ -251,6 +251,11 @@ def histogram_quantile(metrics: str, name: str, q: float) -> float | None:
     return next(le for le, count in buckets if count >= q * total)
 
 
+def phase(name: str) -> None:
+    """On stderr, as each measured phase starts: a profiler can attach to the server for one phase."""
+    print(f"{name} starts", file=sys.stderr, flush=True)
+
+
 async def run(
     args: argparse.Namespace, server: subprocess.Popen[bytes], port: int, http: int, db: str
 ) -> dict[str, Any]:
@@ -275,13 +280,16 @@ async def run(
         "kib_per_charger": round((loaded_rss - base_rss) / len(clients), 1),
     }
     active = clients[: args.active]
+    phase("saturated")
     await closed_loop(active, 2)  # warm-up
     cpu0, own0 = cpu_seconds(server.pid), time.process_time()
     sat = await closed_loop(active, args.duration)
     sat["server_cpu_s"] = round(cpu_seconds(server.pid) - cpu0, 2)
     sat["load_generator_cpu_s"] = round(time.process_time() - own0, 2)
     result["saturated"] = sat
+    phase("fixed_rate")
     result["fixed_rate"] = await open_loop(clients, args.rate, args.duration)
+    phase("overload_2x")
     overload_rate = 2 * sat["calls_per_s"]
     over = await open_loop(clients, overload_rate, args.duration)
     over["share_of_saturated"] = round(over["answered_per_s"] / max(1, sat["calls_per_s"]), 2)
@@ -308,6 +316,7 @@ def main() -> None:
     p.add_argument("--database-url", default=None, help="default: SQLite in a temporary folder")
     args = p.parse_args()
     server, port, http, db = start_server(args.database_url)
+    print(f"server pid {server.pid}", file=sys.stderr, flush=True)
     try:
         print(json.dumps(asyncio.run(run(args, server, port, http, db)), indent=2))
     finally:

@@ -160,24 +160,31 @@ async def storm(
     }
 
 
-def start(args: argparse.Namespace, database_url: str) -> tuple[subprocess.Popen[bytes], int]:
+def start(args: argparse.Namespace, database_url: str) -> tuple[subprocess.Popen[bytes], int, list[Any]]:
+    """The process under test and its port; with `--mqtt-url` also an ingest process (niceness 10, standing
+    in for the ingest node of a deployment) consuming the gateway's events, as a deployment has: without a
+    subscriber the broker refuses the gateway's publishes and it spools them instead."""
     port = free_port()
     if args.server == "stock":
-        return subprocess.Popen([sys.executable, "-m", "bench.stock_csms", str(port)], cwd=ROOT), port
+        return subprocess.Popen([sys.executable, "-m", "bench.stock_csms", str(port)], cwd=ROOT), port, []
     roles = "gateway" if args.mqtt_url else "gateway,ingest,ops,api"
     cmd = [sys.executable, "-m", "ops.cli", "serve", "--roles", roles, "--ocpp-port", str(port)]
     cmd += ["--http-port", str(free_port()), "--database-url", database_url, "--heartbeat-interval", "3600"]
-    cmd += args.serve_arg
     env = {**os.environ, "CHARGEOPS_LOG_LEVEL": "WARNING"}
+    helpers: list[Any] = []
     if args.mqtt_url:  # a topic root of its own: nothing else on the broker sees the bench's events
         env["CHARGEOPS_MQTT_URL"] = f"{args.mqtt_url.rstrip('/')}/bench-hs-{uuid.uuid4().hex[:8]}"
-    return subprocess.Popen(cmd, cwd=ROOT, env=env), port
+        env["CHARGEOPS_SPOOL_DIR"] = tempfile.mkdtemp(prefix="chargeops-bench-spool-")
+        ingest = [sys.executable, "-m", "ops.cli", "serve", "--roles", "ingest"]
+        ingest += ["--database-url", database_url, "--http-port", str(free_port())]
+        helpers.append(subprocess.Popen(["nice", "-n", "10", *ingest], cwd=ROOT, env=env))
+    return subprocess.Popen(cmd + args.serve_arg, cwd=ROOT, env=env), port, helpers
 
 
 async def run(args: argparse.Namespace, database_url: str) -> dict[str, Any]:
     if args.server == "chargeops":
         await seed(database_url, args.chargers)
-    server, port = start(args, database_url)
+    server, port, helpers = start(args, database_url)
     print(f"server pid {server.pid}", file=sys.stderr, flush=True)  # for a profiler to attach to
     try:
         await wait_for_port(port, 1200)
@@ -211,8 +218,10 @@ async def run(args: argparse.Namespace, database_url: str) -> dict[str, Any]:
         result["load_average_after"] = os.getloadavg()[0]
         return result
     finally:
-        server.terminate()
-        server.wait(30)
+        for process in (server, *helpers):
+            process.terminate()
+        for process in (server, *helpers):
+            process.wait(30)
 
 
 async def _pg_admin(dsn: str, sql: str) -> None:

@@ -4,8 +4,8 @@
 GetVariables answer) as {action: {kind: limit or null}}, so a list request on a later connection is split
 to fit them (OCTT TC_B_08); NULL: none reported, or forgotten at a boot with other firmware.
 
-Revision ID: 0023
-Revises: 0022
+Revision ID: 0022
+Revises: 0021
 """
 
 from collections.abc import Sequence
@@ -13,8 +13,8 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = "0023"
-down_revision: str | None = "0021"  # TODO(merge): "0022" once that migration is merged before this one
+revision: str = "0022"
+down_revision: str | None = "0021"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
