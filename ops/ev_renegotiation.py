@@ -13,6 +13,7 @@ charger over the bus, as the EV planner does.
 
 from __future__ import annotations
 
+from dataclasses import fields
 from datetime import datetime
 
 from sqlalchemy import delete, select
@@ -27,6 +28,7 @@ from chargeops.settings import Settings
 from ops.ev_plan import Offer, offer, operator_cap_w, site_caps_w
 
 NEEDS_LOOKBACK = 100  # the charger's latest needs events searched for the session's
+NEEDS_FIELDS = frozenset(f.name for f in fields(EvChargingNeeds))
 
 
 class NoEvSession(Exception):
@@ -53,9 +55,11 @@ async def planned_needs(session: AsyncSession, charger_id: str, evse_id: int) ->
     data = next((n for n in needs if n.get("transaction_id") == transaction_id), None)
     if data is None or data.get("evse_id") != evse_id:
         return None
+    known = {k: v for k, v in data.items() if k in NEEDS_FIELDS}  # as stored, whatever version wrote it
     departure = data.get("departure_at")
-    departure_at = datetime.fromisoformat(departure) if departure else None
-    return EvChargingNeeds(**{**data, "departure_at": departure_at})
+    return EvChargingNeeds(
+        **{**known, "departure_at": datetime.fromisoformat(departure) if departure else None}
+    )
 
 
 async def renegotiate(
