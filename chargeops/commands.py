@@ -34,7 +34,8 @@ OCPP action name passes through unchanged: that is the operator API's raw relay,
   the four above reach a 1.6 station's ISO 15118 certificates (V2G, MO roots, its V2G chain) in 2.0.1 words
   through the Plug & Charge DataTransfer of the OCA application note (the gateway's `pnc16`);
 * `chargeops.SetEvChargingSchedule` `{"evse_id", "transaction_id", "start_at" (ISO), "duration_s"?,
-  "periods": [{"start_s", "limit_w"}]}` → SetChargingProfile, the ISO 15118 session's TxProfile (2.x);
+  "periods": [{"start_s", "limit_w"}]}` → SetChargingProfile, the ISO 15118 session's TxProfile (2.x), id
+  `ev_profile_id(evse_id)`: one per EVSE, so a renegotiated schedule replaces the last one;
 * `chargeops.UpdateCost` `{"transaction_id", "total_cost"}` (the running cost, tax included, as decimal
   text in the currency of the session's tariff) → 2.x CostUpdated (block I02); 1.6 has no message for it;
 * `chargeops.GetLocalAuthSettings` `{}` → 1.6 GetConfiguration of LocalAuthListEnabled,
@@ -77,6 +78,10 @@ GET_LOCAL_AUTH_SETTINGS = "chargeops.GetLocalAuthSettings"
 GET_LOCAL_LIST_VERSION = "chargeops.GetLocalListVersion"
 SEND_LOCAL_LIST = "chargeops.SendLocalList"
 CLEAR_AUTH_CACHE = "chargeops.ClearAuthCache"
+# TxProfiles of ISO 15118 sessions (`SET_EV_CHARGING_SCHEDULE`): one id per EVSE, so a renegotiated
+# schedule replaces the last one and the operator's own profiles (other ids) and the site planner's
+# TxDefaultProfile stay.
+EV_PROFILE_ID_BASE = 900_100
 DER_ACTIONS = frozenset({SET_DER_CONTROL, SET_DISCHARGE_LIMIT, CLEAR_DER_CONTROL, GET_DER_CONTROLS})
 RENEW_CERTIFICATE = "chargeops.RenewCertificate"
 INSTALL_CERTIFICATE = "chargeops.InstallCertificate"
@@ -123,6 +128,11 @@ DER_CONTROL_TYPES = frozenset(
         "WattVar",
     }
 )
+
+
+def ev_profile_id(evse_id: int) -> int:
+    """The id of the TxProfile `SET_EV_CHARGING_SCHEDULE` gives the ISO 15118 session on `evse_id`."""
+    return EV_PROFILE_ID_BASE + evse_id
 
 
 @dataclass(slots=True)

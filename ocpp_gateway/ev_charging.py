@@ -17,14 +17,12 @@ import math
 from datetime import datetime
 from typing import Any
 
+from chargeops.commands import ev_profile_id
 from chargeops.events import EvChargingNeeds, EvChargingSchedule
 from ocpp_gateway.times import parse_time
 
 Payload = dict[str, Any]
 PHASES = {"AC_single_phase": 1, "AC_two_phase": 2, "AC_three_phase": 3}
-# TxProfiles of ISO 15118 sessions: one id per EVSE, so a renegotiated schedule replaces the last one and
-# the operator's own profiles (other ids) and the site planner's TxDefaultProfile stay.
-EV_PROFILE_ID_BASE = 900_100
 
 
 def needs_of(p: Payload, transaction_id: str, station_max_w: float | None = None) -> EvChargingNeeds | None:
@@ -98,7 +96,7 @@ def tx_profile(p: Payload) -> Payload:
         raise ValueError(
             "an EV charging schedule needs an EVSE and periods from 0 s with limits of 0 W or more"
         )
-    profile_id = EV_PROFILE_ID_BASE + evse_id
+    profile_id = ev_profile_id(evse_id)
     schedule: Payload = {
         "id": profile_id,
         "startSchedule": start.isoformat().replace("+00:00", "Z"),

@@ -1,9 +1,7 @@
 """ISO 15118 smart charging in ops (OCPP 2.x K15–K17): an EV's charging needs → the session's charging
-schedule, within the site's limit, sent as `chargeops.SetEvChargingSchedule` (the gateway makes it the
-session's TxProfile) and kept in `ev_charging_schedules` with the charger's answer.
+schedule, within the site's limit and the operator's cap on the session, sent as the session's TxProfile
+and kept (`ops.ev_plan`, which says where the caps come from).
 
-The site's limit for the charger is what the site planner last gave it (`charger_limits`, per connector);
-at a site with a grid limit the planner has not yet planned for, the site's whole budget; elsewhere none.
 A renegotiation the EV starts (K17) is new needs, answered the same way; the new TxProfile replaces the
 last (same id). One the CSMS starts (K16): every `site_plan_interval` the planner looks at the sessions it
 scheduled in this process; when the site's limit for a charger moved (by more than 5 % or 100 W) from the
@@ -12,7 +10,10 @@ TxProfile sent, so a lowered grid limit reaches a session whose TxProfile would 
 planner's default profile. Sessions scheduled before a restart of ops are renegotiated by the EV only, and
 a session superseded on its EVSE by a newer one (its end was lost) not at all. When the site planner
 moves a charger's limit it asks for the renegotiation before it sends the default profile (the TxProfile
-holds the running EV, so it goes first; TC_K_58 expects it first).
+holds the running EV, so it goes first; TC_K_58 expects it first). An operator may renegotiate a session
+on demand, with or without a cap of its own (`ops.ev_renegotiation`, TC_K_59): the cap is kept in
+`ev_operator_caps`, so every later TxProfile of the session (K16 here, K17, after a restart) stays within
+it; it goes when the transaction ends (at once on its TransactionEnded, else at the next step).
 The schedule itself is `ops.ev_schedule` (pure).
 """
 
@@ -21,22 +22,15 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Sequence
-from datetime import datetime
 
-from sqlalchemy import select
+from sqlalchemy import delete, exists, select, tuple_
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from chargeops import clock
-from chargeops.commands import SET_EV_CHARGING_SCHEDULE
-from chargeops.db.engine import insert_for
-from chargeops.db.models import Charger, Transaction
-from chargeops.db.models import EvChargingSchedule as ScheduleRow
-from chargeops.db.ops_models import ChargerLimit, Site, SiteTelemetry
-from chargeops.events import EvChargingNeeds, Event, TransactionStarted
+from chargeops.db.models import EvOperatorCap, Transaction
+from chargeops.events import EvChargingNeeds, Event, TransactionEnded, TransactionStarted
 from chargeops.logs import for_charger
 from chargeops.settings import Settings
-from ops.ev_schedule import ev_schedule
-from ops.site_power import latest_report, site_budget
+from ops.ev_plan import offer, operator_cap_w, site_caps_w
 from telemetry.bus import Bus
 from telemetry.periodic import Periodic
 
@@ -72,16 +66,31 @@ class EvChargingPlanner(Periodic):
         self._announced: dict[str, float] = {}
 
     async def handle(self, events: Sequence[Event]) -> None:
+        ended: list[tuple[str, str]] = []
         for ev in events:
             if isinstance(ev.body, TransactionStarted) and ev.body.evse_id is not None:
                 self._supersede(ev.charger_id, ev.body.evse_id, ev.body.transaction_id)
+            if isinstance(ev.body, TransactionEnded):
+                ended.append((ev.charger_id, ev.body.transaction_id))
             if isinstance(ev.body, EvChargingNeeds):
                 task = asyncio.get_running_loop().create_task(self.answer(ev, ev.body))
                 self._tasks.add(task)
                 task.add_done_callback(self._tasks.discard)
+        if ended:  # the operator's caps end with their sessions
+            async with self._sessions() as session, session.begin():
+                key = tuple_(EvOperatorCap.charger_id, EvOperatorCap.transaction_id)
+                await session.execute(delete(EvOperatorCap).where(key.in_(ended)))
 
     async def step(self) -> None:
-        """K16: renegotiate the sessions whose site limit moved since their schedule; forget ended ones."""
+        """K16: renegotiate the sessions whose site limit moved since their schedule; forget ended ones (and
+        the operator's caps on sessions that ended unseen: lost ends, ends while ops was down)."""
+        async with self._sessions() as session, session.begin():
+            its_session = exists().where(
+                Transaction.charger_id == EvOperatorCap.charger_id,
+                Transaction.transaction_id == EvOperatorCap.transaction_id,
+                Transaction.active,
+            )
+            await session.execute(delete(EvOperatorCap).where(~its_session))
         if not self._scheduled:
             return
         keys = list(self._scheduled)
@@ -94,7 +103,7 @@ class EvChargingPlanner(Periodic):
                 )
             )
             running = {(charger_id, tx_id) for charger_id, tx_id in rows}
-            caps = await self._site_caps_w(session, {c for c, t in keys if (c, t) in running})
+            caps = await site_caps_w(session, {c for c, t in keys if (c, t) in running}, self._margin_pct)
         for key in keys:
             if key not in running:
                 self._scheduled.pop(key, None)
@@ -112,44 +121,30 @@ class EvChargingPlanner(Periodic):
                 await self.answer(ev, needs, cap=cap_now)
 
     async def answer(self, ev: Event, needs: EvChargingNeeds, cap: float | None = None) -> str:
-        """Plan, send and keep the schedule for `needs` (within `cap`, or the site's limit read now); the
-        charger's answer (or what went wrong)."""
-        charger_log = for_charger(log, ev.charger_id)
+        """Plan, send and keep the schedule for `needs` (within `cap`, or the site's limit read now, and the
+        operator's cap on the session); the charger's answer (or what went wrong)."""
         try:
-            now = clock.now()
             if cap is None:
                 cap = self._announced.get(ev.charger_id) or await self.site_cap_w(ev.charger_id)
             self._supersede(ev.charger_id, needs.evse_id, needs.transaction_id)
             self._scheduled[(ev.charger_id, needs.transaction_id)] = (ev, needs, cap)
-            plan = ev_schedule(
-                now=now,
-                max_power_w=needs.max_power_w,
-                min_power_w=needs.min_power_w,
-                energy_wh=needs.energy_wh,
-                departure_at=needs.departure_at,
-                cap_w=cap,
-                max_periods=needs.max_periods,
+            async with self._sessions() as session:
+                operator_cap = await operator_cap_w(session, ev.charger_id, needs.transaction_id)
+            sent = await offer(
+                self._sessions,
+                self._bus,
+                self._timeout,
+                ev.charger_id,
+                needs,
+                site_cap_w=cap,
+                operator_cap_w=operator_cap,
+                row_id=ev.event_id,
             )
-            periods = [{"start_s": s, "limit_w": w} for s, w in plan.periods]
-            command = {
-                "evse_id": needs.evse_id,
-                "transaction_id": needs.transaction_id,
-                "start_at": now.isoformat(),
-                "periods": periods,
-            }
-            if plan.duration_s is not None:
-                command["duration_s"] = plan.duration_s
-            reply = await self._bus.request(ev.charger_id, SET_EV_CHARGING_SCHEDULE, command, self._timeout)
-            status = str(reply.payload.get("status", "?")) if reply.outcome == "result" else reply.outcome
-            charger_log.log(
-                logging.INFO if status == "Accepted" else logging.WARNING,
-                "EV schedule for transaction %s (EVSE %d, site cap %s W): %s %s",
-                needs.transaction_id, needs.evse_id, cap, periods, status,
-            )  # fmt: skip
-            await self._keep(ev, needs, plan.duration_s, periods, status, now)
-            return status
+            return sent.status
         except Exception:
-            charger_log.exception("EV schedule for transaction %s failed", needs.transaction_id)
+            for_charger(log, ev.charger_id).exception(
+                "EV schedule for transaction %s failed", needs.transaction_id
+            )
             return "error"
 
     async def renegotiate(self, charger_id: str, cap_w: float) -> None:
@@ -174,64 +169,7 @@ class EvChargingPlanner(Periodic):
 
     async def site_cap_w(self, charger_id: str) -> float | None:
         async with self._sessions() as session:
-            return (await self._site_caps_w(session, {charger_id}))[charger_id]
-
-    async def _site_caps_w(self, session: AsyncSession, charger_ids: set[str]) -> dict[str, float | None]:
-        """Each charger's site limit, read together (K16 looks at every scheduled session at once): the
-        planner's last limit, else the budget of its site with a grid limit, else none."""
-        caps: dict[str, float | None] = dict.fromkeys(charger_ids)
-        if not charger_ids:
-            return caps
-        limits = await session.execute(
-            select(ChargerLimit.charger_id, ChargerLimit.limit_w).where(
-                ChargerLimit.charger_id.in_(charger_ids)
-            )
-        )
-        caps.update(limits.tuples().all())
-        unplanned = charger_ids - {c for c, cap in caps.items() if cap is not None}
-        if not unplanned:
-            return caps
-        sites = await session.execute(
-            select(Charger.id, Site)
-            .join(Site, Charger.site == Site.id)
-            .where(Charger.id.in_(unplanned), Site.grid_limit_kw.is_not(None))
-        )
-        reports: dict[str, SiteTelemetry | None] = {}
-        now = clock.now()
-        for charger_id, site in sites.tuples():
-            if site.id not in reports:
-                reports[site.id] = await latest_report(session, site.id)
-            caps[charger_id] = site_budget(site, reports[site.id], now, margin_pct=self._margin_pct).total_w
-        return caps
-
-    async def _keep(
-        self,
-        ev: Event,
-        needs: EvChargingNeeds,
-        duration_s: int | None,
-        periods: list[dict[str, float]],
-        status: str,
-        at: datetime,
-    ) -> None:
-        async with self._sessions() as session, session.begin():
-            dialect = (await session.connection()).dialect.name
-            row = {
-                "event_id": ev.event_id,
-                "charger_id": ev.charger_id,
-                "transaction_id": needs.transaction_id,
-                "evse_id": needs.evse_id,
-                "source": "csms",
-                "starts_at": at,
-                "duration_s": duration_s,
-                "rate_unit": "W",
-                "periods": [{"start_s": p["start_s"], "limit": p["limit_w"]} for p in periods],
-                "status": status[:16],
-                "created_at": clock.now(),
-            }
-            stmt = insert_for(dialect, ScheduleRow).values(**row)
-            await session.execute(
-                stmt.on_conflict_do_update(index_elements=["event_id"], set_={"status": row["status"]})
-            )
+            return (await site_caps_w(session, {charger_id}, self._margin_pct))[charger_id]
 
     async def stop(self) -> None:
         await super().stop()

@@ -7,8 +7,9 @@ report older than a few minutes is not trusted for PV or storage, which change f
 neither; the last known other load still counts (forgetting it would hand the chargers power the site
 uses). The budget is shared by water filling: every running session gets the same share, except that a
 session whose EV takes clearly less than it may (or a charger that offers less) is capped near what it takes
-and the rest goes to the others; an idle charger keeps a small floor so a new session starts safely before
-the re-plan its start triggers.
+and the rest goes to the others (what it may: our limit, or an operator's cap on its ISO 15118 session,
+`ev_operator_caps`, if less: a session held at that cap is not holding back); an idle charger keeps a small
+floor so a new session starts safely before the re-plan its start triggers.
 
 Limits go out as the neutral bus action `chargeops.SetPowerLimit` (the gateway turns it into the charger's
 SetChargingProfile; a TxDefaultProfile limits each connector, so a charger's share is divided by its
@@ -33,7 +34,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from chargeops.commands import SET_POWER_LIMIT
 from chargeops.db.engine import insert_for, stored_utc
-from chargeops.db.models import TZ, Charger, Transaction
+from chargeops.db.models import TZ, Charger, EvOperatorCap, Transaction
 from chargeops.db.ops_models import ChargerLimit, DischargeLimit, Site, SiteTelemetry
 from chargeops.events import Booted, Event, TransactionEnded, TransactionStarted, utcnow
 from chargeops.logs import for_charger
@@ -145,6 +146,7 @@ class ChargerState:
     limit: ChargerLimit | None = None
     rated_discharge_w: float | None = None  # V2X: latest Power.Export.Offered of its sessions
     discharge: DischargeLimit | None = None
+    operator_cap_w: float | None = None  # every session here held by an operator's cap: the highest
 
     def v2x(self) -> V2xCharger | None:
         """This charger for discharge planning, if it is a bidirectional OCPP 2.1 one (it reports a rated
@@ -310,6 +312,14 @@ class SitePlanner(Periodic):
                 (active.add if is_active else active.discard)(key)
         for cid, _ in active:
             chargers[cid].sessions += 1
+        held: dict[str, list[float]] = {}
+        caps = select(EvOperatorCap.charger_id, EvOperatorCap.transaction_id, EvOperatorCap.limit_w)
+        for cid, tx, cap_w in await session.execute(caps.where(EvOperatorCap.charger_id.in_(ids))):
+            if (cid, tx) in active:
+                held.setdefault(cid, []).append(cap_w)
+        for cid, held_w in held.items():
+            if len(held_w) == chargers[cid].sessions:
+                chargers[cid].operator_cap_w = max(held_w)
         for limit in await session.scalars(select(ChargerLimit).where(ChargerLimit.charger_id.in_(ids))):
             chargers[limit.charger_id].limit = limit
         for cap in await session.scalars(select(DischargeLimit).where(DischargeLimit.charger_id.in_(ids))):
@@ -346,9 +356,13 @@ class SitePlanner(Periodic):
                 units[c.id] = (1, self._floor)
                 continue
             accepted = last if c.limit is not None and c.limit.status == "Accepted" else None
-            if c.offered_w is not None and (accepted is None or c.offered_w < accepted - 1):
+            # what we let it draw: an operator's cap on its ISO 15118 sessions is ours too, so an EV held
+            # at it is not taken for one holding back (that would send a TxDefaultProfile after the
+            # operator's TxProfile, and nothing about the site changed: TC_K_59)
+            ours = min(math.inf if accepted is None else accepted, _or_inf(c.operator_cap_w))
+            if c.offered_w is not None and c.offered_w < ours - 1:
                 self._max_w[c.id] = c.offered_w  # below our limit: the charger's own maximum
-            allowed = min(math.inf if accepted is None else accepted, self._max_w.get(c.id, math.inf))
+            allowed = min(ours, self._max_w.get(c.id, math.inf))
             cap = self._max_w.get(c.id, math.inf)
             if c.draw_w is not None and c.draw_w < EV_LIMITED * allowed:
                 cap = min(cap, c.draw_w + max(0.25 * c.draw_w, self._floor))
@@ -386,6 +400,10 @@ class SitePlanner(Periodic):
             stmt = insert_for(dialect, ChargerLimit).values(charger_id=charger_id, **values)
             await session.execute(stmt.on_conflict_do_update(index_elements=["charger_id"], set_=values))
             await session.commit()
+
+
+def _or_inf(watts: float | None) -> float:
+    return math.inf if watts is None else watts
 
 
 def _export_metrics(

@@ -110,6 +110,7 @@ WRITE_BODIES: dict[tuple[str, str], Any] = {
     ("PUT", "/api/tariffs/{tariff_id}"): {"name": "x", "currency": "EUR"},
     ("PUT", "/api/tariff-assignments"): {"tariff_id": 1, "site": "site-south"},
     ("POST", "/api/local-list/sync"): {"site": "site-south"},
+    ("POST", "/api/chargers/{charger_id}/evses/{evse_id}/renegotiate"): {"limit_kw": 7},
 }
 NO_BODY = {
     ("DELETE", "/api/chargers/{charger_id}"),
@@ -248,6 +249,7 @@ async def world(
         "control_id": ("c-1", "c-1"),
         "serial_number": ("7F01", "7F01"),
         "tariff_id": (tariff, tariff),
+        "evse_id": (1, 1),
     }
     return {"fill": fill, "tokens": tokens, "chargers": chargers, "south_order": south["order"]}
 

@@ -22,12 +22,18 @@ from ocpp_gateway.commands import Unsupported, to_ocpp
 from ocpp_gateway.ev_charging import needs_of
 from ocpp_gateway.versions import V16, V201
 from ops.ev_schedule import ev_schedule
+from ops.runtime import Runtime
 from tests.conftest import StartRuntime
 from tests.ocpp_client import RawCharger, assert_strictly_valid, raw_charger
 from tests.waiting import until
 
 NOW = datetime(2026, 11, 25, 18, 0, tzinfo=UTC)
 AC_22KW = {"energyAmount": 20_000, "evMinCurrent": 6, "evMaxCurrent": 32, "evMaxVoltage": 230}
+# NotifyEVChargingNeeds of a 22 kW AC EV without a departure time: it may draw what the site allows
+AC_NEEDS = {
+    "evseId": 1,
+    "chargingNeeds": {"requestedEnergyTransfer": "AC_three_phase", "acChargingParameters": AC_22KW},
+}
 
 
 # -- the pure parts, by hand figures ------------------------------------------------------------------------
@@ -119,6 +125,13 @@ def _started(tx: str, evse: int = 1) -> dict[str, Any]:
         "transactionInfo": {"transactionId": tx, "chargingState": "EVConnected"},
         "evse": {"id": evse, "connectorId": 1},
     }
+
+
+async def site_with_charger(runtime: Runtime, site: str, charger: str, grid_limit_kw: float = 11) -> None:
+    """A site with a grid connection (the site planner keeps 5 %: 10,450 W of 11 kW) and a charger there."""
+    async with runtime.sessions() as s, s.begin():
+        s.add(Site(id=site, name=site, grid_limit_kw=grid_limit_kw))
+        s.add(Charger(id=charger, site=site, admission="accepted"))
 
 
 class Station:
@@ -243,18 +256,12 @@ async def test_tc_k_ev_schedule_is_capped_by_the_site_limit(start_runtime: Start
     """A charger at a site with an 11 kW grid connection (5 % kept: 10,450 W): the EV's 22,080 W is capped
     to the site planner's limit for it (10,400 W, its 100 W steps); on 2.1 as on 2.0.1."""
     runtime = await start_runtime(accept_unknown=True)
-    async with runtime.sessions() as s, s.begin():
-        s.add(Site(id="depot-k", name="K", grid_limit_kw=11))
-        s.add(Charger(id="K15-SITE", site="depot-k", admission="accepted"))
-    needs = {
-        "evseId": 1,
-        "chargingNeeds": {"requestedEnergyTransfer": "AC_three_phase", "acChargingParameters": AC_22KW},
-    }
+    await site_with_charger(runtime, "depot-k", "K15-SITE")
     async with raw_charger(runtime.gateway.port, "K15-SITE", "ocpp2.1") as raw:  # type: ignore[union-attr]
         await raw.boot()
         cp = Station(raw)
         await cp.result("TransactionEvent", _started("TX-SITE"))
-        assert (await cp.result("NotifyEVChargingNeeds", needs))["status"] == "Accepted"
+        assert (await cp.result("NotifyEVChargingNeeds", AC_NEEDS))["status"] == "Accepted"
         request = await cp.next_profile(0)
         periods = request["chargingProfile"]["chargingSchedule"][0]["chargingSchedulePeriod"]
         assert periods == [{"startPeriod": 0, "limit": 10_400.0}]
@@ -266,18 +273,12 @@ async def test_tc_k_16_a_lowered_site_limit_renegotiates_the_ev_schedule(start_r
     again within the new limit (7 kW less 5 %: 6,600 W in 100 W steps) and sent, without the EV asking; a
     limit that stays put sends nothing more."""
     runtime = await start_runtime(accept_unknown=True, site_plan_interval=0.3)
-    async with runtime.sessions() as s, s.begin():
-        s.add(Site(id="depot-k16", name="K16", grid_limit_kw=11))
-        s.add(Charger(id="K16-SITE", site="depot-k16", admission="accepted"))
-    needs = {
-        "evseId": 1,
-        "chargingNeeds": {"requestedEnergyTransfer": "AC_three_phase", "acChargingParameters": AC_22KW},
-    }
+    await site_with_charger(runtime, "depot-k16", "K16-SITE")
     async with raw_charger(runtime.gateway.port, "K16-SITE", "ocpp2.0.1") as raw:  # type: ignore[union-attr]
         await raw.boot()
         cp = Station(raw)
         await cp.result("TransactionEvent", _started("TX-K16"))
-        assert (await cp.result("NotifyEVChargingNeeds", needs))["status"] == "Accepted"
+        assert (await cp.result("NotifyEVChargingNeeds", AC_NEEDS))["status"] == "Accepted"
         first = await cp.next_profile(0)
         periods = first["chargingProfile"]["chargingSchedule"][0]["chargingSchedulePeriod"]
         assert periods == [{"startPeriod": 0, "limit": 10_400.0}]

@@ -236,6 +236,19 @@ class EvChargingSchedule(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
+class EvOperatorCap(Base):
+    """An operator's cap on one ISO 15118 session (K16 on demand, `POST .../evses/{evse}/renegotiate`): every
+    TxProfile ops plans for the transaction stays within it; gone when the transaction ends."""
+
+    __tablename__ = "ev_operator_caps"
+
+    charger_id: Mapped[str] = mapped_column(String(48), primary_key=True)
+    transaction_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    evse_id: Mapped[int]
+    limit_w: Mapped[float] = mapped_column(Float)
+    set_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
 class StoredEvent(Base):
     """Every version-neutral event, once (primary key = the event's deterministic id)."""
 
