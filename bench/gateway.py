@@ -251,6 +251,20 @@ def histogram_quantile(metrics: str, name: str, q: float) -> float | None:
     return next(le for le, count in buckets if count >= q * total)
 
 
+def observed_over(metrics: str, name: str, bound: float, labels: str = "") -> float:
+    """How many observations of a Prometheus histogram (from its text) were above `bound`, a bucket edge."""
+    total = below = 0.0
+    for line in metrics.splitlines():
+        if line.startswith(f"{name}_bucket{{") and labels in line:
+            le = line.split('le="', 1)[1].split('"', 1)[0]
+            count = float(line.rsplit(" ", 1)[1])
+            if le == "+Inf":
+                total = count
+            elif float(le) == bound:
+                below = count
+    return total - below
+
+
 def phase(name: str) -> None:
     """On stderr, as each measured phase starts: a profiler can attach to the server for one phase."""
     print(f"{name} starts", file=sys.stderr, flush=True)
@@ -304,6 +318,11 @@ async def run(
     result["server_ingest_commit_p99_s"] = histogram_quantile(
         metrics, "chargeops_ingest_commit_seconds", 0.99
     )
+    result["server_loop_lag_p99_s"] = histogram_quantile(metrics, "chargeops_event_loop_lag_seconds", 0.99)
+    result["server_gc_pauses_over_50ms"] = {
+        gen: observed_over(metrics, "chargeops_gc_pause_seconds", 0.05, f'generation="{gen}"')
+        for gen in "012"
+    }
     return result
 
 

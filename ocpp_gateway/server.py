@@ -77,6 +77,7 @@ class GatewayServer:
         # once, a bounded number wait, and the rest are told 503 at once (chargers retry with back-off)
         # instead of queueing until every one of them times out.
         self._handshake_slots = asyncio.Semaphore(s.handshake_concurrency)
+        self.opened = 0  # connections accepted so far (`telemetry.heap.HeapKeeper` freezes after a wave)
         self._handshakes_waiting = 0
 
     # -- lifecycle ------------------------------------------------------------------------------------
@@ -320,6 +321,7 @@ class GatewayServer:
         auth = self._auth.pop(id(connection))
         protocol = connection.subprotocol or ""
         session = SESSION_CLASSES[protocol](auth.id, connection, self.ctx, auth)
+        self.opened += 1
         old = self.sessions.get(auth.id)
         self.sessions[auth.id] = session
         self.ctx.bus.hold(auth.id, session.execute)

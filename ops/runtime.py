@@ -38,6 +38,7 @@ from ops.startup import StartupError
 from ops.webhooks import WebhookDispatcher
 from telemetry.bus import Bus, make_bus
 from telemetry.fleet_metrics import FleetMetrics
+from telemetry.heap import HeapKeeper, LoopLag, observe_gc
 from telemetry.retention import Maintenance
 from telemetry.site_telemetry import SiteTelemetrySubscriber
 from telemetry.writer import BatchWriter
@@ -97,6 +98,8 @@ class Runtime:
         self._metrics: ApiThread | None = None
         self._metrics_port: int | None = None
         self._failed: asyncio.Future[None] | None = None
+        self._lag: LoopLag | None = None
+        self._heap: HeapKeeper | None = None
 
     async def start(self) -> None:
         """Says each step on `chargeops.startup` (`ops.progress`)."""
@@ -254,6 +257,8 @@ class Runtime:
         stuck part cannot hold the process: SIGTERM under load exits."""
         deadline = time.monotonic() + STOP_SECONDS
         steps: list[tuple[str, Callable[[], Awaitable[None]] | None]] = [
+            ("loop lag", self._lag.stop if self._lag is not None else None),
+            ("heap keeper", self._heap.stop if self._heap is not None else None),
             ("http", self._http.stop if self._http is not None else None),
             ("metrics listener", self._metrics.stop if self._metrics is not None else None),
             ("gateway", self.gateway.stop if self.gateway is not None else None),
@@ -283,11 +288,23 @@ class Runtime:
             except Exception as exc:  # one part failing to stop must not keep the others running
                 log.warning("shutdown: stopping %s failed: %s", name, exc)
 
+    def _watch_heap(self) -> None:
+        """A long-running `serve`: GC pauses and loop lag measured; the gateway's connections frozen out of
+        the collector once each wave of them has settled (`telemetry.heap`)."""
+        observe_gc()
+        self._lag = LoopLag()
+        self._lag.start()
+        gateway = self.gateway
+        if gateway is not None:
+            self._heap = HeapKeeper(lambda: gateway.opened)
+            self._heap.start()
+
     async def run_forever(self) -> None:
         """Start, serve until cancelled, stop; a failed start stops what had started."""
         try:
             await self.start()
             tune_interpreter()
+            self._watch_heap()
             assert self._failed is not None
             await self._failed
         finally:

@@ -1,0 +1,125 @@
+"""The interpreter's heap in a process that holds thousands of long-lived connections.
+
+Start-up freezes what it allocated (`ops.cli_loop.tune_interpreter`), but the chargers connect later: each
+connection is a few hundred objects (socket, protocol, tasks, session) that the collector's full passes walk
+again and again although they live for days, a stop-the-world pause that grows with the fleet (~0.9 s seen
+with 10,000 connected, `bench/gateway.py`). `HeapKeeper` freezes again once a wave of connections has
+settled: when at least `min_new` connections opened since the last freeze and none for `settle` seconds,
+it unfreezes, collects once (which also frees what the connections closed meanwhile left in reference
+cycles, so frozen garbage does not pile up) and freezes what is left. That pause is taken once, right after
+a connection storm, instead of again and again under load.
+
+Observed: `chargeops_gc_pause_seconds{generation}` (every collection, through `gc.callbacks`),
+`chargeops_event_loop_lag_seconds` (how late a sleeping task wakes), `chargeops_heap_refreezes_total`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+from prometheus_client import Counter, Histogram
+
+from telemetry.periodic import Background, Periodic
+
+log = logging.getLogger(__name__)
+
+_PAUSE_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
+GC_PAUSE = Histogram(
+    "chargeops_gc_pause_seconds",
+    "stop-the-world garbage collections of this process, by generation",
+    ["generation"],
+    buckets=_PAUSE_BUCKETS,
+)
+LOOP_LAG = Histogram(
+    "chargeops_event_loop_lag_seconds",
+    "how much later than asked a sleeping task of the event loop woke (the loop was busy or paused)",
+    buckets=_PAUSE_BUCKETS,
+)
+REFREEZES = Counter("chargeops_heap_refreezes_total", "settled connection waves frozen out of the collector")
+
+_started: list[float] = []
+
+
+def _observe(phase: str, info: dict[str, Any]) -> None:
+    if phase == "start":
+        _started.append(time.perf_counter())
+    elif _started:
+        GC_PAUSE.labels(str(info.get("generation", "?"))).observe(time.perf_counter() - _started.pop())
+
+
+def observe_gc() -> None:
+    """Time every collection of this process (once per process)."""
+    if _observe not in gc.callbacks:
+        gc.callbacks.append(_observe)
+
+
+class LoopLag(Background):
+    """Sleeps `interval` seconds at a time and records how much later it woke."""
+
+    name = "loop lag"
+
+    def __init__(self, interval: float = 0.25) -> None:
+        self._interval = interval
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            asked = loop.time() + self._interval
+            await asyncio.sleep(self._interval)
+            LOOP_LAG.observe(max(0.0, loop.time() - asked))
+
+
+class HeapKeeper(Periodic):
+    """Freezes the heap again after a wave of new connections has settled (see the module's docstring).
+    `opened` counts the connections opened so far; `now` is a monotonic clock (seconds)."""
+
+    name = "heap keeper"
+
+    def __init__(
+        self,
+        opened: Callable[[], int],
+        *,
+        min_new: int = 1000,
+        settle: float = 10.0,
+        interval: float = 5.0,
+        now: Callable[[], float] = time.monotonic,
+    ) -> None:
+        super().__init__(interval)
+        self._opened = opened
+        self._min_new = min_new
+        self._settle = settle
+        self._now = now
+        self._frozen_at = opened()  # connections opened when the heap was last frozen
+        self._seen = self._frozen_at
+        self._changed = now()
+
+    async def step(self) -> None:
+        self.check()
+
+    def check(self) -> bool:
+        """Freeze again if due; whether it did."""
+        opened, now = self._opened(), self._now()
+        if opened != self._seen:
+            self._seen, self._changed = opened, now
+            return False
+        if opened - self._frozen_at < self._min_new or now - self._changed < self._settle:
+            return False
+        started = time.perf_counter()
+        gc.unfreeze()
+        freed = gc.collect()
+        gc.freeze()
+        new, self._frozen_at = opened - self._frozen_at, opened
+        REFREEZES.inc()
+        log.info(
+            "heap frozen again after %d new connections: %d objects frozen, %d freed, %.0f ms",
+            new,
+            gc.get_freeze_count(),
+            freed,
+            (time.perf_counter() - started) * 1000,
+        )
+        return True

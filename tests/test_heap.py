@@ -1,0 +1,96 @@
+"""`telemetry.heap`: the heap frozen again once a wave of connections has settled (and not before), frozen
+garbage freed when it is; GC pauses and event-loop lag measured."""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import time
+import weakref
+from collections.abc import Iterator
+
+import pytest
+from prometheus_client import REGISTRY
+
+from telemetry.heap import HeapKeeper, LoopLag, observe_gc
+
+
+class Cycle:
+    """A connection's objects as the collector sees them: kept alive only by a reference cycle."""
+
+    def __init__(self) -> None:
+        self.me = self
+
+
+@pytest.fixture(autouse=True)
+def unfrozen() -> Iterator[None]:
+    yield
+    gc.unfreeze()  # the test process's heap as it was
+
+
+def test_frozen_again_only_after_enough_new_connections_and_a_quiet_spell() -> None:
+    opened, now = [0], [100.0]
+    keeper = HeapKeeper(lambda: opened[0], min_new=1000, settle=10.0, now=lambda: now[0])
+    opened[0] = 600
+    now[0] += 60
+    assert not keeper.check()  # a change: the wave is still coming
+    now[0] += 60
+    assert not keeper.check()  # settled, but only 600 new
+    opened[0] = 1200
+    assert not keeper.check()
+    now[0] += 5
+    assert not keeper.check()  # 5 s without a new connection: not settled yet
+    now[0] += 6
+    assert keeper.check()
+    assert gc.get_freeze_count() > 0
+    now[0] += 60
+    assert not keeper.check()  # nothing new since
+    opened[0] = 1900
+    now[0] += 1
+    keeper.check()
+    now[0] += 20
+    assert not keeper.check()  # 700 new since the last freeze
+
+
+def test_garbage_frozen_with_the_last_wave_is_freed_when_the_next_one_is_frozen() -> None:
+    gone = Cycle()
+    alive = weakref.ref(gone)
+    gc.freeze()  # the wave it belonged to was frozen while it was in use
+    del gone  # its connection closed: garbage, but frozen garbage the collector never visits
+    gc.collect()
+    assert alive() is not None
+    opened, now = [0], [0.0]
+    keeper = HeapKeeper(lambda: opened[0], min_new=1, settle=1.0, now=lambda: now[0])
+    opened[0] = 5
+    keeper.check()
+    now[0] += 2
+    assert keeper.check()
+    assert alive() is None
+
+
+def test_collections_are_timed_by_generation() -> None:
+    observe_gc()
+    observe_gc()  # once per process, however often asked
+
+    def count() -> float:
+        return REGISTRY.get_sample_value("chargeops_gc_pause_seconds_count", {"generation": "2"}) or 0.0
+
+    before = count()
+    gc.collect()
+    assert count() == before + 1
+
+
+async def test_loop_lag_sees_a_blocked_loop() -> None:
+    def lag_sum() -> float:
+        return REGISTRY.get_sample_value("chargeops_event_loop_lag_seconds_sum") or 0.0
+
+    before = lag_sum()
+    lag = LoopLag(interval=0.05)
+    lag.start()
+    try:
+        await asyncio.sleep(0.1)
+        time.sleep(0.3)  # the loop held, as by a long collection or a CPU-bound step
+        await asyncio.sleep(0.1)
+    finally:
+        await lag.stop()
+    assert lag_sum() - before >= 0.2
