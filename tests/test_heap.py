@@ -89,7 +89,9 @@ async def test_loop_lag_sees_a_blocked_loop() -> None:
     lag.start()
     try:
         await asyncio.sleep(0.1)
-        time.sleep(0.3)  # the loop held, as by a long collection or a CPU-bound step
+        held = time.perf_counter() + 0.3
+        while time.perf_counter() < held:  # the loop held, as by a long collection or a CPU-bound step
+            pass
         await asyncio.sleep(0.1)
     finally:
         await lag.stop()
