@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import random
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -19,6 +20,7 @@ from chargeops.db.models import Charger, Connector, Transaction
 from chargeops.events import Booted, Connected, Event, MeterValues, Sample, StatusChanged
 from ocpp_gateway.store.charger_rows import ChargerRows
 from telemetry.ingest import store_events
+from telemetry.writer import BatchWriter
 from tests.conftest import migrated_sessions
 
 T0 = datetime(2026, 12, 4, 10, 0, tzinfo=UTC)
@@ -26,13 +28,26 @@ CHARGERS = [f"LK{i:02d}" for i in range(12)]
 Sessions = async_sessionmaker[AsyncSession]
 
 
-@pytest.fixture
-async def sessions(db_url: str) -> AsyncIterator[Sessions]:
-    async with migrated_sessions(db_url) as made:
+@asynccontextmanager
+async def _seeded(url: str) -> AsyncIterator[Sessions]:
+    async with migrated_sessions(url) as made:
         async with made() as s, s.begin():
             for cid in CHARGERS:
                 s.add(Charger(id=cid, admission="accepted"))
                 s.add(Transaction(charger_id=cid, transaction_id=f"TX-{cid}", active=True, meter_start_wh=0))
+        yield made
+
+
+@pytest.fixture
+async def sessions(db_url: str) -> AsyncIterator[Sessions]:
+    async with _seeded(db_url) as made:
+        yield made
+
+
+@pytest.fixture
+async def pg_sessions(pg_url: str) -> AsyncIterator[Sessions]:
+    """Postgres alone: SQLite has one connection, so its commits are one at a time by design."""
+    async with _seeded(pg_url) as made:
         yield made
 
 
@@ -79,3 +94,39 @@ async def test_concurrent_group_commits_and_boot_writes_do_not_deadlock(sessions
     assert energy == [1000.0 * rounds] * len(CHARGERS)
     assert all(connected)
     assert firmware == {f"fw-{rounds - 1}"}
+
+
+async def test_a_commit_held_up_by_a_locked_row_does_not_hold_up_the_next_batch(
+    pg_sessions: Sessions,
+) -> None:
+    """Two commits in flight: a batch waiting for a row another transaction holds (LK00's transaction) does
+    not delay a batch of other chargers; it commits once the row is free. A batch with a connect waits for
+    the commits before it (presence in the order it happened)."""
+    sessions = pg_sessions
+    writer = BatchWriter(sessions)
+    writer.start()
+    register = Sample("Energy.Active.Import.Register", 5000.0, "Wh", sampled_at=T0)
+    try:
+        async with sessions() as holder, holder.begin():
+            await holder.execute(
+                select(Transaction.id).where(Transaction.charger_id == "LK00").with_for_update()
+            )
+            blocked = asyncio.create_task(
+                writer.write([Event("LK00", MeterValues(1, 1, "TX-LK00", [register]), reported_at=T0)])
+            )
+            await asyncio.sleep(0.3)
+            assert not blocked.done()
+            await asyncio.wait_for(
+                writer.write([Event("LK01", StatusChanged(1, 1, "Faulted"), reported_at=T0)]), 5
+            )
+            connect = asyncio.create_task(writer.write([Event("LK02", Connected("ocpp1.6", "gw-1", "s-9"))]))
+            await asyncio.sleep(0.3)
+            assert not blocked.done() and not connect.done()
+        await asyncio.wait_for(asyncio.gather(blocked, connect), 5)
+    finally:
+        await writer.stop()
+    async with sessions() as s:
+        assert (
+            await s.scalar(select(Transaction.meter_last_wh).where(Transaction.charger_id == "LK00")) == 5000
+        )
+        assert await s.scalar(select(Charger.session_id).where(Charger.id == "LK02")) == "s-9"
