@@ -33,6 +33,9 @@ pytest.register_assert_rewrite(
     "tests.private_services",
     "tests.pipeline_lab",
     "tests.server_process",
+    "tests.mini_csms",
+    "tests.site_stack",
+    "tests.monitoring_stack",
 )
 
 PG_ADMIN_DSN = os.environ.get("CHARGEOPS_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
