@@ -51,7 +51,7 @@ from chargeops.events import Event, MeterValues, Sample
 from telemetry.ingest import store_events
 from telemetry.mqtt import encode_batches
 from telemetry.rollups import run_rollups
-from tests.test_pipeline_exactly_once import PrivateMosquitto
+from tests.private_services import PrivateMosquitto
 
 PG = os.environ.get("CHARGEOPS_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
 SAMPLES_PER_EVENT = 10

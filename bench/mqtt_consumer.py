@@ -33,7 +33,7 @@ from telemetry.bus import EventHandler
 from telemetry.mqtt import BusTuning, MqttBus
 from telemetry.writer import BatchWriter
 from tests.conftest import PG_ADMIN_DSN
-from tests.test_pipeline_exactly_once import PrivateMosquitto, end_session
+from tests.private_services import PrivateMosquitto, end_session
 
 
 def meter_events(n: int) -> list[Event]:

@@ -148,3 +148,16 @@ V201: dict[str, dict[str, Any]] = {
     "FirmwareStatusNotification": {"status": "Installed", "requestId": 1},
     "LogStatusNotification": {"status": "Uploaded", "requestId": 1},
 }
+
+
+def started_event(token: dict[str, str], tx: str = "TX-C") -> dict[str, Any]:
+    """A 2.0.1 TransactionEvent Started on EVSE 1 with `token`, transaction id `tx`."""
+    return {
+        "eventType": "Started",
+        "timestamp": "2026-11-25T10:00:00Z",
+        "triggerReason": "Authorized",
+        "seqNo": 0,
+        "transactionInfo": {"transactionId": tx},
+        "evse": {"id": 1, "connectorId": 1},
+        "idToken": token,
+    }

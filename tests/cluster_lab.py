@@ -33,7 +33,7 @@ from chargeops.db.engine import make_engine
 from chargeops.db.migrate import upgrade
 from chargeops.db.models import Charger, IdToken
 from chargeops.passwords import hash_password
-from tests.test_pipeline_exactly_once import PrivateMosquitto, PrivatePostgres, free_port
+from tests.private_services import PrivateMosquitto, PrivatePostgres, free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 CLUSTER_CFG = ROOT / "docker" / "haproxy" / "cluster.cfg"

@@ -25,9 +25,18 @@ from tests.mqtt_brokers import BUS_BROKERS, Broker, running
 from tests.ocpp_client import forget_wss, serve_wss
 from tests.pki import make_pki
 
-# Test modules import helpers from the browser and certificate plugins before naming them in `pytest_plugins`:
-# their asserts are rewritten all the same (and pytest does not warn that it came too late).
-pytest.register_assert_rewrite("tests.browser", "tests.certificate_support")
+# Test modules import helpers from these plugins before naming them in `pytest_plugins`, or import helper
+# modules that are no plugin: their asserts are rewritten all the same (and pytest does not warn, too late).
+pytest.register_assert_rewrite(
+    "tests.browser",
+    "tests.certificate_support",
+    "tests.private_services",
+    "tests.pipeline_lab",
+    "tests.server_process",
+    "tests.mini_csms",
+    "tests.site_stack",
+    "tests.monitoring_stack",
+)
 
 PG_ADMIN_DSN = os.environ.get("CHARGEOPS_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
 

@@ -15,8 +15,8 @@ import httpx
 from ops.api.metrics import merge
 from tests.conftest import StartRuntime
 from tests.ocpp_client import raw_charger
+from tests.server_process import ROOT, Server
 from tests.test_api_support import bearer
-from tests.test_pipeline_exactly_once import ROOT, Server
 from tests.waiting import until
 
 ADMIN = bearer("test-admin-token")

@@ -32,8 +32,16 @@ from ops import tickets
 from telemetry.fleet_metrics import refresh
 from telemetry.fleet_state import STATUS_RANK, charger_states
 from tests.conftest import PG_ADMIN_DSN, migrated_sessions
-from tests.grafana_dashboards import DOCKER, POSTGRES_UID, Dashboard, iter_panels, load_dashboards
-from tests.test_monitoring import ALL, Selection, grafana_sql
+from tests.grafana_dashboards import (
+    ALL,
+    DOCKER,
+    POSTGRES_UID,
+    Dashboard,
+    Selection,
+    grafana_sql,
+    iter_panels,
+    load_dashboards,
+)
 
 FLEET = ("chargeops-fleet-overview", "Offline and faulted chargers")
 OPEN_MAINTENANCE = ("chargeops-operations", "Open maintenance tickets")

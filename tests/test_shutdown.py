@@ -15,7 +15,7 @@ import asyncpg
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
-from tests.test_pipeline_exactly_once import ROOT, Server
+from tests.server_process import ROOT, Server
 
 CHARGERS = 40
 

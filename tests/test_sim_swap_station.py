@@ -16,7 +16,8 @@ from websockets.typing import Subprotocol
 
 from firmware_stubs import SimEnvironment, SwapStation, schemas
 from firmware_stubs.fleet import FleetConfig, build_fleet, run_fleet
-from tests.test_sim_firmware import MiniCSMS, until
+from tests.mini_csms import MiniCSMS
+from tests.waiting import until
 
 Payload = dict[str, Any]
 VERSIONS = {"ocpp2.1": "2.1", "ocpp2.0.1": "2.0.1", "ocpp1.6": "1.6"}
