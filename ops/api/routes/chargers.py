@@ -208,6 +208,8 @@ async def update_charger(charger_id: ChargerIdPath, body: ChargerPatch, db: Db, 
             row.security_profile = 1
     for name, value in changes.items():
         setattr(row, name, value)
+    if "security_profile" in changes:  # the operator's choice ends an upgrade the charger agreed to (A05)
+        row.pending_security_profile = None
     if "password" in body.model_fields_set or "security_profile" in body.model_fields_set:
         _check_profile(row.security_profile, row.password_hash is not None)
     await db.flush()
