@@ -62,6 +62,11 @@ async def _profile_of(runtime: Runtime, cid: str) -> int:
         return int((await client.get(f"/api/chargers/{cid}")).json()["security_profile"])
 
 
+async def _pending_of(runtime: Runtime, cid: str) -> int | None:
+    async with api(runtime) as client:
+        return (await client.get(f"/api/chargers/{cid}")).json()["pending_security_profile"]
+
+
 def _connect(
     url: str,
     *,
@@ -149,14 +154,14 @@ async def test_tc_a_19_upgrade_from_security_profile_2_to_3(
         (ca_lab / "a19.pem").write_text(signed[3]["certificateChain"])
         (ca_lab / "a19.key").write_bytes(key_pem(key))
         await _upgrade(runtime, cp, cid, url, 3)
-    assert await _profile_of(runtime, cid) == 2
+    assert (await _profile_of(runtime, cid), await _pending_of(runtime, cid)) == (2, 3)
     async with _connect(url, tls=server_only) as ws:  # not moved yet: the old profile still works
         await _booted(ws)
     with_certificate = ssl.create_default_context(cafile=str(ca_lab / "server.pem"))
     with_certificate.load_cert_chain(str(ca_lab / "a19.pem"), str(ca_lab / "a19.key"))
     async with _connect(url, password=False, tls=with_certificate) as ws:  # steps 7–9
         await _booted(ws)
-    assert await _profile_of(runtime, cid) == 3
+    assert (await _profile_of(runtime, cid), await _pending_of(runtime, cid)) == (3, None)
     with pytest.raises(InvalidStatus) as refused:  # steps 10–11
         async with _connect(url, tls=server_only):
             pass
@@ -209,12 +214,10 @@ async def test_a_rejected_or_lower_network_profile_changes_nothing(start_runtime
         answers = [("SetNetworkProfile", {"status": "Accepted"})]
         body = _network_profile(url, 3)
         await operator(runtime, cp, "POST", _relay(cid, "SetNetworkProfile"), answers, json=body)
-    async with runtime.sessions() as s:
-        assert (await s.get(Charger, cid)).pending_security_profile == 3
+    assert await _pending_of(runtime, cid) == 3
     async with api(runtime) as client:
         assert (await client.patch(f"/api/chargers/{cid}", json={"security_profile": 2})).status_code == 200
-    async with runtime.sessions() as s:
-        assert (await s.get(Charger, cid)).pending_security_profile is None
+    assert await _pending_of(runtime, cid) is None
     with pytest.raises(InvalidStatus):  # still profile 2: plain ws:// refused
         async with _connect(url):
             pass
