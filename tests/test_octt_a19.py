@@ -252,3 +252,18 @@ async def test_tc_083_a_1_6_station_moved_by_change_configuration_security_profi
         async with connect(url, subprotocols=["ocpp1.6"], additional_headers=auth):  # type: ignore[list-item]
             pass
     assert refused.value.response.status_code == 401
+
+
+async def test_a_charger_without_a_password_is_only_moved_to_profile_3(start_runtime: StartRuntime) -> None:
+    """Profile 0 (no password): a SetNetworkProfile to 2 it accepts sets no pending profile (it has no
+    password to prove 2 with); one to 3 does (its client certificate will prove it)."""
+    runtime = await start_runtime(accept_unknown=True)
+    cid = "OCTT-A19-P0"
+    url = f"ws://127.0.0.1:{runtime.gateway.port}/ocpp/{cid}"  # type: ignore[union-attr]
+    async with _connect(url, password=False) as ws:
+        cp = await _booted(ws)
+        for profile, pending in ((2, None), (3, 3)):
+            answers = [("SetNetworkProfile", {"status": "Accepted"})]
+            body = _network_profile(url, profile)
+            await operator(runtime, cp, "POST", _relay(cid, "SetNetworkProfile"), answers, json=body)
+            assert (await _profile_of(runtime, cid), await _pending_of(runtime, cid)) == (0, pending)
