@@ -8,6 +8,7 @@ import logging
 import secrets
 import time
 from collections.abc import Sequence
+from dataclasses import replace
 from http import HTTPStatus
 from typing import Any
 from urllib.parse import unquote
@@ -25,6 +26,7 @@ from chargeops.settings import parse_networks
 from ocpp_gateway.auth import FailureLimiter, Verifier, parse_basic
 from ocpp_gateway.client_address import client_address, forwarded_proto
 from ocpp_gateway.context import GatewayContext
+from ocpp_gateway.network_profiles import proves
 from ocpp_gateway.rpc import warm_up
 from ocpp_gateway.session import ChargerSession
 from ocpp_gateway.store import ChargerAuth
@@ -266,15 +268,38 @@ class GatewayServer:
     async def _authenticate(
         self, connection: ServerConnection, request: Request, auth: ChargerAuth, address: str, deadline: float
     ) -> str | None:
-        """None if the charger proved who it is for its security profile, else the refusal reason."""
+        """None if the charger proved who it is for its security profile, else the refusal reason. A
+        charger moving to a higher profile (`network_profiles`) that proves it gets it from now on."""
         tls = connection.transport.get_extra_info("ssl_object") is not None or self._tls_at_balancer(
             connection
         )
+        cert = connection.transport.get_extra_info("peercert") or {}
+        names = [v for rdn in cert.get("subject", ()) for k, v in rdn if k == "commonName"]
+        pending = auth.pending_security_profile
+        if pending is not None and pending > auth.security_profile and proves(pending, tls, names, auth.id):
+            upgraded = replace(auth, security_profile=pending)
+            refusal = await self._prove(connection, request, upgraded, address, deadline, tls, names)
+            if refusal is None:
+                await self.ctx.store.promote_profile(auth.id, pending)
+                for_charger(log, auth.id).info(
+                    "now on security profile %d; the lower one is refused", pending
+                )
+            return refusal
+        return await self._prove(connection, request, auth, address, deadline, tls, names)
+
+    async def _prove(
+        self,
+        connection: ServerConnection,
+        request: Request,
+        auth: ChargerAuth,
+        address: str,
+        deadline: float,
+        tls: bool,
+        names: list[str],
+    ) -> str | None:
         if auth.security_profile >= 2 and not tls:
             return "tls_required"
         if auth.security_profile >= 3:
-            cert = connection.transport.get_extra_info("peercert") or {}
-            names = [v for rdn in cert.get("subject", ()) for k, v in rdn if k == "commonName"]
             return None if auth.id in names else "client_certificate"
         if auth.password_hash is None:
             return None

@@ -46,6 +46,7 @@ from ocpp_gateway.certificate_commands import COMMANDS as CERTIFICATE_COMMANDS
 from ocpp_gateway.commands import Unsupported, from_ocpp, reboot_requested, to_ocpp
 from ocpp_gateway.context import GatewayContext
 from ocpp_gateway.message_limits import MessageLimits
+from ocpp_gateway.network_profiles import profile_agreed
 from ocpp_gateway.plausibility import MeterLimits, Reading, flag_events
 from ocpp_gateway.routes import NotSupported, Payload, Route, RouteTable
 from ocpp_gateway.rpc import (
@@ -394,11 +395,12 @@ class ChargerSession(ChargePoint):
             return reply
         if (reboot := reboot_requested(action, payload, reply.payload)) is not None:
             await self.emit(RebootRequested(reboot))
+        if (profile := profile_agreed(action, payload, reply.payload)) is not None:
+            await self.ctx.store.set_pending_profile(self.id, profile)
         new_password = passwords.password_set_by(action, payload)
         if new_password is not None and passwords.accepted(action, reply.payload):
-            await self.ctx.store.set_pending_password(
-                self.id, await asyncio.to_thread(hash_password, new_password)
-            )
+            hashed = await asyncio.to_thread(hash_password, new_password)
+            await self.ctx.store.set_pending_password(self.id, hashed)
             self.log.info("accepted a new password; the old one works until it connects with the new one")
         return CommandReply("result", payload=from_ocpp(command, reply.payload))
 

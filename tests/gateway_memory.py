@@ -48,6 +48,7 @@ class MemoryStore:
     firmware: dict[str, str | None] = field(default_factory=dict)
     limits: dict[str, StationLimits] = field(default_factory=dict)
     pending_passwords: dict[str, str] = field(default_factory=dict)
+    pending_profiles: dict[str, int] = field(default_factory=dict)
     transactions: dict[tuple[str, str], MemoryTx] = field(default_factory=dict)
     seq_nos: set[tuple[str, str, int]] = field(default_factory=set)
     meter_flags: dict[tuple[str, str, datetime, float, str], Flag] = field(default_factory=dict)
@@ -77,6 +78,12 @@ class MemoryStore:
 
     async def promote_password(self, charger_id: str, password_hash: str) -> None:
         self.pending_passwords.pop(charger_id, None)
+
+    async def set_pending_profile(self, charger_id: str, profile: int) -> None:
+        self.pending_profiles[charger_id] = profile
+
+    async def promote_profile(self, charger_id: str, profile: int) -> None:
+        self.pending_profiles.pop(charger_id, None)
 
     async def id_token(self, id_token: str, now: datetime) -> TokenStatus:
         return self.tokens.get(id_token, TokenStatus("Invalid"))

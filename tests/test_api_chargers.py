@@ -32,6 +32,7 @@ CHARGER_FIELDS = {
     "admission",
     "registration_status",
     "security_profile",
+    "pending_security_profile",
     "has_password",
     "connectors",
     "last_seen",

@@ -31,6 +31,8 @@ class Charger(Base):
     # A new password the charger accepted but has not connected with yet; the old one works until it does.
     pending_password_hash: Mapped[str | None] = mapped_column(String(200))
     security_profile: Mapped[int] = mapped_column(Integer, default=1)
+    # A higher profile the charger agreed to move to (A05): its first connection proving it makes it its own.
+    pending_security_profile: Mapped[int | None] = mapped_column(Integer)
     site: Mapped[str | None] = mapped_column(String(64), index=True)
     kind: Mapped[str] = mapped_column(String(20), default="charger")
     vendor: Mapped[str | None] = mapped_column(String(50))

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import bindparam, case, null, select, update
+from sqlalchemy import bindparam, case, null, select, true, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from chargeops.db.engine import insert_for
@@ -28,6 +28,7 @@ _AUTH_QUERY = select(
     Charger.admission,
     Charger.registration_status,
     Charger.pending_password_hash,
+    Charger.pending_security_profile,
 ).where(Charger.id.in_(bindparam("cids", expanding=True)))
 
 _BOOT_UPDATE = (
@@ -96,6 +97,28 @@ class ChargerRows:
         async with self._sessions() as session, session.begin():
             await session.execute(
                 update(Charger).where(Charger.id == charger_id).values(message_limits=limits or None)
+            )
+
+    async def set_pending_profile(self, charger_id: str, profile: int) -> None:
+        """The charger agreed to connect with a higher security profile (A05): kept beside the one it
+        connects with now, which works until it connects with this one. A lower one is no upgrade: ignored
+        (lowering a charger's profile is the operator's decision, `PATCH /api/chargers/{id}`); so is 1 or 2
+        for a charger without a password (it has nothing to prove them with)."""
+        proof = Charger.password_hash.is_not(None) if profile < 3 else true()
+        async with self._sessions() as session, session.begin():
+            await session.execute(
+                update(Charger)
+                .where(Charger.id == charger_id, Charger.security_profile < profile, proof)
+                .values(pending_security_profile=profile)
+            )
+
+    async def promote_profile(self, charger_id: str, profile: int) -> None:
+        """The charger connected proving its pending profile: it is its profile now, the lower one refused."""
+        async with self._sessions() as session, session.begin():
+            await session.execute(
+                update(Charger)
+                .where(Charger.id == charger_id, Charger.pending_security_profile == profile)
+                .values(security_profile=profile, pending_security_profile=None)
             )
 
     async def admit_unknown(self, charger_id: str, admission: str) -> ChargerAuth:

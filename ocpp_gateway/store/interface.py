@@ -25,6 +25,7 @@ class ChargerAuth:
     admission: str
     registration_status: str | None
     pending_password_hash: str | None = None  # accepted by the charger, not yet used by it
+    pending_security_profile: int | None = None  # a higher profile it agreed to move to (A05), not yet used
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,6 +77,10 @@ class Store(Protocol):
     async def set_pending_password(self, charger_id: str, password_hash: str) -> None: ...
 
     async def promote_password(self, charger_id: str, password_hash: str) -> None: ...
+
+    async def set_pending_profile(self, charger_id: str, profile: int) -> None: ...
+
+    async def promote_profile(self, charger_id: str, profile: int) -> None: ...
 
     async def id_token(self, id_token: str, now: datetime) -> TokenStatus: ...
 

@@ -124,6 +124,11 @@ class ChargerOut(BaseModel):
     admission: str
     registration_status: str | None
     security_profile: int
+    pending_security_profile: int | None = Field(
+        default=None,
+        description="a higher profile the charger agreed to (SetNetworkProfile, 1.6 ChangeConfiguration "
+        "SecurityProfile) and has not connected with yet; its first connection with it makes it its profile",
+    )
     has_password: bool
     connectors: list[ConnectorOut]
     last_seen: UtcTime | None

@@ -50,6 +50,7 @@ _CHARGER_COLUMNS = (
     Charger.admission,
     Charger.registration_status,
     Charger.security_profile,
+    Charger.pending_security_profile,
     Charger.password_hash,
     Charger.last_seen,
     Charger.last_boot_at,
@@ -74,6 +75,7 @@ def charger_doc(row: Mapping[str, Any], connectors: Sequence[Any]) -> dict[str, 
         "admission": row["admission"],
         "registration_status": row["registration_status"],
         "security_profile": row["security_profile"],
+        "pending_security_profile": row["pending_security_profile"],
         "has_password": row["password_hash"] is not None,
         "connectors": [{f: getattr(c, f) for f in _CONNECTOR_FIELDS} for c in connectors],
         "last_seen": row["last_seen"],
@@ -208,6 +210,8 @@ async def update_charger(charger_id: ChargerIdPath, body: ChargerPatch, db: Db, 
             row.security_profile = 1
     for name, value in changes.items():
         setattr(row, name, value)
+    if "security_profile" in changes:  # the operator's choice ends an upgrade the charger agreed to (A05)
+        row.pending_security_profile = None
     if "password" in body.model_fields_set or "security_profile" in body.model_fields_set:
         _check_profile(row.security_profile, row.password_hash is not None)
     await db.flush()
