@@ -13,6 +13,7 @@ from typing import Any, Self
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric.types import CertificateIssuerPublicKeyTypes as PublicKey
 from cryptography.x509 import ocsp
 from cryptography.x509.oid import AuthorityInformationAccessOID, ExtendedKeyUsageOID, NameOID
 
@@ -71,16 +72,25 @@ class TestCa:
         return self.cert.public_bytes(serialization.Encoding.PEM).decode()
 
     def issue(
-        self, serial: int, *, days: int = 30, expired: bool = False, ocsp_url: str | None = None
+        self,
+        serial: int,
+        *,
+        days: int = 30,
+        expired: bool = False,
+        ocsp_url: str | None = None,
+        emaid: str | None = None,
+        key: PublicKey | None = None,
+        crl_url: str | None = None,
     ) -> x509.Certificate:
-        """A contract certificate (CN = EMAID<serial>), naming `ocsp_url` for its status when given."""
+        """A contract certificate (CN = `emaid`, else EMAID<serial>; an EC P-256 key unless `key`), naming
+        `ocsp_url` for its status and `crl_url` as its CRL distribution point when given."""
         now = datetime.now(UTC)
         start = now - timedelta(days=days + 2) if expired else now - timedelta(days=1)
         builder = (
             x509.CertificateBuilder()
-            .subject_name(_name(f"EMAID{serial}"))
+            .subject_name(_name(emaid or f"EMAID{serial}"))
             .issuer_name(self.cert.subject)
-            .public_key(ec.generate_private_key(ec.SECP256R1()).public_key())
+            .public_key(key or ec.generate_private_key(ec.SECP256R1()).public_key())
             .serial_number(serial)
             .not_valid_before(start)
             .not_valid_after(start + timedelta(days=days))
@@ -89,6 +99,9 @@ class TestCa:
         )
         if ocsp_url is not None:
             builder = builder.add_extension(_aia(ocsp_url), critical=False)
+        if crl_url is not None:
+            point = x509.DistributionPoint([x509.UniformResourceIdentifier(crl_url)], None, None, None)
+            builder = builder.add_extension(x509.CRLDistributionPoints([point]), critical=False)
         return builder.sign(self.key, hashes.SHA256())
 
     def responder(self, *, forged: bool = False) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
