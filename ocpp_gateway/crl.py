@@ -82,6 +82,7 @@ def check_crl(data: bytes, issuer: x509.Certificate, now: datetime) -> x509.Cert
 
 
 CacheKey = tuple[str, bytes]  # URL, the issuer certificate's fingerprint
+Crl = x509.CertificateRevocationList
 
 
 class CrlClient:
@@ -111,28 +112,28 @@ class CrlClient:
         self._cache.pop(key, None)
         task = self._inflight.get(key)
         if task is None:
-            task = asyncio.create_task(self._fetch(url, issuer), name="crl fetch")
+            task = asyncio.create_task(self._fetch(key, url, issuer), name="crl fetch")
             self._inflight[key] = task
             task.add_done_callback(lambda done: self._done(key, done))
-        crl = await asyncio.shield(task)
-        if crl.next_update_utc is not None:  # RFC 5280 requires one; without it: fetched each time
-            self._cache[key] = crl
-            while len(self._cache) > CACHE_ENTRIES:
-                self._cache.popitem(last=False)
-        return crl
+        return await asyncio.shield(task)
 
     def _done(self, key: CacheKey, task: asyncio.Task[x509.CertificateRevocationList]) -> None:
         self._inflight.pop(key, None)
         if not task.cancelled():
             task.exception()  # retrieved: a failure nobody waits for any more is not an error
 
-    async def _fetch(self, url: str, issuer: x509.Certificate) -> x509.CertificateRevocationList:
+    async def _fetch(self, key: CacheKey, url: str, issuer: x509.Certificate) -> Crl:
         try:
             async with asyncio.timeout(self._timeout):
                 data = await self._get(url)
         except TimeoutError:
             raise CrlFailure(f"no CRL from {url} within {self._timeout:g} s") from None
-        return check_crl(data, issuer, clock.now())
+        crl = check_crl(data, issuer, clock.now())
+        if crl.next_update_utc is not None:  # RFC 5280 requires one; without it: fetched each time
+            self._cache[key] = crl
+            while len(self._cache) > CACHE_ENTRIES:
+                self._cache.popitem(last=False)
+        return crl
 
     async def _get(self, url: str) -> bytes:
         if not url.lower().startswith(("http://", "https://")):
