@@ -14,13 +14,19 @@ certificate status for stations (M06 GetCertificateStatus) and EV contract certi
   (`--contract-roots`, `--contract-roots-ca`) the chain is checked (`ocpp_gateway.contract_chain`: a path to
   a trusted V2G / MO root, signatures, validity, CA constraints, key usage) and each certificate below the
   root looked up by OCSP at the URL it names, its issuer known (so a delegated responder's certificate is
-  checked too); the verdicts pair as above. Without a store the chain cannot be verified: CertChainError
-  unless expired. Hash data sent beside it is looked up as well; the worse verdict wins.
+  checked too), or on its CRL (`ocpp_gateway.crl`) when it names a CRL distribution point and no OCSP
+  responder; the verdicts pair as above. The contract certificate itself must be of the ISO 15118 key and
+  signature profile and certify the eMAID presented (`ocpp_gateway.contract_leaf`; with or without a
+  store). Without a store the chain cannot be verified: CertChainError unless expired or refused before.
+  Hash data sent beside it is looked up as well; the worse verdict wins. The store is read again when its
+  files change (`ReloadingRoots`, every `tls_reload_interval` as the TLS files).
 * GetCertificateStatus: Accepted with the responder's answer (base64 DER, whatever the status it reports),
   or Failed when there is none.
 * GetCertificateChainStatus (2.1): each certificate asked about by OCSP at the URLs given (in turn, until one
   answers within `pki_timeout`): Good, Revoked or Unknown as the responder says, with its nextUpdate; Failed
-  when none answers, and for source CRL (no CRLs are fetched), with nextUpdate now (ask again).
+  when none answers, with nextUpdate now (ask again). Source CRL: the CRLs at the URLs given, in turn, when
+  the certificate's issuer is a contract root (its key checks the CRL): Good or Revoked with the CRL's
+  nextUpdate; else Failed.
 * Get15118EVCertificate: forwarded to `contract_cert_service_url` (POST, JSON: `chargingStationId` and the
   request's fields as OCPP names them; the service answers `{"status", "exiResponse"}`), or answered from the
   lab test pool (`contract_cert_test_pool`, see `TEST_POOL`), else Failed. No answer in time → Failed.
