@@ -7,8 +7,9 @@ most `MAX_CRL_BYTES` and within `pki_timeout`, DER or PEM. It counts only when i
 CRL indicator) of the certificate's issuer: issued under the issuer's name, signed by the issuer's key (so the
 issuer's certificate must be known: from the chain, or a root of the contract root store), current
 (thisUpdate not ahead, nextUpdate not past). Then the certificate is revoked if its serial number is listed,
-else good. CRLs are cached per (URL, issuer) until their nextUpdate (none: not cached), at most
-`CACHE_ENTRIES`, least recently used out; concurrent fetches of one share one request.
+else good. A CRL is parsed and checked in a thread (a MiB of CRL takes ~0.1 s) and kept as the set of serial
+numbers it lists, cached per (URL, issuer) until its nextUpdate (none: not cached), at most `CACHE_ENTRIES`,
+least recently used out; concurrent fetches of one share one request.
 """
 
 from __future__ import annotations
@@ -82,7 +83,20 @@ def check_crl(data: bytes, issuer: x509.Certificate, now: datetime) -> x509.Cert
 
 
 CacheKey = tuple[str, bytes]  # URL, the issuer certificate's fingerprint
-Crl = x509.CertificateRevocationList
+
+
+@dataclass(frozen=True, slots=True)
+class Revocations:
+    """What a checked CRL says: the serial numbers it lists (a set: looking one up in the CRL object walks
+    all its entries) and its nextUpdate."""
+
+    serials: frozenset[int]
+    next_update: datetime | None
+
+    @classmethod
+    def of(cls, data: bytes, issuer: x509.Certificate, now: datetime) -> Revocations:
+        crl = check_crl(data, issuer, now)
+        return cls(frozenset(entry.serial_number for entry in crl), crl.next_update_utc)
 
 
 class CrlClient:
@@ -91,8 +105,8 @@ class CrlClient:
     def __init__(self, *, timeout: float, allow_private: bool) -> None:
         self._timeout = timeout
         self._allow_private = allow_private
-        self._cache: OrderedDict[CacheKey, x509.CertificateRevocationList] = OrderedDict()
-        self._inflight: dict[CacheKey, asyncio.Task[x509.CertificateRevocationList]] = {}
+        self._cache: OrderedDict[CacheKey, Revocations] = OrderedDict()
+        self._inflight: dict[CacheKey, asyncio.Task[Revocations]] = {}
         self._client: httpx.AsyncClient | None = None
         self.fetches = 0
 
@@ -100,13 +114,12 @@ class CrlClient:
         """Whether the certificate `issuer` issued with `serial` is on the CRL at `url`; CrlFailure when no
         usable CRL comes within the timeout."""
         crl = await self._crl(url, issuer)
-        revoked = crl.get_revoked_certificate_by_serial_number(serial) is not None
-        return CrlAnswer("revoked" if revoked else "good", crl.next_update_utc)
+        return CrlAnswer("revoked" if serial in crl.serials else "good", crl.next_update)
 
-    async def _crl(self, url: str, issuer: x509.Certificate) -> x509.CertificateRevocationList:
+    async def _crl(self, url: str, issuer: x509.Certificate) -> Revocations:
         key = (url, issuer.fingerprint(hashes.SHA256()))
         cached = self._cache.get(key)
-        if cached is not None and cached.next_update_utc is not None and cached.next_update_utc > clock.now():
+        if cached is not None and cached.next_update is not None and cached.next_update > clock.now():
             self._cache.move_to_end(key)
             return cached
         self._cache.pop(key, None)
@@ -117,19 +130,20 @@ class CrlClient:
             task.add_done_callback(lambda done: self._done(key, done))
         return await asyncio.shield(task)
 
-    def _done(self, key: CacheKey, task: asyncio.Task[x509.CertificateRevocationList]) -> None:
+    def _done(self, key: CacheKey, task: asyncio.Task[Revocations]) -> None:
         self._inflight.pop(key, None)
         if not task.cancelled():
             task.exception()  # retrieved: a failure nobody waits for any more is not an error
 
-    async def _fetch(self, key: CacheKey, url: str, issuer: x509.Certificate) -> Crl:
+    async def _fetch(self, key: CacheKey, url: str, issuer: x509.Certificate) -> Revocations:
         try:
             async with asyncio.timeout(self._timeout):
                 data = await self._get(url)
         except TimeoutError:
             raise CrlFailure(f"no CRL from {url} within {self._timeout:g} s") from None
-        crl = check_crl(data, issuer, clock.now())
-        if crl.next_update_utc is not None:  # RFC 5280 requires one; without it: fetched each time
+        # parsing and checking up to a MiB of CRL takes milliseconds: not on the event loop
+        crl = await asyncio.to_thread(Revocations.of, data, issuer, clock.now())
+        if crl.next_update is not None:  # RFC 5280 requires one; without it: fetched each time
             self._cache[key] = crl
             while len(self._cache) > CACHE_ENTRIES:
                 self._cache.popitem(last=False)

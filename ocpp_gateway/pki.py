@@ -156,11 +156,15 @@ class Pki:
         if ocsp_url(cert) is not None or self._settings.ocsp_responder_url or not urls:
             return await self.ocsp.status(hash_of(cert, issuer), issuer=issuer)
         failures = []
-        for url in urls:
-            try:
-                return await self.crl.status(cert.serial_number, issuer, url)
-            except CrlFailure as exc:
-                failures.append(str(exc))
+        try:
+            async with asyncio.timeout(self._settings.pki_timeout):  # all of its CRLs, not each
+                for url in urls:
+                    try:
+                        return await self.crl.status(cert.serial_number, issuer, url)
+                    except CrlFailure as exc:
+                        failures.append(str(exc))
+        except TimeoutError:
+            failures.append(f"no CRL within {self._settings.pki_timeout:g} s")
         raise CrlFailure("; ".join(failures))
 
     def _known_issuer(self, data: Payload) -> x509.Certificate | None:
