@@ -154,7 +154,7 @@ class Settings(LogSettings):
     tls_reload_interval: float = Field(
         default=30.0,
         ge=0,
-        description="seconds between looks at the TLS files; changed ones serve new handshakes (0: never)",
+        description="seconds between looks at the TLS and contract root files; changed ones load (0: never)",
     )
     tls_client_ca: Path | None = Field(
         default=None, description="CA bundle for client certificates (security profile 3)"

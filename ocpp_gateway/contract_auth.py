@@ -17,9 +17,10 @@ async def contract_authorize(session: ChargerSession, p: Payload, token_info: Pa
     """The AuthorizeResponse of an Authorize carrying contract certificate data (its OCSP data or PEM
     chain), the token already looked up as `token_info` (not yet recorded: this records it)."""
     hash_data, certificate = p.get("iso15118CertificateHashData") or [], p.get("certificate")
-    verdict = await session.ctx.pki.contract_verdict(hash_data, certificate)
+    emaid = p["idToken"]["idToken"]
+    verdict = await session.ctx.pki.contract_verdict(hash_data, certificate, emaid)
     info, certificate_status = pki.combine(token_info, verdict)
     if verdict != "Accepted":
-        session.log.warning("contract certificate of %s: %s", p["idToken"]["idToken"], verdict)
-    await session.emit(Authorization(p["idToken"]["idToken"], info["status"]))
+        session.log.warning("contract certificate of %s: %s", emaid, verdict)
+    await session.emit(Authorization(emaid, info["status"]))
     return {"idTokenInfo": info, "certificateStatus": certificate_status}

@@ -4,13 +4,15 @@ including the root), and the central system checks it against its own trust stor
 (eMobility operator) root certificates (`--contract-roots`, and the built-in CA's root with
 `--contract-roots-ca`).
 
-Pure: no I/O but reading the store's files at start. The path is built from the leaf through the chain's
-sub-CAs to a trusted root by name and signature (the chain's own order is not trusted, extra certificates
-are ignored), at most `MAX_PATH` certificates long as ISO 15118-2 allows (contract certificate, two MO
-sub-CAs, root). Every certificate on it must be inside its validity; every CA above the leaf a CA (basic
-constraints, path length respected) allowed to sign certificates (key usage keyCertSign); the leaf no CA,
-with digitalSignature when it states a key usage. Revocation is the caller's (`Pki`): each certificate below
-the root by OCSP at the URL its Authority Information Access names, its issuer known from the path.
+Pure: no I/O but reading the store's files (at start, and when they change: `pki.ReloadingRoots`). The path
+is built from the leaf through the chain's sub-CAs to a trusted root by name and signature (the chain's own
+order is not trusted, extra certificates are ignored), at most `MAX_PATH` certificates long as ISO 15118-2
+allows (contract certificate, two MO sub-CAs, root). Every certificate on it must be inside its validity;
+every CA above the leaf a CA (basic constraints, path length respected) allowed to sign certificates (key
+usage keyCertSign); the leaf no CA, with digitalSignature when it states a key usage. The leaf's own
+profile and eMAID are `contract_leaf`'s. Revocation is the caller's (`Pki`): each certificate below the root
+by OCSP at the URL its Authority Information Access names (or its CRL when it names none), its issuer known
+from the path.
 """
 
 from __future__ import annotations

@@ -14,13 +14,19 @@ certificate status for stations (M06 GetCertificateStatus) and EV contract certi
   (`--contract-roots`, `--contract-roots-ca`) the chain is checked (`ocpp_gateway.contract_chain`: a path to
   a trusted V2G / MO root, signatures, validity, CA constraints, key usage) and each certificate below the
   root looked up by OCSP at the URL it names, its issuer known (so a delegated responder's certificate is
-  checked too); the verdicts pair as above. Without a store the chain cannot be verified: CertChainError
-  unless expired. Hash data sent beside it is looked up as well; the worse verdict wins.
+  checked too), or on its CRL (`ocpp_gateway.crl`) when it names a CRL distribution point and no OCSP
+  responder; the verdicts pair as above. The contract certificate itself must be of the ISO 15118 key and
+  signature profile and certify the eMAID presented (`ocpp_gateway.contract_leaf`; with or without a
+  store). Without a store the chain cannot be verified: CertChainError unless expired or refused before.
+  Hash data sent beside it is looked up as well; the worse verdict wins. The store is read again when its
+  files change (`ReloadingRoots`, every `tls_reload_interval` as the TLS files).
 * GetCertificateStatus: Accepted with the responder's answer (base64 DER, whatever the status it reports),
   or Failed when there is none.
 * GetCertificateChainStatus (2.1): each certificate asked about by OCSP at the URLs given (in turn, until one
   answers within `pki_timeout`): Good, Revoked or Unknown as the responder says, with its nextUpdate; Failed
-  when none answers, and for source CRL (no CRLs are fetched), with nextUpdate now (ask again).
+  when none answers, with nextUpdate now (ask again). Source CRL: the CRLs at the URLs given, in turn, when
+  the certificate's issuer is a contract root (its key checks the CRL): Good or Revoked with the CRL's
+  nextUpdate; else Failed.
 * Get15118EVCertificate: forwarded to `contract_cert_service_url` (POST, JSON: `chargingStationId` and the
   request's fields as OCPP names them; the service answers `{"status", "exiResponse"}`), or answered from the
   lab test pool (`contract_cert_test_pool`, see `TEST_POOL`), else Failed. No answer in time → Failed.
@@ -32,7 +38,9 @@ import asyncio
 import base64
 import hashlib
 import logging
+from collections.abc import Awaitable, Iterator
 from itertools import pairwise
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -42,9 +50,12 @@ from chargeops import clock
 from chargeops.pki.builtin_ca import BuiltinCA
 from chargeops.settings import Settings
 from chargeops.urls import destination
-from ocpp_gateway.contract_chain import ChainProblem, TrustStore, load_roots
+from ocpp_gateway.contract_chain import PEM_SUFFIXES, ChainProblem, TrustStore, load_roots, ocsp_url
 from ocpp_gateway.contract_chain import hash_data as hash_of
+from ocpp_gateway.contract_leaf import check_leaf
+from ocpp_gateway.crl import CrlAnswer, CrlClient, CrlFailure, crl_urls
 from ocpp_gateway.ocsp import OcspAnswer, OcspClient, OcspFailure
+from ocpp_gateway.reloading import ReloadingFiles
 from ocpp_gateway.times import ocpp_time
 from ocpp_gateway.versions import OcppVersion
 
@@ -79,31 +90,37 @@ class Pki:
             allow_private=settings.allow_private_urls,
         )
         self._client: httpx.AsyncClient | None = None
-        self.roots = trust_store(settings)
+        self.crl = CrlClient(timeout=settings.pki_timeout, allow_private=settings.allow_private_urls)
+        self.root_files = ReloadingRoots(settings)
+
+    @property
+    def roots(self) -> TrustStore:
+        """The contract root store in use (the newest that loaded)."""
+        return self.root_files.current
 
     # -- C07: Authorize with a contract certificate --------------------------------------------------------
 
-    async def contract_verdict(self, hash_data: list[Payload], certificate: str | None) -> str:
+    async def contract_verdict(
+        self, hash_data: list[Payload], certificate: str | None, emaid: str | None = None
+    ) -> str:
         """The contract certificate chain's AuthorizeCertificateStatus (Accepted, CertificateRevoked,
-        CertificateExpired or CertChainError)."""
-        lookups: list[tuple[Payload, x509.Certificate | None]] = [
-            (d, self._known_issuer(d)) for d in hash_data
-        ]
-        if certificate is not None and not self.roots:  # no chain to verify: its validity, then the hashes
-            if (expiry := _pem_problem(certificate)) is not None:
-                return expiry
-        elif certificate is not None:
+        CertificateExpired, SignatureError or CertChainError); `emaid`: the idToken presented, which a PEM
+        contract certificate must certify (`contract_leaf`)."""
+        path: list[x509.Certificate] = []
+        if certificate is not None:
             try:
-                path = self.roots.path(certificate, clock.now())
+                path = self._chain(certificate)
+                check_leaf(path[0], emaid)
             except ChainProblem as problem:
-                log.warning("contract certificate chain refused: %s", problem)
+                log.warning("contract certificate refused (%s): %s", problem.verdict, problem)
                 return problem.verdict
-            lookups += [(hash_of(cert, issuer), issuer) for cert, issuer in pairwise(path)]
+        lookups: list[Awaitable[OcspAnswer | CrlAnswer]] = [
+            self.ocsp.status(d, issuer=self._known_issuer(d)) for d in hash_data
+        ]
+        lookups += [self._revocation(cert, issuer) for cert, issuer in pairwise(path)]
         if not lookups:
             return "CertChainError"
-        answers = await asyncio.gather(
-            *(self.ocsp.status(d, issuer=issuer) for d, issuer in lookups), return_exceptions=True
-        )
+        answers = await asyncio.gather(*lookups, return_exceptions=True)
         for answer in answers:
             if isinstance(answer, OcspFailure):
                 log.warning("contract certificate not verified: %s", answer)
@@ -115,6 +132,40 @@ class Pki:
         if len(statuses) < len(answers) or "unknown" in statuses:
             return "CertChainError"
         return "Accepted"
+
+    def _chain(self, certificate: str) -> list[x509.Certificate]:
+        """The checked path to a trusted root, or without a root store the chain as sent (leaf first) once
+        each is inside its validity: it cannot be verified, only refused (hash data sent beside decide)."""
+        if self.roots:
+            return self.roots.path(certificate, clock.now())
+        try:
+            chain = x509.load_pem_x509_certificates(certificate.encode())
+        except ValueError:
+            raise ChainProblem("CertChainError", "the certificate is not a PEM certificate chain") from None
+        now = clock.now()
+        for cert in chain:
+            if not cert.not_valid_before_utc <= now <= cert.not_valid_after_utc:
+                why = f"{cert.subject.rfc4514_string()!r} is outside its validity"
+                raise ChainProblem("CertificateExpired", why)
+        return chain[:1]  # no issuer known: only the leaf is checked, its status not looked up
+
+    async def _revocation(self, cert: x509.Certificate, issuer: x509.Certificate) -> OcspAnswer | CrlAnswer:
+        """`cert`'s status by OCSP, or by its CRLs (in turn) when it names no OCSP responder and no operator
+        responder is configured; OcspFailure / CrlFailure when there is none."""
+        urls = crl_urls(cert)
+        if ocsp_url(cert) is not None or self._settings.ocsp_responder_url or not urls:
+            return await self.ocsp.status(hash_of(cert, issuer), issuer=issuer)
+        failures = []
+        try:
+            async with asyncio.timeout(self._settings.pki_timeout):  # all of its CRLs, not each
+                for url in urls:
+                    try:
+                        return await self.crl.status(cert.serial_number, issuer, url)
+                    except CrlFailure as exc:
+                        failures.append(str(exc))
+        except TimeoutError:
+            failures.append(f"no CRL within {self._settings.pki_timeout:g} s")
+        raise CrlFailure("; ".join(failures))
 
     def _known_issuer(self, data: Payload) -> x509.Certificate | None:
         """The root of the store that issued the certificate `data` is about, if any."""
@@ -145,11 +196,11 @@ class Pki:
     async def _one_status(self, request: Payload) -> Payload:
         hash_data = request["certificateHashData"]
         answer: Payload = {"certificateHashData": hash_data, "source": request["source"]}
-        if request["source"] != "OCSP":
-            return {**answer, "status": "Failed", "nextUpdate": ocpp_time(clock.now())}
+        first = self._first_answer if request["source"] == "OCSP" else self._first_crl
+        found: OcspAnswer | CrlAnswer | None
         try:
             async with asyncio.timeout(self._settings.pki_timeout):
-                found = await self._first_answer(hash_data, request["urls"])
+                found = await first(hash_data, request["urls"])
         except TimeoutError:
             found = None
         if found is None:
@@ -166,6 +217,24 @@ class Pki:
             try:
                 return await self.ocsp.status({**hash_data, "responderURL": url}, issuer=issuer)
             except OcspFailure as exc:
+                log.warning("GetCertificateChainStatus: %s", exc)
+        return None
+
+    async def _first_crl(self, hash_data: Payload, urls: list[str]) -> CrlAnswer | None:
+        """The certificate's status on the first CRL of `urls` that holds up; its issuer must be a root of the
+        contract root store (a CRL's signature is checked with the issuer's key, which hashes alone lack)."""
+        issuer = self._known_issuer(hash_data)
+        if issuer is None:
+            log.warning("GetCertificateChainStatus: CRL not checkable, the issuer is not a contract root")
+            return None
+        try:
+            serial = int(hash_data["serialNumber"], 16)
+        except (KeyError, TypeError, ValueError):
+            return None
+        for url in urls:
+            try:
+                return await self.crl.status(serial, issuer, url)
+            except CrlFailure as exc:
                 log.warning("GetCertificateChainStatus: %s", exc)
         return None
 
@@ -229,7 +298,9 @@ class Pki:
         return answer
 
     async def close(self) -> None:
+        await self.root_files.stop()
         await self.ocsp.close()
+        await self.crl.close()
         if self._client is not None:
             await self._client.aclose()
             self._client = None
@@ -245,22 +316,37 @@ def combine(token_info: Payload, verdict: str) -> tuple[Payload, str]:
     return {"status": status}, verdict
 
 
+class ReloadingRoots(ReloadingFiles[TrustStore]):
+    """The contract root store, read again when its files change (every `tls_reload_interval`, as the TLS
+    files are): a file or directory that no longer loads logs once and the last good store stays."""
+
+    what = "contract roots"
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        super().__init__()
+
+    def paths(self) -> Iterator[Path]:
+        path = self.settings.contract_roots
+        if path is None:
+            return
+        yield path
+        if path.is_dir():  # the directory itself (files come and go) and each root file in it
+            try:
+                yield from sorted(p for p in path.iterdir() if p.suffix.lower() in PEM_SUFFIXES)
+            except OSError:
+                return
+
+    def load(self) -> TrustStore:
+        return trust_store(self.settings)
+
+    def loaded(self, value: TrustStore) -> None:
+        log.info("contract roots reloaded: %d root certificates", len(value.roots))
+
+
 def trust_store(settings: Settings) -> TrustStore:
     """The contract root store the settings name (ContractRootsError when a file does not load)."""
     roots = load_roots([settings.contract_roots] if settings.contract_roots is not None else [])
     if settings.contract_roots_ca:  # the built-in CA signs V2G certificates from its one root
         roots += (x509.load_pem_x509_certificate(BuiltinCA.of(settings).root_pem().encode()),)
     return TrustStore(roots)
-
-
-def _pem_problem(certificate: str) -> str | None:
-    """CertificateExpired if a certificate of the PEM chain is outside its validity, CertChainError if it
-    does not parse, else None."""
-    try:
-        chain = x509.load_pem_x509_certificates(certificate.encode())
-    except ValueError:
-        return "CertChainError"
-    now = clock.now()
-    if any(not (c.not_valid_before_utc <= now <= c.not_valid_after_utc) for c in chain):
-        return "CertificateExpired"
-    return None

@@ -106,6 +106,8 @@ class GatewayServer:
         )
         if self.tls:
             self.tls.start(s.tls_reload_interval)
+        if s.contract_roots is not None:
+            self.ctx.pki.root_files.start(s.tls_reload_interval)
         GATEWAY_INFO.labels(self.ctx.gateway_id).set(1)
         log.info(
             "OCPP gateway listening on %s://%s:%s%s{chargePointId}%s",

@@ -8,24 +8,22 @@ reloaded without a restart.
   static RSA only for a client that offers nothing else. TLS 1.3 keeps OpenSSL's suites (all AEAD).
 - An RSA and an ECDSA certificate at once (A00.FR.318's note: two certificates for the four suites): OpenSSL
   keeps one per key type and presents the one the client's offer can use.
-- Reload: the certificate, key and client CA files are looked at every `tls_reload_interval` seconds; when
-  one changed, a new context is built and every handshake from then on gets it (the listening context's SNI
-  callback, called for each ClientHello, hands it over), while open connections keep theirs. A file that
-  does not load logs one error and the certificates in use stay.
+- Reload (`ocpp_gateway.reloading`): the certificate, key and client CA files are looked at every
+  `tls_reload_interval` seconds; when one changed, a new context is built and every handshake from then on
+  gets it (the listening context's SNI callback, called for each ClientHello, hands it over), while open
+  connections keep theirs. A file that does not load logs one error and the certificates in use stay.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
-import os
 import re
 import ssl
 from dataclasses import dataclass
 from pathlib import Path
 
 from chargeops.settings import Settings
+from ocpp_gateway.reloading import ReloadingFiles
 
 log = logging.getLogger("chargeops.gateway")
 
@@ -125,64 +123,28 @@ def _reason(exc: BaseException) -> str:
     return getattr(exc, "strerror", None) or str(exc)
 
 
-def _stamp(path: Path) -> tuple[int, int, int] | None:
-    try:
-        st = os.stat(path)
-    except OSError:
-        return None
-    return (st.st_mtime_ns, st.st_size, st.st_ino)
-
-
-class ReloadingTls:
+class ReloadingTls(ReloadingFiles[tuple[ssl.SSLContext, tuple[str, ...]]]):
     """The listening SSL context, whose handshakes are handed the newest context that loaded."""
+
+    what = "TLS certificates"
 
     def __init__(self, files: TlsFiles) -> None:
         self.files = files
-        self._stamps = self._look()  # before loading: a change while it loads is seen at the next look
-        self.listening, self.kinds = build_context(files)
-        self.current = self.listening
+        super().__init__()
+        self.listening, self.kinds = self.current
         self.listening.sni_callback = self._hand_over
-        self._failed: tuple[tuple[int, int, int] | None, ...] | None = None  # stamps of a load that failed
-        self._task: asyncio.Task[None] | None = None
-        self.reloads = 0
+
+    def paths(self) -> tuple[Path, ...]:
+        return self.files.paths()
+
+    def load(self) -> tuple[ssl.SSLContext, tuple[str, ...]]:
+        return build_context(self.files)
+
+    def loaded(self, value: tuple[ssl.SSLContext, tuple[str, ...]]) -> None:
+        self.kinds = value[1]
+        log.info("TLS certificates reloaded (%s): new handshakes use them", " and ".join(self.kinds))
 
     def _hand_over(self, conn: ssl.SSLObject | ssl.SSLSocket, server_name: str | None, _: object) -> None:
-        if self.current is not self.listening:
-            conn.context = self.current  # certificates and CA; open connections keep the context they have
-
-    def _look(self) -> tuple[tuple[int, int, int] | None, ...]:
-        return tuple(_stamp(p) for p in self.files.paths())
-
-    async def check(self) -> bool:
-        """Reload if a file changed since the last look; True if new handshakes now get new certificates."""
-        stamps = self._look()
-        if stamps == self._stamps or stamps == self._failed:
-            return False
-        try:
-            ctx, kinds = await asyncio.to_thread(build_context, self.files)
-        except TlsFilesError as exc:
-            self._failed = stamps  # one line per change, not per look
-            log.error("TLS certificates not reloaded, the ones in use stay: %s", exc)
-            return False
-        self.current, self.kinds, self._stamps, self._failed = ctx, kinds, stamps, None
-        self.reloads += 1
-        log.info("TLS certificates reloaded (%s): new handshakes use them", " and ".join(self.kinds))
-        return True
-
-    def start(self, interval: float) -> None:
-        if interval > 0:
-            self._task = asyncio.create_task(self._watch(interval), name="tls-reload")
-
-    async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-
-    async def _watch(self, interval: float) -> None:
-        while True:
-            await asyncio.sleep(interval)
-            try:
-                await self.check()
-            except Exception:  # a watcher that dies would silently stop reloading
-                log.exception("TLS reload check failed")
+        context = self.current[0]
+        if context is not self.listening:
+            conn.context = context  # certificates and CA; open connections keep the context they have

@@ -90,7 +90,11 @@ def serve(
     ] = None,
     tls_second_key: Annotated[Path | None, Opt("tls_second_key", "its key (PEM)")] = None,
     tls_reload_interval: Annotated[
-        float | None, Opt("tls_reload_interval", "seconds between looks for changed TLS files (30; 0: never)")
+        float | None,
+        Opt(
+            "tls_reload_interval",
+            "seconds between looks for changed TLS / contract root files (30; 0: never)",
+        ),
     ] = None,
     tls_client_ca: Annotated[
         Path | None, Opt("tls_client_ca", "CA for client certificates (profile 3)")

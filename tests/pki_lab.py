@@ -13,6 +13,7 @@ from typing import Any, Self
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric.types import CertificateIssuerPublicKeyTypes as PublicKey
 from cryptography.x509 import ocsp
 from cryptography.x509.oid import AuthorityInformationAccessOID, ExtendedKeyUsageOID, NameOID
 
@@ -71,16 +72,27 @@ class TestCa:
         return self.cert.public_bytes(serialization.Encoding.PEM).decode()
 
     def issue(
-        self, serial: int, *, days: int = 30, expired: bool = False, ocsp_url: str | None = None
+        self,
+        serial: int,
+        *,
+        days: int = 30,
+        expired: bool = False,
+        ocsp_url: str | None = None,
+        emaid: str | None = None,
+        key: PublicKey | None = None,
+        crl_url: str | None = None,
+        algorithm: hashes.SHA256 | hashes.SHA384 | hashes.SHA512 | None = None,
     ) -> x509.Certificate:
-        """A contract certificate (CN = EMAID<serial>), naming `ocsp_url` for its status when given."""
+        """A contract certificate (CN = `emaid`, else EMAID<serial>; an EC P-256 key unless `key`), naming
+        `ocsp_url` for its status and `crl_url` as its CRL distribution point when given; signed with SHA-256
+        unless `algorithm`."""
         now = datetime.now(UTC)
         start = now - timedelta(days=days + 2) if expired else now - timedelta(days=1)
         builder = (
             x509.CertificateBuilder()
-            .subject_name(_name(f"EMAID{serial}"))
+            .subject_name(_name(emaid or f"EMAID{serial}"))
             .issuer_name(self.cert.subject)
-            .public_key(ec.generate_private_key(ec.SECP256R1()).public_key())
+            .public_key(key or ec.generate_private_key(ec.SECP256R1()).public_key())
             .serial_number(serial)
             .not_valid_before(start)
             .not_valid_after(start + timedelta(days=days))
@@ -89,7 +101,32 @@ class TestCa:
         )
         if ocsp_url is not None:
             builder = builder.add_extension(_aia(ocsp_url), critical=False)
-        return builder.sign(self.key, hashes.SHA256())
+        if crl_url is not None:
+            point = x509.DistributionPoint([x509.UniformResourceIdentifier(crl_url)], None, None, None)
+            builder = builder.add_extension(x509.CRLDistributionPoints([point]), critical=False)
+        return builder.sign(self.key, algorithm or hashes.SHA256())
+
+    def crl(
+        self, revoked: set[int], *, next_update: timedelta = timedelta(hours=1), signer: TestCa | None = None
+    ) -> bytes:
+        """This CA's CRL (DER) listing `revoked`, valid until now + `next_update` (negative: out of date),
+        signed by this CA's key or (`signer`) another's under this CA's name."""
+        now = datetime.now(UTC)
+        builder = (
+            x509.CertificateRevocationListBuilder()
+            .issuer_name(self.cert.subject)
+            .last_update(now - timedelta(hours=2))
+            .next_update(now + next_update)
+        )
+        for serial in sorted(revoked):
+            entry = (
+                x509.RevokedCertificateBuilder()
+                .serial_number(serial)
+                .revocation_date(now - timedelta(hours=1))
+            )
+            builder = builder.add_revoked_certificate(entry.build())
+        crl = builder.sign((signer or self).key, hashes.SHA256())
+        return crl.public_bytes(serialization.Encoding.DER)
 
     def responder(self, *, forged: bool = False) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
         """A delegated OCSP responder's certificate (OCSPSigning) and key, issued under this CA's name:
@@ -229,3 +266,46 @@ class OcspResponder(LoopbackPostServer):
             .certificates([cert])
         )
         return builder.sign(key, hashes.SHA256()).public_bytes(serialization.Encoding.DER)
+
+
+class CrlServer:
+    """A CRL distribution point over HTTP on a loopback port: GET /name answers `files[name]` (404 if none),
+    counting the requests per name."""
+
+    def __init__(self) -> None:
+        self.files: dict[str, bytes] = {}
+        self.requests: dict[str, int] = {}
+        self.port = 0
+        self._server: asyncio.Server | None = None
+
+    def url(self, name: str) -> str:
+        return f"http://127.0.0.1:{self.port}/{name}"
+
+    async def start(self) -> Self:
+        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        self.port = self._server.sockets[0].getsockname()[1]
+        return self
+
+    async def stop(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            head = await reader.readuntil(b"\r\n\r\n")
+            name = head.split(b" ", 2)[1].decode().lstrip("/")
+            self.requests[name] = self.requests.get(name, 0) + 1
+            body = self.files.get(name)
+            status = "200 OK" if body is not None else "404 Not Found"
+            body = body or b""
+            writer.write(
+                f"HTTP/1.1 {status}\r\nContent-Type: application/pkix-crl\r\n".encode()
+                + f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n".encode()
+                + body
+            )
+            await writer.drain()
+        except (ConnectionError, asyncio.IncompleteReadError):
+            pass
+        finally:
+            writer.close()

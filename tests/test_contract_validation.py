@@ -50,7 +50,7 @@ class Mo:
 
     def chain(self, serial: int, **kw: Any) -> str:
         """A contract certificate's chain as a station sends it: leaf first, the root left out."""
-        leaf = self.sub2.issue(serial, ocsp_url=self.url, **kw)
+        leaf = self.sub2.issue(serial, ocsp_url=self.url, **{"emaid": EMAID, **kw})
         return pem(leaf, self.sub2.cert, self.sub1.cert)
 
 
@@ -110,12 +110,12 @@ async def test_tc_c_52_central_contract_validation_of_a_good_chain(
         assert answer["idTokenInfo"]["status"] == "Accepted"
         assert answer["idTokenInfo"]["groupIdToken"] == {"idToken": "FLEET-1", "type": "Central"}
         assert responder.requests == 3  # the contract certificate and both sub-CAs
-        leaf = mo.sub2.issue(GOOD + 1, ocsp_url=mo.url)
+        leaf = mo.sub2.issue(GOOD + 1, ocsp_url=mo.url, emaid=EMAID)
         responder.good.add(GOOD + 1)
         shuffled = pem(leaf, mo.sub1.cert, mo.sub2.cert)
         assert (await _authorize(cp, shuffled))["certificateStatus"] == "Accepted"
         assert responder.requests == 4  # the sub-CAs' answers came from the cache
-        blocked = await _authorize(cp, mo.chain(GOOD), emaid="DEMOC0000BLOCKD")
+        blocked = await _authorize(cp, mo.chain(GOOD, emaid="DEMOC0000BLOCKD"), emaid="DEMOC0000BLOCKD")
         assert blocked == {"idTokenInfo": {"status": "Blocked"}, "certificateStatus": "ContractCancelled"}
 
 
@@ -137,23 +137,26 @@ async def test_tc_c_52_central_contract_validation_refusals(start_runtime: Start
         other = Mo(mo.url)  # same names, other keys: chains to a root we do not trust
         responder.more += [other.sub1, other.sub2]
         assert await _authorize(cp, other.chain(GOOD)) == CHAIN_ERROR
-        leaf = mo.sub2.issue(GOOD, ocsp_url=mo.url)
+        leaf = mo.sub2.issue(GOOD, ocsp_url=mo.url, emaid=EMAID)
         assert await _authorize(cp, pem(leaf, mo.sub2.cert)) == CHAIN_ERROR  # Sub-CA 1 missing
-        assert await _authorize(cp, pem(mo.sub2.issue(GOOD + 2), mo.sub2.cert, mo.sub1.cert)) == CHAIN_ERROR
+        assert (
+            await _authorize(cp, pem(mo.sub2.issue(GOOD + 2, emaid=EMAID), mo.sub2.cert, mo.sub1.cert))
+            == CHAIN_ERROR
+        )
         assert await _authorize(cp, "-----BEGIN CERTIFICATE-----\nnot one\n") == CHAIN_ERROR
 
         sub_a = TestCa("MO Sub-CA A", parent=mo.root, ocsp_url=mo.url, path_length=0)
         sub_b = TestCa("MO Sub-CA B", parent=sub_a, ocsp_url=mo.url)  # a CA below one that allows none
         responder.more += [sub_a, sub_b]
         responder.good |= {sub_a.cert.serial_number, sub_b.cert.serial_number, GOOD + 3}
-        deep = pem(sub_b.issue(GOOD + 3, ocsp_url=mo.url), sub_b.cert, sub_a.cert)
+        deep = pem(sub_b.issue(GOOD + 3, ocsp_url=mo.url, emaid=EMAID), sub_b.cert, sub_a.cert)
         assert await _authorize(cp, deep) == CHAIN_ERROR
         assert await _authorize(cp, pem(sub_b.cert, sub_a.cert)) == CHAIN_ERROR  # a CA as contract cert
 
         revoked_sub = TestCa("MO Sub-CA 2", parent=mo.sub1, ocsp_url=mo.url, path_length=0)
         responder.more.append(revoked_sub)
         responder.revoked.add(revoked_sub.cert.serial_number)
-        good_leaf = revoked_sub.issue(GOOD + 4, ocsp_url=mo.url)
+        good_leaf = revoked_sub.issue(GOOD + 4, ocsp_url=mo.url, emaid=EMAID)
         responder.good.add(GOOD + 4)
         assert await _authorize(cp, pem(good_leaf, revoked_sub.cert, mo.sub1.cert)) == revoked
 
@@ -171,14 +174,14 @@ async def test_delegated_responder_is_checked_against_the_known_issuer(
         await cp.boot()
         responder.good |= {GOOD + 10, GOOD + 11, GOOD + 12, GOOD + 13}
         responder.delegate = mo.root.responder()
-        direct = mo.root.issue(GOOD + 10, ocsp_url=mo.url)  # issued by the root itself
+        direct = mo.root.issue(GOOD + 10, ocsp_url=mo.url, emaid=EMAID)  # issued by the root itself
         assert (await _authorize(cp, pem(direct)))["certificateStatus"] == "Accepted"
         hashed = mo.root.issue(GOOD + 11)
         data = [mo.root.hash_data(hashed, mo.url)]
         assert (await _authorize(cp, None, data))["certificateStatus"] == "Accepted"
 
         responder.delegate = mo.root.responder(forged=True)
-        forged = mo.root.issue(GOOD + 12, ocsp_url=mo.url)
+        forged = mo.root.issue(GOOD + 12, ocsp_url=mo.url, emaid=EMAID)
         assert await _authorize(cp, pem(forged)) == CHAIN_ERROR
         data = [mo.root.hash_data(mo.root.issue(GOOD + 13), mo.url)]
         assert await _authorize(cp, None, data) == CHAIN_ERROR

@@ -157,7 +157,9 @@ async def test_tc_c_expired_or_unverifiable_pem_contract_certificate(
     ca = responder.ca
 
     def pem(serial: int, **kw: Any) -> str:
-        return ca.issue(serial, **kw).public_bytes(serialization.Encoding.PEM).decode()
+        return (
+            ca.issue(serial, emaid="DEMOC1234567890", **kw).public_bytes(serialization.Encoding.PEM).decode()
+        )
 
     async with raw_charger(runtime.gateway.port, "PNC-6", "ocpp2.0.1") as cp:  # type: ignore[union-attr]
         await cp.boot()
