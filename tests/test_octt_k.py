@@ -160,11 +160,11 @@ async def test_tc_k_59_the_operator_renegotiates_a_session_within_a_cap_of_their
     start_runtime: StartRuntime, db_url: str
 ) -> None:
     """K16 on demand: an ISO 15118 session runs under the site's 10,400 W; the operator asks for a
-        renegotiation capped at 5 kW: the station gets the transaction's TxProfile (same id) at 5,000 W, the API
-        answers with it, and it stays the last SetChargingProfile although the EV then draws at the cap (the site
-        did not change: no TxDefaultProfile follows). The EV's own renegotiation (K17) stays within the cap,
-        after a restart of chargeops too; the cap goes with the transaction. 404 / 409 / 422 for bad asks. On
-    SQLite and Postgres."""
+    renegotiation capped at 5 kW: the station gets the transaction's TxProfile (same id) at 5,000 W, the API
+    answers with it, and it stays the last SetChargingProfile although the EV then draws at the cap (the
+    site did not change: no TxDefaultProfile follows). The EV's own renegotiation (K17) stays within the
+    cap, after a restart of chargeops too; the cap goes with the transaction. 404 / 409 / 422 for bad asks.
+    On SQLite and Postgres."""
     runtime = await start_runtime(db_url, accept_unknown=True, site_plan_interval=0.3)
     await site_with_charger(runtime, "depot-k59", "K59-SITE")
     url = "/api/chargers/K59-SITE/evses/1/renegotiate"
