@@ -336,7 +336,7 @@ class GatewayServer:
         CHARGERS_CONNECTED.labels(protocol).inc()
         session.log.info("connected (%s) from %s", protocol, self._address(connection))
         gw = self.ctx.gateway_id
-        await self._presence(session, Connected(protocol, gw, session.session_id))
+        await self._presence(session, Connected(protocol, gw, session.session_id, self.ctx.instance_id))
         try:
             await session.start()
         finally:

@@ -38,6 +38,7 @@ from ops.startup import StartupError
 from ops.webhooks import WebhookDispatcher
 from telemetry.bus import Bus, make_bus
 from telemetry.fleet_metrics import FleetMetrics
+from telemetry.gateway_presence import GatewayPresenceSubscriber
 from telemetry.heap import HeapKeeper, LoopLag, observe_gc
 from telemetry.retention import Maintenance
 from telemetry.site_telemetry import SiteTelemetrySubscriber
@@ -91,6 +92,7 @@ class Runtime:
         self.ev_charging: EvChargingPlanner | None = None
         self.cost_updater: CostUpdater | None = None
         self.site_telemetry: SiteTelemetrySubscriber | None = None
+        self.gateway_presence: GatewayPresenceSubscriber | None = None
         self.local_lists: LocalListJob | None = None
         self._ops_bus: Bus | None = None
         self._http: ApiThread | ApiProcess | None = None
@@ -118,6 +120,11 @@ class Runtime:
             if self.settings.mqtt_url:  # site controllers publish there (without a broker: the API)
                 self.site_telemetry = SiteTelemetrySubscriber(self.sessions, self.settings)
                 self.site_telemetry.start()
+                # gateways lost or restarted: their chargers left `connected` are disconnected
+                self.gateway_presence = GatewayPresenceSubscriber(
+                    self.sessions, self.settings, self.bus.publish
+                )
+                self.gateway_presence.start()
             await self.bus.ready(timeout=30)
         if "ops" in self.roles:
             progress.log.info("starting ops (fault rules, supply reviews, webhooks, site power, EV charging)")
@@ -134,6 +141,7 @@ class Runtime:
                 self.settings.gateway_id,
                 GatewayCertificates(builtin_ca(self.settings), self.sessions),
                 pricing,
+                instance_id=self.bus.instance_id,
             )
             self.gateway = GatewayServer(ctx, self._tls)
             await self.gateway.start()
@@ -271,6 +279,7 @@ class Runtime:
             ("cost updates", self.cost_updater.stop if self.cost_updater is not None else None),
             ("local lists", self.local_lists.stop if self.local_lists is not None else None),
             ("site telemetry", self.site_telemetry.stop if self.site_telemetry is not None else None),
+            ("gateway presence", self.gateway_presence.stop if self.gateway_presence is not None else None),
             ("ops bus", self._ops_bus.close if self._ops_bus is not None else None),
             ("maintenance", self.maintenance.stop if self.maintenance is not None else None),
             ("ingest", self.writer.stop if self.writer is not None else None),

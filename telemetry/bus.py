@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Protocol
 
@@ -26,6 +27,8 @@ CommandExecutor = Callable[[str, dict[str, Any], float], Awaitable[CommandReply]
 
 
 class Bus(Protocol):
+    instance_id: str  # this process's bus; a gateway's presence and its `Connected` events name it
+
     async def start(self) -> None: ...
 
     async def close(self) -> None: ...
@@ -58,6 +61,7 @@ class InProcessBus:
     """
 
     def __init__(self, listener_queue: int = 100_000, max_batch: int = 20_000) -> None:
+        self.instance_id = uuid.uuid4().hex[:12]
         self._durable: list[EventHandler] = []
         self._listeners: list[asyncio.Queue[Sequence[Event]]] = []
         self._tasks: list[asyncio.Task[None]] = []
