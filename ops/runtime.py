@@ -13,6 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from chargeops.broker import redact
 from chargeops.db.engine import make_engine, make_sessionmaker
 from chargeops.db.migrate import is_empty
+from chargeops.events import utcnow
 from chargeops.settings import ROLES, Settings
 from ocpp_gateway.certificates import GatewayCertificates
 from ocpp_gateway.context import GatewayContext
@@ -38,8 +39,9 @@ from ops.startup import StartupError
 from ops.webhooks import WebhookDispatcher
 from telemetry.bus import Bus, make_bus
 from telemetry.fleet_metrics import FleetMetrics
-from telemetry.gateway_presence import GatewayPresenceSubscriber
+from telemetry.gateway_presence import GatewayPresenceSubscriber, apply_presence
 from telemetry.heap import HeapKeeper, LoopLag, observe_gc
+from telemetry.mqtt.presence import GatewayPresence
 from telemetry.retention import Maintenance
 from telemetry.site_telemetry import SiteTelemetrySubscriber
 from telemetry.writer import BatchWriter
@@ -143,6 +145,8 @@ class Runtime:
                 pricing,
                 instance_id=self.bus.instance_id,
             )
+            if not self.settings.mqtt_url:  # no broker, no Will: this run clears what a crashed one left
+                await self._clear_previous_runs()
             self.gateway = GatewayServer(ctx, self._tls)
             await self.gateway.start()
         progress.log.info("starting the HTTP %s", "API and /metrics" if "api" in self.roles else "/metrics")
@@ -252,6 +256,14 @@ class Runtime:
     def api_pid(self) -> int | None:
         """The API process's pid (None: the API runs in this process)."""
         return self._http.pid if isinstance(self._http, ApiProcess) else None
+
+    async def _clear_previous_runs(self) -> None:
+        """One process with every role: chargers a crashed earlier run left `connected` are disconnected as
+        the `online` presence of a gateway does it over MQTT (docs/bus.md, "Gateway presence")."""
+        now = GatewayPresence(self.settings.gateway_id, self.bus.instance_id, utcnow())
+        cleared = await apply_presence(self.sessions, now, self.bus.publish)
+        if cleared:
+            log.info("%d chargers a previous run left connected marked disconnected", cleared)
 
     def _fail(self, exc: BaseException) -> None:
         """A part that cannot go on stops the whole process (`run_forever` raises `exc`)."""

@@ -63,6 +63,18 @@ async def stranded(sessions: async_sessionmaker[AsyncSession], presence: Gateway
     return [lost_event(cid, presence.gateway_id, sid) for cid, sid in rows if sid is not None]
 
 
+async def apply_presence(
+    sessions: async_sessionmaker[AsyncSession], presence: GatewayPresence, publish: Publish
+) -> int:
+    """Publishes the disconnects `presence` implies; returns how many. Raises when the database or the bus
+    fails (nothing is lost: the presence is applied again)."""
+    events = await stranded(sessions, presence)
+    if events:
+        await publish(events)
+        GATEWAY_LOST_CHARGERS.labels("restarted" if presence.online else "offline").inc(len(events))
+    return len(events)
+
+
 class GatewayPresenceSubscriber(Background):
     """Takes every gateway's presence (one ingest process each) and publishes the disconnects it implies."""
 
@@ -97,17 +109,13 @@ class GatewayPresenceSubscriber(Background):
     async def _apply(self, presences: list[GatewayPresence]) -> None:
         """Raises when the database or the broker fails: the consumer retries, nothing is acked meanwhile."""
         for presence in presences:
-            events = await stranded(self._sessions, presence)
-            state = "online" if presence.online else "offline"
-            if events:
-                await self._publish(events)
-                GATEWAY_LOST_CHARGERS.labels("restarted" if presence.online else "offline").inc(len(events))
+            cleared = await apply_presence(self._sessions, presence, self._publish)
             log.info(
-                "gateway %s run %s is %s: %d chargers it left connected marked disconnected",
+                "gateway %s run %s is %s: %d chargers left connected by a lost run marked disconnected",
                 presence.gateway_id,
                 presence.instance,
-                state,
-                len(events),
+                "online" if presence.online else "offline",
+                cleared,
             )
 
 

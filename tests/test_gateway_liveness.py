@@ -23,21 +23,22 @@ import aiomqtt
 import asyncpg
 import orjson
 import pytest
-from sqlalchemy import update
+from sqlalchemy import select, update
 
 from chargeops.db.engine import make_engine, make_sessionmaker
 from chargeops.db.migrate import upgrade
-from chargeops.db.models import Charger
+from chargeops.db.models import Charger, StoredEvent
 from chargeops.events import Connected, Event
 from telemetry.gateway_presence import REASON, stranded
 from telemetry.ingest import store_events
 from telemetry.mqtt.presence import GatewayPresence
+from tests.conftest import migrated_sessions
 from tests.mqtt_brokers import SharedMosquitto
 from tests.ocpp_client import RawCharger, raw_charger
 from tests.test_pipeline_exactly_once import ROOT, Server
 from tests.waiting import until
 
-pytestmark = [pytest.mark.postgres, pytest.mark.timeout(120)]
+pytestmark = pytest.mark.timeout(120)
 
 BROKER = SharedMosquitto()
 
@@ -152,6 +153,7 @@ async def fleet(pg_url: str, tmp_path: Path) -> AsyncIterator[Fleet]:
         await f.close()
 
 
+@pytest.mark.postgres
 async def test_a_sigkilled_gateways_chargers_are_disconnected_by_its_will(fleet: Fleet) -> None:
     ingest = await fleet.ingest()
     gw_a = await fleet.gateway("gw-a")
@@ -189,6 +191,7 @@ async def test_a_sigkilled_gateways_chargers_are_disconnected_by_its_will(fleet:
     assert (await fleet.rows("LIVE-MOVER"))["LIVE-MOVER"] == (True, "gw-b")
 
 
+@pytest.mark.postgres
 async def test_a_gateway_restarted_with_the_same_id_clears_what_its_previous_run_left(fleet: Fleet) -> None:
     """Leftovers a lost Will would leave (a broker crash, a database from before migration 0022): rows
     connected on gw-a under another run. The new run's `online` clears them; its own chargers stay; a clean
@@ -227,6 +230,7 @@ async def test_a_gateway_restarted_with_the_same_id_clears_what_its_previous_run
     await fleet.wait_rows({"LIVE-NEW": (False, "gw-a")})
 
 
+@pytest.mark.postgres
 async def test_a_lost_runs_disconnect_leaves_a_charger_that_reconnected_first(pg_url: str) -> None:
     """The race the conditional update settles: the lost run's chargers are read, the charger's Connected
     from another gateway is stored, then the lost run's disconnect arrives. It names the old session, so the
@@ -262,3 +266,26 @@ async def test_a_lost_runs_disconnect_leaves_a_charger_that_reconnected_first(pg
             assert row is not None and row.connected is False
     finally:
         await engine.dispose()
+
+
+async def test_one_process_without_a_broker_clears_what_a_crashed_run_left(
+    start_runtime: Any, sqlite_url: str
+) -> None:
+    """No broker, no Will: `serve` with every role in one process clears, on start, the chargers an earlier
+    run of its gateway id left connected (it crashed: nobody stored their disconnects)."""
+    async with migrated_sessions(sqlite_url) as sessions, sessions.begin() as s:
+        for cid, gw in (("EMB-LEFT", "gw-1"), ("EMB-OTHER", "gw-9")):
+            s.add(
+                Charger(
+                    id=cid, connected=True, gateway_id=gw, gateway_instance="crashedrun01", session_id=cid
+                )
+            )
+    runtime = await start_runtime()
+    async with runtime.sessions() as s:
+        left, other = await s.get(Charger, "EMB-LEFT"), await s.get(Charger, "EMB-OTHER")
+        assert left is not None and other is not None
+        assert (left.connected, other.connected) == (False, True)
+        reasons = (
+            await s.scalars(select(StoredEvent.data).where(StoredEvent.charger_id == "EMB-LEFT"))
+        ).all()
+        assert [r["reason"] for r in reasons] == [REASON]
