@@ -25,7 +25,6 @@ class GatewayContext:
     gateway_id: str
     certificates: GatewayCertificates | None = None
     pricing: Pricing | None = None  # None: sessions are not priced (no database behind the gateway)
-    instance_id: str = ""  # this run of the gateway (the bus's instance: its presence names it)
     pki: Pki = field(init=False)
 
     def __post_init__(self) -> None:

@@ -143,11 +143,11 @@ class Runtime:
                 self.settings.gateway_id,
                 GatewayCertificates(builtin_ca(self.settings), self.sessions),
                 pricing,
-                instance_id=self.bus.instance_id,
             )
             if not self.settings.mqtt_url:  # no broker, no Will: this run clears what a crashed one left
                 await self._clear_previous_runs()
             self.gateway = GatewayServer(ctx, self._tls)
+            self.bus.on_presence_restored(self.gateway.announce_sessions)
             await self.gateway.start()
         progress.log.info("starting the HTTP %s", "API and /metrics" if "api" in self.roles else "/metrics")
         await self._start_http()
@@ -260,7 +260,7 @@ class Runtime:
     async def _clear_previous_runs(self) -> None:
         """One process with every role: chargers a crashed earlier run left `connected` are disconnected as
         the `online` presence of a gateway does it over MQTT (docs/bus.md, "Gateway presence")."""
-        now = GatewayPresence(self.settings.gateway_id, self.bus.instance_id, utcnow())
+        now = GatewayPresence(self.settings.gateway_id, self.bus.run_id, utcnow())
         cleared = await apply_presence(self.sessions, now, self.bus.publish)
         if cleared:
             log.info("%d chargers a previous run left connected marked disconnected", cleared)

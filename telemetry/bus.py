@@ -27,7 +27,16 @@ CommandExecutor = Callable[[str, dict[str, Any], float], Awaitable[CommandReply]
 
 
 class Bus(Protocol):
-    instance_id: str  # this process's bus; a gateway's presence and its `Connected` events name it
+    instance_id: str  # this process's bus
+
+    @property
+    def run_id(self) -> str:
+        """This run of the gateway as its presence and its `Connected` events name it (docs/bus.md,
+        "Gateway presence"): the bus instance and, after a dot, its broker connection."""
+
+    def on_presence_restored(self, callback: Callable[[], Awaitable[None]]) -> None:
+        """`callback` runs after every reconnect of a gateway's broker connection (its Will may have been
+        applied meanwhile): the gateway announces again the chargers it holds."""
 
     async def start(self) -> None: ...
 
@@ -68,6 +77,13 @@ class InProcessBus:
         self._holders: dict[str, CommandExecutor] = {}
         self._queue_size = listener_queue
         self._max_batch = max_batch
+
+    @property
+    def run_id(self) -> str:
+        return f"{self.instance_id}.0"
+
+    def on_presence_restored(self, callback: Callable[[], Awaitable[None]]) -> None:
+        """No broker connection to lose."""
 
     async def start(self) -> None:
         """Nothing to connect to."""

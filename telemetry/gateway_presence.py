@@ -48,11 +48,12 @@ def lost_event(charger_id: str, gateway_id: str, session_id: str) -> Event:
 
 
 async def stranded(sessions: async_sessionmaker[AsyncSession], presence: GatewayPresence) -> list[Event]:
-    """What a presence leaves to clear: for `offline`, the chargers recorded connected on that very run;
+    """What a presence leaves to clear: for `offline`, the chargers recorded connected on that very run and
+    broker connection (after a reconnect the gateway announced the ones it still holds under the next one);
     for `online`, those recorded connected on any other run of the same gateway id."""
     run = Charger.gateway_instance
     same_run = run == presence.instance
-    other_run = or_(run.is_(None), run != presence.instance)
+    other_run = or_(run.is_(None), ~run.startswith(f"{presence.run}.", autoescape=True))
     query = select(Charger.id, Charger.session_id).where(
         Charger.connected.is_(True),
         Charger.gateway_id == presence.gateway_id,

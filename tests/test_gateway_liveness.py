@@ -68,8 +68,10 @@ class Fleet:
         await server.wait_for_line("gateway presence: durable shared subscription")
         return server
 
-    async def gateway(self, gateway_id: str) -> Server:
+    async def gateway(self, gateway_id: str, mqtt_port: int | None = None) -> Server:
         env = {**self.env, "CHARGEOPS_GATEWAY_ID": gateway_id, "CHARGEOPS_NODE_ID": gateway_id}
+        if mqtt_port is not None:  # through a link the test can cut
+            env["CHARGEOPS_MQTT_URL"] = f"mqtt://127.0.0.1:{mqtt_port}/{self.root}"
         server = await Server.start(
             gateway_id, "gateway", env, self.workdir, ocpp_port=0, accept_unknown=True
         )
@@ -137,6 +139,52 @@ class Fleet:
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(server.proc.pid, signal.SIGCONT)
         await asyncio.gather(*(s.stop() for s in self.servers), return_exceptions=True)
+
+
+class CuttableLink:
+    """A TCP relay to the broker: `cut()` drops every connection through it (no MQTT DISCONNECT, as when a
+    network fails) and refuses new ones until `mend()`."""
+
+    def __init__(self) -> None:
+        self.port = 0
+        self.blocked = False
+        self._pipes: set[asyncio.StreamWriter] = set()
+        self._server: asyncio.Server | None = None
+
+    async def start(self) -> None:
+        self._server = await asyncio.start_server(self._relay, "127.0.0.1", 0)
+        self.port = self._server.sockets[0].getsockname()[1]
+
+    async def _relay(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if self.blocked:
+            writer.transport.abort()
+            return
+        up_reader, up_writer = await asyncio.open_connection(BROKER.host, BROKER.port)
+        self._pipes |= {writer, up_writer}
+
+        async def pump(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
+            with contextlib.suppress(ConnectionError):
+                while data := await src.read(65536):
+                    dst.write(data)
+                    await dst.drain()
+            dst.transport.abort()
+
+        await asyncio.gather(pump(reader, up_writer), pump(up_reader, writer))
+        self._pipes -= {writer, up_writer}
+
+    def cut(self) -> None:
+        self.blocked = True
+        for pipe in list(self._pipes):
+            pipe.transport.abort()
+
+    def mend(self) -> None:
+        self.blocked = False
+
+    async def close(self) -> None:
+        self.cut()
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()
 
 
 @pytest.fixture
@@ -231,6 +279,37 @@ async def test_a_gateway_restarted_with_the_same_id_clears_what_its_previous_run
 
 
 @pytest.mark.postgres
+async def test_a_gateway_cut_off_from_the_broker_announces_its_chargers_again(fleet: Fleet) -> None:
+    """The gateway lives and keeps its chargers, but its broker link fails: the broker publishes its Will and
+    ingest marks them disconnected; once the link is back the gateway announces them again, under its new
+    broker connection, which a late Will of the old one cannot undo."""
+    link = CuttableLink()
+    await link.start()
+    try:
+        await fleet.ingest()
+        gateway = await fleet.gateway("gw-p", mqtt_port=link.port)
+        charger = await fleet.connect("gw-p", "LIVE-P0")
+        await fleet.wait_rows({"LIVE-P0": (True, "gw-p")})
+        before = await fleet.retained_presence("gw-p")
+
+        link.cut()
+        await fleet.wait_rows({"LIVE-P0": (False, "gw-p")})  # the Will, applied
+        assert "LIVE-P0" in await fleet.lost_events()
+        link.mend()
+        await fleet.wait_rows({"LIVE-P0": (True, "gw-p")}, timeout=30)
+        await until(lambda: gateway.saw("chargers announced again"), what="the announcement", timeout=10)
+        after = await fleet.retained_presence("gw-p")
+        assert after["state"] == "online", after
+        run = before["instance"].rsplit(".", 1)[0]
+        assert after["instance"].rsplit(".", 1)[0] == run and after["instance"] != before["instance"]
+        assert (await charger.boot())["status"] == "Accepted"  # the charger never noticed
+        await asyncio.sleep(1.0)
+        assert await fleet.rows("LIVE-P0") == {"LIVE-P0": (True, "gw-p")}
+    finally:
+        await link.close()
+
+
+@pytest.mark.postgres
 async def test_a_lost_runs_disconnect_leaves_a_charger_that_reconnected_first(pg_url: str) -> None:
     """The race the conditional update settles: the lost run's chargers are read, the charger's Connected
     from another gateway is stored, then the lost run's disconnect arrives. It names the old session, so the
@@ -242,10 +321,12 @@ async def test_a_lost_runs_disconnect_leaves_a_charger_that_reconnected_first(pg
         old, new = str(uuid.uuid4()), str(uuid.uuid4())
         async with sessions() as s, s.begin():
             s.add(Charger(id="RACE1", admission="accepted"))
-        await store_events(sessions, [Event("RACE1", Connected("ocpp1.6", "gw-a", old, "run-a"))])
-        pending = await stranded(sessions, GatewayPresence("gw-a", "run-a", datetime.now(UTC), online=False))
+        await store_events(sessions, [Event("RACE1", Connected("ocpp1.6", "gw-a", old, "run-a.1"))])
+        pending = await stranded(
+            sessions, GatewayPresence("gw-a", "run-a.1", datetime.now(UTC), online=False)
+        )
         assert [(e.charger_id, e.body.session_id) for e in pending] == [("RACE1", old)]  # type: ignore[attr-defined]
-        await store_events(sessions, [Event("RACE1", Connected("ocpp1.6", "gw-b", new, "run-b"))])
+        await store_events(sessions, [Event("RACE1", Connected("ocpp1.6", "gw-b", new, "run-b.1"))])
         await store_events(sessions, pending)
         await store_events(sessions, pending)  # redelivered: stored once, changes nothing
         async with sessions() as s:
@@ -254,7 +335,7 @@ async def test_a_lost_runs_disconnect_leaves_a_charger_that_reconnected_first(pg
             assert (row.connected, row.gateway_id, row.gateway_instance, row.session_id) == (
                 True,
                 "gw-b",
-                "run-b",
+                "run-b.1",
                 new,
             )
         # without the reconnect, the same disconnect does clear it
@@ -264,6 +345,13 @@ async def test_a_lost_runs_disconnect_leaves_a_charger_that_reconnected_first(pg
         async with sessions() as s:
             row = await s.get(Charger, "RACE1")
             assert row is not None and row.connected is False
+        # announced again under the run's next broker connection: a late Will of the old one finds nothing,
+        # nor does the run's own `online`; the next run's `online` does
+        await store_events(sessions, [Event("RACE1", Connected("ocpp1.6", "gw-a", old, "run-a.2"))])
+        at = datetime.now(UTC)
+        assert await stranded(sessions, GatewayPresence("gw-a", "run-a.1", at, online=False)) == []
+        assert await stranded(sessions, GatewayPresence("gw-a", "run-a.3", at, online=True)) == []
+        assert len(await stranded(sessions, GatewayPresence("gw-a", "run-c.1", at, online=True))) == 1
     finally:
         await engine.dispose()
 

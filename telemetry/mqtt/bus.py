@@ -10,8 +10,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
-from collections.abc import Awaitable, Sequence
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -96,8 +96,10 @@ class MqttBus:
         # A gateway process says it is online (retained) and leaves the broker a Will saying it is not.
         self.presence_topic = self.topics.gateway(settings.gateway_id)
         self.presence: GatewayPresence | None = None
+        self._connection_no = 0  # broker connections tried; part of the run id (Will and `Connected` events)
+        self._restored: Callable[[], Awaitable[None]] | None = None
         if "gateway" in settings.role_set():
-            self.presence = GatewayPresence(settings.gateway_id, self.instance_id, utcnow())
+            self.presence = GatewayPresence(settings.gateway_id, self.run_id, utcnow())
         # Each consumer group (ingest, ops) gets every event once per group, split across its processes.
         self._durable_group = durable_group
         self.durable_client_id = f"{root}-{durable_group}-{settings.node_id}"
@@ -124,6 +126,13 @@ class MqttBus:
             tuning.ack_timeout or settings.command_ack_timeout,
             tuning.reply_margin,
         )
+
+    @property
+    def run_id(self) -> str:
+        return f"{self.instance_id}.{self._connection_no}"
+
+    def on_presence_restored(self, callback: Callable[[], Awaitable[None]]) -> None:
+        self._restored = callback
 
     def command_topic(self, charger_id: str) -> str:
         return self.topics.commands(charger_id)
@@ -203,6 +212,9 @@ class MqttBus:
         delay = 0.2
         while True:
             t = self._tuning
+            self._connection_no += 1
+            if self.presence is not None:  # each connection's Will names it: a later one's is not undone
+                self.presence = replace(self.presence, instance=self.run_id)
             client = self._broker.client(
                 self.client_id,
                 clean=True,
@@ -220,6 +232,8 @@ class MqttBus:
                     if self.presence is not None:
                         await self._announce(conn, self.presence)
                     self._link.up.set()
+                    if self.presence is not None and self._connection_no > 1 and self._restored is not None:
+                        self._spawn(self._restored(), "mqtt-bus-presence-restored")
                     log.info("mqtt bus %s connected to %s", self.instance_id, self._broker.url)
                     delay = 0.2
                     syncer = self._spawn(self._sync_forever(conn), "mqtt-bus-sync")

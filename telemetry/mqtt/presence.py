@@ -2,9 +2,10 @@
 
 Each gateway process publishes, retained, `online` on `{root}/v2/gateways/{gw}` once connected, leaves the
 broker a Will (`offline`, retained, same topic) so that a kill -9 or a lost network is announced by the
-broker, and publishes `offline` itself on a clean stop. `instance` tells one run of a gateway id from the
-next (the bus's instance id, also in every `Connected` event it publishes): ingest clears the chargers a
-lost instance still holds in the database (`telemetry/gateway_presence.py`).
+broker, and publishes `offline` itself on a clean stop. `instance` (`{run}.{connection}`: the bus's instance
+id and its broker connection's number, also in every `Connected` event it publishes) tells one run of a
+gateway id from the next, and one connection of a run from the next: ingest clears the chargers a lost run
+or connection still holds in the database (`telemetry/gateway_presence.py`).
 """
 
 from __future__ import annotations
@@ -28,6 +29,11 @@ class GatewayPresence:
     instance: str
     started_at: datetime
     online: bool = True
+
+    @property
+    def run(self) -> str:
+        """The gateway process's run, without the broker connection (`instance` is `{run}.{connection}`)."""
+        return self.instance.rsplit(".", 1)[0]
 
     def offline(self) -> GatewayPresence:
         return replace(self, online=False)
