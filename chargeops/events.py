@@ -70,6 +70,7 @@ class Connected(Body):
     protocol: str
     gateway_id: str
     session_id: str
+    instance: str = ""  # the gateway process's run (its bus instance; docs/bus.md, "Gateway presence")
 
 
 @dataclass(slots=True)

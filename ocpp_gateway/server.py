@@ -363,7 +363,7 @@ class GatewayServer:
         CHARGERS_CONNECTED.labels(protocol).inc()
         session.log.info("connected (%s) from %s", protocol, self._address(connection))
         gw = self.ctx.gateway_id
-        await self._presence(session, Connected(protocol, gw, session.session_id))
+        await self._presence(session, Connected(protocol, gw, session.session_id, self.ctx.bus.run_id))
         try:
             await session.start()
         finally:
@@ -373,6 +373,22 @@ class GatewayServer:
                 self.ctx.bus.release(auth.id, session.execute)
             session.log.info("disconnected (code %s)", connection.close_code)
             await self._presence(session, Disconnected(gw, session.session_id, str(connection.close_code)))
+
+    async def announce_sessions(self) -> None:
+        """After the bus's broker connection came back (its Will may have marked them disconnected meanwhile):
+        a `Connected` for every charger held, under the new connection's run id (docs/bus.md, "Gateway
+        presence")."""
+        protocols = {cls: name for name, cls in SESSION_CLASSES.items()}
+        run_id, gw = self.ctx.bus.run_id, self.ctx.gateway_id
+        held = list(self.sessions.values())
+        events = [Event(s.id, Connected(protocols[type(s)], gw, s.session_id, run_id)) for s in held]
+        if not events:
+            return
+        try:
+            await self.ctx.bus.publish(events)
+            log.info("broker connection back: %d chargers announced again", len(events))
+        except Exception as exc:  # best effort, as every presence event
+            log.warning("could not announce the %d chargers held again: %s", len(events), exc)
 
     async def _presence(self, session: ChargerSession, body: Any) -> None:
         """Presence is best effort: a database hiccup must not cost the charger its connection."""

@@ -13,6 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from chargeops.broker import redact
 from chargeops.db.engine import make_engine, make_sessionmaker
 from chargeops.db.migrate import is_empty
+from chargeops.events import utcnow
 from chargeops.settings import ROLES, Settings
 from ocpp_gateway.certificates import GatewayCertificates
 from ocpp_gateway.context import GatewayContext
@@ -38,7 +39,9 @@ from ops.startup import StartupError
 from ops.webhooks import WebhookDispatcher
 from telemetry.bus import Bus, make_bus
 from telemetry.fleet_metrics import FleetMetrics
+from telemetry.gateway_presence import GatewayPresenceSubscriber, apply_presence
 from telemetry.heap import HeapKeeper, LoopLag, observe_gc
+from telemetry.mqtt.presence import GatewayPresence
 from telemetry.retention import Maintenance
 from telemetry.site_telemetry import SiteTelemetrySubscriber
 from telemetry.writer import BatchWriter
@@ -91,6 +94,7 @@ class Runtime:
         self.ev_charging: EvChargingPlanner | None = None
         self.cost_updater: CostUpdater | None = None
         self.site_telemetry: SiteTelemetrySubscriber | None = None
+        self.gateway_presence: GatewayPresenceSubscriber | None = None
         self.local_lists: LocalListJob | None = None
         self._ops_bus: Bus | None = None
         self._http: ApiThread | ApiProcess | None = None
@@ -118,6 +122,11 @@ class Runtime:
             if self.settings.mqtt_url:  # site controllers publish there (without a broker: the API)
                 self.site_telemetry = SiteTelemetrySubscriber(self.sessions, self.settings)
                 self.site_telemetry.start()
+                # gateways lost or restarted: their chargers left `connected` are disconnected
+                self.gateway_presence = GatewayPresenceSubscriber(
+                    self.sessions, self.settings, self.bus.publish
+                )
+                self.gateway_presence.start()
             await self.bus.ready(timeout=30)
         if "ops" in self.roles:
             progress.log.info("starting ops (fault rules, supply reviews, webhooks, site power, EV charging)")
@@ -135,7 +144,10 @@ class Runtime:
                 GatewayCertificates(builtin_ca(self.settings), self.sessions),
                 pricing,
             )
+            if not self.settings.mqtt_url:  # no broker, no Will: this run clears what a crashed one left
+                await self._clear_previous_runs()
             self.gateway = GatewayServer(ctx, self._tls)
+            self.bus.on_presence_restored(self.gateway.announce_sessions)
             await self.gateway.start()
         progress.log.info("starting the HTTP %s", "API and /metrics" if "api" in self.roles else "/metrics")
         await self._start_http()
@@ -245,6 +257,14 @@ class Runtime:
         """The API process's pid (None: the API runs in this process)."""
         return self._http.pid if isinstance(self._http, ApiProcess) else None
 
+    async def _clear_previous_runs(self) -> None:
+        """One process with every role: chargers a crashed earlier run left `connected` are disconnected as
+        the `online` presence of a gateway does it over MQTT (docs/bus.md, "Gateway presence")."""
+        now = GatewayPresence(self.settings.gateway_id, self.bus.run_id, utcnow())
+        cleared = await apply_presence(self.sessions, now, self.bus.publish)
+        if cleared:
+            log.info("%d chargers a previous run left connected marked disconnected", cleared)
+
     def _fail(self, exc: BaseException) -> None:
         """A part that cannot go on stops the whole process (`run_forever` raises `exc`)."""
         if self._failed is not None and not self._failed.done():
@@ -271,6 +291,7 @@ class Runtime:
             ("cost updates", self.cost_updater.stop if self.cost_updater is not None else None),
             ("local lists", self.local_lists.stop if self.local_lists is not None else None),
             ("site telemetry", self.site_telemetry.stop if self.site_telemetry is not None else None),
+            ("gateway presence", self.gateway_presence.stop if self.gateway_presence is not None else None),
             ("ops bus", self._ops_bus.close if self._ops_bus is not None else None),
             ("maintenance", self.maintenance.stop if self.maintenance is not None else None),
             ("ingest", self.writer.stop if self.writer is not None else None),

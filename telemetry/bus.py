@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Protocol
 
@@ -26,6 +27,17 @@ CommandExecutor = Callable[[str, dict[str, Any], float], Awaitable[CommandReply]
 
 
 class Bus(Protocol):
+    instance_id: str  # this process's bus
+
+    @property
+    def run_id(self) -> str:
+        """This run of the gateway as its presence and its `Connected` events name it (docs/bus.md,
+        "Gateway presence"): the bus instance and, after a dot, its broker connection."""
+
+    def on_presence_restored(self, callback: Callable[[], Awaitable[None]]) -> None:
+        """`callback` runs after every reconnect of a gateway's broker connection (its Will may have been
+        applied meanwhile): the gateway announces again the chargers it holds."""
+
     async def start(self) -> None: ...
 
     async def close(self) -> None: ...
@@ -58,12 +70,20 @@ class InProcessBus:
     """
 
     def __init__(self, listener_queue: int = 100_000, max_batch: int = 20_000) -> None:
+        self.instance_id = uuid.uuid4().hex[:12]
         self._durable: list[EventHandler] = []
         self._listeners: list[asyncio.Queue[Sequence[Event]]] = []
         self._tasks: list[asyncio.Task[None]] = []
         self._holders: dict[str, CommandExecutor] = {}
         self._queue_size = listener_queue
         self._max_batch = max_batch
+
+    @property
+    def run_id(self) -> str:
+        return f"{self.instance_id}.0"
+
+    def on_presence_restored(self, callback: Callable[[], Awaitable[None]]) -> None:
+        """No broker connection to lose."""
 
     async def start(self) -> None:
         """Nothing to connect to."""

@@ -369,6 +369,7 @@ _connected = (
         connected=True,
         protocol=bindparam("protocol"),
         gateway_id=bindparam("gateway"),
+        gateway_instance=bindparam("instance"),
         session_id=bindparam("session"),
     )
 )
@@ -391,6 +392,7 @@ async def _apply_presence(conn: AsyncConnection, events: list[Event]) -> None:
                     "cid": ev.charger_id,
                     "protocol": b.protocol,
                     "gateway": b.gateway_id,
+                    "instance": b.instance or None,
                     "session": b.session_id,
                 }
                 for ev in run

@@ -207,6 +207,12 @@ INGEST_REDELIVERIES = Counter(
     "chargeops_ingest_redeliveries_total", "Events delivered again that were already stored (and skipped)"
 )
 BUS_ERRORS = Counter("chargeops_bus_errors_total", "Bus (broker) failures, by operation", ["operation"])
+GATEWAY_LOST_CHARGERS = Counter(
+    "chargeops_gateway_lost_chargers_total",
+    "Chargers marked disconnected because the gateway run holding them was lost (its Will: offline) or "
+    "replaced by a new run of the same gateway id (restarted)",
+    ["why"],
+)
 
 # -- webhooks (ops.webhooks) --------------------------------------------------------------------------------
 WEBHOOK_DELIVERIES = Counter(

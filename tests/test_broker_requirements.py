@@ -8,6 +8,7 @@ started afresh for each test (rumqttd's router dies on one of them).
 
 from __future__ import annotations
 
+import socket
 import threading
 import time
 import uuid
@@ -47,6 +48,7 @@ class Peer:
         clean: bool = True,
         expiry: int = 0,
         manual_ack: bool = False,
+        will: tuple[str, bytes] | None = None,
     ) -> None:
         self.client = mqtt.Client(
             mqtt.CallbackAPIVersion.VERSION2,
@@ -54,6 +56,8 @@ class Peer:
             protocol=mqtt.MQTTv5,
             manual_ack=manual_ack,
         )
+        if will is not None:
+            self.client.will_set(will[0], will[1], qos=1, retain=True)
         self.messages: list[mqtt.MQTTMessage] = []
         self.acks: dict[int, str] = {}
         self.connack: list[tuple[bool, str]] = []
@@ -88,6 +92,14 @@ class Peer:
     def close(self) -> None:
         self.client.disconnect()
         self.client.loop_stop()
+
+    def drop(self) -> None:
+        """The connection ends without a DISCONNECT, as when the process is killed."""
+        self.client.loop_stop()
+        sock = self.client.socket()
+        assert sock is not None
+        sock.shutdown(socket.SHUT_RDWR)
+        sock.close()
 
 
 def settle(check: Callable[[], bool], timeout: float = 3.0) -> bool:
@@ -180,6 +192,29 @@ def test_retained_message_and_its_deletion(broker: Broker) -> None:
     works = [(m.payload, m.retain) for m in first.messages[:1]] == [(b"hold", True)] and not second.messages
     expect(broker, "retained", works)
     for p in (pub, first, second):
+        p.close()
+
+
+def test_a_will_is_published_retained_when_a_connection_drops(broker: Broker) -> None:
+    """A gateway killed or cut off is announced by its Will: live to ingest's shared subscription, and
+    retained for whoever subscribes later."""
+    r = root()
+    watcher = Peer(broker)
+    watcher.subscribe(f"$share/g/{r}/gateways/+")
+    gateway = Peer(broker, will=(f"{r}/gateways/gw-1", b"offline"))
+    gateway.publish(f"{r}/gateways/gw-1", b"online", retain=True)
+    settle(lambda: len(watcher.messages) >= 1)
+    gateway.drop()
+    settle(lambda: len(watcher.messages) >= 2)
+    later = Peer(broker)
+    later.subscribe(f"{r}/gateways/+")
+    settle(lambda: bool(later.messages))
+    live = [m.payload for m in watcher.messages]
+    works = live == [b"online", b"offline"] and [(m.payload, m.retain) for m in later.messages] == [
+        (b"offline", True)
+    ]
+    expect(broker, "will_retained", works)
+    for p in (watcher, later):
         p.close()
 
 

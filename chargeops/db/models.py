@@ -48,6 +48,8 @@ class Charger(Base):
     protocol: Mapped[str | None] = mapped_column(String(16))
     connected: Mapped[bool] = mapped_column(default=False)
     gateway_id: Mapped[str | None] = mapped_column(String(64))
+    # Which run of that gateway holds the session: a lost run's chargers are cleared by its presence.
+    gateway_instance: Mapped[str | None] = mapped_column(String(32))
     session_id: Mapped[str | None] = mapped_column(String(36))
     last_boot_at: Mapped[datetime | None]
     last_seen: Mapped[datetime | None]

@@ -10,8 +10,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
-from collections.abc import Awaitable, Sequence
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -19,7 +19,7 @@ from urllib.parse import quote
 import aiomqtt
 
 from chargeops.broker import BrokerUnavailable
-from chargeops.events import Event
+from chargeops.events import Event, utcnow
 from chargeops.settings import Settings
 from telemetry.bus import CommandExecutor, CommandReply, EventHandler
 from telemetry.metrics import BUS_ERRORS
@@ -27,6 +27,7 @@ from telemetry.mqtt.client import Broker, Connection, Link, backoff
 from telemetry.mqtt.commands import Executions, Holds, Requests
 from telemetry.mqtt.consumer import Batching, DurableConsumer
 from telemetry.mqtt.events import BATCH_MAX_MESSAGES, Linger, Listeners, Outbox, decode_batch
+from telemetry.mqtt.presence import GatewayPresence
 from telemetry.mqtt.topics import Topics
 from telemetry.spool import Spool
 
@@ -92,6 +93,13 @@ class MqttBus:
         self.client_id = quote(f"{root}-{settings.gateway_id}-{self.instance_id}", safe="")
         self.reply_topic = self.topics.replies(self.instance_id)
         self.event_topic = self.topics.events(settings.gateway_id)
+        # A gateway process says it is online (retained) and leaves the broker a Will saying it is not.
+        self.presence_topic = self.topics.gateway(settings.gateway_id)
+        self.presence: GatewayPresence | None = None
+        self._connection_no = 0  # broker connections tried; part of the run id (Will and `Connected` events)
+        self._restored: Callable[[], Awaitable[None]] | None = None
+        if "gateway" in settings.role_set():
+            self.presence = GatewayPresence(settings.gateway_id, self.run_id, utcnow())
         # Each consumer group (ingest, ops) gets every event once per group, split across its processes.
         self._durable_group = durable_group
         self.durable_client_id = f"{root}-{durable_group}-{settings.node_id}"
@@ -118,6 +126,13 @@ class MqttBus:
             tuning.ack_timeout or settings.command_ack_timeout,
             tuning.reply_margin,
         )
+
+    @property
+    def run_id(self) -> str:
+        return f"{self.instance_id}.{self._connection_no}"
+
+    def on_presence_restored(self, callback: Callable[[], Awaitable[None]]) -> None:
+        self._restored = callback
 
     def command_topic(self, charger_id: str) -> str:
         return self.topics.commands(charger_id)
@@ -160,6 +175,7 @@ class MqttBus:
             )
 
     async def close(self) -> None:
+        await self._say_offline()
         self._outbox.running = False
         self._linger.flush()  # published just now: fails below (its task is cancelled), like the rest
         for task in list(self._tasks):
@@ -174,12 +190,37 @@ class MqttBus:
         if self._durable is not None:
             await asyncio.wait_for(self.durable_ready.wait(), timeout)
 
+    async def _say_offline(self) -> None:
+        """A clean stop: the gateway's retained presence says `offline` (the Will says it otherwise)."""
+        conn = self._link.conn
+        if self.presence is None or conn is None:
+            return
+        try:
+            await self._announce(conn, self.presence.offline())
+        except ConnectionError as exc:
+            log.warning("could not publish the gateway's offline presence: %s", exc)
+
+    async def _announce(self, conn: Connection, presence: GatewayPresence) -> None:
+        await conn.confirm([conn.send(self.presence_topic, presence.encode(), retain=True)])
+
+    def _will(self) -> aiomqtt.Will | None:
+        if self.presence is None:
+            return None
+        return aiomqtt.Will(self.presence_topic, self.presence.offline().encode(), qos=1, retain=True)
+
     async def _run_main(self) -> None:
         delay = 0.2
         while True:
             t = self._tuning
+            self._connection_no += 1
+            if self.presence is not None:  # each connection's Will names it: a later one's is not undone
+                self.presence = replace(self.presence, instance=self.run_id)
             client = self._broker.client(
-                self.client_id, clean=True, session_expiry=t.session_expiry, timeout=t.op_timeout
+                self.client_id,
+                clean=True,
+                session_expiry=t.session_expiry,
+                timeout=t.op_timeout,
+                will=self._will(),
             )
             conn = Connection(client, t.op_timeout)
             try:
@@ -188,7 +229,11 @@ class MqttBus:
                     self._holds.reconnected()
                     self._link.conn = conn
                     await self._sync(conn)
+                    if self.presence is not None:
+                        await self._announce(conn, self.presence)
                     self._link.up.set()
+                    if self.presence is not None and self._connection_no > 1 and self._restored is not None:
+                        self._spawn(self._restored(), "mqtt-bus-presence-restored")
                     log.info("mqtt bus %s connected to %s", self.instance_id, self._broker.url)
                     delay = 0.2
                     syncer = self._spawn(self._sync_forever(conn), "mqtt-bus-sync")

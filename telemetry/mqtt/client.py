@@ -90,12 +90,21 @@ class Broker:
         """For logs and errors (no password)."""
         return self.address.url
 
-    def client(self, identifier: str, *, clean: bool, session_expiry: int, timeout: float) -> aiomqtt.Client:
+    def client(
+        self,
+        identifier: str,
+        *,
+        clean: bool,
+        session_expiry: int,
+        timeout: float,
+        will: aiomqtt.Will | None = None,
+    ) -> aiomqtt.Client:
         """A client; with `clean` off its session (and what is queued for it) outlives `session_expiry` s
-        of absence."""
+        of absence. The broker publishes `will` when the connection ends without a DISCONNECT."""
         client = aiomqtt.Client(
             **self.address.client_kwargs(),
             identifier=identifier,
+            will=will,
             protocol=aiomqtt.ProtocolVersion.V5,
             clean_start=clean,
             properties=_props(

@@ -10,7 +10,7 @@ VERSION = "v2"
 class Topics:
     """`{root}/v2/...`; ids are percent-encoded so `/`, `+` and `#` cannot break the tree."""
 
-    __slots__ = ("base", "commands_prefix", "events_all", "events_prefix", "root")
+    __slots__ = ("base", "commands_prefix", "events_all", "events_prefix", "gateways_all", "root")
 
     def __init__(self, root: str) -> None:
         self.root = root
@@ -18,6 +18,7 @@ class Topics:
         self.events_prefix = f"{self.base}/events/"
         self.events_all = f"{self.events_prefix}#"
         self.commands_prefix = f"{self.base}/commands/"
+        self.gateways_all = f"{self.base}/gateways/+"
 
     def events(self, gateway_id: str) -> str:
         """Where the gateway `gateway_id` publishes its event batches."""
@@ -38,3 +39,12 @@ class Topics:
     def replies(self, bus_id: str) -> str:
         """Acks and replies for the bus instance that asked."""
         return f"{self.base}/replies/{bus_id}"
+
+    def gateway(self, gateway_id: str) -> str:
+        """The gateway `gateway_id`'s presence (retained "online", its Will "offline")."""
+        return f"{self.base}/gateways/{quote(gateway_id, safe='')}"
+
+    def shared_gateways(self, group: str) -> str:
+        """Every gateway's presence, shared among the sessions of one consumer group (no retained messages
+        reach a shared subscription: each live change goes to one member)."""
+        return f"$share/chargeops-{group}/{self.gateways_all}"
