@@ -4,8 +4,8 @@ A gateway process that dies (kill -9, lost network) is announced by its MQTT Wil
 disconnected the chargers that run still holds (`telemetry/gateway_presence.py`). The gateway id alone
 cannot tell a dead run from the next one started with the same id.
 
-Revision ID: 0024
-Revises: 0023
+Revision ID: 0025
+Revises: 0024
 """
 
 from collections.abc import Sequence
@@ -13,8 +13,8 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = "0024"
-down_revision: str | None = "0023"
+revision: str = "0025"
+down_revision: str | None = "0024"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
