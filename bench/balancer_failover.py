@@ -38,7 +38,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake
 
 from tests.cluster_lab import CLUSTER_CFG, HAPROXY
-from tests.test_pipeline_exactly_once import free_port, wait_for_port
+from tests.private_services import free_port, wait_for_port
 
 BACKEND = """
 import asyncio, sys

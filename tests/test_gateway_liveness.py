@@ -35,7 +35,7 @@ from telemetry.mqtt.presence import GatewayPresence
 from tests.conftest import migrated_sessions
 from tests.mqtt_brokers import SharedMosquitto
 from tests.ocpp_client import RawCharger, raw_charger
-from tests.test_pipeline_exactly_once import ROOT, Server
+from tests.server_process import ROOT, Server
 from tests.waiting import until
 
 pytestmark = pytest.mark.timeout(120)
