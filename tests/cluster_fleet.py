@@ -87,6 +87,13 @@ class Link:
             raise RuntimeError(f"{action} answered {msg}")
         return dict(msg[2])
 
+    async def idle(self, seconds: float) -> None:
+        """Waits `seconds` between messages, but notices a closed connection at once (ConnectionError), as a
+        charger's reader does: asleep until its next message, it would find a dead gateway only then."""
+        done, _ = await asyncio.wait({self.reader}, timeout=seconds)
+        if done:
+            raise ConnectionError("connection closed")
+
     async def close(self) -> None:
         self.reader.cancel()
         with contextlib.suppress(Exception):
@@ -142,7 +149,7 @@ class SimCharger:
             self.record.stopped = True
             return True
         else:
-            await asyncio.sleep(self.interval * (0.5 + random.random()))
+            await link.idle(self.interval * (0.5 + random.random()))
             reading = self.wh + 10  # sent again unchanged if this call is not answered
             sv = [{"value": str(reading), "measurand": ENERGY, "unit": "Wh"}]
             mv = {"timestamp": ts, "sampledValue": sv}
