@@ -120,3 +120,27 @@ async def _resolve(host: str) -> list[str]:
     loop = asyncio.get_running_loop()
     infos = await asyncio.wait_for(loop.getaddrinfo(host, None, type=socket.SOCK_STREAM), 2.0)
     return [str(info[4][0]) for info in infos]
+
+
+class FetchError(Exception):
+    """An HTTP fetch that did not give a usable body: the reason, for the caller's own error."""
+
+
+async def fetch_bounded(client: httpx.AsyncClient, request: httpx.Request, url: str, limit: int) -> bytes:
+    """The body of a 200 answer to `request`, read as it streams in and refused beyond `limit` bytes (a
+    certificate service's answer is small: a large one is a mistake or an attack, never read whole)."""
+    try:
+        response = await client.send(request, stream=True)
+        try:
+            if response.status_code != 200:
+                raise FetchError(f"{url} answered HTTP {response.status_code}")
+            data = bytearray()
+            async for chunk in response.aiter_bytes():
+                data += chunk
+                if len(data) > limit:
+                    raise FetchError(f"{url} answered more than {limit} bytes")
+        finally:
+            await response.aclose()
+    except httpx.HTTPError as exc:
+        raise FetchError(f"{url}: {type(exc).__name__}: {exc}"[:200]) from None
+    return bytes(data)

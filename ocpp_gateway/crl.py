@@ -24,7 +24,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 
 from chargeops import clock
-from chargeops.urls import destination
+from chargeops.urls import FetchError, destination, fetch_bounded
 from ocpp_gateway.ocsp import CLOCK_SKEW, OcspFailure, Status
 
 MAX_CRL_BYTES = 1024 * 1024
@@ -159,24 +159,12 @@ class CrlClient:
             self._client = httpx.AsyncClient(follow_redirects=False, timeout=self._timeout)
         extensions = {"sni_hostname": dest.sni} if dest.sni else None
         self.fetches += 1
+        headers = {"Host": dest.host}
+        request = self._client.build_request("GET", dest.url, headers=headers, extensions=extensions)
         try:
-            request = self._client.build_request(
-                "GET", dest.url, headers={"Host": dest.host}, extensions=extensions
-            )
-            response = await self._client.send(request, stream=True)
-            try:
-                if response.status_code != 200:
-                    raise CrlFailure(f"{url} answered HTTP {response.status_code}")
-                data = bytearray()
-                async for chunk in response.aiter_bytes():
-                    data += chunk
-                    if len(data) > MAX_CRL_BYTES:
-                        raise CrlFailure(f"{url} answered more than {MAX_CRL_BYTES} bytes")
-            finally:
-                await response.aclose()
-        except httpx.HTTPError as exc:
-            raise CrlFailure(f"{url}: {type(exc).__name__}: {exc}"[:200]) from None
-        return bytes(data)
+            return await fetch_bounded(self._client, request, url, MAX_CRL_BYTES)
+        except FetchError as exc:
+            raise CrlFailure(str(exc)) from None
 
     async def close(self) -> None:
         for task in list(self._inflight.values()):

@@ -38,7 +38,7 @@ from cryptography.x509 import ocsp
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from chargeops import clock
-from chargeops.urls import destination
+from chargeops.urls import FetchError, destination, fetch_bounded
 
 log = logging.getLogger("chargeops.gateway.ocsp")
 
@@ -299,24 +299,13 @@ class OcspClient:
         headers = {"Content-Type": "application/ocsp-request", "Accept": "application/ocsp-response"}
         headers["Host"] = dest.host
         extensions = {"sni_hostname": dest.sni} if dest.sni else None
+        req = self._client.build_request(
+            "POST", dest.url, content=body, headers=headers, extensions=extensions
+        )
         try:
-            req = self._client.build_request(
-                "POST", dest.url, content=body, headers=headers, extensions=extensions
-            )
-            response = await self._client.send(req, stream=True)
-            try:
-                if response.status_code != 200:
-                    raise OcspFailure(f"{url} answered HTTP {response.status_code}")
-                data = bytearray()
-                async for chunk in response.aiter_bytes():
-                    data += chunk
-                    if len(data) > MAX_RESPONSE_BYTES:
-                        raise OcspFailure(f"{url} answered more than {MAX_RESPONSE_BYTES} bytes")
-            finally:
-                await response.aclose()
-        except httpx.HTTPError as exc:
-            raise OcspFailure(f"{url}: {type(exc).__name__}: {exc}"[:200]) from None
-        return bytes(data)
+            return await fetch_bounded(self._client, req, url, MAX_RESPONSE_BYTES)
+        except FetchError as exc:
+            raise OcspFailure(str(exc)) from None
 
     async def close(self) -> None:
         if self._client is not None:

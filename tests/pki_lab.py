@@ -160,16 +160,11 @@ class TestCa:
         return data
 
 
-class LoopbackPostServer:
-    """An HTTP/1.1 server on a loopback port that takes one POST per connection and answers what `respond`
-    gives for its body (content type, bytes)."""
+class LoopbackHttp:
+    """A one-request-per-connection HTTP/1.1 server on a loopback port; subclasses implement `_serve`."""
 
     port: int = 0
     _server: asyncio.Server | None = None
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}/"
 
     async def start(self) -> Self:
         self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
@@ -180,6 +175,17 @@ class LoopbackPostServer:
         if self._server is not None:
             self._server.close()
             await self._server.wait_closed()
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        raise NotImplementedError
+
+
+class LoopbackPostServer(LoopbackHttp):
+    """Takes one POST per connection and answers what `respond` gives for its body (content type, bytes)."""
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/"
 
     async def respond(self, body: bytes) -> tuple[str, bytes]:
         raise NotImplementedError
@@ -268,28 +274,16 @@ class OcspResponder(LoopbackPostServer):
         return builder.sign(key, hashes.SHA256()).public_bytes(serialization.Encoding.DER)
 
 
-class CrlServer:
+class CrlServer(LoopbackHttp):
     """A CRL distribution point over HTTP on a loopback port: GET /name answers `files[name]` (404 if none),
     counting the requests per name."""
 
     def __init__(self) -> None:
         self.files: dict[str, bytes] = {}
         self.requests: dict[str, int] = {}
-        self.port = 0
-        self._server: asyncio.Server | None = None
 
     def url(self, name: str) -> str:
         return f"http://127.0.0.1:{self.port}/{name}"
-
-    async def start(self) -> Self:
-        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
-        self.port = self._server.sockets[0].getsockname()[1]
-        return self
-
-    async def stop(self) -> None:
-        if self._server is not None:
-            self._server.close()
-            await self._server.wait_closed()
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
