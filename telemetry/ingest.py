@@ -74,9 +74,10 @@ _touch = (
     .values(last_seen=bindparam("seen"))
 )
 # Lock order. Concurrent batches (several group commits in flight, the gateway's boot and connect writes)
-# take the rows they share in one order: transactions, then connectors, then chargers, each by key. A batch
-# that writes chargers in two statements (presence in the order it happened, then last_seen) first locks
-# them all in id order in one, or two batches holding one charger each and wanting the other's deadlock.
+# take the rows they share in one order: transactions, then connectors, then chargers, each by key. Presence
+# is written in the order it happened (and last_seen after it), not by key: a batch with presence for more
+# than one charger first locks all the chargers it writes in id order in one statement, or two batches holding
+# one charger each and wanting the other's deadlock. (SQLite has one writer at a time: no row locks.)
 _lock_chargers = (
     select(CHARGERS.c.id)
     .where(CHARGERS.c.id.in_(bindparam("ids", expanding=True)))
@@ -224,9 +225,10 @@ async def store_events(
                 ),
                 [batch.status[key] for key in sorted(batch.status)],  # lock order, see `_lock_chargers`
             )
-        if batch.presence and last_seen:
-            ids = {e.charger_id for e in batch.presence} | set(last_seen)
-            await conn.execute(_lock_chargers, {"ids": sorted(ids)})
+        if batch.presence and conn.dialect.name == "postgresql":
+            ids = {e.charger_id for e in batch.presence} | set(last_seen or ())
+            if len(ids) > 1:
+                await conn.execute(_lock_chargers, {"ids": sorted(ids)})
         await _apply_presence(conn, sorted(batch.presence, key=lambda e: e.received_at))
         await store_battery_events(conn, [ev for ev in fresh if ev.kind is EventKind.BATTERY_SWAP])
         await store_ev_schedules(conn, [ev for ev in fresh if ev.kind is EventKind.EV_CHARGING_SCHEDULE])
