@@ -8,13 +8,14 @@ value in use stays.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
 from abc import ABC, abstractmethod
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Generic, TypeVar
+
+from telemetry.periodic import Background
 
 log = logging.getLogger("chargeops.gateway")
 
@@ -31,7 +32,7 @@ def stamp(path: Path) -> Stamp:
     return (st.st_mtime_ns, st.st_size, st.st_ino)
 
 
-class ReloadingFiles(ABC, Generic[T]):
+class ReloadingFiles(Background, ABC, Generic[T]):
     """A value built from files (`load`), built again when they change; `current` is the newest that
     loaded. Subclasses say which files (`paths`), how to load them, and what to log."""
 
@@ -41,7 +42,7 @@ class ReloadingFiles(ABC, Generic[T]):
         self._stamps = self._look()  # before loading: a change while it loads is seen at the next look
         self.current: T = self.load()
         self._failed: Stamps | None = None  # stamps of a load that failed
-        self._task: asyncio.Task[None] | None = None
+        self._interval = 0.0
         self.reloads = 0
 
     @abstractmethod
@@ -74,20 +75,16 @@ class ReloadingFiles(ABC, Generic[T]):
         self.loaded(value)
         return True
 
-    def start(self, interval: float) -> None:
+    def start(self, interval: float = 0.0) -> None:
+        """Look every `interval` seconds (0: never) until `stop`."""
         if interval > 0 and self._task is None:
-            self._task = asyncio.create_task(self._watch(interval), name=f"reload {self.what}")
+            self._interval = interval
+            self.name = f"reload {self.what}"
+            super().start()
 
-    async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
-
-    async def _watch(self, interval: float) -> None:
+    async def _run(self) -> None:
         while True:
-            await asyncio.sleep(interval)
+            await asyncio.sleep(self._interval)
             try:
                 await self.check()
             except Exception:  # a watcher that dies would silently stop reloading
