@@ -1,6 +1,9 @@
 """Request and response bodies. Requests forbid unknown fields so a misspelt setting is an error, not a no-op.
 
 Times go out as ISO-8601 UTC with `Z`; SQLite hands back naive datetimes, which are UTC by convention here.
+
+A little over ~450 lines: the bodies of the core resources kept as one catalogue (tariffs and costs have
+modules of their own); split it by resource if it grows further.
 """
 
 from __future__ import annotations
