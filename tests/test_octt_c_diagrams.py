@@ -95,8 +95,12 @@ async def _local_list(runtime: Runtime, cp: RawCharger, charger_id: str) -> dict
 async def _energy_transfer(cp: RawCharger, tx: str) -> None:
     """The OCTT's reusable state EnergyTransferStarted after the start: Occupied, EVConnected, Charging."""
     await connector(cp, "Occupied")
-    await cp.result("TransactionEvent", tx_event("Updated", "CablePluggedIn", 1, tx, chargingState="EVConnected"))
-    await cp.result("TransactionEvent", tx_event("Updated", "ChargingStateChanged", 2, tx, chargingState="Charging"))
+    await cp.result(
+        "TransactionEvent", tx_event("Updated", "CablePluggedIn", 1, tx, chargingState="EVConnected")
+    )
+    await cp.result(
+        "TransactionEvent", tx_event("Updated", "ChargingStateChanged", 2, tx, chargingState="Charging")
+    )
 
 
 async def _stopped_by_the_second_token(runtime: Runtime, cp: RawCharger, charger_id: str, tx: str) -> None:
@@ -172,7 +176,9 @@ async def test_tc_c_40_authorization_by_group_id_with_the_local_list(start_runti
         await _stopped_by_the_second_token(runtime, cp, "OCTT-C40", "C40-TX")
 
 
-async def test_tc_c_43_authorization_by_group_id_invalid_in_the_local_list(start_runtime: StartRuntime) -> None:
+async def test_tc_c_43_authorization_by_group_id_invalid_in_the_local_list(
+    start_runtime: StartRuntime,
+) -> None:
     """The station's local list holds the second token as Invalid (sent while it was); the operator has
     since made it valid in the group. The transaction starts locally with the first token; the second,
     Invalid by the list, is asked online: Authorize Accepted with the group (the CSMS answers from its own

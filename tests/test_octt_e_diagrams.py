@@ -128,7 +128,9 @@ async def test_tc_e_26_cable_unplugged_at_the_ev_suspends_and_the_transaction_re
     assert row["missing_seq_nos"] == []
 
 
-async def test_tc_e_30_transaction_status_ongoing_without_queued_messages(start_runtime: StartRuntime) -> None:
+async def test_tc_e_30_transaction_status_ongoing_without_queued_messages(
+    start_runtime: StartRuntime,
+) -> None:
     """E14.FR.02 / FR.05: the operator asks GetTransactionStatus for the running transaction; the request
     carries its id, and the station's ongoingIndicator true, messagesInQueue false reach the operator."""
     runtime = await _runtime(start_runtime)
