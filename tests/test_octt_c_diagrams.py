@@ -41,9 +41,9 @@ async def _token(runtime: Runtime, token: dict[str, str], status: str = "Accepte
     assert r.status_code in (200, 201), r.text
 
 
-async def _group_runtime(start_runtime: StartRuntime, second: str = "Accepted") -> Runtime:
+async def _group_runtime(start_runtime: StartRuntime, second: str = "Accepted", **settings: Any) -> Runtime:
     """The OCTT's prerequisite: two valid idTokens with the same GroupId configured at the CSMS."""
-    runtime = await start_runtime(accept_unknown=True)
+    runtime = await start_runtime(accept_unknown=True, **settings)
     await _token(runtime, FIRST, group_id=GROUP)
     await _token(runtime, SECOND, second, group_id=GROUP)
     return runtime
@@ -55,39 +55,50 @@ def _info(answer: dict[str, Any]) -> dict[str, Any]:
     return {k: info[k] for k in ("status", "groupIdToken") if k in info}
 
 
-async def _serve_local_list(cp: RawCharger, sync: asyncio.Task[Any]) -> list[dict[str, Any]]:
-    """The station's side of a local-list sync: its settings unknown, list version 0, every SendLocalList
-    accepted. Returns the SendLocalList requests."""
-    lists = []
-    while not sync.done():
+def _station_answer(action: str, payload: dict[str, Any]) -> dict[str, Any]:
+    """The station's answer to the local-authorization calls of the CSMS: of its settings only its
+    authorization cache told (enabled), list version 0, every SendLocalList and ClearCache accepted."""
+    if action == "GetVariables":
+        results = []
+        for e in payload["getVariableData"]:
+            if (e["component"]["name"], e["variable"]["name"]) == ("AuthCacheCtrlr", "Enabled"):
+                results.append({**e, "attributeStatus": "Accepted", "attributeValue": "true"})
+            else:
+                results.append({**e, "attributeStatus": "UnknownVariable"})
+        return {"getVariableResult": results}
+    if action == "GetLocalListVersion":
+        return {"versionNumber": 0}
+    assert action in ("SendLocalList", "ClearCache"), action
+    return {"status": "Accepted"}
+
+
+async def _serve(cp: RawCharger, until_done: asyncio.Task[Any] | None = None, last: str = "") -> list[Any]:
+    """Answer the CSMS's calls until `until_done` is done, or until one of action `last` has been answered;
+    returns the calls as (action, payload)."""
+    calls: list[tuple[str, dict[str, Any]]] = []
+    while until_done is None or not until_done.done():
         try:
-            frame = json.loads(await asyncio.wait_for(cp.ws.recv(), 0.2))
+            frame = json.loads(await asyncio.wait_for(cp.ws.recv(), 0.2 if until_done else 10))
         except TimeoutError:
             continue
         assert frame[0] == 2, frame
         action, payload = frame[2], frame[3]
         assert_strictly_valid(cp.protocol, action, payload, response=False)
-        if action == "GetVariables":
-            unknown = [{**e, "attributeStatus": "UnknownVariable"} for e in payload["getVariableData"]]
-            answer: dict[str, Any] = {"getVariableResult": unknown}
-        elif action == "GetLocalListVersion":
-            answer = {"versionNumber": 0}
-        else:
-            assert action == "SendLocalList", frame
-            lists.append(payload)
-            answer = {"status": "Accepted"}
-        await cp.ws.send(json.dumps([3, frame[1], answer]))
-    return lists
+        await cp.ws.send(json.dumps([3, frame[1], _station_answer(action, payload)]))
+        calls.append((action, payload))
+        if action == last:
+            break
+    return calls
 
 
 async def _local_list(runtime: Runtime, cp: RawCharger, charger_id: str) -> dict[str, dict[str, Any]]:
     """The operator syncs the station's local list; returns its entries' idTokenInfo by token."""
     async with api(runtime) as client:
         sync = asyncio.create_task(client.post(f"/api/chargers/{charger_id}/local-list/sync"))
-        lists = await _serve_local_list(cp, sync)
+        calls = await _serve(cp, sync)
         r = await sync
     assert r.status_code == 200 and r.json()["state"] == "in_step", r.text
-    (sent,) = lists
+    (sent,) = [payload for action, payload in calls if action == "SendLocalList"]
     assert sent["updateType"] == "Full"
     return {e["idToken"]["idToken"]: e["idTokenInfo"] for e in sent["localAuthorizationList"]}
 
@@ -195,3 +206,27 @@ async def test_tc_c_43_authorization_by_group_id_invalid_in_the_local_list(
         await _energy_transfer(cp, "C43-TX")
         assert _info(await cp.result("Authorize", {"idToken": SECOND})) == IN_GROUP
         await _stopped_by_the_second_token(runtime, cp, "OCTT-C43", "C43-TX")
+
+
+async def test_tc_c_39_a_transaction_started_by_the_cable_keeps_the_token_that_authorized_it(
+    start_runtime: StartRuntime, pg_url: str
+) -> None:
+    """Step 3 with eventType Updated: the transaction started at EVConnected without a token (E02, cable
+    first); TransactionEvent Updated, Authorized, the first token: Accepted with the group, and that token
+    becomes the session's (it had none: chargeops kept none until this case). The second token stops it:
+    the session's token stays the first. Withdrawn (Blocked), the first token has the cache of the
+    station it was used at cleared (C11: ClearCache), as for a token given at the start."""
+    runtime = await _group_runtime(start_runtime, database_url=pg_url)  # the store's update on Postgres
+    async with raw_charger(runtime.gateway.port, "OCTT-C39U", "ocpp2.0.1") as cp:  # type: ignore[union-attr]
+        assert (await cp.boot())["status"] == "Accepted"
+        await connector(cp, "Occupied")
+        started = tx_event("Started", "CablePluggedIn", 0, "C39U-TX", chargingState="EVConnected")
+        assert await cp.result("TransactionEvent", started) == {}
+        authorized = tx_event("Updated", "Authorized", 1, "C39U-TX", id_token=FIRST)
+        assert _info(await cp.result("TransactionEvent", authorized)) == IN_GROUP
+        charging = tx_event("Updated", "ChargingStateChanged", 2, "C39U-TX", chargingState="Charging")
+        assert await cp.result("TransactionEvent", charging) == {}
+        await _stopped_by_the_second_token(runtime, cp, "OCTT-C39U", "C39U-TX")
+        await _token(runtime, FIRST, "Blocked", group_id=GROUP)
+        calls = await _serve(cp, last="ClearCache")
+    assert [action for action, _ in calls] == ["GetVariables", "ClearCache"]
