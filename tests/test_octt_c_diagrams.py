@@ -3,8 +3,8 @@ diagram: TC_C_07 (expired idToken) and TC_C_39 / 40 / 43 (authorization by Group
 C09.FR.02 a common groupIdToken in IdTokenInfo, C09.FR.03 another token of the group may stop the
 transaction), written from the diagram and the use case. The tokens are the operator's (`PUT
 /api/id-tokens`), the local list the one chargeops sends (`POST /api/chargers/{id}/local-list/sync`); a
-real 2.0.1 station over wss:// against a whole chargeops process. (TC_C_50 is covered by
-tests/test_plug_and_charge.py.)"""
+real 2.0.1 station over wss:// and ws:// (the port's profile 1) against a whole chargeops process. (TC_C_50
+is covered by tests/test_plug_and_charge.py.)"""
 
 from __future__ import annotations
 
@@ -28,9 +28,9 @@ SECOND = {"idToken": "OCTT-C-TOKEN2", "type": "ISO14443"}
 IN_GROUP = {"status": "Accepted", "groupIdToken": {"idToken": GROUP, "type": "Central"}}
 
 
-@pytest.fixture
-def start_runtime(start_runtime: StartRuntime, pki: Path) -> StartRuntime:
-    return over_ws_and_wss(start_runtime, "wss", pki)
+@pytest.fixture(params=["ws", "wss"])
+def start_runtime(request: pytest.FixtureRequest, start_runtime: StartRuntime, pki: Path) -> StartRuntime:
+    return over_ws_and_wss(start_runtime, request.param, pki)
 
 
 async def _token(runtime: Runtime, token: dict[str, str], status: str = "Accepted", **extra: Any) -> None:

@@ -1,6 +1,6 @@
 """Block E cases of the independent OCTT port (issue 11, tzi-OCTT) that exist there only as a sequence
 diagram (no runnable file): TC_E_04, 07, 15, 26, 30, 31, 39, written from the diagram and the use case it
-names (OCPP 2.0.1 E03, E06, E10, E14). A real 2.0.1 station over wss:// against a whole chargeops process;
+names (OCPP 2.0.1 E03, E06, E10, E14). A real 2.0.1 station over wss:// and ws:// against a whole chargeops;
 what the CSMS stored is read through the operator API."""
 
 from __future__ import annotations
@@ -21,9 +21,9 @@ from tests.waiting import until
 TOKEN = {"idToken": "OCTT-ED-TOKEN", "type": "ISO14443"}
 
 
-@pytest.fixture
-def start_runtime(start_runtime: StartRuntime, pki: Path) -> StartRuntime:
-    return over_ws_and_wss(start_runtime, "wss", pki)
+@pytest.fixture(params=["ws", "wss"])
+def start_runtime(request: pytest.FixtureRequest, start_runtime: StartRuntime, pki: Path) -> StartRuntime:
+    return over_ws_and_wss(start_runtime, request.param, pki)
 
 
 async def _runtime(start_runtime: StartRuntime) -> Runtime:

@@ -1,7 +1,7 @@
 """Block K cases of the independent OCTT port (issue 11, tzi-OCTT) that exist there only as a sequence
 diagram: TC_K_30 (GetChargingProfiles of an EVSE > 0 by purpose) and TC_K_32 (by chargingProfileId), OCPP
-2.0.1 K09. The operator's OCPP relay sends the request; a real 2.0.1 station over wss:// answers and reports
-(ReportChargingProfiles with the request's requestId), against a whole chargeops process."""
+2.0.1 K09. The operator's OCPP relay sends the request; a real 2.0.1 station over wss:// and ws:// answers
+and reports (ReportChargingProfiles with the request's requestId), against a whole chargeops process."""
 
 from __future__ import annotations
 
@@ -16,9 +16,9 @@ from tests.ocpp_client import RawCharger, raw_charger
 from tests.octt_support import connector, now, operator
 
 
-@pytest.fixture
-def start_runtime(start_runtime: StartRuntime, pki: Path) -> StartRuntime:
-    return over_ws_and_wss(start_runtime, "wss", pki)
+@pytest.fixture(params=["ws", "wss"])
+def start_runtime(request: pytest.FixtureRequest, start_runtime: StartRuntime, pki: Path) -> StartRuntime:
+    return over_ws_and_wss(start_runtime, request.param, pki)
 
 
 def _profile(pid: int, purpose: str) -> dict[str, Any]:
