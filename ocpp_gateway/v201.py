@@ -30,6 +30,9 @@ from ocpp_gateway.times import parse_time
 from ocpp_gateway.versions import V201
 
 SEQ_NO_MAX = 2**31 - 1  # a transaction's last seqNo is stored as a 32-bit integer
+# Triggers of an event whose idToken authorizes a transaction already started: E02 (cable plugged in first,
+# then Authorized) and F02 (a remote start on a plugged-in cable). Its token becomes the transaction's.
+AUTHORIZING_TRIGGERS = frozenset({"Authorized", "RemoteStart"})
 # Component variables whose value "true" means something is broken (OCPP 2.0.1 part 2, appendix 3).
 PROBLEM_VARIABLES = frozenset({"Problem", "Fault", "Tripped", "Overheated", "Overload", "Failed", "Alarm"})
 
@@ -193,6 +196,8 @@ class Session201(ChargerSession):
             await self.record_start(start)
             progress = await self.advance(facts, readings, None)
             events.append(start)
+        elif self.authorizes_later(p, response):
+            await store.attach_id_token(self.id, tx_id, p["idToken"]["idToken"])
         if end is not None:
             tx = await self.record_end(end, start.id_token, start.evse_id, start.connector_id)
             if tx is not None and not tx.second_stop:
@@ -205,6 +210,14 @@ class Session201(ChargerSession):
         await self.emit(*events, reported_at=start.started_at)
         seq_gaps.react(self, tx_id, facts.seq_no, await store.note_seq_no(self.id, tx_id, facts.seq_no))
         return response
+
+    @staticmethod
+    def authorizes_later(p: Payload, response: Payload) -> bool:
+        """An accepted idToken given after the start (`AUTHORIZING_TRIGGERS`): kept as the transaction's
+        token, if it has none, so that the session shows its driver and withdrawing the token clears the
+        cache of the station it was used at (`ops.local_list.tokens`)."""
+        accepted = (response.get("idTokenInfo") or {}).get("status") == "Accepted"
+        return p["eventType"] != "Started" and p["triggerReason"] in AUTHORIZING_TRIGGERS and accepted
 
     async def advance(
         self, facts: TransactionFacts, readings: list[Reading], meter_wh: float | None

@@ -112,6 +112,11 @@ class MemoryStore:
         self._starts[start_key] = record
         return record
 
+    async def attach_id_token(self, charger_id: str, transaction_id: str, id_token: str) -> None:
+        tx = self.transactions.get((charger_id, transaction_id))
+        if tx is not None and tx.id_token is None:
+            tx.id_token = id_token
+
     async def advance_transaction(
         self,
         charger_id: str,

@@ -237,6 +237,35 @@ async def test_201_update_of_an_unknown_transaction_starts_it() -> None:
     assert len(cp.bodies(TransactionStarted)) == 1 and cp.bodies(TransactionEnded)[0].reason == "Local"
 
 
+async def test_201_token_authorizing_a_started_transaction_is_kept_once() -> None:
+    """E02 / F02: the accepted token of an Updated Authorized or RemoteStart becomes the transaction's if it
+    has none; a refused one, a StopAuthorized one, or a later one changes nothing (OCTT TC_C_39 step 3)."""
+    cp = MemoryCharger("ocpp2.0.1")
+    cp.store.tokens |= {
+        "A": TokenStatus("Accepted"),
+        "B": TokenStatus("Accepted"),
+        "X": TokenStatus("Blocked"),
+    }
+    tx = lambda: cp.store.transactions[("CP-MEM", "tx-9")]  # noqa: E731
+    token = lambda t: {"idToken": t, "type": "ISO14443"}  # noqa: E731
+    await cp.result("TransactionEvent", tx_event("Started", 0, triggerReason="CablePluggedIn"))
+    answer = await cp.result(
+        "TransactionEvent", tx_event("Updated", 1, triggerReason="Authorized", idToken=token("X"))
+    )
+    assert answer["idTokenInfo"]["status"] == "Blocked" and tx().id_token is None
+    stop = tx_event("Updated", 2, triggerReason="StopAuthorized", idToken=token("B"))
+    assert (await cp.result("TransactionEvent", stop))["idTokenInfo"]["status"] == "Accepted"
+    assert tx().id_token is None
+    await cp.result(
+        "TransactionEvent", tx_event("Updated", 3, triggerReason="RemoteStart", idToken=token("A"))
+    )
+    assert tx().id_token == "A"
+    await cp.result(
+        "TransactionEvent", tx_event("Updated", 4, triggerReason="Authorized", idToken=token("B"))
+    )
+    assert tx().id_token == "A"
+
+
 @pytest.mark.parametrize("protocol", ["ocpp1.6", "ocpp2.0.1", "ocpp2.1"])
 async def test_shared_handlers(protocol: str) -> None:
     cp = MemoryCharger(protocol)

@@ -110,6 +110,11 @@ class Store(Protocol):
         issued_here: bool = False,
     ) -> TxRecord | None: ...
 
+    async def attach_id_token(self, charger_id: str, transaction_id: str, id_token: str) -> None:
+        """The idToken that authorized a transaction after its start (2.x E02 cable first, F02 remote start
+        on a plugged-in cable), kept as its token if it has none yet."""
+        ...
+
     async def advance_transaction(
         self,
         charger_id: str,

@@ -13,7 +13,7 @@ import hashlib
 from collections.abc import Sequence
 from datetime import datetime
 
-from sqlalchemy import and_, bindparam, select
+from sqlalchemy import and_, bindparam, select, update
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -115,6 +115,19 @@ class GatewayStore(ChargerRows):
             if transaction_id is None:
                 row.transaction_id = str(row.id)
             return TxRecord.of(row)
+
+    async def attach_id_token(self, charger_id: str, transaction_id: str, id_token: str) -> None:
+        """Keep `id_token` as the transaction's token if it has none (one statement; the first one wins)."""
+        async with self._sessions() as session, session.begin():
+            await session.execute(
+                update(Transaction)
+                .where(
+                    Transaction.charger_id == charger_id,
+                    Transaction.transaction_id == transaction_id,
+                    Transaction.id_token.is_(None),
+                )
+                .values(id_token=id_token)
+            )
 
     async def advance_transaction(
         self,
