@@ -111,10 +111,6 @@ class Settings(LogSettings):
         default=True,
         description="run the HTTP API in a worker process of its own when serve runs it with other roles",
     )
-    ingest_thread: bool = Field(
-        default=True,
-        description="on Postgres, commit ingest's batches from a thread with its own loop and connections",
-    )
     api_rate_limit: str = Field(
         default="20/second;600/minute",
         description="requests per API token (per address for bad tokens), e.g. 20/second;600/minute, or off",

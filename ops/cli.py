@@ -58,10 +58,6 @@ def serve(
         bool | None,
         Opt("api_process", "the HTTP API in its own worker process when serve runs other roles (default on)"),
     ] = None,
-    ingest_thread: Annotated[
-        bool | None,
-        Opt("ingest_thread", "on Postgres, ingest commits from a thread of its own (default on)"),
-    ] = None,
     api_rate_limit: Annotated[
         str | None,
         Opt("api_rate_limit", "requests per API token, e.g. 20/second;600/minute (default), or off"),

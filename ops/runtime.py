@@ -45,7 +45,6 @@ from telemetry.mqtt.presence import GatewayPresence
 from telemetry.retention import Maintenance
 from telemetry.site_telemetry import SiteTelemetrySubscriber
 from telemetry.writer import BatchWriter
-from telemetry.writer_thread import WriterThread
 
 log = logging.getLogger("chargeops")
 _BROKER_SETTINGS = ("mqtt_username", "mqtt_password", "mqtt_ca_file", "mqtt_cert_file", "mqtt_key_file")
@@ -85,7 +84,7 @@ class Runtime:
         # bad MQTT settings raise BrokerConfigError here, before anything started
         self.bus = make_bus(settings)
         self.gateway: GatewayServer | None = None
-        self.writer: BatchWriter | WriterThread | None = None
+        self.writer: BatchWriter | None = None
         self.fleet_metrics: FleetMetrics | None = None
         self.maintenance: Maintenance | None = None
         self.ops: OpsEngine | None = None
@@ -115,12 +114,8 @@ class Runtime:
         await progress.check_database(self.engine, empty=await is_empty(self.engine))
         if "ingest" in self.roles:
             progress.log.info("starting ingest (batched writes, rollups, retention)")
-            if self.settings.ingest_thread and self.engine.dialect.name == "postgresql":
-                self.writer = WriterThread(self.settings.database_url, type(asyncio.get_running_loop()))
-                await self.writer.start()
-            else:
-                self.writer = BatchWriter(self.sessions)
-                self.writer.start()
+            self.writer = BatchWriter(self.sessions)
+            self.writer.start()
             self.bus.subscribe(self.writer.write, durable=True)
             self.maintenance = Maintenance(self.sessions, self.settings)
             self.maintenance.start()

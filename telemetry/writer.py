@@ -14,12 +14,11 @@ what it was already handed.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import itertools
 import logging
 import time
 from collections import deque
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Sequence
 from datetime import datetime
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -46,7 +45,6 @@ class BatchWriter:
         touch_interval: float = 2.0,
         touch_chunk: int = 500,
         max_inflight: int = 2,
-        settle: Callable[[list[asyncio.Future[None]], BaseException | None], None] | None = None,
     ):
         self._sessions = sessions
         self._max_batch = max_batch
@@ -59,11 +57,9 @@ class BatchWriter:
         self._touched_at = 0.0
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
-        self._inflight: set[asyncio.Future[None]] = set()  # the callers' futures of the batches committing
+        self._inflight: set[asyncio.Future[None]] = set()  # the batches being committed
         self._commits: set[asyncio.Task[None]] = set()
         self._closed = False
-        # how a commit's callers learn its outcome: at once here, or one hop to their loop (`WriterThread`)
-        self._settle = settle or settle_all
 
     def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self._run(), name="ingest-writer")
@@ -72,39 +68,28 @@ class BatchWriter:
         """Takes no more work, commits what was already handed in (for up to `drain_seconds`), then stops;
         whatever is left fails, so no caller waits forever and nothing unwritten is acknowledged."""
         self._closed = True
-        if self._task and not self._task.done() and (self._pending or self._commits):
+        waiting = [fut for _, fut in self._pending] + list(self._inflight)
+        if self._task and not self._task.done() and waiting:
             self._wake.set()
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(drain_seconds):
-                    while self._pending or self._commits:
-                        if self._commits:
-                            await asyncio.wait(set(self._commits))
-                        else:
-                            await asyncio.sleep(0.01)
+            await asyncio.wait(waiting, timeout=drain_seconds)
         if self._task:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
         for task in list(self._commits):
             task.cancel()
         await asyncio.gather(*self._commits, return_exceptions=True)
-        left = [fut for _, fut in self._pending] + list(self._inflight)
+        for fut in [fut for _, fut in self._pending] + list(self._inflight):
+            if not fut.done():
+                fut.set_exception(ConnectionError("ingest stopped"))
         self._pending.clear()
-        self._inflight.clear()
-        if left:
-            self._settle(left, ConnectionError("ingest stopped"))
 
     async def write(self, events: Sequence[Event]) -> None:
-        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self.enqueue([(events, fut)])
-        await fut
-
-    def enqueue(self, items: Iterable[tuple[Sequence[Event], asyncio.Future[None]]]) -> None:
-        """Queue events whose futures are settled through `settle` once they are durable (or failed)."""
         if self._closed:
-            self._settle([fut for _, fut in items], ConnectionError("ingest stopped"))
-            return
-        self._pending.extend(items)
+            raise ConnectionError("ingest stopped")
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._pending.append((events, fut))
         self._wake.set()
+        await fut
 
     async def _run(self) -> None:
         while True:
@@ -155,24 +140,17 @@ class BatchWriter:
                 log.error("ingest batch of %d events failed: %s", len(events), exc)
                 for k, v in touch.items():
                     self._last_seen.setdefault(k, v)
-                self._settle(futures, ConnectionError(f"database write failed: {exc}"))
+                for fut in futures:
+                    if not fut.done():
+                        fut.set_exception(ConnectionError(f"database write failed: {exc}"))
                 return
             if touch and not self._last_seen:
                 self._touched_at = time.monotonic()
             INGEST_BATCH_SIZE.observe(len(events))
             INGEST_COMMIT_SECONDS.observe(time.perf_counter() - started)
-            self._settle(futures, None)
+            for fut in futures:
+                if not fut.done():
+                    fut.set_result(None)
         finally:
             self._inflight.difference_update(futures)
             self._slots.release()
-
-
-def settle_all(futures: list[asyncio.Future[None]], error: BaseException | None) -> None:
-    """Each caller's future gets the commit's outcome (a caller that gave up is skipped)."""
-    for fut in futures:
-        if fut.done():
-            continue
-        if error is None:
-            fut.set_result(None)
-        else:
-            fut.set_exception(error)
