@@ -2,8 +2,9 @@
 answering with one merged result; and a 2.x SendLocalList cut to the station's BytesPerMessage.
 
 A station whose limits are not known yet (its NotifyReport or a GetVariables answer may have told them, on
-this connection or an earlier one: `message_limits`) gets the request whole, as the operator wrote it: most
-requests fit, and a station is not asked anything it was not asked for (the OCTT's TC_B_07 expects the
+this connection or an earlier one: `message_limits`) gets the request whole, as the operator wrote it,
+unless it breaks a limit the station did tell (an `ItemsPerMessage` without its `BytesPerMessage`: TC_B_08):
+most requests fit, and a station is not asked anything it was not asked for (the OCTT's TC_B_07 expects the
 operator's two variables in the first GetVariables). Only when it refuses the whole as beyond its limits
 (CALLERROR OccurrenceConstraintViolation or FormatViolation) are its limits asked, once, and the request sent
 again in parts that fit.
@@ -47,6 +48,13 @@ def _heard(limits: MessageLimits, action: str, reply: CommandReply) -> CommandRe
     if action == "GetVariables" and reply.outcome == "result":
         limits.learn_results(reply.payload.get("getVariableResult") or ())
     return reply
+
+
+def _fits_known(limits: MessageLimits, action: str, payload: Payload) -> bool:
+    """Whether `payload` keeps to the limits the station did report for `action` (a station may have told
+    its `ItemsPerMessage` and not its `BytesPerMessage`: the one it told binds, B06.FR.05 / TC_B_08)."""
+    planned = plan(action, payload, limits.of(action))
+    return len(planned.parts) == 1 and not planned.too_large
 
 
 async def _whole_first(
@@ -96,7 +104,7 @@ async def _in_parts(
     deadline = time.monotonic() + timeout
     entries = SPLITS[action].entries
     refused = None
-    if len(payload[entries]) > 1 and not limits.known(action):
+    if len(payload[entries]) > 1 and not limits.known(action) and _fits_known(limits, action, payload):
         reply, refused = await _whole_first(send, limits, action, payload, deadline, log)
         if reply is not None:
             return reply
@@ -157,7 +165,11 @@ async def _fitted(
     deadline = time.monotonic() + timeout
     entries = payload.get(LOCAL_LIST_ENTRIES) or []
     refused = None
-    if len(entries) > 1 and not limits.known(action):
+    known_bytes = limits.of(action).bytes
+    fits = known_bytes is None or leading_fit(action, payload, LOCAL_LIST_ENTRIES, known_bytes) == len(
+        entries
+    )
+    if len(entries) > 1 and not limits.known(action) and fits:
         reply, refused = await _whole_first(send, limits, action, payload, deadline, log)
         if reply is not None:
             return reply

@@ -157,6 +157,42 @@ async def test_tc_b_08_limits_a_station_told_when_asked_are_kept_for_its_next_co
             assert await get_five(api, cp, 2, model) == [3, 2]
 
 
+async def test_tc_b_08_items_per_message_read_alone_binds_though_bytes_per_message_is_unknown(
+    start_runtime: StartRuntime,
+) -> None:
+    """The OCTT's configuration state of TC_B_08 as the independent port runs it: the CSMS read
+    DeviceDataCtrlr.ItemsPerMessage[GetVariables] = 4 with a GetVariables (BytesPerMessage never told). On
+    the next connection the five go as 4 + 1 (B06.FR.05), not whole first; a request within the 4 still goes
+    whole."""
+    runtime = await start_runtime(accept_unknown=True)
+    port = runtime.gateway.port  # type: ignore[union-attr]
+    model = device_model("4", "4096")
+    items = [
+        {
+            "component": {"name": "DeviceDataCtrlr"},
+            "variable": {"name": "ItemsPerMessage", "instance": "GetVariables"},
+        }
+    ]
+    api = httpx.AsyncClient(base_url=f"http://127.0.0.1:{runtime.http_port}", headers=HEADERS, timeout=20)
+    async with api:
+        async with raw_charger(port, CP, "ocpp2.0.1") as cp:
+            await boot(cp, "1.0")
+            asked = asyncio.create_task(
+                api.post(f"/api/chargers/{CP}/ocpp/GetVariables", json={"getVariableData": items})
+            )
+            assert await serve(cp, 1, model) == [items]
+            assert (await asked).status_code == 200
+        async with raw_charger(port, CP, "ocpp2.0.1") as cp:
+            await boot(cp, "1.0")
+            assert await get_five(api, cp, 2, model) == [4, 1]
+            two = FIVE[:2]
+            asked = asyncio.create_task(
+                api.post(f"/api/chargers/{CP}/ocpp/GetVariables", json={"getVariableData": two})
+            )
+            assert await serve(cp, 1, model) == [two]
+            assert (await asked).status_code == 200
+
+
 # -- the store part ----------------------------------------------------------------------------------------
 
 KEPT: StationLimits = {"GetVariables": {"BytesPerMessage": 4096, "ItemsPerMessage": 4}}
