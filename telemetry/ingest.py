@@ -51,9 +51,18 @@ from telemetry.metrics import (
     SWAP_EVENTS,
     label,
 )
-from telemetry.pg_copy import SAMPLE_COLUMNS, SMALL_BATCH, copy_events, dirty_buckets, insert_small
+from telemetry.pg_copy import (
+    SAMPLE_COLUMNS,
+    SMALL_BATCH,
+    copy_events,
+    dirty_buckets,
+    insert_small,
+    store_at_once,
+)
 
 log = logging.getLogger(__name__)
+# kinds with rows of their own beyond `events` (written only on the transactional path)
+_OWN_TABLES = frozenset({EventKind.BATTERY_SWAP, EventKind.EV_CHARGING_SCHEDULE})
 
 
 EVENTS: Table = StoredEvent.__table__  # type: ignore[assignment]
@@ -191,14 +200,28 @@ async def store_events(
     """Write one batch in one transaction: event log, meter samples, connector status, presence, energy.
 
     Postgres takes the rows by COPY (`telemetry.pg_copy`), SQLite by executemany; either way a handful of
-    round trips per batch, whatever its size. Only events not stored before produce samples, energy and
+    round trips per batch, whatever its size. The common small batch on Postgres (`_at_once`) is one
+    statement, its own transaction: one round trip. Only events not stored before produce samples, energy and
     metrics, so a re-delivered batch changes nothing and counts nothing twice. Metrics move after the commit.
     """
     started = time.perf_counter()
     batch = _collect(events)
+    if _at_once(sessions, batch):
+        async with sessions() as session:
+            conn = await session.connection(execution_options={"isolation_level": "AUTOCOMMIT"})
+            fresh_ids = await store_at_once(
+                conn,
+                _event_records(batch.events.values()),
+                batch.samples_of,
+                [batch.status[key] for key in sorted(batch.status)],
+                last_seen or {},
+            )
+        _count(batch, [batch.events[i] for i in fresh_ids], {})
+        log.debug("stored %d events in %.1f ms", len(batch.events), (time.perf_counter() - started) * 1000)
+        return
     async with sessions() as session, session.begin():
         conn = await session.connection()
-        fresh_ids: set[str] = set()
+        fresh_ids = set()
         if batch.events:
             if conn.dialect.name == "postgresql":
                 store = insert_small if len(batch.events) <= SMALL_BATCH else copy_events
@@ -236,6 +259,20 @@ async def store_events(
             await conn.execute(_touch, [{"cid": c, "seen": last_seen[c]} for c in sorted(last_seen)])
     _count(batch, fresh, site_energy)
     log.debug("stored %d events in %.1f ms", len(batch.events), (time.perf_counter() - started) * 1000)
+
+
+def _at_once(sessions: async_sessionmaker[AsyncSession], batch: _Batch) -> bool:
+    """Whether the batch fits `store_at_once`: Postgres, small, nothing but event rows, samples, connector
+    status and last_seen (no transaction energy to advance, no presence, no swaps or EV schedules)."""
+    engine = sessions.kw.get("bind")
+    return (
+        engine is not None
+        and engine.dialect.name == "postgresql"
+        and len(batch.events) <= SMALL_BATCH
+        and not batch.presence
+        and not any(ev.kind in _OWN_TABLES for ev in batch.events.values())
+        and not _energy_readings(batch.events.values())
+    )
 
 
 def event_data(ev: Event) -> Any:

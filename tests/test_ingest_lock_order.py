@@ -130,3 +130,39 @@ async def test_a_commit_held_up_by_a_locked_row_does_not_hold_up_the_next_batch(
             await s.scalar(select(Transaction.meter_last_wh).where(Transaction.charger_id == "LK00")) == 5000
         )
         assert await s.scalar(select(Charger.session_id).where(Charger.id == "LK02")) == "s-9"
+
+
+def _plain_batch(rng: random.Random, round_no: int) -> tuple[list[Event], dict[str, datetime]]:
+    """A batch `store_at_once` takes in one statement: connector status and meter values outside a
+    transaction for every charger, and last_seen for all of them."""
+    at = T0 + timedelta(seconds=round_no, milliseconds=500)
+    events: list[Event] = []
+    for cid in CHARGERS:
+        for connector in (1, 2):
+            events.append(Event(cid, StatusChanged(connector, 1, "Charging"), reported_at=at, received_at=at))
+        power = Sample("Power.Active.Import", 7000.0 + round_no, "W", sampled_at=at)
+        events.append(Event(cid, MeterValues(1, 1, None, [power]), reported_at=at, received_at=at))
+    rng.shuffle(events)
+    return events, {cid: at for cid in rng.sample(CHARGERS, len(CHARGERS))}
+
+
+@pytest.mark.timeout(120)
+async def test_one_statement_batches_racing_transactional_ones_do_not_deadlock(pg_sessions: Sessions) -> None:
+    """Batches of the one-statement path (status, samples, last_seen) interleaved with transactional
+    batches (connects, energy) and boot writes on the same rows: every batch commits, rows end as the last
+    writes say (status by report time, last_seen forward only)."""
+    sessions = pg_sessions
+    rng = random.Random(11)
+    rounds = 30
+    writers = []
+    for n in range(rounds):
+        events, seen = _plain_batch(rng, n) if n % 2 else _batch(rng, n)
+        writers.append(store_events(sessions, events, last_seen=seen))
+    results = await asyncio.gather(*writers, _boots(sessions, rng, rounds), return_exceptions=True)
+    assert [r for r in results if isinstance(r, BaseException)] == []
+    async with sessions() as s:
+        status = (await s.execute(select(Connector.reported_at))).scalars().all()
+        seen_at = set((await s.execute(select(Charger.last_seen))).scalars())
+    last = T0 + timedelta(seconds=rounds - 1, milliseconds=500)
+    assert len(status) == 2 * len(CHARGERS) and set(status) == {last}
+    assert seen_at == {last}

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 from prometheus_client import REGISTRY
@@ -163,3 +164,52 @@ async def test_the_writer_commits_what_it_was_handed_then_refuses_more(sessions:
     assert stored == 20
     with pytest.raises(ConnectionError):
         await asyncio.wait_for(writer.write([meter("CP-LATE", t0, 1.0)]), 1.0)
+
+
+async def test_a_plain_small_batch_is_one_statement_on_postgres(pg_url: str) -> None:
+    """Meter values outside a transaction, connector status and last_seen: one statement sent outside a
+    transaction block (no BEGIN / COMMIT round trips), with the same outcome as the transactional path —
+    status by report time, last_seen forward only, a redelivery stores nothing twice. A batch with a
+    transaction's register reading takes the transactional path."""
+    from sqlalchemy import event
+
+    async with migrated_sessions(pg_url) as sessions:
+        async with sessions() as s, s.begin():
+            s.add_all([Charger(id="CP1"), Charger(id="CP2", last_seen=T0 + timedelta(hours=1))])
+        engine = sessions.kw["bind"]
+        sent: list[str] = []
+
+        def note(_conn: object, _cursor: object, statement: str, *_: object) -> None:
+            sent.append(statement.split(None, 1)[0].upper())
+
+        in_block: list[bool] = []  # after each statement: was the driver inside a transaction block?
+
+        def after(conn: Any, *_: object) -> None:
+            in_block.append(conn.connection.driver_connection.is_in_transaction())
+
+        event.listen(engine.sync_engine, "before_cursor_execute", note)
+        event.listen(engine.sync_engine, "after_cursor_execute", after)
+        batch = [
+            meter("CP1", T0, 10.0, tx=None),
+            Event("CP1", StatusChanged(1, 1, "Faulted", error_code="GroundFailure"), reported_at=T0),
+            Event("CP2", StatusChanged(1, 1, "Charging"), reported_at=T0),
+        ]
+        await store_events(sessions, batch, {"CP1": T0, "CP2": T0})
+        assert (sent, in_block) == (["WITH"], [False])
+        older = [Event("CP1", StatusChanged(1, 1, "Available"), reported_at=T0 - timedelta(minutes=1))]
+        await store_events(sessions, [*batch, *older], {"CP1": T0 - timedelta(hours=1)})
+        assert sent == ["WITH", "WITH"]
+        assert await count(sessions, StoredEvent) == 4
+        assert await count(sessions, MeterSample) == 3
+        async with sessions() as s:
+            rows = {
+                c.charger_id: (c.status, c.error_code) for c in (await s.execute(select(Connector))).scalars()
+            }
+            seen = {c.id: c.last_seen for c in (await s.execute(select(Charger))).scalars()}
+        assert rows == {"CP1": ("Faulted", "GroundFailure"), "CP2": ("Charging", None)}
+        assert seen == {"CP1": T0, "CP2": T0 + timedelta(hours=1)}
+        sent.clear()
+        await store_events(sessions, [meter("CP1", T0 + timedelta(1), 20.0)])
+        assert len(sent) > 1 and all(in_block[-len(sent) :])  # energy of TX T1: in a transaction block
+        event.remove(engine.sync_engine, "before_cursor_execute", note)
+        event.remove(engine.sync_engine, "after_cursor_execute", after)
