@@ -213,3 +213,38 @@ async def test_a_plain_small_batch_is_one_statement_on_postgres(pg_url: str) -> 
         assert len(sent) > 1 and all(in_block[-len(sent) :])  # energy of TX T1: in a transaction block
         event.remove(engine.sync_engine, "before_cursor_execute", note)
         event.remove(engine.sync_engine, "after_cursor_execute", after)
+
+
+async def test_last_seen_is_written_spread_over_the_interval(
+    sessions: Sessions, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each charger's last_seen reaches the database about once per `touch_interval`, paced over the
+    batches: never the whole fleet in one commit (10,000 row updates at once stalled every call)."""
+    import telemetry.writer as writer_module
+
+    sizes: list[int] = []
+    real = writer_module.store_events
+
+    async def spy(s: Sessions, events: list[Event], touch: dict[str, datetime]) -> None:
+        sizes.append(len(touch))
+        await real(s, events, touch)
+
+    monkeypatch.setattr(writer_module, "store_events", spy)
+    chargers = [f"LS{i:03d}" for i in range(200)]
+    async with sessions() as s, s.begin():
+        s.add_all([Charger(id=cid) for cid in chargers])
+    writer = writer_module.BatchWriter(sessions, touch_interval=1.0)
+    writer.start()
+    try:
+        for n in range(40):  # 2 s: every charger seen every 0.5 s
+            at = datetime.now(UTC)
+            group = chargers[(n % 10) * 20 : (n % 10) * 20 + 20]
+            await asyncio.gather(*(writer.write([Event(cid, Heartbeat(), received_at=at)]) for cid in group))
+            await asyncio.sleep(0.05)
+    finally:
+        await writer.stop()
+    assert max(sizes) <= len(chargers) // 4, sizes
+    assert sum(sizes) >= len(chargers)
+    async with sessions() as s:
+        unseen = await s.scalar(select(func.count()).select_from(Charger).where(Charger.last_seen.is_(None)))
+    assert unseen == 0
