@@ -14,7 +14,9 @@ previous bucket with a reading (within the bucket when there is none), so summin
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import time
 from collections import defaultdict
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from datetime import datetime, timedelta
@@ -23,6 +25,8 @@ from typing import Any
 from sqlalchemy import (
     BindParameter,
     DateTime,
+    Executable,
+    Result,
     String,
     Table,
     TextClause,
@@ -41,7 +45,12 @@ log = logging.getLogger(__name__)
 
 ENERGY = "Energy.Active.Import.Register"
 POWER = "Power.Active.Import"
-CHUNK = 2000  # chargers per statement: well under the bind-parameter limits of both databases
+CHUNK = 500  # chargers per statement: well under the bind-parameter limits of both databases
+# A run recomputes thousands of buckets (10,000 chargers: about a second of one database core every pass). In
+# one burst that core is gone from the gateway and the ingest commits for the whole second, and every call
+# waited (`bench/gateway.py`: a 1.3 s stall every 15 s). So a run rests `REST` times as long as each of its
+# statements took: the same work, at most a third of a core at a time.
+REST = 2.0
 MINUTE = timedelta(minutes=1)
 HOUR = timedelta(hours=1)
 
@@ -182,17 +191,17 @@ async def roll_up(conn: AsyncConnection) -> int:
     changed: list[Sequence[Any]] = []
     for lo, chargers in sorted(_by_bucket(claimed, MINUTE).items()):
         for chunk in _chunks(chargers):
-            await conn.execute(ROLLUP_1M, {"chargers": chunk, "lo": lo, "hi": lo + MINUTE})
-            changed.extend((await conn.execute(ENERGY_1M, {"chargers": chunk, "lo": lo})).all())
+            await _paced(conn, ROLLUP_1M, {"chargers": chunk, "lo": lo, "hi": lo + MINUTE})
+            changed.extend((await _paced(conn, ENERGY_1M, {"chargers": chunk, "lo": lo})).all())
     minutes = _by_bucket([*claimed, *changed], MINUTE)
     hours = _by_bucket([*claimed, *changed], HOUR)
     for lo, chargers in sorted(hours.items()):
         for chunk in _chunks(chargers):
-            await conn.execute(ROLLUP_1H, {"chargers": chunk, "lo": lo, "hi": lo + HOUR})
+            await _paced(conn, ROLLUP_1H, {"chargers": chunk, "lo": lo, "hi": lo + HOUR})
     for lo in sorted(minutes):
-        await conn.execute(SITE_1M, {"lo": lo})
+        await _paced(conn, SITE_1M, {"lo": lo})
     for lo in sorted(hours):
-        await conn.execute(SITE_1H, {"lo": lo})
+        await _paced(conn, SITE_1H, {"lo": lo})
     keys = [tuple(row) for row in claimed]
     for i in range(0, len(keys), CHUNK):
         await conn.execute(
@@ -200,6 +209,14 @@ async def roll_up(conn: AsyncConnection) -> int:
         )
     log.debug("rolled up %d (charger, minute) buckets", len(claimed))
     return len(claimed)
+
+
+async def _paced(conn: AsyncConnection, statement: Executable, params: dict[str, Any]) -> Result[Any]:
+    """Run a rollup statement, then rest `REST` times as long as it took (see `REST`)."""
+    started = time.perf_counter()
+    result = await conn.execute(statement, params)
+    await asyncio.sleep(REST * (time.perf_counter() - started))
+    return result
 
 
 async def _always(_conn: AsyncConnection) -> bool:
