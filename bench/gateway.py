@@ -305,6 +305,20 @@ async def scrape(http: int) -> str:
         return (await client.get(f"http://127.0.0.1:{http}/metrics")).text
 
 
+async def heap_settled(http: int, timeout: float) -> float | None:
+    """Seconds until the server has frozen its heap after the connection storm (`telemetry.heap`: one
+    full collection, ~1 s with 10,000 connected, 10-20 s after the last connection), so the phases measure
+    the steady state and not that one-off pause; None if it did not within `timeout`."""
+    started = time.perf_counter()
+    while time.perf_counter() - started < timeout:
+        for line in (await scrape(http)).splitlines():
+            if line.startswith("chargeops_heap_refreezes_total ") and float(line.split()[1]) >= 1:
+                await asyncio.sleep(1)  # the pause is over once the counter moved: let the loop catch up
+                return round(time.perf_counter() - started, 1)
+        await asyncio.sleep(1)
+    return None
+
+
 @contextlib.contextmanager
 def own_pauses() -> Iterator[list[float]]:
     """The durations of this process's garbage collections while the block runs — none: the load generator's
@@ -356,6 +370,7 @@ async def run(
     # its own full collections (100+ ms with 10,000 connections) were counted as the server's round trips.
     tune_interpreter()
     await asyncio.sleep(2)
+    settled = await heap_settled(http, 45.0) if args.chargers >= 1000 else None
     loaded_rss = rss_kib(server.pid)
     result: dict[str, Any] = {
         "chargers_connected": len(clients),
@@ -363,6 +378,7 @@ async def run(
         "server_rss_base_kib": base_rss,
         "server_rss_connected_kib": loaded_rss,
         "kib_per_charger": round((loaded_rss - base_rss) / len(clients), 1),
+        "heap_settled_after_s": settled,
     }
     active = clients[: args.active]
     phase("saturated")
