@@ -10,8 +10,11 @@ from typing import Any
 
 import httpx
 
+from chargeops.db.models import IdToken
 from ops.runtime import Runtime
+from tests.conftest import StartRuntime
 from tests.ocpp_client import RawCharger, assert_strictly_valid
+from tests.waiting import until
 
 ADMIN = {"Authorization": "Bearer test-admin-token"}
 
@@ -78,3 +81,28 @@ async def connector(cp: RawCharger, status: str) -> None:
         "variable": {"name": "AvailabilityState"},
     }
     await cp.result("NotifyEvent", {"generatedAt": now(), "seqNo": 0, "eventData": [event]})
+
+
+async def runtime_with_token(start_runtime: StartRuntime, token: dict[str, str]) -> Runtime:
+    """A whole chargeops admitting any station, with `token` (idToken, type) stored as Accepted."""
+    runtime = await start_runtime(accept_unknown=True)
+    async with runtime.sessions() as s, s.begin():
+        s.add(IdToken(id_token=token["idToken"], type=token["type"], status="Accepted"))
+    return runtime
+
+
+async def stored_transaction(runtime: Runtime, charger_id: str, tx: str, **expected: Any) -> dict[str, Any]:
+    """The transaction as the API shows it, once ingest has stored what `expected` says."""
+    found: dict[str, Any] = {}
+
+    async def stored() -> bool:
+        async with api(runtime) as client:
+            r = await client.get(f"/api/transactions/{charger_id}/{tx}")
+        if r.status_code != 200:
+            return False
+        found.clear()
+        found.update(r.json())
+        return all(found.get(k) == v for k, v in expected.items())
+
+    await until(stored, what=f"{tx} stored with {expected}")
+    return found

@@ -5,39 +5,16 @@ the operator API."""
 
 from __future__ import annotations
 
-from typing import Any
-
-from chargeops.db.models import IdToken
 from ops.runtime import Runtime
 from tests.conftest import StartRuntime
 from tests.ocpp_client import raw_charger
-from tests.octt_support import api, connector, tx_event
-from tests.waiting import until
+from tests.octt_support import connector, runtime_with_token, stored_transaction, tx_event
 
 TOKEN = {"idToken": "OCTT-E-TOKEN", "type": "ISO14443"}
 
 
 async def _runtime(start_runtime: StartRuntime) -> Runtime:
-    runtime = await start_runtime(accept_unknown=True)
-    async with runtime.sessions() as s, s.begin():
-        s.add(IdToken(id_token=TOKEN["idToken"], type=TOKEN["type"], status="Accepted"))
-    return runtime
-
-
-async def _transaction(runtime: Runtime, charger_id: str, tx: str, **expected: Any) -> dict[str, Any]:
-    """The transaction as the API shows it, once ingest has stored what `expected` says."""
-    found: dict[str, Any] = {}
-
-    async def stored() -> bool:
-        async with api(runtime) as client:
-            r = await client.get(f"/api/transactions/{charger_id}/{tx}")
-        if r.status_code != 200:
-            return False
-        found.update(r.json())
-        return all(found.get(k) == v for k, v in expected.items())
-
-    await until(stored, what=f"{tx} stored with {expected}")
-    return found
+    return await runtime_with_token(start_runtime, TOKEN)
 
 
 async def test_tc_e_10_transaction_started_on_local_authorization(start_runtime: StartRuntime) -> None:
@@ -52,7 +29,7 @@ async def test_tc_e_10_transaction_started_on_local_authorization(start_runtime:
             "TransactionEvent", tx_event("Started", "Authorized", 0, "E10-TX", id_token=TOKEN)
         )
         assert started["idTokenInfo"]["status"] == "Accepted"
-    row = await _transaction(runtime, "OCTT-E10", "E10-TX", id_token=TOKEN["idToken"])
+    row = await stored_transaction(runtime, "OCTT-E10", "E10-TX", id_token=TOKEN["idToken"])
     assert row["active"] is True and row["evse_id"] == 1 and row["stopped_at"] is None
 
 
@@ -87,6 +64,6 @@ async def test_tc_e_20_ev_disconnected_at_the_ev_side_ends_the_transaction(
             "Ended", "EVCommunicationLost", 4, "E20-TX", chargingState="Idle", stoppedReason="EVDisconnected"
         )
         await cp.result("TransactionEvent", ended)
-    row = await _transaction(runtime, "OCTT-E20", "E20-TX", active=False)
+    row = await stored_transaction(runtime, "OCTT-E20", "E20-TX", active=False)
     assert row["stop_reason"] == "EVDisconnected" and row["stopped_at"] is not None
     assert row["missing_seq_nos"] == []

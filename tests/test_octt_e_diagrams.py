@@ -7,16 +7,13 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
 
 import pytest
 
-from chargeops.db.models import IdToken
 from ops.runtime import Runtime
 from tests.conftest import StartRuntime, over_ws_and_wss
 from tests.ocpp_client import RawCharger, assert_strictly_valid, raw_charger
-from tests.octt_support import api, connector, now, operator, tx_event
-from tests.waiting import until
+from tests.octt_support import connector, now, operator, runtime_with_token, stored_transaction, tx_event
 
 TOKEN = {"idToken": "OCTT-ED-TOKEN", "type": "ISO14443"}
 
@@ -27,27 +24,7 @@ def start_runtime(request: pytest.FixtureRequest, start_runtime: StartRuntime, p
 
 
 async def _runtime(start_runtime: StartRuntime) -> Runtime:
-    runtime = await start_runtime(accept_unknown=True)
-    async with runtime.sessions() as s, s.begin():
-        s.add(IdToken(id_token=TOKEN["idToken"], type=TOKEN["type"], status="Accepted"))
-    return runtime
-
-
-async def _transaction(runtime: Runtime, charger_id: str, tx: str, **expected: Any) -> dict[str, Any]:
-    """The transaction as the API shows it, once ingest has stored what `expected` says."""
-    found: dict[str, Any] = {}
-
-    async def stored() -> bool:
-        async with api(runtime) as client:
-            r = await client.get(f"/api/transactions/{charger_id}/{tx}")
-        if r.status_code != 200:
-            return False
-        found.clear()
-        found.update(r.json())
-        return all(found.get(k) == v for k, v in expected.items())
-
-    await until(stored, what=f"{tx} stored with {expected}")
-    return found
+    return await runtime_with_token(start_runtime, TOKEN)
 
 
 async def _authorized(cp: RawCharger, tx: str) -> None:
@@ -75,7 +52,7 @@ async def test_tc_e_04_local_start_authorization_first(start_runtime: StartRunti
     runtime = await _runtime(start_runtime)
     async with raw_charger(runtime.gateway.port, "OCTT-ED04", "ocpp2.0.1") as cp:  # type: ignore[union-attr]
         await _energy_transfer_started(cp, "ED04-TX")
-    row = await _transaction(runtime, "OCTT-ED04", "ED04-TX", id_token=TOKEN["idToken"])
+    row = await stored_transaction(runtime, "OCTT-ED04", "ED04-TX", id_token=TOKEN["idToken"])
     assert row["active"] is True and (row["evse_id"], row["connector_id"]) == (1, 1)
     assert row["stopped_at"] is None and row["missing_seq_nos"] == []
 
@@ -88,7 +65,7 @@ async def test_tc_e_07_power_path_closed_local_stop(start_runtime: StartRuntime)
         await _energy_transfer_started(cp, "ED07-TX")
         ended = tx_event("Ended", "StopAuthorized", 3, "ED07-TX", stoppedReason="Local")
         assert await cp.result("TransactionEvent", ended) == {}
-    row = await _transaction(runtime, "OCTT-ED07", "ED07-TX", active=False)
+    row = await stored_transaction(runtime, "OCTT-ED07", "ED07-TX", active=False)
     assert row["stop_reason"] == "Local" and row["stopped_at"] is not None
 
 
@@ -100,7 +77,7 @@ async def test_tc_e_15_stop_authorized_local(start_runtime: StartRuntime) -> Non
         await _energy_transfer_started(cp, "ED15-TX")
         ended = tx_event("Ended", "StopAuthorized", 3, "ED15-TX", stoppedReason="Local", id_token=TOKEN)
         assert (await cp.result("TransactionEvent", ended))["idTokenInfo"]["status"] == "Accepted"
-    row = await _transaction(runtime, "OCTT-ED15", "ED15-TX", active=False)
+    row = await stored_transaction(runtime, "OCTT-ED15", "ED15-TX", active=False)
     assert row["stop_reason"] == "Local" and row["id_token"] == TOKEN["idToken"]
 
 
@@ -118,12 +95,12 @@ async def test_tc_e_26_cable_unplugged_at_the_ev_suspends_and_the_transaction_re
         lost = tx_event("Updated", "EVCommunicationLost", 4, "ED26-TX", chargingState="Idle")
         assert await cp.result("TransactionEvent", lost) == {}
         await connector(cp, "Available")
-        await _transaction(runtime, "OCTT-ED26", "ED26-TX", active=True)
+        await stored_transaction(runtime, "OCTT-ED26", "ED26-TX", active=True)
         plugged = tx_event("Updated", "CablePluggedIn", 5, "ED26-TX", chargingState="EVConnected")
         assert await cp.result("TransactionEvent", plugged) == {}
         charging = tx_event("Updated", "ChargingStateChanged", 6, "ED26-TX", chargingState="Charging")
         assert await cp.result("TransactionEvent", charging) == {}
-    row = await _transaction(runtime, "OCTT-ED26", "ED26-TX")
+    row = await stored_transaction(runtime, "OCTT-ED26", "ED26-TX")
     assert row["active"] is True and row["stopped_at"] is None and row["stop_reason"] is None
     assert row["missing_seq_nos"] == []
 
@@ -167,7 +144,7 @@ async def test_tc_e_31_transaction_status_ended_with_queued_messages(start_runti
         assert ask[0] == 2 and ask[2:] == ["GetTransactionStatus", {"transactionId": "ED31-TX"}], ask
         assert_strictly_valid(cp.protocol, "GetTransactionStatus", ask[3], response=False)
         await cp.ws.send(json.dumps([3, ask[1], {"ongoingIndicator": False, "messagesInQueue": True}]))
-        row = await _transaction(runtime, "OCTT-ED31", "ED31-TX", missing_seq_nos_queued=True)
+        row = await stored_transaction(runtime, "OCTT-ED31", "ED31-TX", missing_seq_nos_queued=True)
         assert row["active"] is False and row["stop_reason"] == "EVDisconnected"
         assert row["missing_seq_nos"] != []
         queued = [
@@ -176,7 +153,7 @@ async def test_tc_e_31_transaction_status_ended_with_queued_messages(start_runti
         ]
         answers = [await cp.result("TransactionEvent", {**e, "offline": True}) for e in queued]
         assert answers[0]["idTokenInfo"]["status"] == "Accepted" and answers[1] == {}
-    row = await _transaction(runtime, "OCTT-ED31", "ED31-TX", missing_seq_nos=[])
+    row = await stored_transaction(runtime, "OCTT-ED31", "ED31-TX", missing_seq_nos=[])
     assert row["active"] is False and row["stop_reason"] == "EVDisconnected"
     assert row["missing_seq_nos_queued"] is None
 
@@ -189,6 +166,6 @@ async def test_tc_e_39_deauthorized_ev_connection_timeout(start_runtime: StartRu
         await _authorized(cp, "ED39-TX")
         ended = tx_event("Ended", "EVConnectTimeout", 1, "ED39-TX", stoppedReason="Timeout")
         assert await cp.result("TransactionEvent", ended) == {}
-    row = await _transaction(runtime, "OCTT-ED39", "ED39-TX", active=False)
+    row = await stored_transaction(runtime, "OCTT-ED39", "ED39-TX", active=False)
     assert row["stop_reason"] == "Timeout" and row["stopped_at"] is not None
     assert row["missing_seq_nos"] == []
