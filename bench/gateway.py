@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
-import gc
 import itertools
 import json
 import os
@@ -21,7 +19,6 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +27,7 @@ import orjson
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.typing import Subprotocol
 
+from bench.stalls import MachineProbe, own_pauses
 from ops.cli_loop import loop_factory, tune_interpreter
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -167,7 +165,9 @@ async def closed_loop(clients: list[Client], seconds: float) -> dict[str, Any]:
     }
 
 
-async def open_loop(clients: list[Client], rate: float, seconds: float) -> dict[str, Any]:
+async def open_loop(
+    clients: list[Client], rate: float, seconds: float, probe_machine: bool = False
+) -> dict[str, Any]:
     """Calls are offered at a fixed rate whatever the answers do; round trips are measured per call."""
     latencies: list[float] = []
     errors = 0
@@ -189,13 +189,19 @@ async def open_loop(clients: list[Client], rate: float, seconds: float) -> dict[
             busy.discard(idx)
 
     slowest: dict[int, float] = {}  # per 100 ms of sending: the slowest round trip
+    sent_late: dict[int, float] = {}  # per 100 ms: how late this process sent a call (its own stalls)
     total = int(rate * seconds)
+    probe = MachineProbe(seconds + 1) if probe_machine else None
+    since = time.monotonic()
     started = time.perf_counter()
     for n in range(total):
         target = started + n / rate
         delay = target - time.perf_counter()
         if delay > 0:
             await asyncio.sleep(delay)
+        elif delay < -0.02:
+            window = n * 10 // int(rate)
+            sent_late[window] = max(sent_late.get(window, 0.0), -delay)
         idx = n % len(clients)
         if idx in busy:  # OCPP allows one call in flight per charger; that charger's turn is lost
             skipped += 1
@@ -224,6 +230,9 @@ async def open_loop(clients: list[Client], rate: float, seconds: float) -> dict[
         "max_ms": pct(1.0),
         # where the tail comes from: a stall (a few windows, every call in them slow) or spread out
         "windows_100ms_over_50ms": sorted(round(w / 10, 1) for w, worst in slowest.items() if worst > 0.05),
+        "started_monotonic": round(since, 3),
+        "load_generator_sent_late_ms": [[w / 10, round(d * 1000)] for w, d in sorted(sent_late.items())],
+        **({"machine": probe.result(since)} if probe else {}),
     }
 
 
@@ -276,10 +285,14 @@ def observed_over(metrics: str, name: str, bound: float, labels: str = "") -> fl
 
 
 def minus(after: str, before: str) -> str:
-    """The histogram buckets of a metrics text observed between two scrapes (`before`, `after`), as text."""
+    """The histogram series of a metrics text observed between two scrapes (`before`, `after`), as text."""
 
     def counts(text: str) -> dict[str, float]:
-        pairs = (line.rsplit(" ", 1) for line in text.splitlines() if "_bucket{" in line)
+        pairs = (
+            line.rsplit(" ", 1)
+            for line in text.splitlines()
+            if "_bucket{" in line or "_sum{" in line or "_count{" in line
+        )
         return {series: float(value) for series, value in pairs}
 
     old = counts(before)
@@ -297,7 +310,20 @@ def server_figures(metrics: str) -> dict[str, Any]:
             gen: observed_over(metrics, "chargeops_gc_pause_seconds", 0.05, f'generation="{gen}"')
             for gen in "012"
         },
+        "gc_seconds": {
+            gen: round(_series(metrics, f'chargeops_gc_pause_seconds_sum{{generation="{gen}"}}'), 3)
+            for gen in "012"
+        },
+        "gc_collections": {
+            gen: _series(metrics, f'chargeops_gc_pause_seconds_count{{generation="{gen}"}}') for gen in "012"
+        },
     }
+
+
+def _series(metrics: str, series: str) -> float:
+    return next(
+        (float(line.rsplit(" ", 1)[1]) for line in metrics.splitlines() if line.startswith(series + " ")), 0.0
+    )
 
 
 async def scrape(http: int) -> str:
@@ -317,34 +343,6 @@ async def heap_settled(http: int, timeout: float) -> float | None:
                 return round(time.perf_counter() - started, 1)
         await asyncio.sleep(1)
     return None
-
-
-@contextlib.contextmanager
-def own_pauses() -> Iterator[list[float]]:
-    """The durations of this process's garbage collections while the block runs — none: the load generator's
-    collector is off while it measures. Holding 10,000 connections and creating a task per call, its own
-    collections (50-250 ms, one every few seconds) stalled its sending and reading, and each stall showed up
-    as the server's round trips (2 per 10 s phase set the p99 at 2,500 calls/s). Ten seconds of garbage
-    is a few MiB; it is collected after the phase."""
-    pauses: list[float] = []
-    started: list[float] = []
-
-    def observe(stage: str, info: dict[str, Any]) -> None:
-        if stage == "start":
-            started.append(time.perf_counter())
-        elif started:
-            pauses.append(time.perf_counter() - started.pop())
-
-    gc.collect()
-    gc.freeze()
-    gc.disable()
-    gc.callbacks.append(observe)
-    try:
-        yield pauses
-    finally:
-        gc.callbacks.remove(observe)
-        gc.enable()
-        gc.unfreeze()
 
 
 def phase(name: str) -> None:
@@ -383,16 +381,18 @@ async def run(
     active = clients[: args.active]
     phase("saturated")
     await closed_loop(active, 2)  # warm-up
+    before = await scrape(http)
     cpu0, own0 = cpu_seconds(server.pid), time.process_time()
     with own_pauses():
         sat = await closed_loop(active, args.duration)
     sat["server_cpu_s"] = round(cpu_seconds(server.pid) - cpu0, 2)
     sat["load_generator_cpu_s"] = round(time.process_time() - own0, 2)
+    sat["server"] = server_figures(minus(await scrape(http), before))
     result["saturated"] = sat
     phase("fixed_rate")
     before = await scrape(http)
     with own_pauses() as pauses:
-        result["fixed_rate"] = await open_loop(clients, args.rate, args.duration)
+        result["fixed_rate"] = await open_loop(clients, args.rate, args.duration, probe_machine=True)
     result["fixed_rate"]["server"] = server_figures(minus(await scrape(http), before))
     result["fixed_rate"]["load_generator_gc_pauses_over_50ms"] = sum(p > 0.05 for p in pauses)
     phase("overload_2x")

@@ -40,7 +40,7 @@ from ops.webhooks import WebhookDispatcher
 from telemetry.bus import Bus, make_bus
 from telemetry.fleet_metrics import FleetMetrics
 from telemetry.gateway_presence import GatewayPresenceSubscriber, apply_presence
-from telemetry.heap import HeapKeeper, LoopLag, observe_gc
+from telemetry.heap import HeapKeeper, LoopLag, YoungCollector, observe_gc
 from telemetry.mqtt.presence import GatewayPresence
 from telemetry.retention import Maintenance
 from telemetry.site_telemetry import SiteTelemetrySubscriber
@@ -103,6 +103,7 @@ class Runtime:
         self._metrics_port: int | None = None
         self._failed: asyncio.Future[None] | None = None
         self._lag: LoopLag | None = None
+        self._young: YoungCollector | None = None
         self._heap: HeapKeeper | None = None
 
     async def start(self) -> None:
@@ -278,6 +279,7 @@ class Runtime:
         deadline = time.monotonic() + STOP_SECONDS
         steps: list[tuple[str, Callable[[], Awaitable[None]] | None]] = [
             ("loop lag", self._lag.stop if self._lag is not None else None),
+            ("young collector", self._young.stop if self._young is not None else None),
             ("heap keeper", self._heap.stop if self._heap is not None else None),
             ("http", self._http.stop if self._http is not None else None),
             ("metrics listener", self._metrics.stop if self._metrics is not None else None),
@@ -315,6 +317,8 @@ class Runtime:
         observe_gc()
         self._lag = LoopLag()
         self._lag.start()
+        self._young = YoungCollector()
+        self._young.start()
         gateway = self.gateway
         if gateway is not None:
             self._heap = HeapKeeper(lambda: gateway.opened)

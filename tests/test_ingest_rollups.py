@@ -10,11 +10,12 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import select, text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession, async_sessionmaker
 
 from chargeops.db.models import Charger, MeterRollup1h, MeterRollup1m, MeterSample, SiteRollup1h, SiteRollup1m
 from chargeops.events import Event, MeterValues, Sample
+from telemetry import rollups
 from telemetry.ingest import store_events
 from telemetry.rollups import ENERGY, POWER, claim, roll_up, run_rollups
 from tests.conftest import migrated_sessions
@@ -195,3 +196,43 @@ async def test_ingest_never_waits_for_a_recomputation_and_a_failed_one_is_redone
 async def _in_transaction(sessions: Sessions, step: Callable[[AsyncConnection], Awaitable[int]]) -> int:
     async with sessions() as session, session.begin():
         return await step(await session.connection())
+
+
+async def test_a_claim_neither_waits_for_nor_loses_a_mark_an_ingest_transaction_holds(pg_url: str) -> None:
+    """An ingest transaction marking a bucket that is marked already holds that mark's row until it commits.
+    The claim skips it and moves the rest: claiming every mark in one `DELETE` waited for that transaction
+    (and every ingest commit behind the claim waited in turn), or deadlocked against it. The skipped mark is
+    there for the next run, so the late samples are rolled up."""
+    async with migrated_sessions(pg_url) as sessions:
+        await store_events(sessions, readings("A", 1, T0, 2, 100.0, 5) + readings("B", 1, T0, 2, 50.0, 6))
+        late = readings("A", 1, T0 + timedelta(seconds=5), 1, 100.5, 7)
+        async with sessions() as session, session.begin():
+            conn = await session.connection()
+            await conn.execute(
+                text(
+                    "INSERT INTO meter_rollup_dirty (charger_id, bucket) VALUES ('A', :b) "
+                    "ON CONFLICT (charger_id, bucket) DO UPDATE SET bucket = excluded.bucket"
+                ),
+                {"b": T0},
+            )
+            done = await asyncio.wait_for(run_rollups(sessions), 5)  # waited for this block before
+            assert done > 0
+        async with sessions() as session:
+            held = (await session.execute(text("SELECT charger_id FROM meter_rollup_dirty"))).scalars().all()
+        assert held == ["A"]  # skipped, not lost
+        await store_events(sessions, late)
+        assert await run_rollups(sessions) > 0
+        assert await run_rollups(sessions) == 0
+        assert_same(await stored(sessions), await brute_force(sessions))
+
+
+async def test_a_claim_moves_marks_a_chunk_at_a_time(pg_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """More marks than a chunk: the run claims chunk after chunk in transactions of their own, and rolls up
+    every bucket."""
+    monkeypatch.setattr(rollups, "CLAIM_CHUNK", 3)
+    async with migrated_sessions(pg_url) as sessions:
+        events = [ev for cp in "ABCDEFG" for ev in readings(cp, 1, T0, 2, 10.0, ord(cp))]
+        await store_events(sessions, events)
+        assert await _in_transaction(sessions, claim) == 3
+        assert await run_rollups(sessions) == 7 * 2  # 7 chargers x 2 minutes, the first chunk's too
+        assert_same(await stored(sessions), await brute_force(sessions))
