@@ -252,9 +252,8 @@ async def store_events(
 @functools.cache
 def _upsert_status(dialect: str) -> Any:
     """The connector status upsert, built once per dialect: built per batch, its `excluded` alias and that
-    alias's copies of every column were reference cycles, ~200 objects a batch left to the young-generation
-    collector, whose passes over such garbage stalled the gateway's loop for up to 100 ms at 10,000
-    connected (`bench/gateway.py`)."""
+    alias's copies of every column were a few hundred objects of reference cycles a batch, left for the
+    collector to find, and the statement's cache key was computed again each time."""
     ins = insert_for(dialect, CONNECTORS)
     return ins.on_conflict_do_update(
         index_elements=["charger_id", "evse_id", "connector_id"],
