@@ -10,7 +10,6 @@ On Postgres the rows travel by binary COPY (`telemetry.pg_copy`); SQLite takes b
 from __future__ import annotations
 
 import functools
-import itertools
 import logging
 import time
 from collections.abc import Iterable, Sequence
@@ -20,11 +19,11 @@ from typing import Any
 
 import orjson
 from prometheus_client import Counter
-from sqlalchemy import Table, and_, bindparam, or_, select, tuple_, update
+from sqlalchemy import Table, bindparam, or_, select, tuple_, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession, async_sessionmaker
 
 from chargeops.db.engine import insert_for
-from chargeops.db.models import Charger, Connector, MeterRollupDirty, MeterSample, StoredEvent, Transaction
+from chargeops.db.models import Connector, MeterRollupDirty, MeterSample, StoredEvent, Transaction
 from chargeops.events import (
     BatterySwapped,
     Connected,
@@ -60,6 +59,7 @@ from telemetry.pg_copy import (
     insert_small,
     store_at_once,
 )
+from telemetry.presence_store import CHARGERS, apply_presence
 
 log = logging.getLogger(__name__)
 # kinds with rows of their own beyond `events` (written only on the transactional path)
@@ -69,7 +69,6 @@ _OWN_TABLES = frozenset({EventKind.BATTERY_SWAP, EventKind.EV_CHARGING_SCHEDULE}
 EVENTS: Table = StoredEvent.__table__  # type: ignore[assignment]
 SAMPLES: Table = MeterSample.__table__  # type: ignore[assignment]
 CONNECTORS: Table = Connector.__table__  # type: ignore[assignment]
-CHARGERS: Table = Charger.__table__  # type: ignore[assignment]
 TRANSACTIONS: Table = Transaction.__table__  # type: ignore[assignment]
 DIRTY: Table = MeterRollupDirty.__table__  # type: ignore[assignment]
 
@@ -240,7 +239,7 @@ async def store_events(
             ids = {e.charger_id for e in batch.presence} | set(last_seen or ())
             if len(ids) > 1:
                 await conn.execute(_lock_chargers, {"ids": sorted(ids)})
-        await _apply_presence(conn, sorted(batch.presence, key=lambda e: e.received_at))
+        await apply_presence(conn, sorted(batch.presence, key=lambda e: e.received_at))
         await store_battery_events(conn, [ev for ev in fresh if ev.kind is EventKind.BATTERY_SWAP])
         await store_ev_schedules(conn, [ev for ev in fresh if ev.kind is EventKind.EV_CHARGING_SCHEDULE])
         if last_seen:
@@ -405,50 +404,3 @@ def _fault(code: str) -> Counter:
 
 
 _fault_codes: set[str] = set()
-
-
-_connected = (
-    update(CHARGERS)
-    .where(CHARGERS.c.id == bindparam("cid"))
-    .values(
-        connected=True,
-        protocol=bindparam("protocol"),
-        gateway_id=bindparam("gateway"),
-        gateway_instance=bindparam("instance"),
-        session_id=bindparam("session"),
-    )
-)
-# Only the session that is still the current one may mark the charger offline (a takeover's new session may
-# have connected before the old one's close was stored).
-_disconnected = (
-    update(CHARGERS)
-    .where(and_(CHARGERS.c.id == bindparam("cid"), CHARGERS.c.session_id == bindparam("session")))
-    .values(connected=False)
-)
-
-
-async def _apply_presence(conn: AsyncConnection, events: list[Event]) -> None:
-    """Connects and disconnects in the order the gateway saw them; a run of the same kind (a reconnect
-    storm's connects) is one executemany, not a round trip per charger."""
-    for connects, run in itertools.groupby(events, key=lambda ev: isinstance(ev.body, Connected)):
-        if connects:
-            params = [
-                {
-                    "cid": ev.charger_id,
-                    "protocol": b.protocol,
-                    "gateway": b.gateway_id,
-                    "instance": b.instance or None,
-                    "session": b.session_id,
-                }
-                for ev in run
-                if isinstance(b := ev.body, Connected)
-            ]
-            await conn.execute(_connected, params)
-        else:
-            gone = [
-                {"cid": ev.charger_id, "session": b.session_id}
-                for ev in run
-                if isinstance(b := ev.body, Disconnected)
-            ]
-            if gone:
-                await conn.execute(_disconnected, gone)
