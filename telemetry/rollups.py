@@ -1,8 +1,9 @@
 """1-minute and 1-hour rollups of meter samples, per charger and per site, for dashboards and reports.
 
 Ingest marks each (charger, minute) that received samples in `meter_rollup_dirty`, in the transaction that
-stores them. A rollup run claims those marks — moves them to `meter_rollup_claimed` in a short transaction
-of its own, since an ingest commit marking a claimed bucket waits for the claiming transaction — and then
+stores them. A rollup run claims those marks — moves them to `meter_rollup_claimed` in short transactions
+of their own (a chunk at a time on Postgres), since an ingest commit marking a claimed bucket waits for the
+claiming transaction — and then
 recomputes the whole of each claimed bucket from the raw samples (`INSERT … SELECT … GROUP BY … ON CONFLICT
 DO UPDATE`), so it is idempotent and a sample arriving late into a bucket already rolled up simply marks it
 again; a run that fails leaves its claims for the next. No time watermark: a transaction that commits after a
@@ -158,8 +159,8 @@ CLAIM = text("DELETE FROM meter_rollup_dirty RETURNING charger_id, bucket").colu
 # ingest transaction holds (it is marking that bucket again; the mark stays for the next claim). Claiming
 # every mark in one `DELETE … RETURNING` and inserting them back from Python held 10,000 marks locked for
 # a few hundred ms with 10,000 chargers: every ingest commit marking a bucket waited for it, and the
-# DELETE's scan order against the ingest's key order deadlocked now and then (a batch lost after Postgres'
-# 1 s deadlock timeout; `bench/gateway.py`).
+# DELETE's scan order against the ingest's key order deadlocked now and then (Postgres broke it after its
+# 1 s deadlock timeout, failing that ingest batch; `bench/gateway.py`).
 CLAIM_CHUNK = 1000
 PG_CLAIM = text(
     """
