@@ -29,6 +29,13 @@ async def pg_sessions(pg_url: str) -> AsyncIterator[Sessions]:
         yield made
 
 
+@pytest.fixture
+def today(pg_sessions: Sessions) -> datetime:
+    """Noon today, read once the database is migrated: the migration makes the daily partitions around the
+    clock's today, and `TODAY`, read at import, is yesterday in a run that crossed midnight meanwhile."""
+    return datetime.now(UTC).replace(hour=12, minute=0, second=0, microsecond=0)
+
+
 def sample_at(at: datetime) -> Event:
     return Event(
         "CP1", MeterValues(1, 1, None, [Sample("Power.Active.Import", 1.0, sampled_at=at)]), reported_at=at
@@ -42,8 +49,8 @@ async def where(sessions: Sessions) -> dict[datetime, str]:
         return {at: part for at, part in rows}
 
 
-async def test_partitions_catch_every_day_and_strays(pg_sessions: Sessions) -> None:
-    times = [TODAY - timedelta(days=1), TODAY, TODAY + timedelta(days=3), TODAY + timedelta(days=10)]
+async def test_partitions_catch_every_day_and_strays(pg_sessions: Sessions, today: datetime) -> None:
+    times = [today - timedelta(days=1), today, today + timedelta(days=3), today + timedelta(days=10)]
     strays = [datetime(2001, 1, 1, tzinfo=UTC), datetime(2099, 1, 1, tzinfo=UTC)]
     await store_events(pg_sessions, [sample_at(t) for t in times + strays])
     parts = await where(pg_sessions)
@@ -52,19 +59,21 @@ async def test_partitions_catch_every_day_and_strays(pg_sessions: Sessions) -> N
     assert {parts[at] for at in [times[3], *strays]} == {"meter_samples_default"}
     # the window moves on: the day that had a stray sample gets its partition, and the sample moves in
     async with pg_sessions() as s, s.begin():
-        done = await maintain_partitions(await s.connection(), TODAY + timedelta(days=5), 90)
+        done = await maintain_partitions(await s.connection(), today + timedelta(days=5), 90)
     assert done == {"created": 5, "dropped": 0}
     assert (await where(pg_sessions))[times[3]] == partition_name(times[3].date())
     await store_events(pg_sessions, [sample_at(times[3])])  # a re-delivery lands on the same key
     assert set(await where(pg_sessions)) == {*times, strays[1]}  # the 2001 stray is past retention
 
 
-async def test_retention_drops_old_partitions_and_keeps_recent_data(pg_sessions: Sessions) -> None:
-    old, recent = TODAY - timedelta(days=1), TODAY
+async def test_retention_drops_old_partitions_and_keeps_recent_data(
+    pg_sessions: Sessions, today: datetime
+) -> None:
+    old, recent = today - timedelta(days=1), today
     await store_events(
         pg_sessions, [sample_at(old), sample_at(recent), sample_at(datetime(2001, 1, 1, tzinfo=UTC))]
     )
-    later = TODAY.replace(hour=0) + timedelta(days=90, hours=1)  # yesterday is past 90 days, today is not
+    later = today.replace(hour=0) + timedelta(days=90, hours=1)  # yesterday is past 90 days, today is not
     async with pg_sessions() as s, s.begin():
         done = await maintain_partitions(await s.connection(), later, 90)
     assert done["dropped"] == 1
