@@ -162,6 +162,7 @@ CLAIM = text("DELETE FROM meter_rollup_dirty RETURNING charger_id, bucket").colu
 # DELETE's scan order against the ingest's key order deadlocked now and then (Postgres broke it after its
 # 1 s deadlock timeout, failing that ingest batch; `bench/gateway.py`).
 CLAIM_CHUNK = 1000
+_MAX_CLAIMS = 100  # chunks a run claims at most: what ingest marks meanwhile waits for the next run
 PG_CLAIM = text(
     """
     WITH picked AS (
@@ -268,6 +269,3 @@ async def run_rollups(
         if not await may_run(conn):
             return 0
         return await roll_up(conn)
-
-
-_MAX_CLAIMS = 100  # chunks a run claims at most: what ingest marks meanwhile waits for the next run
