@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import time
 from datetime import UTC, datetime
 from typing import Any
 
 import orjson
-from sqlalchemy import event
+from sqlalchemy import event, exc
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
 
@@ -15,8 +16,9 @@ def _json_dumps(value: Any) -> str:
     return orjson.dumps(value).decode()
 
 
-def make_engine(url: str, **kwargs: Any) -> AsyncEngine:
+def make_engine(url: str, ping_idle_after: float | None = None, **kwargs: Any) -> AsyncEngine:
     """An engine for `url`; SQLite gets WAL mode and a busy timeout so readers never block the writer.
+    A Postgres pool pings a connection that sat idle `ping_idle_after` s (`PING_IDLE_AFTER`) before use.
 
     JSON columns go through orjson, which also serialises the event dataclasses and datetimes directly.
     """
@@ -41,8 +43,38 @@ def make_engine(url: str, **kwargs: Any) -> AsyncEngine:
         return engine
     kwargs.setdefault("pool_size", 10)
     kwargs.setdefault("max_overflow", 10)
-    kwargs.setdefault("pool_pre_ping", True)
-    return create_async_engine(url, **kwargs)
+    engine = create_async_engine(url, **kwargs)
+    ping_when_idle(engine, PING_IDLE_AFTER if ping_idle_after is None else ping_idle_after)
+    return engine
+
+
+PING_IDLE_AFTER = 1.0  # s a pooled Postgres connection may sit unused and still be trusted without a ping
+_IDLE_SINCE = "chargeops_idle_since"
+
+
+def ping_when_idle(engine: AsyncEngine, idle_after: float) -> None:
+    """Check a pooled connection before use only if it sat unused for `idle_after` seconds.
+
+    SQLAlchemy's `pool_pre_ping` pings at every checkout; on asyncpg that is three round trips (BEGIN, `;`,
+    ROLLBACK), a quarter of the ingest commit's CPU and three waits on a busy Postgres per commit, for
+    connections that were in use a few milliseconds before. A connection that has been idle — across a
+    Postgres restart, a failover, a firewall's idle cut — is still pinged and replaced if dead; one that
+    dies while in use fails its statement, and SQLAlchemy then invalidates the pool, as before.
+    """
+
+    @event.listens_for(engine.sync_engine, "checkin")
+    def _idle_from(_dbapi_conn: Any, record: Any) -> None:
+        record.info[_IDLE_SINCE] = time.monotonic()
+
+    @event.listens_for(engine.sync_engine, "checkout")
+    def _ping_if_idle(dbapi_conn: Any, record: Any, _proxy: Any) -> None:
+        since = record.info.pop(_IDLE_SINCE, None)  # None: a new connection, just opened
+        if since is None or time.monotonic() - since < idle_after:
+            return
+        try:
+            engine.dialect.do_ping(dbapi_conn)
+        except Exception as err:
+            raise exc.DisconnectionError(f"idle connection failed its ping: {err}") from err
 
 
 def make_sessionmaker(engine: AsyncEngine) -> async_sessionmaker:
