@@ -106,7 +106,7 @@ async def test_the_young_generation_is_collected_on_a_clock_when_allocations_onl
     thresholds = gc.get_threshold()
     gc.collect()
     gc.set_threshold(1_000_000, 50, 1000)  # nothing count-based in this test
-    collector = YoungCollector(interval=0.01, middle_every=3)
+    collector = YoungCollector(interval=0.01)
     collector.start()
     try:
         for i in range(20_000):
@@ -118,3 +118,31 @@ async def test_the_young_generation_is_collected_on_a_clock_when_allocations_onl
         await collector.stop()
         gc.set_threshold(*thresholds)
     assert young < 2000  # without the collector: every list made, 5,000+
+
+
+async def test_cycles_promoted_while_alive_are_freed_by_the_old_pass() -> None:
+    """A cycle still alive at a young pass is promoted past the younger generations; once garbage, only
+    a pass of the old generation frees it, and the collector makes one every `old_interval`."""
+    thresholds = gc.get_threshold()
+    gc.collect()
+    gc.set_threshold(1_000_000, 50, 1_000_000)  # nothing count-based in this test
+    freed: list[int] = []
+    cycles = [Cycle() for _ in range(100)]
+    refs = [weakref.ref(c, lambda _: freed.append(1)) for c in cycles]
+    gc.collect(1)  # alive: promoted to the old generation
+    del cycles
+    collector = YoungCollector(interval=0.01, old_interval=3600.0)
+    collector.start()
+    try:
+        await asyncio.sleep(0.1)
+        assert not freed  # the young passes do not reach them
+    finally:
+        await collector.stop()
+    collector = YoungCollector(interval=0.01, old_interval=0.05)
+    collector.start()
+    try:
+        await asyncio.sleep(0.2)
+    finally:
+        await collector.stop()
+        gc.set_threshold(*thresholds)
+    assert len(freed) == len(refs)
