@@ -133,14 +133,16 @@ class V16(Dialect):
     def tx_ended(self, cp: SimulatedCharger, c: Connector, tx: Transaction, reason: str) -> None:
         begin: list[Sample] = [("Energy.Active.Import.Register", round(tx.meter_start, 1), "Wh", None)]
         end = cp.sample(c, cp.config.get_list("StopTxnSampledData"))
+        now = utc_now()  # the stop and its End reading are one moment: stamped apart, a millisecond could
+        # tick between them and make the whole-Wh meterStop look older than the End reading it rounds
         payload = {
             "idTag": tx.id_tag[:20],
             "meterStop": int(c.meter_wh),
-            "timestamp": iso(utc_now()),
+            "timestamp": iso(now),
             "reason": _STOP_REASONS.get(reason, reason),
             "transactionData": [
                 _meter_value(begin, "Transaction.Begin", tx.started),  # the register as it read then
-                _meter_value(end, "Transaction.End"),
+                _meter_value(end, "Transaction.End", now),
             ],
         }
         cp.emit("StopTransaction", payload, tx=tx, transactional=True)
