@@ -144,7 +144,8 @@ class YoungCollector(Background):
     0.35-0.41 s). The price: reference cycles that are still alive at a pass are promoted to the old
     generation sooner (~50 objects a second at that rate, 10 before), which no count-based trigger
     collects here; the pass every `old_interval` frees them (~100-200 ms with 10,000 connected, once in
-    ten minutes).
+    ten minutes). At saturation a pass costs more than a young one did (~7 % fewer saturated calls/s,
+    README "Performance", 2026-12-06; why is not known).
     """
 
     name = "young collector"
