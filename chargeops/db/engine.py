@@ -16,9 +16,13 @@ def _json_dumps(value: Any) -> str:
     return orjson.dumps(value).decode()
 
 
-def make_engine(url: str, ping_idle_after: float | None = None, **kwargs: Any) -> AsyncEngine:
+PING_IDLE_AFTER = 1.0  # s a pooled Postgres connection may sit unused and still be trusted without a ping
+_IDLE_SINCE = "chargeops_idle_since"
+
+
+def make_engine(url: str, ping_idle_after: float = PING_IDLE_AFTER, **kwargs: Any) -> AsyncEngine:
     """An engine for `url`; SQLite gets WAL mode and a busy timeout so readers never block the writer.
-    A Postgres pool pings a connection that sat idle `ping_idle_after` s (`PING_IDLE_AFTER`) before use.
+    A Postgres pool pings a connection that sat idle `ping_idle_after` s before use (`ping_when_idle`).
 
     JSON columns go through orjson, which also serialises the event dataclasses and datetimes directly.
     """
@@ -44,12 +48,8 @@ def make_engine(url: str, ping_idle_after: float | None = None, **kwargs: Any) -
     kwargs.setdefault("pool_size", 10)
     kwargs.setdefault("max_overflow", 10)
     engine = create_async_engine(url, **kwargs)
-    ping_when_idle(engine, PING_IDLE_AFTER if ping_idle_after is None else ping_idle_after)
+    ping_when_idle(engine, ping_idle_after)
     return engine
-
-
-PING_IDLE_AFTER = 1.0  # s a pooled Postgres connection may sit unused and still be trusted without a ping
-_IDLE_SINCE = "chargeops_idle_since"
 
 
 def ping_when_idle(engine: AsyncEngine, idle_after: float) -> None:
