@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import itertools
 import json
 import os
@@ -19,6 +20,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -345,6 +347,21 @@ async def heap_settled(http: int, timeout: float) -> float | None:
     return None
 
 
+@contextlib.asynccontextmanager
+async def measured(pid: int, http: int) -> AsyncIterator[dict[str, Any]]:
+    """A phase's figures besides its own: CPU seconds of the server and of this process (on two cores they
+    share the machine with Postgres), the server's histograms over the phase, this process's GC pauses."""
+    figures: dict[str, Any] = {}
+    before = await scrape(http)
+    cpu0, own0 = cpu_seconds(pid), time.process_time()
+    with own_pauses() as pauses:
+        yield figures
+    figures["server_cpu_s"] = round(cpu_seconds(pid) - cpu0, 2)
+    figures["load_generator_cpu_s"] = round(time.process_time() - own0, 2)
+    figures["load_generator_gc_pauses_over_50ms"] = sum(p > 0.05 for p in pauses)
+    figures["server"] = server_figures(minus(await scrape(http), before))
+
+
 def phase(name: str) -> None:
     """On stderr, as each measured phase starts: a profiler can attach to the server for one phase."""
     print(f"{name} starts", file=sys.stderr, flush=True)
@@ -381,24 +398,16 @@ async def run(
     active = clients[: args.active]
     phase("saturated")
     await closed_loop(active, 2)  # warm-up
-    before = await scrape(http)
-    cpu0, own0 = cpu_seconds(server.pid), time.process_time()
-    with own_pauses():
-        sat = await closed_loop(active, args.duration)
-    sat["server_cpu_s"] = round(cpu_seconds(server.pid) - cpu0, 2)
-    sat["load_generator_cpu_s"] = round(time.process_time() - own0, 2)
-    sat["server"] = server_figures(minus(await scrape(http), before))
+    async with measured(server.pid, http) as sat:
+        sat.update(await closed_loop(active, args.duration))
     result["saturated"] = sat
     phase("fixed_rate")
-    before = await scrape(http)
-    with own_pauses() as pauses:
-        result["fixed_rate"] = await open_loop(clients, args.rate, args.duration, probe_machine=True)
-    result["fixed_rate"]["server"] = server_figures(minus(await scrape(http), before))
-    result["fixed_rate"]["load_generator_gc_pauses_over_50ms"] = sum(p > 0.05 for p in pauses)
+    async with measured(server.pid, http) as fixed:
+        fixed.update(await open_loop(clients, args.rate, args.duration, probe_machine=True))
+    result["fixed_rate"] = fixed
     phase("overload_2x")
-    overload_rate = 2 * sat["calls_per_s"]
-    with own_pauses():
-        over = await open_loop(clients, overload_rate, args.duration)
+    async with measured(server.pid, http) as over:
+        over.update(await open_loop(clients, 2 * sat["calls_per_s"], args.duration))
     over["share_of_saturated"] = round(over["answered_per_s"] / max(1, sat["calls_per_s"]), 2)
     result["overload_2x"] = over
     for c in clients:

@@ -144,27 +144,44 @@ class YoungCollector(Background):
     0.35-0.41 s). The price: reference cycles that are still alive at a pass are promoted to the old
     generation sooner (~50 objects a second at that rate, 10 before), which no count-based trigger
     collects here; the pass every `old_interval` frees them (~100-200 ms with 10,000 connected, once in
-    ten minutes). At saturation a pass costs more than a young one did (~7 % fewer saturated calls/s,
-    README "Performance", 2026-12-06; why is not known).
+    ten minutes).
+
+    A pass walks what was made since the last one and is still alive. Under 2x overload 10,000 calls wait
+    ~1 s each, so a pass every fifth of a second found nearly all of them alive: 30-40 ms a pass, 17 % of
+    the loop (py-spy, `bench/gateway.py`). A slow pass therefore spaces out the next (`next_wait`): more of
+    what it would walk has ended by then, and passes take at most `budget` of the loop.
     """
 
     name = "young collector"
 
     def __init__(
-        self, interval: float = 0.2, old_interval: float = 600.0, now: Callable[[], float] = time.monotonic
+        self,
+        interval: float = 0.2,
+        old_interval: float = 600.0,
+        budget: float = 0.04,
+        now: Callable[[], float] = time.monotonic,
     ) -> None:
         self._interval = interval
         self._old_interval = old_interval
+        self._budget = budget
         self._now = now
+
+    def next_wait(self, pause: float) -> float:
+        """Seconds until the next pass after one that took `pause`: `interval`, or longer when passes are
+        slow, so that they take at most `budget` of the loop's time."""
+        return max(self._interval, pause / self._budget)
 
     async def _run(self) -> None:
         old_at = self._now()
+        wait = self._interval
         while True:
-            await asyncio.sleep(self._interval)
+            await asyncio.sleep(wait)
             if not gc.isenabled():  # whoever turned the collector off meant it
                 continue
-            if self._now() - old_at >= self._old_interval:
-                old_at = self._now()
+            started = self._now()
+            if started - old_at >= self._old_interval:
+                old_at = started
                 gc.collect()
             else:
                 gc.collect(1)
+            wait = self.next_wait(self._now() - started)

@@ -128,6 +128,10 @@ class _Batch:
         """The sample rows of these events (the ones the database did not have yet)."""
         return [s for s in self.samples if s[0] in event_ids]
 
+    def status_rows(self) -> list[dict[str, Any]]:
+        """The connector status rows in lock order (see `_lock_chargers`)."""
+        return [self.status[key] for key in sorted(self.status)]
+
 
 def _collect(events: Sequence[Event]) -> _Batch:
     batch = _Batch()
@@ -213,7 +217,7 @@ async def store_events(
                 conn,
                 _event_records(batch.events.values()),
                 batch.samples_of,
-                [batch.status[key] for key in sorted(batch.status)],
+                batch.status_rows(),
                 last_seen or {},
             )
         _count(batch, [batch.events[i] for i in fresh_ids], {})
@@ -231,10 +235,7 @@ async def store_events(
         fresh = [batch.events[i] for i in fresh_ids]
         site_energy = await _advance_energy(conn, _energy_readings(fresh))
         if batch.status:
-            await conn.execute(
-                _upsert_status(conn.dialect.name),
-                [batch.status[key] for key in sorted(batch.status)],  # lock order, see `_lock_chargers`
-            )
+            await conn.execute(_upsert_status(conn.dialect.name), batch.status_rows())
         if batch.presence and conn.dialect.name == "postgresql":
             ids = {e.charger_id for e in batch.presence} | set(last_seen or ())
             if len(ids) > 1:

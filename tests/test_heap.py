@@ -146,3 +146,34 @@ async def test_cycles_promoted_while_alive_are_freed_by_the_old_pass() -> None:
         await collector.stop()
         gc.set_threshold(*thresholds)
     assert len(freed) == len(refs)
+
+
+def test_a_slow_pass_spaces_out_the_next_within_the_budget() -> None:
+    """~4 ms passes keep the interval; a 40 ms pass (calls kept alive a second each under overload, all
+    walked at every pass) waits a second, so passes stay within 4 % of the loop."""
+    collector = YoungCollector(interval=0.2, budget=0.04)
+    assert collector.next_wait(0.004) == 0.2
+    assert collector.next_wait(0.04) == pytest.approx(1.0)
+
+
+async def test_the_collector_makes_fewer_passes_when_each_takes_long() -> None:
+    ticks = iter(range(1_000_000))
+
+    def slow_clock() -> float:
+        return next(ticks) * 0.01  # read twice a pass: each pass looks 10 ms long
+
+    passes = []
+    for collector in (
+        YoungCollector(interval=0.001),
+        YoungCollector(interval=0.001, budget=0.25, now=slow_clock),
+    ):
+        before = gc.get_stats()[1]["collections"]
+        collector.start()
+        try:
+            await asyncio.sleep(0.3)
+        finally:
+            await collector.stop()
+        passes.append(gc.get_stats()[1]["collections"] - before)
+    fast, slow = passes
+    assert slow <= 0.3 / 0.04 + 1  # 10 ms / 25 % = one pass per 40 ms at most
+    assert fast > 3 * slow
