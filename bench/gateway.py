@@ -293,7 +293,7 @@ def minus(after: str, before: str) -> str:
         pairs = (
             line.rsplit(" ", 1)
             for line in text.splitlines()
-            if "_bucket{" in line or "_sum{" in line or "_count{" in line
+            if not line.startswith("#") and any(p in line for p in ("_bucket{", "_sum", "_count"))
         )
         return {series: float(value) for series, value in pairs}
 
@@ -306,6 +306,8 @@ def server_figures(metrics: str) -> dict[str, Any]:
     return {
         "ingest_commit_p50_s": histogram_quantile(metrics, "chargeops_ingest_commit_seconds", 0.5),
         "ingest_commit_p99_s": histogram_quantile(metrics, "chargeops_ingest_commit_seconds", 0.99),
+        "ingest_commits": _series(metrics, "chargeops_ingest_batch_events_count"),
+        "ingest_events": _series(metrics, "chargeops_ingest_batch_events_sum"),
         "loop_lag_p99_s": histogram_quantile(metrics, "chargeops_event_loop_lag_seconds", 0.99),
         "loop_lags_over_50ms": observed_over(metrics, "chargeops_event_loop_lag_seconds", 0.05),
         "gc_pauses_over_50ms": {
