@@ -177,3 +177,21 @@ async def test_the_collector_makes_fewer_passes_when_each_takes_long() -> None:
     fast, slow = passes
     assert slow <= 0.3 / 0.04 + 1  # 10 ms / 25 % = one pass per 40 ms at most
     assert fast > 3 * slow
+
+
+async def test_while_it_runs_the_count_based_trigger_is_only_a_safety_net() -> None:
+    """Young passes are the collector's: allocations that pass the usual threshold many times over start
+    none, and the thresholds are as they were once it stops."""
+    thresholds = gc.get_threshold()
+    collector = YoungCollector(interval=0.01, safety_net=500_000)
+    collector.start()
+    try:
+        assert gc.get_threshold() == (500_000, *thresholds[1:])
+        before = gc.get_stats()[0]["collections"]
+        kept = [[i] for i in range(max(50_000, 20 * thresholds[0]))]
+        counted = gc.get_stats()[0]["collections"] - before
+    finally:
+        await collector.stop()
+    assert len(kept) >= 50_000
+    assert counted == 0
+    assert gc.get_threshold() == thresholds
